@@ -1,0 +1,66 @@
+"""Settings of the local Diameter node: one frozen object handed to constructors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LocalIdentity:
+    """What this node says about itself in CER/CEA and in every answer (RFC 6733 §5.3)."""
+
+    origin_host: str = "eir.localdomain"
+    origin_realm: str = "localdomain"
+    host_ip_addresses: tuple[str, ...] = ("127.0.0.1",)
+    vendor_id: int = 0
+    product_name: str = "eir-gateway"
+    firmware_revision: int | None = 1
+    origin_state_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    identity: LocalIdentity = LocalIdentity()
+    # RFC 3539 §3.4.1: Tw init 30 s, never below 6 s, jitter of +-2 s added each time.
+    watchdog_interval: float = 30.0
+    watchdog_jitter: float = 2.0
+    # RFC 6733 §5.6.1: close an incoming connection that sends no CER in time.
+    cer_timeout: float = 10.0
+    # Wait this long for DPA after our DPR before closing anyway.
+    dpa_timeout: float = 5.0
+    # Wait this long for CEA after our CER (initiator).
+    cea_timeout: float = 10.0
+    # Duplicate detection (RFC 6733 §5.5.4): End-to-End + Origin-Host seen within the window.
+    duplicate_window: float = 60.0
+    duplicate_cache_size: int = 10_000
+    # Requests being processed at once for one peer; past it, 3004 DIAMETER_TOO_BUSY.
+    max_in_flight_per_peer: int = 1024
+    # Destination-Realm values we serve; empty means our own origin_realm only.
+    served_realms: tuple[str, ...] = ()
+    # Peer admission (RFC 6733 §5.3: unknown peer -> 3010). Empty host/realm tuples admit any;
+    # patterns are fnmatch-style, case-insensitive. Networks are CIDRs of allowed source addresses.
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_realms: tuple[str, ...] = ()
+    allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenEndpoint:
+    transport: str  # "tcp" | "sctp" | "tls"
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    listen: tuple[ListenEndpoint, ...] = (ListenEndpoint("tcp", "127.0.0.1", 3868),)
+    # TLS (RFC 6733 port 5868)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify_client: bool = False
+    # Requests in flight over all peers; past it, 3004.
+    max_in_flight_total: int = 16_384
+    # Stop reading from a peer while its unsent output exceeds this many bytes.
+    write_high_water: int = 1 << 20
+    write_low_water: int = 1 << 18
