@@ -1,0 +1,135 @@
+"""IMEI / IMEISV parsing and normalisation (3GPP TS 23.003 §6.2, Annex B; TS 22.016 §3).
+
+IMEI   = TAC (8) + SNR (6) + CD (1)   -> 15 digits
+IMEISV = TAC (8) + SNR (6) + SVN (2)  -> 16 digits
+
+On S13 the IMEI AVP carries the 14-digit body and may carry the check digit (TS 29.272 §7.3.4);
+the Software-Version AVP carries the SVN (§7.3.5). Everything in the gateway is keyed on the
+14-digit body. ``parse_imei`` never raises: it returns an :class:`Imei` or a :class:`Malformed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BODY_LEN = 14
+TAC_LEN = 8
+_LENGTHS = frozenset((14, 15, 16))
+# GSMA TS.06 Appendix A: reporting body 00 and 02-09 allocate test IMEIs.
+_TEST_RBI = frozenset(("00", "02", "03", "04", "05", "06", "07", "08", "09"))
+_NULL_BODY = "0" * BODY_LEN
+
+
+def is_decimal(text: str) -> bool:
+    """ASCII decimal digits only (``str.isdigit`` alone accepts other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
+def luhn_check_digit(body: str) -> str:
+    """Check digit over the 14-digit body, TS 23.003 Annex B (Luhn, ISO/IEC 7812).
+
+    Digits D14..D1 (D1 rightmost): double D1, D3, ..., D13, add the digits of the products and
+    D2, D4, ..., D14; CD is what brings the sum to the next multiple of ten.
+    """
+    total = 0
+    double = True  # D1, the rightmost digit of the body, is doubled
+    for ch in reversed(body):
+        d = ord(ch) - 48
+        if double:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+        double = not double
+    return str((10 - total % 10) % 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Imei:
+    """A well-formed IMEI, keyed (equality, hash) on the 14-digit ``body``."""
+
+    body: str
+    svn: str | None = field(default=None, compare=False)
+    # The 15th digit as received, when the IMEI came with one (may be wrong: see check_digit_ok).
+    given_check_digit: str | None = field(default=None, compare=False)
+
+    @property
+    def tac(self) -> str:
+        return self.body[:TAC_LEN]
+
+    @property
+    def snr(self) -> str:
+        return self.body[TAC_LEN:]
+
+    @property
+    def reporting_body(self) -> str:
+        return self.body[:2]
+
+    @property
+    def check_digit(self) -> str:
+        return luhn_check_digit(self.body)
+
+    @property
+    def check_digit_ok(self) -> bool:
+        """False only when a 15th digit was received and is not the Luhn digit."""
+        return self.given_check_digit is None or self.given_check_digit == self.check_digit
+
+    @property
+    def imei15(self) -> str:
+        return self.body + self.check_digit
+
+    @property
+    def imeisv(self) -> str | None:
+        return None if self.svn is None else self.body + self.svn
+
+    @property
+    def as_int(self) -> int:
+        return int(self.body)
+
+    @property
+    def is_null(self) -> bool:
+        return self.body == _NULL_BODY
+
+    @property
+    def is_test(self) -> bool:
+        """Null IMEI or a test IMEI (reporting body 00, 02-09; GSMA TS.06 Appendix A)."""
+        return self.body[:2] in _TEST_RBI
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """Input that is not 14, 15 or 16 ASCII decimal digits."""
+
+    text: str
+    detail: str
+
+
+def _valid_svn(sv: str | None) -> str | None:
+    # TS 23.003 §6.2.2: SVN is 2 decimal digits. Anything else is ignored, not fatal.
+    if sv is not None and len(sv) == 2 and is_decimal(sv):
+        return sv
+    return None
+
+
+def parse_imei(text: str, sv: str | None = None) -> Imei | Malformed:
+    """Parse an IMEI (14 or 15 digits) or IMEISV (16 digits); ``sv`` is the Software-Version.
+
+    The SVN of a 16-digit IMEISV wins over ``sv``. A 15th digit is kept as received and checked
+    by :attr:`Imei.check_digit_ok` (the caller decides what a bad check digit means).
+    """
+    n = len(text)
+    if n not in _LENGTHS:
+        return Malformed(text, f"{n} characters; an IMEI has 14, 15 or 16 digits")
+    if not is_decimal(text):
+        return Malformed(text, "not decimal digits")
+    body = text[:BODY_LEN]
+    if n == 14:
+        return Imei(body, _valid_svn(sv))
+    if n == 15:
+        return Imei(body, _valid_svn(sv), text[14])
+    return Imei(body, text[14:])
+
+
+def imei_from_int(value: int, svn: str | None = None) -> Imei:
+    """The inverse of :attr:`Imei.as_int` (lists store bodies as integers)."""
+    return Imei(f"{value:014d}", svn)

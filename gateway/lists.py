@@ -1,0 +1,452 @@
+"""Operator black/grey/white lists: SQLite store, CSV import/export, compact in-memory snapshot.
+
+Entry kinds: ``imei`` (one 14-digit body), ``range`` (first..last bodies, inclusive), ``tac``
+(every IMEI of an 8-digit TAC) and ``pair`` (one IMEI, only together with one IMSI). Each entry
+has a list colour (``black``/``grey``/``white``), a reason text and created/updated timestamps.
+
+CSV format (import and export), UTF-8, comma-separated, one entry per row::
+
+    list,kind,value,imsi,reason[,created,updated]
+    black,imei,35209900176148,,stolen 2026-11-02
+    white,pair,01234500000017,001010000000001,test device with test SIM
+    grey,range,35332011000000-35332011009999,,batch under observation
+    black,tac,86000001,,barred TAC
+
+* list: black | grey | white; kind: imei | range | tac | pair.
+* value: imei/pair -> 14 digits, or 15 with a valid Luhn check digit (stored as the 14-digit
+  body); range -> ``FIRST-LAST`` with both ends in that form and FIRST <= LAST; tac -> 8 digits.
+* imsi: 6-15 digits for ``pair`` (TS 23.003 §2.2), empty otherwise.
+* The header row is optional (a first field ``list`` marks it); ``created``/``updated`` (ISO
+  8601, written by export) are ignored on import. Importing an entry that exists updates its
+  reason. Any bad row fails the whole import (one transaction) naming the file and row number.
+
+The store keeps a version number in ``meta`` bumped in the same transaction as every change, so
+a running gateway polls :meth:`ListStore.version` (one indexed read) and reloads when it moves.
+The snapshot holds exact IMEIs as a sorted ``array('Q')`` per colour (8 bytes per entry, bisect
+lookups), ranges as sorted start/end arrays, TACs as sets, pairs in a dict. Reasons of exact
+IMEI entries stay in SQLite (:meth:`ListStore.describe`); the hot path never touches SQLite.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import sqlite3
+import threading
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from gateway.imei import Imei, is_decimal, parse_imei
+
+
+class ListColour(enum.Enum):
+    WHITE = "white"
+    BLACK = "black"
+    GREY = "grey"
+
+
+class EntryKind(enum.Enum):
+    IMEI = "imei"
+    RANGE = "range"
+    TAC = "tac"
+    PAIR = "pair"
+
+
+class ListError(ValueError):
+    """A bad entry or a bad CSV row (the message names file and row)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    colour: ListColour
+    kind: EntryKind
+    first: int  # IMEI body / range start / TAC as an integer
+    last: int  # == first except for ranges
+    imsi: str = ""
+    reason: str | None = None  # None: not loaded (exact IMEIs; see ListStore.describe)
+    created: float | None = None
+    updated: float | None = None
+
+    @property
+    def value(self) -> str:
+        if self.kind is EntryKind.TAC:
+            return f"{self.first:08d}"
+        if self.kind is EntryKind.RANGE:
+            return f"{self.first:014d}-{self.last:014d}"
+        return f"{self.first:014d}"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    colour TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    imsi TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (kind, colour, first, last, imsi)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('version', '0');
+"""
+
+_UPSERT = """
+INSERT INTO entries (colour, kind, first, last, imsi, reason, created, updated)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (kind, colour, first, last, imsi) DO UPDATE SET
+    reason = excluded.reason, updated = excluded.updated
+"""
+
+_BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'"
+
+
+def _body(text: str, what: str) -> int:
+    parsed = parse_imei(text)
+    if not isinstance(parsed, Imei) or len(text) == 16:
+        raise ListError(f"{what} {text!r} is not a 14- or 15-digit IMEI")
+    if not parsed.check_digit_ok:
+        raise ListError(f"{what} {text!r} has a wrong check digit (expected {parsed.check_digit})")
+    return parsed.as_int
+
+
+def make_entry(
+    colour: str, kind: str, value: str, imsi: str = "", reason: str = ""
+) -> ListEntry:
+    """Validate one entry given as text (CLI and CSV share this)."""
+    try:
+        c = ListColour(colour.strip().lower())
+    except ValueError:
+        raise ListError(f"list {colour!r} is not black, grey or white") from None
+    try:
+        k = EntryKind(kind.strip().lower())
+    except ValueError:
+        raise ListError(f"kind {kind!r} is not imei, range, tac or pair") from None
+    value, imsi = value.strip(), imsi.strip()
+    if k is EntryKind.TAC:
+        if len(value) != 8 or not is_decimal(value):
+            raise ListError(f"TAC {value!r} is not 8 decimal digits")
+        first = last = int(value)
+    elif k is EntryKind.RANGE:
+        ends = value.split("-")
+        if len(ends) != 2:
+            raise ListError(f"range {value!r} is not FIRST-LAST")
+        first, last = _body(ends[0].strip(), "range start"), _body(ends[1].strip(), "range end")
+        if first > last:
+            raise ListError(f"range {value!r} ends before it starts")
+    else:
+        first = last = _body(value, "IMEI")
+    if k is EntryKind.PAIR:
+        if not (6 <= len(imsi) <= 15 and is_decimal(imsi)):
+            raise ListError(f"IMSI {imsi!r} is not 6 to 15 decimal digits")
+    elif imsi:
+        raise ListError(f"an IMSI is only allowed for kind pair, not {k.value}")
+    return ListEntry(c, k, first, last, imsi, reason.strip())
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+# --- the in-memory snapshot (hot path) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListMatch:
+    """One entry an IMEI matched. ``reason`` is None for exact IMEIs until described."""
+
+    entry: ListEntry
+
+    @property
+    def colour(self) -> ListColour:
+        return self.entry.colour
+
+
+class _Ranges:
+    """Sorted ranges with a running maximum of ends, so overlapping ranges are found too."""
+
+    __slots__ = ("entries", "maxend", "starts")
+
+    def __init__(self, entries: list[ListEntry]) -> None:
+        entries.sort(key=lambda e: (e.first, e.last))
+        self.entries = entries
+        self.starts = array("Q", (e.first for e in entries))
+        self.maxend = array("Q")
+        top = 0
+        for e in entries:
+            top = max(top, e.last)
+            self.maxend.append(top)
+
+    def find(self, value: int) -> Iterator[ListEntry]:
+        i = bisect_right(self.starts, value) - 1
+        while i >= 0 and self.maxend[i] >= value:
+            e = self.entries[i]
+            if e.last >= value:
+                yield e
+            i -= 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Colour:
+    imeis: array[int]  # sorted 'Q'
+    ranges: _Ranges
+    tacs: dict[int, ListEntry]
+    pairs: dict[tuple[int, str], ListEntry]
+
+
+class ListSnapshot:
+    """Immutable view of all lists at one store version."""
+
+    __slots__ = ("_colours", "version")
+
+    def __init__(self, version: int, colours: dict[ListColour, _Colour]) -> None:
+        self.version = version
+        self._colours = colours
+
+    @classmethod
+    def empty(cls) -> ListSnapshot:
+        return cls(0, {})
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for colour, c in self._colours.items():
+            out[f"{colour.value}.imei"] = len(c.imeis)
+            out[f"{colour.value}.range"] = len(c.ranges.entries)
+            out[f"{colour.value}.tac"] = len(c.tacs)
+            out[f"{colour.value}.pair"] = len(c.pairs)
+        return out
+
+    def match(self, imei: int, imsi: str | None = None) -> list[ListMatch]:
+        """Every entry matching the IMEI body (and the IMSI for pairs); whites first."""
+        out: list[ListMatch] = []
+        tac = imei // 1_000_000
+        for colour, c in self._colours.items():
+            imeis = c.imeis
+            if imeis:
+                i = bisect_right(imeis, imei) - 1
+                if i >= 0 and imeis[i] == imei:
+                    out.append(ListMatch(ListEntry(colour, EntryKind.IMEI, imei, imei)))
+            if c.ranges.entries:
+                out.extend(ListMatch(e) for e in c.ranges.find(imei))
+            if c.tacs:
+                e = c.tacs.get(tac)
+                if e is not None:
+                    out.append(ListMatch(e))
+            if imsi and c.pairs:
+                e = c.pairs.get((imei, imsi))
+                if e is not None:
+                    out.append(ListMatch(e))
+        return out
+
+
+# --- the SQLite store ------------------------------------------------------------------------
+
+
+class ListStore:
+    """The lists database (var/lists.sqlite). Writers bump the version in the same transaction."""
+
+    def __init__(self, database: str | Path) -> None:
+        self.path = Path(database)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._lock = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def version(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        return int(row[0])
+
+    def _write(self, entries: Iterable[ListEntry], now: float | None = None) -> int:
+        ts = time.time() if now is None else now
+        rows = (
+            (e.colour.value, e.kind.value, e.first, e.last, e.imsi, e.reason or "", ts, ts)
+            for e in entries
+        )
+        with self._lock, self._conn:
+            cur = self._conn.executemany(_UPSERT, rows)
+            self._conn.execute(_BUMP)
+            return cur.rowcount
+
+    def add(self, entry: ListEntry, now: float | None = None) -> None:
+        self._write((entry,), now)
+
+    def add_many(self, entries: Iterable[ListEntry], now: float | None = None) -> int:
+        """Bulk upsert in one transaction (a generator is consumed lazily)."""
+        return self._write(entries, now)
+
+    def remove(self, entry: ListEntry) -> bool:
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "DELETE FROM entries WHERE kind=? AND colour=? AND first=? AND last=? AND imsi=?",
+                (entry.kind.value, entry.colour.value, entry.first, entry.last, entry.imsi),
+            )
+            if cur.rowcount:
+                self._conn.execute(_BUMP)
+            return cur.rowcount > 0
+
+    def import_csv(self, path: str | Path) -> int:
+        """Validate every row first, then write all in one transaction; returns the row count."""
+        entries = list(read_csv(path))
+        if entries:
+            self._write(entries)
+        return len(entries)
+
+    def entries(
+        self,
+        colour: ListColour | None = None,
+        kind: EntryKind | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ListEntry]:
+        sql = "SELECT colour, kind, first, last, imsi, reason, created, updated FROM entries"
+        where, args = [], []
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind.value)
+        if colour is not None:
+            where.append("colour = ?")
+            args.append(colour.value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY kind, colour, first, last, imsi"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall() if limit is not None else None
+        if rows is None:
+            cur = self._conn.cursor()
+            cur.execute(sql, args)
+            while chunk := cur.fetchmany(10_000):
+                yield from (_row_entry(r) for r in chunk)
+        else:
+            yield from (_row_entry(r) for r in rows)
+
+    def export_csv(self, out: TextIO) -> int:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["list", "kind", "value", "imsi", "reason", "created", "updated"])
+        n = 0
+        for e in self.entries():
+            writer.writerow(
+                [e.colour.value, e.kind.value, e.value, e.imsi, e.reason,
+                 _iso(e.created or 0.0), _iso(e.updated or 0.0)]
+            )
+            n += 1
+        return n
+
+    def describe(self, match: ListMatch) -> ListEntry:
+        """The stored entry behind a match, with its reason and timestamps."""
+        e = match.entry
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT colour, kind, first, last, imsi, reason, created, updated FROM entries "
+                "WHERE kind=? AND colour=? AND first=? AND last=? AND imsi=?",
+                (e.kind.value, e.colour.value, e.first, e.last, e.imsi),
+            ).fetchone()
+        return e if row is None else _row_entry(row)
+
+    def load(self, chunk: int = 65_536) -> ListSnapshot:
+        """Stream the store into a snapshot; exact IMEIs go straight into arrays, chunk by chunk."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN")  # one read snapshot: version and rows agree
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+                version = int(row[0])
+                colours: dict[ListColour, _Colour] = {}
+                for colour in ListColour:  # WHITE first: whitelist matches come first
+                    imeis = array("Q")
+                    cur = conn.execute(
+                        "SELECT first FROM entries WHERE kind='imei' AND colour=? ORDER BY first",
+                        (colour.value,),
+                    )
+                    while rows := cur.fetchmany(chunk):
+                        imeis.extend([r[0] for r in rows])
+                    others = [
+                        _row_entry(r)
+                        for r in conn.execute(
+                            "SELECT colour, kind, first, last, imsi, reason, created, updated "
+                            "FROM entries WHERE kind != 'imei' AND colour=?",
+                            (colour.value,),
+                        )
+                    ]
+                    ranges = [e for e in others if e.kind is EntryKind.RANGE]
+                    tacs = {e.first: e for e in others if e.kind is EntryKind.TAC}
+                    pairs = {(e.first, e.imsi): e for e in others if e.kind is EntryKind.PAIR}
+                    if imeis or ranges or tacs or pairs:
+                        colours[colour] = _Colour(imeis, _Ranges(ranges), tacs, pairs)
+            finally:
+                conn.execute("COMMIT")
+        return ListSnapshot(version, colours)
+
+
+def _row_entry(row: tuple) -> ListEntry:
+    colour, kind, first, last, imsi, reason, created, updated = row
+    return ListEntry(
+        ListColour(colour), EntryKind(kind), first, last, imsi, reason, created, updated
+    )
+
+
+def read_csv(path: str | Path) -> Iterator[ListEntry]:
+    """Parse a lists CSV; raises ListError naming the file and row on the first bad row."""
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ListError(f"{path}: cannot read: {exc.strerror}") from exc
+    with handle:
+        for row_number, row in enumerate(csv.reader(handle), 1):
+            if not row or all(not f.strip() for f in row):
+                continue
+            if row_number == 1 and row[0].strip().lower() == "list":
+                continue
+            if len(row) not in (5, 7):
+                raise ListError(
+                    f"{path}: row {row_number}: {len(row)} fields, expected "
+                    "list,kind,value,imsi,reason[,created,updated]"
+                )
+            try:
+                yield make_entry(row[0], row[1], row[2], row[3], row[4])
+            except ListError as exc:
+                raise ListError(f"{path}: row {row_number}: {exc}") from None
+
+
+class OperatorLists:
+    """What the classifier holds: the current snapshot, swapped whole on reload.
+
+    ``reload()`` is what SIGHUP calls; ``poll()`` reloads only when the store version moved.
+    Both do blocking SQLite reads: from asyncio run them with ``asyncio.to_thread``.
+    """
+
+    def __init__(self, store: ListStore | None) -> None:
+        self.store = store
+        self.snapshot = ListSnapshot.empty()
+
+    def reload(self) -> ListSnapshot:
+        if self.store is not None:
+            self.snapshot = self.store.load()
+        return self.snapshot
+
+    def poll(self) -> bool:
+        if self.store is None or self.store.version() == self.snapshot.version:
+            return False
+        self.reload()
+        return True
+
+    def describe(self, match: ListMatch) -> ListEntry:
+        if self.store is None or match.entry.reason is not None:
+            return match.entry
+        return self.store.describe(match)
+
+
+def with_reason(entry: ListEntry, reason: str) -> ListEntry:
+    return replace(entry, reason=reason)
