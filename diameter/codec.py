@@ -1,0 +1,498 @@
+"""Diameter message and AVP codec (RFC 6733 §3, §4), sans-IO.
+
+Decoding reads the header and an index of AVPs; values are converted only when read. Structural
+problems inside a message (bad AVP length, truncated AVP) do not raise: the message carries its
+first problem (RFC 6733 §7.1: report only the first error), and the caller answers with it.
+Only bytes that are not a Diameter message at all raise ``DecodeError``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from diameter.dictionary import DICTIONARY, AvpDef, AvpType, Dictionary, FlagRule
+from diameter.errors import DecodeError, EncodeError
+
+# Header flags (RFC 6733 §3)
+FLAG_REQUEST = 0x80
+FLAG_PROXIABLE = 0x40
+FLAG_ERROR = 0x20
+FLAG_RETRANSMIT = 0x10
+# AVP flags (RFC 6733 §4.1)
+AVP_FLAG_VENDOR = 0x80
+AVP_FLAG_MANDATORY = 0x40
+AVP_FLAG_PROTECTED = 0x20
+AVP_FLAGS_RESERVED = 0x1F
+
+HEADER_LENGTH = 20
+_HEADER = struct.Struct("!IIIII")
+_AVP_HEADER = struct.Struct("!II")
+_AVP_VENDOR_HEADER = struct.Struct("!III")
+_U32 = struct.Struct("!I")
+_I32 = struct.Struct("!i")
+_U64 = struct.Struct("!Q")
+_I64 = struct.Struct("!q")
+_F32 = struct.Struct("!f")
+_F64 = struct.Struct("!d")
+_H = struct.Struct("!H")
+
+# RFC 6733 §4.3.1 Time: seconds since 1900-01-01 UTC; values with the top bit clear are past 2036
+_NTP_EPOCH = _dt.datetime(1900, 1, 1, tzinfo=_dt.UTC)
+_NTP_ERA1 = _dt.datetime(2036, 2, 7, 6, 28, 16, tzinfo=_dt.UTC)
+
+_FIXED_SIZE = {
+    AvpType.INTEGER32: 4,
+    AvpType.UNSIGNED32: 4,
+    AvpType.ENUMERATED: 4,
+    AvpType.FLOAT32: 4,
+    AvpType.TIME: 4,
+    AvpType.INTEGER64: 8,
+    AvpType.UNSIGNED64: 8,
+    AvpType.FLOAT64: 8,
+}
+
+# Result codes used by the codec (the full table is dictionary data: base_rfc6733.ResultCode).
+_INVALID_AVP_VALUE = 5004
+_UNSUPPORTED_VERSION = 5011
+_INVALID_AVP_LENGTH = 5014
+_INVALID_MESSAGE_LENGTH = 5015
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """The first error found in a received message: what to answer with (RFC 6733 §7.1, §7.5)."""
+
+    result_code: int
+    failed_avp: Avp | None = None
+    error_message: str | None = None
+
+
+class Avp:
+    """One AVP: header fields and raw data; the value is decoded on access."""
+
+    __slots__ = ("_children", "code", "data", "flags", "vendor")
+
+    def __init__(self, code: int, flags: int, vendor: int, data: bytes) -> None:
+        self.code = code
+        self.flags = flags
+        self.vendor = vendor
+        self.data = data
+        self._children: list[Avp] | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def new(
+        cls,
+        name: str,
+        value: Any,
+        *,
+        mandatory: bool | None = None,
+        dictionary: Dictionary = DICTIONARY,
+    ) -> Avp:
+        """Build an AVP from its dictionary name and a Python value (flags per its definition)."""
+        defn = dictionary.avp(name)
+        flags = AVP_FLAG_VENDOR if defn.vendor else 0
+        if mandatory if mandatory is not None else defn.m_rule is FlagRule.MUST:
+            flags |= AVP_FLAG_MANDATORY
+        avp = cls(defn.code, flags, defn.vendor, encode_value(defn.type, value))
+        if defn.type is AvpType.GROUPED:
+            avp._children = list(value)
+        return avp
+
+    @classmethod
+    def zero_filled(cls, defn: AvpDef) -> Avp:
+        """RFC 6733 §7.5: an AVP with the right code and vendor and a zero-filled minimal payload."""
+        flags = (AVP_FLAG_VENDOR if defn.vendor else 0) | (
+            AVP_FLAG_MANDATORY if defn.m_rule is FlagRule.MUST else 0
+        )
+        return cls(defn.code, flags, defn.vendor, bytes(_FIXED_SIZE.get(defn.type, 0)))
+
+    # -- flags ----------------------------------------------------------------------------------
+    @property
+    def is_mandatory(self) -> bool:
+        return bool(self.flags & AVP_FLAG_MANDATORY)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.code, self.vendor)
+
+    def definition(self, dictionary: Dictionary = DICTIONARY) -> AvpDef | None:
+        return dictionary.avps.get((self.code, self.vendor))
+
+    # -- values ---------------------------------------------------------------------------------
+    @property
+    def value(self) -> Any:
+        """The data decoded per the AVP's dictionary type; raw bytes for unknown AVPs."""
+        defn = DICTIONARY.avps.get((self.code, self.vendor))
+        if defn is None:
+            return self.data
+        if defn.type is AvpType.GROUPED:
+            return self.children
+        return decode_value(defn.type, self.data)
+
+    @property
+    def children(self) -> list[Avp]:
+        """AVPs inside a Grouped AVP (RFC 6733 §4.4). Raises DecodeError (5014) when malformed."""
+        if self._children is None:
+            children, problem = decode_avps(self.data, 0, len(self.data))
+            if problem is not None:
+                raise DecodeError(
+                    problem.error_message or "malformed Grouped AVP", problem.result_code
+                )
+            self._children = children
+        return self._children
+
+    def find(self, code: int, vendor: int = 0) -> Avp | None:
+        for avp in self.children:
+            if avp.code == code and avp.vendor == vendor:
+                return avp
+        return None
+
+    # -- encoding -------------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        data = self.data
+        n = len(data)
+        if self.vendor or self.flags & AVP_FLAG_VENDOR:
+            head = _AVP_VENDOR_HEADER.pack(
+                self.code, ((self.flags | AVP_FLAG_VENDOR) << 24) | (n + 12), self.vendor
+            )
+        else:
+            head = _AVP_HEADER.pack(self.code, (self.flags << 24) | (n + 8))
+        pad = -n & 3
+        return head + data + b"\0" * pad if pad else head + data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Avp):
+            return NotImplemented
+        return (self.code, self.flags, self.vendor, self.data) == (
+            other.code,
+            other.flags,
+            other.vendor,
+            other.data,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.flags, self.vendor, self.data))
+
+    def __repr__(self) -> str:
+        defn = DICTIONARY.avps.get((self.code, self.vendor))
+        name = defn.name if defn else f"AVP({self.code}, vendor={self.vendor})"
+        try:
+            shown: Any = self.value
+        except DecodeError:
+            shown = self.data
+        return f"<{name} flags=0x{self.flags:02x} {shown!r}>"
+
+
+class Message:
+    """A Diameter message: header fields and top-level AVPs (RFC 6733 §3)."""
+
+    __slots__ = (
+        "application_id",
+        "avps",
+        "command_code",
+        "end_to_end",
+        "flags",
+        "hop_by_hop",
+        "problem",
+        "version",
+    )
+
+    def __init__(
+        self,
+        command_code: int,
+        application_id: int,
+        flags: int,
+        hop_by_hop: int = 0,
+        end_to_end: int = 0,
+        avps: list[Avp] | None = None,
+        version: int = 1,
+        problem: Problem | None = None,
+    ) -> None:
+        self.version = version
+        self.flags = flags
+        self.command_code = command_code
+        self.application_id = application_id
+        self.hop_by_hop = hop_by_hop
+        self.end_to_end = end_to_end
+        self.avps: list[Avp] = avps if avps is not None else []
+        self.problem = problem
+
+    @property
+    def is_request(self) -> bool:
+        return bool(self.flags & FLAG_REQUEST)
+
+    @property
+    def is_proxiable(self) -> bool:
+        return bool(self.flags & FLAG_PROXIABLE)
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.flags & FLAG_ERROR)
+
+    @property
+    def is_retransmit(self) -> bool:
+        return bool(self.flags & FLAG_RETRANSMIT)
+
+    def find(self, code: int, vendor: int = 0) -> Avp | None:
+        for avp in self.avps:
+            if avp.code == code and avp.vendor == vendor:
+                return avp
+        return None
+
+    def find_all(self, code: int, vendor: int = 0) -> Iterator[Avp]:
+        return (a for a in self.avps if a.code == code and a.vendor == vendor)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Value of the first AVP called ``name``, or ``default``."""
+        defn = DICTIONARY.avp(name)
+        avp = self.find(defn.code, defn.vendor)
+        return default if avp is None else avp.value
+
+    def add(self, name: str, value: Any) -> Message:
+        self.avps.append(Avp.new(name, value))
+        return self
+
+    def encode(self) -> bytes:
+        return encode_message(
+            self.flags,
+            self.command_code,
+            self.application_id,
+            self.hop_by_hop,
+            self.end_to_end,
+            b"".join([a.encode() for a in self.avps]),
+        )
+
+    def __repr__(self) -> str:
+        name = DICTIONARY.command_name(self.command_code, self.is_request)
+        return (
+            f"<Message {name} app={self.application_id} flags=0x{self.flags:02x} "
+            f"hbh={self.hop_by_hop} e2e={self.end_to_end} avps={self.avps!r}>"
+        )
+
+
+def encode_message(
+    flags: int,
+    command_code: int,
+    application_id: int,
+    hop_by_hop: int,
+    end_to_end: int,
+    avp_bytes: bytes,
+) -> bytes:
+    """Header + already encoded AVPs. The fast path for answers built from pre-encoded blocks."""
+    return (
+        _HEADER.pack(
+            0x01000000 | (HEADER_LENGTH + len(avp_bytes)),
+            (flags << 24) | command_code,
+            application_id,
+            hop_by_hop,
+            end_to_end,
+        )
+        + avp_bytes
+    )
+
+
+def encode_avp(code: int, flags: int, vendor: int, data: bytes) -> bytes:
+    """One AVP on the wire (RFC 6733 §4.1); used to pre-encode constant AVP blocks."""
+    return Avp(code, flags, vendor, data).encode()
+
+
+def decode_message(data: bytes | bytearray | memoryview) -> Message:
+    """Decode one whole message. Raises DecodeError only when the header itself is unusable."""
+    buf = bytes(data)
+    if len(buf) < HEADER_LENGTH:
+        raise DecodeError(
+            f"{len(buf)} bytes is shorter than a Diameter header", _INVALID_MESSAGE_LENGTH
+        )
+    w0, w1, app_id, hbh, e2e = _HEADER.unpack_from(buf)
+    version = w0 >> 24
+    length = w0 & 0xFFFFFF
+    if version != 1:
+        raise DecodeError(f"unsupported Diameter version {version}", _UNSUPPORTED_VERSION)
+    if length != len(buf) or length & 3:
+        raise DecodeError(
+            f"message length {length} does not match the {len(buf)} bytes given",
+            _INVALID_MESSAGE_LENGTH,
+        )
+    avps, problem = decode_avps(buf, HEADER_LENGTH, length)
+    return Message(w1 & 0xFFFFFF, app_id, w1 >> 24, hbh, e2e, avps, version, problem)
+
+
+def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem | None]:
+    """Split ``buf[offset:end]`` into AVPs; stop at the first structural problem."""
+    avps: list[Avp] = []
+    unpack_header = _AVP_HEADER.unpack_from
+    while offset < end:
+        if end - offset < 8:
+            return avps, Problem(
+                _INVALID_MESSAGE_LENGTH, None, f"{end - offset} stray bytes after the last AVP"
+            )
+        code, flags_length = unpack_header(buf, offset)
+        flags = flags_length >> 24
+        length = flags_length & 0xFFFFFF
+        if flags & AVP_FLAG_VENDOR:
+            if end - offset < 12:
+                return avps, Problem(_INVALID_AVP_LENGTH, None, "truncated vendor AVP header")
+            vendor = _U32.unpack_from(buf, offset + 8)[0]
+            start = offset + 12
+        else:
+            vendor = 0
+            start = offset + 8
+        stop = offset + length
+        if length < start - offset or stop > end:
+            bad = Avp(code, flags, vendor, b"")
+            return avps, Problem(
+                _INVALID_AVP_LENGTH,
+                _zero_payload(bad),
+                f"AVP {code} length {length} does not fit the message",
+            )
+        avps.append(Avp(code, flags, vendor, buf[start:stop]))
+        offset = stop + (-length & 3)
+    if offset > end:
+        # The last AVP's padding runs past the end (RFC 6733 §4: length excludes padding).
+        return avps, Problem(_INVALID_MESSAGE_LENGTH, None, "last AVP is not padded to 32 bits")
+    return avps, None
+
+
+def _zero_payload(avp: Avp) -> Avp:
+    defn = DICTIONARY.avps.get((avp.code, avp.vendor))
+    size = _FIXED_SIZE.get(defn.type, 0) if defn else 0
+    return Avp(avp.code, avp.flags & ~AVP_FLAGS_RESERVED, avp.vendor, bytes(size))
+
+
+# ---------------------------------------------------------------------------------------------
+# Values (RFC 6733 §4.2, §4.3)
+
+
+def decode_value(avp_type: AvpType, data: bytes) -> Any:
+    """Decode ``data`` as ``avp_type``. Raises DecodeError with 5014 (length) or 5004 (value)."""
+    size = _FIXED_SIZE.get(avp_type)
+    if size is not None and len(data) != size:
+        raise DecodeError(
+            f"{avp_type.value} needs {size} octets, got {len(data)}", _INVALID_AVP_LENGTH
+        )
+    try:
+        return _DECODERS[avp_type](data)
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"invalid UTF-8 in {avp_type.value}: {exc}", _INVALID_AVP_VALUE) from None
+
+
+def _decode_address(data: bytes) -> Any:
+    if len(data) < 2:
+        raise DecodeError("Address shorter than its family field", _INVALID_AVP_LENGTH)
+    family = _H.unpack_from(data)[0]
+    if family == 1:
+        if len(data) != 6:
+            raise DecodeError("IPv4 Address must be 4 octets", _INVALID_AVP_LENGTH)
+        return ipaddress.IPv4Address(data[2:])
+    if family == 2:
+        if len(data) != 18:
+            raise DecodeError("IPv6 Address must be 16 octets", _INVALID_AVP_LENGTH)
+        return ipaddress.IPv6Address(data[2:])
+    return (family, data[2:])
+
+
+def _decode_identity(data: bytes) -> str:
+    # RFC 6733 §4.3.1: DiameterIdentity is an FQDN or realm in ASCII (IDNs as A-labels).
+    if not data or not data.isascii() or any(c <= 0x20 or c == 0x7F for c in data):
+        raise DecodeError(f"invalid DiameterIdentity {data!r}", _INVALID_AVP_VALUE)
+    return data.decode("ascii")
+
+
+def _decode_uri(data: bytes) -> str:
+    text = data.decode("utf-8")
+    if not (text.startswith("aaa://") or text.startswith("aaas://")):
+        raise DecodeError(f"invalid DiameterURI {text!r}", _INVALID_AVP_VALUE)
+    return text
+
+
+def _decode_time(data: bytes) -> _dt.datetime:
+    seconds = _U32.unpack(data)[0]
+    base = _NTP_EPOCH if seconds & 0x80000000 else _NTP_ERA1
+    return base + _dt.timedelta(seconds=seconds)
+
+
+_DECODERS: dict[AvpType, Any] = {
+    AvpType.OCTET_STRING: bytes,
+    AvpType.INTEGER32: lambda d: _I32.unpack(d)[0],
+    AvpType.INTEGER64: lambda d: _I64.unpack(d)[0],
+    AvpType.UNSIGNED32: lambda d: _U32.unpack(d)[0],
+    AvpType.UNSIGNED64: lambda d: _U64.unpack(d)[0],
+    AvpType.ENUMERATED: lambda d: _I32.unpack(d)[0],
+    AvpType.FLOAT32: lambda d: _F32.unpack(d)[0],
+    AvpType.FLOAT64: lambda d: _F64.unpack(d)[0],
+    AvpType.ADDRESS: _decode_address,
+    AvpType.TIME: _decode_time,
+    AvpType.UTF8_STRING: lambda d: d.decode("utf-8"),
+    AvpType.DIAMETER_IDENTITY: _decode_identity,
+    AvpType.DIAMETER_URI: _decode_uri,
+    AvpType.IP_FILTER_RULE: lambda d: d.decode("ascii"),
+}
+
+
+def encode_value(avp_type: AvpType, value: Any) -> bytes:
+    """Encode a Python value as ``avp_type`` data. Raises EncodeError."""
+    try:
+        return _ENCODERS[avp_type](value)
+    except (struct.error, TypeError, ValueError, UnicodeError, OverflowError) as exc:
+        raise EncodeError(f"cannot encode {value!r} as {avp_type.value}: {exc}") from None
+
+
+def _encode_bytes(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def _encode_address(value: Any) -> bytes:
+    if isinstance(value, tuple):
+        family, raw = value
+        return _H.pack(family) + bytes(raw)
+    addr = ipaddress.ip_address(value)
+    return _H.pack(1 if addr.version == 4 else 2) + addr.packed
+
+
+def _encode_identity(value: str) -> bytes:
+    data = value.encode("ascii")
+    _decode_identity(data)
+    return data
+
+
+def _encode_time(value: _dt.datetime | int) -> bytes:
+    if isinstance(value, _dt.datetime):
+        seconds = int((value - _NTP_EPOCH).total_seconds())
+        seconds &= 0xFFFFFFFF  # RFC 6733 §4.3.1 / RFC 5905 era wrap
+        return _U32.pack(seconds)
+    return _U32.pack(value)
+
+
+def _encode_grouped(value: Iterable[Avp]) -> bytes:
+    return b"".join([avp.encode() for avp in value])
+
+
+def _encode_uri(value: str) -> bytes:
+    data = value.encode("utf-8")
+    _decode_uri(data)
+    return data
+
+
+_ENCODERS: dict[AvpType, Any] = {
+    AvpType.OCTET_STRING: _encode_bytes,
+    AvpType.INTEGER32: _I32.pack,
+    AvpType.INTEGER64: _I64.pack,
+    AvpType.UNSIGNED32: _U32.pack,
+    AvpType.UNSIGNED64: _U64.pack,
+    AvpType.ENUMERATED: _I32.pack,
+    AvpType.FLOAT32: _F32.pack,
+    AvpType.FLOAT64: _F64.pack,
+    AvpType.GROUPED: _encode_grouped,
+    AvpType.ADDRESS: _encode_address,
+    AvpType.TIME: _encode_time,
+    AvpType.UTF8_STRING: _encode_bytes,
+    AvpType.DIAMETER_IDENTITY: _encode_identity,
+    AvpType.DIAMETER_URI: _encode_uri,
+    AvpType.IP_FILTER_RULE: _encode_bytes,
+}

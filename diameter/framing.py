@@ -1,0 +1,69 @@
+"""Stream framing: bytes from a transport, in any split, into whole Diameter messages.
+
+RFC 6733 §2.1: data that cannot be framed (wrong version, a length that is not a multiple of 4 or
+shorter than the header) leaves no way to find the next message; ``FramingError`` tells the caller
+to answer if it can and close the connection.
+"""
+
+from __future__ import annotations
+
+from diameter.codec import HEADER_LENGTH
+from diameter.errors import FramingError
+
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+
+class Framer:
+    __slots__ = ("_buffer", "max_message_size")
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._buffer = bytearray()
+        self.max_message_size = max_message_size
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole message."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return every message now complete, oldest first."""
+        buf = self._buffer
+        if not buf:
+            # Fast path: a read holding exactly one whole message needs no copy.
+            if len(data) >= HEADER_LENGTH:
+                length = self._length(data)
+                if length == len(data):
+                    return [bytes(data)]
+        buf += data
+        out: list[bytes] = []
+        offset = 0
+        size = len(buf)
+        while size - offset >= HEADER_LENGTH:
+            length = self._length(buf, offset)
+            if size - offset < length:
+                break
+            out.append(bytes(buf[offset : offset + length]))
+            offset += length
+        if offset:
+            del buf[:offset]
+        return out
+
+    def _length(self, buf: bytes | bytearray, offset: int = 0) -> int:
+        version = buf[offset]
+        length = int.from_bytes(buf[offset + 1 : offset + 4], "big")
+        if version != 1:
+            raise FramingError(f"Diameter version {version}", 5011, self._header(buf, offset))
+        if length < HEADER_LENGTH or length & 3:
+            raise FramingError(f"message length {length}", 5015, self._header(buf, offset))
+        if length > self.max_message_size:
+            raise FramingError(
+                f"message length {length} over the {self.max_message_size} byte limit",
+                5015,
+                self._header(buf, offset),
+            )
+        return length
+
+    @staticmethod
+    def _header(buf: bytes | bytearray, offset: int) -> bytes | None:
+        head = bytes(buf[offset : offset + HEADER_LENGTH])
+        return head if len(head) == HEADER_LENGTH else None
