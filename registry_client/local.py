@@ -121,7 +121,9 @@ class LocalRegistry:
     the server). Queries are indexed point lookups, cheap enough to answer ``cached()`` directly.
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, origin: VerdictOrigin = VerdictOrigin.LOCAL):
+    def __init__(
+        self, path: str | Path = ":memory:", *, origin: VerdictOrigin = VerdictOrigin.LOCAL
+    ):
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -235,7 +237,8 @@ class LocalRegistry:
         if tac in self._tac_memo:
             return self._tac_memo[tac]
         row = self._db.execute(
-            "SELECT tac, manufacturer, participating, ranges, updated FROM tacs WHERE tac = ?", (tac,)
+            "SELECT tac, manufacturer, participating, ranges, updated FROM tacs WHERE tac = ?",
+            (tac,),
         ).fetchone()
         declaration = self._tac_from_row(row) if row else None
         if len(self._tac_memo) > 10_000:
@@ -245,8 +248,7 @@ class LocalRegistry:
 
     def reports(self, imei: str) -> tuple[Report, ...]:
         rows = self._db.execute(
-            "SELECT imei, type, country, since, withdrawn FROM reports WHERE imei = ?"
-            " ORDER BY seq",
+            "SELECT imei, type, country, since, withdrawn FROM reports WHERE imei = ? ORDER BY seq",
             (imei,),
         ).fetchall()
         return tuple(Report(i, ReportType(t), c, s, bool(w)) for i, t, c, s, w in rows)
@@ -279,7 +281,7 @@ class LocalRegistry:
         has_more = len(rows) > limit
         rows = rows[:limit]
         items: list[TacDeclaration | Report] = []
-        for seq, kind, *rest in rows:
+        for _seq, kind, *rest in rows:
             if kind == "t":
                 items.append(self._tac_from_row(tuple(rest)))
             else:
@@ -299,7 +301,9 @@ class LocalRegistry:
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    def apply_with_meta(self, records: Iterable[TacDeclaration | Report], meta: dict[str, str]) -> int:
+    def apply_with_meta(
+        self, records: Iterable[TacDeclaration | Report], meta: dict[str, str]
+    ) -> int:
         """Store records and meta keys in one transaction (the mirror's page + cursor)."""
         changed = 0
         with self._transaction() as db:

@@ -235,7 +235,9 @@ class RegistryServer:
         elif since_raw.isdigit() and since_raw.isascii():
             since = int(since_raw)
         else:
-            return problem(400, f"since must be a cursor returned as next_cursor, got {since_raw!r}")
+            return problem(
+                400, f"since must be a cursor returned as next_cursor, got {since_raw!r}"
+            )
         limit_raw = request.query.get("limit")
         limit = DEFAULT_CHANGES
         if limit_raw is not None:

@@ -18,6 +18,7 @@ class RegistrySettings:
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    max_connections: int = 64  # connection pool size (keep-alive)
     # time limits, seconds
     budget: float = 0.05  # the most one S13 check waits for a verdict
     request_timeout: float = 2.0
@@ -38,4 +39,5 @@ class RegistrySettings:
     mirror: bool = False
     mirror_database: str = "var/registry-mirror.sqlite"
     mirror_interval: float = 60.0
+    mirror_page_size: int = 1000  # GET /v1/changes limit (1..10000)
     extra_headers: tuple[tuple[str, str], ...] = field(default=())

@@ -138,14 +138,15 @@ def parse_range(obj: object, name: str = "range") -> SerialRange:
         obj = {"first": first, "last": last}
     if not isinstance(obj, Mapping):
         raise RecordError(f"{name} must be an object with first and last")
-    first, last = obj.get("first"), obj.get("last")
-    for label, value in (("first", first), ("last", last)):
+    bounds: list[int] = []
+    for label in ("first", "last"):
+        value = obj.get(label)
         if not isinstance(value, str) or not _SNR.fullmatch(value):
             raise RecordError(f"{name}.{label} must be 6 digits, got {value!r}")
-    assert isinstance(first, str) and isinstance(last, str)
-    if int(first) > int(last):
-        raise RecordError(f"{name}: first {first} is after last {last}")
-    return SerialRange(int(first), int(last))
+        bounds.append(int(value))
+    if bounds[0] > bounds[1]:
+        raise RecordError(f"{name}: first {bounds[0]:06d} is after last {bounds[1]:06d}")
+    return SerialRange(bounds[0], bounds[1])
 
 
 def parse_tac_declaration(obj: object) -> TacDeclaration:

@@ -1,0 +1,431 @@
+"""Async HTTP client of the global IMEI registry (registry-api.yaml), a ``VerdictSource``.
+
+Path of one ``check``:
+
+1. normalise the IMEI to its 14-digit body;
+2. cache (LRU + TTL, ``Cache-Control: max-age`` honoured, ``unknown`` capped at negative_ttl)
+   -> origin CACHE;
+3. mirror copy, when mirror mode is on and the TAC is mirrored -> origin MIRROR;
+4. breaker open -> RegistryUnavailable at once;
+5. single-flight: a check of an IMEI already in flight waits for that request;
+6. otherwise the IMEI joins the pending batch, flushed after ``batch_window`` or at
+   ``batch_max`` (<= 1000) as one ``POST /v1/imeis:check`` (a batch of one is a
+   ``GET /v1/imeis/{imei}``) -> origin ONLINE.
+
+Every check waits at most ``budget`` seconds. A batch is retried with jittered exponential backoff
+on 5xx, 429 (waiting at least ``Retry-After``, RFC 9110 §10.2.3) and connection errors, only while
+the latest deadline among its checks leaves room. Each round trip is bounded by
+``request_timeout`` and by that deadline. Anything that goes wrong surfaces as
+``RegistryUnavailable`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from registry_client.breaker import BreakerState, CircuitBreaker
+from registry_client.cache import VerdictCache
+from registry_client.local import LocalRegistry
+from registry_client.metrics import CACHE_EVENTS, OUTCOMES, registry_metrics
+from registry_client.mirror import MirrorError, RegistryMirror
+from registry_client.model import (
+    RegistryStatus,
+    RegistryUnavailable,
+    RegistryVerdict,
+    VerdictOrigin,
+)
+from registry_client.settings import RegistrySettings
+from registry_client.wire import InvalidImei, RecordError, normalise_imei, parse_verdict
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000  # registry-api.yaml: imeis maxItems
+
+
+class _Failure(Exception):
+    """One failed round trip; ``retryable`` per the policy above."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    imei: str
+    future: asyncio.Future[RegistryVerdict]
+    deadline: float  # loop time
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delay-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_max_age(value: str | None) -> float | None:
+    """Freshness from Cache-Control (RFC 9111 §5.2.2): 0 for no-store/no-cache, None if absent."""
+    if not value:
+        return None
+    max_age: float | None = None
+    for directive in value.split(","):
+        name, _, arg = directive.strip().partition("=")
+        name = name.strip().lower()
+        if name in ("no-store", "no-cache"):
+            return 0.0
+        if name == "max-age":
+            arg = arg.strip().strip('"')
+            if arg.isdigit():
+                max_age = float(arg)
+    return max_age
+
+
+def client_ssl_context(settings: RegistrySettings) -> ssl.SSLContext | None:
+    """Verify the registry with ``tls_ca`` (else system CAs); present ``tls_cert`` (mTLS)."""
+    if not (settings.tls_ca or settings.tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=settings.tls_ca)
+    if settings.tls_cert:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+class HttpRegistryClient:
+    """``VerdictSource`` over a remote registry. Create inside or outside a loop; use in one."""
+
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        *,
+        metrics_registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.settings = settings
+        self._base = settings.url.rstrip("/")
+        self._batch_max = max(1, min(MAX_BATCH, settings.batch_max))
+        metrics = registry_metrics(metrics_registry)
+        self._m_requests = {o: metrics.requests.labels(outcome=o) for o in OUTCOMES}
+        self._m_cache = {e: metrics.cache_events.labels(event=e) for e in CACHE_EVENTS}
+        self._m_duration = metrics.duration
+        self._m_circuit = metrics.circuit_state
+        self._m_circuit.set(BreakerState.CLOSED)
+        self._cache = VerdictCache(settings.cache_size, clock)
+        self._cache.on_event = lambda event: self._m_cache[event].inc()
+        self.breaker = CircuitBreaker(
+            settings.breaker_failure_threshold, settings.breaker_reset_timeout
+        )
+        self._inflight: dict[str, asyncio.Future[RegistryVerdict]] = {}
+        self._pending: list[_Pending] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._closed = False
+        self.mirror: RegistryMirror | None = None
+        if settings.mirror:
+            store = LocalRegistry(settings.mirror_database, origin=VerdictOrigin.MIRROR)
+            self.mirror = RegistryMirror(
+                store,
+                settings.url,
+                self._get_session,
+                request_timeout=settings.request_timeout,
+                page_limit=settings.mirror_page_size,
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json", "User-Agent": "eir-gateway-registry-client"}
+            if self.settings.token:
+                headers["Authorization"] = f"Bearer {self.settings.token}"
+            headers.update(dict(self.settings.extra_headers))
+            connector = aiohttp.TCPConnector(
+                limit=max(1, self.settings.max_connections),
+                ssl=client_ssl_context(self.settings) or True,
+                keepalive_timeout=30.0,
+            )
+            self._session = aiohttp.ClientSession(connector=connector, headers=headers)
+        return self._session
+
+    async def start(self) -> None:
+        """Open the connection pool and, in mirror mode, start syncing (first sync right away)."""
+        if self._started or self._closed:
+            return
+        self._started = True
+        self._get_session()
+        if self.mirror is not None:
+            self._mirror_task = asyncio.create_task(
+                self.mirror.run(self.settings.mirror_interval), name="registry-mirror"
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        closing = RegistryUnavailable("registry client closed")
+        for pending in self._pending:
+            if not pending.future.done():
+                pending.future.set_exception(closing)
+        self._pending = []
+        tasks = list(self._tasks)
+        if self._mirror_task is not None:
+            tasks.append(self._mirror_task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        if self.mirror is not None:
+            self.mirror.store.close_sync()
+
+    async def sync_mirror(self) -> int:
+        """One mirror sync now (also done periodically after ``start``); raises MirrorError."""
+        if self.mirror is None:
+            raise MirrorError("mirror mode is off")
+        return await self.mirror.sync()
+
+    # -- VerdictSource ---------------------------------------------------------------------
+
+    def cached(self, imei: str) -> RegistryVerdict | None:
+        """Fresh cached verdict (origin CACHE) or None; never blocks."""
+        if len(imei) != 14:
+            try:
+                imei = normalise_imei(imei)
+            except InvalidImei:
+                return None
+        entry = self._cache.get(imei)
+        if entry is None:
+            return None
+        verdict = entry.verdict
+        self._m_cache["negative_hit" if verdict.status is RegistryStatus.UNKNOWN else "hit"].inc()
+        return verdict
+
+    async def check(self, imei: str) -> RegistryVerdict:
+        if self._closed:
+            raise RegistryUnavailable("registry client closed")
+        try:
+            key = normalise_imei(imei)
+        except InvalidImei as exc:
+            raise RegistryUnavailable(f"not sent to the registry: {exc}") from None
+        hit = self.cached(key)
+        if hit is not None:
+            return hit
+        if not self._started:
+            await self.start()
+        if self.mirror is not None:
+            local = self.mirror.verdict(key)
+            if local is not None:
+                self._m_cache["mirror_hit"].inc()
+                return local
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.breaker.would_refuse(now):
+            self._m_requests["circuit_open"].inc()
+            raise RegistryUnavailable("registry circuit breaker is open")
+        budget = self.settings.budget
+        future = self._inflight.get(key)
+        if future is None:
+            future = loop.create_future()
+            self._inflight[key] = future
+            future.add_done_callback(functools.partial(self._settled, key))
+            self._enqueue(_Pending(key, future, now + budget), loop)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), budget)
+        except TimeoutError:
+            raise RegistryUnavailable(f"no registry verdict within the {budget}s budget") from None
+
+    # -- single-flight and batching --------------------------------------------------------
+
+    def _settled(self, key: str, future: asyncio.Future[RegistryVerdict]) -> None:
+        if self._inflight.get(key) is future:
+            del self._inflight[key]
+        if not future.cancelled():
+            future.exception()  # mark retrieved: waiters may have given up at their budget
+
+    def _enqueue(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending.append(pending)
+        if len(self._pending) >= self._batch_max:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = loop.call_later(self.settings.batch_window, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        deadline = max(p.deadline for p in batch)
+        try:
+            results = await self._fetch([p.imei for p in batch], deadline)
+        except RegistryUnavailable as exc:
+            error: RegistryUnavailable | None = exc
+        except asyncio.CancelledError:
+            error = RegistryUnavailable("registry client closed")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            raise
+        except Exception as exc:  # never let anything but RegistryUnavailable reach a check
+            log.exception("registry batch failed unexpectedly")
+            error = RegistryUnavailable(f"registry client error: {exc!r}")
+        else:
+            error = None
+            for p, (verdict, ttl) in zip(batch, results, strict=True):
+                if verdict.status is RegistryStatus.UNKNOWN:
+                    ttl = min(ttl, self.settings.negative_ttl)
+                self._cache.put(
+                    p.imei, dataclasses.replace(verdict, origin=VerdictOrigin.CACHE), ttl
+                )
+                if not p.future.done():
+                    p.future.set_result(verdict)
+        if error is not None:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+
+    # -- round trips -----------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        """Equal-jitter exponential backoff: half fixed, half random."""
+        cap = min(self.settings.backoff_max, self.settings.backoff_base * (2**attempt))
+        return cap / 2 + random.uniform(0, cap / 2)
+
+    def _set_circuit_gauge(self) -> None:
+        self._m_circuit.set(self.breaker.state)
+
+    async def _fetch(
+        self, imeis: list[str], deadline: float
+    ) -> list[tuple[RegistryVerdict, float]]:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            now = loop.time()
+            remaining = deadline - now
+            if remaining <= 0:
+                raise RegistryUnavailable("registry budget exhausted")
+            if not self.breaker.allow(now):
+                self._m_requests["circuit_open"].inc()
+                self._set_circuit_gauge()
+                raise RegistryUnavailable("registry circuit breaker is open")
+            self._set_circuit_gauge()
+            try:
+                results = await self._round_trip(
+                    imeis, min(self.settings.request_timeout, remaining)
+                )
+            except _Failure as failure:
+                self.breaker.failure(loop.time())
+                self._set_circuit_gauge()
+                if not failure.retryable or attempt >= self.settings.retries:
+                    raise RegistryUnavailable(str(failure)) from None
+                delay = self._backoff(attempt)
+                if failure.retry_after is not None:
+                    delay = max(delay, failure.retry_after)
+                if loop.time() + delay >= deadline:
+                    raise RegistryUnavailable(f"{failure}; no budget left to retry") from None
+                await asyncio.sleep(delay)
+                attempt += 1
+            else:
+                self.breaker.success(loop.time())
+                self._set_circuit_gauge()
+                return results
+
+    async def _round_trip(
+        self, imeis: list[str], timeout: float
+    ) -> list[tuple[RegistryVerdict, float]]:
+        session = self._get_session()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = "ok"
+        client_timeout = aiohttp.ClientTimeout(total=timeout)
+        if len(imeis) == 1:
+            request = session.get(f"{self._base}/v1/imeis/{imeis[0]}", timeout=client_timeout)
+        else:
+            request = session.post(
+                f"{self._base}/v1/imeis:check", json={"imeis": imeis}, timeout=client_timeout
+            )
+        try:
+            async with request as resp:
+                if resp.status == 429 or resp.status >= 500:
+                    outcome = "throttled" if resp.status == 429 else "server_error"
+                    raise _Failure(
+                        f"registry answered {resp.status}",
+                        retryable=True,
+                        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                    )
+                if resp.status != 200:
+                    outcome = "client_error"
+                    raise _Failure(f"registry answered {resp.status}", retryable=False)
+                if resp.content_type != "application/json":
+                    outcome = "invalid_response"
+                    raise _Failure(f"registry answered {resp.content_type}", retryable=False)
+                raw = await resp.read()
+                ttl = parse_max_age(resp.headers.get("Cache-Control"))
+            fetched_at = time.time()
+            try:
+                body = json.loads(raw)
+                if len(imeis) == 1:
+                    items = [body]
+                else:
+                    if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+                        raise RecordError("body must be an object with a results array")
+                    items = body["results"]
+                if len(items) != len(imeis):
+                    raise RecordError(f"{len(items)} results for {len(imeis)} IMEIs")
+                verdicts = [
+                    parse_verdict(item, origin=VerdictOrigin.ONLINE, fetched_at=fetched_at)
+                    for item in items
+                ]
+                for asked, verdict in zip(imeis, verdicts, strict=True):
+                    if verdict.imei != asked:
+                        raise RecordError(f"result for {verdict.imei} where {asked} was asked")
+            except (ValueError, UnicodeDecodeError) as exc:  # RecordError is a ValueError
+                outcome = "invalid_response"
+                raise _Failure(
+                    f"registry answer outside the contract: {exc}", retryable=False
+                ) from None
+            fresh = self.settings.cache_ttl if ttl is None else ttl
+            return [(v, fresh) for v in verdicts]
+        except TimeoutError:
+            outcome = "timeout"
+            raise _Failure(
+                f"registry did not answer within {timeout:.3f}s", retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            outcome = "connection_error"
+            raise _Failure(f"registry connection failed: {exc!r}", retryable=True) from None
+        finally:
+            self._m_duration.observe(loop.time() - started)
+            self._m_requests[outcome].inc()
