@@ -303,6 +303,28 @@ class ListStore:
             self._write(entries)
         return len(entries)
 
+    def import_csv_once(self, path: str | Path) -> int | None:
+        """Import ``path`` unless this exact file (mtime and size) was imported before."""
+        st = Path(path).stat() if Path(path).exists() else None
+        if st is None:
+            raise ListError(f"{path}: no such file")
+        stamp, key = f"{st.st_mtime_ns}:{st.st_size}", f"import:{Path(path).resolve()}"
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] == stamp:
+            return None
+        entries = list(read_csv(path))
+        ts = time.time()
+        rows = [
+            (e.colour.value, e.kind.value, e.first, e.last, e.imsi, e.reason or "", ts, ts)
+            for e in entries
+        ]
+        with self._lock, self._conn:
+            self._conn.executemany(_UPSERT, rows)
+            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, stamp))
+            self._conn.execute(_BUMP)
+        return len(entries)
+
     def entries(
         self,
         colour: ListColour | None = None,
@@ -450,3 +472,15 @@ class OperatorLists:
 
 def with_reason(entry: ListEntry, reason: str) -> ListEntry:
     return replace(entry, reason=reason)
+
+
+def open_operator_lists(
+    database: str | Path, import_files: Iterable[str | Path] = ()
+) -> OperatorLists:
+    """Open the store, import each CSV file whose size or mtime changed, load a snapshot."""
+    store = ListStore(database)
+    for path in import_files:
+        store.import_csv_once(path)
+    lists = OperatorLists(store)
+    lists.reload()
+    return lists

@@ -78,7 +78,7 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    status: Mapping[Reason, EquipmentStatus] = field(default=DEFAULT_STATUS)
+    status: Mapping[Reason, EquipmentStatus] = field(default_factory=lambda: DEFAULT_STATUS)
     unknown_equipment: frozenset[Reason] = frozenset()
     monitor_mode: bool = False
 

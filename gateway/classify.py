@@ -1,0 +1,273 @@
+"""The classification pipeline: format -> TAC -> lists -> registry -> policy (DESIGN.md §2, §4).
+
+Two entry points share one implementation:
+
+* :meth:`Classifier.classify_sync` does everything that needs no waiting. It returns a
+  :class:`Decision`, or a :class:`Pending` when only a registry verdict is missing (no registry
+  cache hit and the outcome not yet decided by an earlier reason). The S13 handler answers a
+  Decision at once, without creating a task (STYLE.md item 7), and awaits
+  :meth:`Classifier.resolve` for a Pending.
+* :meth:`Classifier.classify` is both in one coroutine.
+
+The registry is waited for at most ``budget`` seconds (asyncio.wait_for); a timeout or
+:class:`RegistryUnavailable` gives ``registry_unavailable``. The hot path does no SQLite, no
+logging and raises nothing for control flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.imei import Imei, Malformed, parse_imei
+from gateway.lists import ListColour, ListMatch, OperatorLists, open_operator_lists
+from gateway.observations import CloneTracker
+from gateway.policy import EquipmentStatus, Policy, Reason
+from gateway.tac import TacDatabase, open_tac_database
+from registry_client.model import (
+    RegistryStatus,
+    RegistryUnavailable,
+    RegistryVerdict,
+    VerdictOrigin,
+    VerdictSource,
+)
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+RESULT_SUCCESS = 2001  # RFC 6733 §7.1.2 DIAMETER_SUCCESS
+RESULT_EQUIPMENT_UNKNOWN = 5422  # TS 29.272 §7.4.3 DIAMETER_ERROR_EQUIPMENT_UNKNOWN
+
+_LIST_REASON = {
+    ListColour.WHITE: Reason.WHITELISTED,
+    ListColour.BLACK: Reason.BLACKLISTED,
+    ListColour.GREY: Reason.GREYLISTED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    reason: Reason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one check. A ``None`` status means answer 5422 EQUIPMENT_UNKNOWN."""
+
+    status: EquipmentStatus | None  # what is answered (WHITELISTED in monitor mode)
+    enforcement: EquipmentStatus | None  # what enforcement answers / would answer
+    monitor_mode: bool
+    decisive: Reason  # the reason that set ``enforcement``
+    findings: tuple[Finding, ...]  # every reason, in precedence order
+    imei: Imei | None  # None when malformed
+    imsi: str | None
+    list_matches: tuple[ListMatch, ...] = ()
+    registry: RegistryVerdict | None = None
+    registry_age: float | None = None  # seconds since the verdict was obtained
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        return tuple(f.reason for f in self.findings)
+
+    @property
+    def equipment_unknown(self) -> bool:
+        return self.status is None
+
+    @property
+    def result_code(self) -> int:
+        return RESULT_EQUIPMENT_UNKNOWN if self.status is None else RESULT_SUCCESS
+
+    @property
+    def registry_origin(self) -> VerdictOrigin | None:
+        return None if self.registry is None else self.registry.origin
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Everything decided except the registry verdict ("needs the registry")."""
+
+    imei: Imei
+    imsi: str | None
+    findings: tuple[Finding, ...]
+    list_matches: tuple[ListMatch, ...]
+    now: float
+
+
+def registry_findings(verdict: RegistryVerdict) -> list[Finding]:
+    """Registry verdict -> reasons (Q.5057 statuses as in registry-api.yaml)."""
+    out: list[Finding] = []
+    if verdict.status is RegistryStatus.NOT_MANUFACTURED:
+        out.append(
+            Finding(Reason.REGISTRY_NOT_MANUFACTURED, f"not manufactured ({verdict.source})")
+        )
+    active = verdict.active_reports
+    if active:
+        text = ", ".join(f"{r.type.value} in {r.country}" for r in active)
+        out.append(Finding(Reason.REGISTRY_REPORTED, text))
+    if verdict.status is RegistryStatus.UNKNOWN and not out:
+        out.append(Finding(Reason.REGISTRY_UNKNOWN, "TAC owner not participating"))
+    return out
+
+
+def _list_detail(match: ListMatch) -> str:
+    e = match.entry
+    text = f"{e.kind.value} {e.value}"
+    if e.imsi:
+        text += " with the IMSI"
+    if e.reason:
+        text += f": {e.reason}"
+    return text
+
+
+class Classifier:
+    """Holds the stores and the policy; see the module docstring for the two entry points."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        tac: TacDatabase | None = None,
+        lists: OperatorLists | None = None,
+        registry: VerdictSource | None = None,
+        budget: float = 0.05,
+        clone: CloneTracker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        # An empty TAC table cannot tell known from unknown: treat it as absent.
+        self.tac = tac if tac is not None and len(tac) else None
+        self.lists = lists if lists is not None else OperatorLists(None)
+        self.registry = registry
+        self.budget = budget
+        self.clone = clone
+        self.clock = clock
+
+    @classmethod
+    def from_config(
+        cls, config: GatewayConfig, registry: VerdictSource | None = None
+    ) -> Classifier:
+        """Open the stores named by the config (importing changed source files) and load them."""
+        tac = open_tac_database(config.tac.database, config.tac.file)
+        lists = open_operator_lists(config.lists.database, config.lists.import_files)
+        cd = config.clone_detection
+        clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis) if cd.enabled else None
+        return cls(config.policy, tac, lists, registry, config.registry.budget, clone)
+
+    # --- synchronous part -------------------------------------------------------------------
+
+    def classify_sync(
+        self,
+        imei: str,
+        imsi: str | None = None,
+        sv: str | None = None,
+        *,
+        full: bool = False,
+    ) -> Decision | Pending:
+        """Classify without waiting. ``full`` consults the registry even when already decided."""
+        now = self.clock()
+        parsed = parse_imei(imei, sv)
+        if isinstance(parsed, Malformed):
+            return self._decide((Finding(Reason.MALFORMED, parsed.detail),), None, imsi, (), now)
+        body = parsed.body
+        findings: list[Finding] = []
+        matches = self.lists.snapshot.match(int(body), imsi)
+        for m in matches:
+            findings.append(Finding(_LIST_REASON[m.entry.colour], _list_detail(m)))
+        if parsed.given_check_digit is not None and not parsed.check_digit_ok:
+            findings.append(
+                Finding(Reason.BAD_CHECK_DIGIT, f"check digit {parsed.given_check_digit}, "
+                        f"Luhn gives {parsed.check_digit}")
+            )
+        if parsed.is_test:
+            findings.append(
+                Finding(Reason.NULL_OR_TEST, "null IMEI" if parsed.is_null else "test TAC")
+            )
+        tac = self.tac
+        if tac is not None and not tac.contains(int(body[:8])):
+            findings.append(Finding(Reason.TAC_UNKNOWN, f"TAC {body[:8]}"))
+        clone = self.clone
+        if clone is not None and imsi:
+            n = clone.suspected(body, imsi, now)
+            if n:
+                findings.append(
+                    Finding(Reason.CLONE_SUSPECTED, f"{n} IMSIs within {clone.window:g} s")
+                )
+        registry = self.registry
+        if registry is not None and (full or not self._decided(findings)):
+            verdict = registry.cached(body)
+            if verdict is None:
+                return Pending(parsed, imsi, tuple(findings), tuple(matches), now)
+            findings.extend(registry_findings(verdict))
+            return self._decide(findings, parsed, imsi, matches, now, verdict)
+        return self._decide(findings, parsed, imsi, matches, now)
+
+    def _decided(self, findings: list[Finding]) -> bool:
+        is_decisive = self.policy.is_decisive
+        for f in findings:
+            if is_decisive(f.reason):
+                return True
+        return False
+
+    def _decide(
+        self,
+        findings: tuple[Finding, ...] | list[Finding],
+        imei: Imei | None,
+        imsi: str | None,
+        matches: tuple[ListMatch, ...] | list[ListMatch],
+        now: float,
+        verdict: RegistryVerdict | None = None,
+    ) -> Decision:
+        if not findings:
+            findings = (Finding(Reason.CLEAN),)
+        outcome = self.policy.decide([f.reason for f in findings])
+        age = None
+        if verdict is not None and verdict.fetched_at:
+            age = max(now - verdict.fetched_at, 0.0)
+        return Decision(
+            outcome.status,
+            outcome.enforcement,
+            outcome.monitor_mode,
+            outcome.decisive,
+            tuple(findings),
+            imei,
+            imsi,
+            tuple(matches),
+            verdict,
+            age,
+        )
+
+    # --- asynchronous part ------------------------------------------------------------------
+
+    async def resolve(self, pending: Pending) -> Decision:
+        """Wait (at most ``budget``) for the registry verdict a Pending lacks, then decide."""
+        findings = list(pending.findings)
+        verdict: RegistryVerdict | None = None
+        registry = self.registry
+        if registry is None:
+            findings.append(Finding(Reason.REGISTRY_UNAVAILABLE, "no registry configured"))
+        else:
+            try:
+                verdict = await asyncio.wait_for(registry.check(pending.imei.body), self.budget)
+            except TimeoutError:
+                findings.append(
+                    Finding(Reason.REGISTRY_UNAVAILABLE, f"no verdict within {self.budget:g} s")
+                )
+            except RegistryUnavailable as exc:
+                findings.append(Finding(Reason.REGISTRY_UNAVAILABLE, str(exc) or "unavailable"))
+            else:
+                findings.extend(registry_findings(verdict))
+        now = self.clock()
+        return self._decide(
+            findings, pending.imei, pending.imsi, pending.list_matches, now, verdict
+        )
+
+    async def classify(
+        self, imei: str, imsi: str | None = None, sv: str | None = None, *, full: bool = False
+    ) -> Decision:
+        result = self.classify_sync(imei, imsi, sv, full=full)
+        if isinstance(result, Pending):
+            return await self.resolve(result)
+        return result

@@ -1,0 +1,578 @@
+"""Gateway configuration: one TOML file -> one frozen :class:`GatewayConfig` (DESIGN.md §6).
+
+* Sections and keys are listed in ``SCHEMA``; ``config/gateway.toml`` is the embedded default
+  and shows every key with a comment. ``load_config(None)`` loads that file.
+* Every unknown section or key, wrong type or bad value raises :class:`ConfigError` with the
+  file, the dotted key (``diameter.watchdog_seconds``) and what is wrong.
+* Durations are seconds, in keys ending ``_seconds`` (floats allowed: ``budget_seconds = 0.05``).
+* Optional strings (TLS files, registry token) use ``""`` for "not set".
+* Environment variables override keys: ``EIR_<SECTION>_<KEY>`` upper-cased, dots of nested
+  sections as ``_`` (``EIR_DIAMETER_ORIGIN_HOST``, ``EIR_POLICY_MONITOR_MODE=true``,
+  ``EIR_POLICY_STATUS_TAC_UNKNOWN=WHITELISTED``). Values are parsed to the key's type: booleans
+  ``true/false/1/0/yes/no/on/off``, lists comma-separated. ``[registry.extra_headers]`` has no
+  variables. An ``EIR_`` variable naming no key of a known section is an error.
+* Relative paths: ``state.directory`` against the current directory; databases (``*.database``,
+  ``registry.mirror_database``) against the state directory; input files (``tac.file``,
+  ``lists.import_files``, ``registry.seed_files``, TLS files) against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
+from gateway.policy import EquipmentStatus, Policy, Reason
+from registry_client.settings import RegistrySettings
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gateway.toml"
+ENV_PREFIX = "EIR_"
+_DEFAULT_PORTS = {"tcp": 3868, "sctp": 3868, "tls": 5868}  # RFC 6733 §2.1
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the file (or variable), the key and the problem."""
+
+
+# --- schema ----------------------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]  # returns what is wrong, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    type: str  # "str" | "int" | "float" | "bool" | "strs"
+    default: Any
+    check: Check | None = None
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must not be negative"
+
+
+def _watchdog(v: Any) -> str | None:
+    # RFC 3539 §3.4.1: Tw MUST NOT be set lower than 6 seconds.
+    return None if v >= 6 else "must be at least 6 seconds (RFC 3539 §3.4.1)"
+
+
+def _ip_list(v: Any) -> str | None:
+    for item in v:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            return f"{item!r} is not an IP address"
+    return None
+
+
+def _cidr_list(v: Any) -> str | None:
+    for item in v:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{item!r} is not a CIDR network"
+    return None
+
+
+def _listen_list(v: Any) -> str | None:
+    for item in v:
+        try:
+            parse_listen_url(item)
+        except ValueError as exc:
+            return f"{item!r}: {exc}"
+    return None
+
+
+def _hostport(v: Any) -> str | None:
+    try:
+        parse_host_port(v)
+    except ValueError as exc:
+        return f"{v!r}: {exc}"
+    return None
+
+
+def _one_of(*choices: str) -> Check:
+    def check(v: Any) -> str | None:
+        return None if v in choices else f"{v!r} is not one of {', '.join(choices)}"
+
+    return check
+
+
+def _status(v: Any) -> str | None:
+    return None if v in EquipmentStatus.__members__ else (
+        f"{v!r} is not WHITELISTED, BLACKLISTED or GREYLISTED"
+    )
+
+
+def _reasons(v: Any) -> str | None:
+    names = {r.value for r in Reason}
+    for item in v:
+        if item not in names:
+            return f"{item!r} is not a reason ({', '.join(sorted(names))})"
+    return None
+
+
+def _uint32(v: Any) -> str | None:
+    return None if 0 <= v < 2**32 else "must be between 0 and 4294967295"
+
+
+_D = PeerSettings()
+_I = LocalIdentity()
+_T = TransportSettings()
+_R = RegistrySettings()
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "diameter": {
+        "origin_host": Key("str", _I.origin_host, lambda v: None if v else "must not be empty"),
+        "origin_realm": Key("str", _I.origin_realm, lambda v: None if v else "must not be empty"),
+        "host_ip_addresses": Key("strs", list(_I.host_ip_addresses), _ip_list),
+        "vendor_id": Key("int", _I.vendor_id, _uint32),
+        "product_name": Key("str", _I.product_name),
+        "firmware_revision": Key("int", _I.firmware_revision, _uint32),
+        "origin_state_id": Key("int", 0, _uint32),
+        "listen": Key("strs", ["tcp://127.0.0.1:3868"], _listen_list),
+        "tls_cert": Key("str", ""),
+        "tls_key": Key("str", ""),
+        "tls_ca": Key("str", ""),
+        "tls_verify_client": Key("bool", _T.tls_verify_client),
+        "watchdog_seconds": Key("float", _D.watchdog_interval, _watchdog),
+        "watchdog_jitter_seconds": Key("float", _D.watchdog_jitter, _non_negative),
+        "cer_timeout_seconds": Key("float", _D.cer_timeout, _positive),
+        "cea_timeout_seconds": Key("float", _D.cea_timeout, _positive),
+        "dpa_timeout_seconds": Key("float", _D.dpa_timeout, _positive),
+        "duplicate_window_seconds": Key("float", _D.duplicate_window, _non_negative),
+        "duplicate_cache_size": Key("int", _D.duplicate_cache_size, _non_negative),
+        "max_in_flight_per_peer": Key("int", _D.max_in_flight_per_peer, _positive),
+        "max_in_flight_total": Key("int", _T.max_in_flight_total, _positive),
+        "write_high_water_bytes": Key("int", _T.write_high_water, _positive),
+        "write_low_water_bytes": Key("int", _T.write_low_water, _non_negative),
+        "served_realms": Key("strs", []),
+        "allowed_hosts": Key("strs", []),
+        "allowed_realms": Key("strs", []),
+        "allowed_networks": Key("strs", list(_D.allowed_networks), _cidr_list),
+    },
+    "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
+    "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
+    "tac": {"file": Key("str", ""), "database": Key("str", "tac.sqlite")},
+    "lists": {
+        "database": Key("str", "lists.sqlite"),
+        "import_files": Key("strs", []),
+        "poll_interval_seconds": Key("float", 5.0, _non_negative),
+    },
+    "policy": {
+        "monitor_mode": Key("bool", False),
+        "unknown_equipment": Key("strs", [], _reasons),
+    },
+    "policy.status": {r.value: Key("str", s.name, _status) for r, s in Policy().status.items()},
+    "clone_detection": {
+        "enabled": Key("bool", False),
+        "threshold": Key("int", 10, _positive),
+        "window_seconds": Key("float", 86_400.0, _positive),
+        "max_imeis": Key("int", 100_000, _positive),
+    },
+    "observations": {
+        "enabled": Key("bool", True),
+        "database": Key("str", "observations.sqlite"),
+        "queue_size": Key("int", 100_000, _positive),
+        "batch_size": Key("int", 1_000, _positive),
+        "flush_interval_seconds": Key("float", 1.0, _positive),
+    },
+    "registry": {
+        "backend": Key("str", _R.backend, _one_of("local", "http", "none")),
+        "database": Key("str", "registry.sqlite"),
+        "seed_files": Key("strs", []),
+        "url": Key("str", _R.url, lambda v: None if urlsplit(v).scheme in ("http", "https")
+                   else "must be an http:// or https:// URL"),
+        "token": Key("str", ""),
+        "tls_ca": Key("str", ""),
+        "tls_cert": Key("str", ""),
+        "tls_key": Key("str", ""),
+        "budget_seconds": Key("float", _R.budget, _positive),
+        "request_timeout_seconds": Key("float", _R.request_timeout, _positive),
+        "retries": Key("int", _R.retries, _non_negative),
+        "backoff_base_seconds": Key("float", _R.backoff_base, _non_negative),
+        "backoff_max_seconds": Key("float", _R.backoff_max, _non_negative),
+        "cache_size": Key("int", _R.cache_size, _non_negative),
+        "cache_ttl_seconds": Key("float", _R.cache_ttl, _non_negative),
+        "negative_ttl_seconds": Key("float", _R.negative_ttl, _non_negative),
+        "batch_window_seconds": Key("float", _R.batch_window, _non_negative),
+        "batch_max": Key("int", _R.batch_max, _positive),
+        "breaker_failure_threshold": Key("int", _R.breaker_failure_threshold, _positive),
+        "breaker_reset_timeout_seconds": Key("float", _R.breaker_reset_timeout, _positive),
+        "mirror": Key("bool", _R.mirror),
+        "mirror_database": Key("str", "registry-mirror.sqlite"),
+        "mirror_interval_seconds": Key("float", _R.mirror_interval, _positive),
+    },
+    "logging": {
+        "level": Key("str", "INFO", lambda v: None if v.upper() in _LOG_LEVELS
+                     else f"{v!r} is not one of {', '.join(_LOG_LEVELS)}"),
+        "format": Key("str", "text", _one_of("text", "json")),
+        "mask_imsi": Key("bool", True),
+    },
+}
+# Free-form tables: name -> string value.
+FREE_TABLES = ("registry.extra_headers",)
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.replace('.', '_')}_{key}".upper()
+
+
+# --- parsing helpers -------------------------------------------------------------------------
+
+
+def parse_listen_url(url: str) -> ListenEndpoint:
+    """``tcp://127.0.0.1:3868``, ``sctp://[::1]:3868``, ``tls://0.0.0.0:5868`` (port optional)."""
+    parts = urlsplit(url)
+    if parts.scheme not in _DEFAULT_PORTS:
+        raise ValueError("scheme must be tcp, sctp or tls")
+    if parts.path or parts.query or parts.fragment:
+        raise ValueError("only scheme://address:port is allowed")
+    host = parts.hostname
+    if not host:
+        raise ValueError("no address")
+    try:
+        ipaddress.ip_address(host)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad address or port ({exc})") from None
+    if port is None:
+        port = _DEFAULT_PORTS[parts.scheme]
+    if not 1 <= port <= 65535:
+        raise ValueError("port must be 1-65535")
+    return ListenEndpoint(parts.scheme, host, port)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``127.0.0.1:9868`` or ``[::1]:9868``."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError("expected ADDRESS:PORT")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    ipaddress.ip_address(host)  # ValueError names the address
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError("port must be 1-65535")
+    return host, port
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _from_env(text: str, kind: str) -> Any:
+    if kind == "str":
+        return text
+    if kind == "bool":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError("expected true or false")
+    if kind == "int":
+        return int(text.strip())
+    if kind == "float":
+        return float(text.strip())
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _type_problem(value: Any, kind: str) -> str | None:
+    ok = {
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[kind]
+    if ok:
+        return None
+    names = {"str": "a string", "bool": "true or false", "int": "an integer",
+             "float": "a number", "strs": "a list of strings"}
+    return f"must be {names[kind]}, not {type(value).__name__} {value!r}"
+
+
+# --- the configuration object ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9868
+
+
+@dataclass(frozen=True, slots=True)
+class TacConfig:
+    file: Path | None  # imported at start when changed; None: use the database as it is
+    database: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ListsConfig:
+    database: Path
+    import_files: tuple[Path, ...] = ()
+    poll_interval: float = 5.0  # seconds between version polls; 0 = SIGHUP only
+
+
+@dataclass(frozen=True, slots=True)
+class CloneDetectionConfig:
+    enabled: bool = False
+    threshold: int = 10  # more than this many distinct IMSIs ...
+    window: float = 86_400.0  # ... within this many seconds
+    max_imeis: int = 100_000  # IMEIs tracked in memory (LRU)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationsConfig:
+    enabled: bool
+    database: Path
+    queue_size: int = 100_000
+    batch_size: int = 1_000
+    flush_interval: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "text"  # "text" | "json"
+    mask_imsi: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    source: Path  # the TOML file loaded
+    state_dir: Path
+    peer: PeerSettings
+    transport: TransportSettings
+    metrics: MetricsConfig
+    tac: TacConfig
+    lists: ListsConfig
+    policy: Policy
+    clone_detection: CloneDetectionConfig
+    observations: ObservationsConfig
+    registry: RegistrySettings
+    logging: LoggingConfig
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False)  # "section.key" -> value
+
+    @property
+    def identity(self) -> LocalIdentity:
+        return self.peer.identity
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Load and validate ``path`` (None: the embedded default), then apply ``EIR_*`` variables."""
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        with open(file, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    values, free = _collect(file, data)
+    _apply_env(values, os.environ if env is None else env)
+    for dotted, value in values.items():
+        section, _, key = dotted.rpartition(".")
+        spec = SCHEMA[section][key]
+        if spec.check is not None:
+            problem = spec.check(value)
+            if problem:
+                raise ConfigError(f"{file}: {dotted}: {problem}")
+    return _build(file, values, free)
+
+
+def _collect(file: Path, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    values = {f"{s}.{k}": spec.default for s, keys in SCHEMA.items() for k, spec in keys.items()}
+    free: dict[str, dict[str, str]] = {t: {} for t in FREE_TABLES}
+
+    def walk(section: str, table: dict[str, Any]) -> None:
+        keys = SCHEMA[section]
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            if dotted in SCHEMA:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{file}: {dotted}: must be a table")
+                walk(dotted, value)
+            elif dotted in free:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{file}: {dotted}: must be a table")
+                for name, text in value.items():
+                    if not isinstance(text, str):
+                        raise ConfigError(f"{file}: {dotted}.{name}: must be a string")
+                    free[dotted][name] = text
+            elif key not in keys:
+                raise ConfigError(f"{file}: {dotted}: unknown key")
+            else:
+                kind = keys[key].type
+                problem = _type_problem(value, kind)
+                if problem:
+                    raise ConfigError(f"{file}: {dotted}: {problem}")
+                values[dotted] = float(value) if kind == "float" else value
+
+    for section, table in data.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{file}: [{section}]: unknown section")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: {section}: must be a table")
+        walk(section, table)
+    return values, free
+
+
+def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
+    names = {env_name(s, k): (f"{s}.{k}", spec) for s, keys in SCHEMA.items()
+             for k, spec in keys.items()}
+    prefixes = tuple(env_name(s, "") for s in SCHEMA)
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        hit = names.get(var)
+        if hit is None:
+            if var.startswith(prefixes):
+                raise ConfigError(f"environment variable {var}: names no configuration key")
+            continue
+        dotted, spec = hit
+        try:
+            value = _from_env(text, spec.type)
+        except ValueError as exc:
+            raise ConfigError(f"environment variable {var} ({dotted}): {exc}") from None
+        if spec.check is not None:
+            problem = spec.check(value)
+            if problem:
+                raise ConfigError(f"environment variable {var} ({dotted}): {problem}")
+        values[dotted] = value
+
+
+def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> GatewayConfig:
+    base = file.resolve().parent
+    state = Path(v["state.directory"])  # relative: against the current directory
+
+    def data(p: str) -> Path:
+        return state / p
+
+    def inp(p: str) -> Path:
+        return base / p
+
+    def opt(p: str) -> str | None:
+        return str(inp(p)) if p else None
+
+    listen = tuple(parse_listen_url(u) for u in v["diameter.listen"])
+    tls_cert, tls_key = opt(v["diameter.tls_cert"]), opt(v["diameter.tls_key"])
+    if any(e.transport == "tls" for e in listen) and not (tls_cert and tls_key):
+        raise ConfigError(
+            f"{file}: diameter.tls_cert: a tls:// listener needs tls_cert and tls_key"
+        )
+    if v["diameter.write_low_water_bytes"] > v["diameter.write_high_water_bytes"]:
+        raise ConfigError(f"{file}: diameter.write_low_water_bytes: above write_high_water_bytes")
+    identity = LocalIdentity(
+        origin_host=v["diameter.origin_host"],
+        origin_realm=v["diameter.origin_realm"],
+        host_ip_addresses=tuple(v["diameter.host_ip_addresses"]),
+        vendor_id=v["diameter.vendor_id"],
+        product_name=v["diameter.product_name"],
+        firmware_revision=v["diameter.firmware_revision"],
+        origin_state_id=v["diameter.origin_state_id"] or None,
+    )
+    peer = PeerSettings(
+        identity=identity,
+        watchdog_interval=v["diameter.watchdog_seconds"],
+        watchdog_jitter=v["diameter.watchdog_jitter_seconds"],
+        cer_timeout=v["diameter.cer_timeout_seconds"],
+        dpa_timeout=v["diameter.dpa_timeout_seconds"],
+        cea_timeout=v["diameter.cea_timeout_seconds"],
+        duplicate_window=v["diameter.duplicate_window_seconds"],
+        duplicate_cache_size=v["diameter.duplicate_cache_size"],
+        max_in_flight_per_peer=v["diameter.max_in_flight_per_peer"],
+        served_realms=tuple(v["diameter.served_realms"]),
+        allowed_hosts=tuple(v["diameter.allowed_hosts"]),
+        allowed_realms=tuple(v["diameter.allowed_realms"]),
+        allowed_networks=tuple(v["diameter.allowed_networks"]),
+    )
+    transport = TransportSettings(
+        listen=listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=opt(v["diameter.tls_ca"]),
+        tls_verify_client=v["diameter.tls_verify_client"],
+        max_in_flight_total=v["diameter.max_in_flight_total"],
+        write_high_water=v["diameter.write_high_water_bytes"],
+        write_low_water=v["diameter.write_low_water_bytes"],
+    )
+    host, port = parse_host_port(v["metrics.listen"])
+    policy = Policy.build(
+        {Reason(k): EquipmentStatus[v[f"policy.status.{k}"]] for k in SCHEMA["policy.status"]},
+        (Reason(r) for r in v["policy.unknown_equipment"]),
+        v["policy.monitor_mode"],
+    )
+    registry = RegistrySettings(
+        backend=v["registry.backend"],
+        database=str(data(v["registry.database"])),
+        seed_files=tuple(str(inp(p)) for p in v["registry.seed_files"]),
+        url=v["registry.url"],
+        token=v["registry.token"] or None,
+        tls_ca=opt(v["registry.tls_ca"]),
+        tls_cert=opt(v["registry.tls_cert"]),
+        tls_key=opt(v["registry.tls_key"]),
+        budget=v["registry.budget_seconds"],
+        request_timeout=v["registry.request_timeout_seconds"],
+        retries=v["registry.retries"],
+        backoff_base=v["registry.backoff_base_seconds"],
+        backoff_max=v["registry.backoff_max_seconds"],
+        cache_size=v["registry.cache_size"],
+        cache_ttl=v["registry.cache_ttl_seconds"],
+        negative_ttl=v["registry.negative_ttl_seconds"],
+        batch_window=v["registry.batch_window_seconds"],
+        batch_max=v["registry.batch_max"],
+        breaker_failure_threshold=v["registry.breaker_failure_threshold"],
+        breaker_reset_timeout=v["registry.breaker_reset_timeout_seconds"],
+        mirror=v["registry.mirror"],
+        mirror_database=str(data(v["registry.mirror_database"])),
+        mirror_interval=v["registry.mirror_interval_seconds"],
+        extra_headers=tuple(sorted(free["registry.extra_headers"].items())),
+    )
+    return GatewayConfig(
+        source=file,
+        state_dir=state,
+        peer=peer,
+        transport=transport,
+        metrics=MetricsConfig(host, port),
+        tac=TacConfig(inp(v["tac.file"]) if v["tac.file"] else None, data(v["tac.database"])),
+        lists=ListsConfig(
+            data(v["lists.database"]),
+            tuple(inp(p) for p in v["lists.import_files"]),
+            v["lists.poll_interval_seconds"],
+        ),
+        policy=policy,
+        clone_detection=CloneDetectionConfig(
+            v["clone_detection.enabled"],
+            v["clone_detection.threshold"],
+            v["clone_detection.window_seconds"],
+            v["clone_detection.max_imeis"],
+        ),
+        observations=ObservationsConfig(
+            v["observations.enabled"],
+            data(v["observations.database"]),
+            v["observations.queue_size"],
+            v["observations.batch_size"],
+            v["observations.flush_interval_seconds"],
+        ),
+        registry=registry,
+        logging=LoggingConfig(
+            v["logging.level"].upper(), v["logging.format"], v["logging.mask_imsi"]
+        ),
+        values=dict(v),
+    )

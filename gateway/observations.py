@@ -1,0 +1,207 @@
+"""IMEI-IMSI observation log and clone detection.
+
+* :class:`ObservationLog`: first seen, last seen and count per (IMEI, IMSI), aggregated in memory
+  and written to SQLite (var/observations.sqlite) in batches by a background thread. ``record``
+  is O(1), never blocks and never raises: past ``queue_size`` pending observations it drops and
+  counts the drop.
+* :class:`CloneTracker`: distinct IMSIs per IMEI within a time window, bounded LRU in memory;
+  the classifier's ``clone_suspected`` reason (DIRBS ``duplicate_threshold``, standards.md §6.2).
+* :func:`mask_imsi`: the only form in which an IMSI may appear in a log line.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS observations (
+    imei TEXT NOT NULL,
+    imsi TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (imei, imsi)
+) WITHOUT ROWID;
+"""
+
+_UPSERT = """
+INSERT INTO observations (imei, imsi, first_seen, last_seen, count) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (imei, imsi) DO UPDATE SET
+    first_seen = min(first_seen, excluded.first_seen),
+    last_seen = max(last_seen, excluded.last_seen),
+    count = count + excluded.count
+"""
+
+
+def mask_imsi(imsi: str | None) -> str:
+    """Keep MCC + MNC (TS 23.003 §2.2), mask the MSIN: ``001010123456789`` -> ``00101**********``.
+
+    The MNC is taken as 3 digits for MCCs 3xx (North America and Caribbean use 3-digit MNCs,
+    ITU-T E.212) and 2 digits elsewhere; at worst one MNC digit is masked, never an MSIN digit
+    shown.
+    """
+    if not imsi:
+        return ""
+    keep = 6 if imsi[0] == "3" else 5
+    keep = min(keep, max(len(imsi) - 1, 0))
+    return imsi[:keep] + "*" * (len(imsi) - keep)
+
+
+@dataclass(slots=True)
+class ObservationStats:
+    recorded: int = 0
+    dropped: int = 0
+    written: int = 0  # observations persisted (before aggregation)
+    batches: int = 0
+    errors: int = 0
+
+
+class ObservationLog:
+    """Batched, bounded, off-the-hot-path writer. ``start()`` once, ``close()`` at shutdown."""
+
+    def __init__(
+        self,
+        database: str | Path,
+        queue_size: int = 100_000,
+        batch_size: int = 1_000,
+        flush_interval: float = 1.0,
+    ) -> None:
+        self.path = Path(database)
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.stats = ObservationStats()
+        self._pending: deque[tuple[str, str, float]] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._write_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+        self._thread = threading.Thread(target=self._run, name="observation-log", daemon=True)
+        self._thread.start()
+
+    def record(self, imei: str, imsi: str, now: float | None = None) -> bool:
+        """Queue one observation of the 14-digit IMEI body with an IMSI; False when dropped."""
+        pending = self._pending
+        if len(pending) >= self.queue_size:
+            self.stats.dropped += 1
+            return False
+        pending.append((imei, imsi, time.time() if now is None else now))
+        self.stats.recorded += 1
+        if len(pending) >= self.batch_size:
+            self._wake.set()
+        return True
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> int:
+        """Write everything queued so far (blocking; from asyncio use asyncio.to_thread)."""
+        with self._write_lock:
+            if self._conn is None:
+                return 0
+            written = 0
+            while self._pending:
+                batch: dict[tuple[str, str], list[float]] = {}
+                n = 0
+                pending = self._pending
+                while pending and n < self.batch_size * 10:
+                    imei, imsi, ts = pending.popleft()
+                    n += 1
+                    agg = batch.get((imei, imsi))
+                    if agg is None:
+                        batch[(imei, imsi)] = [ts, ts, 1.0]
+                    else:
+                        agg[0] = min(agg[0], ts)
+                        agg[1] = max(agg[1], ts)
+                        agg[2] += 1
+                try:
+                    with self._conn:
+                        self._conn.executemany(
+                            _UPSERT,
+                            ((k[0], k[1], v[0], v[1], int(v[2])) for k, v in batch.items()),
+                        )
+                except sqlite3.Error:
+                    self.stats.errors += 1
+                    continue
+                written += n
+                self.stats.written += n
+                self.stats.batches += 1
+            return written
+
+    def close(self) -> None:
+        """Stop the writer, write what is queued, close the database."""
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.flush()
+        with self._write_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def lookup(self, imei: str) -> list[tuple[str, float, float, int]]:
+        """(imsi, first_seen, last_seen, count) rows stored for an IMEI body."""
+        with self._write_lock:
+            if self._conn is None:
+                return []
+            rows = self._conn.execute(
+                "SELECT imsi, first_seen, last_seen, count FROM observations WHERE imei = ? "
+                "ORDER BY first_seen",
+                (imei,),
+            ).fetchall()
+        return [(str(a), float(b), float(c), int(d)) for a, b, c, d in rows]
+
+
+class CloneTracker:
+    """Distinct IMSIs seen with one IMEI within ``window`` seconds (bounded LRU of IMEIs).
+
+    Each IMEI keeps at most ``threshold + 1`` IMSIs (enough to tell "more than threshold").
+    """
+
+    def __init__(self, threshold: int, window: float, max_imeis: int = 100_000) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.max_imeis = max_imeis
+        self._seen: OrderedDict[str, dict[str, float]] = OrderedDict()
+
+    def observe(self, imei: str, imsi: str, now: float) -> int:
+        """Note (imei, imsi) at ``now``; return the distinct IMSIs seen within the window."""
+        seen = self._seen
+        imsis = seen.get(imei)
+        if imsis is None:
+            imsis = seen[imei] = {}
+            if len(seen) > self.max_imeis:
+                seen.popitem(last=False)
+        else:
+            seen.move_to_end(imei)
+        imsis[imsi] = now
+        if len(imsis) > self.threshold:
+            horizon = now - self.window
+            for old in [k for k, t in imsis.items() if t < horizon]:
+                del imsis[old]
+            while len(imsis) > self.threshold + 1:
+                oldest = min(imsis, key=imsis.__getitem__)
+                del imsis[oldest]
+        return len(imsis)
+
+    def suspected(self, imei: str, imsi: str, now: float) -> int:
+        """The distinct count when it exceeds the threshold, else 0."""
+        n = self.observe(imei, imsi, now)
+        return n if n > self.threshold else 0
