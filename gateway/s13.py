@@ -1,0 +1,248 @@
+"""S13 ME-Identity-Check (TS 29.272 §5.3.2.2, §7.2.19/§7.2.20): MICR -> classification -> MICA.
+
+Answers are assembled from pre-encoded constant blocks (one per outcome) plus the per-request
+Session-Id, DRMP and Proxy-Info, so a cache-hit check costs one decode, one classification and a
+few byte joins; it is answered without creating a task (STYLE.md item 7).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from diameter.answer import answer_to
+from diameter.codec import FLAG_PROXIABLE, Avp, Message, encode_message
+from diameter.dictionary import DICTIONARY
+from diameter.dictionary.base_rfc6733 import AuthSessionState, ResultCode
+from diameter.dictionary.ts29272_s13 import (
+    S13_APPLICATION_ID,
+    EquipmentStatus,
+    ExperimentalResultCode,
+)
+from diameter.dictionary.ts29272_s13 import (
+    VENDOR as VENDOR_3GPP,
+)
+from diameter.errors import DecodeError
+from diameter.settings import LocalIdentity
+from gateway.classify import Classifier, Decision, Pending
+from gateway.metrics import GatewayMetrics
+from gateway.observations import ObservationLog, mask_imsi
+
+ME_IDENTITY_CHECK = 324
+
+_SESSION_ID = DICTIONARY.avp("Session-Id")
+_DRMP = DICTIONARY.avp("DRMP")
+_PROXY_INFO = DICTIONARY.avp("Proxy-Info")
+_USER_NAME = DICTIONARY.avp("User-Name")
+_TERMINAL_INFORMATION = DICTIONARY.avp("Terminal-Information")
+_IMEI = DICTIONARY.avp("IMEI")
+_SOFTWARE_VERSION = DICTIONARY.avp("Software-Version")
+
+log = logging.getLogger("eir.s13")
+
+# Metric label for each answer outcome (lower case, bounded).
+_STATUS_LABEL: dict[int | None, str] = {
+    EquipmentStatus.WHITELISTED: "whitelisted",
+    EquipmentStatus.BLACKLISTED: "blacklisted",
+    EquipmentStatus.GREYLISTED: "greylisted",
+    None: "equipment_unknown",
+}
+
+
+def application_avps() -> list[Avp]:
+    """Vendor-Specific-Application-Id and Auth-Session-State, as every ECA carries them."""
+    return [
+        Avp.new(
+            "Vendor-Specific-Application-Id",
+            [Avp.new("Vendor-Id", VENDOR_3GPP), Avp.new("Auth-Application-Id", S13_APPLICATION_ID)],
+        ),
+        Avp.new("Auth-Session-State", AuthSessionState.NO_STATE_MAINTAINED),
+    ]
+
+
+class MeIdentityCheck:
+    """The EIR side of S13: answers ME-Identity-Check-Requests."""
+
+    def __init__(
+        self,
+        identity: LocalIdentity,
+        classifier: Classifier,
+        metrics: GatewayMetrics | None = None,
+        observations: ObservationLog | None = None,
+        mask_imsis: bool = True,
+    ) -> None:
+        self.identity = identity
+        self.classifier = classifier
+        self.metrics = metrics
+        self.observations = observations
+        self.mask_imsis = mask_imsis
+        self.error_answer_body = application_avps()
+        vsai, auth_session_state = (a.encode() for a in self.error_answer_body)
+        origin = (
+            Avp.new("Origin-Host", identity.origin_host).encode()
+            + Avp.new("Origin-Realm", identity.origin_realm).encode()
+        )
+        # TS 29.272 §7.2.20 order: VSAI, Result-Code | Experimental-Result, Auth-Session-State,
+        # Origin-Host, Origin-Realm, Equipment-Status.
+        success = Avp.new("Result-Code", ResultCode.DIAMETER_SUCCESS).encode()
+        self._blocks: dict[int | None, bytes] = {
+            status: vsai
+            + success
+            + auth_session_state
+            + origin
+            + Avp.new("Equipment-Status", status).encode()
+            for status in EquipmentStatus
+        }
+        # TS 29.272 §7.4.3: Experimental-Result and no Result-Code.
+        self._blocks[None] = (
+            vsai
+            + Avp.new(
+                "Experimental-Result",
+                [
+                    Avp.new("Vendor-Id", VENDOR_3GPP),
+                    Avp.new(
+                        "Experimental-Result-Code",
+                        ExperimentalResultCode.DIAMETER_ERROR_EQUIPMENT_UNKNOWN,
+                    ),
+                ],
+            ).encode()
+            + auth_session_state
+            + origin
+        )
+
+    # -- the handler registered for (16777252, 324) ----------------------------------------------
+    def handle(self, request: Message, peer: Any = None) -> bytes | Awaitable[bytes]:
+        started = time.perf_counter()
+        terminal = request.find(_TERMINAL_INFORMATION.code, VENDOR_3GPP)
+        imei_avp = None if terminal is None else terminal.find(_IMEI.code, VENDOR_3GPP)
+        if imei_avp is None:
+            # TS 29.272 Table 6.2.1.1/1: only the IMEI identifies the equipment on S13 (a
+            # 3GPP2-MEID alone does not); RFC 6733 §7.5: zero-filled IMEI in Failed-AVP.
+            missing = _TERMINAL_INFORMATION if terminal is None else _IMEI
+            return self._error(
+                request,
+                ResultCode.DIAMETER_MISSING_AVP,
+                f"{missing.name} missing",
+                Avp.zero_filled(missing),
+                started,
+            )
+        try:
+            imei = imei_avp.value
+            sv_avp = terminal.find(_SOFTWARE_VERSION.code, VENDOR_3GPP) if terminal else None
+            sv = None if sv_avp is None else sv_avp.value
+            user_name = request.find(_USER_NAME.code)
+            imsi = None if user_name is None else user_name.value
+        except DecodeError as exc:
+            return self._error(request, exc.result_code, str(exc), None, started)
+        try:
+            result = self.classifier.classify_sync(imei, imsi, sv)
+        except Exception:
+            log.exception("classification failed")
+            return self._error(
+                request,
+                ResultCode.DIAMETER_UNABLE_TO_COMPLY,
+                "classification failed",
+                None,
+                started,
+            )
+        if isinstance(result, Pending):
+            return self._resolve(request, result, started)
+        return self._answer(request, result, started)
+
+    async def _resolve(self, request: Message, pending: Pending, started: float) -> bytes:
+        try:
+            decision = await self.classifier.resolve(pending)
+        except Exception:
+            log.exception("classification failed")
+            return self._error(
+                request,
+                ResultCode.DIAMETER_UNABLE_TO_COMPLY,
+                "classification failed",
+                None,
+                started,
+            )
+        return self._answer(request, decision, started)
+
+    def _answer(self, request: Message, decision: Decision, started: float) -> bytes:
+        body = self._per_request_head(request) + self._blocks[decision.status]
+        for avp in request.avps:
+            if avp.code == _PROXY_INFO.code and not avp.vendor:
+                body += avp.encode()
+        answer = encode_message(
+            request.flags & FLAG_PROXIABLE,
+            ME_IDENTITY_CHECK,
+            request.application_id,
+            request.hop_by_hop,
+            request.end_to_end,
+            body,
+        )
+        imei = decision.imei
+        if self.observations is not None and imei is not None and decision.imsi:
+            self.observations.record(imei.body, decision.imsi)
+        if self.metrics is not None:
+            self.metrics.count_check(
+                _STATUS_LABEL[decision.enforcement],
+                decision.decisive.value,
+                time.perf_counter() - started,
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "check imei_tac=%s imsi=%s status=%s enforcement=%s reasons=%s",
+                imei.tac if imei else "malformed",
+                mask_imsi(decision.imsi) if self.mask_imsis else decision.imsi,
+                _STATUS_LABEL[decision.status],
+                _STATUS_LABEL[decision.enforcement],
+                ",".join(r.value for r in decision.reasons),
+            )
+        return answer
+
+    @staticmethod
+    def _per_request_head(request: Message) -> bytes:
+        head = b""
+        first = request.avps[0] if request.avps else None
+        if first is not None and first.code == _SESSION_ID.code and not first.vendor:
+            head = first.encode()
+        else:
+            session_id = request.find(_SESSION_ID.code)
+            if session_id is not None:
+                head = session_id.encode()
+        drmp = request.find(_DRMP.code)
+        if drmp is not None:
+            # RFC 7944 §6: the answer may carry the request's priority.
+            head += drmp.encode()
+        return head
+
+    def _error(
+        self,
+        request: Message,
+        result_code: int,
+        text: str,
+        failed_avp: Avp | None,
+        started: float,
+    ) -> bytes:
+        answer = answer_to(
+            request,
+            self.identity,
+            result_code,
+            body=self.error_answer_body,
+            error_message=text,
+            failed_avp=failed_avp,
+        )
+        if self.metrics is not None:
+            reason = (
+                "internal_error"
+                if result_code == ResultCode.DIAMETER_UNABLE_TO_COMPLY
+                else (
+                    "missing_imei"
+                    if result_code == ResultCode.DIAMETER_MISSING_AVP
+                    else "invalid_request"
+                )
+            )
+            self.metrics.count_check(
+                "unable_to_comply" if reason == "internal_error" else "rejected",
+                reason,
+                time.perf_counter() - started,
+            )
+        return answer.encode()
