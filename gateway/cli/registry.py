@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -89,11 +90,15 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
     async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         await server.start()
         auth = "bearer tokens required" if args.token else "no authentication"
         print(f"registry serving {args.database} on {server.url} ({auth})", file=sys.stderr)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await server.stop()
 
