@@ -337,5 +337,5 @@ def default_progress() -> TextIO:
 def open_tac_database(database: str | Path, source: str | Path | None = None) -> TacDatabase:
     """Load the TAC table, first importing ``source`` (strict) when it changed since last time."""
     if source is not None and stored_stamp(database, source) != file_stamp(source):
-        import_tac_file(database, source, replace=True)
+        import_tac_file(database, source)
     return TacDatabase.load(database)
