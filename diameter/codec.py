@@ -40,6 +40,9 @@ _I64 = struct.Struct("!q")
 _F32 = struct.Struct("!f")
 _F64 = struct.Struct("!d")
 _H = struct.Struct("!H")
+# AVP and message lengths are 24-bit fields (RFC 6733 §3, §4.1).
+_MAX_LENGTH = 0xFFFFFF
+_MAX_AVP_DATA = _MAX_LENGTH - 12
 
 # RFC 6733 §4.3.1 Time: seconds since 1900-01-01 UTC; values with the top bit clear are past 2036
 _NTP_EPOCH = _dt.datetime(1900, 1, 1, tzinfo=_dt.UTC)
@@ -99,10 +102,13 @@ class Avp:
         flags = AVP_FLAG_VENDOR if defn.vendor else 0
         if mandatory if mandatory is not None else defn.m_rule is FlagRule.MUST:
             flags |= AVP_FLAG_MANDATORY
-        avp = cls(defn.code, flags, defn.vendor, encode_value(defn.type, value))
         if defn.type is AvpType.GROUPED:
-            avp._children = list(value)
-        return avp
+            # Materialise first: an iterator would be used up by the encoder.
+            children = list(value)
+            avp = cls(defn.code, flags, defn.vendor, encode_value(defn.type, children))
+            avp._children = children
+            return avp
+        return cls(defn.code, flags, defn.vendor, encode_value(defn.type, value))
 
     @classmethod
     def zero_filled(cls, defn: AvpDef) -> Avp:
@@ -141,8 +147,10 @@ class Avp:
         if self._children is None:
             children, problem = decode_avps(self.data, 0, len(self.data))
             if problem is not None:
+                # Inside a Grouped AVP, stray bytes or a bad inner length make the Grouped AVP's
+                # own length wrong: 5014, not the message-level 5015 (RFC 6733 §4.4, §7.1.5).
                 raise DecodeError(
-                    problem.error_message or "malformed Grouped AVP", problem.result_code
+                    problem.error_message or "malformed Grouped AVP", _INVALID_AVP_LENGTH
                 )
             self._children = children
         return self._children
@@ -157,6 +165,8 @@ class Avp:
     def encode(self) -> bytes:
         data = self.data
         n = len(data)
+        if n > _MAX_AVP_DATA:
+            raise EncodeError(f"AVP {self.code}: {n} octets do not fit the 24-bit AVP Length")
         if self.vendor or self.flags & AVP_FLAG_VENDOR:
             head = _AVP_VENDOR_HEADER.pack(
                 self.code, ((self.flags | AVP_FLAG_VENDOR) << 24) | (n + 12), self.vendor
@@ -180,13 +190,28 @@ class Avp:
         return hash((self.code, self.flags, self.vendor, self.data))
 
     def __repr__(self) -> str:
-        defn = DICTIONARY.avps.get((self.code, self.vendor))
-        name = defn.name if defn else f"AVP({self.code}, vendor={self.vendor})"
-        try:
-            shown: Any = self.value
-        except DecodeError:
-            shown = self.data
-        return f"<{name} flags=0x{self.flags:02x} {shown!r}>"
+        return _avp_repr(self, 0)
+
+
+_REPR_DEPTH = 8
+
+
+def _avp_repr(avp: Avp, depth: int) -> str:
+    """repr of an AVP; Grouped AVPs deeper than _REPR_DEPTH are elided (no unbounded recursion)."""
+    defn = DICTIONARY.avps.get((avp.code, avp.vendor))
+    name = defn.name if defn else f"AVP({avp.code}, vendor={avp.vendor})"
+    shown: str
+    try:
+        if defn is not None and defn.type is AvpType.GROUPED:
+            if depth >= _REPR_DEPTH:
+                shown = f"<{len(avp.data)} octets>"
+            else:
+                shown = "[" + ", ".join(_avp_repr(c, depth + 1) for c in avp.children) + "]"
+        else:
+            shown = repr(avp.value)
+    except DecodeError:
+        shown = repr(avp.data)
+    return f"<{name} flags=0x{avp.flags:02x} {shown}>"
 
 
 class Message:
@@ -285,6 +310,8 @@ def encode_message(
     avp_bytes: bytes,
 ) -> bytes:
     """Header + already encoded AVPs. The fast path for answers built from pre-encoded blocks."""
+    if len(avp_bytes) > _MAX_LENGTH - HEADER_LENGTH:
+        raise EncodeError(f"{len(avp_bytes)} octets of AVPs do not fit the 24-bit Message Length")
     return (
         _HEADER.pack(
             0x01000000 | (HEADER_LENGTH + len(avp_bytes)),
@@ -376,6 +403,12 @@ def decode_value(avp_type: AvpType, data: bytes) -> Any:
         raise DecodeError(
             f"{avp_type.value} needs {size} octets, got {len(data)}", _INVALID_AVP_LENGTH
         )
+    if avp_type is AvpType.GROUPED:
+        # Same as Avp.children: the inner AVPs, or 5014 when they do not parse.
+        avps, problem = decode_avps(data, 0, len(data))
+        if problem is not None:
+            raise DecodeError(problem.error_message or "malformed Grouped AVP", _INVALID_AVP_LENGTH)
+        return avps
     try:
         return _DECODERS[avp_type](data)
     except UnicodeDecodeError as exc:
@@ -439,7 +472,15 @@ def encode_value(avp_type: AvpType, value: Any) -> bytes:
     """Encode a Python value as ``avp_type`` data. Raises EncodeError."""
     try:
         return _ENCODERS[avp_type](value)
-    except (struct.error, TypeError, ValueError, UnicodeError, OverflowError) as exc:
+    except (
+        struct.error,
+        TypeError,
+        ValueError,
+        UnicodeError,
+        OverflowError,
+        AttributeError,  # a Grouped value holding something that is not an Avp
+        DecodeError,  # the DiameterIdentity / DiameterURI checks reuse the decoders
+    ) as exc:
         raise EncodeError(f"cannot encode {value!r} as {avp_type.value}: {exc}") from None
 
 

@@ -29,6 +29,10 @@ def _key(name: str) -> tuple[int, int]:
 
 _ONE_OF = {_key(name): tuple(_key(n) for n in names) for name, names in EXACTLY_ONE_OF.items()}
 
+# Grouped AVPs nested deeper than this are refused with 5012 instead of being walked: the RFC sets
+# no limit, but an 8-octet-per-level chain of Failed-AVPs would otherwise exhaust the stack.
+MAX_GROUPED_DEPTH = 16
+
 
 def check_header(message: Message, command: CommandDef | None) -> Problem | None:
     """RFC 6733 §3: header bits a request may not carry (3008 DIAMETER_INVALID_HDR_BITS)."""
@@ -149,6 +153,12 @@ def _check_grouped(
         return _fail(exc.result_code, avp, parents, str(exc))
     if grammar is None:
         return None
+    if len(parents) >= MAX_GROUPED_DEPTH:
+        return Problem(
+            ResultCode.DIAMETER_UNABLE_TO_COMPLY,
+            None,
+            f"Grouped AVPs nested deeper than {MAX_GROUPED_DEPTH} levels",
+        )
     problem = check_avps(children, grammar, dictionary, (*parents, avp))
     if problem is not None:
         return problem
