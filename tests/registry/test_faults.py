@@ -1,0 +1,178 @@
+"""Fault injection on loopback: every failure is RegistryUnavailable within the budget."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from registry_client.breaker import BreakerState, CircuitBreaker
+from registry_client.model import RegistryStatus, RegistryUnavailable, VerdictOrigin
+from tests.registry.conftest import OUTSIDE, STOLEN, ClientFactory, FaultServer, timed
+
+BUDGET = 0.3
+SLACK = 0.1  # scheduling slack on a loaded CI machine
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome"),
+    [
+        ("slow", "timeout"),
+        ("error500", "server_error"),
+        ("reset", "connection_error"),
+        ("badjson", "invalid_response"),
+        ("wrongtype", "invalid_response"),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 3])
+async def test_failure_is_unavailable_within_budget(
+    faulty: FaultServer, make_client: ClientFactory, mode: str, outcome: str, batch: int
+) -> None:
+    faulty.mode = mode
+    registry = CollectorRegistry()
+    client = make_client(
+        faulty.url,
+        budget=BUDGET,
+        retries=2,
+        backoff_base=0.01,
+        backoff_max=0.02,
+        breaker_failure_threshold=100,
+        metrics_registry=registry,
+    )
+    imeis = [f"35209900{n:06d}" for n in range(batch)]
+    results, elapsed = await timed(
+        asyncio.gather(*(client.check(i) for i in imeis), return_exceptions=True)
+    )
+    assert all(type(r) is RegistryUnavailable for r in results), results
+    assert elapsed < BUDGET + SLACK
+    assert registry.get_sample_value("registry_requests_total", {"outcome": outcome})
+
+
+async def test_retries_5xx_inside_budget(faulty: FaultServer, make_client: ClientFactory) -> None:
+    faulty.mode = "error500"
+    client = make_client(
+        faulty.url, budget=1.0, retries=3, backoff_base=0.01, breaker_failure_threshold=100
+    )
+    with pytest.raises(RegistryUnavailable):
+        await client.check(STOLEN)
+    assert faulty.hits["error500"] == 4  # first try + 3 retries
+
+
+async def test_recovers_after_a_transient_reset(
+    faulty: FaultServer, make_client: ClientFactory
+) -> None:
+    faulty.mode = "reset"
+    client = make_client(faulty.url, budget=1.0, retries=5, backoff_base=0.02)
+    task = asyncio.create_task(client.check(STOLEN))
+    while faulty.hits["reset"] == 0:
+        await asyncio.sleep(0.005)
+    faulty.mode = "ok"
+    verdict = await task
+    assert verdict.imei == STOLEN and verdict.origin is VerdictOrigin.ONLINE
+
+
+async def test_retry_after_is_honoured(faulty: FaultServer, make_client: ClientFactory) -> None:
+    faulty.mode, faulty.retry_after = "throttle", "1"
+    client = make_client(faulty.url, budget=2.0, retries=2, backoff_base=0.001)
+    verdict, elapsed = await timed(client.check(OUTSIDE))
+    assert verdict.status is RegistryStatus.NOT_MANUFACTURED
+    assert faulty.hits["throttle"] == 2
+    assert 1.0 <= elapsed < 1.0 + SLACK * 3  # waited Retry-After, not the 1 ms backoff
+
+
+async def test_retry_after_past_the_budget_gives_up_at_once(
+    faulty: FaultServer, make_client: ClientFactory
+) -> None:
+    faulty.mode, faulty.retry_after = "throttle", "30"
+    client = make_client(faulty.url, budget=BUDGET, retries=5)
+    with pytest.raises(RegistryUnavailable, match="429"):
+        _, elapsed = await timed(client.check(OUTSIDE))
+    assert faulty.hits["throttle"] == 1
+
+
+async def test_connection_refused(make_client: ClientFactory) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_client(f"http://127.0.0.1:{port}", budget=BUDGET, backoff_base=0.01)
+    _, elapsed = await timed(asyncio.gather(client.check(STOLEN), return_exceptions=True))
+    assert elapsed < BUDGET + SLACK
+
+
+async def test_breaker_opens_and_recovers(faulty: FaultServer, make_client: ClientFactory) -> None:
+    faulty.mode = "error500"
+    registry = CollectorRegistry()
+    client = make_client(
+        faulty.url,
+        budget=BUDGET,
+        retries=0,
+        breaker_failure_threshold=3,
+        breaker_reset_timeout=0.2,
+        metrics_registry=registry,
+    )
+    for n in range(3):
+        with pytest.raises(RegistryUnavailable):
+            await client.check(f"35209900{n:06d}")
+    assert client.breaker.state is BreakerState.OPEN
+    assert registry.get_sample_value("registry_circuit_state") == 2
+    hits = faulty.hits["error500"]
+
+    # Open: answered at once, no request, no time spent.
+    results, elapsed = await timed(
+        asyncio.gather(*(client.check(f"35209900{n:06d}") for n in range(100)), return_exceptions=True)
+    )
+    assert all(isinstance(r, RegistryUnavailable) for r in results)
+    assert elapsed < 0.02 and faulty.hits["error500"] == hits
+    assert registry.get_sample_value("registry_requests_total", {"outcome": "circuit_open"}) == 100
+
+    # Half-open probe fails: open again.
+    await asyncio.sleep(0.2)
+    with pytest.raises(RegistryUnavailable):
+        await client.check(STOLEN)
+    assert client.breaker.state is BreakerState.OPEN and faulty.hits["error500"] == hits + 1
+
+    # Half-open probe succeeds: closed; a concurrent check during the probe is refused.
+    faulty.mode = "slow"
+    faulty.delay = 0.05
+    await asyncio.sleep(0.2)
+    probe = asyncio.create_task(client.check(OUTSIDE))
+    await asyncio.sleep(0.02)
+    assert client.breaker.state is BreakerState.HALF_OPEN
+    with pytest.raises(RegistryUnavailable, match="open"):
+        await client.check("35209900000001")
+    assert (await probe).status is RegistryStatus.NOT_MANUFACTURED
+    assert client.breaker.state is BreakerState.CLOSED
+    assert registry.get_sample_value("registry_circuit_state") == 0
+
+
+def test_breaker_table() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=10)
+    assert breaker.allow(0)
+    breaker.failure(0)
+    breaker.success(0)  # a success resets the consecutive count
+    breaker.failure(1)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failure(2)
+    assert breaker.state is BreakerState.OPEN and not breaker.allow(11.9)
+    assert breaker.would_refuse(11.9) and not breaker.would_refuse(12)
+    assert breaker.allow(12) and breaker.state is BreakerState.HALF_OPEN
+    assert not breaker.allow(12)  # one probe at a time
+    breaker.success(13)
+    assert breaker.state is BreakerState.CLOSED and breaker.allow(13)
+
+
+async def test_slow_server_does_not_stall_other_checks(
+    faulty: FaultServer, make_client: ClientFactory
+) -> None:
+    """Cache hits answer while a batch hangs on a slow registry."""
+    client = make_client(faulty.url, budget=BUDGET)
+    await client.check(STOLEN)
+    faulty.mode, faulty.delay = "slow", 5.0
+    pending = asyncio.create_task(client.check(OUTSIDE))
+    await asyncio.sleep(0.01)
+    hit = client.cached(STOLEN)
+    assert hit is not None and hit.origin is VerdictOrigin.CACHE
+    with pytest.raises(RegistryUnavailable):
+        await pending
