@@ -99,6 +99,7 @@ Parsed = Row | BadLine
 
 
 def _parse_gsma(lines: Iterator[tuple[int, str]], header: str) -> Iterator[tuple[int, Parsed]]:
+    """Map the header (eagerly, so a bad header raises here), then parse rows lazily."""
     names = [_unquote(h).lower() for h in header.split("|")]
     index = {n: i for i, n in enumerate(names)}
     if "tac" not in index:
@@ -107,7 +108,12 @@ def _parse_gsma(lines: Iterator[tuple[int, str]], header: str) -> Iterator[tuple
     if man is None:
         raise TacImportError("header has no Manufacturer column")
     models = [index[c] for c in _MODEL_COLUMNS if c in index]
-    t, width = index["tac"], len(names)
+    return _gsma_rows(lines, index["tac"], man, models, len(names))
+
+
+def _gsma_rows(
+    lines: Iterator[tuple[int, str]], t: int, man: int, models: list[int], width: int
+) -> Iterator[tuple[int, Parsed]]:
     for number, line in lines:
         cells = line.split("|")
         if len(cells) != width:

@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("tac", help="TAC database (GSMA file or CSV)")
     commands = parser.add_subparsers(dest="tac_command", metavar="COMMAND", required=True)
 
-    imp = commands.add_parser("import", help="import a GSMA pipe file or tac,manufacturer,model CSV")
+    imp = commands.add_parser("import", help="import a GSMA file or CSV (tac,manufacturer,model)")
     imp.add_argument("file", metavar="FILE")
     imp.add_argument("--skip-bad", action="store_true", help="import good rows, list bad lines")
     imp.add_argument("--replace", action="store_true", help="drop existing TACs first")

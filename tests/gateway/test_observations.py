@@ -1,0 +1,78 @@
+"""Observation log batching/dropping, clone tracker, IMSI masking."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from gateway.observations import CloneTracker, ObservationLog, mask_imsi
+
+
+def test_mask_imsi() -> None:
+    assert mask_imsi("001010123456789") == "00101**********"
+    assert mask_imsi("310150123456789") == "310150*********"  # 3-digit MNC region
+    assert mask_imsi("") == "" and mask_imsi(None) == ""
+    assert mask_imsi("12") == "1*"
+    for imsi in ("234150999999999", "310150123456789"):
+        assert imsi[-9:] not in mask_imsi(imsi)
+
+
+def test_log_aggregates_first_last_count(tmp_path: Path) -> None:
+    db = tmp_path / "obs.sqlite"
+    log = ObservationLog(db, queue_size=100, batch_size=10, flush_interval=60)
+    log.start()
+    log.record("35209900176148", "001010000000001", now=100.0)
+    log.record("35209900176148", "001010000000001", now=90.0)
+    log.record("35209900176148", "001010000000002", now=110.0)
+    assert log.flush() == 3
+    log.record("35209900176148", "001010000000001", now=200.0)
+    log.close()
+    rows = sqlite3.connect(db).execute(
+        "SELECT imsi, first_seen, last_seen, count FROM observations ORDER BY imsi"
+    ).fetchall()
+    assert rows == [("001010000000001", 90.0, 200.0, 3), ("001010000000002", 110.0, 110.0, 1)]
+    assert log.stats.written == 4 and log.stats.dropped == 0
+
+
+def test_record_drops_when_full_and_never_blocks(tmp_path: Path) -> None:
+    log = ObservationLog(tmp_path / "o.sqlite", queue_size=5, batch_size=1000, flush_interval=60)
+    # not started: nothing drains the queue
+    results = [log.record("35209900176148", f"00101000000000{i}", now=1.0) for i in range(8)]
+    assert results == [True] * 5 + [False] * 3
+    assert log.stats.dropped == 3 and log.stats.recorded == 5
+
+
+def test_background_writer_flushes_on_batch(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite"
+    log = ObservationLog(db, queue_size=1000, batch_size=5, flush_interval=30)
+    log.start()
+    for i in range(5):
+        log.record(f"3520990017614{i}", "001010000000001", now=1.0)
+    for _ in range(200):
+        if log.stats.written == 5:
+            break
+        time.sleep(0.01)
+    assert log.stats.written == 5  # written by the thread, long before flush_interval
+    assert len(log.lookup("35209900176140")) == 1
+    log.close()
+
+
+def test_clone_tracker_window_and_threshold() -> None:
+    t = CloneTracker(threshold=2, window=100.0)
+    imei = "35209900176148"
+    assert t.suspected(imei, "1", 0.0) == 0
+    assert t.suspected(imei, "2", 10.0) == 0
+    assert t.suspected(imei, "2", 11.0) == 0  # same IMSI again
+    assert t.suspected(imei, "3", 20.0) == 3
+    assert t.suspected(imei, "4", 150.0) == 0  # 1 and 2 fell out of the window: {3, 4}
+
+
+def test_clone_tracker_is_bounded() -> None:
+    t = CloneTracker(threshold=3, window=1e9, max_imeis=10)
+    for i in range(100):
+        t.observe(f"{i:014d}", "1", 0.0)
+        for j in range(20):
+            t.observe("99999999999999", str(j), float(j))
+    assert len(t._seen) <= 10
+    assert len(t._seen["99999999999999"]) <= 4
