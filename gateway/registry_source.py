@@ -13,5 +13,6 @@ from registry_client.settings import RegistrySettings
 
 def build(settings: RegistrySettings) -> VerdictSource | None:
     """The verdict source for ``settings``, or None when no registry is to be consulted."""
-    del settings  # wired by the registry client (see module docstring)
-    return None
+    from registry_client.factory import build_source  # backends: local (SQLite), http, none
+
+    return build_source(settings)
