@@ -1,0 +1,185 @@
+"""Config: embedded default, every key documented, errors naming file and key, env overrides."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateway.config import (
+    DEFAULT_CONFIG,
+    FREE_TABLES,
+    SCHEMA,
+    ConfigError,
+    load_config,
+    parse_listen_url,
+)
+from gateway.policy import EquipmentStatus, Reason
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_default_lists_every_key() -> None:
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    found: set[str] = set()
+
+    def walk(prefix: str, table: dict[str, object]) -> None:
+        for key, value in table.items():
+            dotted = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                if dotted not in FREE_TABLES:
+                    walk(dotted, value)  # type: ignore[arg-type]
+            else:
+                found.add(dotted)
+
+    walk("", data)
+    expected = {f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys}
+    assert found == expected
+
+
+def test_embedded_default_values(tmp_path: Path) -> None:
+    c = load_config(None, env={})
+    assert c.source == DEFAULT_CONFIG
+    [ep] = c.transport.listen
+    assert (ep.transport, ep.host, ep.port) == ("tcp", "127.0.0.1", 3868)
+    assert (c.metrics.host, c.metrics.port) == ("127.0.0.1", 9868)
+    assert c.state_dir == Path("var") and c.tac.database == Path("var/tac.sqlite")
+    assert c.tac.file == DEFAULT_CONFIG.parent / "tac-sample.txt"
+    assert c.lists.import_files == (DEFAULT_CONFIG.parent / "lists-sample.csv",)
+    assert c.peer.watchdog_interval == 30.0 and c.identity.origin_host == "eir.localdomain"
+    assert c.registry.budget == 0.05 and c.registry.database == "var/registry.sqlite"
+    assert c.policy.status[Reason.TAC_UNKNOWN] is EquipmentStatus.GREYLISTED
+    assert not c.policy.monitor_mode and c.logging.mask_imsi
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    c = load_config(write(tmp_path, ""), env={})
+    assert c.tac.file is None and c.lists.import_files == ()
+    assert c.observations.database == Path("var/observations.sqlite")
+
+
+def test_values_map_onto_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[diameter]
+origin_host = "eir1.example.net"
+listen = ["tcp://[::1]:3868", "sctp://10.0.0.1", "tls://0.0.0.0:5868"]
+tls_cert = "cert.pem"
+tls_key = "key.pem"
+watchdog_seconds = 6
+allowed_networks = ["10.0.0.0/8"]
+[state]
+directory = "/srv/eir"
+[policy]
+monitor_mode = true
+unknown_equipment = ["tac_unknown"]
+[policy.status]
+registry_unavailable = "GREYLISTED"
+[registry]
+budget_seconds = 0.2
+seed_files = ["decl.json"]
+[registry.extra_headers]
+X-Operator = "example"
+""")
+    c = load_config(path, env={})
+    assert [(e.transport, e.host, e.port) for e in c.transport.listen] == [
+        ("tcp", "::1", 3868), ("sctp", "10.0.0.1", 3868), ("tls", "0.0.0.0", 5868)]
+    assert c.transport.tls_cert == str(tmp_path / "cert.pem")
+    assert c.peer.watchdog_interval == 6.0 and isinstance(c.peer.watchdog_interval, float)
+    assert c.peer.allowed_networks == ("10.0.0.0/8",)
+    assert c.lists.database == Path("/srv/eir/lists.sqlite")
+    assert c.policy.monitor_mode and c.policy.unknown_equipment == frozenset({Reason.TAC_UNKNOWN})
+    assert c.policy.status[Reason.REGISTRY_UNAVAILABLE] is EquipmentStatus.GREYLISTED
+    assert c.registry.budget == 0.2 and c.registry.seed_files == (str(tmp_path / "decl.json"),)
+    assert c.registry.extra_headers == (("X-Operator", "example"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[diameter]\nwatchdog_second = 30\n", "diameter.watchdog_second", "unknown key"),
+        ("[diameterr]\n", "[diameterr]", "unknown section"),
+        ("[diameter]\nwatchdog_seconds = 5\n", "diameter.watchdog_seconds", "at least 6"),
+        ("[diameter]\nwatchdog_seconds = \"30\"\n", "diameter.watchdog_seconds", "a number"),
+        ("[diameter]\nvendor_id = true\n", "diameter.vendor_id", "an integer"),
+        ("[diameter]\nlisten = \"tcp://127.0.0.1:3868\"\n", "diameter.listen", "list of strings"),
+        ("[diameter]\nlisten = [\"udp://127.0.0.1:3868\"]\n", "diameter.listen", "scheme"),
+        ("[diameter]\nlisten = [\"tcp://127.0.0.1:70000\"]\n", "diameter.listen", "port"),
+        ("[diameter]\nlisten = [\"tcp://eir.local:3868\"]\n", "diameter.listen", "address"),
+        ("[diameter]\nlisten = [\"tls://127.0.0.1\"]\n", "diameter.tls_cert", "tls_key"),
+        ("[diameter]\nhost_ip_addresses = [\"10.0.0.300\"]\n", "diameter.host_ip_addresses",
+         "not an IP address"),
+        ("[diameter]\nallowed_networks = [\"10.0.0.0/33\"]\n", "diameter.allowed_networks",
+         "CIDR"),
+        ("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen", "ADDRESS:PORT"),
+        ("[metrics]\nlisten = \"127.0.0.1:0\"\n", "metrics.listen", "1-65535"),
+        ("[policy]\nunknown_equipment = [\"stolen\"]\n", "policy.unknown_equipment",
+         "not a reason"),
+        ("[policy.status]\nclean = \"BLACK\"\n", "policy.status.clean", "WHITELISTED"),
+        ("[policy.status]\nfoo = \"BLACKLISTED\"\n", "policy.status.foo", "unknown key"),
+        ("[registry]\nbackend = \"redis\"\n", "registry.backend", "not one of"),
+        ("[registry]\nbudget_ms = 50\n", "registry.budget_ms", "unknown key"),
+        ("[logging]\nformat = \"xml\"\n", "logging.format", "not one of"),
+        ("[observations]\nqueue_size = 0\n", "observations.queue_size", "greater than 0"),
+        ("[diameter]\nwatchdog_seconds = \n", "", "not valid TOML"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert key in message and problem in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_env_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "[diameter]\norigin_host = \"from-file\"\n")
+    c = load_config(path, env={
+        "EIR_DIAMETER_ORIGIN_HOST": "from-env",
+        "EIR_POLICY_MONITOR_MODE": "true",
+        "EIR_DIAMETER_WATCHDOG_SECONDS": "12.5",
+        "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:3869, sctp://127.0.0.1:3869",
+        "EIR_POLICY_STATUS_TAC_UNKNOWN": "WHITELISTED",
+        "EIR_CLONE_DETECTION_THRESHOLD": "3",
+        "EIR_REGISTRY_TOKEN": "secret",
+        "EIR_SOMETHING_ELSE": "ignored: not a section of ours",
+        "PATH": "/bin",
+    })
+    assert c.identity.origin_host == "from-env" and c.policy.monitor_mode
+    assert c.peer.watchdog_interval == 12.5
+    assert [e.transport for e in c.transport.listen] == ["tcp", "sctp"]
+    assert c.policy.status[Reason.TAC_UNKNOWN] is EquipmentStatus.WHITELISTED
+    assert c.clone_detection.threshold == 3 and c.registry.token == "secret"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("EIR_POLICY_MONITOR_MODE", "maybe", "expected true or false"),
+        ("EIR_DIAMETER_WATCHDOG_SECONDS", "3", "at least 6"),
+        ("EIR_DIAMETER_VENDOR_ID", "x", "invalid literal"),
+        ("EIR_DIAMETER_ORIGN_HOST", "x", "names no configuration key"),
+        ("EIR_DIAMETER_ALLOWED_NETWORKS", "10.0.0.0/8,nonsense", "CIDR"),
+    ],
+)
+def test_env_errors_name_the_variable(var: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={var: value})
+    assert f"environment variable {var}" in str(info.value) and expected in str(info.value)
+
+
+def test_parse_listen_url_default_ports() -> None:
+    assert parse_listen_url("tls://127.0.0.1").port == 5868
+    assert parse_listen_url("sctp://[::1]").port == 3868
+    with pytest.raises(ValueError):
+        parse_listen_url("tcp://127.0.0.1:3868/path")
