@@ -1,9 +1,9 @@
 """`eir-gateway registry serve | import | check`: the reference IMEI registry (registry-api.yaml).
 
-    eir-gateway registry serve [--host 127.0.0.1] [--port 8700] [--database FILE]
-                               [--token T ...] [--seed FILE ...]
-    eir-gateway registry import FILE [FILE ...] [--database FILE]
-    eir-gateway registry check IMEI [--database FILE | --url URL [--token T]]
+eir-gateway registry serve [--host 127.0.0.1] [--port 8700] [--database FILE]
+                           [--token T ...] [--seed FILE ...]
+eir-gateway registry import FILE [FILE ...] [--database FILE]
+eir-gateway registry check IMEI [--database FILE | --url URL [--token T]]
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from registry_client.client import parse_max_age, parse_retry_after
+from registry_client.local import LocalRegistry
 from registry_client.model import (
     RegistryStatus,
     RegistryUnavailable,
@@ -135,10 +136,7 @@ async def test_cache_is_bounded(server: RegistryServer, make_client: ClientFacto
     assert [client.cached(i) is not None for i in imeis] == [False] * 3 + [True] * 5
 
 
-async def test_no_store_is_not_cached(local: object, make_client: ClientFactory) -> None:
-    from registry_client.local import LocalRegistry
-
-    assert isinstance(local, LocalRegistry)
+async def test_no_store_is_not_cached(local: LocalRegistry, make_client: ClientFactory) -> None:
     srv = RegistryServer(local, max_age=0, negative_max_age=0)
     await srv.start()
     try:

@@ -31,7 +31,6 @@ if SCHEMA_PATH is None:
 
 import schemathesis  # noqa: E402  (only once the contract is known to exist)
 from hypothesis import HealthCheck, settings  # noqa: E402
-
 from schemathesis.config import SchemathesisConfig  # noqa: E402
 
 # registry-api.yaml documents 413 for more than maxItems IMEIs: a correct rejection of that

@@ -175,7 +175,11 @@ def test_import_json_list_form(tmp_path: Path) -> None:
         ),
         ("bad5.csv", "kind,tac,participating\ntac,12345678,true\ntac,12345678,maybe\n", "line 3"),
         ("bad6.csv", "tac,participating\n12345678,true\n", "line 1"),
-        ("bad7.json", '[{"kind": "report", "imei": "35209900176140", "type": "stolen"}]', "record 0"),
+        (
+            "bad7.json",
+            '[{"kind": "report", "imei": "35209900176140", "type": "stolen"}]',
+            "record 0",
+        ),
     ],
 )
 def test_import_errors_name_the_record_and_import_nothing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,9 @@ async def test_sync_answers_locally_and_resumes_after_restart(
 
     # The registry moves on while the gateway is down.
     local.apply([Report(OUTSIDE, ReportType.COUNTERFEIT, "SN", "2026-04-01")])
-    local.apply([TacDeclaration("35209900", participating=True, manufacturer="Example Handsets Ltd")])
+    local.apply(
+        [TacDeclaration("35209900", participating=True, manufacturer="Example Handsets Ltd")]
+    )
 
     again = make_client(server.url, **options)
     before = await again.check(OUTSIDE)  # survived the restart, answered before any sync
@@ -64,8 +67,6 @@ async def test_background_sync_on_start(
     for _ in range(200):
         if client.mirror.synced_at is not None:
             break
-        import asyncio
-
         await asyncio.sleep(0.005)
     assert (await client.check(STOLEN)).origin is VerdictOrigin.MIRROR
 

@@ -11,6 +11,7 @@ import pytest
 from registry_client.local import LocalRegistry
 from registry_client.model import Report, ReportType
 from registry_client.server import RegistryServer
+from registry_client.wire import parse_tac_declaration
 from tests.registry.conftest import NON_PARTICIPATING, OUTSIDE, STOLEN, TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -40,7 +41,13 @@ async def test_get_imei_verdict_and_max_age(server: RegistryServer, http: Any) -
     assert body["imei"] == STOLEN and body["tac"] == STOLEN[:8]
     assert body["status"] == "manufactured" and body["source"] == "declared_range"
     assert body["reports"] == [
-        {"imei": STOLEN, "type": "stolen", "country": "FR", "since": "2026-02-10", "withdrawn": False}
+        {
+            "imei": STOLEN,
+            "type": "stolen",
+            "country": "FR",
+            "since": "2026-02-10",
+            "withdrawn": False,
+        }
     ]
     async with http.get(f"{server.url}/v1/imeis/{NON_PARTICIPATING}") as resp:
         assert resp.headers["Cache-Control"] == "max-age=5"  # negative max-age for unknown
@@ -122,8 +129,6 @@ async def test_tac_etag_and_304(server: RegistryServer, http: Any, local: LocalR
         assert resp.status == 304
     async with http.get(url, headers={"If-None-Match": '"stale"'}) as resp:
         assert resp.status == 200
-    from registry_client.wire import parse_tac_declaration
-
     local.apply([parse_tac_declaration({**body, "participating": False})])
     async with http.get(url, headers={"If-None-Match": etag}) as resp:
         assert resp.status == 200 and resp.headers["ETag"] != etag

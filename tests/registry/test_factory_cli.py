@@ -1,0 +1,90 @@
+"""Backend choice and the `eir-gateway registry` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway import registry_source
+from gateway.cli import main
+from registry_client.client import HttpRegistryClient
+from registry_client.factory import build_source
+from registry_client.local import LocalRegistry
+from registry_client.model import VerdictOrigin
+from registry_client.server import RegistryServer
+from registry_client.settings import RegistrySettings
+from tests.registry.conftest import NON_PARTICIPATING, OUTSIDE, SAMPLE, STOLEN, TOKEN
+
+
+async def test_build_source_backends(tmp_path: Path) -> None:
+    assert build_source(RegistrySettings(backend="none")) is None
+    local = build_source(
+        RegistrySettings(database=str(tmp_path / "r.sqlite"), seed_files=(str(SAMPLE),))
+    )
+    assert isinstance(local, LocalRegistry)
+    verdict = await local.check(STOLEN)
+    assert verdict.origin is VerdictOrigin.LOCAL and verdict.active_reports
+    await local.close()
+    http = build_source(RegistrySettings(backend="http"), metrics_registry=CollectorRegistry())
+    assert isinstance(http, HttpRegistryClient)
+    await http.close()
+    with pytest.raises(ValueError, match="backend"):
+        build_source(RegistrySettings(backend="ldap"))
+
+
+async def test_gateway_slot_delegates(tmp_path: Path) -> None:
+    settings = RegistrySettings(database=str(tmp_path / "g.sqlite"), seed_files=(str(SAMPLE),))
+    source = registry_source.build(settings)
+    assert isinstance(source, LocalRegistry)
+    assert source.cached(OUTSIDE) is not None
+    await source.close()
+    assert registry_source.build(RegistrySettings(backend="none")) is None
+
+
+async def test_two_http_sources_on_the_default_metrics_registry() -> None:
+    first = build_source(RegistrySettings(backend="http"))
+    second = build_source(RegistrySettings(backend="http"))
+    assert first is not None and second is not None
+    await first.close()
+    await second.close()
+
+
+def test_cli_import_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cli.sqlite")
+    assert main(["registry", "import", str(SAMPLE), "--database", db]) == 0
+    assert "3 TACs and 3 reports" in capsys.readouterr().out
+    assert main(["registry", "check", OUTSIDE + "00", "--database", db]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["imei"], shown["status"], shown["origin"]) == (
+        OUTSIDE,
+        "not_manufactured",
+        "local",
+    )
+    assert main(["registry", "check", "123", "--database", db]) == 2
+
+
+def test_cli_import_error_names_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "cli.sqlite")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("kind,tac,participating\ntac,12345678,true\ntac,87654321,perhaps\n")
+    assert main(["registry", "import", str(SAMPLE), str(bad), "--database", db]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: line 3: participating" in err and "nothing imported" in err
+    registry = LocalRegistry(db)
+    assert registry.is_empty()
+    registry.close_sync()
+
+
+async def test_cli_check_over_http(
+    server: RegistryServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["registry", "check", NON_PARTICIPATING, "--url", server.url, "--token", TOKEN]
+    assert await asyncio.to_thread(main, argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "unknown" and shown["origin"] == "online"
+    argv[-1] = "wrong"
+    assert await asyncio.to_thread(main, argv) == 1
