@@ -257,7 +257,9 @@ class HttpRegistryClient:
             future.add_done_callback(functools.partial(self._settled, key))
             self._enqueue(_Pending(key, future, now + budget), loop)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), budget)
+            # shield: one waiter giving up must not cancel the shared (single-flight) request
+            async with asyncio.timeout(budget):
+                return await asyncio.shield(future)
         except TimeoutError:
             raise RegistryUnavailable(f"no registry verdict within the {budget}s budget") from None
 

@@ -1,0 +1,192 @@
+"""Registry client benchmark: 10,000 concurrent checks of distinct IMEIs against the reference server.
+
+Method. The reference registry (``registry_client.server``, SQLite seeded with
+``config/registry-declarations.json``) runs in a child process on 127.0.0.1 (port chosen by the
+kernel), so server and client do not share an event loop or a core. In this process one
+``HttpRegistryClient`` (batch_window 2 ms, batch_max 1000, budget ``--budget``) then:
+
+1. cold: ``--checks`` concurrent ``check()`` calls of distinct IMEIs (spread over the three
+   declared TACs and an undeclared one) -> wall time, HTTP requests counted on the server, how
+   many verdicts arrived (the rest are RegistryUnavailable);
+2. warm: the same checks again, all answered from the cache, ``--rounds`` times
+   -> checks per second through ``await check()`` (all concurrent) and through ``cached()``.
+
+Best and median of the warm rounds are reported. The whole run is bounded by ``--timeout``.
+
+Run: ``.venv/bin/python bench/registry.py [--checks 10000] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from registry_client.client import HttpRegistryClient
+from registry_client.local import LocalRegistry
+from registry_client.model import RegistryUnavailable
+from registry_client.server import RegistryServer
+from registry_client.settings import RegistrySettings
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO / "config" / "registry-declarations.json"
+TOKEN = "bench-token"
+TACS = ("35209900", "35332011", "86000001", "99000001")
+
+
+def _serve(conn: Connection, database: str) -> None:
+    """Child process: run the reference server; answer "counts" and "stop" on the pipe."""
+
+    async def main() -> None:
+        registry = LocalRegistry.open(database, [SEED])
+        server = RegistryServer(registry, tokens=[TOKEN])
+        await server.start()
+        conn.send(server.port)
+        loop = asyncio.get_running_loop()
+        while True:
+            command = await loop.run_in_executor(None, conn.recv)
+            if command == "counts":
+                conn.send(dict(server.request_counts))
+            else:
+                break
+        await server.stop()
+        registry.close_sync()
+
+    asyncio.run(main())
+
+
+def imeis(count: int) -> list[str]:
+    return [f"{TACS[n % len(TACS)]}{n // len(TACS):06d}" for n in range(count)]
+
+
+async def run(args: argparse.Namespace, port: int, counts: Any) -> dict[str, Any]:
+    settings = RegistrySettings(
+        backend="http",
+        url=f"http://127.0.0.1:{port}",
+        token=TOKEN,
+        budget=args.budget,
+        request_timeout=args.budget,
+        batch_window=0.002,
+        batch_max=1000,
+        cache_size=max(100_000, args.checks),
+    )
+    client = HttpRegistryClient(settings, metrics_registry=CollectorRegistry())
+    batch = imeis(args.checks)
+    try:
+        await client.start()
+        before = counts()
+        start = time.perf_counter()
+        results = await asyncio.gather(*(client.check(i) for i in batch), return_exceptions=True)
+        cold = time.perf_counter() - start
+        after = counts()
+        failed = sum(isinstance(r, RegistryUnavailable) for r in results)
+        other = [r for r in results if isinstance(r, BaseException)]
+        if len(other) != failed:
+            raise RuntimeError(f"unexpected errors: {other[:3]}")
+        requests = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+        warm_async: list[float] = []
+        warm_sync: list[float] = []
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            await asyncio.gather(*(client.check(i) for i in batch))
+            warm_async.append(args.checks / (time.perf_counter() - start))
+            start = time.perf_counter()
+            hits = sum(client.cached(i) is not None for i in batch)
+            warm_sync.append(args.checks / (time.perf_counter() - start))
+            if hits != args.checks:
+                raise RuntimeError(f"only {hits} of {args.checks} cached")
+    finally:
+        await client.close()
+    return {
+        "benchmark": "registry client, concurrent checks of distinct IMEIs",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "checks": args.checks,
+        "budget_s": args.budget,
+        "cold": {
+            "wall_s": round(cold, 4),
+            "checks_per_s": round(args.checks / cold),
+            "verdicts": args.checks - failed,
+            "unavailable": failed,
+            "http_requests": sum(requests.values()),
+            "http_requests_by_path": requests,
+        },
+        "warm_await_check_per_s": {
+            "best": round(max(warm_async)),
+            "median": round(statistics.median(warm_async)),
+        },
+        "warm_cached_per_s": {
+            "best": round(max(warm_sync)),
+            "median": round(statistics.median(warm_sync)),
+        },
+        "rounds": args.rounds,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checks", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5, help="warm rounds")
+    parser.add_argument("--budget", type=float, default=5.0, help="per-check budget, seconds")
+    parser.add_argument("--timeout", type=float, default=120.0, help="bound on the whole run")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args()
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    with tempfile.TemporaryDirectory() as tmp:
+        process = context.Process(target=_serve, args=(child, f"{tmp}/registry.sqlite"))
+        process.start()
+        try:
+            if not parent.poll(30):
+                raise RuntimeError("reference server did not start")
+            port = parent.recv()
+
+            def counts() -> dict[str, int]:
+                parent.send("counts")
+                result: dict[str, int] = parent.recv()
+                return result
+
+            results = asyncio.run(asyncio.wait_for(run(args, port, counts), args.timeout))
+        finally:
+            parent.send("stop")
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    cold = results["cold"]
+    print(f"{results['benchmark']}  (Python {results['python']}, {results['platform']})")
+    print(
+        f"cold: {results['checks']} checks in {cold['wall_s']} s ({cold['checks_per_s']}/s),"
+        f" {cold['http_requests']} HTTP requests {cold['http_requests_by_path']},"
+        f" {cold['verdicts']} verdicts, {cold['unavailable']} unavailable"
+        f" (budget {results['budget_s']} s)"
+    )
+    print(
+        f"warm await check(): best {results['warm_await_check_per_s']['best']}/s,"
+        f" median {results['warm_await_check_per_s']['median']}/s"
+        f" ({results['rounds']} rounds)"
+    )
+    print(
+        f"warm cached():      best {results['warm_cached_per_s']['best']}/s,"
+        f" median {results['warm_cached_per_s']['median']}/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
