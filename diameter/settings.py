@@ -28,6 +28,8 @@ class PeerSettings:
     cer_timeout: float = 10.0
     # Wait this long for DPA after our DPR before closing anyway.
     dpa_timeout: float = 5.0
+    # After answering a DPR, wait this long for the peer to close (RFC 6733 §5.4) before closing.
+    disconnect_linger: float = 1.0
     # Wait this long for CEA after our CER (initiator).
     cea_timeout: float = 10.0
     # Duplicate detection (RFC 6733 §5.5.4): End-to-End + Origin-Host seen within the window.

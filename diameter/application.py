@@ -1,0 +1,81 @@
+"""What the Diameter layer knows about applications, peers and observers of its traffic.
+
+An ``Application`` is registered on the node by application id (RFC 6733 §2.4); its handlers are
+looked up by command code. ``PeerInfo`` is what the capabilities exchange told us about a peer.
+``Observer`` lets an upper layer count messages and peer states without this package importing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from diameter.codec import Avp, Message
+
+# A handler answers a request with a Message or with already-encoded answer bytes (the fast
+# path), synchronously (a cache hit) or as an awaitable (one task per request).
+HandlerResult = Message | bytes
+Handler = Callable[[Message, "PeerInfo"], HandlerResult | Awaitable[HandlerResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    """One Diameter application served by the node.
+
+    ``vendor_id`` non-zero: advertised in CER/CEA as Vendor-Specific-Application-Id {Vendor-Id,
+    Auth-Application-Id} plus Supported-Vendor-Id (RFC 6733 §6.11); zero: as Auth-Application-Id.
+    ``error_answer_body`` is added to non-3xxx error answers so they satisfy the application's
+    answer CCF (e.g. S13's Auth-Session-State).
+    """
+
+    application_id: int
+    handlers: Mapping[int, Handler]
+    vendor_id: int = 0
+    error_answer_body: tuple[Avp, ...] = ()
+    name: str = ""
+
+
+def vendor_specific_application_id(vendor_id: int, application_id: int) -> Avp:
+    """RFC 6733 §6.11 Vendor-Specific-Application-Id {Vendor-Id, Auth-Application-Id}."""
+    return Avp.new(
+        "Vendor-Specific-Application-Id",
+        [Avp.new("Vendor-Id", vendor_id), Avp.new("Auth-Application-Id", application_id)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """The remote peer as learnt from its CER or CEA (RFC 6733 §5.3)."""
+
+    origin_host: str
+    origin_realm: str
+    applications: frozenset[int]  # common applications (relay 0xffffffff included if offered)
+    host_ip_addresses: tuple[str, ...] = ()
+    vendor_id: int = 0
+    product_name: str = ""
+    firmware_revision: int | None = None
+    origin_state_id: int | None = None
+    supported_vendor_ids: frozenset[int] = frozenset()
+    remote_address: tuple[str, int] | None = None
+    transport: str = "tcp"
+    role: str = "responder"  # our role on this connection: "responder" | "initiator"
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+class Observer(Protocol):
+    """Hook for metrics. ``direction`` is "in" or "out"; ``command`` a short name ("CER", "ECA")."""
+
+    def on_message(self, direction: str, command: str, result_code: int | None) -> None: ...
+
+    def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None: ...
+
+
+class NullObserver:
+    """The default observer: counts nothing."""
+
+    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
+        return None
+
+    def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
+        return None

@@ -1,0 +1,65 @@
+"""Events the sans-IO peer core hands to its owner (RFC 6733 §5.6), small frozen classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from diameter.codec import Message, decode_message
+
+if TYPE_CHECKING:
+    from diameter.application import Application, Handler, PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PeerUp:
+    """Capabilities exchange done (R-Open or I-Open)."""
+
+    info: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDown:
+    """The connection is over (Closed); ``reason`` says why, for logs."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A well-formed application request to hand to ``handler`` (RFC 6733 §5.6: Process).
+
+    The owner answers with ``Peer.send_answer(event, answer, now)``.
+    """
+
+    message: Message
+    raw: bytes
+    peer: PeerInfo
+    application: Application
+    handler: Handler
+    key: tuple[str, int] | None  # (origin-host, end-to-end) for duplicate detection
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerReceived:
+    """An answer to one of our application requests, matched by Hop-by-Hop (RFC 6733 §3).
+
+    ``message`` decodes ``raw`` on every access; the raw fast path uses ``raw`` only.
+    """
+
+    hop_by_hop: int
+    raw: bytes
+
+    @property
+    def message(self) -> Message:
+        return decode_message(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    """No answer to our request ``hop_by_hop`` before its deadline, or the connection closed."""
+
+    hop_by_hop: int
+
+
+Event = PeerUp | PeerDown | RequestReceived | AnswerReceived | RequestTimedOut

@@ -1,0 +1,1036 @@
+"""The Diameter peer state machine (RFC 6733 §5.6), sans-IO, one object per transport connection.
+
+Bytes in with ``receive_data(data, now)``, events out (``PeerUp``, ``PeerDown``,
+``RequestReceived``, ``AnswerReceived``), bytes to write from ``data_to_send()``, one timer through
+``next_deadline()`` / ``handle_timeout(now)``; ``should_close`` tells the owner to close the
+transport once the pending bytes are written. The state machine is the table ``TRANSITIONS``
+``(PeerState, PeerEvent) -> (actions, next_state)`` with the RFC 6733 §5.6 rows above each entry;
+the watchdog (RFC 3539) is its own table in ``diameter.watchdog``.
+
+Election (§5.6.4): the connection that holds a peer's state is registered on the node by the
+peer's Origin-Host. A CER arriving on another connection from that host is an R-Conn-CER event of
+the registered connection; during an election the incoming (responder) connection is linked to
+the registered (initiator) one as its ``partner``, R-* actions act on the partner and I-* actions
+on the initiator, and the winner takes the state over.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from diameter.answer import answer_to, error_answer
+from diameter.application import Application, PeerInfo
+from diameter.capabilities import (
+    admitted,
+    advertised_applications,
+    capabilities_avps,
+    common_applications,
+    peer_info,
+)
+from diameter.codec import (
+    FLAG_REQUEST,
+    HEADER_LENGTH,
+    Avp,
+    Message,
+    Problem,
+    decode_message,
+)
+from diameter.dictionary import DICTIONARY, CommandDef
+from diameter.dictionary.base_rfc6733 import (
+    RELAY_APPLICATION_ID,
+    DisconnectCause,
+    ResultCode,
+)
+from diameter.errors import DecodeError, DiameterError, FramingError
+from diameter.events import (
+    AnswerReceived,
+    Event,
+    PeerDown,
+    PeerUp,
+    RequestReceived,
+)
+from diameter.framing import Framer
+from diameter.node import Node
+from diameter.validate import check_header, check_request
+from diameter.watchdog import Watchdog, WatchdogAction, WatchdogTimer
+
+log = logging.getLogger(__name__)
+
+CER, DWR, DPR = 257, 280, 282
+ORIGIN_HOST, DESTINATION_REALM, DESTINATION_HOST = 264, 283, 293
+RESULT_CODE, EXPERIMENTAL_RESULT, EXPERIMENTAL_RESULT_CODE = 268, 297, 298
+_HEADER = struct.Struct("!IIIII")
+_AVP = struct.Struct("!II")
+
+_CER_COMMAND = DICTIONARY.commands[(0, CER)]
+_DWR_COMMAND = DICTIONARY.commands[(0, DWR)]
+_DPR_COMMAND = DICTIONARY.commands[(0, DPR)]
+
+
+class Role(enum.Enum):
+    RESPONDER = "responder"
+    INITIATOR = "initiator"
+
+
+class PeerState(enum.Enum):
+    """RFC 6733 §5.6 states (stable: CLOSED, I_OPEN, R_OPEN)."""
+
+    CLOSED = "Closed"
+    WAIT_CONN_ACK = "Wait-Conn-Ack"
+    WAIT_I_CEA = "Wait-I-CEA"
+    WAIT_CONN_ACK_ELECT = "Wait-Conn-Ack/Elect"
+    WAIT_RETURNS = "Wait-Returns"
+    R_OPEN = "R-Open"
+    I_OPEN = "I-Open"
+    CLOSING = "Closing"
+
+
+OPEN_STATES = frozenset({PeerState.R_OPEN, PeerState.I_OPEN})
+
+
+class PeerEvent(enum.Enum):
+    """RFC 6733 §5.6.2 events, plus three local refinements of Process-CER/-CEA outcomes."""
+
+    START = "Start"
+    R_CONN_CER = "R-Conn-CER"
+    I_RCV_CONN_ACK = "I-Rcv-Conn-Ack"
+    I_RCV_CONN_NACK = "I-Rcv-Conn-Nack"
+    TIMEOUT = "Timeout"
+    R_RCV_CER = "R-Rcv-CER"
+    I_RCV_CER = "I-Rcv-CER"
+    R_RCV_CEA = "R-Rcv-CEA"
+    I_RCV_CEA = "I-Rcv-CEA"
+    I_RCV_NON_CEA = "I-Rcv-Non-CEA"
+    I_PEER_DISC = "I-Peer-Disc"
+    R_PEER_DISC = "R-Peer-Disc"
+    R_RCV_DPR = "R-Rcv-DPR"
+    I_RCV_DPR = "I-Rcv-DPR"
+    R_RCV_DPA = "R-Rcv-DPA"
+    I_RCV_DPA = "I-Rcv-DPA"
+    WIN_ELECTION = "Win-Election"
+    SEND_MESSAGE = "Send-Message"
+    R_RCV_MESSAGE = "R-Rcv-Message"
+    I_RCV_MESSAGE = "I-Rcv-Message"
+    R_RCV_DWR = "R-Rcv-DWR"
+    I_RCV_DWR = "I-Rcv-DWR"
+    R_RCV_DWA = "R-Rcv-DWA"
+    I_RCV_DWA = "I-Rcv-DWA"
+    STOP = "Stop"
+    # Local: Process-CER rejects the CER (RFC 6733 §5.3: 5010, 3010, malformed -> CEA, close).
+    R_CONN_CER_REJECTED = "R-Conn-CER rejected"
+    # Local: the first message on an incoming connection is not a CER (§5.6.1: close).
+    R_CONN_NON_CER = "R-Conn-Non-CER"
+    # Local: Process-CEA finds a failure Result-Code or no common application (§5.3).
+    I_RCV_CEA_FAILED = "I-Rcv-CEA failed"
+
+
+class Action(enum.Enum):
+    """RFC 6733 §5.6.3 actions (I-/R- prefixes name the connection they act on)."""
+
+    I_SND_CONN_REQ = "I-Snd-Conn-Req"
+    R_ACCEPT = "R-Accept"
+    R_REJECT = "R-Reject"
+    PROCESS_CER = "Process-CER"
+    I_SND_CER = "I-Snd-CER"
+    R_SND_CEA = "R-Snd-CEA"
+    I_SND_CEA = "I-Snd-CEA"
+    R_SND_CEA_ERROR = "R-Snd-CEA (error)"
+    CLEANUP = "Cleanup"
+    ERROR = "Error"
+    PROCESS_CEA = "Process-CEA"
+    SND_DPR = "Snd-DPR"
+    SND_DPA = "Snd-DPA"
+    I_DISC = "I-Disc"
+    R_DISC = "R-Disc"
+    DISC = "Disc"
+    ELECT = "Elect"
+    SND_MESSAGE = "Snd-Message"
+    PROCESS = "Process"
+    PROCESS_DWR = "Process-DWR"
+    SND_DWA = "Snd-DWA"
+    PROCESS_DWA = "Process-DWA"
+
+
+S, E, A = PeerState, PeerEvent, Action
+
+# RFC 6733 §5.6, the peer state machine table: State / Event / Action / New State.
+TRANSITIONS: dict[tuple[PeerState, PeerEvent], tuple[tuple[Action, ...], PeerState]] = {
+    # Closed  Start  I-Snd-Conn-Req  Wait-Conn-Ack
+    (S.CLOSED, E.START): ((A.I_SND_CONN_REQ,), S.WAIT_CONN_ACK),
+    # Closed  R-Conn-CER  R-Accept, Process-CER, R-Snd-CEA  R-Open
+    (S.CLOSED, E.R_CONN_CER): ((A.R_ACCEPT, A.PROCESS_CER, A.R_SND_CEA), S.R_OPEN),
+    # local: Closed  R-Conn-CER that Process-CER rejects  R-Snd-CEA (error), R-Disc  Closed
+    (S.CLOSED, E.R_CONN_CER_REJECTED): ((A.R_SND_CEA_ERROR, A.R_DISC), S.CLOSED),
+    # local (§5.6.1): Closed  first message not a CER  R-Disc  Closed
+    (S.CLOSED, E.R_CONN_NON_CER): ((A.R_DISC,), S.CLOSED),
+    # local (§5.6.1): Closed  no CER within the timeout  R-Disc  Closed
+    (S.CLOSED, E.TIMEOUT): ((A.R_DISC,), S.CLOSED),
+    # local: Closed  Peer-Disc / Stop before any CER  Cleanup  Closed
+    (S.CLOSED, E.R_PEER_DISC): ((A.CLEANUP,), S.CLOSED),
+    (S.CLOSED, E.STOP): ((A.CLEANUP,), S.CLOSED),
+    # Wait-Conn-Ack  I-Rcv-Conn-Ack  I-Snd-CER  Wait-I-CEA
+    (S.WAIT_CONN_ACK, E.I_RCV_CONN_ACK): ((A.I_SND_CER,), S.WAIT_I_CEA),
+    # Wait-Conn-Ack  I-Rcv-Conn-Nack  Cleanup  Closed
+    (S.WAIT_CONN_ACK, E.I_RCV_CONN_NACK): ((A.CLEANUP,), S.CLOSED),
+    # Wait-Conn-Ack  R-Conn-CER  R-Accept, Process-CER  Wait-Conn-Ack/Elect
+    (S.WAIT_CONN_ACK, E.R_CONN_CER): ((A.R_ACCEPT, A.PROCESS_CER), S.WAIT_CONN_ACK_ELECT),
+    # Wait-Conn-Ack  Timeout  Error  Closed
+    (S.WAIT_CONN_ACK, E.TIMEOUT): ((A.ERROR,), S.CLOSED),
+    # local: Wait-Conn-Ack  Stop  Cleanup  Closed
+    (S.WAIT_CONN_ACK, E.STOP): ((A.CLEANUP,), S.CLOSED),
+    # Wait-I-CEA  I-Rcv-CEA  Process-CEA  I-Open
+    (S.WAIT_I_CEA, E.I_RCV_CEA): ((A.PROCESS_CEA,), S.I_OPEN),
+    # local: Wait-I-CEA  I-Rcv-CEA with a failure  Error  Closed
+    (S.WAIT_I_CEA, E.I_RCV_CEA_FAILED): ((A.ERROR,), S.CLOSED),
+    # Wait-I-CEA  R-Conn-CER  R-Accept, Process-CER, Elect  Wait-Returns
+    (S.WAIT_I_CEA, E.R_CONN_CER): ((A.R_ACCEPT, A.PROCESS_CER, A.ELECT), S.WAIT_RETURNS),
+    # Wait-I-CEA  I-Peer-Disc  I-Disc  Closed
+    (S.WAIT_I_CEA, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
+    # Wait-I-CEA  I-Rcv-Non-CEA  Error  Closed
+    (S.WAIT_I_CEA, E.I_RCV_NON_CEA): ((A.ERROR,), S.CLOSED),
+    # Wait-I-CEA  Timeout  Error  Closed
+    (S.WAIT_I_CEA, E.TIMEOUT): ((A.ERROR,), S.CLOSED),
+    # local: Wait-I-CEA  Stop  I-Disc  Closed
+    (S.WAIT_I_CEA, E.STOP): ((A.I_DISC,), S.CLOSED),
+    # Wait-Conn-Ack/Elect  I-Rcv-Conn-Ack  I-Snd-CER, Elect  Wait-Returns
+    (S.WAIT_CONN_ACK_ELECT, E.I_RCV_CONN_ACK): ((A.I_SND_CER, A.ELECT), S.WAIT_RETURNS),
+    # Wait-Conn-Ack/Elect  I-Rcv-Conn-Nack  R-Snd-CEA  R-Open
+    (S.WAIT_CONN_ACK_ELECT, E.I_RCV_CONN_NACK): ((A.R_SND_CEA,), S.R_OPEN),
+    # Wait-Conn-Ack/Elect  R-Peer-Disc  R-Disc  Wait-Conn-Ack
+    (S.WAIT_CONN_ACK_ELECT, E.R_PEER_DISC): ((A.R_DISC,), S.WAIT_CONN_ACK),
+    # Wait-Conn-Ack/Elect  R-Conn-CER  R-Reject  Wait-Conn-Ack/Elect
+    (S.WAIT_CONN_ACK_ELECT, E.R_CONN_CER): ((A.R_REJECT,), S.WAIT_CONN_ACK_ELECT),
+    # Wait-Conn-Ack/Elect  Timeout  Error  Closed (the responder connection closes with it)
+    (S.WAIT_CONN_ACK_ELECT, E.TIMEOUT): ((A.ERROR, A.R_DISC), S.CLOSED),
+    # Wait-Returns  Win-Election  I-Disc, R-Snd-CEA  R-Open
+    (S.WAIT_RETURNS, E.WIN_ELECTION): ((A.I_DISC, A.R_SND_CEA), S.R_OPEN),
+    # Wait-Returns  I-Peer-Disc  I-Disc, R-Snd-CEA  R-Open
+    (S.WAIT_RETURNS, E.I_PEER_DISC): ((A.I_DISC, A.R_SND_CEA), S.R_OPEN),
+    # local: Wait-Returns  I-Rcv-CEA with a failure: as I-Peer-Disc
+    (S.WAIT_RETURNS, E.I_RCV_CEA_FAILED): ((A.I_DISC, A.R_SND_CEA), S.R_OPEN),
+    # Wait-Returns  I-Rcv-CEA  R-Disc  I-Open (the CEA is processed to open the connection)
+    (S.WAIT_RETURNS, E.I_RCV_CEA): ((A.R_DISC, A.PROCESS_CEA), S.I_OPEN),
+    # Wait-Returns  R-Peer-Disc  R-Disc  Wait-I-CEA
+    (S.WAIT_RETURNS, E.R_PEER_DISC): ((A.R_DISC,), S.WAIT_I_CEA),
+    # Wait-Returns  R-Conn-CER  R-Reject  Wait-Returns
+    (S.WAIT_RETURNS, E.R_CONN_CER): ((A.R_REJECT,), S.WAIT_RETURNS),
+    # Wait-Returns  Timeout  Error  Closed
+    (S.WAIT_RETURNS, E.TIMEOUT): ((A.ERROR, A.R_DISC), S.CLOSED),
+    # R-Open  Send-Message  R-Snd-Message  R-Open
+    (S.R_OPEN, E.SEND_MESSAGE): ((A.SND_MESSAGE,), S.R_OPEN),
+    # R-Open  R-Rcv-Message  Process  R-Open
+    (S.R_OPEN, E.R_RCV_MESSAGE): ((A.PROCESS,), S.R_OPEN),
+    # R-Open  R-Rcv-DWR  Process-DWR, R-Snd-DWA  R-Open
+    (S.R_OPEN, E.R_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.R_OPEN),
+    # R-Open  R-Rcv-DWA  Process-DWA  R-Open
+    (S.R_OPEN, E.R_RCV_DWA): ((A.PROCESS_DWA,), S.R_OPEN),
+    # R-Open  R-Conn-CER  R-Reject  R-Open
+    (S.R_OPEN, E.R_CONN_CER): ((A.R_REJECT,), S.R_OPEN),
+    # R-Open  Stop  R-Snd-DPR  Closing
+    (S.R_OPEN, E.STOP): ((A.SND_DPR,), S.CLOSING),
+    # R-Open  R-Rcv-DPR  R-Snd-DPA  Closing
+    (S.R_OPEN, E.R_RCV_DPR): ((A.SND_DPA,), S.CLOSING),
+    # R-Open  R-Peer-Disc  R-Disc  Closed
+    (S.R_OPEN, E.R_PEER_DISC): ((A.R_DISC,), S.CLOSED),
+    # R-Open  R-Rcv-CER  R-Snd-CEA  R-Open
+    (S.R_OPEN, E.R_RCV_CER): ((A.R_SND_CEA,), S.R_OPEN),
+    # R-Open  R-Rcv-CEA  Process-CEA  R-Open
+    (S.R_OPEN, E.R_RCV_CEA): ((A.PROCESS_CEA,), S.R_OPEN),
+    # I-Open  Send-Message  I-Snd-Message  I-Open
+    (S.I_OPEN, E.SEND_MESSAGE): ((A.SND_MESSAGE,), S.I_OPEN),
+    # I-Open  I-Rcv-Message  Process  I-Open
+    (S.I_OPEN, E.I_RCV_MESSAGE): ((A.PROCESS,), S.I_OPEN),
+    # I-Open  I-Rcv-DWR  Process-DWR, I-Snd-DWA  I-Open
+    (S.I_OPEN, E.I_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.I_OPEN),
+    # I-Open  I-Rcv-DWA  Process-DWA  I-Open
+    (S.I_OPEN, E.I_RCV_DWA): ((A.PROCESS_DWA,), S.I_OPEN),
+    # I-Open  R-Conn-CER  R-Reject  I-Open
+    (S.I_OPEN, E.R_CONN_CER): ((A.R_REJECT,), S.I_OPEN),
+    # I-Open  Stop  I-Snd-DPR  Closing
+    (S.I_OPEN, E.STOP): ((A.SND_DPR,), S.CLOSING),
+    # I-Open  I-Rcv-DPR  I-Snd-DPA  Closing
+    (S.I_OPEN, E.I_RCV_DPR): ((A.SND_DPA,), S.CLOSING),
+    # I-Open  I-Peer-Disc  I-Disc  Closed
+    (S.I_OPEN, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
+    # I-Open  I-Rcv-CER  I-Snd-CEA  I-Open
+    (S.I_OPEN, E.I_RCV_CER): ((A.I_SND_CEA,), S.I_OPEN),
+    # I-Open  I-Rcv-CEA  Process-CEA  I-Open
+    (S.I_OPEN, E.I_RCV_CEA): ((A.PROCESS_CEA,), S.I_OPEN),
+    # Closing  I-Rcv-Message  Process  Closing
+    (S.CLOSING, E.I_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),
+    # Closing  R-Rcv-Message  Process  Closing
+    (S.CLOSING, E.R_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),
+    # local: Closing  Rcv-DWR  Process-DWR, Snd-DWA  Closing (the peer may not have seen our DPR)
+    (S.CLOSING, E.R_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.CLOSING),
+    (S.CLOSING, E.I_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.CLOSING),
+    # Closing  I-Rcv-DPA  I-Disc  Closed
+    (S.CLOSING, E.I_RCV_DPA): ((A.I_DISC,), S.CLOSED),
+    # Closing  R-Rcv-DPA  R-Disc  Closed
+    (S.CLOSING, E.R_RCV_DPA): ((A.R_DISC,), S.CLOSED),
+    # Closing  Timeout  Error  Closed
+    (S.CLOSING, E.TIMEOUT): ((A.ERROR,), S.CLOSED),
+    # Closing  I-Peer-Disc  I-Disc  Closed
+    (S.CLOSING, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
+    # Closing  R-Peer-Disc  R-Disc  Closed
+    (S.CLOSING, E.R_PEER_DISC): ((A.R_DISC,), S.CLOSED),
+}
+del S, E, A
+
+# Received messages by (role, is request, command code) -> event; other commands: *-Rcv-Message.
+_RECEIVE_EVENTS = {
+    (Role.RESPONDER, True, CER): PeerEvent.R_RCV_CER,
+    (Role.RESPONDER, False, CER): PeerEvent.R_RCV_CEA,
+    (Role.RESPONDER, True, DWR): PeerEvent.R_RCV_DWR,
+    (Role.RESPONDER, False, DWR): PeerEvent.R_RCV_DWA,
+    (Role.RESPONDER, True, DPR): PeerEvent.R_RCV_DPR,
+    (Role.RESPONDER, False, DPR): PeerEvent.R_RCV_DPA,
+    (Role.INITIATOR, True, CER): PeerEvent.I_RCV_CER,
+    (Role.INITIATOR, False, CER): PeerEvent.I_RCV_CEA,
+    (Role.INITIATOR, True, DWR): PeerEvent.I_RCV_DWR,
+    (Role.INITIATOR, False, DWR): PeerEvent.I_RCV_DWA,
+    (Role.INITIATOR, True, DPR): PeerEvent.I_RCV_DPR,
+    (Role.INITIATOR, False, DPR): PeerEvent.I_RCV_DPA,
+}
+_RCV_MESSAGE = {Role.RESPONDER: PeerEvent.R_RCV_MESSAGE, Role.INITIATOR: PeerEvent.I_RCV_MESSAGE}
+_PEER_DISC = {Role.RESPONDER: PeerEvent.R_PEER_DISC, Role.INITIATOR: PeerEvent.I_PEER_DISC}
+
+_COMMAND_NAMES: dict[tuple[int, bool], str] = {}
+
+
+def command_name(code: int, is_request: bool) -> str:
+    name = _COMMAND_NAMES.get((code, is_request))
+    if name is None:
+        name = _COMMAND_NAMES[(code, is_request)] = DICTIONARY.command_name(code, is_request)
+    return name
+
+
+def result_code_of(raw: bytes) -> int | None:
+    """Result-Code (or Experimental-Result-Code) of an encoded answer, by walking its AVP headers."""
+    offset, end = HEADER_LENGTH, len(raw)
+    while offset + 8 <= end:
+        code, flags_length = _AVP.unpack_from(raw, offset)
+        length = flags_length & 0xFFFFFF
+        vendor_bit = flags_length >> 31
+        start = offset + (12 if vendor_bit else 8)
+        if length < start - offset or offset + length > end:
+            return None
+        if not vendor_bit and code == RESULT_CODE and length == 12:
+            return int.from_bytes(raw[start : start + 4], "big")
+        if not vendor_bit and code == EXPERIMENTAL_RESULT:
+            inner = result_code_of(b"\0" * HEADER_LENGTH + raw[start : offset + length])
+            if inner is not None:
+                return inner
+        offset += (length + 3) & ~3
+    return None
+
+
+class Peer:
+    """One transport connection and the RFC 6733 §5.6 state it carries."""
+
+    def __init__(
+        self,
+        node: Node,
+        role: Role,
+        now: float,
+        *,
+        remote_address: tuple[str, int] | None = None,
+        local_addresses: tuple[str, ...] = (),
+        transport: str = "tcp",
+        peer_host: str | None = None,
+    ) -> None:
+        self.node = node
+        self.settings = node.settings
+        self.role = role
+        self.remote_address = remote_address
+        self.local_addresses = local_addresses
+        self.transport = transport
+        self.state = PeerState.CLOSED
+        self.info: PeerInfo | None = None
+        self.should_close = False
+        self.closed = False
+        self.in_flight = 0
+        self.disconnect_cause: int | None = None
+        # Called when another connection's events changed this one (election, duplicate answer).
+        self.on_wakeup: Callable[[], None] | None = None
+        self.partner: Peer | None = None  # responder connection linked during an election
+        self.owner: Peer | None = None  # the initiator connection we are linked to
+        self._key = peer_host.lower() if peer_host else None
+        self._framer = Framer()
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._sent: dict[int, int] = {}  # Hop-by-Hop of our requests -> command code
+        self._cer: Message | None = None
+        self._pending_info: PeerInfo | None = None
+        self._handover_to: Peer | None = None
+        self._deadline: float | None = None
+        self._down_reason = ""
+        self.watchdog = Watchdog(
+            WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
+            node.rng,
+        )
+        if role is Role.RESPONDER:
+            # RFC 6733 §5.6.1: an incoming connection that sends no CER in time is closed.
+            self._deadline = now + self.settings.cer_timeout
+
+    # -- public API -----------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def __repr__(self) -> str:
+        who = self.info.origin_host if self.info else self.remote_address
+        return f"<Peer {self.role.value} {who} {self.state.value}>"
+
+    def start(self, now: float) -> list[Event]:
+        """Initiator: we are about to connect (Start)."""
+        if self._key is not None:
+            self.node.peers.setdefault(self._key, self)
+        self._fire(PeerEvent.START, now)
+        return self._take_events()
+
+    def connection_made(self, now: float) -> list[Event]:
+        """Initiator: the transport connection is up (I-Rcv-Conn-Ack): send the CER."""
+        self._fire(PeerEvent.I_RCV_CONN_ACK, now)
+        return self._take_events()
+
+    def connection_failed(self, now: float) -> list[Event]:
+        """Initiator: the transport connection could not be made (I-Rcv-Conn-Nack)."""
+        self._fire(PeerEvent.I_RCV_CONN_NACK, now)
+        return self._take_events()
+
+    def connection_lost(self, now: float) -> list[Event]:
+        """The transport connection went down (Peer-Disc)."""
+        if self.owner is not None:
+            owner, self.owner = self.owner, None
+            owner._fire(PeerEvent.R_PEER_DISC, now)
+            owner._wake()
+            self._disconnect("peer disconnected", now)
+        elif not self.closed:
+            self._fire(_PEER_DISC[self.role], now)
+            self._disconnect("peer disconnected", now)
+        return self._take_events()
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        if self.closed:
+            return []
+        try:
+            messages = self._framer.feed(data)
+        except FramingError as exc:
+            self._framing_error(exc, now)
+            return self._take_events()
+        for raw in messages:
+            if self.closed:
+                break
+            self._receive(raw, now)
+        return self._take_events()
+
+    def data_to_send(self) -> bytes:
+        if not self._out:
+            return b""
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        return data
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self._deadline, self._watchdog_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timeout(self, now: float) -> list[Event]:
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            self._fire(PeerEvent.TIMEOUT, now)
+        deadline = self._watchdog_deadline()
+        if deadline is not None and now >= deadline:
+            self._watchdog_actions(self.watchdog.expire(now), now)
+        return self._take_events()
+
+    def stop(self, cause: int = DisconnectCause.REBOOTING, now: float = 0.0) -> list[Event]:
+        """Graceful stop (Stop): DPR when open, then close on DPA or after dpa_timeout."""
+        self.disconnect_cause = int(cause)
+        if not self.closed and self.state is not PeerState.CLOSING:
+            if (self.state, PeerEvent.STOP) in TRANSITIONS:
+                self._fire(PeerEvent.STOP, now)
+            else:
+                self._disconnect("stopped", now)
+        return self._take_events()
+
+    def send_request(self, message: Message, now: float) -> int:
+        """Send-Message: a request of ours. Returns its Hop-by-Hop Identifier."""
+        hop_by_hop = self.node.next_hop_by_hop()
+        message.hop_by_hop = hop_by_hop
+        if not message.end_to_end:
+            message.end_to_end = self.node.next_end_to_end()
+        message.flags |= FLAG_REQUEST
+        self._send_message(message.encode(), message.command_code, hop_by_hop, now)
+        return hop_by_hop
+
+    def send_raw_request(self, raw: bytes | bytearray, now: float) -> int:
+        """Send-Message for a pre-encoded request: only its Hop-by-Hop Identifier is rewritten."""
+        hop_by_hop = self.node.next_hop_by_hop()
+        data = bytes(raw[:12]) + hop_by_hop.to_bytes(4, "big") + bytes(raw[16:])
+        self._send_message(data, int.from_bytes(data[5:8], "big"), hop_by_hop, now)
+        return hop_by_hop
+
+    def forget_request(self, hop_by_hop: int) -> None:
+        """Stop waiting for the answer to one of our requests (timed out at the caller)."""
+        self._sent.pop(hop_by_hop, None)
+
+    @property
+    def outstanding(self) -> int:
+        """Our requests still waiting for an answer."""
+        return len(self._sent)
+
+    def send_answer(self, request: RequestReceived, answer: Message | bytes, now: float) -> None:
+        """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
+        self._release(request)
+        raw = answer if isinstance(answer, bytes) else answer.encode()
+        if request.key is not None:
+            self.node.duplicates.complete(request.key, raw, now)
+        self._write_answer(raw)
+
+    def fail_request(self, request: RequestReceived, now: float, text: str = "") -> None:
+        """The handler failed: 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5)."""
+        problem = Problem(ResultCode.DIAMETER_UNABLE_TO_COMPLY, None, text or None)
+        body = request.application.error_answer_body
+        self.send_answer(request, error_answer(request.message, self.node.identity, problem, body), now)
+
+    def abandon_request(self, request: RequestReceived) -> None:
+        """The request will never be answered (its task was cancelled)."""
+        self._release(request)
+        if request.key is not None:
+            self.node.duplicates.forget(request.key)
+
+    # -- the table ------------------------------------------------------------------------------
+    def _fire(self, event: PeerEvent, now: float, **ctx: Any) -> bool:
+        row = TRANSITIONS.get((self.state, event))
+        if row is None:
+            log.debug("%r: no transition for %s in %s; ignored", self, event.value, self.state.value)
+            return False
+        actions, next_state = row
+        for action in actions:
+            _ACTIONS[action](self, now, ctx)
+        target = self._handover_to
+        if target is not None:
+            # §5.6.4: the responder connection takes over the peer's state.
+            self._handover_to = None
+            self.partner = None
+            target.owner = None
+            if not self.closed:
+                self._disconnect("the peer's other connection was kept (RFC 6733 §5.6.4)", now)
+            target._set_state(next_state, now)
+            target._wake()
+        elif not self.closed:
+            self._set_state(next_state, now)
+        if ctx.pop("won", False):
+            self._fire(PeerEvent.WIN_ELECTION, now)
+        return True
+
+    def _set_state(self, new: PeerState, now: float) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        self.node.observer.on_peer_state(self, old, new)
+        if new in OPEN_STATES and old not in OPEN_STATES and self.info is not None:
+            key = self.info.origin_host.lower()
+            if self._key is not None and self._key != key and self.node.peers.get(self._key) is self:
+                del self.node.peers[self._key]
+            self._key = key
+            self.node.peers[key] = self
+            self._deadline = None
+            self._watchdog_actions(self.watchdog.connection_up(now), now)
+            log.info("%r up: applications %s", self, sorted(self.info.applications))
+            self._events.append(PeerUp(self.info))
+
+    # -- receiving ------------------------------------------------------------------------------
+    def _receive(self, raw: bytes, now: float) -> None:
+        flags = raw[4]
+        code = int.from_bytes(raw[5:8], "big")
+        is_request = bool(flags & FLAG_REQUEST)
+        if self.owner is not None:
+            log.debug("%r: message during an election ignored", self)
+            return
+        if self.role is Role.RESPONDER and self.state is PeerState.CLOSED:
+            if is_request and code == CER:
+                self._on_cer(raw, now)
+            else:
+                self._fire(PeerEvent.R_CONN_NON_CER, now)
+            return
+        self.node.observer.on_message("in", command_name(code, is_request), None)
+        if not is_request:
+            hop_by_hop = int.from_bytes(raw[12:16], "big")
+            sent = self._sent.get(hop_by_hop)
+            if sent != code:
+                # RFC 6733 §3: an answer whose Hop-by-Hop we do not know is discarded.
+                log.debug("%r: answer with unknown Hop-by-Hop %d discarded", self, hop_by_hop)
+                return
+            del self._sent[hop_by_hop]
+        if self.state in OPEN_STATES:
+            is_dwa = not is_request and code == DWR
+            self._watchdog_actions(self.watchdog.receive(is_dwa, now), now)
+        event = _RECEIVE_EVENTS.get((self.role, is_request, code), _RCV_MESSAGE[self.role])
+        if self.state in (PeerState.WAIT_I_CEA, PeerState.WAIT_RETURNS):
+            if event is PeerEvent.I_RCV_CEA:
+                if not self._check_cea(raw, now):
+                    event = PeerEvent.I_RCV_CEA_FAILED
+            else:
+                event = PeerEvent.I_RCV_NON_CEA
+        self._fire(event, now, raw=raw)
+
+    def _on_cer(self, raw: bytes, now: float) -> None:
+        """R-Conn-CER: Process-CER's checks decide between accepting and rejecting (§5.3)."""
+        try:
+            message = decode_message(raw)
+        except DecodeError as exc:
+            self._disconnect(f"undecodable CER: {exc}", now)
+            return
+        self._cer = message
+        self.node.observer.on_message("in", "CER", None)
+        problem = check_request(message, _CER_COMMAND)
+        if problem is not None:
+            return self._reject_cer(problem, now)
+        origin_host: str = message.get("Origin-Host")
+        origin_realm: str = message.get("Origin-Realm")
+        remote_ip = self.remote_address[0] if self.remote_address else None
+        why = admitted(self.settings, origin_host, origin_realm, remote_ip)
+        if why is not None:
+            # RFC 6733 §5.3: CER from an unknown peer -> 3010 (E bit), then close.
+            problem = Problem(ResultCode.DIAMETER_UNKNOWN_PEER, None, why)
+            return self._reject_cer(problem, now)
+        common = common_applications(self.node.applications, advertised_applications(message))
+        if not common:
+            problem = Problem(ResultCode.DIAMETER_NO_COMMON_APPLICATION, None, "no common application")
+            return self._reject_cer(problem, now)
+        self._pending_info = peer_info(
+            message,
+            common,
+            remote_address=self.remote_address,
+            transport=self.transport,
+            role=self.role.value,
+        )
+        holder = self.node.peers.get(origin_host.lower())
+        if holder is None or holder is self or holder.closed:
+            self._fire(PeerEvent.R_CONN_CER, now)
+        else:
+            # The peer's state lives on another connection: this is its R-Conn-CER (§5.6.4).
+            holder._fire(PeerEvent.R_CONN_CER, now, incoming=self)
+            holder._wake()
+
+    def _reject_cer(self, problem: Problem, now: float) -> None:
+        self._fire(PeerEvent.R_CONN_CER_REJECTED, now, problem=problem)
+
+    def _check_cea(self, raw: bytes, now: float) -> bool:
+        """Process-CEA's checks: success Result-Code and a common application (§5.3)."""
+        try:
+            message = decode_message(raw)
+            result = message.get("Result-Code")
+            common = common_applications(self.node.applications, advertised_applications(message))
+            info = peer_info(
+                message,
+                common,
+                remote_address=self.remote_address,
+                transport=self.transport,
+                role=self.role.value,
+            )
+        except DecodeError as exc:
+            self._down_reason = f"CEA undecodable: {exc}"
+            return False
+        if result != ResultCode.DIAMETER_SUCCESS:
+            self._down_reason = f"CEA Result-Code {result}"
+            return False
+        if not common:
+            self._down_reason = "CEA: no common application"
+            return False
+        if not info.origin_host:
+            self._down_reason = "CEA without Origin-Host"
+            return False
+        self._pending_info = info
+        return True
+
+    def _framing_error(self, exc: FramingError, now: float) -> None:
+        """RFC 6733 §2.1: unframeable data closes the connection; a request still gets its
+        error answer (5011 / 5015) when its header was read and the peer is open."""
+        header = exc.header
+        if header is not None and header[4] & FLAG_REQUEST and self.state in OPEN_STATES:
+            _, w1, app_id, hop_by_hop, end_to_end = _HEADER.unpack(header)
+            request = Message(w1 & 0xFFFFFF, app_id, w1 >> 24, hop_by_hop, end_to_end)
+            app = self.node.applications.get(app_id)
+            body = app.error_answer_body if app else ()
+            problem = Problem(exc.result_code, None, str(exc))
+            self._write_answer(error_answer(request, self.node.identity, problem, body).encode())
+        self._disconnect(f"framing error: {exc}", now)
+
+    # -- application requests (Process) ---------------------------------------------------------
+    def _process_request(self, raw: bytes, now: float) -> None:
+        try:
+            message = decode_message(raw)
+        except DecodeError as exc:  # the framer already checked version and length
+            self._disconnect(f"undecodable request: {exc}", now)
+            return
+        key: tuple[str, int] | None = None
+        origin = message.find(ORIGIN_HOST)
+        if origin is not None:
+            try:
+                key = (origin.value.lower(), message.end_to_end)
+            except DecodeError:
+                key = None
+        if key is not None:
+            # RFC 6733 §5.5.4: same End-to-End and Origin-Host, T flag or not: same answer.
+            duplicate, replay = self.node.duplicates.begin(
+                key, (self._deliver_duplicate, message.hop_by_hop), now
+            )
+            if duplicate:
+                if replay is not None:
+                    self._write_answer(replay)
+                return
+        problem, app, command = self._check_request(message)
+        if problem is not None or app is None or command is None:
+            assert problem is not None
+            body = app.error_answer_body if app else ()
+            answer = error_answer(message, self.node.identity, problem, body).encode()
+            if key is not None:
+                self.node.duplicates.complete(key, answer, now)
+            self._write_answer(answer)
+            return
+        node = self.node
+        if (
+            self.in_flight >= self.settings.max_in_flight_per_peer
+            or node.in_flight_total >= node.max_in_flight_total
+        ):
+            # Past the bound the request is answered at once, not queued: 3004 (E bit).
+            if key is not None:
+                node.duplicates.forget(key)
+            busy = Problem(ResultCode.DIAMETER_TOO_BUSY, None, "too many requests in flight")
+            self._write_answer(error_answer(message, node.identity, busy).encode())
+            return
+        self.in_flight += 1
+        node.in_flight_total += 1
+        info = self.info
+        assert info is not None
+        self._events.append(
+            RequestReceived(message, raw, info, app, app.handlers[message.command_code], key)
+        )
+
+    def _check_request(
+        self, message: Message
+    ) -> tuple[Problem | None, Application | None, CommandDef | None]:
+        """The first reason not to hand ``message`` to its application, in RFC 6733 order."""
+        code, app_id = message.command_code, message.application_id
+        app = self.node.applications.get(app_id)
+        command = DICTIONARY.command(app_id, code)
+        problem = check_header(message, command)
+        if problem is not None:
+            return problem, app, command
+        if code not in DICTIONARY.command_codes:
+            # RFC 6733 §7.1.3: 3001 DIAMETER_COMMAND_UNSUPPORTED.
+            return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
+        common = self.info.applications if self.info else frozenset()
+        if app is None or (app_id not in common and RELAY_APPLICATION_ID not in common):
+            # RFC 6733 §7.1.3: 3007 DIAMETER_APPLICATION_UNSUPPORTED.
+            return (
+                _problem(ResultCode.DIAMETER_APPLICATION_UNSUPPORTED, f"application {app_id}"),
+                app,
+                None,
+            )
+        if command is None or code not in app.handlers:
+            return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
+        if message.problem is not None:
+            return message.problem, app, command
+        destination_host = _identity(message, DESTINATION_HOST)
+        if destination_host is not None and destination_host != self.node.identity.origin_host.lower():
+            # RFC 6733 §6.1: not for us and we do not relay: 3002 DIAMETER_UNABLE_TO_DELIVER.
+            return (
+                _problem(ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"Destination-Host {destination_host}"),
+                app,
+                command,
+            )
+        destination_realm = _identity(message, DESTINATION_REALM)
+        if destination_realm is not None and destination_realm not in self.node.served_realms:
+            return (
+                _problem(ResultCode.DIAMETER_REALM_NOT_SERVED, f"Destination-Realm {destination_realm}"),
+                app,
+                command,
+            )
+        return check_request(message, command), app, command
+
+    def _release(self, request: RequestReceived) -> None:
+        self.in_flight -= 1
+        self.node.in_flight_total -= 1
+
+    def _deliver_duplicate(self, answer: bytes, hop_by_hop: int) -> None:
+        if not self.closed:
+            self._write_answer(answer)
+            self._wake()
+
+    # -- sending --------------------------------------------------------------------------------
+    def _send_message(self, data: bytes, code: int, hop_by_hop: int, now: float) -> None:
+        if not self._fire(PeerEvent.SEND_MESSAGE, now, data=data):
+            raise DiameterError(f"{self!r} is not open", ResultCode.DIAMETER_UNABLE_TO_DELIVER)
+        self._sent[hop_by_hop] = code
+
+    def _write_answer(self, raw: bytes) -> None:
+        if self.closed:
+            return
+        self._out.append(raw)
+        self.node.observer.on_message(
+            "out", command_name(int.from_bytes(raw[5:8], "big"), False), result_code_of(raw)
+        )
+
+    def _send_own_request(self, code: int, avps: list[Avp], now: float) -> int:
+        """CER, DWR, DPR: built here, sent outside of Send-Message."""
+        hop_by_hop = self.node.next_hop_by_hop()
+        identity = self.node.identity
+        head = [Avp.new("Origin-Host", identity.origin_host), Avp.new("Origin-Realm", identity.origin_realm)]
+        message = Message(
+            code, 0, FLAG_REQUEST, hop_by_hop, self.node.next_end_to_end(), head + avps
+        )
+        self._out.append(message.encode())
+        self._sent[hop_by_hop] = code
+        self.node.observer.on_message("out", command_name(code, True), None)
+        return hop_by_hop
+
+    def _capabilities(self) -> list[Avp]:
+        return capabilities_avps(
+            self.node.identity,
+            self.node.applications,
+            self.local_addresses or self.node.identity.host_ip_addresses,
+            self.node.origin_state_id,
+        )
+
+    # -- the watchdog ---------------------------------------------------------------------------
+    def _watchdog_deadline(self) -> float | None:
+        return self.watchdog.deadline if self.state in OPEN_STATES else None
+
+    def _watchdog_actions(self, actions: list[WatchdogAction], now: float) -> None:
+        for action in actions:
+            if action is WatchdogAction.SEND_WATCHDOG:
+                state = [Avp.new("Origin-State-Id", self.node.origin_state_id)]
+                self._send_own_request(DWR, state, now)
+            elif action is WatchdogAction.CLOSE_CONNECTION:
+                # RFC 3539 §3.4.1: Tw expired twice without an answer.
+                self._disconnect("watchdog: no answer to DWR", now)
+            elif action is WatchdogAction.FAILOVER:
+                log.warning("%r suspect: no DWA within Tw", self)
+            elif action is WatchdogAction.FAILBACK:
+                log.info("%r answering again", self)
+
+    # -- closing --------------------------------------------------------------------------------
+    def _disconnect(self, reason: str, now: float) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.should_close = True
+        self._deadline = None
+        self.watchdog.connection_down(now)
+        if self._key is not None and self.node.peers.get(self._key) is self:
+            del self.node.peers[self._key]
+        self._set_state(PeerState.CLOSED, now)
+        reason = self._down_reason or reason
+        log.info("%r down: %s", self, reason)
+        self._events.append(PeerDown(reason))
+
+    def _wake(self) -> None:
+        if self.on_wakeup is not None:
+            self.on_wakeup()
+
+    def _take_events(self) -> list[Event]:
+        events = self._events
+        self._events = []
+        return events
+
+    # -- actions (RFC 6733 §5.6.3) --------------------------------------------------------------
+    def _responder(self) -> Peer:
+        return self.partner if self.partner is not None else self
+
+    def _act_snd_conn_req(self, now: float, ctx: dict[str, Any]) -> None:
+        # The transport connects; the connection attempt is bounded like the CEA wait.
+        self._deadline = now + self.settings.cea_timeout
+
+    def _act_r_accept(self, now: float, ctx: dict[str, Any]) -> None:
+        incoming: Peer | None = ctx.get("incoming")
+        if incoming is not None:
+            self.partner = incoming
+            incoming.owner = self
+
+    def _act_process_cer(self, now: float, ctx: dict[str, Any]) -> None:
+        responder = self._responder()
+        responder.info = responder._pending_info
+        responder._deadline = None
+
+    def _act_r_snd_cea(self, now: float, ctx: dict[str, Any]) -> None:
+        responder = self._responder()
+        assert responder._cer is not None
+        answer = answer_to(
+            responder._cer,
+            self.node.identity,
+            ResultCode.DIAMETER_SUCCESS,
+            body=responder._capabilities(),
+        )
+        responder._write_answer(answer.encode())
+        if responder is not self:
+            self._handover_to = responder
+
+    def _act_i_snd_cea(self, now: float, ctx: dict[str, Any]) -> None:
+        # I-Open  I-Rcv-CER: answer with our capabilities again.
+        request = decode_message(ctx["raw"])
+        answer = answer_to(
+            request, self.node.identity, ResultCode.DIAMETER_SUCCESS, body=self._capabilities()
+        )
+        self._write_answer(answer.encode())
+
+    def _act_r_snd_cea_error(self, now: float, ctx: dict[str, Any]) -> None:
+        problem: Problem = ctx["problem"]
+        assert self._cer is not None
+        self._down_reason = f"CER rejected: {problem.result_code} {problem.error_message or ''}"
+        answer = error_answer(self._cer, self.node.identity, problem, self._capabilities())
+        self._write_answer(answer.encode())
+
+    def _act_r_reject(self, now: float, ctx: dict[str, Any]) -> None:
+        incoming: Peer = ctx["incoming"]
+        incoming._disconnect("R-Reject: the peer already has a connection (RFC 6733 §5.6.4)", now)
+        incoming._wake()
+
+    def _act_i_snd_cer(self, now: float, ctx: dict[str, Any]) -> None:
+        self._send_own_request(CER, self._capabilities(), now)
+        self._deadline = now + self.settings.cea_timeout
+
+    def _act_process_cea(self, now: float, ctx: dict[str, Any]) -> None:
+        if self._pending_info is not None and self.state is not PeerState.I_OPEN:
+            self.info = self._pending_info
+            self._pending_info = None
+            self._deadline = None
+
+    def _act_elect(self, now: float, ctx: dict[str, Any]) -> None:
+        """RFC 6733 §5.6.4: the higher Origin-Host (case-insensitive octets) wins; the winner
+        closes the connection it initiated. Win-Election is issued once this row completes."""
+        responder = self._responder()
+        if responder is self or responder.info is None:
+            return
+        ours = self.node.identity.origin_host.lower().encode()
+        theirs = responder.info.origin_host.lower().encode()
+        if ours > theirs:
+            ctx["won"] = True
+
+    def _act_i_disc(self, now: float, ctx: dict[str, Any]) -> None:
+        self._disconnect(ctx.get("reason", "disconnected"), now)
+
+    def _act_r_disc(self, now: float, ctx: dict[str, Any]) -> None:
+        responder = self._responder()
+        if responder is not self:
+            self.partner = None
+            responder.owner = None
+            responder._disconnect("election lost (RFC 6733 §5.6.4)", now)
+            responder._wake()
+        else:
+            self._disconnect(ctx.get("reason", "disconnected"), now)
+
+    def _act_cleanup(self, now: float, ctx: dict[str, Any]) -> None:
+        self._disconnect("closed", now)
+
+    def _act_error(self, now: float, ctx: dict[str, Any]) -> None:
+        reason = {
+            PeerState.CLOSING: "no DPA in time" if self.disconnect_cause is not None else "closed",
+            PeerState.WAIT_I_CEA: "no CEA in time",
+            PeerState.WAIT_CONN_ACK: "connection not made in time",
+        }.get(self.state, "protocol error")
+        if "raw" in ctx and self.state is PeerState.WAIT_I_CEA and not self._down_reason:
+            reason = "first message not a CEA"
+        self._disconnect(reason, now)
+
+    def _act_snd_dpr(self, now: float, ctx: dict[str, Any]) -> None:
+        cause = self.disconnect_cause if self.disconnect_cause is not None else 0
+        self._send_own_request(DPR, [Avp.new("Disconnect-Cause", cause)], now)
+        self._deadline = now + self.settings.dpa_timeout
+        self._down_reason = "stopped (DPR sent)"
+
+    def _act_snd_dpa(self, now: float, ctx: dict[str, Any]) -> None:
+        request = decode_message(ctx["raw"])
+        problem = check_request(request, _DPR_COMMAND)
+        if problem is not None:
+            answer = error_answer(request, self.node.identity, problem)
+        else:
+            answer = answer_to(request, self.node.identity, ResultCode.DIAMETER_SUCCESS)
+            self.disconnect_cause = request.get("Disconnect-Cause")
+        self._write_answer(answer.encode())
+        # RFC 6733 §5.4: the receiver of the DPA closes; we wait for that, or linger briefly.
+        self._deadline = now + self.settings.disconnect_linger
+        self._down_reason = f"DPR received (Disconnect-Cause {self.disconnect_cause})"
+
+    def _act_disc(self, now: float, ctx: dict[str, Any]) -> None:
+        self._disconnect(ctx.get("reason", "disconnected"), now)
+
+    def _act_snd_message(self, now: float, ctx: dict[str, Any]) -> None:
+        self._out.append(ctx["data"])
+        data: bytes = ctx["data"]
+        self.node.observer.on_message("out", command_name(int.from_bytes(data[5:8], "big"), True), None)
+
+    def _act_process(self, now: float, ctx: dict[str, Any]) -> None:
+        raw: bytes = ctx["raw"]
+        if raw[4] & FLAG_REQUEST:
+            self._process_request(raw, now)
+        else:
+            self._events.append(AnswerReceived(int.from_bytes(raw[12:16], "big"), raw))
+
+    def _act_process_dwr(self, now: float, ctx: dict[str, Any]) -> None:
+        request = decode_message(ctx["raw"])
+        ctx["problem"] = check_request(request, _DWR_COMMAND)
+        ctx["request"] = request
+
+    def _act_snd_dwa(self, now: float, ctx: dict[str, Any]) -> None:
+        request: Message = ctx["request"]
+        problem: Problem | None = ctx["problem"]
+        if problem is not None:
+            answer = error_answer(request, self.node.identity, problem)
+        else:
+            state = [Avp.new("Origin-State-Id", self.node.origin_state_id)]
+            answer = answer_to(request, self.node.identity, ResultCode.DIAMETER_SUCCESS, body=state)
+        self._write_answer(answer.encode())
+
+    def _act_process_dwa(self, now: float, ctx: dict[str, Any]) -> None:
+        # The watchdog already saw the DWA (every received message is fed to it).
+        return None
+
+
+_ACTIONS: dict[Action, Callable[[Peer, float, dict[str, Any]], None]] = {
+    Action.I_SND_CONN_REQ: Peer._act_snd_conn_req,
+    Action.R_ACCEPT: Peer._act_r_accept,
+    Action.R_REJECT: Peer._act_r_reject,
+    Action.PROCESS_CER: Peer._act_process_cer,
+    Action.I_SND_CER: Peer._act_i_snd_cer,
+    Action.R_SND_CEA: Peer._act_r_snd_cea,
+    Action.I_SND_CEA: Peer._act_i_snd_cea,
+    Action.R_SND_CEA_ERROR: Peer._act_r_snd_cea_error,
+    Action.CLEANUP: Peer._act_cleanup,
+    Action.ERROR: Peer._act_error,
+    Action.PROCESS_CEA: Peer._act_process_cea,
+    Action.SND_DPR: Peer._act_snd_dpr,
+    Action.SND_DPA: Peer._act_snd_dpa,
+    Action.I_DISC: Peer._act_i_disc,
+    Action.R_DISC: Peer._act_r_disc,
+    Action.DISC: Peer._act_disc,
+    Action.ELECT: Peer._act_elect,
+    Action.SND_MESSAGE: Peer._act_snd_message,
+    Action.PROCESS: Peer._act_process,
+    Action.PROCESS_DWR: Peer._act_process_dwr,
+    Action.SND_DWA: Peer._act_snd_dwa,
+    Action.PROCESS_DWA: Peer._act_process_dwa,
+}
+
+
+def _problem(result_code: int, text: str) -> Problem:
+    return Problem(result_code, None, text)
+
+
+def _identity(message: Message, code: int) -> str | None:
+    avp = message.find(code)
+    if avp is None:
+        return None
+    try:
+        value: str = avp.value
+    except DecodeError:
+        return None  # check_request reports it with its own code
+    return value.lower()
