@@ -5,7 +5,8 @@ Path of one ``check``:
 1. normalise the IMEI to its 14-digit body;
 2. cache (LRU + TTL, ``Cache-Control: max-age`` honoured, ``unknown`` capped at negative_ttl)
    -> origin CACHE;
-3. mirror copy, when mirror mode is on and the TAC is mirrored -> origin MIRROR;
+3. mirror copy, when mirror mode is on and the TAC is mirrored -> origin MIRROR (an online
+   verdict for a declared TAC the copy lacks makes the client fetch ``/v1/tacs/{tac}`` into it);
 4. breaker open -> RegistryUnavailable at once;
 5. single-flight: a check of an IMEI already in flight waits for that request;
 6. otherwise the IMEI joins the pending batch, flushed after ``batch_window`` or at
@@ -140,6 +141,7 @@ class HttpRegistryClient:
         self._pending: list[_Pending] = []
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: set[str] = set()  # TACs being fetched into the mirror
         self._session: aiohttp.ClientSession | None = None
         self._mirror_task: asyncio.Task[None] | None = None
         self._started = False
@@ -313,10 +315,32 @@ class HttpRegistryClient:
                 )
                 if not p.future.done():
                     p.future.set_result(verdict)
+            self._refresh_mirror([verdict for verdict, _ in results])
         if error is not None:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
+
+    def _refresh_mirror(self, verdicts: list[RegistryVerdict]) -> None:
+        """Online verdicts for declared TACs the copy lacks: fetch ``/v1/tacs/{tac}`` for it."""
+        mirror = self.mirror
+        if mirror is None or mirror.synced_at is None or self._closed:
+            return
+        for tac in {v.tac for v in verdicts if v.manufacturer or v.source == "declared_range"}:
+            if tac in self._refreshing or mirror.store.tac(tac) is not None:
+                continue
+            self._refreshing.add(tac)
+            task = asyncio.get_running_loop().create_task(self._refresh_tac(mirror, tac))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_tac(self, mirror: RegistryMirror, tac: str) -> None:
+        try:
+            await mirror.refresh_tac(tac)
+        except MirrorError as exc:
+            log.debug("registry mirror could not refresh TAC %s: %s", tac, exc)
+        finally:
+            self._refreshing.discard(tac)
 
     # -- round trips -----------------------------------------------------------------------
 
@@ -347,7 +371,12 @@ class HttpRegistryClient:
                 results = await self._round_trip(
                     imeis, min(self.settings.request_timeout, remaining)
                 )
-            except _Failure as failure:
+            except Exception as exc:
+                if not isinstance(exc, _Failure):  # release a half-open probe, then propagate
+                    self.breaker.failure(loop.time())
+                    self._set_circuit_gauge()
+                    raise
+                failure = exc
                 self.breaker.failure(loop.time())
                 self._set_circuit_gauge()
                 if not failure.retryable or attempt >= self.settings.retries:

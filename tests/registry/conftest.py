@@ -164,6 +164,16 @@ async def faulty(local: LocalRegistry) -> AsyncIterator[FaultServer]:
     await srv.stop()
 
 
+async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Poll ``condition`` on the loop (background tasks run meanwhile); fail after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.002)
+
+
 async def timed(awaitable: Awaitable[Any]) -> tuple[Any, float]:
     loop = asyncio.get_running_loop()
     start = loop.time()

@@ -19,6 +19,7 @@ from tests.registry.conftest import (
     UNDECLARED,
     ClientFactory,
     FaultServer,
+    wait_until,
 )
 
 
@@ -63,11 +64,9 @@ async def test_background_sync_on_start(
         server.url, mirror=True, mirror_database=str(tmp_path / "m.sqlite"), mirror_interval=60
     )
     await client.start()
-    assert client.mirror is not None
-    for _ in range(200):
-        if client.mirror.synced_at is not None:
-            break
-        await asyncio.sleep(0.005)
+    mirror = client.mirror
+    assert mirror is not None
+    await wait_until(lambda: mirror.synced_at is not None)
     assert (await client.check(STOLEN)).origin is VerdictOrigin.MIRROR
 
 
@@ -109,3 +108,28 @@ async def test_sync_failure_leaves_the_copy(
         await client.sync_mirror()  # the fault server has no /v1/changes: 404
     assert client.mirror is not None and client.mirror.cursor == ""
     assert client.mirror.verdict(STOLEN) is None  # never synced: nothing answered locally
+
+
+async def test_online_verdict_for_unmirrored_tac_fetches_it(
+    server: RegistryServer, local: LocalRegistry, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    client = make_client(
+        server.url, mirror=True, mirror_database=str(tmp_path / "m.sqlite"), mirror_interval=60
+    )
+    await client.start()  # first background sync now, the next one in a minute
+    mirror = client.mirror
+    assert mirror is not None
+    await wait_until(lambda: mirror.synced_at is not None)
+    # Declared after the sync: the copy does not know it yet.
+    local.apply([TacDeclaration("35111111", participating=True, manufacturer="Late Ltd")])
+    first = await client.check("35111111000001")
+    assert first.origin is VerdictOrigin.ONLINE
+    assert first.status is RegistryStatus.NOT_MANUFACTURED
+    await wait_until(lambda: mirror.store.tac("35111111") is not None)
+    second = await client.check("35111111000002")
+    assert second.origin is VerdictOrigin.MIRROR
+    assert second.status is RegistryStatus.NOT_MANUFACTURED
+    assert server.request_counts["/v1/tacs/{tac}"] == 1
+    await client.check(UNDECLARED)  # undeclared TAC: nothing to fetch
+    await asyncio.sleep(0.02)
+    assert server.request_counts["/v1/tacs/{tac}"] == 1
