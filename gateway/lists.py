@@ -286,6 +286,19 @@ class ListStore:
         """Bulk upsert in one transaction (a generator is consumed lazily)."""
         return self._write(entries, now)
 
+    def bulk_add_imeis(
+        self, colour: ListColour, bodies: Iterable[int], reason: str = "", now: float | None = None
+    ) -> int:
+        """Upsert many exact IMEIs (integer bodies) of one colour in one transaction; no
+        per-entry objects, for lists of millions."""
+        ts = time.time() if now is None else now
+        c = colour.value
+        rows = ((c, "imei", b, b, "", reason, ts, ts) for b in bodies)
+        with self._lock, self._conn:
+            cur = self._conn.executemany(_UPSERT, rows)
+            self._conn.execute(_BUMP)
+            return cur.rowcount
+
     def remove(self, entry: ListEntry) -> bool:
         with self._lock, self._conn:
             cur = self._conn.execute(
