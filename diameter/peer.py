@@ -428,6 +428,10 @@ class Peer:
             self._receive(raw, now)
         return self._take_events()
 
+    def next_events(self) -> list[Event]:
+        """Events produced by other connections' activity (see ``on_wakeup``)."""
+        return self._take_events()
+
     def data_to_send(self) -> bytes:
         if not self._out:
             return b""
@@ -579,7 +583,10 @@ class Peer:
                     event = PeerEvent.I_RCV_CEA_FAILED
             else:
                 event = PeerEvent.I_RCV_NON_CEA
-        self._fire(event, now, raw=raw)
+        if event in (PeerEvent.R_RCV_DPA, PeerEvent.I_RCV_DPA):
+            self._fire(event, now, raw=raw, reason="stopped: DPA received")
+        else:
+            self._fire(event, now, raw=raw)
 
     def _on_cer(self, raw: bytes, now: float) -> None:
         """R-Conn-CER: Process-CER's checks decide between accepting and rejecting (§5.3)."""
@@ -829,7 +836,7 @@ class Peer:
         if self._key is not None and self.node.peers.get(self._key) is self:
             del self.node.peers[self._key]
         self._set_state(PeerState.CLOSED, now)
-        reason = self._down_reason or reason
+        reason = reason or self._down_reason or "closed"
         log.info("%r down: %s", self, reason)
         self._events.append(PeerDown(reason))
 
@@ -916,7 +923,7 @@ class Peer:
             ctx["won"] = True
 
     def _act_i_disc(self, now: float, ctx: dict[str, Any]) -> None:
-        self._disconnect(ctx.get("reason", "disconnected"), now)
+        self._disconnect(ctx.get("reason", ""), now)
 
     def _act_r_disc(self, now: float, ctx: dict[str, Any]) -> None:
         responder = self._responder()
@@ -926,26 +933,28 @@ class Peer:
             responder._disconnect("election lost (RFC 6733 §5.6.4)", now)
             responder._wake()
         else:
-            self._disconnect(ctx.get("reason", "disconnected"), now)
+            self._disconnect(ctx.get("reason", ""), now)
 
     def _act_cleanup(self, now: float, ctx: dict[str, Any]) -> None:
         self._disconnect("closed", now)
 
     def _act_error(self, now: float, ctx: dict[str, Any]) -> None:
-        reason = {
-            PeerState.CLOSING: "no DPA in time" if self.disconnect_cause is not None else "closed",
-            PeerState.WAIT_I_CEA: "no CEA in time",
-            PeerState.WAIT_CONN_ACK: "connection not made in time",
-        }.get(self.state, "protocol error")
-        if "raw" in ctx and self.state is PeerState.WAIT_I_CEA and not self._down_reason:
-            reason = "first message not a CEA"
+        if "raw" in ctx:
+            reason = self._down_reason or "first message not a CEA"
+        else:
+            reason = {
+                PeerState.WAIT_I_CEA: "no CEA in time",
+                PeerState.WAIT_CONN_ACK: "connection not made in time",
+                PeerState.WAIT_CONN_ACK_ELECT: "connection not made in time",
+                PeerState.WAIT_RETURNS: "no CEA in time",
+            }.get(self.state, "")
         self._disconnect(reason, now)
 
     def _act_snd_dpr(self, now: float, ctx: dict[str, Any]) -> None:
         cause = self.disconnect_cause if self.disconnect_cause is not None else 0
         self._send_own_request(DPR, [Avp.new("Disconnect-Cause", cause)], now)
         self._deadline = now + self.settings.dpa_timeout
-        self._down_reason = "stopped (DPR sent)"
+        self._down_reason = "stopped: no DPA within dpa_timeout"
 
     def _act_snd_dpa(self, now: float, ctx: dict[str, Any]) -> None:
         request = decode_message(ctx["raw"])
@@ -961,7 +970,7 @@ class Peer:
         self._down_reason = f"DPR received (Disconnect-Cause {self.disconnect_cause})"
 
     def _act_disc(self, now: float, ctx: dict[str, Any]) -> None:
-        self._disconnect(ctx.get("reason", "disconnected"), now)
+        self._disconnect(ctx.get("reason", ""), now)
 
     def _act_snd_message(self, now: float, ctx: dict[str, Any]) -> None:
         self._out.append(ctx["data"])

@@ -51,6 +51,8 @@ class ListenEndpoint:
     transport: str  # "tcp" | "sctp" | "tls"
     host: str
     port: int
+    # SCTP multi-homing (RFC 6733 §2.1.1): further local addresses bound with the first.
+    extra_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
