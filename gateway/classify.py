@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from gateway.imei import Imei, Malformed, parse_imei
 from gateway.lists import ListColour, ListMatch, OperatorLists, open_operator_lists
-from gateway.observations import CloneTracker
+from gateway.observations import CloneTracker, mask_imsi
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.tac import TacDatabase, open_tac_database
 from registry_client.model import (
@@ -52,6 +52,9 @@ _LIST_REASON = {
 class Finding:
     reason: Reason
     detail: str = ""
+
+
+_CLEAN = (Finding(Reason.CLEAN),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,22 @@ class Decision:
     @property
     def registry_origin(self) -> VerdictOrigin | None:
         return None if self.registry is None else self.registry.origin
+
+    def log_fields(self, mask: bool = True) -> dict[str, object]:
+        """Fields for the one structured log line per decision (DESIGN.md §6); IMSI masked
+        unless ``mask`` is False. Build it only when the log level is enabled."""
+        imsi = self.imsi
+        return {
+            "imei": None if self.imei is None else self.imei.body,
+            "imsi": (mask_imsi(imsi) if mask else imsi) or None,
+            "status": None if self.status is None else self.status.name,
+            "enforcement": None if self.enforcement is None else self.enforcement.name,
+            "result_code": self.result_code,
+            "monitor_mode": self.monitor_mode,
+            "decisive": self.decisive.value,
+            "reasons": [f.reason.value for f in self.findings],
+            "registry_origin": None if self.registry is None else self.registry.origin.value,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +175,14 @@ class Classifier:
         clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis) if cd.enabled else None
         return cls(config.policy, tac, lists, registry, config.registry.budget, clone)
 
+    def reload(self, policy: Policy | None = None) -> None:
+        """SIGHUP: reload the lists (blocking SQLite read: call via asyncio.to_thread) and,
+        when given, swap in a new policy. Each swap is one attribute assignment, so checks in
+        flight see either the old or the new state, never a mix."""
+        self.lists.reload()
+        if policy is not None:
+            self.policy = policy
+
     # --- synchronous part -------------------------------------------------------------------
 
     def classify_sync(
@@ -221,7 +248,7 @@ class Classifier:
         verdict: RegistryVerdict | None = None,
     ) -> Decision:
         if not findings:
-            findings = (Finding(Reason.CLEAN),)
+            findings = _CLEAN
         outcome = self.policy.decide([f.reason for f in findings])
         age = None
         if verdict is not None and verdict.fetched_at:

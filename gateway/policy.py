@@ -42,6 +42,10 @@ class Reason(enum.Enum):
     REGISTRY_UNAVAILABLE = "registry_unavailable"
     CLEAN = "clean"
 
+    # Members are singletons: identity hashing is correct and runs in C (Enum's own __hash__
+    # is Python code, and reasons are hashed several times per check).
+    __hash__ = object.__hash__
+
 
 W, B, G = EquipmentStatus.WHITELISTED, EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED
 
@@ -81,6 +85,9 @@ class Policy:
     status: Mapping[Reason, EquipmentStatus] = field(default_factory=lambda: DEFAULT_STATUS)
     unknown_equipment: frozenset[Reason] = frozenset()
     monitor_mode: bool = False
+    _outcomes: dict[tuple[Reason, ...], Outcome] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def build(
@@ -107,6 +114,16 @@ class Policy:
         return None
 
     def decide(self, reasons: Sequence[Reason]) -> Outcome:
+        key = tuple(reasons)
+        cache = self._outcomes
+        outcome = cache.get(key)
+        if outcome is None:
+            outcome = self._decide(key)
+            if len(cache) < 4096:  # distinct reason lists are few; bound it anyway
+                cache[key] = outcome
+        return outcome
+
+    def _decide(self, reasons: Sequence[Reason]) -> Outcome:
         decisive = self.first_decisive(reasons)
         if decisive is None:
             decisive = reasons[0] if reasons else Reason.CLEAN

@@ -244,3 +244,19 @@ def test_from_config_embedded_default(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (tmp_path / "var" / "tac.sqlite").exists()
     assert c.lists.store is not None
     c.lists.store.close()
+
+
+def test_log_fields_mask_imsi(lists: OperatorLists) -> None:
+    d = sync(make(lists), "01234500000017", "001010000000001")
+    fields = d.log_fields()
+    assert fields["imsi"] == "00101**********" and fields["status"] == "WHITELISTED"
+    assert fields["reasons"] == ["whitelisted"] and fields["result_code"] == RESULT_SUCCESS
+    assert d.log_fields(mask=False)["imsi"] == "001010000000001"
+
+
+def test_reload_swaps_policy_and_lists(lists: OperatorLists) -> None:
+    c = make(lists)
+    assert lists.store is not None
+    lists.store.add(make_entry("grey", "imei", KNOWN))
+    c.reload(Policy.build({Reason.GREYLISTED: B}))
+    assert sync(c, KNOWN).status is B

@@ -189,3 +189,13 @@ def test_lists_csv_bad_rows_always_named(tmp_path: Path, rows: list[str]) -> Non
     else:
         with pytest.raises(ListError, match=rf"p\.csv: row {first_bad}:"):
             list(read_csv(path))
+
+
+def test_bulk_add_imeis(store: ListStore) -> None:
+    v = store.version()
+    assert store.bulk_add_imeis(ListColour.GREY, range(10**13, 10**13 + 1000), "bulk") == 1000
+    assert store.version() == v + 1
+    snap = store.load(chunk=100)
+    assert snap.counts()["grey.imei"] == 1000
+    [m] = snap.match(10**13 + 999)
+    assert m.entry.colour is ListColour.GREY and snap.match(10**13 + 1000) == []
