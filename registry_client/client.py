@@ -114,7 +114,10 @@ def client_ssl_context(settings: RegistrySettings) -> ssl.SSLContext | None:
 
 
 class HttpRegistryClient:
-    """``VerdictSource`` over a remote registry. Create inside or outside a loop; use in one."""
+    """``VerdictSource`` over a remote registry. Create inside or outside a loop; use in one.
+
+    Raises OSError / ssl.SSLError at construction when the TLS files cannot be loaded.
+    """
 
     def __init__(
         self,
@@ -126,6 +129,8 @@ class HttpRegistryClient:
         self.settings = settings
         self._base = settings.url.rstrip("/")
         self._batch_max = max(1, min(MAX_BATCH, settings.batch_max))
+        # Built now so that unreadable TLS files fail at startup, not on the first check.
+        self._ssl: ssl.SSLContext | bool = client_ssl_context(settings) or True
         metrics = registry_metrics(metrics_registry)
         self._m_requests = {o: metrics.requests.labels(outcome=o) for o in OUTCOMES}
         self._m_cache = {e: metrics.cache_events.labels(event=e) for e in CACHE_EVENTS}
@@ -167,7 +172,7 @@ class HttpRegistryClient:
             headers.update(dict(self.settings.extra_headers))
             connector = aiohttp.TCPConnector(
                 limit=max(1, self.settings.max_connections),
-                ssl=client_ssl_context(self.settings) or True,
+                ssl=self._ssl,
                 keepalive_timeout=30.0,
             )
             self._session = aiohttp.ClientSession(connector=connector, headers=headers)

@@ -256,6 +256,28 @@ class LocalRegistry:
     def verdict(self, imei: str, *, origin: VerdictOrigin | None = None) -> RegistryVerdict:
         """Verdict for an IMEI in any accepted form; raises InvalidImei."""
         body = normalise_imei(imei)
+        return self._verdict(body, self.reports(body), origin or self._origin, time.time())
+
+    def verdicts(self, imeis: Sequence[str]) -> list[RegistryVerdict]:
+        """Verdicts in request order, reports read in a few queries; raises InvalidImei."""
+        bodies = [normalise_imei(i) for i in imeis]
+        found: dict[str, list[Report]] = {}
+        unique = list(dict.fromkeys(bodies))
+        for start in range(0, len(unique), 500):  # below SQLite's host-parameter limit
+            chunk = unique[start : start + 500]
+            rows = self._db.execute(
+                "SELECT imei, type, country, since, withdrawn FROM reports"
+                f" WHERE imei IN ({','.join('?' * len(chunk))}) ORDER BY seq",
+                chunk,
+            ).fetchall()
+            for i, t, c, s, w in rows:
+                found.setdefault(i, []).append(Report(i, ReportType(t), c, s, bool(w)))
+        now = time.time()
+        return [self._verdict(b, tuple(found.get(b, ())), self._origin, now) for b in bodies]
+
+    def _verdict(
+        self, body: str, reports: tuple[Report, ...], origin: VerdictOrigin, now: float
+    ) -> RegistryVerdict:
         declaration = self.tac(body[:8])
         status, source = decide(body, declaration)
         return RegistryVerdict(
@@ -264,9 +286,9 @@ class LocalRegistry:
             status=status,
             manufacturer=declaration.manufacturer if declaration else None,
             source=source,
-            reports=self.reports(body),
-            origin=origin or self._origin,
-            fetched_at=time.time(),
+            reports=reports,
+            origin=origin,
+            fetched_at=now,
         )
 
     def changes(self, since: int = 0, limit: int = 1000) -> ChangesPage:

@@ -28,7 +28,13 @@ from aiohttp import web
 
 from registry_client.local import LocalRegistry, record_to_json
 from registry_client.model import RegistryStatus
-from registry_client.wire import InvalidImei, is_tac, tac_to_json, verdict_to_json
+from registry_client.wire import (
+    InvalidImei,
+    is_tac,
+    normalise_imei,
+    tac_to_json,
+    verdict_to_json,
+)
 
 MAX_BATCH = 1000  # registry-api.yaml: imeis maxItems
 MAX_CHANGES = 10_000  # registry-api.yaml: limit maximum
@@ -201,14 +207,14 @@ class RegistryServer:
             return problem(400, "imeis must hold at least one IMEI")
         if len(imeis) > MAX_BATCH:
             return problem(413, f"at most {MAX_BATCH} IMEIs per request, got {len(imeis)}")
-        verdicts = []
         for index, raw in enumerate(imeis):
             if not isinstance(raw, str):
                 return problem(400, f"imeis[{index}] must be a string")
             try:
-                verdicts.append(self.registry.verdict(raw))
+                normalise_imei(raw)
             except InvalidImei as exc:
                 return problem(400, f"imeis[{index}]: {exc}")
+        verdicts = self.registry.verdicts(imeis)
         # The batch's freshness is the one of its shortest-lived verdict.
         headers = self._cache_control(v.status for v in verdicts)
         return _json({"results": [verdict_to_json(v) for v in verdicts]}, headers)

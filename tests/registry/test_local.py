@@ -213,3 +213,13 @@ def test_parse_range_forms() -> None:
     assert parse_range("000001-000002").first == 1
     with pytest.raises(ValueError):
         parse_range("000001")
+
+
+def test_batch_verdicts_match_single_ones(local: LocalRegistry) -> None:
+    imeis = [STOLEN, OUTSIDE, COUNTERFEIT + "00", NON_PARTICIPATING, UNDECLARED, STOLEN]
+    imeis += [f"35209900{n:06d}" for n in range(1200)]  # more than one IN (...) chunk
+    batch = local.verdicts(imeis)
+    single = [local.verdict(i) for i in imeis]
+    strip = lambda v: (v.imei, v.status, v.manufacturer, v.source, v.reports)  # noqa: E731
+    assert [strip(v) for v in batch] == [strip(v) for v in single]
+    assert batch[0].active_reports and batch[5].active_reports
