@@ -37,8 +37,9 @@ import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import TextIO
 
@@ -104,6 +105,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (kind, colour, first, last, imsi) DO UPDATE SET
     reason = excluded.reason, updated = excluded.updated
 """
+
+_first = itemgetter(0)
 
 _BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'"
 
@@ -406,7 +409,7 @@ class ListStore:
                         (colour.value,),
                     )
                     while rows := cur.fetchmany(chunk):
-                        imeis.extend([r[0] for r in rows])
+                        imeis.extend(map(_first, rows))
                     others = [
                         _row_entry(r)
                         for r in conn.execute(
@@ -481,10 +484,6 @@ class OperatorLists:
         if self.store is None or match.entry.reason is not None:
             return match.entry
         return self.store.describe(match)
-
-
-def with_reason(entry: ListEntry, reason: str) -> ListEntry:
-    return replace(entry, reason=reason)
 
 
 def open_operator_lists(
