@@ -14,6 +14,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from registry_client.client import HttpRegistryClient
@@ -37,6 +38,9 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--database", default=DEFAULT_DATABASE, help="SQLite file")
     serve.add_argument(
         "--token", action="append", default=[], help="accepted bearer token (repeatable)"
+    )
+    serve.add_argument(
+        "--token-file", help="file of accepted bearer tokens, one per line (kept out of ps)"
     )
     serve.add_argument(
         "--seed",
@@ -67,7 +71,11 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    tokens = list(args.token)
     try:
+        if args.token_file:
+            lines = Path(args.token_file).read_text(encoding="utf-8").splitlines()
+            tokens += [t.strip() for t in lines if t.strip() and not t.startswith("#")]
         registry = LocalRegistry(args.database)
         seeds = args.seed or ([DEFAULT_SEED] if registry.is_empty() else [])
         if seeds:
@@ -81,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     server = RegistryServer(
         registry,
-        tokens=args.token,
+        tokens=tokens,
         host=args.host,
         port=args.port,
         max_age=args.max_age,
@@ -95,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await server.start()
-        auth = "bearer tokens required" if args.token else "no authentication"
+        auth = "bearer tokens required" if tokens else "no authentication"
         print(f"registry serving {args.database} on {server.url} ({auth})", file=sys.stderr)
         try:
             await stop.wait()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -88,3 +91,30 @@ async def test_cli_check_over_http(
     assert shown["status"] == "unknown" and shown["origin"] == "online"
     argv[-1] = "wrong"
     assert await asyncio.to_thread(main, argv) == 1
+
+
+async def test_cli_serve_until_sigterm(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# accepted tokens\nfile-token\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "registry", "serve", "--port", "0",
+        "--database", str(tmp_path / "served.sqlite"), "--seed", str(SAMPLE),
+        "--token-file", str(tokens),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        url = ""
+        async with asyncio.timeout(20):
+            while not url:
+                line = (await process.stderr.readline()).decode()
+                assert line, "server exited before serving"
+                if " on http://" in line:
+                    url = line.split(" on ")[1].split()[0]
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer file-token"}) as http:
+            async with http.get(f"{url}/v1/imeis/{STOLEN}") as resp:
+                assert resp.status == 200 and (await resp.json())["reports"]
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 10) == 0
