@@ -457,6 +457,12 @@ def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
         values[dotted] = value
 
 
+_INPUT_FILES = (
+    "diameter.tls_cert", "diameter.tls_key", "diameter.tls_ca", "tac.file", "lists.import_files",
+    "registry.seed_files", "registry.tls_ca", "registry.tls_cert", "registry.tls_key",
+)
+
+
 def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> GatewayConfig:
     base = file.resolve().parent
     state = Path(v["state.directory"])  # relative: against the current directory
@@ -469,6 +475,13 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
 
     def opt(p: str) -> str | None:
         return str(inp(p)) if p else None
+
+    # Input files must exist at start-up (databases are created when missing).
+    for dotted in _INPUT_FILES:
+        names = v[dotted] if isinstance(v[dotted], list) else [v[dotted]]
+        for name in names:
+            if name and not inp(name).is_file():
+                raise ConfigError(f"{file}: {dotted}: file {inp(name)} does not exist")
 
     listen = tuple(parse_listen_url(u) for u in v["diameter.listen"])
     tls_cert, tls_key = opt(v["diameter.tls_cert"]), opt(v["diameter.tls_key"])

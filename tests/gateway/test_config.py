@@ -64,6 +64,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_values_map_onto_settings(tmp_path: Path) -> None:
+    for name in ("cert.pem", "key.pem", "decl.json"):
+        (tmp_path / name).write_text("x")
     path = write(tmp_path, """
 [diameter]
 origin_host = "eir1.example.net"
@@ -135,6 +137,18 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, problem: 
     message = str(info.value)
     assert message.startswith(f"{path}: ")
     assert key in message and problem in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [("[tac]\nfile = \"nope.txt\"\n", "tac.file"),
+     ("[lists]\nimport_files = [\"nope.csv\"]\n", "lists.import_files"),
+     ("[diameter]\ntls_ca = \"ca.pem\"\n", "diameter.tls_ca")],
+)
+def test_missing_input_files(tmp_path: Path, text: str, key: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"gw\.toml: {key}: file .* does not exist"):
+        load_config(path, env={})
 
 
 def test_missing_file(tmp_path: Path) -> None:
