@@ -15,9 +15,10 @@ counts requests per route template, so tests can assert how many round trips a c
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import hmac
 import json
+import logging
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,6 +41,8 @@ MAX_BATCH = 1000  # registry-api.yaml: imeis maxItems
 MAX_CHANGES = 10_000  # registry-api.yaml: limit maximum
 DEFAULT_CHANGES = 1000
 PROBLEM_JSON = "application/problem+json"
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -126,13 +129,6 @@ class RegistryServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def serve_forever(self) -> None:
-        await self.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await self.stop()
-
     # -- app -------------------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
@@ -159,6 +155,9 @@ class RegistryServer:
                 raise
             headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             return problem(exc.status, exc.reason, headers)
+        except Exception:  # e.g. the database is locked or gone: tell the client to come back
+            log.exception("registry request %s %s failed", request.method, request.path)
+            return problem(503, "the registry cannot answer right now")
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -170,7 +169,9 @@ class RegistryServer:
             return problem(
                 401, "bearer token required", {"WWW-Authenticate": 'Bearer realm="imei-registry"'}
             )
-        if token.strip() not in self.tokens:
+        offered = token.strip().encode()
+        # constant-time comparison, so response timing does not reveal token prefixes
+        if not any(hmac.compare_digest(offered, t.encode()) for t in self.tokens):
             return problem(
                 401,
                 "bearer token not accepted",

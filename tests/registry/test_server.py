@@ -186,3 +186,15 @@ async def test_open_server_without_tokens(local: LocalRegistry) -> None:
                 assert resp.status == 200
     finally:
         await srv.stop()
+
+
+async def test_storage_failure_is_503_problem(local: LocalRegistry) -> None:
+    srv = RegistryServer(local)
+    await srv.start()
+    try:
+        local.close_sync()  # the database disappears under the server
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{srv.url}/v1/imeis/{STOLEN}") as resp:
+                await assert_problem(resp, 503)
+    finally:
+        await srv.stop()
