@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import ipaddress
+import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ _H = struct.Struct("!H")
 # AVP and message lengths are 24-bit fields (RFC 6733 §3, §4.1).
 _MAX_LENGTH = 0xFFFFFF
 _MAX_AVP_DATA = _MAX_LENGTH - 12
+_PADDING = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 # RFC 6733 §4.3.1 Time: seconds since 1900-01-01 UTC; values with the top bit clear are past 2036
 _NTP_EPOCH = _dt.datetime(1900, 1, 1, tzinfo=_dt.UTC)
@@ -58,6 +60,8 @@ _FIXED_SIZE = {
     AvpType.UNSIGNED64: 8,
     AvpType.FLOAT64: 8,
 }
+# Octets of each fixed-size data type (RFC 6733 §4.2, §4.3); other types vary in length.
+FIXED_SIZE: Mapping[AvpType, int] = _FIXED_SIZE
 
 # Result codes used by the codec (the full table is dictionary data: base_rfc6733.ResultCode).
 _INVALID_AVP_VALUE = 5004
@@ -134,6 +138,9 @@ class Avp:
     @property
     def value(self) -> Any:
         """The data decoded per the AVP's dictionary type; raw bytes for unknown AVPs."""
+        decode = _VALUE_DECODERS.get((self.code, self.vendor))
+        if decode is not None:
+            return decode(self.data)
         defn = DICTIONARY.avps.get((self.code, self.vendor))
         if defn is None:
             return self.data
@@ -174,7 +181,7 @@ class Avp:
         else:
             head = _AVP_HEADER.pack(self.code, (self.flags << 24) | (n + 8))
         pad = -n & 3
-        return head + data + b"\0" * pad if pad else head + data
+        return head + data + _PADDING[pad] if pad else head + data
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Avp):
@@ -326,7 +333,15 @@ def encode_message(
 
 def encode_avp(code: int, flags: int, vendor: int, data: bytes) -> bytes:
     """One AVP on the wire (RFC 6733 §4.1); used to pre-encode constant AVP blocks."""
-    return Avp(code, flags, vendor, data).encode()
+    n = len(data)
+    if n > _MAX_AVP_DATA:
+        raise EncodeError(f"AVP {code}: {n} octets do not fit the 24-bit AVP Length")
+    if vendor or flags & AVP_FLAG_VENDOR:
+        head = _AVP_VENDOR_HEADER.pack(code, ((flags | AVP_FLAG_VENDOR) << 24) | (n + 12), vendor)
+    else:
+        head = _AVP_HEADER.pack(code, (flags << 24) | (n + 8))
+    pad = -n & 3
+    return head + data + _PADDING[pad] if pad else head + data
 
 
 def decode_message(data: bytes | bytearray | memoryview) -> Message:
@@ -353,7 +368,10 @@ def decode_message(data: bytes | bytearray | memoryview) -> Message:
 def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem | None]:
     """Split ``buf[offset:end]`` into AVPs; stop at the first structural problem."""
     avps: list[Avp] = []
+    append = avps.append
     unpack_header = _AVP_HEADER.unpack_from
+    unpack_u32 = _U32.unpack_from
+    new_avp = Avp
     while offset < end:
         if end - offset < 8:
             return avps, Problem(
@@ -365,7 +383,7 @@ def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem |
         if flags & AVP_FLAG_VENDOR:
             if end - offset < 12:
                 return avps, Problem(_INVALID_AVP_LENGTH, None, "truncated vendor AVP header")
-            vendor = _U32.unpack_from(buf, offset + 8)[0]
+            vendor = unpack_u32(buf, offset + 8)[0]
             start = offset + 12
         else:
             vendor = 0
@@ -378,7 +396,7 @@ def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem |
                 _zero_payload(bad),
                 f"AVP {code} length {length} does not fit the message",
             )
-        avps.append(Avp(code, flags, vendor, buf[start:stop]))
+        append(new_avp(code, flags, vendor, buf[start:stop]))
         offset = stop + (-length & 3)
     if offset > end:
         # The last AVP's padding runs past the end (RFC 6733 §4: length excludes padding).
@@ -398,21 +416,44 @@ def _zero_payload(avp: Avp) -> Avp:
 
 def decode_value(avp_type: AvpType, data: bytes) -> Any:
     """Decode ``data`` as ``avp_type``. Raises DecodeError with 5014 (length) or 5004 (value)."""
+    return _TYPE_DECODERS[avp_type](data)
+
+
+def _make_decoder(avp_type: AvpType) -> Callable[[bytes], Any]:
+    """The decoder of one data type, with its size check and error mapping bound in."""
+    name = avp_type.value
     size = _FIXED_SIZE.get(avp_type)
-    if size is not None and len(data) != size:
-        raise DecodeError(
-            f"{avp_type.value} needs {size} octets, got {len(data)}", _INVALID_AVP_LENGTH
-        )
     if avp_type is AvpType.GROUPED:
-        # Same as Avp.children: the inner AVPs, or 5014 when they do not parse.
-        avps, problem = decode_avps(data, 0, len(data))
-        if problem is not None:
-            raise DecodeError(problem.error_message or "malformed Grouped AVP", _INVALID_AVP_LENGTH)
-        return avps
-    try:
-        return _DECODERS[avp_type](data)
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"invalid UTF-8 in {avp_type.value}: {exc}", _INVALID_AVP_VALUE) from None
+
+        def decode_grouped(data: bytes) -> Any:
+            # Same as Avp.children: the inner AVPs, or 5014 when they do not parse.
+            avps, problem = decode_avps(data, 0, len(data))
+            if problem is not None:
+                raise DecodeError(
+                    problem.error_message or "malformed Grouped AVP", _INVALID_AVP_LENGTH
+                )
+            return avps
+
+        return decode_grouped
+    decoder = _DECODERS[avp_type]
+    if size is not None:
+
+        def decode_fixed(data: bytes) -> Any:
+            if len(data) != size:
+                raise DecodeError(
+                    f"{name} needs {size} octets, got {len(data)}", _INVALID_AVP_LENGTH
+                )
+            return decoder(data)
+
+        return decode_fixed
+
+    def decode_variable(data: bytes) -> Any:
+        try:
+            return decoder(data)
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-8 in {name}: {exc}", _INVALID_AVP_VALUE) from None
+
+    return decode_variable
 
 
 def _decode_address(data: bytes) -> Any:
@@ -430,9 +471,13 @@ def _decode_address(data: bytes) -> Any:
     return (family, data[2:])
 
 
+# RFC 6733 §4.3.1: DiameterIdentity is an FQDN or realm in ASCII (IDNs as A-labels): printable
+# octets, no space, not empty.
+_IDENTITY = re.compile(rb"[\x21-\x7e]+")
+
+
 def _decode_identity(data: bytes) -> str:
-    # RFC 6733 §4.3.1: DiameterIdentity is an FQDN or realm in ASCII (IDNs as A-labels).
-    if not data or not data.isascii() or any(c <= 0x20 or c == 0x7F for c in data):
+    if _IDENTITY.fullmatch(data) is None:
         raise DecodeError(f"invalid DiameterIdentity {data!r}", _INVALID_AVP_VALUE)
     return data.decode("ascii")
 
@@ -536,4 +581,12 @@ _ENCODERS: dict[AvpType, Any] = {
     AvpType.DIAMETER_IDENTITY: _encode_identity,
     AvpType.DIAMETER_URI: _encode_uri,
     AvpType.IP_FILTER_RULE: _encode_bytes,
+}
+
+_TYPE_DECODERS: dict[AvpType, Callable[[bytes], Any]] = {t: _make_decoder(t) for t in AvpType}
+# Avp.value: the decoder of every non-Grouped AVP of the default dictionary, by (code, vendor).
+_VALUE_DECODERS: dict[tuple[int, int], Callable[[bytes], Any]] = {
+    key: _TYPE_DECODERS[defn.type]
+    for key, defn in DICTIONARY.avps.items()
+    if defn.type is not AvpType.GROUPED
 }

@@ -6,9 +6,14 @@
 
 from __future__ import annotations
 
+import re
+import struct
+from typing import Any
+
 from diameter.codec import (
     AVP_FLAG_MANDATORY,
     AVP_FLAGS_RESERVED,
+    FIXED_SIZE,
     FLAG_ERROR,
     FLAG_PROXIABLE,
     FLAG_REQUEST,
@@ -17,7 +22,16 @@ from diameter.codec import (
     Problem,
     decode_value,
 )
-from diameter.dictionary import DICTIONARY, AvpType, CommandDef, Dictionary, FlagRule, Grammar
+from diameter.dictionary import (
+    DICTIONARY,
+    AvpDef,
+    AvpType,
+    CommandDef,
+    Dictionary,
+    FlagRule,
+    Grammar,
+    RuleKind,
+)
 from diameter.dictionary.base_rfc6733 import EXACTLY_ONE_OF, ResultCode
 from diameter.errors import DecodeError
 
@@ -61,32 +75,49 @@ def check_request(
 def check_avps(
     avps: list[Avp], grammar: Grammar, dictionary: Dictionary, parents: tuple[Avp, ...]
 ) -> Problem | None:
-    counts = [0] * len(grammar.rules)
-    index = grammar.index
-    rules = grammar.rules
-    known = dictionary.avps
-    for position, avp in enumerate(avps):
-        if avp.flags & AVP_FLAGS_RESERVED:
-            # RFC 6733 §4.1: "an unrecognized bit SHOULD be considered an error".
-            return _fail(
-                ResultCode.DIAMETER_INVALID_AVP_BITS, avp, parents, "reserved AVP flag set"
-            )
-        defn = known.get((avp.code, avp.vendor))
-        if defn is None:
-            if avp.flags & AVP_FLAG_MANDATORY:
-                # RFC 6733 §4.1 M bit: an unrecognised mandatory AVP rejects the message.
-                return _fail(ResultCode.DIAMETER_AVP_UNSUPPORTED, avp, parents, "unknown M-bit AVP")
-            continue  # unknown, not mandatory: ignored
-        if defn.m_rule is FlagRule.MUST_NOT and avp.flags & AVP_FLAG_MANDATORY:
+    """First problem of ``avps`` against ``grammar`` (a CCF or a Grouped AVP's definition)."""
+    return _walk(avps, _compile(grammar, dictionary), dictionary, parents)
+
+
+def _walk(
+    avps: list[Avp], grammar: _Compiled, dictionary: Dictionary, parents: tuple[Avp, ...]
+) -> Problem | None:
+    lookup, known, required, extensible, keys, n_rules = grammar
+    counts = [0] * n_rules
+    position = -1
+    for avp in avps:
+        position += 1
+        flags = avp.flags
+        key = (avp.code, avp.vendor)
+        entry = lookup.get(key)
+        if entry is None:
+            entry = known.get(key)
+            if entry is None:
+                if flags & AVP_FLAGS_RESERVED:
+                    return _fail(
+                        ResultCode.DIAMETER_INVALID_AVP_BITS, avp, parents, "reserved AVP flag set"
+                    )
+                if flags & AVP_FLAG_MANDATORY:
+                    # RFC 6733 §4.1 M bit: an unrecognised mandatory AVP rejects the message.
+                    return _fail(
+                        ResultCode.DIAMETER_AVP_UNSUPPORTED, avp, parents, "unknown M-bit AVP"
+                    )
+                continue  # unknown, not mandatory: ignored
+        defn, bad_flags, kind, arg, i, most, fixed = entry
+        if flags & bad_flags:
+            if flags & AVP_FLAGS_RESERVED:
+                # RFC 6733 §4.1: "an unrecognized bit SHOULD be considered an error".
+                return _fail(
+                    ResultCode.DIAMETER_INVALID_AVP_BITS, avp, parents, "reserved AVP flag set"
+                )
             return _fail(
                 ResultCode.DIAMETER_INVALID_AVP_BIT_COMBO,
                 avp,
                 parents,
                 f"M bit set on {defn.name}, which must not have it",
             )
-        i = index.get((avp.code, avp.vendor))
-        if i is None:
-            if not grammar.extensible:
+        if i < 0:
+            if not extensible:
                 return _fail(
                     ResultCode.DIAMETER_AVP_NOT_ALLOWED,
                     avp,
@@ -94,16 +125,15 @@ def check_avps(
                     f"{defn.name} not allowed here",
                 )
         else:
-            rule = rules[i]
-            counts[i] += 1
-            if rule.max is not None and counts[i] > rule.max:
+            count = counts[i] = counts[i] + 1
+            if most is not None and count > most:
                 return _fail(
                     ResultCode.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
                     avp,
                     parents,
-                    f"{defn.name} occurs more than {rule.max} time(s)",
+                    f"{defn.name} occurs more than {most} time(s)",
                 )
-            if rule.kind.value == "<>" and position != i:
+            if fixed and position != i:
                 # RFC 6733 §3.2: a fixed AVP sits at its position (Session-Id first).
                 return _fail(
                     ResultCode.DIAMETER_AVP_NOT_ALLOWED,
@@ -111,30 +141,40 @@ def check_avps(
                     parents,
                     f"{defn.name} out of its fixed position",
                 )
-        if defn.type is AvpType.GROUPED:
-            problem = _check_grouped(avp, defn.grammar, dictionary, parents)
+        # Values are not kept, only checked. The cheap checks below accept exactly what
+        # decode_value accepts; when one fails, decode_value produces the error and result code.
+        if kind == _SIZE:
+            if len(avp.data) != arg:
+                return _value_problem(defn, avp, parents)
+        elif kind == _TEST:
+            if not arg(avp.data):
+                problem = _value_problem(defn, avp, parents)
+                if problem is not None:
+                    return problem
+        elif kind == _GROUPED:
+            problem = _check_grouped(avp, defn, arg, dictionary, parents)
             if problem is not None:
                 return problem
-        elif defn.enum_values is not None:
-            try:
-                value = decode_value(defn.type, avp.data)
-            except DecodeError as exc:
-                return _fail(exc.result_code, avp, parents, str(exc))
-            if avp.flags & AVP_FLAG_MANDATORY and value not in defn.enum_values:
+        elif kind == _ENUM:
+            data = avp.data
+            if arg and len(data) == 4:
+                value = _I32_UNPACK(data)[0]
+            else:
+                try:
+                    value = decode_value(defn.type, data)
+                except DecodeError as exc:
+                    return _fail(exc.result_code, avp, parents, str(exc))
+            if flags & AVP_FLAG_MANDATORY and value not in defn.enum_values:  # type: ignore[operator]
                 return _fail(
                     ResultCode.DIAMETER_INVALID_AVP_VALUE,
                     avp,
                     parents,
                     f"{defn.name} value {value} unknown",
                 )
-        else:
-            try:
-                decode_value(defn.type, avp.data)
-            except DecodeError as exc:
-                return _fail(exc.result_code, avp, parents, str(exc))
-    for i, rule in enumerate(rules):
-        if counts[i] < rule.min:
-            defn = dictionary.avps[grammar.keys[i]]
+        # _ANY: every octet string is a valid value
+    for i, minimum in required:
+        if counts[i] < minimum:
+            defn = dictionary.avps[keys[i]]
             return _fail(
                 ResultCode.DIAMETER_MISSING_AVP,
                 Avp.zero_filled(defn),
@@ -144,13 +184,26 @@ def check_avps(
     return None
 
 
+def _value_problem(defn: AvpDef, avp: Avp, parents: tuple[Avp, ...]) -> Problem | None:
+    try:
+        decode_value(defn.type, avp.data)
+    except DecodeError as exc:
+        return _fail(exc.result_code, avp, parents, str(exc))
+    return None  # Address, DiameterURI, ...: no cheap check, decode_value accepted it
+
+
 def _check_grouped(
-    avp: Avp, grammar: Grammar | None, dictionary: Dictionary, parents: tuple[Avp, ...]
+    avp: Avp,
+    defn: AvpDef,
+    slot: list[_Compiled | None],
+    dictionary: Dictionary,
+    parents: tuple[Avp, ...],
 ) -> Problem | None:
     try:
         children = avp.children
     except DecodeError as exc:
         return _fail(exc.result_code, avp, parents, str(exc))
+    grammar = defn.grammar
     if grammar is None:
         return None
     if len(parents) >= MAX_GROUPED_DEPTH:
@@ -159,7 +212,10 @@ def _check_grouped(
             None,
             f"Grouped AVPs nested deeper than {MAX_GROUPED_DEPTH} levels",
         )
-    problem = check_avps(children, grammar, dictionary, (*parents, avp))
+    compiled = slot[0]
+    if compiled is None:
+        compiled = slot[0] = _compile(grammar, dictionary)
+    problem = _walk(children, compiled, dictionary, (*parents, avp))
     if problem is not None:
         return problem
     alternatives = _ONE_OF.get((avp.code, avp.vendor))
@@ -178,6 +234,107 @@ def _check_grouped(
                 ResultCode.DIAMETER_MISSING_AVP, Avp.zero_filled(defn), (*parents, avp), "no id"
             )
     return None
+
+
+# -- precompiled tables (built once per grammar and dictionary, then reused) --------------------
+#
+# A compiled grammar maps each AVP (code, vendor) to everything the walk needs in one lookup:
+# its definition, whether the M bit is forbidden, how to check its value, and, for AVPs named in
+# the grammar, the rule index, maximum count and whether the rule is fixed.
+
+# How a value is checked: any data / exact size / a predicate / Grouped / enumeration.
+_ANY, _SIZE, _TEST, _GROUPED, _ENUM = range(5)
+_I32_UNPACK = struct.Struct("!i").unpack
+_IDENTITY = re.compile(rb"[\x21-\x7e]+")  # RFC 6733 §4.3.1 DiameterIdentity octets
+
+# definition, flags not allowed, check kind, check argument, rule index (-1: not in grammar), max,
+# fixed
+_Entry = tuple[AvpDef, int, int, Any, int, int | None, bool]
+_Compiled = tuple[
+    dict[tuple[int, int], _Entry],  # AVPs named in the grammar
+    dict[tuple[int, int], _Entry],  # every AVP of the dictionary (rule index -1)
+    tuple[tuple[int, int], ...],  # (rule index, min) of the rules with a minimum
+    bool,  # extensible (*[ AVP ])
+    tuple[tuple[int, int], ...],  # (code, vendor) of each rule
+    int,  # number of rules
+]
+_compiled: dict[tuple[int, int], tuple[Grammar, Dictionary, int, _Compiled]] = {}
+_known: dict[int, tuple[Dictionary, int, dict[tuple[int, int], _Entry]]] = {}
+
+
+def _utf8_ok(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _identity_ok(data: bytes) -> bool:
+    return _IDENTITY.fullmatch(data) is not None
+
+
+def _never(data: bytes) -> bool:
+    return False  # Address, DiameterURI, ...: let decode_value decide
+
+
+def _value_check(defn: AvpDef) -> tuple[int, Any]:
+    if defn.type is AvpType.GROUPED:
+        return _GROUPED, [None]  # the compiled grammar, filled in on first use
+    if defn.enum_values is not None:
+        return _ENUM, defn.type is AvpType.ENUMERATED
+    size = FIXED_SIZE.get(defn.type)
+    if size is not None:
+        return _SIZE, size
+    if defn.type is AvpType.OCTET_STRING:
+        return _ANY, None
+    if defn.type is AvpType.UTF8_STRING:
+        return _TEST, _utf8_ok
+    if defn.type is AvpType.DIAMETER_IDENTITY:
+        return _TEST, _identity_ok
+    return _TEST, _never
+
+
+def _known_avps(dictionary: Dictionary) -> dict[tuple[int, int], _Entry]:
+    cached = _known.get(id(dictionary))
+    if cached is not None and cached[0] is dictionary and cached[1] == len(dictionary.avps):
+        return cached[2]
+    table: dict[tuple[int, int], _Entry] = {}
+    for key, defn in dictionary.avps.items():
+        kind, arg = _value_check(defn)
+        # Flags that are an error on this AVP: the reserved bits, and M where it MUST NOT be set.
+        bad_flags = AVP_FLAGS_RESERVED | (
+            AVP_FLAG_MANDATORY if defn.m_rule is FlagRule.MUST_NOT else 0
+        )
+        table[key] = (defn, bad_flags, kind, arg, -1, None, False)
+    _known[id(dictionary)] = (dictionary, len(dictionary.avps), table)
+    return table
+
+
+def _compile(grammar: Grammar, dictionary: Dictionary) -> _Compiled:
+    cached = _compiled.get((id(grammar), id(dictionary)))
+    if (
+        cached is not None
+        and cached[0] is grammar
+        and cached[1] is dictionary
+        and cached[2] == len(dictionary.avps)
+    ):
+        return cached[3]
+    known = _known_avps(dictionary)
+    lookup: dict[tuple[int, int], _Entry] = {}
+    for i, (key, rule) in enumerate(zip(grammar.keys, grammar.rules, strict=True)):
+        defn, bad_flags, kind, arg = known[key][:4]  # Grouped: the same cache slot
+        lookup[key] = (defn, bad_flags, kind, arg, i, rule.max, rule.kind is RuleKind.FIXED)
+    compiled: _Compiled = (
+        lookup,
+        known,
+        tuple((i, r.min) for i, r in enumerate(grammar.rules) if r.min > 0),
+        grammar.extensible,
+        grammar.keys,
+        len(grammar.rules),
+    )
+    _compiled[(id(grammar), id(dictionary))] = (grammar, dictionary, len(dictionary.avps), compiled)
+    return compiled
 
 
 def _fail(code: int, offender: Avp, parents: tuple[Avp, ...], text: str) -> Problem:
