@@ -309,23 +309,35 @@ def command_name(code: int, is_request: bool) -> str:
 
 
 def result_code_of(raw: bytes) -> int | None:
-    """Result-Code (or Experimental-Result-Code) of an encoded answer, by walking its AVP headers."""
-    offset, end = HEADER_LENGTH, len(raw)
+    """Result-Code, else Experimental-Result-Code, of an encoded answer (AVP headers walked)."""
+    found = _scan_u32(raw, HEADER_LENGTH, len(raw), RESULT_CODE, EXPERIMENTAL_RESULT)
+    if isinstance(found, tuple):
+        start, stop = found
+        inner = _scan_u32(raw, start, stop, EXPERIMENTAL_RESULT_CODE, None)
+        return inner if isinstance(inner, int) else None
+    return found
+
+
+def _scan_u32(
+    raw: bytes, offset: int, end: int, code_wanted: int, group: int | None
+) -> int | tuple[int, int] | None:
+    """The Unsigned32 value of base AVP ``code_wanted`` in ``raw[offset:end]``; failing that, the
+    data span of the base Grouped AVP ``group``; None when neither is there."""
+    span: tuple[int, int] | None = None
     while offset + 8 <= end:
         code, flags_length = _AVP.unpack_from(raw, offset)
         length = flags_length & 0xFFFFFF
         vendor_bit = flags_length >> 31
         start = offset + (12 if vendor_bit else 8)
         if length < start - offset or offset + length > end:
-            return None
-        if not vendor_bit and code == RESULT_CODE and length == 12:
-            return int.from_bytes(raw[start : start + 4], "big")
-        if not vendor_bit and code == EXPERIMENTAL_RESULT:
-            inner = result_code_of(b"\0" * HEADER_LENGTH + raw[start : offset + length])
-            if inner is not None:
-                return inner
+            return span
+        if not vendor_bit:
+            if code == code_wanted and length == 12:
+                return int.from_bytes(raw[start : start + 4], "big")
+            if code == group and span is None:
+                span = (start, offset + length)
         offset += (length + 3) & ~3
-    return None
+    return span
 
 
 class Peer:
