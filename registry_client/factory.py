@@ -26,7 +26,9 @@ def build_source(
     if settings.backend == "none":
         return None
     if settings.backend == "local":
-        return LocalRegistry.open(settings.database, settings.seed_files)
+        return LocalRegistry.open(
+            settings.database, settings.seed_files, memo_size=settings.cache_size
+        )
     if settings.backend == "http":
         return HttpRegistryClient(settings, metrics_registry=metrics_registry)
     raise ValueError(

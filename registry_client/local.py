@@ -122,7 +122,12 @@ class LocalRegistry:
     """
 
     def __init__(
-        self, path: str | Path = ":memory:", *, origin: VerdictOrigin = VerdictOrigin.LOCAL
+        self,
+        path: str | Path = ":memory:",
+        *,
+        origin: VerdictOrigin = VerdictOrigin.LOCAL,
+        memo_size: int = 100_000,
+        revalidate_interval: float = 0.5,
     ):
         self.path = str(path)
         if self.path != ":memory:":
@@ -133,13 +138,23 @@ class LocalRegistry:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._origin = origin
+        # In-memory memos, dropped on our own writes and when another connection (e.g.
+        # `eir-gateway registry import` while serving) commits: PRAGMA data_version, checked
+        # at most every ``revalidate_interval`` seconds.
         self._tac_memo: dict[str, TacDeclaration | None] = {}
+        self._verdict_memo: dict[str, RegistryVerdict] = {}
+        self._memo_size = max(0, memo_size)
+        self._revalidate_interval = revalidate_interval
+        self._checked_at = time.monotonic()
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._closed = False
 
     @classmethod
-    def open(cls, path: str | Path, seed_files: Iterable[str | Path] = ()) -> LocalRegistry:
+    def open(
+        cls, path: str | Path, seed_files: Iterable[str | Path] = (), *, memo_size: int = 100_000
+    ) -> LocalRegistry:
         """Open (creating) the database; import ``seed_files`` when it holds nothing yet."""
-        registry = cls(path)
+        registry = cls(path, memo_size=memo_size)
         seeds = list(seed_files)
         if seeds and registry.is_empty():
             registry.import_files(seeds)
@@ -158,7 +173,21 @@ class LocalRegistry:
         else:
             self._db.execute("COMMIT")
         finally:
-            self._tac_memo.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        self._tac_memo.clear()
+        self._verdict_memo.clear()
+
+    def _revalidate(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self._revalidate_interval:
+            return
+        self._checked_at = now
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            self._forget()
 
     def _next_seq(self, db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
@@ -234,6 +263,7 @@ class LocalRegistry:
         )
 
     def tac(self, tac: str) -> TacDeclaration | None:
+        self._revalidate()
         if tac in self._tac_memo:
             return self._tac_memo[tac]
         row = self._db.execute(
@@ -341,23 +371,37 @@ class LocalRegistry:
     # -- VerdictSource ---------------------------------------------------------------------
 
     def cached(self, imei: str) -> RegistryVerdict | None:
-        """Answered straight from SQLite (no network); None for a malformed IMEI."""
+        """Local verdict, no network: from the memo, else one indexed SQLite read (memoised).
+
+        None for a malformed IMEI or a closed/broken database.
+        """
         if self._closed:
             return None
         try:
-            return self.verdict(imei)
-        except InvalidImei:
+            body = normalise_imei(imei)
+            self._revalidate()
+            verdict = self._verdict_memo.get(body)
+            if verdict is None:
+                verdict = self._verdict(body, self.reports(body), self._origin, time.time())
+                if len(self._verdict_memo) >= self._memo_size:
+                    self._verdict_memo.clear()  # bounded; refills from SQLite
+                if self._memo_size:
+                    self._verdict_memo[body] = verdict
+            return verdict
+        except (InvalidImei, sqlite3.Error):
             return None
 
     async def check(self, imei: str) -> RegistryVerdict:
         if self._closed:
             raise RegistryUnavailable("local registry is closed")
-        try:
-            return self.verdict(imei)
-        except InvalidImei as exc:
-            raise RegistryUnavailable(str(exc)) from exc
-        except sqlite3.Error as exc:
-            raise RegistryUnavailable(f"local registry: {exc}") from exc
+        verdict = self.cached(imei)
+        if verdict is None:
+            try:
+                normalise_imei(imei)
+            except InvalidImei as exc:
+                raise RegistryUnavailable(str(exc)) from None
+            raise RegistryUnavailable("local registry cannot be read")
+        return verdict
 
     async def start(self) -> None:
         """Nothing to start; present so every backend can be started the same way."""

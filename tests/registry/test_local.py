@@ -223,3 +223,35 @@ def test_batch_verdicts_match_single_ones(local: LocalRegistry) -> None:
     strip = lambda v: (v.imei, v.status, v.manufacturer, v.source, v.reports)  # noqa: E731
     assert [strip(v) for v in batch] == [strip(v) for v in single]
     assert batch[0].active_reports and batch[5].active_reports
+
+
+def test_other_connections_writes_are_seen(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    LocalRegistry.open(path, [SAMPLE]).close_sync()
+    serving = LocalRegistry(path, revalidate_interval=3600.0)
+    serving_now = LocalRegistry(path, revalidate_interval=0.0)
+    assert serving.cached(OUTSIDE) is not None and serving_now.tac("35209900") is not None
+    writer = LocalRegistry(path)  # e.g. `eir-gateway registry import` while serving
+    writer.apply([TacDeclaration("35209900", participating=False)])
+    writer.close_sync()
+    verdict = serving_now.cached(OUTSIDE)
+    assert verdict is not None and verdict.status is RegistryStatus.UNKNOWN
+    assert serving_now.tac("35209900") == TacDeclaration("35209900", participating=False)
+    # an instance that revalidates rarely keeps its memo until then
+    memo = serving.cached(OUTSIDE)
+    assert memo is not None and memo.status is RegistryStatus.NOT_MANUFACTURED
+    serving.close_sync()
+    serving_now.close_sync()
+
+
+def test_cached_memo_is_bounded_and_dropped_on_write(local: LocalRegistry) -> None:
+    small = LocalRegistry(memo_size=2)
+    small.import_files([SAMPLE])
+    for imei in (STOLEN, OUTSIDE, COUNTERFEIT):
+        assert small.cached(imei) is not None
+    assert len(small._verdict_memo) <= 2
+    first = local.cached(OUTSIDE)
+    assert first is not None and local.cached(OUTSIDE) is first  # memoised
+    local.apply([Report(OUTSIDE, ReportType.STOLEN, "GH")])
+    again = local.cached(OUTSIDE)
+    assert again is not None and again.active_reports  # own write: memo dropped at once
