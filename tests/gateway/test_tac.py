@@ -204,3 +204,11 @@ def test_csv_bad_rows_always_named(tmp_path: Path, rows: list[str]) -> None:
     if expected_bad:
         with pytest.raises(TacImportError, match=rf"h\.csv:{expected_bad[0]}:"):
             parse_tac_file(path)
+
+
+def test_gsma_quotes_and_latin1(tmp_path: Path) -> None:
+    path = tmp_path / "q.txt"
+    row = row17('"35209900"', '"Société ""Exemple"""', "Un").encode("latin-1")
+    path.write_bytes(H17.encode() + b"\n" + row + b"\n")
+    records, _ = parse_tac_file(path)
+    assert records[35209900] == ('Société "Exemple"', "Un")
