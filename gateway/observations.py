@@ -182,7 +182,11 @@ class CloneTracker:
         self._seen: OrderedDict[str, dict[str, float]] = OrderedDict()
 
     def observe(self, imei: str, imsi: str, now: float) -> int:
-        """Note (imei, imsi) at ``now``; return the distinct IMSIs seen within the window."""
+        """Note (imei, imsi) at ``now``; return how many distinct IMSIs the IMEI has.
+
+        Expired IMSIs are pruned only once the count passes the threshold, so the number is
+        exact whenever it is above the threshold (the only case that matters) and an upper
+        bound below it."""
         seen = self._seen
         imsis = seen.get(imei)
         if imsis is None:
