@@ -504,9 +504,10 @@ class Peer:
         """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
         self._release(request)
         raw = answer if isinstance(answer, bytes) else answer.encode()
-        if request.key is not None:
-            self.node.duplicates.complete(request.key, raw, now)
         self._write_answer(raw)
+        if request.key is not None:
+            # Duplicates that waited for this answer get it after the first copy's answer.
+            self.node.duplicates.complete(request.key, raw, now)
 
     def fail_request(self, request: RequestReceived, now: float, text: str = "") -> None:
         """The handler failed: 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5)."""
