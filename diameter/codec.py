@@ -530,7 +530,12 @@ def encode_value(avp_type: AvpType, value: Any) -> bytes:
 
 
 def _encode_bytes(value: bytes | str) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    # bytes(5) would be five NUL octets, not an error
+    raise TypeError(f"expected str or bytes, got {type(value).__name__}")
 
 
 def _encode_address(value: Any) -> bytes:
