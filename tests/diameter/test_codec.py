@@ -537,7 +537,7 @@ def test_find_in_grouped_by_vendor() -> None:
     assert ti.find(1402) is None  # IETF vendor: a different AVP
 
 
-@pytest.mark.parametrize("avp_type", sorted(FIXED_SIZE, key=lambda t: str(t.value)))
+@pytest.mark.parametrize("avp_type", [t for t in AvpType if t in FIXED_SIZE])
 @pytest.mark.parametrize("delta", [-1, 1])
 def test_fixed_size_length_errors_are_5014(avp_type: AvpType, delta: int) -> None:
     size = FIXED_SIZE[avp_type]
