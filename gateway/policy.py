@@ -16,13 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from diameter.dictionary.ts29272_s13 import EquipmentStatus
 
-class EquipmentStatus(enum.IntEnum):
-    """TS 29.272 §7.3.51 Equipment-Status (AVP 1445)."""
-
-    WHITELISTED = 0
-    BLACKLISTED = 1
-    GREYLISTED = 2
+__all__ = ["DEFAULT_STATUS", "EquipmentStatus", "Outcome", "Policy", "Reason"]
 
 
 class Reason(enum.Enum):

@@ -43,7 +43,7 @@ _SOFTWARE_VERSION = DICTIONARY.avp("Software-Version")
 log = logging.getLogger("eir.s13")
 
 # Metric label for each answer outcome (lower case, bounded).
-_STATUS_LABEL: dict[int | None, str] = {
+_STATUS_LABEL: dict[EquipmentStatus | None, str] = {
     EquipmentStatus.WHITELISTED: "whitelisted",
     EquipmentStatus.BLACKLISTED: "blacklisted",
     EquipmentStatus.GREYLISTED: "greylisted",
@@ -87,7 +87,7 @@ class MeIdentityCheck:
         # TS 29.272 §7.2.20 order: VSAI, Result-Code | Experimental-Result, Auth-Session-State,
         # Origin-Host, Origin-Realm, Equipment-Status.
         success = Avp.new("Result-Code", ResultCode.DIAMETER_SUCCESS).encode()
-        self._blocks: dict[int | None, bytes] = {
+        self._blocks: dict[EquipmentStatus | None, bytes] = {
             status: vsai
             + success
             + auth_session_state
