@@ -157,8 +157,10 @@ class PeerConnection(asyncio.Protocol):
         peer: Peer | None = None,
         local_addresses: tuple[str, ...] = (),
         on_event: Callable[[PeerConnection, Event], None] | None = None,
+        on_open: Callable[[PeerConnection], None] | None = None,
     ) -> None:
         self.node = node
+        self.on_open = on_open
         self.role = role
         self.transport_name = transport_name
         self.settings = settings or TransportSettings()
@@ -176,6 +178,8 @@ class PeerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.on_open is not None:
+            self.on_open(self)
         _set_nodelay(transport)
         transport.set_write_buffer_limits(
             high=self.settings.write_high_water, low=self.settings.write_low_water
@@ -209,7 +213,14 @@ class PeerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         peer = self.peer
         assert peer is not None
-        self._handle(peer.receive_data(data, self._loop.time()))
+        try:
+            events = peer.receive_data(data, self._loop.time())
+        except Exception:
+            # A bug met by one peer's bytes closes that connection only, never the server.
+            log.exception("%r: unexpected error on received data; closing", peer)
+            self.abort()
+            return
+        self._handle(events)
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -392,10 +403,14 @@ class Server:
             settings=self.settings,
             local_addresses=local,
             on_event=self._on_event,
+            on_open=self._opened,
         )
+        return connection
+
+    def _opened(self, connection: PeerConnection) -> None:
+        # Registered once the transport is up: a failed TLS handshake leaves nothing behind.
         self.connections.add(connection)
         connection.closed.add_done_callback(lambda _: self.connections.discard(connection))
-        return connection
 
     def _on_event(self, connection: PeerConnection, event: Event) -> None:
         if isinstance(event, PeerUp):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from diameter.application import Application, vendor_specific_application_id
 from diameter.codec import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT, Avp, Message
@@ -691,3 +693,36 @@ def test_result_code_of_reads_result_and_experimental_result() -> None:
     ])
     assert result_code_of(experimental.encode()) == 5422
     assert result_code_of(Message(ECR, S13, 0, 1, 1, []).encode()) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing malformed raises out of the core (hypothesis)
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300), st.sampled_from([0, 1, 2]))
+def test_arbitrary_bytes_never_raise(data: bytes, when: int) -> None:
+    peer = responder() if when == 0 else open_responder()
+    if when == 2:
+        # A well-framed header (request, S13 or base) followed by arbitrary AVP bytes.
+        body = data + bytes(-len(data) % 4)
+        code = (ECR, S13) if data[:1] < b"\x80" else (257, 0)
+        header = Message(code[0], code[1], FLAG_REQUEST | FLAG_PROXIABLE, 1, 1).encode()
+        data = bytes([1]) + (20 + len(body)).to_bytes(3, "big") + header[4:20] + body
+    peer.receive_data(data, 1.0)
+    peer.data_to_send()
+    peer.handle_timeout(100.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 400), st.binary(max_size=40)), max_size=6))
+def test_arbitrary_avps_in_requests_never_raise(avps: list[tuple[int, bytes]]) -> None:
+    peer = open_responder()
+    message = ecr_message()
+    message.avps.extend(Avp(code, 0x40 if code % 2 else 0, 0, data) for code, data in avps)
+    peer.receive_data(message.encode(), 1.0)
+    for answer in answers(peer):
+        assert not answer.is_request
+    cer_peer = responder()
+    bad_cer = Message(257, 0, FLAG_REQUEST, 1, 1, [Avp(code, 0, 0, data) for code, data in avps])
+    cer_peer.receive_data(bad_cer.encode(), 1.0)
+    cer_peer.data_to_send()

@@ -47,7 +47,7 @@ async def start_server(node: Node, settings: TransportSettings = LOCAL) -> tuple
 async def eir() -> AsyncIterator[tuple[Server, int]]:
     server, port = await start_server(eir_node())
     yield server, port
-    await server.stop(timeout=1.0)
+    await server.stop(timeout=0.5)
 
 
 class RawPeer:
@@ -158,7 +158,7 @@ async def test_no_common_application_5010(eir: tuple[Server, int]) -> None:
 
 
 async def test_garbage_before_cer_closes_and_server_keeps_serving(eir: tuple[Server, int]) -> None:
-    server, port = eir
+    _server, port = eir
     raw = await RawPeer.open(port)
     raw.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert await raw.read() is None  # closed with no answer
@@ -226,7 +226,7 @@ async def test_1000_pipelined_requests_answered_in_full(eir: tuple[Server, int])
 
 
 async def test_several_peers_at_once(eir: tuple[Server, int]) -> None:
-    server, port = eir
+    _server, port = eir
 
     async def one(n: int) -> set[int]:
         node = mme_node()
@@ -381,7 +381,7 @@ async def test_duplicate_over_the_wire_not_processed_twice() -> None:
         assert (first.hop_by_hop, second.hop_by_hop) == (1, 2)
         assert calls == 1
     finally:
-        await server.stop(timeout=1.0)
+        await server.stop(timeout=0.3)
 
 
 async def test_backpressure_pauses_reading_while_writes_do_not_drain() -> None:
