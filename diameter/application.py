@@ -8,7 +8,7 @@ looked up by command code. ``PeerInfo`` is what the capabilities exchange told u
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from diameter.codec import Avp, Message
@@ -60,7 +60,6 @@ class PeerInfo:
     remote_address: tuple[str, int] | None = None
     transport: str = "tcp"
     role: str = "responder"  # our role on this connection: "responder" | "initiator"
-    extra: Mapping[str, object] = field(default_factory=dict)
 
 
 class Observer(Protocol):

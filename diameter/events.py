@@ -55,11 +55,4 @@ class AnswerReceived:
         return decode_message(self.raw)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTimedOut:
-    """No answer to our request ``hop_by_hop`` before its deadline, or the connection closed."""
-
-    hop_by_hop: int
-
-
-Event = PeerUp | PeerDown | RequestReceived | AnswerReceived | RequestTimedOut
+Event = PeerUp | PeerDown | RequestReceived | AnswerReceived

@@ -42,7 +42,6 @@ from diameter.codec import (
 from diameter.dictionary import DICTIONARY, CommandDef
 from diameter.dictionary.base_rfc6733 import (
     RELAY_APPLICATION_ID,
-    DisconnectCause,
     ResultCode,
 )
 from diameter.errors import DecodeError, DiameterError, FramingError
@@ -464,7 +463,7 @@ class Peer:
             self._watchdog_actions(self.watchdog.expire(now), now)
         return self._take_events()
 
-    def stop(self, cause: int = DisconnectCause.REBOOTING, now: float = 0.0) -> list[Event]:
+    def stop(self, cause: int, now: float) -> list[Event]:
         """Graceful stop (Stop): DPR when open, then close on DPA or after dpa_timeout."""
         self.disconnect_cause = int(cause)
         if not self.closed and self.state is not PeerState.CLOSING:
