@@ -13,18 +13,19 @@ Path of one ``check``:
    ``batch_max`` (<= 1000) as one ``POST /v1/imeis:check`` (a batch of one is a
    ``GET /v1/imeis/{imei}``) -> origin ONLINE.
 
-Every check waits at most ``budget`` seconds. A batch is retried with jittered exponential backoff
-on 5xx, 429 (waiting at least ``Retry-After``, RFC 9110 §10.2.3) and connection errors, only while
-the latest deadline among its checks leaves room. Each round trip is bounded by
-``request_timeout`` and by that deadline. Anything that goes wrong surfaces as
-``RegistryUnavailable`` and nothing else.
+Every check waits at most ``budget`` seconds (its own timer), then gets RegistryUnavailable.
+The round trip itself is bounded by ``request_timeout`` and may outlive the budget: an answer
+that arrives late still fills the cache, so a registry slower than the budget (a distant one)
+serves the next check of that IMEI. Retries, with jittered exponential backoff on 5xx, 429
+(waiting at least ``Retry-After``, RFC 9110 §10.2.3) and connection errors, are only started
+while the latest deadline among the batch's checks leaves room. Anything that goes wrong
+surfaces as ``RegistryUnavailable`` and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import logging
 import random
@@ -66,10 +67,43 @@ class _Failure(Exception):
 
 
 @dataclasses.dataclass(slots=True)
-class _Pending:
+class _Flight:
+    """One IMEI being asked for (single-flight): every concurrent check of it waits here."""
+
     imei: str
-    future: asyncio.Future[RegistryVerdict]
-    deadline: float  # loop time
+    deadline: float  # loop time; the first check's
+    waiters: list[asyncio.Future[RegistryVerdict]]
+
+    # A waiter already done expired at its budget or its check was cancelled: skip it.
+    def succeed(self, verdict: RegistryVerdict) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(verdict)
+
+    def fail(self, error: RegistryUnavailable) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+
+def _expire(waiter: asyncio.Future[RegistryVerdict], budget: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(
+            RegistryUnavailable(f"no registry verdict within the {budget}s budget")
+        )
+
+
+def _as_cached(v: RegistryVerdict) -> RegistryVerdict:
+    return RegistryVerdict(
+        v.imei,
+        v.tac,
+        v.status,
+        v.manufacturer,
+        v.source,
+        v.reports,
+        VerdictOrigin.CACHE,
+        v.fetched_at,
+    )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -142,8 +176,8 @@ class HttpRegistryClient:
         self.breaker = CircuitBreaker(
             settings.breaker_failure_threshold, settings.breaker_reset_timeout
         )
-        self._inflight: dict[str, asyncio.Future[RegistryVerdict]] = {}
-        self._pending: list[_Pending] = []
+        self._inflight: dict[str, _Flight] = {}
+        self._pending: list[_Flight] = []
         self._flush_handle: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: set[str] = set()  # TACs being fetched into the mirror
@@ -197,9 +231,8 @@ class HttpRegistryClient:
             self._flush_handle.cancel()
             self._flush_handle = None
         closing = RegistryUnavailable("registry client closed")
-        for pending in self._pending:
-            if not pending.future.done():
-                pending.future.set_exception(closing)
+        for flight in self._pending:
+            flight.fail(closing)
         self._pending = []
         tasks = list(self._tasks)
         if self._mirror_task is not None:
@@ -257,29 +290,24 @@ class HttpRegistryClient:
             self._m_requests["circuit_open"].inc()
             raise RegistryUnavailable("registry circuit breaker is open")
         budget = self.settings.budget
-        future = self._inflight.get(key)
-        if future is None:
-            future = loop.create_future()
-            self._inflight[key] = future
-            future.add_done_callback(functools.partial(self._settled, key))
-            self._enqueue(_Pending(key, future, now + budget), loop)
+        flight = self._inflight.get(key)
+        if flight is None:
+            flight = self._inflight[key] = _Flight(key, now + budget, [])
+            self._enqueue(flight, loop)
+        # Each check has its own waiter and timer: giving up (budget, cancellation) touches
+        # neither the shared request nor the other checks of the same IMEI.
+        waiter: asyncio.Future[RegistryVerdict] = loop.create_future()
+        flight.waiters.append(waiter)
+        timer = loop.call_at(now + budget, _expire, waiter, budget)
         try:
-            # shield: one waiter giving up must not cancel the shared (single-flight) request
-            async with asyncio.timeout(budget):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            raise RegistryUnavailable(f"no registry verdict within the {budget}s budget") from None
+            return await waiter
+        finally:
+            timer.cancel()
 
     # -- single-flight and batching --------------------------------------------------------
 
-    def _settled(self, key: str, future: asyncio.Future[RegistryVerdict]) -> None:
-        if self._inflight.get(key) is future:
-            del self._inflight[key]
-        if not future.cancelled():
-            future.exception()  # mark retrieved: waiters may have given up at their budget
-
-    def _enqueue(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
-        self._pending.append(pending)
+    def _enqueue(self, flight: _Flight, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending.append(flight)
         if len(self._pending) >= self._batch_max:
             self._flush()
         elif self._flush_handle is None:
@@ -295,36 +323,37 @@ class HttpRegistryClient:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        deadline = max(p.deadline for p in batch)
+    def _land(self, flight: _Flight) -> None:
+        if self._inflight.get(flight.imei) is flight:
+            del self._inflight[flight.imei]
+
+    async def _run_batch(self, batch: list[_Flight]) -> None:
+        deadline = max(f.deadline for f in batch)
         try:
-            results = await self._fetch([p.imei for p in batch], deadline)
+            results = await self._fetch([f.imei for f in batch], deadline)
         except RegistryUnavailable as exc:
-            error: RegistryUnavailable | None = exc
+            error: RegistryUnavailable = exc
         except asyncio.CancelledError:
-            error = RegistryUnavailable("registry client closed")
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
+            for flight in batch:
+                self._land(flight)
+                flight.fail(RegistryUnavailable("registry client closed"))
             raise
         except Exception as exc:  # never let anything but RegistryUnavailable reach a check
             log.exception("registry batch failed unexpectedly")
             error = RegistryUnavailable(f"registry client error: {exc!r}")
         else:
-            error = None
-            for p, (verdict, ttl) in zip(batch, results, strict=True):
+            negative_ttl = self.settings.negative_ttl
+            for flight, (verdict, ttl) in zip(batch, results, strict=True):
                 if verdict.status is RegistryStatus.UNKNOWN:
-                    ttl = min(ttl, self.settings.negative_ttl)
-                self._cache.put(
-                    p.imei, dataclasses.replace(verdict, origin=VerdictOrigin.CACHE), ttl
-                )
-                if not p.future.done():
-                    p.future.set_result(verdict)
+                    ttl = min(ttl, negative_ttl)
+                self._cache.put(flight.imei, _as_cached(verdict), ttl)
+                self._land(flight)
+                flight.succeed(verdict)
             self._refresh_mirror([verdict for verdict, _ in results])
-        if error is not None:
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
+            return
+        for flight in batch:
+            self._land(flight)
+            flight.fail(error)
 
     def _refresh_mirror(self, verdicts: list[RegistryVerdict]) -> None:
         """Online verdicts for declared TACs the copy lacks: fetch ``/v1/tacs/{tac}`` for it."""
@@ -364,18 +393,13 @@ class HttpRegistryClient:
         attempt = 0
         while True:
             now = loop.time()
-            remaining = deadline - now
-            if remaining <= 0:
-                raise RegistryUnavailable("registry budget exhausted")
             if not self.breaker.allow(now):
                 self._m_requests["circuit_open"].inc()
                 self._set_circuit_gauge()
                 raise RegistryUnavailable("registry circuit breaker is open")
             self._set_circuit_gauge()
             try:
-                results = await self._round_trip(
-                    imeis, min(self.settings.request_timeout, remaining)
-                )
+                results = await self._round_trip(imeis, self.settings.request_timeout)
             except Exception as exc:
                 if not isinstance(exc, _Failure):  # release a half-open probe, then propagate
                     self.breaker.failure(loop.time())

@@ -10,7 +10,14 @@ from prometheus_client import CollectorRegistry
 
 from registry_client.breaker import BreakerState, CircuitBreaker
 from registry_client.model import RegistryStatus, RegistryUnavailable, VerdictOrigin
-from tests.registry.conftest import OUTSIDE, STOLEN, ClientFactory, FaultServer, timed
+from tests.registry.conftest import (
+    OUTSIDE,
+    STOLEN,
+    ClientFactory,
+    FaultServer,
+    timed,
+    wait_until,
+)
 
 BUDGET = 0.3
 SLACK = 0.1  # scheduling slack on a loaded CI machine
@@ -35,6 +42,7 @@ async def test_failure_is_unavailable_within_budget(
     client = make_client(
         faulty.url,
         budget=BUDGET,
+        request_timeout=0.2,
         retries=2,
         backoff_base=0.01,
         backoff_max=0.02,
@@ -181,3 +189,14 @@ async def test_slow_server_does_not_stall_other_checks(
     assert hit is not None and hit.origin is VerdictOrigin.CACHE
     with pytest.raises(RegistryUnavailable):
         await pending
+
+
+async def test_late_answer_fills_the_cache(faulty: FaultServer, make_client: ClientFactory) -> None:
+    """Past the budget the check gives up, but the round trip goes on and its verdict is kept."""
+    faulty.mode, faulty.delay = "slow", 0.4
+    client = make_client(faulty.url, budget=0.1, request_timeout=2.0)
+    (result,), elapsed = await timed(asyncio.gather(client.check(OUTSIDE), return_exceptions=True))
+    assert isinstance(result, RegistryUnavailable) and elapsed < 0.1 + SLACK
+    assert client.cached(OUTSIDE) is None
+    await wait_until(lambda: client.cached(OUTSIDE) is not None)
+    assert faulty.hits["slow"] == 1
