@@ -1,0 +1,198 @@
+"""The running gateway: stores, classifier, S13 application, Diameter server, metrics endpoint.
+
+Start-up order: registry source, classifier (TAC database and lists loaded), observation log,
+Diameter listeners, then the operations endpoint; ``/readyz`` turns ready only when all of it is
+up. Stop (SIGTERM/SIGINT): stop accepting, finish requests in flight, DPR to every peer, flush
+the observation log, close the registry. Reload (SIGHUP, and the lists' version being polled):
+lists and policy are swapped in without touching a peer connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from diameter.application import Application
+from diameter.dictionary.base_rfc6733 import DisconnectCause
+from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
+from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
+from diameter.node import Node
+from diameter.transport import Server, origin_state_now
+from gateway import registry_source
+from gateway.classify import Classifier
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.metrics import GatewayMetrics, OperationsServer
+from gateway.observations import ObservationLog
+from gateway.s13 import ME_IDENTITY_CHECK, MeIdentityCheck
+from registry_client.model import VerdictSource
+
+log = logging.getLogger("eir.gateway")
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.registry: VerdictSource | None = None
+        self.classifier: Classifier | None = None
+        self.observations: ObservationLog | None = None
+        self.node: Node | None = None
+        self.server: Server | None = None
+        self.operations: OperationsServer | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stopped = asyncio.Event()
+
+    # -- life cycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = registry_source.build(config.registry, self.metrics.registry)
+        start = getattr(self.registry, "start", None)
+        if start is not None:
+            await start()
+        self.classifier = await asyncio.to_thread(Classifier.from_config, config, self.registry)
+        if config.observations.enabled:
+            obs = config.observations
+            self.observations = ObservationLog(
+                obs.database, obs.queue_size, obs.batch_size, obs.flush_interval
+            )
+            self.observations.start()
+        s13 = MeIdentityCheck(
+            config.peer.identity,
+            self.classifier,
+            self.metrics,
+            self.observations,
+            mask_imsis=config.logging.mask_imsi,
+        )
+        application = Application(
+            S13_APPLICATION_ID,
+            {ME_IDENTITY_CHECK: s13.handle},
+            vendor_id=VENDOR_3GPP,
+            error_answer_body=tuple(s13.error_answer_body),
+            name="S13",
+        )
+        self.node = Node(
+            config.peer,
+            [application],
+            observer=self.metrics,
+            max_in_flight_total=config.transport.max_in_flight_total,
+            origin_state_id=origin_state_now(),
+        )
+        self.server = Server(self.node, config.transport)
+        await self.server.start()
+        self._update_gauges()
+        self.operations = OperationsServer(self.metrics, self.readiness)
+        await self.operations.start(config.metrics.host, config.metrics.port)
+        if config.lists.poll_interval > 0:
+            self._poll_task = asyncio.create_task(self._poll_lists(config.lists.poll_interval))
+        log.info(
+            "EIR gateway %s/%s serving S13 on %s, metrics on %s:%s",
+            config.peer.identity.origin_host,
+            config.peer.identity.origin_realm,
+            ", ".join(f"{t}://{h}:{p}" for t, h, p in self.diameter_sockets),
+            config.metrics.host,
+            self.metrics_port,
+        )
+
+    async def stop(self) -> None:
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+        if self.server is not None:
+            await self.server.stop(DisconnectCause.REBOOTING)
+        if self.operations is not None:
+            await self.operations.stop()
+        if self.observations is not None:
+            await asyncio.to_thread(self.observations.close)
+        if self.registry is not None:
+            await self.registry.close()
+        log.info("EIR gateway stopped")
+        self._stopped.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config's policy and reload the lists (peers stay connected)."""
+        if self.classifier is None:
+            return
+        try:
+            policy = load_config(self.config.source).policy
+        except ConfigError as exc:
+            log.error("reload refused, configuration invalid: %s", exc)
+            return
+        await asyncio.to_thread(self.classifier.reload, policy)
+        self._update_gauges()
+        log.info("lists and policy reloaded (lists version %s)", self.lists_version)
+
+    async def _poll_lists(self, interval: float) -> None:
+        assert self.classifier is not None
+        lists = self.classifier.lists
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await asyncio.to_thread(lists.poll):
+                    self._update_gauges()
+                    log.info("operator lists changed, now version %s", self.lists_version)
+            except Exception:
+                log.exception("polling the operator lists failed")
+
+    # -- state ---------------------------------------------------------------------------------
+    @property
+    def diameter_sockets(self) -> list[tuple[str, str, int]]:
+        return self.server.sockets if self.server is not None else []
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.operations.port if self.operations is not None else None
+
+    @property
+    def lists_version(self) -> int:
+        return self.classifier.lists.snapshot.version if self.classifier is not None else 0
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "diameter_listening": bool(self.diameter_sockets) and not self._stopping,
+            "classifier_loaded": self.classifier is not None,
+        }
+
+    def _update_gauges(self) -> None:
+        classifier = self.classifier
+        if classifier is None:
+            return
+        self.metrics.monitor_mode.set(1 if classifier.policy.monitor_mode else 0)
+        snapshot = classifier.lists.snapshot
+        for name, count in snapshot.counts().items():
+            self.metrics.list_entries.labels(name).set(count)
+        self.metrics.lists_version.set(snapshot.version)
+        self.metrics.tac_entries.set(len(classifier.tac) if classifier.tac is not None else 0)
+
+    # -- running as a process ------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Start, then run until SIGTERM/SIGINT; SIGHUP reloads lists and policy."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        tasks: set[asyncio.Task[Any]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(self.reload())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("stopping: DPR to every peer, finishing requests in flight")
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
