@@ -32,7 +32,7 @@ from diameter.dictionary import (
     Grammar,
     RuleKind,
 )
-from diameter.dictionary.base_rfc6733 import EXACTLY_ONE_OF, ResultCode
+from diameter.dictionary.base_rfc6733 import EXACTLY_ONE_OF, NOT_VALIDATED, ResultCode
 from diameter.errors import DecodeError
 
 
@@ -42,6 +42,7 @@ def _key(name: str) -> tuple[int, int]:
 
 
 _ONE_OF = {_key(name): tuple(_key(n) for n in names) for name, names in EXACTLY_ONE_OF.items()}
+_OPAQUE = frozenset(_key(name) for name in NOT_VALIDATED)  # Failed-AVP (RFC 6733 §7.5)
 
 # Grouped AVPs nested deeper than this are refused with 5012 instead of being walked: the RFC sets
 # no limit, but an 8-octet-per-level chain of Failed-AVPs would otherwise exhaust the stack.
@@ -279,6 +280,8 @@ def _never(data: bytes) -> bool:
 
 
 def _value_check(defn: AvpDef) -> tuple[int, Any]:
+    if (defn.code, defn.vendor) in _OPAQUE:
+        return _ANY, None
     if defn.type is AvpType.GROUPED:
         return _GROUPED, [None]  # the compiled grammar, filled in on first use
     if defn.enum_values is not None:

@@ -291,3 +291,8 @@ class AuthSessionState(enum.IntEnum):
 EXACTLY_ONE_OF = {
     "Vendor-Specific-Application-Id": ("Auth-Application-Id", "Acct-Application-Id"),
 }
+
+# RFC 6733 §7.5: Failed-AVP carries the AVPs that caused a failure (unknown, malformed, with bad
+# values or lengths). Its contents are reported, not validated: the generic validator treats the
+# AVPs listed here as opaque octets.
+NOT_VALIDATED = ("Failed-AVP",)
