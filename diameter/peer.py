@@ -3,9 +3,8 @@
 Bytes in with ``receive_data(data, now)``, events out (``PeerUp``, ``PeerDown``,
 ``RequestReceived``, ``AnswerReceived``), bytes to write from ``data_to_send()``, one timer through
 ``next_deadline()`` / ``handle_timeout(now)``; ``should_close`` tells the owner to close the
-transport once the pending bytes are written. The state machine is the table ``TRANSITIONS``
-``(PeerState, PeerEvent) -> (actions, next_state)`` with the RFC 6733 §5.6 rows above each entry;
-the watchdog (RFC 3539) is its own table in ``diameter.watchdog``.
+transport once the pending bytes are written. The table it runs is ``diameter.peer_table``
+(RFC 6733 §5.6 rows above each entry); the watchdog (RFC 3539) is ``diameter.watchdog``.
 
 Election (§5.6.4): the connection that holds a peer's state is registered on the node by the
 peer's Origin-Host. A CER arriving on another connection from that host is an R-Conn-CER event of
@@ -16,14 +15,13 @@ on the initiator, and the winner takes the state over.
 
 from __future__ import annotations
 
-import enum
 import logging
 import struct
 from collections.abc import Callable
 from typing import Any
 
 from diameter.answer import answer_to, error_answer
-from diameter.application import Application, PeerInfo
+from diameter.application import PeerInfo
 from diameter.capabilities import (
     admitted,
     advertised_applications,
@@ -31,312 +29,50 @@ from diameter.capabilities import (
     common_applications,
     peer_info,
 )
-from diameter.codec import (
-    FLAG_REQUEST,
-    HEADER_LENGTH,
-    Avp,
-    Message,
-    Problem,
-    decode_message,
-)
-from diameter.dictionary import DICTIONARY, CommandDef
-from diameter.dictionary.base_rfc6733 import (
-    RELAY_APPLICATION_ID,
-    ResultCode,
-)
+from diameter.codec import FLAG_REQUEST, Avp, Message, Problem, decode_message
+from diameter.dictionary import DICTIONARY
+from diameter.dictionary.base_rfc6733 import ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
-from diameter.events import (
-    AnswerReceived,
-    Event,
-    PeerDown,
-    PeerUp,
-    RequestReceived,
-)
+from diameter.events import AnswerReceived, Event, PeerDown, PeerUp, RequestReceived
 from diameter.framing import Framer
 from diameter.node import Node
-from diameter.validate import check_header, check_request
+from diameter.peek import command_name, result_code_of
+from diameter.peer_table import (
+    CER,
+    DPR,
+    DWR,
+    OPEN_STATES,
+    PEER_DISC,
+    RCV_MESSAGE,
+    RECEIVE_EVENTS,
+    TRANSITIONS,
+    Action,
+    PeerEvent,
+    PeerState,
+    Role,
+)
+from diameter.routing import first_problem
+from diameter.validate import check_request
 from diameter.watchdog import Watchdog, WatchdogAction, WatchdogTimer
+
+__all__ = [
+    "TRANSITIONS",
+    "Peer",
+    "PeerEvent",
+    "PeerState",
+    "Role",
+    "command_name",
+    "result_code_of",
+]
 
 log = logging.getLogger(__name__)
 
-CER, DWR, DPR = 257, 280, 282
-ORIGIN_HOST, DESTINATION_REALM, DESTINATION_HOST = 264, 283, 293
-RESULT_CODE, EXPERIMENTAL_RESULT, EXPERIMENTAL_RESULT_CODE = 268, 297, 298
+ORIGIN_HOST = 264
 _HEADER = struct.Struct("!IIIII")
-_AVP = struct.Struct("!II")
 
 _CER_COMMAND = DICTIONARY.commands[(0, CER)]
 _DWR_COMMAND = DICTIONARY.commands[(0, DWR)]
 _DPR_COMMAND = DICTIONARY.commands[(0, DPR)]
-
-
-class Role(enum.Enum):
-    RESPONDER = "responder"
-    INITIATOR = "initiator"
-
-
-class PeerState(enum.Enum):
-    """RFC 6733 §5.6 states (stable: CLOSED, I_OPEN, R_OPEN)."""
-
-    CLOSED = "Closed"
-    WAIT_CONN_ACK = "Wait-Conn-Ack"
-    WAIT_I_CEA = "Wait-I-CEA"
-    WAIT_CONN_ACK_ELECT = "Wait-Conn-Ack/Elect"
-    WAIT_RETURNS = "Wait-Returns"
-    R_OPEN = "R-Open"
-    I_OPEN = "I-Open"
-    CLOSING = "Closing"
-
-
-OPEN_STATES = frozenset({PeerState.R_OPEN, PeerState.I_OPEN})
-
-
-class PeerEvent(enum.Enum):
-    """RFC 6733 §5.6.2 events, plus three local refinements of Process-CER/-CEA outcomes."""
-
-    START = "Start"
-    R_CONN_CER = "R-Conn-CER"
-    I_RCV_CONN_ACK = "I-Rcv-Conn-Ack"
-    I_RCV_CONN_NACK = "I-Rcv-Conn-Nack"
-    TIMEOUT = "Timeout"
-    R_RCV_CER = "R-Rcv-CER"
-    I_RCV_CER = "I-Rcv-CER"
-    R_RCV_CEA = "R-Rcv-CEA"
-    I_RCV_CEA = "I-Rcv-CEA"
-    I_RCV_NON_CEA = "I-Rcv-Non-CEA"
-    I_PEER_DISC = "I-Peer-Disc"
-    R_PEER_DISC = "R-Peer-Disc"
-    R_RCV_DPR = "R-Rcv-DPR"
-    I_RCV_DPR = "I-Rcv-DPR"
-    R_RCV_DPA = "R-Rcv-DPA"
-    I_RCV_DPA = "I-Rcv-DPA"
-    WIN_ELECTION = "Win-Election"
-    SEND_MESSAGE = "Send-Message"
-    R_RCV_MESSAGE = "R-Rcv-Message"
-    I_RCV_MESSAGE = "I-Rcv-Message"
-    R_RCV_DWR = "R-Rcv-DWR"
-    I_RCV_DWR = "I-Rcv-DWR"
-    R_RCV_DWA = "R-Rcv-DWA"
-    I_RCV_DWA = "I-Rcv-DWA"
-    STOP = "Stop"
-    # Local: Process-CER rejects the CER (RFC 6733 §5.3: 5010, 3010, malformed -> CEA, close).
-    R_CONN_CER_REJECTED = "R-Conn-CER rejected"
-    # Local: the first message on an incoming connection is not a CER (§5.6.1: close).
-    R_CONN_NON_CER = "R-Conn-Non-CER"
-    # Local: Process-CEA finds a failure Result-Code or no common application (§5.3).
-    I_RCV_CEA_FAILED = "I-Rcv-CEA failed"
-
-
-class Action(enum.Enum):
-    """RFC 6733 §5.6.3 actions (I-/R- prefixes name the connection they act on)."""
-
-    I_SND_CONN_REQ = "I-Snd-Conn-Req"
-    R_ACCEPT = "R-Accept"
-    R_REJECT = "R-Reject"
-    PROCESS_CER = "Process-CER"
-    I_SND_CER = "I-Snd-CER"
-    R_SND_CEA = "R-Snd-CEA"
-    I_SND_CEA = "I-Snd-CEA"
-    R_SND_CEA_ERROR = "R-Snd-CEA (error)"
-    CLEANUP = "Cleanup"
-    ERROR = "Error"
-    PROCESS_CEA = "Process-CEA"
-    SND_DPR = "Snd-DPR"
-    SND_DPA = "Snd-DPA"
-    I_DISC = "I-Disc"
-    R_DISC = "R-Disc"
-    DISC = "Disc"
-    ELECT = "Elect"
-    SND_MESSAGE = "Snd-Message"
-    PROCESS = "Process"
-    PROCESS_DWR = "Process-DWR"
-    SND_DWA = "Snd-DWA"
-    PROCESS_DWA = "Process-DWA"
-
-
-S, E, A = PeerState, PeerEvent, Action
-
-# RFC 6733 §5.6, the peer state machine table: State / Event / Action / New State.
-TRANSITIONS: dict[tuple[PeerState, PeerEvent], tuple[tuple[Action, ...], PeerState]] = {
-    # Closed  Start  I-Snd-Conn-Req  Wait-Conn-Ack
-    (S.CLOSED, E.START): ((A.I_SND_CONN_REQ,), S.WAIT_CONN_ACK),
-    # Closed  R-Conn-CER  R-Accept, Process-CER, R-Snd-CEA  R-Open
-    (S.CLOSED, E.R_CONN_CER): ((A.R_ACCEPT, A.PROCESS_CER, A.R_SND_CEA), S.R_OPEN),
-    # local: Closed  R-Conn-CER that Process-CER rejects  R-Snd-CEA (error), R-Disc  Closed
-    (S.CLOSED, E.R_CONN_CER_REJECTED): ((A.R_SND_CEA_ERROR, A.R_DISC), S.CLOSED),
-    # local (§5.6.1): Closed  first message not a CER  R-Disc  Closed
-    (S.CLOSED, E.R_CONN_NON_CER): ((A.R_DISC,), S.CLOSED),
-    # local (§5.6.1): Closed  no CER within the timeout  R-Disc  Closed
-    (S.CLOSED, E.TIMEOUT): ((A.R_DISC,), S.CLOSED),
-    # local: Closed  Peer-Disc / Stop before any CER  Cleanup  Closed
-    (S.CLOSED, E.R_PEER_DISC): ((A.CLEANUP,), S.CLOSED),
-    (S.CLOSED, E.STOP): ((A.CLEANUP,), S.CLOSED),
-    # Wait-Conn-Ack  I-Rcv-Conn-Ack  I-Snd-CER  Wait-I-CEA
-    (S.WAIT_CONN_ACK, E.I_RCV_CONN_ACK): ((A.I_SND_CER,), S.WAIT_I_CEA),
-    # Wait-Conn-Ack  I-Rcv-Conn-Nack  Cleanup  Closed
-    (S.WAIT_CONN_ACK, E.I_RCV_CONN_NACK): ((A.CLEANUP,), S.CLOSED),
-    # Wait-Conn-Ack  R-Conn-CER  R-Accept, Process-CER  Wait-Conn-Ack/Elect
-    (S.WAIT_CONN_ACK, E.R_CONN_CER): ((A.R_ACCEPT, A.PROCESS_CER), S.WAIT_CONN_ACK_ELECT),
-    # Wait-Conn-Ack  Timeout  Error  Closed
-    (S.WAIT_CONN_ACK, E.TIMEOUT): ((A.ERROR,), S.CLOSED),
-    # local: Wait-Conn-Ack  Stop  Cleanup  Closed
-    (S.WAIT_CONN_ACK, E.STOP): ((A.CLEANUP,), S.CLOSED),
-    # Wait-I-CEA  I-Rcv-CEA  Process-CEA  I-Open
-    (S.WAIT_I_CEA, E.I_RCV_CEA): ((A.PROCESS_CEA,), S.I_OPEN),
-    # local: Wait-I-CEA  I-Rcv-CEA with a failure  Error  Closed
-    (S.WAIT_I_CEA, E.I_RCV_CEA_FAILED): ((A.ERROR,), S.CLOSED),
-    # Wait-I-CEA  R-Conn-CER  R-Accept, Process-CER, Elect  Wait-Returns
-    (S.WAIT_I_CEA, E.R_CONN_CER): ((A.R_ACCEPT, A.PROCESS_CER, A.ELECT), S.WAIT_RETURNS),
-    # Wait-I-CEA  I-Peer-Disc  I-Disc  Closed
-    (S.WAIT_I_CEA, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
-    # Wait-I-CEA  I-Rcv-Non-CEA  Error  Closed
-    (S.WAIT_I_CEA, E.I_RCV_NON_CEA): ((A.ERROR,), S.CLOSED),
-    # Wait-I-CEA  Timeout  Error  Closed
-    (S.WAIT_I_CEA, E.TIMEOUT): ((A.ERROR,), S.CLOSED),
-    # local: Wait-I-CEA  Stop  I-Disc  Closed
-    (S.WAIT_I_CEA, E.STOP): ((A.I_DISC,), S.CLOSED),
-    # Wait-Conn-Ack/Elect  I-Rcv-Conn-Ack  I-Snd-CER, Elect  Wait-Returns
-    (S.WAIT_CONN_ACK_ELECT, E.I_RCV_CONN_ACK): ((A.I_SND_CER, A.ELECT), S.WAIT_RETURNS),
-    # Wait-Conn-Ack/Elect  I-Rcv-Conn-Nack  R-Snd-CEA  R-Open
-    (S.WAIT_CONN_ACK_ELECT, E.I_RCV_CONN_NACK): ((A.R_SND_CEA,), S.R_OPEN),
-    # Wait-Conn-Ack/Elect  R-Peer-Disc  R-Disc  Wait-Conn-Ack
-    (S.WAIT_CONN_ACK_ELECT, E.R_PEER_DISC): ((A.R_DISC,), S.WAIT_CONN_ACK),
-    # Wait-Conn-Ack/Elect  R-Conn-CER  R-Reject  Wait-Conn-Ack/Elect
-    (S.WAIT_CONN_ACK_ELECT, E.R_CONN_CER): ((A.R_REJECT,), S.WAIT_CONN_ACK_ELECT),
-    # Wait-Conn-Ack/Elect  Timeout  Error  Closed (the responder connection closes with it)
-    (S.WAIT_CONN_ACK_ELECT, E.TIMEOUT): ((A.ERROR, A.R_DISC), S.CLOSED),
-    # Wait-Returns  Win-Election  I-Disc, R-Snd-CEA  R-Open
-    (S.WAIT_RETURNS, E.WIN_ELECTION): ((A.I_DISC, A.R_SND_CEA), S.R_OPEN),
-    # Wait-Returns  I-Peer-Disc  I-Disc, R-Snd-CEA  R-Open
-    (S.WAIT_RETURNS, E.I_PEER_DISC): ((A.I_DISC, A.R_SND_CEA), S.R_OPEN),
-    # local: Wait-Returns  I-Rcv-CEA with a failure: as I-Peer-Disc
-    (S.WAIT_RETURNS, E.I_RCV_CEA_FAILED): ((A.I_DISC, A.R_SND_CEA), S.R_OPEN),
-    # Wait-Returns  I-Rcv-CEA  R-Disc  I-Open (the CEA is processed to open the connection)
-    (S.WAIT_RETURNS, E.I_RCV_CEA): ((A.R_DISC, A.PROCESS_CEA), S.I_OPEN),
-    # Wait-Returns  R-Peer-Disc  R-Disc  Wait-I-CEA
-    (S.WAIT_RETURNS, E.R_PEER_DISC): ((A.R_DISC,), S.WAIT_I_CEA),
-    # Wait-Returns  R-Conn-CER  R-Reject  Wait-Returns
-    (S.WAIT_RETURNS, E.R_CONN_CER): ((A.R_REJECT,), S.WAIT_RETURNS),
-    # Wait-Returns  Timeout  Error  Closed
-    (S.WAIT_RETURNS, E.TIMEOUT): ((A.ERROR, A.R_DISC), S.CLOSED),
-    # R-Open  Send-Message  R-Snd-Message  R-Open
-    (S.R_OPEN, E.SEND_MESSAGE): ((A.SND_MESSAGE,), S.R_OPEN),
-    # R-Open  R-Rcv-Message  Process  R-Open
-    (S.R_OPEN, E.R_RCV_MESSAGE): ((A.PROCESS,), S.R_OPEN),
-    # R-Open  R-Rcv-DWR  Process-DWR, R-Snd-DWA  R-Open
-    (S.R_OPEN, E.R_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.R_OPEN),
-    # R-Open  R-Rcv-DWA  Process-DWA  R-Open
-    (S.R_OPEN, E.R_RCV_DWA): ((A.PROCESS_DWA,), S.R_OPEN),
-    # R-Open  R-Conn-CER  R-Reject  R-Open
-    (S.R_OPEN, E.R_CONN_CER): ((A.R_REJECT,), S.R_OPEN),
-    # R-Open  Stop  R-Snd-DPR  Closing
-    (S.R_OPEN, E.STOP): ((A.SND_DPR,), S.CLOSING),
-    # R-Open  R-Rcv-DPR  R-Snd-DPA  Closing
-    (S.R_OPEN, E.R_RCV_DPR): ((A.SND_DPA,), S.CLOSING),
-    # R-Open  R-Peer-Disc  R-Disc  Closed
-    (S.R_OPEN, E.R_PEER_DISC): ((A.R_DISC,), S.CLOSED),
-    # R-Open  R-Rcv-CER  R-Snd-CEA  R-Open
-    (S.R_OPEN, E.R_RCV_CER): ((A.R_SND_CEA,), S.R_OPEN),
-    # R-Open  R-Rcv-CEA  Process-CEA  R-Open
-    (S.R_OPEN, E.R_RCV_CEA): ((A.PROCESS_CEA,), S.R_OPEN),
-    # I-Open  Send-Message  I-Snd-Message  I-Open
-    (S.I_OPEN, E.SEND_MESSAGE): ((A.SND_MESSAGE,), S.I_OPEN),
-    # I-Open  I-Rcv-Message  Process  I-Open
-    (S.I_OPEN, E.I_RCV_MESSAGE): ((A.PROCESS,), S.I_OPEN),
-    # I-Open  I-Rcv-DWR  Process-DWR, I-Snd-DWA  I-Open
-    (S.I_OPEN, E.I_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.I_OPEN),
-    # I-Open  I-Rcv-DWA  Process-DWA  I-Open
-    (S.I_OPEN, E.I_RCV_DWA): ((A.PROCESS_DWA,), S.I_OPEN),
-    # I-Open  R-Conn-CER  R-Reject  I-Open
-    (S.I_OPEN, E.R_CONN_CER): ((A.R_REJECT,), S.I_OPEN),
-    # I-Open  Stop  I-Snd-DPR  Closing
-    (S.I_OPEN, E.STOP): ((A.SND_DPR,), S.CLOSING),
-    # I-Open  I-Rcv-DPR  I-Snd-DPA  Closing
-    (S.I_OPEN, E.I_RCV_DPR): ((A.SND_DPA,), S.CLOSING),
-    # I-Open  I-Peer-Disc  I-Disc  Closed
-    (S.I_OPEN, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
-    # I-Open  I-Rcv-CER  I-Snd-CEA  I-Open
-    (S.I_OPEN, E.I_RCV_CER): ((A.I_SND_CEA,), S.I_OPEN),
-    # I-Open  I-Rcv-CEA  Process-CEA  I-Open
-    (S.I_OPEN, E.I_RCV_CEA): ((A.PROCESS_CEA,), S.I_OPEN),
-    # Closing  I-Rcv-Message  Process  Closing
-    (S.CLOSING, E.I_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),
-    # Closing  R-Rcv-Message  Process  Closing
-    (S.CLOSING, E.R_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),
-    # local: Closing  Rcv-DWR  Process-DWR, Snd-DWA  Closing (the peer may not have seen our DPR)
-    (S.CLOSING, E.R_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.CLOSING),
-    (S.CLOSING, E.I_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.CLOSING),
-    # Closing  I-Rcv-DPA  I-Disc  Closed
-    (S.CLOSING, E.I_RCV_DPA): ((A.I_DISC,), S.CLOSED),
-    # Closing  R-Rcv-DPA  R-Disc  Closed
-    (S.CLOSING, E.R_RCV_DPA): ((A.R_DISC,), S.CLOSED),
-    # Closing  Timeout  Error  Closed
-    (S.CLOSING, E.TIMEOUT): ((A.ERROR,), S.CLOSED),
-    # Closing  I-Peer-Disc  I-Disc  Closed
-    (S.CLOSING, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
-    # Closing  R-Peer-Disc  R-Disc  Closed
-    (S.CLOSING, E.R_PEER_DISC): ((A.R_DISC,), S.CLOSED),
-}
-del S, E, A
-
-# Received messages by (role, is request, command code) -> event; other commands: *-Rcv-Message.
-_RECEIVE_EVENTS = {
-    (Role.RESPONDER, True, CER): PeerEvent.R_RCV_CER,
-    (Role.RESPONDER, False, CER): PeerEvent.R_RCV_CEA,
-    (Role.RESPONDER, True, DWR): PeerEvent.R_RCV_DWR,
-    (Role.RESPONDER, False, DWR): PeerEvent.R_RCV_DWA,
-    (Role.RESPONDER, True, DPR): PeerEvent.R_RCV_DPR,
-    (Role.RESPONDER, False, DPR): PeerEvent.R_RCV_DPA,
-    (Role.INITIATOR, True, CER): PeerEvent.I_RCV_CER,
-    (Role.INITIATOR, False, CER): PeerEvent.I_RCV_CEA,
-    (Role.INITIATOR, True, DWR): PeerEvent.I_RCV_DWR,
-    (Role.INITIATOR, False, DWR): PeerEvent.I_RCV_DWA,
-    (Role.INITIATOR, True, DPR): PeerEvent.I_RCV_DPR,
-    (Role.INITIATOR, False, DPR): PeerEvent.I_RCV_DPA,
-}
-_RCV_MESSAGE = {Role.RESPONDER: PeerEvent.R_RCV_MESSAGE, Role.INITIATOR: PeerEvent.I_RCV_MESSAGE}
-_PEER_DISC = {Role.RESPONDER: PeerEvent.R_PEER_DISC, Role.INITIATOR: PeerEvent.I_PEER_DISC}
-
-_COMMAND_NAMES: dict[tuple[int, bool], str] = {}
-
-
-def command_name(code: int, is_request: bool) -> str:
-    name = _COMMAND_NAMES.get((code, is_request))
-    if name is None:
-        name = _COMMAND_NAMES[(code, is_request)] = DICTIONARY.command_name(code, is_request)
-    return name
-
-
-def result_code_of(raw: bytes) -> int | None:
-    """Result-Code, else Experimental-Result-Code, of an encoded answer (AVP headers walked)."""
-    found = _scan_u32(raw, HEADER_LENGTH, len(raw), RESULT_CODE, EXPERIMENTAL_RESULT)
-    if isinstance(found, tuple):
-        start, stop = found
-        inner = _scan_u32(raw, start, stop, EXPERIMENTAL_RESULT_CODE, None)
-        return inner if isinstance(inner, int) else None
-    return found
-
-
-def _scan_u32(
-    raw: bytes, offset: int, end: int, code_wanted: int, group: int | None
-) -> int | tuple[int, int] | None:
-    """The Unsigned32 value of base AVP ``code_wanted`` in ``raw[offset:end]``; failing that, the
-    data span of the base Grouped AVP ``group``; None when neither is there."""
-    span: tuple[int, int] | None = None
-    while offset + 8 <= end:
-        code, flags_length = _AVP.unpack_from(raw, offset)
-        length = flags_length & 0xFFFFFF
-        vendor_bit = flags_length >> 31
-        start = offset + (12 if vendor_bit else 8)
-        if length < start - offset or offset + length > end:
-            return span
-        if not vendor_bit:
-            if code == code_wanted and length == 12:
-                return int.from_bytes(raw[start : start + 4], "big")
-            if code == group and span is None:
-                span = (start, offset + length)
-        offset += (length + 3) & ~3
-    return span
 
 
 class Peer:
@@ -421,7 +157,7 @@ class Peer:
             owner._wake()
             self._disconnect("peer disconnected", now)
         elif not self.closed:
-            self._fire(_PEER_DISC[self.role], now)
+            self._fire(PEER_DISC[self.role], now)
             self._disconnect("peer disconnected", now)
         return self._take_events()
 
@@ -588,7 +324,7 @@ class Peer:
         if self.state in OPEN_STATES:
             is_dwa = not is_request and code == DWR
             self._watchdog_actions(self.watchdog.receive(is_dwa, now), now)
-        event = _RECEIVE_EVENTS.get((self.role, is_request, code), _RCV_MESSAGE[self.role])
+        event = RECEIVE_EVENTS.get((self.role, is_request, code), RCV_MESSAGE[self.role])
         if self.state in (PeerState.WAIT_I_CEA, PeerState.WAIT_RETURNS):
             if event is PeerEvent.I_RCV_CEA:
                 if not self._check_cea(raw, now):
@@ -706,7 +442,8 @@ class Peer:
                 if replay is not None:
                     self._write_answer(replay)
                 return
-        problem, app, command = self._check_request(message)
+        common = self.info.applications if self.info else frozenset()
+        problem, app, command = first_problem(message, self.node, common)
         if problem is not None or app is None or command is None:
             assert problem is not None
             body = app.error_answer_body if app else ()
@@ -733,48 +470,6 @@ class Peer:
         self._events.append(
             RequestReceived(message, raw, info, app, app.handlers[message.command_code], key)
         )
-
-    def _check_request(
-        self, message: Message
-    ) -> tuple[Problem | None, Application | None, CommandDef | None]:
-        """The first reason not to hand ``message`` to its application, in RFC 6733 order."""
-        code, app_id = message.command_code, message.application_id
-        app = self.node.applications.get(app_id)
-        command = DICTIONARY.command(app_id, code)
-        problem = check_header(message, command)
-        if problem is not None:
-            return problem, app, command
-        if code not in DICTIONARY.command_codes:
-            # RFC 6733 §7.1.3: 3001 DIAMETER_COMMAND_UNSUPPORTED.
-            return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
-        common = self.info.applications if self.info else frozenset()
-        if app is None or (app_id not in common and RELAY_APPLICATION_ID not in common):
-            # RFC 6733 §7.1.3: 3007 DIAMETER_APPLICATION_UNSUPPORTED.
-            return (
-                _problem(ResultCode.DIAMETER_APPLICATION_UNSUPPORTED, f"application {app_id}"),
-                app,
-                None,
-            )
-        if command is None or code not in app.handlers:
-            return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
-        if message.problem is not None:
-            return message.problem, app, command
-        destination_host = _identity(message, DESTINATION_HOST)
-        if destination_host is not None and destination_host != self.node.identity.origin_host.lower():
-            # RFC 6733 §6.1: not for us and we do not relay: 3002 DIAMETER_UNABLE_TO_DELIVER.
-            return (
-                _problem(ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"Destination-Host {destination_host}"),
-                app,
-                command,
-            )
-        destination_realm = _identity(message, DESTINATION_REALM)
-        if destination_realm is not None and destination_realm not in self.node.served_realms:
-            return (
-                _problem(ResultCode.DIAMETER_REALM_NOT_SERVED, f"Destination-Realm {destination_realm}"),
-                app,
-                command,
-            )
-        return check_request(message, command), app, command
 
     def _release(self, request: RequestReceived) -> None:
         self.in_flight -= 1
@@ -1040,18 +735,3 @@ _ACTIONS: dict[Action, Callable[[Peer, float, dict[str, Any]], None]] = {
     Action.SND_DWA: Peer._act_snd_dwa,
     Action.PROCESS_DWA: Peer._act_process_dwa,
 }
-
-
-def _problem(result_code: int, text: str) -> Problem:
-    return Problem(result_code, None, text)
-
-
-def _identity(message: Message, code: int) -> str | None:
-    avp = message.find(code)
-    if avp is None:
-        return None
-    try:
-        value: str = avp.value
-    except DecodeError:
-        return None  # check_request reports it with its own code
-    return value.lower()

@@ -34,8 +34,10 @@ def _is_transport(path: Path) -> bool:
 
 
 def test_there_are_modules_to_check() -> None:
-    names = {p.name for p in _modules()}
-    assert {"peer.py", "watchdog.py", "codec.py", "transport.py"} <= names
+    names = {str(p.relative_to(PACKAGE)) for p in _modules()}
+    assert {"peer.py", "watchdog.py", "codec.py", "transport/connection.py"} <= names
+    assert any(_is_transport(p) for p in _modules())
+    assert not _is_transport(PACKAGE / "peer.py")
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -10,9 +10,8 @@ import struct
 
 import pytest
 
-from diameter import transport
 from diameter.settings import ListenEndpoint, TransportSettings
-from diameter.transport import Client, Server, sctp_socket, sctp_unavailable
+from diameter.transport import Client, Server, sctp_socket, sctp_unavailable, sockets
 from tests.diameter.test_peer_helpers import EIR_HOST, ecr_message, eir_node, mme_node
 
 REASON = sctp_unavailable()
@@ -23,8 +22,8 @@ def test_sctp_socket_sends_ppid_46_by_default() -> None:
     sock = sctp_socket()
     try:
         proto = getattr(socket, "IPPROTO_SCTP", 132)
-        info = sock.getsockopt(proto, 10, transport._SNDRCVINFO.size)
-        ppid = transport._SNDRCVINFO.unpack(info)[3]
+        info = sock.getsockopt(proto, 10, sockets.SNDRCVINFO.size)
+        ppid = sockets.SNDRCVINFO.unpack(info)[3]
         assert socket.ntohl(ppid) == 46
         assert sock.getsockopt(proto, 3) == 1  # SCTP_NODELAY
     finally:
@@ -46,7 +45,7 @@ async def test_sctp_cer_cea_and_request() -> None:
         await server.stop(timeout=1.0)
 
 
-@pytest.mark.skipif(transport._pysctp() is None, reason="SCTP multi-homing needs pysctp (extra 'sctp')")
+@pytest.mark.skipif(sockets.pysctp() is None, reason="SCTP multi-homing needs pysctp (extra 'sctp')")
 async def test_sctp_multihomed_server_advertises_every_address() -> None:
     endpoint = ListenEndpoint("sctp", "127.0.0.1", 0, extra_addresses=("127.0.0.2",))
     server = Server(eir_node(), TransportSettings(listen=(endpoint,)))

@@ -1,0 +1,227 @@
+"""The initiating side (an MME simulator): ``Client.connect`` does CER/CEA, the core answers
+DWR, ``request`` matches answers by Hop-by-Hop within a bounded window, ``close`` sends DPR.
+``request_raw`` and ``send_raw`` are the fast paths for pre-encoded requests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable, Iterable
+
+from diameter.application import PeerInfo
+from diameter.codec import Message, decode_message
+from diameter.dictionary.base_rfc6733 import DisconnectCause
+from diameter.errors import DiameterError
+from diameter.events import AnswerReceived, Event, PeerDown, PeerUp
+from diameter.node import Node
+from diameter.peer import Peer, Role
+from diameter.settings import TransportSettings
+from diameter.transport.connection import PeerConnection
+from diameter.transport.sockets import bind_sctp, pysctp, sctp_socket, sctp_unavailable
+
+
+class ClientClosed(DiameterError):
+    """The connection closed before the answer came."""
+
+    result_code = 3002
+
+
+class WindowFull(DiameterError):
+    """``send_raw`` with the window of outstanding requests full."""
+
+    result_code = 3004
+
+
+class Client:
+    """An initiator connection: ``await Client.connect(node, host, port)``."""
+
+    def __init__(self, node: Node, *, max_outstanding: int = 1024) -> None:
+        self.node = node
+        self.max_outstanding = max_outstanding
+        self.connection: PeerConnection | None = None
+        self.info: PeerInfo | None = None
+        self.down_reason: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._up: asyncio.Future[PeerInfo] = self._loop.create_future()
+        self._pending: dict[int, asyncio.Future[bytes] | Callable[[int, bytes], None]] = {}
+        self._window = asyncio.Semaphore(max_outstanding)
+
+    @classmethod
+    async def connect(
+        cls,
+        node: Node,
+        host: str | Iterable[str],
+        port: int,
+        *,
+        transport: str = "tcp",
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        local_addresses: tuple[str, ...] = (),
+        peer_host: str | None = None,
+        max_outstanding: int = 1024,
+        settings: TransportSettings | None = None,
+    ) -> Client:
+        """Connect, exchange CER/CEA and return once the peer is I-Open (raises otherwise).
+
+        ``host`` may list several addresses for an SCTP multi-homed association."""
+        client = cls(node, max_outstanding=max_outstanding)
+        loop = client._loop
+        hosts = [host] if isinstance(host, str) else list(host)
+        peer = Peer(node, Role.INITIATOR, loop.time(), transport=transport, peer_host=peer_host)
+        peer.start(loop.time())
+        connection = PeerConnection(
+            node,
+            Role.INITIATOR,
+            transport_name=transport,
+            settings=settings,
+            peer=peer,
+            local_addresses=local_addresses,
+            on_event=client._on_event,
+        )
+        client.connection = connection
+        try:
+            if transport == "sctp":
+                sock = await client._sctp_connect(hosts, port, local_addresses)
+                await loop.create_connection(lambda: connection, sock=sock)
+            else:
+                local_addr = (local_addresses[0], 0) if local_addresses else None
+                await loop.create_connection(
+                    lambda: connection,
+                    hosts[0],
+                    port,
+                    ssl=ssl_context if transport == "tls" else None,
+                    server_hostname=server_hostname if transport == "tls" else None,
+                    local_addr=local_addr,
+                )
+        except OSError:
+            peer.connection_failed(loop.time())
+            raise
+        timeout = node.settings.cea_timeout + 1.0
+        try:
+            client.info = await asyncio.wait_for(asyncio.shield(client._up), timeout)
+        except BaseException:
+            connection.abort()
+            raise
+        return client
+
+    async def _sctp_connect(
+        self, hosts: list[str], port: int, local_addresses: tuple[str, ...]
+    ) -> socket.socket:
+        reason = sctp_unavailable()
+        if reason is not None:
+            raise DiameterError(f"cannot connect over SCTP: {reason}")
+        family = socket.AF_INET6 if ":" in hosts[0] else socket.AF_INET
+        sock = sctp_socket(family)
+        if local_addresses:
+            bind_sctp(sock, local_addresses, 0)
+        if len(hosts) > 1:
+            sctp = pysctp()
+            if sctp is None:
+                raise DiameterError("SCTP multi-homing needs pysctp (the 'sctp' extra)")
+            sock.setblocking(True)
+            await asyncio.to_thread(
+                sctp.sctpsocket_tcp(family, sock).connectx, [(h, port) for h in hosts]
+            )
+            sock.setblocking(False)
+        else:
+            await self._loop.sock_connect(sock, (hosts[0], port))
+        return sock
+
+    # -- events ---------------------------------------------------------------------------------
+    def _on_event(self, connection: PeerConnection, event: Event) -> None:
+        if isinstance(event, AnswerReceived):
+            waiter = self._pending.pop(event.hop_by_hop, None)
+            if waiter is None:
+                return
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result(event.raw)
+            else:
+                waiter(event.hop_by_hop, event.raw)
+        elif isinstance(event, PeerUp):
+            if not self._up.done():
+                self._up.set_result(event.info)
+        elif isinstance(event, PeerDown):
+            self.down_reason = event.reason
+            error = ClientClosed(f"connection closed: {event.reason}")
+            if not self._up.done():
+                self._up.set_exception(error)
+            pending, self._pending = self._pending, {}
+            for waiter in pending.values():
+                if isinstance(waiter, asyncio.Future) and not waiter.done():
+                    waiter.set_exception(error)
+
+    # -- requests -------------------------------------------------------------------------------
+    @property
+    def peer(self) -> Peer:
+        assert self.connection is not None and self.connection.peer is not None
+        return self.connection.peer
+
+    @property
+    def is_open(self) -> bool:
+        return self.connection is not None and self.peer.is_open
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    async def request(self, message: Message, timeout: float | None = None) -> Message:
+        """Send a request (Hop-by-Hop and, when zero, End-to-End are filled in) and await its
+        answer, decoded."""
+        async with self._window:
+            hop_by_hop = self.peer.send_request(message, self._loop.time())
+            raw = await self._wait(hop_by_hop, timeout)
+        return decode_message(raw)
+
+    async def request_raw(self, raw: bytes | bytearray, timeout: float | None = None) -> bytes:
+        """Fast path: pre-encoded request bytes (their Hop-by-Hop is rewritten) -> answer bytes."""
+        async with self._window:
+            hop_by_hop = self.peer.send_raw_request(raw, self._loop.time())
+            return await self._wait(hop_by_hop, timeout)
+
+    def send_raw(self, raw: bytes | bytearray, on_answer: Callable[[int, bytes], None]) -> int:
+        """Fastest path: no future per request. Returns the Hop-by-Hop Identifier used;
+        ``on_answer(hop_by_hop, answer_bytes)`` is called when the answer arrives. Raises
+        ``WindowFull`` when ``max_outstanding`` requests are waiting."""
+        if len(self._pending) >= self.max_outstanding:
+            raise WindowFull("window of outstanding requests full")
+        hop_by_hop = self.peer.send_raw_request(raw, self._loop.time())
+        self._pending[hop_by_hop] = on_answer
+        self._flush()
+        return hop_by_hop
+
+    async def _wait(self, hop_by_hop: int, timeout: float | None) -> bytes:
+        future: asyncio.Future[bytes] = self._loop.create_future()
+        self._pending[hop_by_hop] = future
+        self._flush()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            self._pending.pop(hop_by_hop, None)
+            if self.connection is not None and self.connection.peer is not None:
+                self.peer.forget_request(hop_by_hop)
+            raise
+
+    def _flush(self) -> None:
+        if self.connection is not None:
+            self.connection._flush()
+
+    async def close(
+        self, cause: int = DisconnectCause.REBOOTING, timeout: float | None = None
+    ) -> None:
+        """Graceful close: DPR, then the DPA (we close on it, RFC 6733 §5.4) or the timeout."""
+        connection = self.connection
+        if connection is None:
+            return
+        connection.stop(cause)
+        wait = timeout if timeout is not None else self.node.settings.dpa_timeout + 1.0
+        try:
+            await asyncio.wait_for(asyncio.shield(connection.closed), wait)
+        except TimeoutError:
+            connection.abort()
+            await connection.closed
+
+    async def wait_closed(self) -> None:
+        if self.connection is not None:
+            await self.connection.closed

@@ -1,0 +1,216 @@
+"""One transport connection driving one sans-IO ``Peer`` core (the aioquic shape: the adapter
+feeds bytes, drains events, writes what the core wants sent and keeps one timer).
+
+Application handlers run here: a synchronous answer is written at once, an awaitable runs as one
+task per request and is answered when it finishes; a handler that raises gets 5012.
+Backpressure: reading pauses while the peer does not drain our writes (write water marks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from diameter.codec import Message
+from diameter.events import Event, RequestReceived
+from diameter.node import Node
+from diameter.peer import Peer, Role
+from diameter.settings import TransportSettings
+from diameter.transport.sockets import set_nodelay
+
+log = logging.getLogger(__name__)
+
+
+class PeerConnection(asyncio.Protocol):
+    """Drives one ``Peer`` core from an asyncio transport."""
+
+    def __init__(
+        self,
+        node: Node,
+        role: Role,
+        *,
+        transport_name: str = "tcp",
+        settings: TransportSettings | None = None,
+        peer: Peer | None = None,
+        local_addresses: tuple[str, ...] = (),
+        on_event: Callable[[PeerConnection, Event], None] | None = None,
+        on_open: Callable[[PeerConnection], None] | None = None,
+    ) -> None:
+        self.node = node
+        self.on_open = on_open
+        self.role = role
+        self.transport_name = transport_name
+        self.settings = settings or TransportSettings()
+        self.peer: Peer | None = peer
+        self.local_addresses = local_addresses
+        self.on_event = on_event
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.on_open is not None:
+            self.on_open(self)
+        set_nodelay(transport)
+        transport.set_write_buffer_limits(
+            high=self.settings.write_high_water, low=self.settings.write_low_water
+        )
+        peername = transport.get_extra_info("peername")
+        remote = (str(peername[0]), int(peername[1])) if peername else None
+        local = self.local_addresses
+        if not local:
+            sockname = transport.get_extra_info("sockname")
+            if sockname and sockname[0] not in ("0.0.0.0", "::"):
+                local = (str(sockname[0]),)
+        now = self._loop.time()
+        if self.peer is None:
+            self.peer = Peer(
+                self.node,
+                self.role,
+                now,
+                remote_address=remote,
+                local_addresses=local,
+                transport=self.transport_name,
+            )
+        else:
+            self.peer.remote_address = remote
+            self.peer.local_addresses = local
+        self.peer.on_wakeup = self._wakeup
+        if self.role is Role.INITIATOR:
+            self._handle(self.peer.connection_made(now))
+        else:
+            self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        assert peer is not None
+        try:
+            events = peer.receive_data(data, self._loop.time())
+        except Exception:
+            # A bug met by one peer's bytes closes that connection only, never the server.
+            log.exception("%r: unexpected error on received data; closing", peer)
+            self.abort()
+            return
+        self._handle(events)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.peer is not None:
+            events = self.peer.connection_lost(self._loop.time())
+            for event in events:
+                self._dispatch(event)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        # Backpressure: the peer does not read its answers; stop reading its requests.
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # -- events ---------------------------------------------------------------------------------
+    def _handle(self, events: list[Event]) -> None:
+        for event in events:
+            self._dispatch(event)
+        self._flush()
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self._request(event)
+        elif self.on_event is not None:
+            self.on_event(self, event)
+
+    def _request(self, event: RequestReceived) -> None:
+        peer = self.peer
+        assert peer is not None
+        try:
+            result = event.handler(event.message, event.peer)
+        except Exception as exc:
+            log.exception("handler for %r failed", event.message)
+            peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
+            return
+        if isinstance(result, (bytes, Message)):
+            peer.send_answer(event, result, self._loop.time())
+            return
+        try:
+            future = asyncio.ensure_future(result)
+        except TypeError:
+            log.error("handler returned %r, neither an answer nor an awaitable", type(result))
+            peer.fail_request(event, self._loop.time(), "handler returned no answer")
+            return
+        task = self._loop.create_task(self._await(event, future))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _await(self, event: RequestReceived, future: asyncio.Future[Any]) -> None:
+        peer = self.peer
+        assert peer is not None
+        try:
+            answer = await future
+        except asyncio.CancelledError:
+            peer.abandon_request(event)
+            raise
+        except Exception as exc:
+            log.exception("handler for %r failed", event.message)
+            peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
+        else:
+            if isinstance(answer, (bytes, Message)):
+                peer.send_answer(event, answer, self._loop.time())
+            else:
+                log.error("handler returned %r, not an answer", type(answer))
+                peer.fail_request(event, self._loop.time(), "handler returned no answer")
+        self._flush()
+
+    def _wakeup(self) -> None:
+        """Another connection changed this one (election, duplicate answer)."""
+        if self.peer is not None and self.transport is not None:
+            self._loop.call_soon(self._handle, self.peer.next_events())
+
+    # -- output and timer -----------------------------------------------------------------------
+    def _flush(self) -> None:
+        peer, transport = self.peer, self.transport
+        if peer is None or transport is None:
+            return
+        data = peer.data_to_send()
+        if data and not transport.is_closing():
+            transport.write(data)
+        if peer.should_close:
+            if not transport.is_closing():
+                transport.close()
+            return
+        deadline = peer.next_deadline()
+        if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.peer is not None:
+            self._handle(self.peer.handle_timeout(self._loop.time()))
+
+    def stop(self, cause: int) -> None:
+        if self.peer is not None:
+            self._handle(self.peer.stop(cause, self._loop.time()))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

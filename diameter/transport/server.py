@@ -1,0 +1,142 @@
+"""The listening side: a ``Server`` serves a node's applications on every endpoint of a
+``TransportSettings`` (TCP, TLS, SCTP) and stops gracefully (RFC 6733 §5.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+
+from diameter.application import PeerInfo
+from diameter.dictionary.base_rfc6733 import DisconnectCause
+from diameter.errors import DiameterError
+from diameter.events import Event, PeerDown, PeerUp
+from diameter.node import Node
+from diameter.peer import Role
+from diameter.settings import ListenEndpoint, TransportSettings
+from diameter.transport.connection import PeerConnection
+from diameter.transport.sockets import bind_sctp, sctp_socket, sctp_unavailable, server_ssl_context
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Listens on every endpoint of ``settings`` and serves ``node``'s applications."""
+
+    def __init__(
+        self,
+        node: Node,
+        settings: TransportSettings | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.node = node
+        self.settings = settings or TransportSettings()
+        node.max_in_flight_total = self.settings.max_in_flight_total
+        self._ssl_context = ssl_context
+        self._servers: list[tuple[ListenEndpoint, asyncio.Server]] = []
+        self.connections: set[PeerConnection] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for endpoint in self.settings.listen:
+            server = await self._listen(loop, endpoint)
+            self._servers.append((endpoint, server))
+            log.info("listening on %s", [s.getsockname() for s in server.sockets])
+
+    async def _listen(self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint) -> asyncio.Server:
+        name = endpoint.transport
+        if name == "tcp":
+            return await loop.create_server(
+                lambda: self._protocol("tcp"), endpoint.host, endpoint.port, reuse_address=True
+            )
+        if name == "tls":
+            context = self._ssl_context or server_ssl_context(self.settings)
+            return await loop.create_server(
+                lambda: self._protocol("tls"),
+                endpoint.host,
+                endpoint.port,
+                ssl=context,
+                reuse_address=True,
+            )
+        if name == "sctp":
+            reason = sctp_unavailable()
+            if reason is not None:
+                raise DiameterError(f"cannot listen on SCTP: {reason}")
+            addresses = (endpoint.host, *endpoint.extra_addresses)
+            family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+            sock = sctp_socket(family)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            bind_sctp(sock, addresses, endpoint.port)
+            sock.listen(128)
+            return await loop.create_server(
+                lambda: self._protocol("sctp", addresses), sock=sock
+            )
+        raise DiameterError(f"unknown transport {name!r}")
+
+    def _protocol(self, name: str, local: tuple[str, ...] = ()) -> PeerConnection:
+        connection = PeerConnection(
+            self.node,
+            Role.RESPONDER,
+            transport_name=name,
+            settings=self.settings,
+            local_addresses=local,
+            on_event=self._on_event,
+            on_open=self._opened,
+        )
+        return connection
+
+    def _opened(self, connection: PeerConnection) -> None:
+        # Registered once the transport is up: a failed TLS handshake leaves nothing behind.
+        self.connections.add(connection)
+        connection.closed.add_done_callback(lambda _: self.connections.discard(connection))
+
+    def _on_event(self, connection: PeerConnection, event: Event) -> None:
+        if isinstance(event, PeerUp):
+            log.info("peer %s up over %s", event.info.origin_host, connection.transport_name)
+        elif isinstance(event, PeerDown):
+            log.info("connection %s closed: %s", connection.peer, event.reason)
+
+    @property
+    def sockets(self) -> list[tuple[str, str, int]]:
+        """(transport, host, port) of every bound socket (port 0 resolved)."""
+        out = []
+        for endpoint, server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((endpoint.transport, str(host), int(port)))
+        return out
+
+    @property
+    def open_peers(self) -> list[PeerInfo]:
+        return [c.peer.info for c in self.connections if c.peer and c.peer.is_open and c.peer.info]
+
+    @property
+    def in_flight(self) -> int:
+        return self.node.in_flight_total
+
+    async def stop(self, cause: int = DisconnectCause.REBOOTING, timeout: float = 5.0) -> None:
+        """Graceful stop: stop accepting, let requests in flight finish, DPR to every peer,
+        wait for the DPAs (the peers close, RFC 6733 §5.4), close what is left at ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _, server in self._servers:
+            server.close()
+        tasks = {t for c in self.connections for t in c.tasks}
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 2)
+        for connection in list(self.connections):
+            connection.stop(cause)
+        waiting = [c.closed for c in self.connections if not c.closed.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, deadline - loop.time()))
+        for connection in list(self.connections):
+            for task in connection.tasks:
+                task.cancel()
+            connection.abort()
+        for _, server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
