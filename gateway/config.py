@@ -248,8 +248,8 @@ def parse_listen_url(url: str) -> ListenEndpoint:
         raise ValueError(f"bad address or port ({exc})") from None
     if port is None:
         port = _DEFAULT_PORTS[parts.scheme]
-    if not 1 <= port <= 65535:
-        raise ValueError("port must be 1-65535")
+    if not 0 <= port <= 65535:  # 0: any free port (tests, side-by-side instances)
+        raise ValueError("port must be 0-65535")
     return ListenEndpoint(parts.scheme, host, port)
 
 
@@ -261,8 +261,8 @@ def parse_host_port(text: str) -> tuple[str, int]:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     ipaddress.ip_address(host)  # ValueError names the address
     port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError("port must be 1-65535")
+    if not 0 <= port <= 65535:  # 0: any free port (tests, side-by-side instances)
+        raise ValueError("port must be 0-65535")
     return host, port
 
 

@@ -118,7 +118,7 @@ X-Operator = "example"
         ("[diameter]\nallowed_networks = [\"10.0.0.0/33\"]\n", "diameter.allowed_networks",
          "CIDR"),
         ("[metrics]\nlisten = \"127.0.0.1\"\n", "metrics.listen", "ADDRESS:PORT"),
-        ("[metrics]\nlisten = \"127.0.0.1:0\"\n", "metrics.listen", "1-65535"),
+        ("[metrics]\nlisten = \"127.0.0.1:70000\"\n", "metrics.listen", "0-65535"),
         ("[policy]\nunknown_equipment = [\"stolen\"]\n", "policy.unknown_equipment",
          "not a reason"),
         ("[policy.status]\nclean = \"BLACK\"\n", "policy.status.clean", "WHITELISTED"),
