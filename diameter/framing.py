@@ -25,7 +25,7 @@ class Framer:
         """Bytes received that do not yet make a whole message."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add received bytes; return every message now complete, oldest first."""
         buf = self._buffer
         if not buf:
@@ -48,7 +48,7 @@ class Framer:
             del buf[:offset]
         return out
 
-    def _length(self, buf: bytes | bytearray, offset: int = 0) -> int:
+    def _length(self, buf: bytes | bytearray | memoryview, offset: int = 0) -> int:
         version = buf[offset]
         length = int.from_bytes(buf[offset + 1 : offset + 4], "big")
         if version != 1:
@@ -64,6 +64,6 @@ class Framer:
         return length
 
     @staticmethod
-    def _header(buf: bytes | bytearray, offset: int) -> bytes | None:
+    def _header(buf: bytes | bytearray | memoryview, offset: int) -> bytes | None:
         head = bytes(buf[offset : offset + HEADER_LENGTH])
         return head if len(head) == HEADER_LENGTH else None
