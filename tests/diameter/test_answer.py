@@ -155,7 +155,7 @@ def test_failed_avp_error_message_and_error_reporting_host() -> None:
     failed = answer.find(279)
     assert failed is not None
     assert failed.children == [offender]
-    assert failed.encode().hex() == "00000117400000180000270f 4000000a 7a7a0000".replace(" ", "")
+    assert failed.encode().hex() == "00000117400000140000270f 4000000a 7a7a0000".replace(" ", "")
     again = decode_message(answer.encode())
     assert again.find(279) == failed
 
