@@ -63,7 +63,11 @@ class PeerInfo:
 
 
 class Observer(Protocol):
-    """Hook for metrics. ``direction`` is "in" or "out"; ``command`` a short name ("CER", "ECA")."""
+    """Hook for metrics. ``on_message``: ``direction`` "in" or "out", ``command`` a short name
+    ("CER", "ECA"), ``result_code`` of answers we send (None for requests and received messages).
+    ``on_peer_state``: ``peer`` is the ``diameter.peer.Peer`` connection (``peer.info`` once
+    open), states are ``PeerState`` members; a new connection reports ``None -> CLOSED`` and a
+    finished one ``CLOSED -> None``, so a gauge per state adds up to the live connections."""
 
     def on_message(self, direction: str, command: str, result_code: int | None) -> None: ...
 

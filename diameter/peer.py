@@ -122,6 +122,7 @@ class Peer:
         if role is Role.RESPONDER:
             # RFC 6733 §5.6.1: an incoming connection that sends no CER in time is closed.
             self._deadline = now + self.settings.cer_timeout
+        node.observer.on_peer_state(self, None, self.state)  # a new connection: None -> Closed
 
     # -- public API -----------------------------------------------------------------------------
     @property
@@ -543,6 +544,7 @@ class Peer:
         if self._key is not None and self.node.peers.get(self._key) is self:
             del self.node.peers[self._key]
         self._set_state(PeerState.CLOSED, now)
+        self.node.observer.on_peer_state(self, PeerState.CLOSED, None)  # the connection is gone
         reason = reason or self._down_reason or "closed"
         log.info("%r down: %s", self, reason)
         self._events.append(PeerDown(reason))

@@ -683,6 +683,19 @@ def test_observer_sees_messages_and_states() -> None:
     assert ("in", "ECR", None) in recorder.messages
     assert ("out", "ECA", 3003) in recorder.messages
     assert (peer, PeerState.CLOSED, PeerState.R_OPEN) in recorder.states
+    assert recorder.states[0] == (peer, None, PeerState.CLOSED)
+    peer.connection_lost(2.0)
+    assert recorder.states[-2:] == [
+        (peer, PeerState.R_OPEN, PeerState.CLOSED),
+        (peer, PeerState.CLOSED, None),
+    ]
+    live: dict[object, int] = {}
+    for _, old, new in recorder.states:
+        if old is not None:
+            live[old] = live.get(old, 0) - 1
+        if new is not None:
+            live[new] = live.get(new, 0) + 1
+    assert set(live.values()) == {0}  # gauges per state return to zero
 
 
 def test_result_code_of_reads_result_and_experimental_result() -> None:
