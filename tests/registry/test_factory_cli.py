@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import signal
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway import registry_source
 from gateway.cli import main
+from gateway.cli import registry as registry_cli
 from registry_client.client import HttpRegistryClient
 from registry_client.factory import build_source
 from registry_client.local import LocalRegistry
@@ -21,6 +23,24 @@ from registry_client.model import VerdictOrigin
 from registry_client.server import RegistryServer
 from registry_client.settings import RegistrySettings
 from tests.registry.conftest import NON_PARTICIPATING, OUTSIDE, SAMPLE, STOLEN, TOKEN
+
+# The registry commands alone (other command modules of the dispatcher are not needed here).
+STANDALONE = (
+    "import argparse, sys\n"
+    "from gateway.cli import registry\n"
+    "parser = argparse.ArgumentParser(prog='eir-gateway')\n"
+    "registry.register(parser.add_subparsers())\n"
+    "args = parser.parse_args(sys.argv[1:])\n"
+    "sys.exit(args.func(args))\n"
+)
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="eir-gateway")
+    registry_cli.register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
 
 
 async def test_build_source_backends(tmp_path: Path) -> None:
@@ -57,6 +77,7 @@ async def test_two_http_sources_on_the_default_metrics_registry() -> None:
 
 
 def test_cli_import_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the eir-gateway dispatcher (COMMAND_MODULES holds "registry")."""
     db = str(tmp_path / "cli.sqlite")
     assert main(["registry", "import", str(SAMPLE), "--database", db]) == 0
     assert "3 TACs and 3 reports" in capsys.readouterr().out
@@ -74,7 +95,7 @@ def test_cli_import_error_names_record(tmp_path: Path, capsys: pytest.CaptureFix
     db = str(tmp_path / "cli.sqlite")
     bad = tmp_path / "bad.csv"
     bad.write_text("kind,tac,participating\ntac,12345678,true\ntac,87654321,perhaps\n")
-    assert main(["registry", "import", str(SAMPLE), str(bad), "--database", db]) == 1
+    assert run_cli(["registry", "import", str(SAMPLE), str(bad), "--database", db]) == 1
     err = capsys.readouterr().err
     assert f"{bad}: line 3: participating" in err and "nothing imported" in err
     registry = LocalRegistry(db)
@@ -86,18 +107,18 @@ async def test_cli_check_over_http(
     server: RegistryServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["registry", "check", NON_PARTICIPATING, "--url", server.url, "--token", TOKEN]
-    assert await asyncio.to_thread(main, argv) == 0
+    assert await asyncio.to_thread(run_cli, argv) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["status"] == "unknown" and shown["origin"] == "online"
     argv[-1] = "wrong"
-    assert await asyncio.to_thread(main, argv) == 1
+    assert await asyncio.to_thread(run_cli, argv) == 1
 
 
 async def test_cli_serve_until_sigterm(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("# accepted tokens\nfile-token\n")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "registry", "serve", "--port", "0",
+        sys.executable, "-c", STANDALONE, "registry", "serve", "--port", "0",
         "--database", str(tmp_path / "served.sqlite"), "--seed", str(SAMPLE),
         "--token-file", str(tokens),
         stderr=asyncio.subprocess.PIPE,
