@@ -73,6 +73,7 @@ class Mme:
     ) -> Message:
         self._session += 1
         message = Message(ME_IDENTITY_CHECK, S13_APPLICATION_ID, FLAGS_REQUEST_PROXIABLE)
+        message.end_to_end = self.node.next_end_to_end()
         message.add("Session-Id", f"mme.test;1;{self._session}")
         message.add(
             "Vendor-Specific-Application-Id",
