@@ -4,7 +4,8 @@ A request is known by (Origin-Host in lower case, End-to-End Identifier), with o
 T flag. The first copy is processed; a copy arriving after its answer gets the same answer bytes
 (with its own Hop-by-Hop Identifier, which is per hop); a copy arriving while the first is still
 being processed waits and is answered when the first completes (so a retransmission on another
-connection after a failover still gets its answer). Entries expire ``window`` seconds after the
+connection after a failover still gets its answer; should the first copy never be answered, the
+waiting copies are dropped with it and their senders retransmit). Entries expire ``window`` seconds after the
 answer; the cache holds at most ``max_size`` entries, the oldest evicted first.
 """
 

@@ -207,7 +207,7 @@ class Peer:
             if (self.state, PeerEvent.STOP) in TRANSITIONS:
                 self._fire(PeerEvent.STOP, now)
             else:
-                self._disconnect("stopped", now)
+                self._abort("stopped", now)
         return self._take_events()
 
     def send_request(self, message: Message, now: float) -> int:
@@ -418,7 +418,7 @@ class Peer:
             body = app.error_answer_body if app else ()
             problem = Problem(exc.result_code, None, str(exc))
             self._write_answer(error_answer(request, self.node.identity, problem, body).encode())
-        self._disconnect(f"framing error: {exc}", now)
+        self._abort(f"framing error: {exc}", now)
 
     # -- application requests (Process) ---------------------------------------------------------
     def _process_request(self, raw: bytes, now: float) -> None:
@@ -548,6 +548,16 @@ class Peer:
         reason = reason or self._down_reason or "closed"
         log.info("%r down: %s", self, reason)
         self._events.append(PeerDown(reason))
+
+    def _abort(self, reason: str, now: float) -> None:
+        """Close outside of the table (stop mid-election, unframeable data): a responder
+        connection waiting on this one for an election closes with it."""
+        partner, self.partner = self.partner, None
+        self._disconnect(reason, now)
+        if partner is not None:
+            partner.owner = None
+            partner._disconnect(f"the peer's other connection closed: {reason}", now)
+            partner._wake()
 
     def _wake(self) -> None:
         if self.on_wakeup is not None:

@@ -284,3 +284,15 @@ def test_open_initiator_rejects_second_connection() -> None:
     extra = Peer(client, Role.RESPONDER, 0.0, remote_address=REMOTE)
     extra.receive_data(cer(EIR_HOST), 0.0)
     assert extra.should_close and i.is_open  # I-Open + R-Conn-CER -> R-Reject
+
+
+def test_stop_during_election_closes_both_connections() -> None:
+    _node, outgoing, incoming, _ = _lost_setup()
+    outgoing.stop(0, 0.5)
+    assert outgoing.should_close and incoming.should_close
+
+
+def test_garbage_on_initiator_during_election_closes_both() -> None:
+    _node, outgoing, incoming, _ = _lost_setup()
+    outgoing.receive_data(b"\x07" * 40, 0.5)
+    assert outgoing.should_close and incoming.should_close
