@@ -9,8 +9,9 @@ Backpressure: reading pauses while the peer does not drain our writes (write wat
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from diameter.codec import Message
@@ -146,23 +147,22 @@ class PeerConnection(asyncio.Protocol):
             peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
             return
         if isinstance(result, (bytes, Message)):
-            peer.send_answer(event, result, self._loop.time())
+            peer.send_answer(event, result, self._loop.time())  # synchronous: no task at all
             return
-        try:
-            future = asyncio.ensure_future(result)
-        except TypeError:
+        if not inspect.isawaitable(result):
             log.error("handler returned %r, neither an answer nor an awaitable", type(result))
             peer.fail_request(event, self._loop.time(), "handler returned no answer")
             return
-        task = self._loop.create_task(self._await(event, future))
+        # One task per request; answers are written as the tasks finish.
+        task = self._loop.create_task(self._await(event, result))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _await(self, event: RequestReceived, future: asyncio.Future[Any]) -> None:
+    async def _await(self, event: RequestReceived, awaitable: Awaitable[Any]) -> None:
         peer = self.peer
         assert peer is not None
         try:
-            answer = await future
+            answer = await awaitable
         except asyncio.CancelledError:
             peer.abandon_request(event)
             raise
@@ -178,9 +178,14 @@ class PeerConnection(asyncio.Protocol):
         self._flush()
 
     def _wakeup(self) -> None:
-        """Another connection changed this one (election, duplicate answer)."""
-        if self.peer is not None and self.transport is not None:
-            self._loop.call_soon(self._handle, self.peer.next_events())
+        """Another connection changed this one (election, duplicate answer): handle it once the
+        current callback is over."""
+        if self.transport is not None:
+            self._loop.call_soon(self._woken)
+
+    def _woken(self) -> None:
+        if self.peer is not None:
+            self._handle(self.peer.next_events())
 
     # -- output and timer -----------------------------------------------------------------------
     def _flush(self) -> None:

@@ -502,3 +502,35 @@ async def test_server_stop_waits_for_requests_in_flight() -> None:
     assert (await pending).get("Result-Code") == 2001
     await stopping
     await asyncio.wait_for(client.wait_closed(), 2.0)
+
+
+async def test_duplicate_via_another_connection_answered_when_first_completes() -> None:
+    gate = asyncio.Event()
+    server, port = await start_server(gated_node(gate))
+    try:
+        first = await RawPeer.open(port)
+        await first.handshake()
+        relay = await RawPeer.open(port)
+        await relay.handshake("dra.example.net")  # relays the MME's retransmission
+        first.send(ecr(hop_by_hop=1, end_to_end=7, imei="01234567890123"))
+        await wait_for(lambda: server.in_flight == 1)
+        relay.send(ecr(hop_by_hop=2, end_to_end=7, imei="01234567890123"))
+        await asyncio.sleep(0.05)
+        assert server.in_flight == 1  # the copy is not processed
+        gate.set()
+        a, b = await first.read(), await relay.read()
+        assert a is not None and b is not None
+        assert (a.hop_by_hop, b.hop_by_hop) == (1, 2)
+        assert a.get("Result-Code") == b.get("Result-Code") == 2001
+    finally:
+        await server.stop(timeout=0.3)
+
+
+async def test_handler_returning_nothing_answers_5012() -> None:
+    server, port = await start_server(eir_node({ECR: lambda request, peer: None}))
+    try:
+        client = await Client.connect(mme_node(), "127.0.0.1", port)
+        assert (await client.request(ecr_message(end_to_end=0))).get("Result-Code") == 5012
+        await client.close()
+    finally:
+        await server.stop(timeout=1.0)
