@@ -3,13 +3,13 @@
 Path of one ``check``:
 
 1. normalise the IMEI to its 14-digit body;
-2. cache (LRU + TTL, ``Cache-Control: max-age`` honoured, ``unknown`` capped at negative_ttl)
-   -> origin CACHE;
-3. mirror copy, when mirror mode is on and the TAC is mirrored -> origin MIRROR (an online
-   verdict for a declared TAC the copy lacks makes the client fetch ``/v1/tacs/{tac}`` into it);
-4. breaker open -> RegistryUnavailable at once;
-5. single-flight: a check of an IMEI already in flight waits for that request;
-6. otherwise the IMEI joins the pending batch, flushed after ``batch_window`` or at
+2. ``cached()``: cache (LRU + TTL, ``Cache-Control: max-age`` honoured, ``unknown`` capped at
+   negative_ttl) -> origin CACHE; else the mirror copy, when mirror mode is on and the TAC is
+   mirrored -> origin MIRROR (an online verdict for a declared TAC the copy lacks makes the
+   client fetch ``/v1/tacs/{tac}`` into it);
+3. breaker open -> RegistryUnavailable at once;
+4. single-flight: a check of an IMEI already in flight waits for that request;
+5. otherwise the IMEI joins the pending batch, flushed after ``batch_window`` or at
    ``batch_max`` (<= 1000) as one ``POST /v1/imeis:check`` (a batch of one is a
    ``GET /v1/imeis/{imei}``) -> origin ONLINE.
 
@@ -214,14 +214,8 @@ class HttpRegistryClient:
 
     async def start(self) -> None:
         """Open the connection pool and, in mirror mode, start syncing (first sync right away)."""
-        if self._started or self._closed:
-            return
-        self._started = True
-        self._get_session()
-        if self.mirror is not None:
-            self._mirror_task = asyncio.create_task(
-                self.mirror.run(self.settings.mirror_interval), name="registry-mirror"
-            )
+        if not self._started and not self._closed:
+            self._start_soon()
 
     async def close(self) -> None:
         if self._closed:
@@ -254,18 +248,43 @@ class HttpRegistryClient:
     # -- VerdictSource ---------------------------------------------------------------------
 
     def cached(self, imei: str) -> RegistryVerdict | None:
-        """Fresh cached verdict (origin CACHE) or None; never blocks."""
+        """Fresh cached verdict (origin CACHE), else the mirror's (origin MIRROR), else None.
+
+        Never blocks: a dict lookup and an expiry check; in mirror mode, for a miss, the mirror's
+        in-memory memo or one indexed read of its local SQLite file.
+        """
+        if not self._started and not self._closed:
+            self._start_soon()
         if len(imei) != 14:
             try:
                 imei = normalise_imei(imei)
             except InvalidImei:
                 return None
         entry = self._cache.get(imei)
-        if entry is None:
-            return None
-        verdict = entry.verdict
-        self._m_cache["negative_hit" if verdict.status is RegistryStatus.UNKNOWN else "hit"].inc()
-        return verdict
+        if entry is not None:
+            verdict = entry.verdict
+            unknown = verdict.status is RegistryStatus.UNKNOWN
+            self._m_cache["negative_hit" if unknown else "hit"].inc()
+            return verdict
+        if self.mirror is not None:
+            local = self.mirror.verdict(imei)
+            if local is not None:
+                self._m_cache["mirror_hit"].inc()
+                return local
+        return None
+
+    def _start_soon(self) -> None:
+        """First use inside a running loop: start (pool, mirror sync) without awaiting."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._started = True
+        self._get_session()
+        if self.mirror is not None:
+            self._mirror_task = loop.create_task(
+                self.mirror.run(self.settings.mirror_interval), name="registry-mirror"
+            )
 
     async def check(self, imei: str) -> RegistryVerdict:
         if self._closed:
@@ -274,16 +293,9 @@ class HttpRegistryClient:
             key = normalise_imei(imei)
         except InvalidImei as exc:
             raise RegistryUnavailable(f"not sent to the registry: {exc}") from None
-        hit = self.cached(key)
+        hit = self.cached(key)  # also starts the client on first use
         if hit is not None:
             return hit
-        if not self._started:
-            await self.start()
-        if self.mirror is not None:
-            local = self.mirror.verdict(key)
-            if local is not None:
-                self._m_cache["mirror_hit"].inc()
-                return local
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self.breaker.would_refuse(now):

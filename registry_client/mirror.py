@@ -14,6 +14,7 @@ has completed; other IMEIs go online. ``refresh_tac`` revalidates one declaratio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -72,7 +73,10 @@ class RegistryMirror:
         """Local verdict for a 14-digit IMEI whose TAC the copy declares; else None."""
         if self.synced_at is None or self.store.tac(imei[:8]) is None:
             return None
-        return self.store.verdict(imei, origin=VerdictOrigin.MIRROR)
+        verdict = self.store.cached(imei)
+        if verdict is None or verdict.origin is VerdictOrigin.MIRROR:
+            return verdict
+        return dataclasses.replace(verdict, origin=VerdictOrigin.MIRROR)
 
     def _get(self, path: str, **kwargs: Any) -> Any:
         timeout = aiohttp.ClientTimeout(total=self.request_timeout)

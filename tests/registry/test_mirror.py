@@ -32,8 +32,10 @@ async def test_sync_answers_locally_and_resumes_after_restart(
     assert await client.sync_mirror() == 6
     assert server.request_counts["/v1/changes"] == 3  # pages of 2
 
-    stolen = await client.check(STOLEN)
+    stolen = client.cached(STOLEN)  # answered synchronously, without a task
+    assert stolen is not None
     assert stolen.origin is VerdictOrigin.MIRROR and stolen.active_reports
+    assert (await client.check(STOLEN)).origin is VerdictOrigin.MIRROR
     assert (await client.check(OUTSIDE)).status is RegistryStatus.NOT_MANUFACTURED
     assert (await client.check(NON_PARTICIPATING)).origin is VerdictOrigin.MIRROR
     assert server.request_counts["/v1/imeis/{imei}"] == 0
