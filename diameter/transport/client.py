@@ -61,16 +61,19 @@ class Client:
         peer_host: str | None = None,
         max_outstanding: int = 1024,
         settings: TransportSettings | None = None,
+        connection_factory: Callable[..., PeerConnection] = PeerConnection,
     ) -> Client:
         """Connect, exchange CER/CEA and return once the peer is I-Open (raises otherwise).
 
-        ``host`` may list several addresses for an SCTP multi-homed association."""
+        ``host`` may list several addresses for an SCTP multi-homed association.
+        ``connection_factory`` builds the protocol (a ``PeerConnection`` subclass, e.g. one that
+        records the bytes); it gets ``PeerConnection``'s arguments."""
         client = cls(node, max_outstanding=max_outstanding)
         loop = client._loop
         hosts = [host] if isinstance(host, str) else list(host)
         peer = Peer(node, Role.INITIATOR, loop.time(), transport=transport, peer_host=peer_host)
         peer.start(loop.time())
-        connection = PeerConnection(
+        connection = connection_factory(
             node,
             Role.INITIATOR,
             transport_name=transport,
@@ -184,12 +187,22 @@ class Client:
         """Fastest path: no future per request. Returns the Hop-by-Hop Identifier used;
         ``on_answer(hop_by_hop, answer_bytes)`` is called when the answer arrives. Raises
         ``WindowFull`` when ``max_outstanding`` requests are waiting."""
+        hop_by_hop = self.submit(raw, on_answer)
+        self._flush()
+        return hop_by_hop
+
+    def submit(self, raw: bytes | bytearray, on_answer: Callable[[int, bytes], None]) -> int:
+        """``send_raw`` without the write: requests queue in the core until ``flush()`` (or the
+        end of the read being processed), so a burst goes out in one write."""
         if len(self._pending) >= self.max_outstanding:
             raise WindowFull("window of outstanding requests full")
         hop_by_hop = self.peer.send_raw_request(raw, self._loop.time())
         self._pending[hop_by_hop] = on_answer
-        self._flush()
         return hop_by_hop
+
+    def flush(self) -> None:
+        """Write what ``submit`` queued."""
+        self._flush()
 
     async def _wait(self, hop_by_hop: int, timeout: float | None) -> bytes:
         future: asyncio.Future[bytes] = self._loop.create_future()

@@ -18,7 +18,7 @@ from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.framing import Framer
 from diameter.node import Node
 from diameter.settings import ListenEndpoint, TransportSettings
-from diameter.transport import Client, ClientClosed, Server, WindowFull
+from diameter.transport import Client, ClientClosed, PeerConnection, Server, WindowFull
 from tests.diameter.test_peer_helpers import (
     ECR,
     EIR_HOST,
@@ -534,3 +534,26 @@ async def test_handler_returning_nothing_answers_5012() -> None:
         await client.close()
     finally:
         await server.stop(timeout=1.0)
+
+
+async def test_client_submit_then_flush_and_connection_factory(eir: tuple[Server, int]) -> None:
+    _, port = eir
+    written: list[int] = []
+
+    class Counting(PeerConnection):
+        def _flush(self) -> None:
+            if self.peer is not None and self.peer._out:
+                written.append(len(self.peer._out))
+            super()._flush()
+
+    client = await Client.connect(mme_node(), "127.0.0.1", port, connection_factory=Counting)
+    assert isinstance(client.connection, Counting)
+    got: list[int] = []
+    written.clear()
+    for i in range(5):
+        client.submit(ecr(end_to_end=i + 1), lambda h, a: got.append(h))
+    assert written == [] and client.outstanding == 5
+    client.flush()
+    assert written == [5]  # one write for the burst
+    await wait_for(lambda: len(got) == 5)
+    await client.close()
