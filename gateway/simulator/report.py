@@ -1,0 +1,195 @@
+"""Counters, latency percentiles and the final report of a simulator run (text and JSON).
+
+Latencies are kept as floats in an ``array`` (8 bytes each; a run is bounded in count and
+time), so percentiles are exact: the nearest-rank method, p = sorted[ceil(q * n) - 1].
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
+# Latency histogram bucket upper bounds, in milliseconds (the last bucket is open).
+HISTOGRAM_BOUNDS_MS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
+MAX_EXAMPLES = 10
+
+
+def percentile(ordered: array | list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 when there are none)."""
+    n = len(ordered)
+    if not n:
+        return 0.0
+    rank = max(1, math.ceil(q * n))
+    return float(ordered[min(rank, n) - 1])
+
+
+def latency_summary(values: array | list[float]) -> dict[str, float]:
+    """Seconds in, milliseconds out: min, mean, p50, p90, p99, p99.9, max."""
+    ordered = sorted(values)
+    n = len(ordered)
+    out = {"min": ordered[0] * 1e3 if n else 0.0, "mean": (sum(ordered) / n * 1e3) if n else 0.0}
+    for name, q in PERCENTILES:
+        out[name] = percentile(ordered, q) * 1e3
+    out["max"] = ordered[-1] * 1e3 if n else 0.0
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def latency_histogram(values: array | list[float]) -> dict[str, int]:
+    """Counts per bucket, labelled ``le_<bound>ms`` and ``gt_<last>ms``."""
+    counts = [0] * (len(HISTOGRAM_BOUNDS_MS) + 1)
+    bounds = [b / 1e3 for b in HISTOGRAM_BOUNDS_MS]
+    for v in values:
+        for i, b in enumerate(bounds):
+            if v <= b:
+                counts[i] += 1
+                break
+        else:
+            counts[-1] += 1
+    labels = [f"le_{b:g}ms" for b in HISTOGRAM_BOUNDS_MS] + [f"gt_{HISTOGRAM_BOUNDS_MS[-1]:g}ms"]
+    return dict(zip(labels, counts, strict=True))
+
+
+@dataclass(slots=True)
+class Stats:
+    """Everything counted during a run; updated on the hot path, so plain attributes."""
+
+    sent: int = 0
+    answered: int = 0
+    timed_out: int = 0
+    late: int = 0  # answers that came after their request had timed out
+    lost: int = 0  # requests whose connection closed before the answer
+    dropped: int = 0  # open loop: not sent, too many outstanding
+    send_errors: int = 0  # the connection refused to send (not open)
+    id_mismatches: int = 0  # End-to-End or Session-Id of the answer differs from the request
+    verified: int = 0  # answers compared with an expected outcome
+    mismatches: int = 0  # ... that differed
+    results: Counter[str] = field(default_factory=Counter)  # result code -> answers
+    outcomes: Counter[str] = field(default_factory=Counter)  # outcome name -> answers
+    categories: Counter[str] = field(default_factory=Counter)  # generator category -> sent
+    latencies: array = field(default_factory=lambda: array("d"))
+    send_lag: array = field(default_factory=lambda: array("d"))  # open loop: actual - scheduled
+    mismatch_examples: list[dict[str, Any]] = field(default_factory=list)
+    id_mismatch_examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        """Answers that are neither 2001 nor 5422, plus requests never answered."""
+        bad_answers = sum(n for code, n in self.results.items() if code not in ("2001", "5422"))
+        return bad_answers + self.timed_out + self.lost + self.dropped + self.send_errors
+
+    def add_mismatch(self, imei: str, expected: str, got: str) -> None:
+        self.mismatches += 1
+        if len(self.mismatch_examples) < MAX_EXAMPLES:
+            self.mismatch_examples.append({"imei": imei, "expected": expected, "got": got})
+
+    def add_id_mismatch(self, what: str, sent: str, got: str) -> None:
+        self.id_mismatches += 1
+        if len(self.id_mismatch_examples) < MAX_EXAMPLES:
+            self.id_mismatch_examples.append({"field": what, "sent": sent, "got": got})
+
+
+@dataclass(slots=True)
+class Report:
+    """The final report: the method (what was asked) and the figures (what happened)."""
+
+    method: dict[str, Any]
+    stats: Stats
+    duration: float  # first send to last answer (or stop), seconds
+    unmatched_answers: int = 0  # answers the peer core discarded: unknown Hop-by-Hop
+    connections_up: int = 0
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.stats.answered / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every request answered, every answer matched and as expected."""
+        s = self.stats
+        return (
+            s.sent > 0
+            and s.answered == s.sent
+            and s.mismatches == 0
+            and s.id_mismatches == 0
+            and self.unmatched_answers == 0
+            and s.dropped == 0
+            and s.send_errors == 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.stats
+        out: dict[str, Any] = {
+            "method": self.method,
+            "duration_seconds": round(self.duration, 6),
+            "connections_up": self.connections_up,
+            "sent": s.sent,
+            "answered": s.answered,
+            "timed_out": s.timed_out,
+            "late_answers": s.late,
+            "lost": s.lost,
+            "dropped": s.dropped,
+            "send_errors": s.send_errors,
+            "errors": s.errors,
+            "achieved_rate": round(self.achieved_rate, 1),
+            "results": dict(sorted(s.results.items())),
+            "equipment_status": {
+                k: v for k, v in sorted(s.outcomes.items()) if not k.startswith("RESULT_")
+            },
+            "outcomes": dict(sorted(s.outcomes.items())),
+            "categories": dict(sorted(s.categories.items())),
+            "latency_ms": latency_summary(s.latencies),
+            "latency_histogram": latency_histogram(s.latencies),
+            "matching": {
+                "checked": s.answered,
+                "id_mismatches": s.id_mismatches,
+                "unmatched_answers": self.unmatched_answers,
+                "examples": s.id_mismatch_examples,
+            },
+            "verification": {
+                "verified": s.verified,
+                "mismatches": s.mismatches,
+                "examples": s.mismatch_examples,
+            },
+            "ok": self.ok,
+        }
+        if len(s.send_lag):
+            out["send_lag_ms"] = latency_summary(s.send_lag)
+        return out
+
+    def render_text(self) -> str:
+        d = self.to_dict()
+        m = self.method
+        lat = d["latency_ms"]
+        lines = [
+            f"mode {m.get('mode')}  connections {m.get('connections')}  "
+            + (f"window {m.get('window')}" if m.get("mode") == "closed" else f"rate {m.get('rate')}/s")
+            + f"  transport {m.get('transport')}  target {m.get('target')}",
+            f"duration {d['duration_seconds']:.3f} s  sent {d['sent']}  answered {d['answered']}  "
+            f"timed out {d['timed_out']}  lost {d['lost']}  dropped {d['dropped']}  "
+            f"errors {d['errors']}",
+            f"achieved {d['achieved_rate']:.1f} answers/s",
+            "results: " + ", ".join(f"{k}: {v}" for k, v in d["results"].items()),
+            "Equipment-Status: "
+            + (", ".join(f"{k}: {v}" for k, v in d["equipment_status"].items()) or "none"),
+            "latency ms: "
+            + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
+            f"matching: {d['matching']['id_mismatches']} End-to-End/Session-Id mismatches, "
+            f"{d['matching']['unmatched_answers']} answers with an unknown Hop-by-Hop, "
+            f"{d['late_answers']} late",
+            f"verification: {d['verification']['verified']} verified, "
+            f"{d['verification']['mismatches']} mismatches",
+        ]
+        if "send_lag_ms" in d:
+            lag = d["send_lag_ms"]
+            lines.append(f"send lag ms (simulator): p50 {lag['p50']:.3f}  p99 {lag['p99']:.3f}  "
+                         f"max {lag['max']:.3f}")
+        for ex in d["verification"]["examples"]:
+            lines.append(f"  mismatch: IMEI {ex['imei']} expected {ex['expected']} got {ex['got']}")
+        for ex in d["matching"]["examples"]:
+            lines.append(f"  id mismatch: {ex['field']} sent {ex['sent']} got {ex['got']}")
+        lines.append("OK" if d["ok"] else "NOT OK")
+        return "\n".join(lines) + "\n"
