@@ -41,10 +41,17 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for endpoint in self.settings.listen:
-            server = await self._listen(loop, endpoint)
-            self._servers.append((endpoint, server))
-            log.info("listening on %s", [s.getsockname() for s in server.sockets])
+        try:
+            for endpoint in self.settings.listen:
+                server = await self._listen(loop, endpoint)
+                self._servers.append((endpoint, server))
+                log.info("listening on %s", [s.getsockname() for s in server.sockets])
+        except BaseException:
+            # All or nothing: an endpoint that cannot listen leaves no other one open.
+            for _, started in self._servers:
+                started.close()
+            self._servers.clear()
+            raise
 
     async def _listen(self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint) -> asyncio.Server:
         name = endpoint.transport

@@ -10,14 +10,27 @@ import struct
 
 import pytest
 
+from diameter.errors import DiameterError
 from diameter.settings import ListenEndpoint, TransportSettings
 from diameter.transport import Client, Server, sctp_socket, sctp_unavailable, sockets
 from tests.diameter.test_peer_helpers import EIR_HOST, ecr_message, eir_node, mme_node
 
 REASON = sctp_unavailable()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"SCTP: {REASON}")
+needs_sctp = pytest.mark.skipif(REASON is not None, reason=f"SCTP: {REASON}")
 
 
+@pytest.mark.skipif(REASON is None, reason="the kernel has SCTP: nothing to refuse")
+async def test_sctp_listener_refused_clearly_and_nothing_left_listening() -> None:
+    settings = TransportSettings(
+        listen=(ListenEndpoint("tcp", "127.0.0.1", 0), ListenEndpoint("sctp", "127.0.0.1", 0))
+    )
+    server = Server(eir_node(), settings)
+    with pytest.raises(DiameterError, match="SCTP"):
+        await server.start()
+    assert server.sockets == []
+
+
+@needs_sctp
 def test_sctp_socket_sends_ppid_46_by_default() -> None:
     sock = sctp_socket()
     try:
@@ -31,6 +44,7 @@ def test_sctp_socket_sends_ppid_46_by_default() -> None:
     assert struct.calcsize("=HHHxxIIIIIi") == 32
 
 
+@needs_sctp
 async def test_sctp_cer_cea_and_request() -> None:
     settings = TransportSettings(listen=(ListenEndpoint("sctp", "127.0.0.1", 0),))
     server = Server(eir_node(), settings)
@@ -46,6 +60,7 @@ async def test_sctp_cer_cea_and_request() -> None:
 
 
 @pytest.mark.skipif(sockets.pysctp() is None, reason="SCTP multi-homing needs pysctp (extra 'sctp')")
+@needs_sctp
 async def test_sctp_multihomed_server_advertises_every_address() -> None:
     endpoint = ListenEndpoint("sctp", "127.0.0.1", 0, extra_addresses=("127.0.0.2",))
     server = Server(eir_node(), TransportSettings(listen=(endpoint,)))
