@@ -1,10 +1,10 @@
 """Simulated MMEs driving ME-Identity-Check-Requests at an EIR (TS 29.272 §5.3.2.2).
 
-Each connection is an initiator peer (RFC 6733 §5.6) with its own Origin-Host: a
-:class:`SimClient`, the ``diameter.transport.Client`` that exchanges CER/CEA, answers DWR and
-leaves with DPR, with two additions for load: requests are queued without writing each one
-(the connection writes them together at the end of the current read or tick), and, when a pcap
-is asked for, the connection records the bytes it sends and receives.
+Each connection is an initiator peer (RFC 6733 §5.6) with its own Origin-Host, a
+``diameter.transport.Client``: it exchanges CER/CEA, answers DWR and leaves with DPR. Requests
+are queued with ``Client.submit`` and written together (``flush``, or by the connection at the
+end of the read being processed); when a pcap is asked for, the connection records the bytes it
+sends and receives.
 
 Two drivers:
 
@@ -38,7 +38,7 @@ from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
 from diameter.errors import DiameterError
 from diameter.node import Node
-from diameter.peer import Peer, Role, command_name
+from diameter.peer import command_name
 from diameter.settings import LocalIdentity, PeerSettings
 from diameter.transport import Client, PeerConnection, client_ssl_context
 from gateway.simulator.pcap import Capture
@@ -172,7 +172,9 @@ class _TapTransport(asyncio.Transport):
 class _TappedConnection(PeerConnection):
     """A PeerConnection that records both directions into a Capture."""
 
-    capture: Capture
+    def __init__(self, *args: Any, capture: Capture, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.capture = capture
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -194,81 +196,33 @@ class _TappedConnection(PeerConnection):
         super().connection_lost(exc)
 
 
-class SimClient(Client):
-    """``Client`` plus queued sends (``submit`` then ``flush``) and an optional capture."""
+async def open_client(
+    node: Node,
+    host: str,
+    port: int,
+    *,
+    transport: str = "tcp",
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    capture: Capture | None = None,
+) -> Client:
+    """Connect and exchange CER/CEA (RFC 6733 §5.3); with ``capture``, the connection records
+    the bytes it writes and reads. The window is the simulator's, not the client's."""
 
-    capture: Capture | None = None
+    def tapped(*args: Any, **kwargs: Any) -> PeerConnection:
+        assert capture is not None
+        return _TappedConnection(*args, capture=capture, **kwargs)
 
-    @classmethod
-    async def open(
-        cls,
-        node: Node,
-        host: str,
-        port: int,
-        *,
-        transport: str = "tcp",
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
-        capture: Capture | None = None,
-        max_outstanding: int = 1 << 20,
-    ) -> SimClient:
-        """Connect and exchange CER/CEA (RFC 6733 §5.3), as ``Client.connect`` does, with the
-        connection recording its bytes when ``capture`` is given."""
-        if capture is None:
-            client = await cls.connect(
-                node,
-                host,
-                port,
-                transport=transport,
-                ssl_context=ssl_context,
-                server_hostname=server_hostname,
-                max_outstanding=max_outstanding,
-            )
-            assert isinstance(client, SimClient)
-            return client
-        client = cls(node, max_outstanding=max_outstanding)
-        client.capture = capture
-        loop = client._loop
-        peer = Peer(node, Role.INITIATOR, loop.time(), transport=transport)
-        peer.start(loop.time())
-        connection = _TappedConnection(
-            node, Role.INITIATOR, transport_name=transport, peer=peer, on_event=client._on_event
-        )
-        connection.capture = capture
-        client.connection = connection
-        try:
-            if transport == "sctp":
-                sock = await client._sctp_connect([host], port, ())
-                await loop.create_connection(lambda: connection, sock=sock)
-            else:
-                await loop.create_connection(
-                    lambda: connection,
-                    host,
-                    port,
-                    ssl=ssl_context if transport == "tls" else None,
-                    server_hostname=server_hostname if transport == "tls" else None,
-                )
-        except OSError:
-            peer.connection_failed(loop.time())
-            raise
-        try:
-            client.info = await asyncio.wait_for(
-                asyncio.shield(client._up), node.settings.cea_timeout + 1.0
-            )
-        except BaseException:
-            connection.abort()
-            raise
-        return client
-
-    def submit(self, raw: bytes | bytearray, on_answer: Callable[[int, bytes], None]) -> int:
-        """Queue a pre-encoded request (its Hop-by-Hop rewritten); written by ``flush`` or at
-        the end of the read being processed. Returns the Hop-by-Hop Identifier."""
-        hop_by_hop = self.peer.send_raw_request(raw, self._loop.time())
-        self._pending[hop_by_hop] = on_answer
-        return hop_by_hop
-
-    def flush(self) -> None:
-        self._flush()
+    return await Client.connect(
+        node,
+        host,
+        port,
+        transport=transport,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        max_outstanding=1 << 30,
+        connection_factory=PeerConnection if capture is None else tapped,
+    )
 
 
 class _Counter:
@@ -300,7 +254,7 @@ def _no_answer_handler(hop_by_hop: int, raw: bytes) -> None:
 @dataclass(slots=True)
 class _Connection:
     index: int
-    client: SimClient
+    client: Client
     factory: RequestFactory
     observer: _Counter
     prepared: list[PreparedCheck]
@@ -367,7 +321,7 @@ class Simulation:
         context = self._ssl_context()
         server_name = (s.tls_server_name or s.host) if context is not None else None
         client = await asyncio.wait_for(
-            SimClient.open(
+            open_client(
                 node,
                 s.host,
                 s.port,
