@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Sub-command modules inside gateway.cli, registered in this order.
-COMMAND_MODULES: tuple[str, ...] = ("run", "registry", "check", "lists", "tac")
+COMMAND_MODULES: tuple[str, ...] = ("run", "registry", "check", "lists", "tac", "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:
