@@ -158,7 +158,7 @@ class Peer:
             owner._wake()
             self._disconnect("peer disconnected", now)
         elif not self.closed:
-            self._fire(PEER_DISC[self.role], now)
+            self._fire(PEER_DISC[self.role], now, reason="peer disconnected")
             self._disconnect("peer disconnected", now)
         return self._take_events()
 
@@ -655,7 +655,7 @@ class Peer:
             self._disconnect(ctx.get("reason", ""), now)
 
     def _act_cleanup(self, now: float, ctx: dict[str, Any]) -> None:
-        self._disconnect("closed", now)
+        self._disconnect(ctx.get("reason", ""), now)
 
     def _act_error(self, now: float, ctx: dict[str, Any]) -> None:
         if "raw" in ctx:

@@ -179,6 +179,7 @@ TRANSITIONS: dict[tuple[PeerState, PeerEvent], tuple[tuple[Action, ...], PeerSta
     # R-Open  R-Rcv-CER  R-Snd-CEA  R-Open
     (S.R_OPEN, E.R_RCV_CER): ((A.R_SND_CEA,), S.R_OPEN),
     # R-Open  R-Rcv-CEA  Process-CEA  R-Open
+    # (a CEA we did not ask for is discarded by its unknown Hop-by-Hop first, RFC 6733 §3)
     (S.R_OPEN, E.R_RCV_CEA): ((A.PROCESS_CEA,), S.R_OPEN),
     # I-Open  Send-Message  I-Snd-Message  I-Open
     (S.I_OPEN, E.SEND_MESSAGE): ((A.SND_MESSAGE,), S.I_OPEN),
@@ -198,7 +199,7 @@ TRANSITIONS: dict[tuple[PeerState, PeerEvent], tuple[tuple[Action, ...], PeerSta
     (S.I_OPEN, E.I_PEER_DISC): ((A.I_DISC,), S.CLOSED),
     # I-Open  I-Rcv-CER  I-Snd-CEA  I-Open
     (S.I_OPEN, E.I_RCV_CER): ((A.I_SND_CEA,), S.I_OPEN),
-    # I-Open  I-Rcv-CEA  Process-CEA  I-Open
+    # I-Open  I-Rcv-CEA  Process-CEA  I-Open (as R-Open: only our own CER's Hop-by-Hop matches)
     (S.I_OPEN, E.I_RCV_CEA): ((A.PROCESS_CEA,), S.I_OPEN),
     # Closing  I-Rcv-Message  Process  Closing
     (S.CLOSING, E.I_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),

@@ -296,3 +296,130 @@ def test_garbage_on_initiator_during_election_closes_both() -> None:
     _node, outgoing, incoming, _ = _lost_setup()
     outgoing.receive_data(b"\x07" * 40, 0.5)
     assert outgoing.should_close and incoming.should_close
+
+
+# ---------------------------------------------------------------------------------------------
+# The remaining rows, one scenario each
+
+
+def test_closed_peer_disc_before_cer() -> None:
+    peer = responder()
+    events = peer.connection_lost(1.0)  # local: Closed + R-Peer-Disc -> Cleanup
+    assert peer.state is PeerState.CLOSED and events == [PeerDown("peer disconnected")]
+
+
+def test_wait_conn_ack_stop() -> None:
+    peer = Peer(mme_node(), Role.INITIATOR, 0.0)
+    peer.start(0.0)
+    peer.stop(0, 0.1)
+    assert peer.should_close and peer.data_to_send() == b""
+
+
+def test_wait_i_cea_peer_disc_and_stop() -> None:
+    for action in ("lost", "stop"):
+        peer = Peer(mme_node(), Role.INITIATOR, 0.0)
+        peer.start(0.0)
+        peer.connection_made(0.0)
+        peer.data_to_send()
+        events = peer.connection_lost(1.0) if action == "lost" else peer.stop(0, 1.0)
+        assert peer.state is PeerState.CLOSED and isinstance(events[-1], PeerDown)
+        assert peer.data_to_send() == b""  # no DPR before I-Open
+
+
+def _electing() -> tuple[Node, Peer, Peer]:
+    """Our initiator connection is still connecting when the peer's CER arrives."""
+    node = eir_node()
+    outgoing = Peer(node, Role.INITIATOR, 0.0, peer_host=MME_HOST)
+    outgoing.start(0.0)
+    incoming = Peer(node, Role.RESPONDER, 0.0, remote_address=REMOTE)
+    incoming.receive_data(cer(), 0.1)
+    assert outgoing.state is PeerState.WAIT_CONN_ACK_ELECT
+    return node, outgoing, incoming
+
+
+def test_wait_conn_ack_elect_responder_drops() -> None:
+    _, outgoing, incoming = _electing()
+    incoming.connection_lost(0.2)
+    assert outgoing.state is PeerState.WAIT_CONN_ACK and not outgoing.should_close
+
+
+def test_wait_conn_ack_elect_third_connection_rejected() -> None:
+    node, outgoing, incoming = _electing()
+    third = Peer(node, Role.RESPONDER, 0.0, remote_address=REMOTE)
+    third.receive_data(cer(), 0.2)
+    assert third.should_close and not incoming.should_close
+    assert outgoing.state is PeerState.WAIT_CONN_ACK_ELECT
+
+
+def test_wait_conn_ack_elect_timeout_closes_both() -> None:
+    _, outgoing, incoming = _electing()
+    outgoing.handle_timeout(100.0)
+    assert outgoing.should_close and incoming.should_close
+
+
+def test_wait_returns_failed_cea_keeps_the_incoming_connection() -> None:
+    _, outgoing, incoming, hop_by_hop = _lost_setup()
+    failed = Message(257, 0, 0, hop_by_hop, 1, [
+        Avp.new("Result-Code", 5010), Avp.new("Origin-Host", MME_HOST), Avp.new("Origin-Realm", "example.net"),
+    ])
+    outgoing.receive_data(failed.encode(), 0.2)
+    assert outgoing.should_close
+    assert incoming.state is PeerState.R_OPEN
+    assert answers(incoming)[0].get("Result-Code") == 2001
+
+
+def test_wait_returns_third_connection_rejected_and_timeout() -> None:
+    node, outgoing, incoming, _ = _lost_setup()
+    third = Peer(node, Role.RESPONDER, 0.0, remote_address=REMOTE)
+    third.receive_data(cer(), 0.2)
+    assert third.should_close and outgoing.state is PeerState.WAIT_RETURNS
+    outgoing.handle_timeout(100.0)
+    assert outgoing.should_close and incoming.should_close
+
+
+def test_i_open_peer_disc() -> None:
+    i, _r = connected_pair()
+    events = i.connection_lost(1.0)
+    assert i.state is PeerState.CLOSED and events == [PeerDown("peer disconnected")]
+
+
+def test_i_open_rcv_cer_answered_with_cea() -> None:
+    i, _r = connected_pair()
+    assert i.receive_data(cer(EIR_HOST, hop_by_hop=55), 1.0) == []
+    (cea,) = answers(i)
+    assert cea.command_code == 257 and cea.hop_by_hop == 55 and cea.get("Result-Code") == 2001
+    assert i.is_open
+
+
+def test_unsolicited_cea_in_open_states_changes_nothing() -> None:
+    # R-Open/I-Open + Rcv-CEA -> Process-CEA -> stay open; a CEA we did not ask for is already
+    # discarded by its unknown Hop-by-Hop (§3), with the same outcome.
+    i, r = connected_pair()
+    for peer in (i, r):
+        assert peer.receive_data(_cea_for(999), 1.0) == []
+        assert peer.is_open and peer.data_to_send() == b""
+
+
+def test_closing_still_processes_requests_answers_and_dwr() -> None:
+    i, r = connected_pair()
+    hop_by_hop = i.send_request(ecr_message(end_to_end=1), 1.0)
+    pump(i, r, 1.0)  # the request is at the responder, not answered yet
+    (request,) = r.receive_data(ecr_message(end_to_end=2, hop_by_hop=7).encode(), 1.0)
+    i.stop(0, 2.0)
+    r.stop(0, 2.0)
+    dprs = i.data_to_send(), r.data_to_send()
+    assert i.state is r.state is PeerState.CLOSING
+    # Closing + R-Rcv-Message -> Process
+    (late,) = r.receive_data(ecr_message(end_to_end=3, hop_by_hop=8).encode(), 2.1)
+    assert isinstance(late, RequestReceived)
+    # Closing + R/I-Rcv-DWR -> DWA
+    for peer in (i, r):
+        peer.receive_data(Message(280, 0, FLAG_REQUEST, 9, 9, [
+            Avp.new("Origin-Host", "x.example.net"), Avp.new("Origin-Realm", "example.net"),
+        ]).encode(), 2.2)
+        assert answers(peer)[0].get("Result-Code") == 2001
+    # Closing + I-Rcv-Message -> Process: the answer to the earlier request still arrives
+    answer = Message(324, S13, 0x40, hop_by_hop, 1, [Avp.new("Result-Code", 2001)])
+    (got,) = i.receive_data(answer.encode(), 2.3)
+    assert isinstance(got, AnswerReceived) and got.hop_by_hop == hop_by_hop
+    assert all(d for d in dprs) and isinstance(request, RequestReceived)
