@@ -225,14 +225,7 @@ class LocalRegistry:
 
     def apply(self, records: Iterable[TacDeclaration | Report]) -> int:
         """Store records in one transaction; returns how many were new or changed."""
-        changed = 0
-        with self._transaction() as db:
-            for record in records:
-                if isinstance(record, TacDeclaration):
-                    changed += self._put_tac(db, record)
-                else:
-                    changed += self._put_report(db, record)
-        return changed
+        return self.apply_with_meta(records, {})
 
     def import_files(self, paths: Iterable[str | Path]) -> ImportSummary:
         """Import JSON/CSV files (formats in the module docstring) all-or-nothing."""
