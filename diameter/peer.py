@@ -115,6 +115,7 @@ class Peer:
         self._handover_to: Peer | None = None
         self._deadline: float | None = None
         self._down_reason = ""
+        self._dpr_sent = False
         self.watchdog = Watchdog(
             WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
             node.rng,
@@ -158,7 +159,9 @@ class Peer:
             owner._wake()
             self._disconnect("peer disconnected", now)
         elif not self.closed:
-            self._fire(PEER_DISC[self.role], now, reason="peer disconnected")
+            # In Closing the reason is the disconnect under way (DPR sent or received).
+            closing = self.state is PeerState.CLOSING
+            self._fire(PEER_DISC[self.role], now, reason="" if closing else "peer disconnected")
             self._disconnect("peer disconnected", now)
         return self._take_events()
 
@@ -666,6 +669,7 @@ class Peer:
                 PeerState.WAIT_CONN_ACK: "connection not made in time",
                 PeerState.WAIT_CONN_ACK_ELECT: "connection not made in time",
                 PeerState.WAIT_RETURNS: "no CEA in time",
+                PeerState.CLOSING: "stopped: no DPA within dpa_timeout" if self._dpr_sent else "",
             }.get(self.state, "")
         self._disconnect(reason, now)
 
@@ -673,7 +677,8 @@ class Peer:
         cause = self.disconnect_cause if self.disconnect_cause is not None else 0
         self._send_own_request(DPR, [Avp.new("Disconnect-Cause", cause)], now)
         self._deadline = now + self.settings.dpa_timeout
-        self._down_reason = "stopped: no DPA within dpa_timeout"
+        self._dpr_sent = True
+        self._down_reason = "stopped: DPR sent"
 
     def _act_snd_dpa(self, now: float, ctx: dict[str, Any]) -> None:
         request = decode_message(ctx["raw"])

@@ -739,3 +739,10 @@ def test_arbitrary_avps_in_requests_never_raise(avps: list[tuple[int, bytes]]) -
     bad_cer = Message(257, 0, FLAG_REQUEST, 1, 1, [Avp(code, 0, 0, data) for code, data in avps])
     cer_peer.receive_data(bad_cer.encode(), 1.0)
     cer_peer.data_to_send()
+
+
+def test_peer_closing_before_our_dpa_arrives_reason() -> None:
+    peer = open_responder()
+    peer.stop(0, 1.0)
+    events = peer.connection_lost(1.5)
+    assert events[-1] == PeerDown("stopped: DPR sent")
