@@ -212,6 +212,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mirror": Key("bool", _R.mirror),
         "mirror_database": Key("str", "registry-mirror.sqlite"),
         "mirror_interval_seconds": Key("float", _R.mirror_interval, _positive),
+        "mirror_page_size": Key("int", _R.mirror_page_size, _positive),
+        "max_connections": Key("int", _R.max_connections, _positive),
     },
     "logging": {
         "level": Key("str", "INFO", lambda v: None if v.upper() in _LOG_LEVELS
@@ -555,6 +557,8 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
         mirror=v["registry.mirror"],
         mirror_database=str(data(v["registry.mirror_database"])),
         mirror_interval=v["registry.mirror_interval_seconds"],
+        mirror_page_size=v["registry.mirror_page_size"],
+        max_connections=v["registry.max_connections"],
         extra_headers=tuple(sorted(free["registry.extra_headers"].items())),
     )
     return GatewayConfig(
