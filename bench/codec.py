@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -210,6 +211,20 @@ def measure(
     }
 
 
+def machine() -> str:
+    """CPU model and core count (Linux /proc/cpuinfo when available)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {platform.machine()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -225,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ECR decode + check_request + ECA encode",
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
-        "machine": f"{platform.machine()} {platform.processor() or platform.node()}".strip(),
+        "machine": machine(),
         "platform": platform.platform(),
         "request_octets": len(data),
         "answer_octets": len(expected),
@@ -249,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
         return 0
     print(f"{results['benchmark']}  (Python {results['python']}, {results['platform']})")
+    print(f"machine: {results['machine']}")
     print(
         f"request {len(data)} octets, answer {len(expected)} octets; best of {args.rounds} rounds"
     )
