@@ -22,7 +22,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -150,6 +150,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cer_timeout_seconds": Key("float", _D.cer_timeout, _positive),
         "cea_timeout_seconds": Key("float", _D.cea_timeout, _positive),
         "dpa_timeout_seconds": Key("float", _D.dpa_timeout, _positive),
+        "disconnect_linger_seconds": Key("float", _D.disconnect_linger, _positive),
         "duplicate_window_seconds": Key("float", _D.duplicate_window, _non_negative),
         "duplicate_cache_size": Key("int", _D.duplicate_cache_size, _non_negative),
         "max_in_flight_per_peer": Key("int", _D.max_in_flight_per_peer, _positive),
@@ -160,6 +161,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allowed_hosts": Key("strs", []),
         "allowed_realms": Key("strs", []),
         "allowed_networks": Key("strs", list(_D.allowed_networks), _cidr_list),
+        "sctp_extra_addresses": Key("strs", [], _ip_list),
     },
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
     "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
@@ -485,7 +487,12 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
             if name and not inp(name).is_file():
                 raise ConfigError(f"{file}: {dotted}: file {inp(name)} does not exist")
 
-    listen = tuple(parse_listen_url(u) for u in v["diameter.listen"])
+    # RFC 6733 §2.1.1 / RFC 4960 multi-homing: every SCTP listener also binds these addresses.
+    extra = tuple(v["diameter.sctp_extra_addresses"])
+    listen = tuple(
+        replace(e, extra_addresses=extra) if e.transport == "sctp" else e
+        for e in (parse_listen_url(u) for u in v["diameter.listen"])
+    )
     tls_cert, tls_key = opt(v["diameter.tls_cert"]), opt(v["diameter.tls_key"])
     if any(e.transport == "tls" for e in listen) and not (tls_cert and tls_key):
         raise ConfigError(
@@ -508,6 +515,7 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
         watchdog_jitter=v["diameter.watchdog_jitter_seconds"],
         cer_timeout=v["diameter.cer_timeout_seconds"],
         dpa_timeout=v["diameter.dpa_timeout_seconds"],
+        disconnect_linger=v["diameter.disconnect_linger_seconds"],
         cea_timeout=v["diameter.cea_timeout_seconds"],
         duplicate_window=v["diameter.duplicate_window_seconds"],
         duplicate_cache_size=v["diameter.duplicate_cache_size"],
