@@ -369,34 +369,34 @@ def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem |
     """Split ``buf[offset:end]`` into AVPs; stop at the first structural problem."""
     avps: list[Avp] = []
     append = avps.append
-    unpack_header = _AVP_HEADER.unpack_from
-    unpack_u32 = _U32.unpack_from
+    unpack_plain = _AVP_HEADER.unpack_from
+    unpack_vendor = _AVP_VENDOR_HEADER.unpack_from
     new_avp = Avp
     while offset < end:
-        if end - offset < 8:
+        left = end - offset
+        if left < 8:
             return avps, Problem(
-                _INVALID_MESSAGE_LENGTH, None, f"{end - offset} stray bytes after the last AVP"
+                _INVALID_MESSAGE_LENGTH, None, f"{left} stray bytes after the last AVP"
             )
-        code, flags_length = unpack_header(buf, offset)
-        flags = flags_length >> 24
-        length = flags_length & 0xFFFFFF
-        if flags & AVP_FLAG_VENDOR:
-            if end - offset < 12:
+        if buf[offset + 4] & 0x80:  # V bit (RFC 6733 §4.1): a Vendor-ID follows the length
+            if left < 12:
                 return avps, Problem(_INVALID_AVP_LENGTH, None, "truncated vendor AVP header")
-            vendor = unpack_u32(buf, offset + 8)[0]
+            code, flags_length, vendor = unpack_vendor(buf, offset)
             start = offset + 12
         else:
+            code, flags_length = unpack_plain(buf, offset)
             vendor = 0
             start = offset + 8
+        length = flags_length & 0xFFFFFF
         stop = offset + length
-        if length < start - offset or stop > end:
-            bad = Avp(code, flags, vendor, b"")
+        if stop < start or stop > end:
+            bad = Avp(code, flags_length >> 24, vendor, b"")
             return avps, Problem(
                 _INVALID_AVP_LENGTH,
                 _zero_payload(bad),
                 f"AVP {code} length {length} does not fit the message",
             )
-        append(new_avp(code, flags, vendor, buf[start:stop]))
+        append(new_avp(code, flags_length >> 24, vendor, buf[start:stop]))
         offset = stop + (-length & 3)
     if offset > end:
         # The last AVP's padding runs past the end (RFC 6733 §4: length excludes padding).

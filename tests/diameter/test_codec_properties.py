@@ -134,7 +134,14 @@ def same_tree(a: Avp, b: Avp) -> None:
     assert (a.code, a.flags, a.vendor, a.data) == (b.code, b.flags, b.vendor, b.data)
     defn = a.definition()
     if defn is not None and defn.type is AvpType.GROUPED:
-        kids_a, kids_b = a.children, b.children
+        try:
+            kids_a = a.children
+        except DiameterError as exc:
+            # a raw AVP whose random code hit a known Grouped AVP, with data that are not AVPs
+            with pytest.raises(type(exc)):
+                b.children  # noqa: B018
+            return
+        kids_b = b.children
         assert len(kids_a) == len(kids_b)
         for x, y in zip(kids_a, kids_b, strict=True):
             same_tree(x, y)
