@@ -555,8 +555,12 @@ def _encode_identity(value: str) -> bytes:
 def _encode_time(value: _dt.datetime | int) -> bytes:
     if isinstance(value, _dt.datetime):
         seconds = int((value - _NTP_EPOCH).total_seconds())
-        seconds &= 0xFFFFFFFF  # RFC 6733 §4.3.1 / RFC 5905 era wrap
-        return _U32.pack(seconds)
+        # RFC 6733 §4.3.1 / RFC 5905: era 0 for values with the top bit set, era 1 (from
+        # 2036-02-07T06:28:16Z) for the others. Outside that window the decoder would read the
+        # value back as another instant: refuse rather than wrap silently.
+        if not 0x80000000 <= seconds < 0x80000000 + 0x100000000:
+            raise ValueError("Time outside 1968-01-20T03:14:08Z .. 2104-02-26T09:42:23Z")
+        return _U32.pack(seconds & 0xFFFFFFFF)
     return _U32.pack(value)
 
 

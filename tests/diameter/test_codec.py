@@ -597,6 +597,8 @@ def test_invalid_values(avp_type: AvpType, data: bytes, code: int) -> None:
         (AvpType.ENUMERATED, "WHITELISTED"),
         (AvpType.FLOAT32, "x"),
         (AvpType.TIME, -1),
+        (AvpType.TIME, dt.datetime(1968, 1, 20, 3, 14, 7, tzinfo=UTC)),  # would read back as 2104
+        (AvpType.TIME, dt.datetime(2104, 2, 26, 9, 42, 24, tzinfo=UTC)),  # would read back as 1968
         (AvpType.TIME, dt.datetime(2020, 1, 1)),  # naive: no UTC offset
         (AvpType.ADDRESS, "not-an-address"),
         (AvpType.ADDRESS, (1,)),
