@@ -284,7 +284,8 @@ class Simulation:
         self.captures: list[Capture] = []
         self._loop = asyncio.get_running_loop()
         self._seq = 0  # requests started (closed loop budget)
-        self._stopping = False
+        self._stopping = False  # no new requests
+        self._closing = False  # the run is over: connections closing on our DPR
         self._started = 0.0
         self._last_answer = 0.0
         self._done: asyncio.Future[None] = self._loop.create_future()
@@ -351,7 +352,7 @@ class Simulation:
         conn.alive = False
         lost = len(conn.outstanding)
         conn.outstanding.clear()
-        if not self._stopping:
+        if not self._closing:  # our own DPR at the end loses nothing
             self.stats.lost += lost
         self._check_done()
 
@@ -408,6 +409,7 @@ class Simulation:
             self.stats.answered + self.stats.late
         )
         up = sum(1 for c in self.connections if c.alive)
+        self._closing = True
         await self._close_all()
         return Report(s.method(), self.stats, duration, max(unmatched, 0), up)
 

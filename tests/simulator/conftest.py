@@ -1,0 +1,37 @@
+"""A real gateway (embedded default config, ports 0, state in a temporary directory)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import GatewayConfig, load_config
+from gateway.service import Gateway
+
+
+def gateway_config(state_dir: Path) -> GatewayConfig:
+    return load_config(
+        env={
+            "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0",
+            "EIR_METRICS_LISTEN": "127.0.0.1:0",
+            "EIR_STATE_DIRECTORY": str(state_dir),
+        }
+    )
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    gw = Gateway(gateway_config(tmp_path / "state"))
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+def port_of(gw: Gateway) -> int:
+    (transport, _host, port) = gw.diameter_sockets[0]
+    assert transport == "tcp"
+    return port
