@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench clean interop-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,17 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-test
+# python-diameter's top-level package is `diameter`, like ours: it gets its own virtualenv, used by
+# tests/interop as a subprocess. Not installable (offline): its interop tests skip with the reason.
+INTEROP_VENV ?= .venv-interop
+
+$(INTEROP_VENV)/.installed:
+	( $(PYTHON) -m venv $(INTEROP_VENV) && $(INTEROP_VENV)/bin/pip install -q python-diameter==0.9.0 \
+	  && touch $@ ) || echo "python-diameter could not be installed; its interop tests will skip"
+
+interop-venv: $(INTEROP_VENV)/.installed
+
+unit: $(VENV)/.installed-test $(INTEROP_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
@@ -35,4 +45,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/codec.py
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP_VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""Interop harness: a real gateway on loopback (port 0) and independent Diameter stacks run as
+subprocesses against it (python-diameter, Erlang/OTP diameter, freeDiameter) or in-process (scapy).
+
+Every subprocess is bounded by a timeout and killed past it; every stack-specific test skips with
+the reason when its stack is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import load_config
+from gateway.service import Gateway
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+INTEROP_VENV = Path(os.environ.get("EIR_INTEROP_VENV", REPO / ".venv-interop"))
+INTEROP_PYTHON = INTEROP_VENV / "bin" / "python"
+
+WHITELISTED, BLACKLISTED, GREYLISTED = 0, 1, 2
+
+
+def gateway_env(state_dir: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0",
+        "EIR_METRICS_LISTEN": "127.0.0.1:0",
+        "EIR_STATE_DIRECTORY": str(state_dir),
+        "EIR_LISTS_POLL_INTERVAL_SECONDS": "0",
+    }
+    env.update(overrides)
+    return env
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+    started: list[Gateway] = []
+
+    async def start(**overrides: str) -> Gateway:
+        config = load_config(None, env=gateway_env(tmp_path / f"var{len(started)}", **overrides))
+        gateway = Gateway(config)
+        await gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        await asyncio.wait_for(gateway.stop(), 15)
+
+
+def diameter_port(gateway: Gateway) -> int:
+    transport, host, port = gateway.diameter_sockets[0]
+    assert transport == "tcp" and host == "127.0.0.1"
+    return port
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON lines a client script printed (optionally only one kind of event)."""
+        out = []
+        for line in self.stdout.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                event = json.loads(line)
+                if name is None or event.get("event") == name:
+                    out.append(event)
+        return out
+
+    def explain(self) -> str:
+        return f"exit {self.returncode}\n--- stdout\n{self.stdout[-6000:]}\n--- stderr\n{self.stderr[-6000:]}"
+
+
+async def run_process(
+    argv: list[str], *, timeout: float, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Finished:
+    """Run a subprocess without blocking the event loop that serves the gateway; kill its
+    process group past ``timeout`` and fail the test."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        kill_group(process)
+        stdout, stderr = await process.communicate()
+        pytest.fail(
+            f"{argv[0]} did not finish within {timeout} s\n--- stdout\n"
+            f"{stdout.decode(errors='replace')[-4000:]}\n--- stderr\n"
+            f"{stderr.decode(errors='replace')[-4000:]}"
+        )
+    assert process.returncode is not None
+    return Finished(
+        process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+    )
+
+
+def kill_group(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def require_tool(name: str, why: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} not installed ({why})")
+    return path
