@@ -22,12 +22,20 @@ class FramingError(DecodeError):
     """The byte stream cannot be framed any further (RFC 6733 §2.1): the connection must close.
 
     ``header`` holds the 20 header bytes when they were read, so that an error answer can still
-    be sent before closing.
+    be sent before closing; ``messages`` the whole messages read before the bad bytes.
     """
 
-    def __init__(self, message: str, result_code: int, header: bytes | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        result_code: int,
+        header: bytes | None = None,
+        messages: tuple[bytes, ...] = (),
+    ) -> None:
         super().__init__(message, result_code)
         self.header = header
+        # Whole messages that preceded the unframeable bytes in the same read: still to process.
+        self.messages = messages
 
 
 class EncodeError(DiameterError):

@@ -39,7 +39,12 @@ class Framer:
         offset = 0
         size = len(buf)
         while size - offset >= HEADER_LENGTH:
-            length = self._length(buf, offset)
+            try:
+                length = self._length(buf, offset)
+            except FramingError as exc:
+                exc.messages = tuple(out)
+                del buf[:]
+                raise
             if size - offset < length:
                 break
             out.append(bytes(buf[offset : offset + length]))

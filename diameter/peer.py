@@ -171,7 +171,13 @@ class Peer:
         try:
             messages = self._framer.feed(data)
         except FramingError as exc:
-            self._framing_error(exc, now)
+            # Whole messages before the bad bytes are processed first (they were well framed).
+            for raw in exc.messages:
+                if self.closed:
+                    break
+                self._receive(raw, now)
+            if not self.closed:
+                self._framing_error(exc, now)
             return self._take_events()
         for raw in messages:
             if self.closed:

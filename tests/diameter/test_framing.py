@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from diameter.codec import Message
 from diameter.errors import DiameterError, FramingError
 from diameter.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer
 from tests.diameter import vectors as v
@@ -165,3 +166,12 @@ def test_arbitrary_bytes_only_raise_framing_errors(data: bytes, cuts: list[int])
                 assert message[0] == 1 and len(message) % 4 == 0 and len(message) >= 20
     except FramingError as exc:
         assert exc.result_code in (5011, 5015)
+
+
+def test_whole_messages_before_unframeable_bytes_are_kept() -> None:
+    good = Message(280, 0, 0x80, 1, 1).add("Origin-Host", "a").add("Origin-Realm", "b").encode()
+    framer = Framer()
+    with pytest.raises(FramingError) as info:
+        framer.feed(good + good + b"\x02" + bytes(19))
+    assert info.value.messages == (good, good)
+    assert info.value.result_code == 5011
