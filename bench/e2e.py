@@ -19,8 +19,12 @@ Method.
   (``window`` outstanding requests per connection, over 1 and 4 connections) and open loop
   (fixed rates, latency from the scheduled send time, so stalls are not hidden). Each runs
   ``--seconds`` seconds (``--quick``: 1 s and fewer scenarios).
-* Reported per scenario: answered MICR/s, latency p50/p90/p99/p99.9/max, errors, and the ratios
-  gateway/ceiling of the rate and of p99. The ceiling's figures are bounded by the simulator as
+* Each scenario runs ``--rounds`` times per server, alternating gateway and ceiling so both see
+  the same disturbances (the machine may be shared); the least disturbed round is shown (highest
+  rate in closed loop, lowest p99 in open loop) with the medians alongside in the JSON.
+* Reported per scenario: answered MICR/s, latency p50/p90/p99/p99.9/max, errors, the open loop's
+  send lag (how late the simulator itself sent), and the ratios gateway/ceiling of the rate and
+  of p99. The ceiling's figures are bounded by the simulator as
   well: when both sides come out equal, the simulator was the limit.
 
 Run: ``.venv/bin/python bench/e2e.py [--quick] [--json] [--profile-gateway FILE]``.
@@ -38,6 +42,7 @@ import platform
 import pstats
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,7 +154,7 @@ class Servers:
             handle.close()
 
 
-def start_servers(state_dir: str, profile: str | None) -> Servers:
+def start_servers(state_dir: str, profile: str | None, pin: bool = True) -> Servers:
     gateway_port, metrics_port, ceiling_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update(
@@ -182,7 +187,8 @@ def start_servers(state_dir: str, profile: str | None) -> Servers:
     except BaseException:
         servers.stop()
         raise
-    servers.pinned = _pin(gateway.pid, 1) and _pin(ceiling.pid, 1) and _pin(0, 0)
+    if pin:
+        servers.pinned = _pin(gateway.pid, 1) and _pin(ceiling.pid, 1) and _pin(0, 0)
     return servers
 
 
@@ -201,8 +207,24 @@ def summary(report: Report) -> dict[str, Any]:
         "results": d["results"],
         "verified": d["verification"]["verified"],
         "mismatches": d["verification"]["mismatches"] + d["matching"]["id_mismatches"],
+        "send_lag_p99_ms": d["send_lag_ms"]["p99"] if "send_lag_ms" in d else None,
         "ok": d["ok"],
     }
+
+
+def pick(scenario: Scenario, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The least disturbed round (highest rate in closed loop, lowest p99 in open loop; the
+    machine is shared), with the median of every round alongside."""
+    if scenario.mode == "closed":
+        best = max(rounds, key=lambda r: r["micr_per_s"])
+    else:
+        best = min(rounds, key=lambda r: r["latency_ms"]["p99"])
+    out = dict(best)
+    out["rounds"] = len(rounds)
+    out["median_micr_per_s"] = statistics.median(r["micr_per_s"] for r in rounds)
+    out["median_p99_ms"] = statistics.median(r["latency_ms"]["p99"] for r in rounds)
+    out["all_ok"] = all(r["ok"] for r in rounds)
+    return out
 
 
 async def drive(
@@ -243,6 +265,7 @@ async def bench(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         if not report.ok:
             raise RuntimeError(f"warm-up against the {name} failed: {report.render_text()}")
     seconds = 1.0 if args.quick else args.seconds
+    rounds = 1 if args.quick else args.rounds
     rows = []
     for scenario in scenarios(args.quick):
         row: dict[str, Any] = {
@@ -252,8 +275,12 @@ async def bench(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
             "window": scenario.window if scenario.mode == "closed" else None,
             "rate": scenario.rate if scenario.mode == "open" else None,
         }
-        for name, (port, verify) in targets.items():
-            row[name] = summary(await drive(port, scenario, checks, seconds, verify))
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        for _ in range(rounds):  # alternate, so both see the same disturbances
+            for name, (port, verify) in targets.items():
+                runs[name].append(summary(await drive(port, scenario, checks, seconds, verify)))
+        for name in targets:
+            row[name] = pick(scenario, runs[name])
         g, c = row["gateway"], row["ceiling"]
         row["ratio_rate"] = round(g["micr_per_s"] / c["micr_per_s"], 3) if c["micr_per_s"] else None
         cp99 = c["latency_ms"]["p99"]
@@ -265,7 +292,7 @@ async def bench(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
     open_10k = [r for r in rows if r["mode"] == "open" and r["rate"] == TARGET_OPEN_RATE]
     p99_10k = open_10k[0]["gateway"]["latency_ms"]["p99"] if open_10k else None
     return {
-        "method": method(args, servers, seconds, len(checks)),
+        "method": method(args, servers, seconds, len(checks), rounds),
         "warm_up": warm,
         "scenarios": rows,
         "targets": {
@@ -291,7 +318,9 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def method(args: argparse.Namespace, servers: Servers, seconds: float, pool: int) -> dict[str, Any]:
+def method(
+    args: argparse.Namespace, servers: Servers, seconds: float, pool: int, rounds: int
+) -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -301,6 +330,8 @@ def method(args: argparse.Namespace, servers: Servers, seconds: float, pool: int
         "platform": platform.platform(),
         "pinned": "simulator CPU 0, servers CPU 1" if servers.pinned else "no",
         "seconds_per_run": seconds,
+        "rounds": f"{rounds} per scenario and server, alternating; the least disturbed shown, "
+        "medians alongside",
         "pool": pool,
         "mix": "generator default (valid 70, bad_check_digit 5, malformed 5, unknown_tac 10, "
         "listed 10)",
@@ -314,11 +345,14 @@ def method(args: argparse.Namespace, servers: Servers, seconds: float, pool: int
 def _row_text(row: dict[str, Any]) -> str:
     g, c = row["gateway"], row["ceiling"]
     gl, cl = g["latency_ms"], c["latency_ms"]
-    flag = "" if g["ok"] else "  GATEWAY NOT OK"
+    flag = "" if g["all_ok"] else "  GATEWAY NOT OK (errors or mismatches: see --json)"
+    lag = "" if g["send_lag_p99_ms"] is None else (
+        f" | send lag p99 {g['send_lag_p99_ms']:.3f}/{c['send_lag_p99_ms']:.3f}"
+    )
     return (
         f"{row['scenario']:<22} gateway {g['micr_per_s']:>9,.0f}/s p50 {gl['p50']:7.3f} "
         f"p99 {gl['p99']:7.3f} | ceiling {c['micr_per_s']:>9,.0f}/s p50 {cl['p50']:7.3f} "
-        f"p99 {cl['p99']:7.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}{flag}"
+        f"p99 {cl['p99']:7.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}{lag}{flag}"
     )
 
 
@@ -332,13 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="gateway vs ceiling, end to end")
     parser.add_argument("--quick", action="store_true", help="1 s per run, fewer scenarios")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per run (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per scenario (default 3)")
     parser.add_argument("--pool", type=int, default=10_000, help="distinct checks (default 10000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
     parser.add_argument("--profile-gateway", metavar="FILE", help="cProfile the gateway into FILE")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="eir-e2e-") as state_dir:
-        servers = start_servers(state_dir, args.profile_gateway)
+        servers = start_servers(state_dir, args.profile_gateway, pin=not args.no_pin)
         try:
             if not args.json:
                 print(f"gateway on port {servers.gateway_port}, ceiling on port "
