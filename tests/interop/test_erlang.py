@@ -1,0 +1,212 @@
+"""Erlang/OTP diameter (Debian ``erlang-base`` + ``erlang-diameter``, OTP 25) as an MME.
+
+``erlang/s13_mme.escript`` starts OTP's diameter application with the RFC 6733 base dictionary
+(``diameter_gen_base_rfc6733``) and ``erlang/s13.dia`` (compiled at test time by
+``diameter_make``), connects to the gateway, and prints the answers as OTP decoded them with the
+``errors`` OTP found in each (``answer_errors = callback``), so OTP's strict decoder judges every
+CEA, ECA, E-bit answer-message and DWA/DPA of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_s13 import CASES
+from tests.interop.conftest import (
+    HERE,
+    WHITELISTED,
+    Finished,
+    StartGateway,
+    diameter_port,
+    require_tool,
+    run_process,
+)
+
+ESCRIPT = HERE / "erlang" / "s13_mme.escript"
+DICTIONARY = HERE / "erlang" / "s13.dia"
+
+
+@pytest.fixture(scope="module")
+def escript() -> str:
+    path = require_tool(
+        "escript", "Debian erlang-base + erlang-diameter: Erlang/OTP diameter interop"
+    )
+    if not _otp_has_diameter(path):
+        pytest.skip("Erlang/OTP diameter application not installed (Debian erlang-diameter)")
+    return path
+
+
+def _otp_has_diameter(escript_path: str) -> bool:
+    erl = Path(escript_path).with_name("erl")
+    probe = subprocess.run(
+        [
+            str(erl),
+            "-noshell",
+            "-eval",
+            "halt(case code:lib_dir(diameter) of {error, _} -> 1; _ -> 0 end).",
+        ],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def erl_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_term(index: int, check: dict[str, Any]) -> str:
+    def opt(key: str) -> str:
+        return erl_string(check[key]) if check.get(key) is not None else "undefined"
+
+    proxies = ", ".join(
+        f"{{{erl_string(host)}, <<{','.join(str(b) for b in state)}>>}}"
+        for host, state in check.get("proxy_info", ())
+    )
+    realm = erl_string(check.get("realm", "localdomain"))
+    return f"{{check, {index}, {opt('imei')}, {opt('imsi')}, {opt('sv')}, {realm}, [{proxies}]}}.\n"
+
+
+def parse(stdout: str) -> list[tuple[str, dict[str, str]]]:
+    lines = []
+    for line in stdout.splitlines():
+        tag, *fields = line.split("\t")
+        lines.append((tag, dict(field.split("=", 1) for field in fields)))
+    return lines
+
+
+def facts(done: Finished, tag: str) -> list[dict[str, str]]:
+    return [fields for t, fields in parse(done.stdout) if t == tag]
+
+
+async def run_mme(
+    escript: str,
+    tmp_path: Path,
+    port: int,
+    checks: list[dict[str, Any]],
+    *,
+    watchdog_wait_ms: int | None = None,
+    timeout: float = 25,
+) -> Finished:
+    spec = tmp_path / "mme.terms"
+    text = '{origin_host, "mme.otp.test"}.\n{origin_realm, "otp.test"}.\n'
+    text += "".join(check_term(i, c) for i, c in enumerate(checks))
+    if watchdog_wait_ms is not None:
+        text += f"{{watchdog_wait_ms, {watchdog_wait_ms}}}.\n"
+    spec.write_text(text)
+    done = await run_process(
+        [escript, str(ESCRIPT), str(DICTIONARY), "127.0.0.1", str(port), str(spec)],
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0 and facts(done, "done"), done.explain()
+    assert not facts(done, "cea_failed") and not facts(done, "cea_timeout"), done.explain()
+    return done
+
+
+def assert_clean_eca(fields: dict[str, str]) -> None:
+    """OTP decoded an ME-Identity-Check-Answer with its strict codec and found nothing wrong."""
+    assert fields["errors"] == "[]", fields
+    assert fields["name"] == "'ECA'", fields
+    assert fields["flags"] == "[proxiable]", fields  # P copied, no E (TS 29.272 §7.2.20)
+
+
+async def test_otp_decodes_every_default_answer_without_errors(
+    start_gateway: StartGateway, escript: str, tmp_path: Path
+) -> None:
+    gateway = await start_gateway()
+    checks: list[dict[str, Any]] = [{"imei": imei, "imsi": imsi} for imei, imsi, _, _ in CASES]
+    checks.append(
+        {
+            "imei": "35209900123456",
+            "imsi": "001010123456789",
+            "sv": "07",
+            "proxy_info": [("relay1.test", b"\x01\x02\x03"), ("relay2.test", b"two")],
+        }
+    )
+    done = await run_mme(escript, tmp_path, diameter_port(gateway), checks)
+
+    (cea,) = facts(done, "cea")
+    assert cea["errors"] == "[]", cea
+    assert "{'Result-Code',2001}" in cea["msg"]
+    assert "{'Auth-Application-Id',[16777252]}" in cea["msg"]  # S13 offered (RFC 6733 §5.3.2)
+    answers = facts(done, "eca")
+    assert len(answers) == len(checks), done.explain()
+    expected = [status for _, _, status, _ in CASES] + [WHITELISTED]
+    for fields, status in zip(answers, expected, strict=True):
+        assert_clean_eca(fields)
+        assert fields["result_code"] == "2001", fields
+        assert fields["experimental"] == "none", fields
+        assert fields["status"] == str(status), fields
+    # RFC 6733 §6.2: every Proxy-Info copied, in order.
+    assert answers[-1]["proxy_hosts"] == '[<<"relay1.test">>,<<"relay2.test">>]'
+
+
+async def test_otp_decodes_5422_5005_and_e_bit_answer_message(
+    start_gateway: StartGateway, escript: str, tmp_path: Path
+) -> None:
+    gateway = await start_gateway(EIR_POLICY_UNKNOWN_EQUIPMENT="tac_unknown")
+    checks = [
+        {"imei": "35111111123456"},  # tac_unknown -> 5422 (TS 29.272 §7.4.3)
+        {"imei": None, "sv": "01"},  # Terminal-Information without IMEI -> 5005 (RFC 6733 §7.5)
+        {"imei": "35209900123456", "realm": "other.realm"},  # 3003, E bit (RFC 6733 §7.1.3)
+    ]
+    done = await run_mme(escript, tmp_path, diameter_port(gateway), checks)
+    unknown, missing, realm = facts(done, "eca")
+
+    assert_clean_eca(unknown)
+    assert (unknown["result_code"], unknown["status"]) == ("none", "none")
+    assert unknown["experimental"] == "{10415,5422}"
+
+    assert_clean_eca(missing)
+    assert missing["result_code"] == "5005" and missing["status"] == "none"
+    assert missing["failed"] == "[{1402,10415}]"  # zero-filled IMEI, vendor 10415
+
+    # OTP decodes an E-bit answer with the base answer-message CCF (RFC 6733 §7.2).
+    assert realm["errors"] == "[]", realm
+    assert realm["name"] == "'answer-message'", realm
+    assert realm["flags"] == "[proxiable,error]", realm
+    assert realm["result_code"] == "3003", realm
+
+
+async def test_otp_watchdog_and_disconnect(
+    start_gateway: StartGateway, escript: str, tmp_path: Path
+) -> None:
+    """OTP's watchdog (Tw 6 s, +-2 s jitter) sends DWRs on the idle link: the gateway answers
+    2001; meanwhile the gateway lists OTP as an open peer; remove_transport sends a DPR and
+    the DPA comes back well before OTP's dpa_timeout (5 s)."""
+    gateway = await start_gateway()  # gateway Tw 30 s: OTP's watchdog fires first
+    port = diameter_port(gateway)
+    seen: set[str] = set()
+
+    async def watch_peers() -> None:
+        while True:
+            seen.update(p.origin_host for p in gateway.server.open_peers)
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch_peers())
+    try:
+        done = await run_mme(
+            escript, tmp_path, port, [{"imei": "35209900123456"}], watchdog_wait_ms=9000
+        )
+    finally:
+        watcher.cancel()
+    assert seen == {"mme.otp.test"}
+    stats = {f["key"]: int(f["value"]) for f in facts(done, "stat")}
+    assert stats.get("{{0,280,1},send}", 0) >= 1, done.explain()  # OTP sent DWR
+    assert stats.get("{{0,280,0},recv,{'Result-Code',2001}}", 0) == stats["{{0,280,1},send}"]
+    assert stats.get("{{16777252,324,0},recv,{'Result-Code',2001}}") == 1
+    (disconnected,) = facts(done, "disconnected")
+    assert int(disconnected["ms"]) < 4000, done.explain()
+    assert facts(done, "down"), done.explain()
+    for _ in range(50):
+        if not gateway.server.open_peers:
+            break
+        await asyncio.sleep(0.05)
+    assert not gateway.server.open_peers
