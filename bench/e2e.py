@@ -349,10 +349,17 @@ def _row_text(row: dict[str, Any]) -> str:
     lag = "" if g["send_lag_p99_ms"] is None else (
         f" | send lag p99 {g['send_lag_p99_ms']:.3f}/{c['send_lag_p99_ms']:.3f}"
     )
+    median = ""
+    if g["rounds"] > 1:
+        median = (
+            f" | medians: gateway {g['median_micr_per_s']:,.0f}/s p99 {g['median_p99_ms']:.3f},"
+            f" ceiling {c['median_micr_per_s']:,.0f}/s p99 {c['median_p99_ms']:.3f}"
+        )
     return (
         f"{row['scenario']:<22} gateway {g['micr_per_s']:>9,.0f}/s p50 {gl['p50']:7.3f} "
         f"p99 {gl['p99']:7.3f} | ceiling {c['micr_per_s']:>9,.0f}/s p50 {cl['p50']:7.3f} "
-        f"p99 {cl['p99']:7.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}{lag}{flag}"
+        f"p99 {cl['p99']:7.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}"
+        f"{lag}{median}{flag}"
     )
 
 
