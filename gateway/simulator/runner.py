@@ -45,12 +45,12 @@ from diameter.transport import Client, PeerConnection, client_ssl_context
 from gateway.simulator.pcap import Capture
 from gateway.simulator.report import Report, Stats
 from gateway.simulator.traffic import (
+    AnswerScanner,
     Check,
     PreparedCheck,
     RequestFactory,
     RequestIdentity,
     outcome_of,
-    scan_answer,
 )
 
 _ANSWER_NAME = command_name(324, False)
@@ -289,6 +289,9 @@ class Simulation:
         self._started = 0.0
         self._last_answer = 0.0
         self._done: asyncio.Future[None] = self._loop.create_future()
+        self._scanner = AnswerScanner()
+        # (Result-Code, Experimental-Result-Code, Equipment-Status) -> (result key, outcome)
+        self._names: dict[tuple[int | None, int | None, int | None], tuple[str, str]] = {}
         self._verify = settings.verify and any(c.expected is not None for c in self.checks)
 
     # -- set-up and tear-down --------------------------------------------------------------------
@@ -472,16 +475,23 @@ class Simulation:
         end_to_end = int.from_bytes(raw[16:20], "big")
         if end_to_end != request.end_to_end:
             stats.add_id_mismatch("End-to-End", str(request.end_to_end), str(end_to_end))
-        session, result, experimental, status = scan_answer(raw)
+        session, result, experimental, status = self._scanner.scan(raw)
         if session != request.session_id:
             stats.add_id_mismatch(
                 "Session-Id",
                 request.session_id.decode("utf-8", "replace"),
                 "" if session is None else session.decode("utf-8", "replace"),
             )
-        code = result if result is not None else experimental
-        stats.results[str(code) if code is not None else "none"] += 1
-        outcome = outcome_of(result, experimental, status)
+        key = (result, experimental, status)
+        named = self._names.get(key)
+        if named is None:
+            code = result if result is not None else experimental
+            named = self._names[key] = (
+                str(code) if code is not None else "none",
+                outcome_of(result, experimental, status),
+            )
+        code_name, outcome = named
+        stats.results[code_name] += 1
         stats.outcomes[outcome] += 1
         if self._verify:
             check = conn.prepared[request.index].check

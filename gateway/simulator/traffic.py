@@ -588,6 +588,37 @@ def scan_answer(raw: bytes) -> tuple[bytes | None, int | None, int | None, int |
     return session, result, experimental, status
 
 
+class AnswerScanner:
+    """``scan_answer`` with a memo of the part after the Session-Id.
+
+    An EIR builds its answers from a few constant blocks (one per outcome) behind the per-request
+    Session-Id, so the bytes after the first AVP repeat; their scan result is remembered by value
+    (exact bytes as the key, a bounded number of them). Answers whose first AVP is not the
+    Session-Id are scanned in full.
+    """
+
+    __slots__ = ("_memo", "max_entries")
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._memo: dict[bytes, tuple[int | None, int | None, int | None]] = {}
+        self.max_entries = max_entries
+
+    def scan(self, raw: bytes) -> tuple[bytes | None, int | None, int | None, int | None]:
+        if len(raw) >= 28 and raw[20:24] == b"\x00\x00\x01\x07" and not raw[24] & 0x80:
+            length = int.from_bytes(raw[25:28], "big")
+            end = 20 + length
+            rest_start = 20 + ((length + 3) & ~3)
+            if 8 <= length and rest_start <= len(raw):
+                rest = raw[rest_start:]
+                found = self._memo.get(rest)
+                if found is None:
+                    found = scan_answer(b"\0" * 20 + rest)[1:]
+                    if len(self._memo) < self.max_entries:
+                        self._memo[rest] = found
+                return (raw[28:end], *found)
+        return scan_answer(raw)
+
+
 def outcome_of(result: int | None, experimental: int | None, status: int | None) -> str:
     """The outcome name of an answer (see ``OUTCOME_UNKNOWN``)."""
     if result == SUCCESS and status is not None:

@@ -13,6 +13,7 @@ from gateway.config import load_config
 from gateway.imei import luhn_check_digit, parse_imei
 from gateway.simulator.traffic import (
     CATEGORIES,
+    AnswerScanner,
     Check,
     GatewayData,
     ImeiFileError,
@@ -239,3 +240,18 @@ def test_scan_answer_and_outcome() -> None:
     assert outcome_of(2001, None, None) == "RESULT_2001"
     # A truncated last AVP ends the scan without raising.
     assert scan_answer(ok[:-3])[1] == 2001
+
+
+def test_answer_scanner_memo_gives_the_same_results() -> None:
+    scanner = AnswerScanner(max_entries=2)
+    tail = [Avp.new("Result-Code", 2001), Avp.new("Equipment-Status", 1)]
+    answers = [
+        _answer(Avp.new("Session-Id", f"mme1.sim.local;1;{i:010d}{'x' * (i % 4)}"), *tail)
+        for i in range(6)
+    ]
+    answers.append(_answer(Avp.new("Result-Code", 2001), Avp.new("Session-Id", "late;1;1")))
+    answers.append(_answer(Avp.new("Session-Id", "a;1;1"), Avp.new("Result-Code", 3002)))
+    answers.append(_answer(Avp.new("Session-Id", "b;1;1"), Avp.new("Result-Code", 5012)))
+    for raw in answers * 2:  # the second pass answers from the memo (or past its bound)
+        assert scanner.scan(raw) == scan_answer(raw)
+    assert scanner.scan(answers[0])[0] == b"mme1.sim.local;1;0000000000"
