@@ -39,6 +39,20 @@ from gateway.simulator.traffic import (
     read_imei_file,
 )
 
+IMEI_FILE_HELP = """\
+IMEI file (--imei-file): one check per line, IMEI [IMSI [SV [EXPECTED]]], separated by commas
+(CSV) or whitespace; '#' comments, blank lines and an 'imei,...' header line are skipped; an
+empty CSV field or '-' leaves a column out. IMEI: sent as it is (malformed ones on purpose too);
+IMSI: 5-15 digits (User-Name); SV: 2 digits (Software-Version); EXPECTED: WHITELISTED,
+BLACKLISTED, GREYLISTED (or 0/1/2) or EQUIPMENT_UNKNOWN (5422). A bad line stops the run with
+its file and line number.
+
+Examples:
+  eir-gateway simulate --count 10000 --window 64 --connections 4
+  eir-gateway simulate --rate 5000 --duration 10 --imsi --pcap run.pcap
+  eir-gateway simulate --imei-file checks.csv --json
+"""
+
 DEFAULT_COUNT = 1000
 DEFAULT_POOL = 10_000
 
@@ -50,6 +64,8 @@ def register(subparsers: Any) -> None:
         description="Act as one or more MMEs (CER/CEA, DWR/DWA, DPR/DPA) and send "
         "ME-Identity-Check-Requests in a closed loop (--window) or at a fixed rate (--rate); "
         "verify every answer and report counts, result codes, Equipment-Status and latency.",
+        epilog=IMEI_FILE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = parser.add_argument_group("target")
     target.add_argument("--host", default="127.0.0.1", help="EIR address (default 127.0.0.1)")
