@@ -9,6 +9,10 @@
 %% answer of the gateway strictly and reports what it disliked in the packet's errors field.
 %%
 %% Usage: s13_mme.escript S13_DIA HOST PORT SPEC_FILE
+%%        s13_mme.escript decode S13_DIA HEX_FILE
+%% The decode form runs OTP's decoder (diameter_codec, the S13 dictionary with the RFC 6733 base
+%% dictionary inherited) on captured messages, one "LABEL HEX" per line, and prints what it
+%% decoded and the errors it found, without any connection.
 %% SPEC_FILE holds Erlang terms (file:consult/1):
 %%   {origin_host, "mme.otp.test"}.  {origin_realm, "otp.test"}.
 %%   {check, Index, Imei | undefined, Imsi | undefined, Sv | undefined, DestinationRealm,
@@ -27,6 +31,14 @@
 -define(S13, 16777252).
 -define(TGPP, 10415).
 
+main(["decode", Dia, HexFile]) ->
+    try decode_file(Dia, HexFile) of
+        ok -> out(done, []), halt(0)
+    catch
+        Class:Reason:Stack ->
+            out(crash, [{class, Class}, {reason, Reason}, {stack, Stack}]),
+            halt(2)
+    end;
 main([Dia, Host, PortS, SpecFile]) ->
     try run(Dia, Host, list_to_integer(PortS), SpecFile) of
         ok -> out(done, []), halt(0)
@@ -39,12 +51,46 @@ main(_) ->
     io:format(standard_error, "usage: s13_mme.escript S13_DIA HOST PORT SPEC_FILE~n", []),
     halt(64).
 
-run(Dia, Host, Port, SpecFile) ->
-    {ok, Spec} = file:consult(SpecFile),
+load_dictionary(Dia) ->
     {ok, [Forms | _]} = diameter_make:codec(Dia, [forms, return]),
     {ok, s13, Beam} = compile:forms(Forms, [binary]),
     {module, s13} = code:load_binary(s13, "s13.erl", Beam),
-    out(dictionary, [{name, s13:name()}, {id, s13:id()}]),
+    out(dictionary, [{name, s13:name()}, {id, s13:id()}]).
+
+decode_file(Dia, HexFile) ->
+    load_dictionary(Dia),
+    {ok, Text} = file:read_file(HexFile),
+    Opts = #{decode_format => list, string_decode => false, strict_mbit => true,
+             strict_arities => decode, rfc => 6733, failed_avp => false,
+             app_dictionary => s13, incoming_maxlen => 16#FFFFFF, ordered_encode => false},
+    lists:foreach(
+      fun(Line) ->
+              [Label, Hex] = binary:split(Line, <<" ">>),
+              Bin = binary:decode_hex(Hex),
+              %% Base messages, and E-bit answers (RFC 6733 §7.2 answer-message), belong to the
+              %% base dictionary, as OTP's own diameter_traffic decodes them.
+              <<_:4/binary, Flags, _:3/binary, AppId:32, _/binary>> = Bin,
+              Mod = case AppId == 0 orelse Flags band 16#20 /= 0 of
+                        true -> diameter_gen_base_rfc6733;
+                        false -> s13
+                    end,
+              Pkt = diameter_codec:decode(Mod, Opts#{app_dictionary => Mod}, Bin),
+              Name = case element(4, Pkt) of [N | _] -> N; Other -> Other end,
+              out(decoded, [{label, binary_to_list(Label)}, {name, Name},
+                            {errors, [error_code(E) || E <- element(6, Pkt)]},
+                            {msg, element(4, Pkt)}])
+      end,
+      [L || L <- binary:split(Text, <<"\n">>, [global, trim_all])]),
+    ok.
+
+%% An entry of the packet's errors: Result-Code, or {Result-Code, AVP}: shown as
+%% Result-Code or {Result-Code, AvpName}.
+error_code({Code, Avp}) when is_tuple(Avp) -> {Code, element(7, Avp)};
+error_code(Other) -> Other.
+
+run(Dia, Host, Port, SpecFile) ->
+    {ok, Spec} = file:consult(SpecFile),
+    load_dictionary(Dia),
     OH = proplists:get_value(origin_host, Spec),
     OR = proplists:get_value(origin_realm, Spec),
     ok = diameter:start(),
