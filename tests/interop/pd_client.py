@@ -8,7 +8,9 @@ Usage: ``pd_client.py MODE SPEC_JSON`` where MODE is
 
 * ``node``: python-diameter's own ``Node`` + ``SimpleThreadingApplication`` as the MME: its CER,
   its routing, its watchdog and its DPR on ``stop()``. Events: ``cea``, ``mica`` per check,
-  ``dwa``, ``dpa``, ``done``.
+  ``dwa``, ``dpa``, ``done``. With ``"await_gateway_dpr": SECONDS`` in the spec it sends no DWR
+  or DPR of its own but stays connected (answering the gateway's DWRs) until the gateway's DPR
+  (events ``waiting``, ``dpr``, ``released``).
 * ``raw``: python-diameter's message classes over a plain TCP socket: CER, each MICR, a DWR and a
   DPR built with its classes, every answer decoded by ``Message.from_bytes``. Events: ``cea``,
   ``mica``, ``dwa``, ``dpa``, ``closed``, ``done``.
@@ -86,6 +88,7 @@ def describe(answer: Message) -> dict[str, Any]:
         "vendor_id",
         "firmware_revision",
         "origin_state_id",
+        "disconnect_cause",
     ):
         if hasattr(answer, name):
             value = getattr(answer, name)
@@ -185,7 +188,14 @@ def run_node(spec: dict[str, Any]) -> None:
                 continue
             emit("mica", index=index, imei=check["imei"], **describe(answer))
         conn = peer.connection
-        if conn is not None:
+        if spec.get("await_gateway_dpr"):
+            # Stay connected, answering the gateway's DWRs, until the gateway sends its DPR.
+            emit("waiting")
+            deadline = time.time() + float(spec["await_gateway_dpr"])
+            while peer.connection is not None and time.time() < deadline:
+                time.sleep(0.05)
+            emit("released", connected=peer.connection is not None)
+        elif conn is not None:
             node.send_dwr(conn)
             deadline = time.time() + timeout
             while conn.is_waiting_for_dwa and time.time() < deadline:

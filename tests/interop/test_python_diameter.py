@@ -6,12 +6,14 @@ virtualenv (``make .venv-interop``) and runs ``pd_client.py`` as a subprocess ov
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import metric_value
 from tests.e2e.test_s13 import CASES
 from tests.interop.conftest import (
     BLACKLISTED,
@@ -172,3 +174,47 @@ async def test_equipment_unknown_5422_as_python_diameter_reads_it(
     assert unknown["experimental_result"] == {"vendor_id": 10415, "experimental_result_code": 5422}
     assert [297, 0] in unknown["avp_codes"] and [268, 0] not in unknown["avp_codes"]
     assert known["result_code"] == 2001 and known["equipment_status"] == WHITELISTED
+
+
+async def test_gateway_watchdog_and_dpr_towards_python_diameter(
+    start_gateway: StartGateway, interop_python: str
+) -> None:
+    """The gateway's side of the base protocol: its DWR (Tw 6 s) is answered by python-diameter's
+    Node, and on stop() its DPR (Disconnect-Cause REBOOTING) gets python-diameter's DPA."""
+    gateway = await start_gateway(EIR_DIAMETER_WATCHDOG_SECONDS="6")
+    checks = [{"imei": "35209900123456"}]
+    client = asyncio.create_task(
+        run_process(
+            [
+                interop_python,
+                "-I",
+                str(CLIENT),
+                "node",
+                spec(diameter_port(gateway), checks, await_gateway_dpr=20),
+            ],
+            timeout=28,
+        )
+    )
+
+    async def counted(command: str, direction: str, result: str) -> float:
+        text = gateway.metrics.render().decode()  # also after stop(), when /metrics is gone
+        return metric_value(
+            text, "diameter_messages_total", command=command, direction=direction, result=result
+        )
+
+    try:
+        for _ in range(150):  # Tw 6 s +- 2 s of jitter
+            if await counted("DWA", "in", "") >= 1 or client.done():
+                break
+            await asyncio.sleep(0.1)
+        assert await counted("ECA", "out", "2001") == 1
+        assert await counted("DWA", "in", "") >= 1, "python-diameter did not answer our DWR"
+        assert [p.origin_host for p in gateway.server.open_peers] == ["mme.pd.test"]
+        await asyncio.wait_for(gateway.stop(), 15)
+        assert await counted("DPA", "in", "") == 1
+    finally:
+        done = await client
+    assert done.returncode == 0, done.explain()
+    (dpr,) = done.events("dpr")
+    assert dpr["disconnect_cause"] == 0 and dpr["origin_host"] == "eir.localdomain"  # REBOOTING
+    assert done.events("released") == [{"event": "released", "connected": False}]
