@@ -322,6 +322,7 @@ def method(
     args: argparse.Namespace, servers: Servers, seconds: float, pool: int, rounds: int
 ) -> dict[str, Any]:
     return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "machine": platform.machine(),
