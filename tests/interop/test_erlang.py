@@ -93,6 +93,7 @@ async def run_mme(
     *,
     watchdog_wait_ms: int | None = None,
     timeout: float = 25,
+    refused: bool = False,
 ) -> Finished:
     spec = tmp_path / "mme.terms"
     text = '{origin_host, "mme.otp.test"}.\n{origin_realm, "otp.test"}.\n'
@@ -106,7 +107,8 @@ async def run_mme(
         cwd=tmp_path,
     )
     assert done.returncode == 0 and facts(done, "done"), done.explain()
-    assert not facts(done, "cea_failed") and not facts(done, "cea_timeout"), done.explain()
+    assert not facts(done, "cea_timeout"), done.explain()
+    assert bool(facts(done, "cea_failed")) == refused, done.explain()
     return done
 
 
@@ -212,6 +214,21 @@ async def test_otp_watchdog_and_disconnect(
     assert not gateway.server.open_peers
 
 
+async def test_otp_refused_by_peer_admission_reads_3010(
+    start_gateway: StartGateway, escript: str, tmp_path: Path
+) -> None:
+    """An Origin-Host outside diameter.allowed_hosts: CEA 3010 DIAMETER_UNKNOWN_PEER with the E
+    bit (RFC 6733 §5.3, §7.1.3), which OTP decodes cleanly and reports as a refused CER."""
+    gateway = await start_gateway(EIR_DIAMETER_ALLOWED_HOSTS="mme.allowed.test")
+    done = await run_mme(
+        escript, tmp_path, diameter_port(gateway), [{"imei": "35209900123456"}], refused=True
+    )
+    (failed,) = facts(done, "cea_failed")
+    assert (failed["result_code"], failed["error_bit"], failed["errors"]) == ("3010", "true", "[]")
+    assert not facts(done, "eca")
+    assert not gateway.server.open_peers
+
+
 # -- OTP's decoder on answers provoked by scapy ------------------------------------------------
 
 
@@ -228,7 +245,7 @@ async def otp_decode(
 
 
 async def capture(port: int, requests: dict[str, bytes]) -> dict[str, bytes]:
-    from tests.interop.test_scapy_mme import ScapyMme
+    from tests.interop.test_scapy_mme import AVP, MME_HOST, MME_REALM, DiamReq, ScapyMme
 
     captured = {}
     mme, cea = await ScapyMme.open(port)
@@ -236,6 +253,11 @@ async def capture(port: int, requests: dict[str, bytes]) -> dict[str, bytes]:
     try:
         for label, wire in requests.items():
             captured[label] = (await mme.exchange(wire)).wire
+        identity = [AVP(264, val=MME_HOST), AVP(296, val=MME_REALM)]
+        dwr = DiamReq(280, drHbHId=0xD1, drEtEId=0xD1, avpList=identity)
+        captured["DWA"] = (await mme.exchange(bytes(dwr))).wire
+        dpr = DiamReq(282, drHbHId=0xD2, drEtEId=0xD2, avpList=[*identity, AVP(273, val=0)])
+        captured["DPA"] = (await mme.exchange(bytes(dpr))).wire
     finally:
         await mme.close()
     return captured
@@ -244,8 +266,8 @@ async def capture(port: int, requests: dict[str, bytes]) -> dict[str, bytes]:
 async def test_otp_decodes_error_answers_provoked_by_scapy(
     start_gateway: StartGateway, escript: str, tmp_path: Path
 ) -> None:
-    """Every error answer the scapy MME provokes (5001, 5004, 5005, 5008, 5009, 5014 ECAs and
-    3001/3002/3003/3008/3009 answer-messages) decodes in OTP without a single error."""
+    """Every answer the scapy MME provokes (CEA, DWA, DPA, 5001, 5004, 5005, 5008, 5009, 5014
+    ECAs and 3001/3002/3003/3008/3009 answer-messages) decodes in OTP without a single error."""
     pytest.importorskip("scapy.contrib.diameter")
     from tests.interop.test_scapy_mme import CASES
 
@@ -261,6 +283,7 @@ async def test_otp_decodes_error_answers_provoked_by_scapy(
         assert decoded[label]["name"] == "'answer-message'", decoded[label]
     for label in set(requests) - e_bit:
         assert decoded[label]["name"] == "'ECA'", decoded[label]
+    assert [decoded[n]["name"] for n in ("CEA", "DWA", "DPA")] == ["'CEA'", "'DWA'", "'DPA'"]
 
 
 @pytest.mark.xfail(

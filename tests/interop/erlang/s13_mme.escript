@@ -138,6 +138,14 @@ wait_up(Ref, Timeout) ->
         {diameter_event, ?SVC, {up, Ref, _Peer, _Config, Pkt}} ->
             out(cea, [{msg, element(4, Pkt)}, {errors, element(6, Pkt)}]),
             ok;
+        {diameter_event, ?SVC, {closed, Ref, {'CEA', _Caps, Pkt} = Reason, _Config}}
+          when element(1, Pkt) == diameter_packet ->
+            %% The CEA decoded, but its Result-Code refused us.
+            Hdr = element(2, Pkt),
+            [Rc] = [element(8, A) || A <- element(3, Pkt), element(2, A) == 268],
+            out(cea_failed, [{result_code, Rc}, {error_bit, element(10, Hdr)},
+                             {errors, element(6, Pkt)}, {reason, Reason}]),
+            failed;
         {diameter_event, ?SVC, {closed, Ref, Reason, _Config}} ->
             out(cea_failed, [{reason, Reason}]),
             failed;
