@@ -136,3 +136,19 @@ def test_settings_need_a_bound() -> None:
         SimulatorSettings(count=1, mode="sideways").validate()
     with pytest.raises(ValueError):
         SimulatorSettings(count=1, mode="open", rate=0).validate()
+
+
+async def test_progress_once_a_second_on_stderr(
+    servers: list[Server], capsys: pytest.CaptureFixture[str]
+) -> None:
+    servers.append(await start_server(lambda request, peer: answer(request)))
+    port = servers[0].sockets[0][2]
+    settings = SimulatorSettings(
+        port=port, mode="open", rate=100.0, duration=2.3, progress=True, max_duration=10.0
+    )
+    report, _ = await simulate(settings, CHECKS)
+    assert report.ok
+    err = capsys.readouterr().err
+    lines = [part for part in err.split("\r") if "answered" in part]
+    assert len(lines) == 2  # at 1 s and 2 s
+    assert "/s" in lines[0] and "timed out 0" in lines[0] and "errors 0" in lines[0]
