@@ -31,11 +31,14 @@ class FramingError(DecodeError):
         result_code: int,
         header: bytes | None = None,
         messages: tuple[bytes, ...] = (),
+        following: bytes = b"",
     ) -> None:
         super().__init__(message, result_code)
         self.header = header
         # Whole messages that preceded the unframeable bytes in the same read: still to process.
         self.messages = messages
+        # Bytes after the header (bounded): AVPs such as Session-Id the error answer copies.
+        self.following = following
 
 
 class EncodeError(DiameterError):

@@ -11,6 +11,8 @@ from diameter.codec import HEADER_LENGTH
 from diameter.errors import FramingError
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+# What an unframeable message keeps of its AVPs, to copy Session-Id and Proxy-Info into the answer.
+_FOLLOWING_KEPT = 4096
 
 
 class Framer:
@@ -31,7 +33,11 @@ class Framer:
         if not buf:
             # Fast path: a read holding exactly one whole message needs no copy.
             if len(data) >= HEADER_LENGTH:
-                length = self._length(data)
+                try:
+                    length = self._length(data)
+                except FramingError as exc:
+                    exc.following = bytes(data[HEADER_LENGTH:_FOLLOWING_KEPT])
+                    raise
                 if length == len(data):
                     return [bytes(data)]
         buf += data
@@ -43,6 +49,7 @@ class Framer:
                 length = self._length(buf, offset)
             except FramingError as exc:
                 exc.messages = tuple(out)
+                exc.following = bytes(buf[offset + HEADER_LENGTH : offset + _FOLLOWING_KEPT])
                 del buf[:]
                 raise
             if size - offset < length:

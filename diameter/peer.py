@@ -29,7 +29,7 @@ from diameter.capabilities import (
     common_applications,
     peer_info,
 )
-from diameter.codec import FLAG_REQUEST, Avp, Message, Problem, decode_message
+from diameter.codec import FLAG_REQUEST, Avp, Message, Problem, decode_avps, decode_message
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.base_rfc6733 import ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
@@ -422,7 +422,9 @@ class Peer:
         header = exc.header
         if header is not None and header[4] & FLAG_REQUEST and self.state in OPEN_STATES:
             _, w1, app_id, hop_by_hop, end_to_end = _HEADER.unpack(header)
-            request = Message(w1 & 0xFFFFFF, app_id, w1 >> 24, hop_by_hop, end_to_end)
+            # The AVPs that still parse give the answer its Session-Id and Proxy-Info (§6.2).
+            avps, _ = decode_avps(exc.following, 0, len(exc.following))
+            request = Message(w1 & 0xFFFFFF, app_id, w1 >> 24, hop_by_hop, end_to_end, avps)
             app = self.node.applications.get(app_id)
             body = app.error_answer_body if app else ()
             problem = Problem(exc.result_code, None, str(exc))

@@ -11,7 +11,11 @@ from __future__ import annotations
 from diameter.application import Application
 from diameter.codec import Message, Problem
 from diameter.dictionary import DICTIONARY, CommandDef
-from diameter.dictionary.base_rfc6733 import RELAY_APPLICATION_ID, ResultCode
+from diameter.dictionary.base_rfc6733 import (
+    COMMON_APPLICATION_ID,
+    RELAY_APPLICATION_ID,
+    ResultCode,
+)
 from diameter.errors import DecodeError
 from diameter.node import Node
 from diameter.validate import check_header, check_request
@@ -30,14 +34,15 @@ def first_problem(
     problem = check_header(message, command)
     if problem is not None:
         return problem, app, command
-    if code not in DICTIONARY.command_codes:
-        # RFC 6733 §7.1.3: 3001 DIAMETER_COMMAND_UNSUPPORTED.
-        return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
-    if app is None or (app_id not in common and RELAY_APPLICATION_ID not in common):
+    if app_id != COMMON_APPLICATION_ID and (
+        app is None or (app_id not in common and RELAY_APPLICATION_ID not in common)
+    ):
         # RFC 6733 §7.1.3: 3007 DIAMETER_APPLICATION_UNSUPPORTED.
         problem = _problem(ResultCode.DIAMETER_APPLICATION_UNSUPPORTED, f"application {app_id}")
         return problem, app, None
-    if command is None or code not in app.handlers:
+    if app is None or command is None or code not in app.handlers:
+        # RFC 6733 §7.1.3: 3001 DIAMETER_COMMAND_UNSUPPORTED (an application we serve, or the
+        # common application 0, with a command we do not).
         return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
     if message.problem is not None:
         return message.problem, app, command

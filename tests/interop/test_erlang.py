@@ -286,14 +286,6 @@ async def test_otp_decodes_error_answers_provoked_by_scapy(
     assert [decoded[n]["name"] for n in ("CEA", "DWA", "DPA")] == ["'CEA'", "'DWA'", "'DPA'"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (diameter/peer.py _framing_error): the 5011/5015 answer to an unframeable ECR is an "
-        "ECA (E bit clear) without Session-Id; OTP's decoder reports {5005,'Session-Id'} on it "
-        "(TS 29.272 §7.2.20 < Session-Id >; RFC 6733 §7.2 answer-message would allow none)."
-    ),
-)
 async def test_otp_decodes_framing_error_answers(
     start_gateway: StartGateway, escript: str, tmp_path: Path
 ) -> None:

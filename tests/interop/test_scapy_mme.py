@@ -643,20 +643,9 @@ async def test_scapy_unframeable_bytes_close_the_connection(start_gateway: Start
         await mme.close()
 
 
-# -- deviations found by these tests (xfail until fixed) ----------------------------------------
+# -- deviations these tests found (fixed: 3007 before 3001; Session-Id in framing-error answers) --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (diameter/routing.py first_problem): a request for an application the gateway does "
-        "not support is answered 3001 DIAMETER_COMMAND_UNSUPPORTED whenever its command code is "
-        "not in our dictionary (e.g. an S6a ULR, app 16777251 cmd 316); RFC 6733 §7.1.3 defines "
-        "3007 DIAMETER_APPLICATION_UNSUPPORTED for it, and Erlang/OTP diameter and freeDiameter "
-        "check the application first. Only commands we happen to know (e.g. 324 under app "
-        "16777251) get 3007 today."
-    ),
-)
 async def test_scapy_unsupported_application_is_3007(start_gateway: StartGateway) -> None:
     gateway = await start_gateway()
     mme, _ = await ScapyMme.open(diameter_port(gateway))
@@ -671,17 +660,6 @@ async def test_scapy_unsupported_application_is_3007(start_gateway: StartGateway
         await mme.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (diameter/peer.py _framing_error): the 5011 (Diameter version 2) and 5015 (message "
-        "length not a multiple of 4) answers are sent as ECAs with the E bit clear but without "
-        "Session-Id, which TS 29.272 §7.2.20 makes a fixed mandatory < Session-Id >; a strict "
-        "decoder (Erlang/OTP diameter) reports the ECA itself as missing an AVP. Either copy "
-        "the Session-Id when the request's AVPs can be read, or send the RFC 6733 §7.2 "
-        "answer-message (E bit, 0*1 Session-Id)."
-    ),
-)
 @pytest.mark.parametrize("variant", ["version 2", "length not a multiple of 4"])
 async def test_scapy_framing_error_answer_is_a_valid_answer(
     start_gateway: StartGateway, variant: str
