@@ -155,8 +155,18 @@ async def start_fd(
 ) -> AsyncIterator[StartFd]:
     started: list[FreeDiameter] = []
 
-    async def start(peers: list[tuple[str, str, int]], tw: int = 6) -> FreeDiameter:
+    async def start(
+        peers: list[tuple[str, str, int]],
+        tw: int = 6,
+        *,
+        tls: tuple[Path, Path, Path] | None = None,
+    ) -> FreeDiameter:
+        """``tls``: (certificate, key, CA) for TLS from the first byte (RFC 6733 §2.1 TLS/TCP)
+        towards every peer; without it the peers are No_TLS."""
         cert, key = certificate
+        ca = cert
+        if tls is not None:
+            cert, key, ca = tls
         lines = [
             f'Identity = "{FD_IDENTITY}";',
             'Realm = "fd.test";',
@@ -166,7 +176,7 @@ async def start_fd(
             f"TwTimer = {tw};",
             "TcTimer = 6;",
             f'TLS_Cred = "{cert}", "{key}";',
-            f'TLS_CA = "{cert}";',
+            f'TLS_CA = "{ca}";',
         ]
         for extension in ("dict_nasreq", "dict_dcca", "dict_dcca_3gpp"):
             lines.append(f'LoadExtension = "{EXTENSIONS / extension}.fdx";')
@@ -174,7 +184,7 @@ async def start_fd(
         for identity, realm, port in peers:
             lines.append(
                 f'ConnectPeer = "{identity}" {{ ConnectTo = "127.0.0.1"; Port = {port}; '
-                f'No_TLS; Realm = "{realm}"; }};'
+                f'{"" if tls else "No_TLS; "}Realm = "{realm}"; }};'
             )
         conf = tmp_path / f"fd{len(started)}.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -390,3 +400,99 @@ async def test_freediameter_relays_ecr_and_eca(
         server.close()
         with contextlib.suppress(Exception):
             await server.wait_closed()
+
+
+# -- TLS (RFC 6733 §2.1, §13): freeDiameter's GnuTLS against our Python ssl listener ---------
+
+
+async def make_pki(tmp_path: Path, name: str, identities: tuple[str, ...]) -> dict[str, Path]:
+    """A CA and, for each Diameter identity, a certificate (CN and DNS SAN = the identity)."""
+    openssl = require_tool("openssl", "certificates for the TLS interop test")
+    out = {"ca": tmp_path / f"{name}-ca.pem", "ca.key": tmp_path / f"{name}-ca.key"}
+    steps = [
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={name} test CA", "-keyout", str(out["ca.key"]), "-out", str(out["ca"])],
+    ]  # fmt: skip
+    for identity in identities:
+        key, csr, pem = (tmp_path / f"{name}-{identity}.{ext}" for ext in ("key", "csr", "pem"))
+        ext = tmp_path / f"{name}-{identity}.ext"
+        ext.write_text(
+            f"subjectAltName=DNS:{identity}\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
+        )
+        steps.append(
+            [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={identity}",
+             "-keyout", str(key), "-out", str(csr)]
+        )  # fmt: skip
+        steps.append(
+            [openssl, "x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey",
+             str(out["ca.key"]), "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(pem)]
+        )  # fmt: skip
+        out[identity], out[f"{identity}.key"] = pem, key
+    for argv in steps:
+        done = await run_process(argv, timeout=20, cwd=tmp_path)
+        assert done.returncode == 0, done.explain()
+    return out
+
+
+def tls_env(pki: dict[str, Path]) -> dict[str, str]:
+    return {
+        "EIR_DIAMETER_LISTEN": "tls://127.0.0.1:0",
+        "EIR_DIAMETER_TLS_CERT": str(pki["eir.localdomain"]),
+        "EIR_DIAMETER_TLS_KEY": str(pki["eir.localdomain.key"]),
+        "EIR_DIAMETER_TLS_CA": str(pki["ca"]),
+        "EIR_DIAMETER_TLS_VERIFY_CLIENT": "true",
+    }
+
+
+def tls_port(gateway: Gateway) -> int:
+    transport, host, port = gateway.diameter_sockets[0]
+    assert (transport, host) == ("tls", "127.0.0.1")
+    return port
+
+
+async def test_freediameter_over_mutual_tls(
+    start_gateway: StartGateway, start_fd: StartFd, tmp_path: Path
+) -> None:
+    """TLS from the first byte with client certificates both ways: GnuTLS (freeDiameter) and our
+    listener verify each other against one CA; CER/CEA, DWR/DWA and DPR/DPA then run inside TLS."""
+    pki = await make_pki(tmp_path, "ok", ("eir.localdomain", FD_IDENTITY))
+    gateway = await start_gateway(**tls_env(pki))
+    fd = await start_fd(
+        [("eir.localdomain", "localdomain", tls_port(gateway))],
+        tw=6,
+        tls=(pki[FD_IDENTITY], pki[f"{FD_IDENTITY}.key"], pki["ca"]),
+    )
+    await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 10, "open peer over TLS")
+    (info,) = [p for p in gateway.server.open_peers if p.origin_host == FD_IDENTITY]
+    assert info.transport == "tls"
+    assert re.search(r"Connected to 'eir.localdomain' \(TCP,TLS,", fd.text()), fd.text()[-3000:]
+    await fd.wait(lambda: fd.find("RCV", "Device-Watchdog-Answer"), 12, "DWA over TLS")
+    assert all(d.result_code == 2001 for d in fd.find("RCV", "Device-Watchdog-Answer"))
+    assert await fd.terminate() == 0
+    (dpa,) = fd.find("RCV", "Disconnect-Peer-Answer")
+    assert dpa.result_code == 2001
+
+
+async def test_freediameter_with_a_certificate_of_another_ca_is_refused(
+    start_gateway: StartGateway, start_fd: StartFd, tmp_path: Path
+) -> None:
+    """tls_verify_client: a client certificate from an unknown CA never gets to CER/CEA."""
+    # One CA issued both certificates, and freeDiameter trusts it; the gateway trusts only an
+    # unrelated CA, so freeDiameter's client certificate fails our verification.
+    pki = await make_pki(tmp_path, "ok", ("eir.localdomain", FD_IDENTITY))
+    other = await make_pki(tmp_path, "other", ())
+    gateway = await start_gateway(**{**tls_env(pki), "EIR_DIAMETER_TLS_CA": str(other["ca"])})
+    fd = await start_fd(
+        [("eir.localdomain", "localdomain", tls_port(gateway))],
+        tls=(pki[FD_IDENTITY], pki[f"{FD_IDENTITY}.key"], pki["ca"]),
+    )
+    await fd.wait(lambda: "freeDiameterd daemon initialized" in fd.text(), 10, "start-up")
+    # It tries, the handshake fails on our side, it never reaches CER/CEA.
+    await fd.wait(lambda: "TLS" in fd.text().split("daemon initialized", 1)[1], 10, "a TLS failure")
+    await asyncio.sleep(1)
+    assert fd.process.returncode is None, fd.text()[-3000:]
+    assert not open_peer(gateway, FD_IDENTITY)
+    assert "'STATE_OPEN'\t'eir.localdomain'" not in fd.text()
+    assert await counter(gateway, "CER", "in") == 0
+    await fd.terminate()
