@@ -23,8 +23,10 @@ from tests.interop.conftest import (
     Finished,
     StartGateway,
     diameter_port,
+    make_pki,
     require_tool,
     run_process,
+    tls_env,
 )
 
 ESCRIPT = HERE / "erlang" / "s13_mme.escript"
@@ -94,12 +96,15 @@ async def run_mme(
     watchdog_wait_ms: int | None = None,
     timeout: float = 25,
     refused: bool = False,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Finished:
     spec = tmp_path / "mme.terms"
     text = '{origin_host, "mme.otp.test"}.\n{origin_realm, "otp.test"}.\n'
     text += "".join(check_term(i, c) for i, c in enumerate(checks))
     if watchdog_wait_ms is not None:
         text += f"{{watchdog_wait_ms, {watchdog_wait_ms}}}.\n"
+    if tls is not None:
+        text += "{tls, " + ", ".join(erl_string(str(p)) for p in tls) + "}.\n"
     spec.write_text(text)
     done = await run_process(
         [escript, str(ESCRIPT), str(DICTIONARY), "127.0.0.1", str(port), str(spec)],
@@ -227,6 +232,29 @@ async def test_otp_refused_by_peer_admission_reads_3010(
     assert (failed["result_code"], failed["error_bit"], failed["errors"]) == ("3010", "true", "[]")
     assert not facts(done, "eca")
     assert not gateway.server.open_peers
+
+
+async def test_otp_over_mutual_tls(
+    start_gateway: StartGateway, escript: str, tmp_path: Path
+) -> None:
+    """OTP's ssl (TLS from the first byte, {ssl_options, true}) against our tls:// listener with
+    client certificates required: CER/CEA, ECAs and DPR/DPA inside TLS."""
+    pki = await make_pki(tmp_path, "otp", ("eir.localdomain", "mme.otp.test"))
+    gateway = await start_gateway(**tls_env(pki))
+    transport, _, port = gateway.diameter_sockets[0]
+    assert transport == "tls"
+    done = await run_mme(
+        escript,
+        tmp_path,
+        port,
+        [{"imei": "35209900123456"}, {"imei": "35693803564380"}],
+        tls=(pki["mme.otp.test"], pki["mme.otp.test.key"], pki["ca"]),
+    )
+    (cea,) = facts(done, "cea")
+    assert cea["errors"] == "[]" and "{'Result-Code',2001}" in cea["msg"]
+    statuses = [(f["result_code"], f["status"], f["errors"]) for f in facts(done, "eca")]
+    assert statuses == [("2001", "0", "[]"), ("2001", "1", "[]")]
+    assert facts(done, "down")
 
 
 # -- OTP's decoder on answers provoked by scapy ------------------------------------------------

@@ -36,8 +36,10 @@ from tests.interop.conftest import (
     StartGateway,
     diameter_port,
     kill_group,
+    make_pki,
     require_tool,
     run_process,
+    tls_env,
 )
 
 EXTENSIONS = Path("/usr/lib/freeDiameter")
@@ -403,46 +405,6 @@ async def test_freediameter_relays_ecr_and_eca(
 
 
 # -- TLS (RFC 6733 §2.1, §13): freeDiameter's GnuTLS against our Python ssl listener ---------
-
-
-async def make_pki(tmp_path: Path, name: str, identities: tuple[str, ...]) -> dict[str, Path]:
-    """A CA and, for each Diameter identity, a certificate (CN and DNS SAN = the identity)."""
-    openssl = require_tool("openssl", "certificates for the TLS interop test")
-    out = {"ca": tmp_path / f"{name}-ca.pem", "ca.key": tmp_path / f"{name}-ca.key"}
-    steps = [
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={name} test CA", "-keyout", str(out["ca.key"]), "-out", str(out["ca"])],
-    ]  # fmt: skip
-    for identity in identities:
-        key, csr, pem = (tmp_path / f"{name}-{identity}.{ext}" for ext in ("key", "csr", "pem"))
-        ext = tmp_path / f"{name}-{identity}.ext"
-        ext.write_text(
-            f"subjectAltName=DNS:{identity}\nbasicConstraints=CA:FALSE\n"
-            "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
-        )
-        steps.append(
-            [openssl, "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={identity}",
-             "-keyout", str(key), "-out", str(csr)]
-        )  # fmt: skip
-        steps.append(
-            [openssl, "x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey",
-             str(out["ca.key"]), "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(pem)]
-        )  # fmt: skip
-        out[identity], out[f"{identity}.key"] = pem, key
-    for argv in steps:
-        done = await run_process(argv, timeout=20, cwd=tmp_path)
-        assert done.returncode == 0, done.explain()
-    return out
-
-
-def tls_env(pki: dict[str, Path]) -> dict[str, str]:
-    return {
-        "EIR_DIAMETER_LISTEN": "tls://127.0.0.1:0",
-        "EIR_DIAMETER_TLS_CERT": str(pki["eir.localdomain"]),
-        "EIR_DIAMETER_TLS_KEY": str(pki["eir.localdomain.key"]),
-        "EIR_DIAMETER_TLS_CA": str(pki["ca"]),
-        "EIR_DIAMETER_TLS_VERIFY_CLIENT": "true",
-    }
 
 
 def tls_port(gateway: Gateway) -> int:

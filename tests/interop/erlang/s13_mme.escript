@@ -18,6 +18,7 @@
 %%   {check, Index, Imei | undefined, Imsi | undefined, Sv | undefined, DestinationRealm,
 %%    [{ProxyHost, ProxyState}]}.   (any number, sent in order)
 %%   {watchdog_wait_ms, N}.   (optional: stay idle N ms so OTP's watchdog sends DWRs, Tw = 6 s)
+%%   {tls, CertFile, KeyFile, CaFile}.   (optional: TLS with OTP's ssl, client certificate)
 %% Output: one line per fact, tab-separated KEY=VALUE fields, values as Erlang terms (~0p).
 
 -module(s13_mme).
@@ -108,10 +109,21 @@ run(Dia, Host, Port, SpecFile) ->
             {application, [{alias, s13}, {dictionary, s13}, {module, ?MODULE},
                            {answer_errors, callback}]}]),
     {ok, Addr} = inet:parse_address(Host),
+    Tls = case lists:keyfind(tls, 1, Spec) of
+              false ->
+                  [];
+              {tls, Cert, Key, Ca} ->
+                  %% {ssl_options, true}: TLS from the first byte (RFC 6733 §2.1), the ssl
+                  %% options then sit in transport_config (a list would mean RFC 3588 inband
+                  %% TLS after CER/CEA). OTP's ssl verifies the gateway's certificate.
+                  {ok, _} = application:ensure_all_started(ssl),
+                  [{ssl_options, true}, {certfile, Cert}, {keyfile, Key}, {cacertfile, Ca},
+                   {verify, verify_peer}, {server_name_indication, "eir.localdomain"}]
+          end,
     {ok, Ref} = diameter:add_transport(?SVC,
            {connect, [{transport_module, diameter_tcp},
                       {transport_config, [{raddr, Addr}, {rport, Port},
-                                          {ip, {127,0,0,1}}, {reuseaddr, true}]},
+                                          {ip, {127,0,0,1}}, {reuseaddr, true} | Tls]},
                       {watchdog_timer, 6000},
                       {dpa_timeout, 5000},
                       {connect_timer, 30000}]}),
