@@ -288,23 +288,29 @@ async def bench(args: argparse.Namespace, servers: Servers) -> dict[str, Any]:
         rows.append(row)
         if not args.json:
             print(_row_text(row), flush=True)
-    best_closed = max(r["gateway"]["micr_per_s"] for r in rows if r["mode"] == "closed")
-    open_10k = [r for r in rows if r["mode"] == "open" and r["rate"] == TARGET_OPEN_RATE]
-    p99_10k = open_10k[0]["gateway"]["latency_ms"]["p99"] if open_10k else None
+    closed = [r["gateway"] for r in rows if r["mode"] == "closed"]
+    best_closed = max(g["micr_per_s"] for g in closed)
+    median_closed = max(g["median_micr_per_s"] for g in closed)
+    open_10k = [r["gateway"] for r in rows if r["mode"] == "open" and r["rate"] == TARGET_OPEN_RATE]
+    best_p99 = open_10k[0]["latency_ms"]["p99"] if open_10k else None
+    median_p99 = open_10k[0]["median_p99_ms"] if open_10k else None
     return {
         "method": method(args, servers, seconds, len(checks), rounds),
         "warm_up": warm,
         "scenarios": rows,
+        # A target is met only when the median round meets it, not just the best one.
         "targets": {
             "closed_loop_micr_per_s": {
                 "target": TARGET_CLOSED,
-                "best": best_closed,
-                "met": best_closed >= TARGET_CLOSED,
+                "best_round": best_closed,
+                "median_of_rounds": median_closed,
+                "met": median_closed >= TARGET_CLOSED,
             },
             "open_loop_10k_p99_ms": {
                 "target": TARGET_OPEN_P99_MS,
-                "measured": p99_10k,
-                "met": p99_10k is not None and p99_10k < TARGET_OPEN_P99_MS,
+                "best_round": best_p99,
+                "median_of_rounds": median_p99,
+                "met": median_p99 is not None and median_p99 < TARGET_OPEN_P99_MS,
             },
         },
     }
