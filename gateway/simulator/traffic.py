@@ -198,7 +198,12 @@ def parse_mix(text: str) -> dict[str, int]:
 
 @dataclass(slots=True)
 class GatewayData:
-    """What the gateway's configuration knows: TACs, operator list entries, registry records."""
+    """What the gateway's configuration knows: TACs, operator list entries, registry records.
+
+    Registry verdicts are derived from the local backend's seed files; with an ``http`` backend
+    the remote verdicts are not known here (every IMEI counts as ``registry_unknown``), so give
+    expectations in an IMEI file or run without verification.
+    """
 
     tacs: frozenset[str]
     entries: tuple[ListEntry, ...]
