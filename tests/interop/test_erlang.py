@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import metric_value
 from tests.e2e.test_s13 import CASES
 from tests.interop.conftest import (
     HERE,
@@ -97,6 +98,7 @@ async def run_mme(
     timeout: float = 25,
     refused: bool = False,
     tls: tuple[Path, Path, Path] | None = None,
+    extra_terms: str = "",
 ) -> Finished:
     spec = tmp_path / "mme.terms"
     text = '{origin_host, "mme.otp.test"}.\n{origin_realm, "otp.test"}.\n'
@@ -105,6 +107,7 @@ async def run_mme(
         text += f"{{watchdog_wait_ms, {watchdog_wait_ms}}}.\n"
     if tls is not None:
         text += "{tls, " + ", ".join(erl_string(str(p)) for p in tls) + "}.\n"
+    text += extra_terms
     spec.write_text(text)
     done = await run_process(
         [escript, str(ESCRIPT), str(DICTIONARY), "127.0.0.1", str(port), str(spec)],
@@ -217,6 +220,43 @@ async def test_otp_watchdog_and_disconnect(
             break
         await asyncio.sleep(0.05)
     assert not gateway.server.open_peers
+
+
+async def test_gateway_watchdog_and_dpr_towards_otp(
+    start_gateway: StartGateway, escript: str, tmp_path: Path
+) -> None:
+    """The gateway's own requests judged by OTP: our DWR (Tw 6 s; OTP's Tw set to 30 s so ours
+    fires first) gets OTP's DWA, and our DPR on stop() gets OTP's DPA and brings OTP's peer down."""
+    gateway = await start_gateway(EIR_DIAMETER_WATCHDOG_SECONDS="6")
+
+    def counted(command: str, direction: str, result: str) -> float:
+        text = gateway.metrics.render().decode()
+        return metric_value(
+            text, "diameter_messages_total", command=command, direction=direction, result=result
+        )
+
+    client = asyncio.create_task(
+        run_mme(
+            escript,
+            tmp_path,
+            diameter_port(gateway),
+            [{"imei": "35209900123456"}],
+            extra_terms="{watchdog_timer_ms, 30000}.\n{await_gateway_dpr_ms, 20000}.\n",
+        )
+    )
+    try:
+        for _ in range(150):  # our Tw: 6 s +- 2 s
+            if counted("DWA", "in", "") >= 1 or client.done():
+                break
+            await asyncio.sleep(0.1)
+        assert counted("ECA", "out", "2001") == 1
+        assert counted("DWA", "in", "") >= 1, "OTP did not answer our DWR"
+        assert counted("DWR", "in", "") == 0  # OTP's own watchdog did not fire
+        await asyncio.wait_for(gateway.stop(), 15)
+        assert counted("DPA", "in", "") == 1
+    finally:
+        done = await client
+    assert facts(done, "waiting") and facts(done, "down"), done.explain()
 
 
 async def test_otp_refused_by_peer_admission_reads_3010(

@@ -19,6 +19,8 @@
 %%    [{ProxyHost, ProxyState}]}.   (any number, sent in order)
 %%   {watchdog_wait_ms, N}.   (optional: stay idle N ms so OTP's watchdog sends DWRs, Tw = 6 s)
 %%   {tls, CertFile, KeyFile, CaFile}.   (optional: TLS with OTP's ssl, client certificate)
+%%   {watchdog_timer_ms, N}.   (optional: OTP's Tw, default 6000)
+%%   {await_gateway_dpr_ms, N}.   (optional: no DPR of ours; wait up to N ms for the gateway's)
 %% Output: one line per fact, tab-separated KEY=VALUE fields, values as Erlang terms (~0p).
 
 -module(s13_mme).
@@ -124,7 +126,7 @@ run(Dia, Host, Port, SpecFile) ->
            {connect, [{transport_module, diameter_tcp},
                       {transport_config, [{raddr, Addr}, {rport, Port},
                                           {ip, {127,0,0,1}}, {reuseaddr, true} | Tls]},
-                      {watchdog_timer, 6000},
+                      {watchdog_timer, proplists:get_value(watchdog_timer_ms, Spec, 6000)},
                       {dpa_timeout, 5000},
                       {connect_timer, 30000}]}),
     case wait_up(Ref, 8000) of
@@ -134,10 +136,17 @@ run(Dia, Host, Port, SpecFile) ->
                 undefined -> ok;
                 Wait -> timer:sleep(Wait), statistics()
             end,
-            T0 = erlang:monotonic_time(millisecond),
-            ok = diameter:remove_transport(?SVC, Ref),
-            wait_down(Ref, 8000),
-            out(disconnected, [{ms, erlang:monotonic_time(millisecond) - T0}]),
+            case proplists:get_value(await_gateway_dpr_ms, Spec) of
+                undefined ->
+                    T0 = erlang:monotonic_time(millisecond),
+                    ok = diameter:remove_transport(?SVC, Ref),
+                    wait_down(Ref, 8000),
+                    out(disconnected, [{ms, erlang:monotonic_time(millisecond) - T0}]);
+                Ms ->
+                    %% Stay up (answering the gateway's DWRs) until the gateway's DPR.
+                    out(waiting, []),
+                    wait_down(Ref, Ms)
+            end,
             diameter:stop_service(?SVC),
             ok;
         failed ->
