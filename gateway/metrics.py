@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -18,11 +19,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 # Check latency buckets: the S13 path answers in well under a millisecond on a cache hit; the
 # upper buckets catch registry waits (bounded by the registry budget).
@@ -36,25 +38,10 @@ class GatewayMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.checks_total = Counter(
-            "eir_checks_total",
-            "IMEI checks by the status enforcement answers (or would answer, in monitor mode) "
-            "and the deciding reason.",
-            ("status", "reason"),
-            registry=self.registry,
-        )
-        self.check_duration = Histogram(
-            "eir_check_duration_seconds",
-            "Time from a decoded ME-Identity-Check-Request to its encoded answer.",
-            buckets=_CHECK_BUCKETS,
-            registry=self.registry,
-        )
-        self.messages_total = Counter(
-            "diameter_messages_total",
-            "Diameter messages by direction (in/out), command (e.g. ECR, CEA) and Result-Code.",
-            ("direction", "command", "result"),
-            registry=self.registry,
-        )
+        # The per-request metrics are plain counters read at scrape time (HotPathCollector):
+        # prometheus_client's labelled children take a lock per increment.
+        self.hot = HotPathCollector()
+        self.registry.register(self.hot)
         self.peers = Gauge(
             "diameter_peers",
             "Diameter peer connections by RFC 6733 peer state.",
@@ -83,24 +70,9 @@ class GatewayMetrics:
         self.tac_entries = Gauge(
             "eir_tac_entries", "TACs loaded from the TAC database.", registry=self.registry
         )
-        self._checks: dict[tuple[str, str], Any] = {}
-        self._messages: dict[tuple[str, str, str], Any] = {}
         self._peer_states: dict[str, Any] = {}
-
-    def count_check(self, status: str, reason: str, seconds: float) -> None:
-        child = self._checks.get((status, reason))
-        if child is None:
-            child = self._checks[(status, reason)] = self.checks_total.labels(status, reason)
-        child.inc()
-        self.check_duration.observe(seconds)
-
-    # -- diameter observer hook -------------------------------------------------------------------
-    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
-        key = (direction, command, "" if result_code is None else str(result_code))
-        child = self._messages.get(key)
-        if child is None:
-            child = self._messages[key] = self.messages_total.labels(*key)
-        child.inc()
+        self.count_check = self.hot.count_check
+        self.on_message = self.hot.on_message
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
         for state, delta in ((old_state, -1), (new_state, 1)):
@@ -114,6 +86,63 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class HotPathCollector:
+    """eir_checks_total, eir_check_duration_seconds and diameter_messages_total.
+
+    Updated from the event loop thread only (dict increments, no locks); a scrape copies the
+    dicts (one C-level copy each, atomic under the GIL) and builds the metric families.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = _CHECK_BUCKETS) -> None:
+        self._bounds = buckets
+        self._checks: dict[tuple[str, str], int] = {}
+        self._buckets = [0] * (len(buckets) + 1)  # last one: +Inf
+        self._sum = 0.0
+        self._messages: dict[tuple[str, str, int | None], int] = {}
+
+    def count_check(self, status: str, reason: str, seconds: float) -> None:
+        key = (status, reason)
+        checks = self._checks
+        checks[key] = checks.get(key, 0) + 1
+        self._buckets[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
+        key = (direction, command, result_code)
+        messages = self._messages
+        messages[key] = messages.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        checks = CounterMetricFamily(
+            "eir_checks_total",
+            "IMEI checks by the status enforcement answers (or would answer, in monitor mode) "
+            "and the deciding reason.",
+            labels=("status", "reason"),
+        )
+        for (status, reason), count in self._checks.copy().items():
+            checks.add_metric((status, reason), count)
+        yield checks
+        buckets = list(self._buckets)
+        cumulative, total = [], 0
+        for bound, count in zip((*self._bounds, float("inf")), buckets, strict=True):
+            total += count
+            cumulative.append((floatToGoString(bound), total))
+        yield HistogramMetricFamily(
+            "eir_check_duration_seconds",
+            "Time from a decoded ME-Identity-Check-Request to its encoded answer.",
+            buckets=cumulative,
+            sum_value=self._sum,
+        )
+        messages = CounterMetricFamily(
+            "diameter_messages_total",
+            "Diameter messages by direction (in/out), command (e.g. ECR, CEA) and Result-Code.",
+            labels=("direction", "command", "result"),
+        )
+        for (direction, command, result), count in self._messages.copy().items():
+            messages.add_metric((direction, command, "" if result is None else str(result)), count)
+        yield messages
 
 
 ReadinessCheck = Callable[[], dict[str, bool]]
