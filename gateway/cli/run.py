@@ -27,9 +27,18 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     logs.configure(config.logging.level, config.logging.format)
+    log = logging.getLogger("eir.gateway")
     try:
-        asyncio.run(Gateway(config).serve())
+        import uvloop
+    except ImportError:  # uvloop is optional (Linux/macOS wheels); asyncio's loop works too
+        log.info("event loop: asyncio")
+        runner = asyncio.run
+    else:
+        log.info("event loop: uvloop %s", uvloop.__version__)
+        runner = uvloop.run
+    try:
+        runner(Gateway(config).serve())
     except OSError as exc:
-        logging.getLogger("eir.gateway").error("cannot start: %s", exc)
+        log.error("cannot start: %s", exc)
         return fail(f"cannot start: {exc}", EXIT_FAILED)
     return EXIT_OK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -60,6 +61,8 @@ def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> No
     assert process.returncode == 0, err
     assert "lists and policy reloaded" in err
     assert "EIR gateway stopped" in err
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    assert f"event loop: {loop}" in err
     assert (tmp_path / "var" / "lists.sqlite").exists()
 
 
