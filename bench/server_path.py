@@ -1,0 +1,180 @@
+"""Sans-IO micro-benchmark of the Diameter layer's per-request server path.
+
+Pre-encoded ME-Identity-Check-Requests (distinct End-to-End identifiers, so none is a duplicate)
+are fed to a responder ``PeerConnection`` over a fake transport that only collects the written
+bytes; the S13 handler is trivial and synchronous, returning a pre-encoded answer. No sockets, no
+event loop iterations: what is measured is framing, decoding, duplicate detection, the RFC 6733
+checks, the watchdog, events, dispatch, the answer's bookkeeping and the write call.
+
+Scenarios: one MICR per read (``read=1``) and 16 MICRs per read (``read=16``, pipelining).
+Each is timed ``--repeat`` times; the best run is printed in µs per request.
+
+Run: ``.venv/bin/python bench/server_path.py [--requests N] [--repeat R] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from diameter.application import Application, PeerInfo  # noqa: E402
+from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message, decode_message  # noqa: E402
+from diameter.node import Node  # noqa: E402
+from diameter.peer import Role  # noqa: E402
+from diameter.settings import LocalIdentity, PeerSettings  # noqa: E402
+from diameter.transport.connection import PeerConnection  # noqa: E402
+
+S13, TGPP, ECR = 16777252, 10415, 324
+EIR = LocalIdentity(origin_host="eir.example.net", origin_realm="example.net")
+MME_HOST, REALM = "mme.example.net", "example.net"
+
+
+def cer() -> bytes:
+    vsai = Avp.new(
+        "Vendor-Specific-Application-Id",
+        [Avp.new("Vendor-Id", TGPP), Avp.new("Auth-Application-Id", S13)],
+    )
+    avps = [
+        Avp.new("Origin-Host", MME_HOST),
+        Avp.new("Origin-Realm", REALM),
+        Avp.new("Host-IP-Address", "127.0.0.1"),
+        Avp.new("Vendor-Id", TGPP),
+        Avp.new("Product-Name", "bench"),
+        vsai,
+    ]
+    return Message(257, 0, FLAG_REQUEST, 1, 1, avps).encode()
+
+
+def micr(end_to_end: int) -> bytes:
+    """The simulator's MICR shape (gateway.simulator.traffic), with User-Name."""
+    a = Avp.new
+    avps = [
+        a("Session-Id", f"{MME_HOST};1700000000;{end_to_end}"),
+        a("Vendor-Specific-Application-Id", [a("Vendor-Id", TGPP), a("Auth-Application-Id", S13)]),
+        a("Auth-Session-State", 1),
+        a("Origin-Host", MME_HOST),
+        a("Origin-Realm", REALM),
+        a("Destination-Realm", REALM),
+        a("Terminal-Information", [a("IMEI", "35395803121326"), a("Software-Version", "14")]),
+        a("User-Name", "001010123456789"),
+    ]
+    flags = FLAG_REQUEST | FLAG_PROXIABLE
+    return Message(ECR, S13, flags, end_to_end, end_to_end, avps).encode()
+
+
+class FakeTransport(asyncio.Transport):
+    """The few asyncio.Transport methods PeerConnection calls; writes are counted, not kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise AssertionError("closed")
+
+    def abort(self) -> None:
+        raise AssertionError("aborted")
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 3868) if name in ("peername", "sockname") else default
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def make_connection(answer: bytes) -> tuple[PeerConnection, FakeTransport]:
+    def handle(request: Message, peer: PeerInfo) -> bytes:
+        return answer
+
+    node = Node(PeerSettings(identity=EIR), rng=random.Random(1))
+    node.add_application(Application(S13, {ECR: handle}, vendor_id=TGPP))
+    connection = PeerConnection(node, Role.RESPONDER)
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.data_received(cer())
+    assert connection.peer is not None and connection.peer.is_open
+    return connection, transport
+
+
+def run(requests: int, per_read: int, repeat: int) -> float:
+    # A header-only "answer": the handler's own cost is not measured here.
+    answer = bytes([1, 0, 0, 20, 0]) + micr(0)[5:20]
+    best = float("inf")
+    for r in range(repeat):
+        connection, transport = make_connection(answer)
+        base = 0x10000000 + r * requests
+        messages = [micr(base + i) for i in range(requests)]
+        reads = [b"".join(messages[i : i + per_read]) for i in range(0, requests, per_read)]
+        del messages
+        receive = connection.data_received
+        gc.collect()
+        start = time.perf_counter()
+        for data in reads:
+            receive(data)
+        elapsed = time.perf_counter() - start
+        assert transport.written >= 20 * requests, "not every request was answered"
+        best = min(best, elapsed / requests * 1e6)
+        if connection._timer is not None:
+            connection._timer.cancel()
+    return best
+
+
+def check_answers() -> None:
+    """The path answers every request (sanity check before timing)."""
+    answer = bytes([1, 0, 0, 20, 0]) + micr(0)[5:20]
+    connection, transport = make_connection(answer)
+    before = transport.written
+    connection.data_received(b"".join(micr(i + 7) for i in range(5)))
+    assert transport.written - before == 5 * 20, transport.written - before
+    decode_message(answer)
+    if connection._timer is not None:
+        connection._timer.cancel()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, float]:
+    check_answers()
+    results = {}
+    for per_read in (1, 16):
+        results[f"read={per_read}"] = run(args.requests, per_read, args.repeat)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    results = asyncio.run(main_async(args))
+    if args.json:
+        print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+    else:
+        for name, us in results.items():
+            print(f"{name:8} {us:7.2f} µs/request  ({1e6 / us:,.0f}/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
