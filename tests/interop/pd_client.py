@@ -187,6 +187,31 @@ def run_node(spec: dict[str, Any]) -> None:
                 emit("mica", index=index, imei=check["imei"], error=repr(exc))
                 continue
             emit("mica", index=index, imei=check["imei"], **describe(answer))
+        if spec.get("concurrent"):
+            # Many requests in flight at once from python-diameter's threads: every answer must
+            # come back to the request it belongs to (Hop-by-Hop / End-to-End matching).
+            from concurrent.futures import ThreadPoolExecutor
+
+            def one(index: int) -> tuple[int, Any, Any, str]:
+                check = spec["concurrent"]["checks"][index % len(spec["concurrent"]["checks"])]
+                session = node.session_generator.next_id()
+                answer = app.send_request(build_micr(spec, check, session), timeout=timeout)
+                return (
+                    index,
+                    answer.equipment_status,
+                    answer.result_code,
+                    answer.session_id == session,
+                )
+
+            total = int(spec["concurrent"]["count"])
+            with ThreadPoolExecutor(max_workers=int(spec["concurrent"].get("threads", 32))) as pool:
+                results = list(pool.map(one, range(total)))
+            emit(
+                "concurrent",
+                statuses=[r[1] for r in results],
+                result_codes=sorted({r[2] for r in results}),
+                sessions_match=all(r[3] for r in results),
+            )
         conn = peer.connection
         if spec.get("await_gateway_dpr"):
             # Stay connected, answering the gateway's DWRs, until the gateway sends its DPR.

@@ -218,3 +218,35 @@ async def test_gateway_watchdog_and_dpr_towards_python_diameter(
     (dpr,) = done.events("dpr")
     assert dpr["disconnect_cause"] == 0 and dpr["origin_host"] == "eir.localdomain"  # REBOOTING
     assert done.events("released") == [{"event": "released", "connected": False}]
+
+
+async def test_node_mme_many_requests_in_flight(
+    start_gateway: StartGateway, interop_python: str
+) -> None:
+    """300 MICRs from 32 python-diameter threads at once: each answer matches its request."""
+    gateway = await start_gateway()
+    rotation = [
+        {"imei": "35209900123456"},
+        {"imei": "35693803564380"},
+        {"imei": "35332011900123"},
+    ]
+    expected = [WHITELISTED, BLACKLISTED, GREYLISTED]
+    done = await run_process(
+        [
+            interop_python,
+            "-I",
+            str(CLIENT),
+            "node",
+            spec(
+                diameter_port(gateway),
+                [],
+                concurrent={"checks": rotation, "count": 300, "threads": 32},
+            ),
+        ],
+        timeout=28,
+    )
+    assert done.returncode == 0, done.explain()
+    (result,) = done.events("concurrent")
+    assert result["result_codes"] == [2001]
+    assert result["sessions_match"] is True
+    assert result["statuses"] == [expected[i % 3] for i in range(300)]
