@@ -1,7 +1,7 @@
 """python-diameter (PyPI ``python-diameter`` 0.9.0) as an MME against the gateway.
 
 python-diameter's top-level package is named ``diameter`` like ours, so it lives in its own
-virtualenv (``make .venv-interop``) and runs ``pd_client.py`` as a subprocess over loopback.
+virtualenv (``make interop-venv``, a dependency of ``make test``) and runs ``pd_client.py`` as a subprocess over loopback.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CLIENT = HERE / "pd_client.py"
 def interop_python() -> str:
     if not INTEROP_PYTHON.exists():
         pytest.skip(
-            f"no interop virtualenv at {INTEROP_PYTHON} (make .venv-interop installs python-diameter)"
+            f"no interop virtualenv at {INTEROP_PYTHON} (`make interop-venv` installs python-diameter)"
         )
     probe = subprocess.run(
         [
