@@ -25,11 +25,13 @@ import signal
 import socket
 import struct
 import sys
+from typing import cast
 
 from diameter.codec import FLAG_PROXIABLE, Avp
 from diameter.dictionary.base_rfc6733 import AuthSessionState
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, EquipmentStatus
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
+from gateway import aio
 
 CER, DWR, DPR, MICR = 257, 280, 282, 324
 ORIGIN_HOST = "ceiling.localdomain"
@@ -89,7 +91,8 @@ class CeilingProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop transports are not asyncio.Transport subclasses; both have the same methods.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port))
+    aio.run(serve(args.host, args.port))
     return 0
 
 

@@ -34,7 +34,6 @@ Run: ``.venv/bin/python bench/e2e.py [--quick] [--json] [--profile-gateway FILE]
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -56,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from gateway import aio  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.simulator.report import Report  # noqa: E402
 from gateway.simulator.runner import SimulatorSettings, simulate  # noqa: E402
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.json:
                 print(f"gateway on port {servers.gateway_port}, ceiling on port "
                       f"{servers.ceiling_port}, pinned: {servers.pinned}", flush=True)
-            result = asyncio.run(bench(args, servers))
+            result = aio.run(bench(args, servers))
         finally:
             servers.stop()
     if args.json:

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from diameter.codec import Message
 from diameter.events import Event, RequestReceived
@@ -56,7 +56,8 @@ class PeerConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop transports are not asyncio.Transport subclasses; both have the same methods.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         if self.on_open is not None:
             self.on_open(self)

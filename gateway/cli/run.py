@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
-from gateway import logs
+from gateway import aio, logs
 from gateway.cli._common import EXIT_FAILED, EXIT_OK, add_config_argument, config_or_none, fail
 from gateway.service import Gateway
 
@@ -28,16 +27,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logs.configure(config.logging.level, config.logging.format)
     log = logging.getLogger("eir.gateway")
+    log.info("event loop: %s", aio.loop_name())
     try:
-        import uvloop
-    except ImportError:  # uvloop is optional (Linux/macOS wheels); asyncio's loop works too
-        log.info("event loop: asyncio")
-        runner = asyncio.run
-    else:
-        log.info("event loop: uvloop %s", uvloop.__version__)
-        runner = uvloop.run
-    try:
-        runner(Gateway(config).serve())
+        aio.run(Gateway(config).serve())
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return fail(f"cannot start: {exc}", EXIT_FAILED)

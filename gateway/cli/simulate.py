@@ -20,11 +20,11 @@ request, 1 otherwise, 2 on usage or configuration errors.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
 
+from gateway import aio
 from gateway.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from gateway.config import ConfigError, load_config
 from gateway.simulator.pcap import write_pcap
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return fail(f"simulate: {exc}", EXIT_USAGE)
     try:
-        report, captures = asyncio.run(simulate(settings, checks))
+        report, captures = aio.run(simulate(settings, checks))
     except (OSError, TimeoutError) as exc:
         return fail(f"simulate: cannot connect to {settings.host}:{settings.port}: {exc}")
     except Exception as exc:  # a refused CER (ClientClosed), TLS failure: report, exit 1

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from diameter.application import Application
 from diameter.dictionary.base_rfc6733 import DisconnectCause
@@ -178,7 +178,8 @@ class _TappedConnection(PeerConnection):
         self.capture = capture
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop transports are not asyncio.Transport subclasses; both have the same methods.
+        transport = cast(asyncio.Transport, transport)
         sockname = transport.get_extra_info("sockname")
         peername = transport.get_extra_info("peername")
         if sockname:

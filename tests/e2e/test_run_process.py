@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import signal
@@ -12,6 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+
+from diameter.application import Application
+from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
+from diameter.node import Node
+from diameter.settings import LocalIdentity, PeerSettings
+from diameter.transport import Client
+from tests.e2e.conftest import Mme
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +40,20 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise AssertionError(f"nothing listens on {port}")
 
 
+async def one_check(port: int, imei: str) -> int:
+    node = Node(
+        PeerSettings(identity=LocalIdentity(origin_host="mme.test", origin_realm="test")),
+        [Application(S13_APPLICATION_ID, {}, vendor_id=VENDOR, name="S13")],
+    )
+    client = await Client.connect(node, "127.0.0.1", port)
+    try:
+        answer = await client.request(Mme(client, node).micr(imei), timeout=5.0)
+    finally:
+        await client.close()
+    status: int = answer.get("Equipment-Status")
+    return status
+
+
 def gateway_command() -> list[str]:
     return [sys.executable, "-m", "gateway.cli", "run"]
 
@@ -50,6 +72,8 @@ def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> No
     try:
         wait_for_port(diameter_port)
         wait_for_port(metrics_port)
+        # A real exchange with the process (uvloop when installed).
+        assert asyncio.run(one_check(diameter_port, "35693803564380")) == 1
         process.send_signal(signal.SIGHUP)
         time.sleep(0.5)
         assert process.poll() is None  # SIGHUP reloads, it does not stop
