@@ -18,13 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diameter.codec import Avp, Message, decode_message  # noqa: E402
-from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR  # noqa: E402
-from gateway.classify import Classifier  # noqa: E402
-from gateway.config import load_config  # noqa: E402
-from gateway.metrics import GatewayMetrics  # noqa: E402
-from gateway.registry_source import build  # noqa: E402
-from gateway.s13 import MeIdentityCheck  # noqa: E402
+from diameter.codec import Avp, Message, decode_message
+from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
+from gateway.classify import Classifier
+from gateway.config import load_config
+from gateway.metrics import GatewayMetrics
+from gateway.registry_source import build
+from gateway.s13 import MeIdentityCheck
 
 IMEIS = ("35209900123456", "35693803564380", "35332011900123", "86000001123456", "35111111123456")
 
