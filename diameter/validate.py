@@ -77,13 +77,117 @@ def check_avps(
     avps: list[Avp], grammar: Grammar, dictionary: Dictionary, parents: tuple[Avp, ...]
 ) -> Problem | None:
     """First problem of ``avps`` against ``grammar`` (a CCF or a Grouped AVP's definition)."""
-    return _walk(avps, _compile(grammar, dictionary), dictionary, parents)
+    compiled = _compile(grammar, dictionary)
+    if not parents and _fast_ok(avps, compiled, dictionary, 0):
+        return None
+    problem = _walk(avps, compiled, dictionary, parents)
+    if problem is None and not parents:
+        _learn(avps, compiled, dictionary)
+    return problem
+
+
+# -- the fast path for shapes already seen well formed ----------------------------------------
+#
+# Whether a list of AVPs passes the structural checks of a grammar (known AVPs, flags, counts,
+# fixed positions, required AVPs, one-of alternatives) depends only on the sequence of (code,
+# flags, vendor): its "shape". Once a shape has passed the full walk, later lists of that shape
+# only need their values checked (and their Grouped AVPs, each against its own shapes). Any
+# failure there falls back to the full walk, which finds the first error in order (§7.1), so the
+# answers are the same; the fast path only ever says "well formed".
+
+# Shapes remembered per compiled grammar; past this, new shapes just take the full walk.
+MAX_SHAPES = 256
+
+
+def _shape(avps: list[Avp]) -> tuple[int, ...]:
+    # One int per AVP: code (32 bits), flags (8), vendor (32).
+    return tuple([a.code | a.flags << 32 | a.vendor << 40 for a in avps])
+
+
+def _fast_ok(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary, depth: int) -> bool:
+    """True when ``avps`` has a known-good shape and every value passes its check."""
+    plan = compiled[6].get(_shape(avps))
+    if plan is None:
+        return False
+    for position, kind, arg in plan:
+        avp = avps[position]
+        if kind == _SIZE:
+            if len(avp.data) != arg:
+                return False
+        elif kind == _TEST:
+            if not arg(avp.data):
+                return False
+        elif kind == _GROUPED:
+            if avp._children is None:
+                try:
+                    avp.children  # noqa: B018 - decodes and caches the children
+                except DecodeError:
+                    return False
+            inner, alternatives = arg
+            if inner is not None:
+                if depth >= MAX_GROUPED_DEPTH:
+                    return False
+                children: list[Avp] = avp._children  # type: ignore[assignment]
+                if not _fast_ok(children, inner, dictionary, depth + 1):
+                    return False
+                if alternatives is not None:
+                    # The same grammar could serve an AVP without the one-of rule: checked here.
+                    present = 0
+                    for child in children:
+                        if (child.code, child.vendor) in alternatives:
+                            present += 1
+                    if present != 1:
+                        return False
+        else:  # _ENUM: (Enumerated type?, enumeration values or None when M is clear, type)
+            enumerated, values, avp_type = arg
+            data = avp.data
+            if enumerated and len(data) == 4:
+                value = _I32_UNPACK(data)[0]
+            else:
+                try:
+                    value = decode_value(avp_type, data)
+                except DecodeError:
+                    return False
+            if values is not None and value not in values:
+                return False
+    return True
+
+
+def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None:
+    """Remember the shapes of a list that passed the full walk, Grouped AVPs included."""
+    shapes = compiled[6]
+    if len(shapes) >= MAX_SHAPES:
+        return
+    lookup, known = compiled[0], compiled[1]
+    plan: list[tuple[int, int, Any]] = []
+    for position, avp in enumerate(avps):
+        key = (avp.code, avp.vendor)
+        entry = lookup.get(key) or known.get(key)
+        if entry is None:
+            continue  # unknown and not mandatory: ignored by the walk too
+        defn, kind, arg = entry[0], entry[2], entry[3]
+        if kind == _ANY:
+            continue
+        if kind == _GROUPED:
+            inner: _Compiled | None = None
+            if defn.grammar is not None:
+                inner = arg[0] if arg[0] is not None else _compile(defn.grammar, dictionary)
+                assert avp._children is not None  # the walk decoded them
+                _learn(avp._children, inner, dictionary)
+            plan.append((position, _GROUPED, (inner, _ONE_OF.get(key))))
+        elif kind == _ENUM:
+            mandatory = avp.flags & AVP_FLAG_MANDATORY
+            values = defn.enum_values if mandatory else None
+            plan.append((position, _ENUM, (arg, values, defn.type)))
+        else:
+            plan.append((position, kind, arg))
+    shapes[_shape(avps)] = tuple(plan)
 
 
 def _walk(
     avps: list[Avp], grammar: _Compiled, dictionary: Dictionary, parents: tuple[Avp, ...]
 ) -> Problem | None:
-    lookup, known, required, extensible, keys, n_rules = grammar
+    lookup, known, required, extensible, keys, n_rules, _ = grammar
     counts = [0] * n_rules
     position = -1
     for avp in avps:
@@ -258,12 +362,15 @@ _Compiled = tuple[
     bool,  # extensible (*[ AVP ])
     tuple[tuple[int, int], ...],  # (code, vendor) of each rule
     int,  # number of rules
+    dict[tuple[int, ...], tuple[tuple[int, int, Any], ...]],  # known-good shapes -> value checks
 ]
 _compiled: dict[tuple[int, int], tuple[Grammar, Dictionary, int, _Compiled]] = {}
 _known: dict[int, tuple[Dictionary, int, dict[tuple[int, int], _Entry]]] = {}
 
 
 def _utf8_ok(data: bytes) -> bool:
+    if data.isascii():
+        return True  # ASCII is UTF-8, and isascii() costs a fraction of a decode
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -335,6 +442,7 @@ def _compile(grammar: Grammar, dictionary: Dictionary) -> _Compiled:
         grammar.extensible,
         grammar.keys,
         len(grammar.rules),
+        {},
     )
     _compiled[(id(grammar), id(dictionary))] = (grammar, dictionary, len(dictionary.avps), compiled)
     return compiled
