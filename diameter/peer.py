@@ -70,6 +70,16 @@ log = logging.getLogger(__name__)
 ORIGIN_HOST = 264
 _HEADER = struct.Struct("!IIIII")
 
+# (state, role) whose Rcv-Message row is just "Process" in the same open state: an application
+# request there is handed to _process_request without a trip through the table (same result).
+_DIRECT_PROCESS = frozenset(
+    (state, role)
+    for state in OPEN_STATES
+    for role in Role
+    if TRANSITIONS.get((state, RCV_MESSAGE[role])) == ((Action.PROCESS,), state)
+)
+_BASE_COMMANDS = frozenset({CER, DWR, DPR})
+
 _CER_COMMAND = DICTIONARY.commands[(0, CER)]
 _DWR_COMMAND = DICTIONARY.commands[(0, DWR)]
 _DPR_COMMAND = DICTIONARY.commands[(0, DPR)]
@@ -96,6 +106,7 @@ class Peer:
         self.local_addresses = local_addresses
         self.transport = transport
         self.state = PeerState.CLOSED
+        self._direct = False  # (state, role) in _DIRECT_PROCESS, kept by _set_state
         self.info: PeerInfo | None = None
         self.should_close = False
         self.closed = False
@@ -197,8 +208,11 @@ class Peer:
         return data
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self._deadline, self._watchdog_deadline()) if d is not None]
-        return min(deadlines) if deadlines else None
+        deadline = self._deadline
+        watchdog = self.watchdog.deadline if self.state in OPEN_STATES else None
+        if watchdog is None:
+            return deadline
+        return watchdog if deadline is None or watchdog < deadline else deadline
 
     def handle_timeout(self, now: float) -> list[Event]:
         if self._deadline is not None and now >= self._deadline:
@@ -296,6 +310,7 @@ class Peer:
         if old is new:
             return
         self.state = new
+        self._direct = (new, self.role) in _DIRECT_PROCESS
         self.node.observer.on_peer_state(self, old, new)
         if new in OPEN_STATES and old not in OPEN_STATES and self.info is not None:
             key = self.info.origin_host.lower()
@@ -313,6 +328,15 @@ class Peer:
         flags = raw[4]
         code = int.from_bytes(raw[5:8], "big")
         is_request = bool(flags & FLAG_REQUEST)
+        if is_request and self._direct and code not in _BASE_COMMANDS and self.owner is None:
+            # The common case, an application request in R-Open/I-Open: the table's row would
+            # be Process in the same state (see _DIRECT_PROCESS), the watchdog sees a non-DWA.
+            self.node.observer.on_message("in", command_name(code, True), None)
+            actions = self.watchdog.receive(False, now)
+            if actions:
+                self._watchdog_actions(actions, now)
+            self._process_request(raw, now)
+            return
         if self.owner is not None:
             log.debug("%r: message during an election ignored", self)
             return

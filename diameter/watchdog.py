@@ -114,6 +114,11 @@ TRANSITIONS: dict[tuple[WatchdogState, WatchdogInput], tuple[tuple[WatchdogActio
     (S.DOWN, In.CONNECTION_DOWN): ((), S.DOWN),
 }
 del S, In, A
+# Watchdog.receive takes this row without the table.
+assert TRANSITIONS[(WatchdogState.OKAY, WatchdogInput.RECEIVE_NON_DWA)] == (
+    (WatchdogAction.SET_WATCHDOG,),
+    WatchdogState.OKAY,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +161,12 @@ class Watchdog:
 
     def receive(self, is_dwa: bool, now: float) -> list[WatchdogAction]:
         """Any received message (RFC 3539 §3.4.1 [1]: "any received message resets Tw")."""
-        if self.state is WatchdogState.INITIAL:
+        state = self.state
+        if state is WatchdogState.OKAY and not is_dwa:
+            # The row for nearly every message (OKAY, Receive non-DWA): SetWatchdog(), OKAY.
+            self.deadline = now + self.timer.draw(self._uniform)
+            return []
+        if state is WatchdogState.INITIAL:
             return []
         if is_dwa:
             # REOPEN: "NumDWA == 2" picks the row that goes back to OKAY.
