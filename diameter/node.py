@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from diameter.application import Application, NullObserver, Observer
 from diameter.duplicates import DuplicateCache
-from diameter.settings import PeerSettings
+from diameter.settings import LocalIdentity, PeerSettings
 
 if TYPE_CHECKING:
     from diameter.peer import Peer
@@ -34,6 +34,7 @@ class Node:
         settings = settings or PeerSettings()
         self.settings = settings
         self.identity = settings.identity
+        self._served_realms: tuple[PeerSettings, LocalIdentity, frozenset[str]] | None = None
         self.rng = rng or _random.Random()
         self.observer: Observer = observer or NullObserver()
         self.applications: dict[int, Application] = {}
@@ -60,8 +61,15 @@ class Node:
 
     @property
     def served_realms(self) -> frozenset[str]:
-        realms = self.settings.served_realms or (self.identity.origin_realm,)
-        return frozenset(r.lower() for r in realms)
+        # Read for every request: computed once per settings/identity object.
+        settings, identity = self.settings, self.identity
+        cached = self._served_realms
+        if cached is not None and cached[0] is settings and cached[1] is identity:
+            return cached[2]
+        realms = settings.served_realms or (identity.origin_realm,)
+        served = frozenset(r.lower() for r in realms)
+        self._served_realms = (settings, identity, served)
+        return served
 
     def next_hop_by_hop(self) -> int:
         self._hop_by_hop = (self._hop_by_hop + 1) & 0xFFFFFFFF
