@@ -25,11 +25,12 @@ class PeerDown:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class RequestReceived:
     """A well-formed application request to hand to ``handler`` (RFC 6733 §5.6: Process).
 
-    The owner answers with ``Peer.send_answer(event, answer, now)``.
+    The owner answers with ``Peer.send_answer(event, answer, now)``. One per request: not frozen,
+    since a frozen dataclass's __init__ costs four times as much; treat it as read-only.
     """
 
     message: Message
