@@ -57,8 +57,10 @@ def cer() -> bytes:
 
 
 def micr(end_to_end: int) -> bytes:
-    """The simulator's MICR shape (gateway.simulator.traffic), with User-Name."""
+    """The simulator's MICR shape (gateway.simulator.traffic), with User-Name; every request
+    has its own IMEI, so no two Terminal-Information AVPs are alike."""
     a = Avp.new
+    imei = f"{35395803000000 + end_to_end % 1000000:014d}"
     avps = [
         a("Session-Id", f"{MME_HOST};1700000000;{end_to_end}"),
         a("Vendor-Specific-Application-Id", [a("Vendor-Id", TGPP), a("Auth-Application-Id", S13)]),
@@ -66,7 +68,7 @@ def micr(end_to_end: int) -> bytes:
         a("Origin-Host", MME_HOST),
         a("Origin-Realm", REALM),
         a("Destination-Realm", REALM),
-        a("Terminal-Information", [a("IMEI", "35395803121326"), a("Software-Version", "14")]),
+        a("Terminal-Information", [a("IMEI", imei), a("Software-Version", "14")]),
         a("User-Name", "001010123456789"),
     ]
     flags = FLAG_REQUEST | FLAG_PROXIABLE
