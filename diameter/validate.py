@@ -97,6 +97,11 @@ def check_avps(
 
 # Shapes remembered per compiled grammar; past this, new shapes just take the full walk.
 MAX_SHAPES = 256
+# Grouped AVPs often repeat octet for octet (Vendor-Specific-Application-Id): the data of those
+# found well formed at the top level is remembered per (grammar, one-of rule), small ones only.
+_GOOD_DATA_SIZE = 64
+_GOOD_DATA_COUNT = 1024
+_no_grammar_good: dict[Any, set[bytes]] = {}  # Grouped AVPs without a grammar: data that parses
 
 
 def _shape(avps: list[Avp]) -> tuple[int, ...]:
@@ -118,12 +123,15 @@ def _fast_ok(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary, depth
             if not arg(avp.data):
                 return False
         elif kind == _GROUPED:
+            inner, alternatives, good = arg
+            data = avp.data
+            if depth == 0 and data in good:
+                continue  # the same octets were found well formed at this level before
             if avp._children is None:
                 try:
                     avp.children  # noqa: B018 - decodes and caches the children
                 except DecodeError:
                     return False
-            inner, alternatives = arg
             if inner is not None:
                 if depth >= MAX_GROUPED_DEPTH:
                     return False
@@ -138,6 +146,8 @@ def _fast_ok(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary, depth
                             present += 1
                     if present != 1:
                         return False
+            if depth == 0 and len(data) <= _GOOD_DATA_SIZE and len(good) < _GOOD_DATA_COUNT:
+                good.add(data)
         else:  # _ENUM: (Enumerated type?, enumeration values or None when M is clear, type)
             enumerated, values, avp_type = arg
             data = avp.data
@@ -174,7 +184,10 @@ def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None
                 inner = arg[0] if arg[0] is not None else _compile(defn.grammar, dictionary)
                 assert avp._children is not None  # the walk decoded them
                 _learn(avp._children, inner, dictionary)
-            plan.append((position, _GROUPED, (inner, _ONE_OF.get(key))))
+            alternatives = _ONE_OF.get(key)
+            goods = inner[7] if inner is not None else _no_grammar_good
+            good = goods.setdefault(alternatives, set())
+            plan.append((position, _GROUPED, (inner, alternatives, good)))
         elif kind == _ENUM:
             mandatory = avp.flags & AVP_FLAG_MANDATORY
             values = defn.enum_values if mandatory else None
@@ -187,7 +200,7 @@ def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None
 def _walk(
     avps: list[Avp], grammar: _Compiled, dictionary: Dictionary, parents: tuple[Avp, ...]
 ) -> Problem | None:
-    lookup, known, required, extensible, keys, n_rules, _ = grammar
+    lookup, known, required, extensible, keys, n_rules, _, _ = grammar
     counts = [0] * n_rules
     position = -1
     for avp in avps:
@@ -363,6 +376,7 @@ _Compiled = tuple[
     tuple[tuple[int, int], ...],  # (code, vendor) of each rule
     int,  # number of rules
     dict[tuple[int, ...], tuple[tuple[int, int, Any], ...]],  # known-good shapes -> value checks
+    dict[Any, set[bytes]],  # one-of rule -> Grouped data found well formed (see _fast_ok)
 ]
 _compiled: dict[tuple[int, int], tuple[Grammar, Dictionary, int, _Compiled]] = {}
 _known: dict[int, tuple[Dictionary, int, dict[tuple[int, int], _Entry]]] = {}
@@ -442,6 +456,7 @@ def _compile(grammar: Grammar, dictionary: Dictionary) -> _Compiled:
         grammar.extensible,
         grammar.keys,
         len(grammar.rules),
+        {},
         {},
     )
     _compiled[(id(grammar), id(dictionary))] = (grammar, dictionary, len(dictionary.avps), compiled)
