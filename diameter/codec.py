@@ -482,6 +482,28 @@ def _decode_identity(data: bytes) -> str:
     return data.decode("ascii")
 
 
+# DiameterIdentity octets already found valid -> the identity in lower case. Requests repeat a
+# handful of hosts and realms; bounded, so that a flood of new names only stops the caching.
+_IDENTITY_LOWER: dict[bytes, str] = {}
+_IDENTITY_CACHE_SIZE = 4096
+
+
+def identity_lower(data: bytes) -> str:
+    """A DiameterIdentity value in lower case (for comparisons and keys); DecodeError as
+    ``decode_value`` raises it for an invalid one."""
+    lower = _IDENTITY_LOWER.get(data)
+    if lower is None:
+        lower = _decode_identity(data).lower()
+        if len(_IDENTITY_LOWER) < _IDENTITY_CACHE_SIZE:
+            _IDENTITY_LOWER[bytes(data)] = lower
+    return lower
+
+
+def is_known_identity(data: bytes) -> bool:
+    """True when ``data`` was already found a valid DiameterIdentity (False: not known)."""
+    return data in _IDENTITY_LOWER
+
+
 def _decode_uri(data: bytes) -> str:
     text = data.decode("utf-8")
     if not (text.startswith("aaa://") or text.startswith("aaas://")):

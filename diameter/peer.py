@@ -29,7 +29,15 @@ from diameter.capabilities import (
     common_applications,
     peer_info,
 )
-from diameter.codec import FLAG_REQUEST, Avp, Message, Problem, decode_avps, decode_message
+from diameter.codec import (
+    FLAG_REQUEST,
+    Avp,
+    Message,
+    Problem,
+    decode_avps,
+    decode_message,
+    identity_lower,
+)
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.base_rfc6733 import ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
@@ -466,7 +474,7 @@ class Peer:
         origin = message.find(ORIGIN_HOST)
         if origin is not None:
             try:
-                key = (origin.value.lower(), message.end_to_end)
+                key = (identity_lower(origin.data), message.end_to_end)
             except DecodeError:
                 key = None
         if key is not None:

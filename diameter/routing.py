@@ -9,7 +9,7 @@ handler (3001), structural problem found by the codec (5014, 5015, ...), Destina
 from __future__ import annotations
 
 from diameter.application import Application
-from diameter.codec import Message, Problem
+from diameter.codec import Message, Problem, identity_lower
 from diameter.dictionary import DICTIONARY, CommandDef
 from diameter.dictionary.base_rfc6733 import (
     COMMON_APPLICATION_ID,
@@ -68,7 +68,6 @@ def _identity(message: Message, code: int) -> str | None:
     if avp is None:
         return None
     try:
-        value: str = avp.value
+        return identity_lower(avp.data)  # Destination-Host/-Realm are DiameterIdentity
     except DecodeError:
         return None  # check_request reports it with its own result code
-    return value.lower()

@@ -21,6 +21,7 @@ from diameter.codec import (
     Message,
     Problem,
     decode_value,
+    is_known_identity,
 )
 from diameter.dictionary import (
     DICTIONARY,
@@ -393,7 +394,7 @@ def _utf8_ok(data: bytes) -> bool:
 
 
 def _identity_ok(data: bytes) -> bool:
-    return _IDENTITY.fullmatch(data) is not None
+    return is_known_identity(data) or _IDENTITY.fullmatch(data) is not None
 
 
 def _never(data: bytes) -> bool:
