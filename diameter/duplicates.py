@@ -13,18 +13,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 DuplicateKey = tuple[str, int]
 # Delivers a cached answer to a waiting duplicate: (answer bytes, duplicate's Hop-by-Hop).
 Waiter = tuple[Callable[[bytes, int], None], int]
 
+_INF = float("inf")
 
-@dataclass(slots=True)
+
 class _Entry:
-    answer: bytes | None = None
-    expires: float = float("inf")
-    waiters: list[Waiter] = field(default_factory=list)
+    # A plain class: one is made per request (a dataclass with a default_factory costs more).
+    __slots__ = ("answer", "expires", "waiters")
+
+    def __init__(self) -> None:
+        self.answer: bytes | None = None
+        self.expires = _INF
+        self.waiters: list[Waiter] | None = None  # made when a duplicate first waits
 
 
 def with_hop_by_hop(answer: bytes, hop_by_hop: int) -> bytes:
@@ -33,12 +37,17 @@ def with_hop_by_hop(answer: bytes, hop_by_hop: int) -> bytes:
 
 
 class DuplicateCache:
-    __slots__ = ("_entries", "max_size", "window")
+    __slots__ = ("_entries", "_front", "_horizon", "max_size", "window")
 
     def __init__(self, window: float, max_size: int) -> None:
         self.window = window
         self.max_size = max_size
         self._entries: OrderedDict[DuplicateKey, _Entry] = OrderedDict()
+        # Expiry looks at the oldest entry only. Once it found that entry answered and not yet
+        # expired, nothing can expire before its time (_horizon) while it stays the oldest
+        # (_front): until then begin() skips the look.
+        self._front: DuplicateKey | None = None
+        self._horizon = -_INF
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -53,39 +62,60 @@ class DuplicateCache:
 
         A duplicate whose first copy is in flight is queued with ``waiter`` and gets (True, None).
         """
-        self._expire(now)
-        entry = self._entries.get(key)
+        if now >= self._horizon:
+            self._expire(now)
+        entries = self._entries
+        entry = entries.get(key)
         if entry is not None and entry.expires > now:
             if entry.answer is not None:
                 return True, with_hop_by_hop(entry.answer, waiter[1])
-            entry.waiters.append(waiter)
+            if entry.waiters is None:
+                entry.waiters = [waiter]
+            else:
+                entry.waiters.append(waiter)
             return True, None
-        self._entries[key] = _Entry()
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_size:
-            self._entries.popitem(last=False)
+        if entry is not None:
+            if key == self._front:
+                self._horizon = -_INF
+            del entries[key]  # re-added at the end, as the newest
+        entries[key] = _Entry()
+        if len(entries) > self.max_size:
+            self._horizon = -_INF  # the oldest goes
+            while len(entries) > self.max_size:
+                entries.popitem(last=False)
         return False, None
 
     def complete(self, key: DuplicateKey, answer: bytes, now: float) -> None:
         """Record the answer of the first copy and deliver it to the duplicates waiting for it."""
-        entry = self._entries.get(key)
+        entries = self._entries
+        entry = entries.get(key)
         if entry is None:
             return  # evicted meanwhile: nothing to remember it by
         entry.answer = answer
         entry.expires = now + self.window
-        self._entries.move_to_end(key)
-        waiters, entry.waiters = entry.waiters, []
-        for deliver, hop_by_hop in waiters:
-            deliver(with_hop_by_hop(answer, hop_by_hop), hop_by_hop)
+        if key == self._front:
+            self._horizon = -_INF
+        entries.move_to_end(key)
+        waiters = entry.waiters
+        if waiters:
+            entry.waiters = None
+            for deliver, hop_by_hop in waiters:
+                deliver(with_hop_by_hop(answer, hop_by_hop), hop_by_hop)
 
     def forget(self, key: DuplicateKey) -> None:
         """The first copy was not processed (e.g. 3004 TOO_BUSY): a retransmission may try again."""
+        if key == self._front:
+            self._horizon = -_INF
         self._entries.pop(key, None)
 
     def _expire(self, now: float) -> None:
         entries = self._entries
+        self._horizon = -_INF
         while entries:
             key, entry = next(iter(entries.items()))
-            if entry.answer is None or entry.expires > now:
+            if entry.answer is None:
+                return
+            if entry.expires > now:
+                self._front, self._horizon = key, entry.expires
                 return
             del entries[key]
