@@ -9,7 +9,7 @@ handler (3001), structural problem found by the codec (5014, 5015, ...), Destina
 from __future__ import annotations
 
 from diameter.application import Application
-from diameter.codec import Message, Problem, identity_lower
+from diameter.codec import Avp, Message, Problem, identity_lower
 from diameter.dictionary import DICTIONARY, CommandDef
 from diameter.dictionary.base_rfc6733 import (
     COMMON_APPLICATION_ID,
@@ -18,7 +18,7 @@ from diameter.dictionary.base_rfc6733 import (
 )
 from diameter.errors import DecodeError
 from diameter.node import Node
-from diameter.validate import check_header, check_request
+from diameter.validate import check_avps, check_header
 
 DESTINATION_REALM, DESTINATION_HOST = 283, 293
 
@@ -46,25 +46,37 @@ def first_problem(
         return _problem(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, f"command {code}"), app, None
     if message.problem is not None:
         return message.problem, app, command
-    destination_host = _identity(message, DESTINATION_HOST)
+    # Both Destination AVPs in one pass over the AVPs (the first of each counts, as with find).
+    host_avp = realm_avp = None
+    for avp in message.avps:
+        code = avp.code
+        if code == DESTINATION_REALM or code == DESTINATION_HOST:
+            if avp.vendor:
+                continue
+            if code == DESTINATION_REALM:
+                if realm_avp is None:
+                    realm_avp = avp
+            elif host_avp is None:
+                host_avp = avp
+    destination_host = _identity(host_avp)
     if destination_host is not None and destination_host != node.identity.origin_host.lower():
         # RFC 6733 §6.1.4: not for us, and we do not relay: 3002 DIAMETER_UNABLE_TO_DELIVER.
         text = f"Destination-Host {destination_host}"
         return _problem(ResultCode.DIAMETER_UNABLE_TO_DELIVER, text), app, command
-    destination_realm = _identity(message, DESTINATION_REALM)
+    destination_realm = _identity(realm_avp)
     if destination_realm is not None and destination_realm not in node.served_realms:
         # RFC 6733 §6.1.4: 3003 DIAMETER_REALM_NOT_SERVED.
         text = f"Destination-Realm {destination_realm}"
         return _problem(ResultCode.DIAMETER_REALM_NOT_SERVED, text), app, command
-    return check_request(message, command), app, command
+    # check_request without its first two checks, done above (problem, header bits).
+    return check_avps(message.avps, command.request, DICTIONARY, ()), app, command
 
 
 def _problem(result_code: int, text: str) -> Problem:
     return Problem(result_code, None, text)
 
 
-def _identity(message: Message, code: int) -> str | None:
-    avp = message.find(code)
+def _identity(avp: Avp | None) -> str | None:
     if avp is None:
         return None
     try:
