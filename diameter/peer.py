@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from diameter.answer import answer_to, error_answer
@@ -203,6 +203,30 @@ class Peer:
                 break
             self._receive(raw, now)
         return self._take_events()
+
+    def receive_each(self, data: bytes, now: float) -> Iterator[list[Event]]:
+        """``receive_data`` one message at a time: the events of each message are yielded as
+        soon as it is processed, so that the owner can answer a request before the next message
+        of the same read is decoded (objects stay short-lived; fewer garbage collections). The
+        owner consumes the iterator to the end before feeding more data."""
+        if self.closed:
+            return
+        error: FramingError | None = None
+        try:
+            messages: tuple[bytes, ...] | list[bytes] = self._framer.feed(data)
+        except FramingError as exc:
+            # Whole messages before the bad bytes are processed first (they were well framed).
+            error, messages = exc, exc.messages
+        for raw in messages:
+            if self.closed:
+                break
+            self._receive(raw, now)
+            if self._events:
+                yield self._take_events()
+        if error is not None and not self.closed:
+            self._framing_error(error, now)
+        if self._events:
+            yield self._take_events()
 
     def next_events(self) -> list[Event]:
         """Events produced by other connections' activity (see ``on_wakeup``)."""
