@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from diameter.codec import (
@@ -112,56 +113,105 @@ def _shape(avps: list[Avp]) -> tuple[int, ...]:
 
 def _fast_ok(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary, depth: int) -> bool:
     """True when ``avps`` has a known-good shape and every value passes its check."""
-    plan = compiled[6].get(_shape(avps))
-    if plan is None:
+    recent = compiled[8]
+    for check in recent:  # the last shapes met, tried without computing the shape
+        if check(avps, depth):
+            return True
+    known = compiled[6].get(_shape(avps))
+    if known is None or not known(avps, depth):
         return False
-    for position, kind, arg in plan:
-        avp = avps[position]
-        if kind == _SIZE:
-            if len(avp.data) != arg:
-                return False
-        elif kind == _TEST:
-            if not arg(avp.data):
-                return False
-        elif kind == _GROUPED:
-            inner, alternatives, good = arg
-            data = avp.data
-            if depth == 0 and data in good:
-                continue  # the same octets were found well formed at this level before
-            if avp._children is None:
-                try:
-                    avp.children  # noqa: B018 - decodes and caches the children
-                except DecodeError:
-                    return False
-            if inner is not None:
-                if depth >= MAX_GROUPED_DEPTH:
-                    return False
-                children: list[Avp] = avp._children  # type: ignore[assignment]
-                if not _fast_ok(children, inner, dictionary, depth + 1):
-                    return False
-                if alternatives is not None:
-                    # The same grammar could serve an AVP without the one-of rule: checked here.
-                    present = 0
-                    for child in children:
-                        if (child.code, child.vendor) in alternatives:
-                            present += 1
-                    if present != 1:
-                        return False
-            if depth == 0 and len(data) <= _GOOD_DATA_SIZE and len(good) < _GOOD_DATA_COUNT:
-                good.add(data)
-        else:  # _ENUM: (Enumerated type?, enumeration values or None when M is clear, type)
-            enumerated, values, avp_type = arg
-            data = avp.data
-            if enumerated and len(data) == 4:
-                value = _I32_UNPACK(data)[0]
-            else:
-                try:
-                    value = decode_value(avp_type, data)
-                except DecodeError:
-                    return False
-            if values is not None and value not in values:
-                return False
+    recent.insert(0, known)
+    del recent[_RECENT:]
     return True
+
+
+# Checkers tried before computing a shape, per grammar (a request type has one or two shapes).
+_RECENT = 3
+
+
+def _grouped_ok(avp: Avp, arg: Any, dictionary: Dictionary, depth: int) -> bool:
+    inner, alternatives, good = arg
+    data = avp.data
+    if depth == 0 and data in good:
+        return True  # the same octets were found well formed at this level before
+    if avp._children is None:
+        try:
+            avp.children  # noqa: B018 - decodes and caches the children
+        except DecodeError:
+            return False
+    if inner is not None:
+        if depth >= MAX_GROUPED_DEPTH:
+            return False
+        children: list[Avp] = avp._children  # type: ignore[assignment]
+        if not _fast_ok(children, inner, dictionary, depth + 1):
+            return False
+        if alternatives is not None:
+            # The same grammar could serve an AVP without the one-of rule: checked here.
+            present = 0
+            for child in children:
+                if (child.code, child.vendor) in alternatives:
+                    present += 1
+            if present != 1:
+                return False
+    if depth == 0 and len(data) <= _GOOD_DATA_SIZE and len(good) < _GOOD_DATA_COUNT:
+        good.add(data)
+    return True
+
+
+def _enum_ok(data: bytes, arg: Any) -> bool:
+    # (Enumerated type?, enumeration values or None when M is clear, type)
+    enumerated, values, avp_type = arg
+    if enumerated and len(data) == 4:
+        value = _I32_UNPACK(data)[0]
+    else:
+        try:
+            value = decode_value(avp_type, data)
+        except DecodeError:
+            return False
+    return values is None or value in values
+
+
+def _checker(
+    avps: list[Avp], plan: list[tuple[int, int, Any]], dictionary: Dictionary
+) -> Callable[[list[Avp], int], bool]:
+    """A function checking the shape of ``avps`` (the exact code, flags and vendor of each) and
+    then the values, written out AVP by AVP (no loop, no dispatch on the kind of check): the
+    hot path of every well-formed request."""
+    n = len(avps)
+    names = [f"a{i}" for i in range(n)]
+    lines = ["def check(avps, depth):", f"    if len(avps) != {n}:", "        return False"]
+    if n:
+        lines.append(f"    {', '.join(names)}, = avps")
+    for name, model in zip(names, avps, strict=True):
+        code, flags, vendor = int(model.code), int(model.flags), int(model.vendor)
+        lines += [
+            f"    if {name}.code != {code} or {name}.flags != {flags} or {name}.vendor != {vendor}:",
+            "        return False",
+        ]
+    namespace: dict[str, Any] = {
+        "_utf8_ok": _utf8_ok,
+        "_grouped_ok": _grouped_ok,
+        "_enum_ok": _enum_ok,
+        "dictionary": dictionary,
+    }
+    for position, kind, arg in plan:
+        avp, value = names[position], f"v{position}"
+        namespace[value] = arg
+        if kind == _SIZE:
+            test = f"len({avp}.data) != {int(arg)}"
+        elif kind == _TEST and arg is _utf8_ok:
+            test = f"not ({avp}.data.isascii() or _utf8_ok({avp}.data))"
+        elif kind == _TEST:
+            test = f"not {value}({avp}.data)"
+        elif kind == _GROUPED:
+            test = f"not _grouped_ok({avp}, {value}, dictionary, depth)"
+        else:
+            test = f"not _enum_ok({avp}.data, {value})"
+        lines += [f"    if {test}:", "        return False"]
+    lines.append("    return True")
+    exec("\n".join(lines), namespace)  # the code is built above from integers and names only
+    check: Callable[[list[Avp], int], bool] = namespace["check"]
+    return check
 
 
 def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None:
@@ -195,13 +245,13 @@ def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None
             plan.append((position, _ENUM, (arg, values, defn.type)))
         else:
             plan.append((position, kind, arg))
-    shapes[_shape(avps)] = tuple(plan)
+    shapes[_shape(avps)] = _checker(avps, plan, dictionary)
 
 
 def _walk(
     avps: list[Avp], grammar: _Compiled, dictionary: Dictionary, parents: tuple[Avp, ...]
 ) -> Problem | None:
-    lookup, known, required, extensible, keys, n_rules, _, _ = grammar
+    lookup, known, required, extensible, keys, n_rules, _, _, _ = grammar
     counts = [0] * n_rules
     position = -1
     for avp in avps:
@@ -376,8 +426,9 @@ _Compiled = tuple[
     bool,  # extensible (*[ AVP ])
     tuple[tuple[int, int], ...],  # (code, vendor) of each rule
     int,  # number of rules
-    dict[tuple[int, ...], tuple[tuple[int, int, Any], ...]],  # known-good shapes -> value checks
-    dict[Any, set[bytes]],  # one-of rule -> Grouped data found well formed (see _fast_ok)
+    dict[tuple[int, ...], Callable[[list[Avp], int], bool]],  # known-good shapes -> checkers
+    dict[Any, set[bytes]],  # one-of rule -> Grouped data found well formed (see _grouped_ok)
+    list[Callable[[list[Avp], int], bool]],  # the checkers used last, most recent first
 ]
 _compiled: dict[tuple[int, int], tuple[Grammar, Dictionary, int, _Compiled]] = {}
 _known: dict[int, tuple[Dictionary, int, dict[tuple[int, int], _Entry]]] = {}
@@ -459,6 +510,7 @@ def _compile(grammar: Grammar, dictionary: Dictionary) -> _Compiled:
         len(grammar.rules),
         {},
         {},
+        [],
     )
     _compiled[(id(grammar), id(dictionary))] = (grammar, dictionary, len(dictionary.avps), compiled)
     return compiled
