@@ -6,7 +6,8 @@ bytes; the S13 handler is trivial and synchronous, returning a pre-encoded answe
 event loop iterations: what is measured is framing, decoding, duplicate detection, the RFC 6733
 checks, the watchdog, events, dispatch, the answer's bookkeeping and the write call.
 
-Scenarios: one MICR per read (``read=1``) and 16 MICRs per read (``read=16``, pipelining).
+Scenarios: one MICR per read (``read=1``), 16 MICRs per read (``read=16``, pipelining) and the
+stream of MICRs cut in 64 KiB reads (``read=64KiB``, a big window: messages split across reads).
 Each is timed ``--repeat`` times; the best run is printed in µs per request.
 
 Run: ``.venv/bin/python bench/server_path.py [--requests N] [--repeat R] [--json]``.
@@ -120,7 +121,7 @@ def make_connection(answer: bytes) -> tuple[PeerConnection, FakeTransport]:
     return connection, transport
 
 
-def run(requests: int, per_read: int, repeat: int) -> float:
+def run(requests: int, per_read: int, repeat: int, chunk: int = 0) -> float:
     # A header-only "answer": the handler's own cost is not measured here.
     answer = bytes([1, 0, 0, 20, 0]) + micr(0)[5:20]
     best = float("inf")
@@ -128,7 +129,12 @@ def run(requests: int, per_read: int, repeat: int) -> float:
         connection, transport = make_connection(answer)
         base = 0x10000000 + r * requests
         messages = [micr(base + i) for i in range(requests)]
-        reads = [b"".join(messages[i : i + per_read]) for i in range(0, requests, per_read)]
+        if chunk:
+            # A byte stream cut in fixed-size reads, messages split across reads (big windows).
+            stream = b"".join(messages)
+            reads = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
+        else:
+            reads = [b"".join(messages[i : i + per_read]) for i in range(0, requests, per_read)]
         del messages
         receive = connection.data_received
         gc.collect()
@@ -160,6 +166,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
     results = {}
     for per_read in (1, 16):
         results[f"read={per_read}"] = run(args.requests, per_read, args.repeat)
+    results["read=64KiB"] = run(args.requests, 0, args.repeat, chunk=65536)
     return results
 
 
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: round(v, 3) for k, v in results.items()}))
     else:
         for name, us in results.items():
-            print(f"{name:8} {us:7.2f} µs/request  ({1e6 / us:,.0f}/s)")
+            print(f"{name:10} {us:7.2f} µs/request  ({1e6 / us:,.0f}/s)")
     return 0
 
 
