@@ -459,12 +459,30 @@ class Peer:
             role=self.role.value,
         )
         holder = self.node.peers.get(origin_host.lower())
+        if holder is not None and holder is not self and holder.restarted(self._pending_info):
+            # RFC 6733 §8.16: a new Origin-State-Id means the peer lost its state (rebooted);
+            # its old connection is stale, not a rival for the election of §5.6.4.
+            holder._disconnect("the peer restarted (new Origin-State-Id in a CER)", now)
+            holder._wake()
+            holder = None
         if holder is None or holder is self or holder.closed:
             self._fire(PeerEvent.R_CONN_CER, now)
         else:
             # The peer's state lives on another connection: this is its R-Conn-CER (§5.6.4).
             holder._fire(PeerEvent.R_CONN_CER, now, incoming=self)
             holder._wake()
+
+    def restarted(self, incoming: PeerInfo | None) -> bool:
+        """Whether a CER on another connection shows that this open peer has restarted."""
+        info = self.info
+        return (
+            self.is_open
+            and info is not None
+            and incoming is not None
+            and info.origin_state_id is not None
+            and incoming.origin_state_id is not None
+            and info.origin_state_id != incoming.origin_state_id
+        )
 
     def _reject_cer(self, problem: Problem, now: float) -> None:
         self._fire(PeerEvent.R_CONN_CER_REJECTED, now, problem=problem)
