@@ -12,15 +12,16 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.config import load_config
 from gateway.service import Gateway
+
+# The gateway on port 0, shared with the end-to-end tests.
+from tests.e2e.conftest import StartGateway, gateway_env, start_gateway  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -28,36 +29,6 @@ INTEROP_VENV = Path(os.environ.get("EIR_INTEROP_VENV", REPO / ".venv-interop"))
 INTEROP_PYTHON = INTEROP_VENV / "bin" / "python"
 
 WHITELISTED, BLACKLISTED, GREYLISTED = 0, 1, 2
-
-
-def gateway_env(state_dir: Path, **overrides: str) -> dict[str, str]:
-    env = {
-        "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0",
-        "EIR_METRICS_LISTEN": "127.0.0.1:0",
-        "EIR_STATE_DIRECTORY": str(state_dir),
-        "EIR_LISTS_POLL_INTERVAL_SECONDS": "0",
-    }
-    env.update(overrides)
-    return env
-
-
-StartGateway = Callable[..., Awaitable[Gateway]]
-
-
-@pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
-    started: list[Gateway] = []
-
-    async def start(**overrides: str) -> Gateway:
-        config = load_config(None, env=gateway_env(tmp_path / f"var{len(started)}", **overrides))
-        gateway = Gateway(config)
-        await gateway.start()
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        await asyncio.wait_for(gateway.stop(), 15)
 
 
 def diameter_port(gateway: Gateway) -> int:
