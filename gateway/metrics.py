@@ -17,7 +17,6 @@ from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
     Gauge,
     PlatformCollector,
     ProcessCollector,
@@ -53,11 +52,6 @@ class GatewayMetrics:
             "1 when the policy runs in monitor mode (everything answered WHITELISTED).",
             registry=self.registry,
         )
-        self.observations_dropped = Counter(
-            "eir_observations_dropped_total",
-            "IMEI-IMSI observations dropped because the write queue was full.",
-            registry=self.registry,
-        )
         self.list_entries = Gauge(
             "eir_list_entries",
             "Entries loaded in the operator lists, by list.",
@@ -73,6 +67,10 @@ class GatewayMetrics:
         self._peer_states: dict[str, Any] = {}
         self.count_check = self.hot.count_check
         self.on_message = self.hot.on_message
+
+    def watch_observations(self, stats: Any) -> None:
+        """Export an ObservationLog's counters (read at scrape time)."""
+        self.registry.register(ObservationCollector(stats))
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
         for state, delta in ((old_state, -1), (new_state, 1)):
@@ -143,6 +141,23 @@ class HotPathCollector:
         for (direction, command, result), count in self._messages.copy().items():
             messages.add_metric((direction, command, "" if result is None else str(result)), count)
         yield messages
+
+
+class ObservationCollector:
+    """eir_observations_*_total from the observation log's own counters."""
+
+    def __init__(self, stats: Any) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        for name, value, text in (
+            ("recorded", stats.recorded, "IMEI-IMSI observations queued for the log."),
+            ("dropped", stats.dropped, "Observations dropped because the write queue was full."),
+            ("written", stats.written, "Observations written to the log database."),
+            ("write_errors", stats.errors, "Batches of observations the database refused."),
+        ):
+            yield CounterMetricFamily(f"eir_observations_{name}", text, value=value)
 
 
 ReadinessCheck = Callable[[], dict[str, bool]]

@@ -62,6 +62,7 @@ class Gateway:
                 obs.database, obs.queue_size, obs.batch_size, obs.flush_interval
             )
             self.observations.start()
+            self.metrics.watch_observations(self.observations.stats)
         s13 = MeIdentityCheck(
             config.peer.identity,
             self.classifier,

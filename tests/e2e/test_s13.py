@@ -269,6 +269,8 @@ async def test_metrics_health_and_readiness_over_http(start_gateway: StartGatewa
         assert metric_value(text, "eir_check_duration_seconds_count") == 2
         assert metric_value(text, "eir_tac_entries") > 0
         assert "process_cpu_seconds_total" in text
+        assert metric_value(text, "eir_observations_dropped_total") == 0
+        assert "eir_observations_recorded_total" in text
         assert "35209900123456" not in text and "35693803564380" not in text  # no IMEI labels
         assert (await scrape(gateway, "/healthz"))[0] == 200
         assert (await scrape(gateway, "/readyz"))[0] == 200
