@@ -52,3 +52,14 @@ def test_detector_sees_forbidden_imports(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("import time\nfrom asyncio import sleep\nimport socket as s\n")
     assert _imported(sample) >= {"time", "asyncio", "socket"}
+
+
+REGISTRY_CLIENT = PACKAGE.parent / "registry_client"
+
+
+@pytest.mark.parametrize(
+    "path", sorted(REGISTRY_CLIENT.rglob("*.py")), ids=lambda p: str(p.relative_to(REGISTRY_CLIENT))
+)
+def test_registry_client_never_imports_the_gateway(path: Path) -> None:
+    # DESIGN.md §1: gateway -> registry_client, never the reverse (nor registry_client -> diameter).
+    assert not _imported(path) & {"gateway", "diameter"}, f"{path.name} imports an upper layer"
