@@ -139,14 +139,7 @@ class MeIdentityCheck:
         try:
             result = self.classifier.classify_sync(imei, imsi, sv)
         except Exception:
-            log.exception("classification failed")
-            return self._error(
-                request,
-                ResultCode.DIAMETER_UNABLE_TO_COMPLY,
-                "classification failed",
-                None,
-                started,
-            )
+            return self._unable_to_comply(request, started)
         if isinstance(result, Pending):
             return self._resolve(request, result, started)
         return self._answer(request, result, started)
@@ -155,15 +148,16 @@ class MeIdentityCheck:
         try:
             decision = await self.classifier.resolve(pending)
         except Exception:
-            log.exception("classification failed")
-            return self._error(
-                request,
-                ResultCode.DIAMETER_UNABLE_TO_COMPLY,
-                "classification failed",
-                None,
-                started,
-            )
+            return self._unable_to_comply(request, started)
         return self._answer(request, decision, started)
+
+    def _unable_to_comply(self, request: Message, started: float) -> bytes:
+        # A store or registry failure must never become a 2001 without Equipment-Status:
+        # RFC 6733 §7.1.5 5012 DIAMETER_UNABLE_TO_COMPLY, counted in eir_checks_total.
+        log.exception("classification failed")
+        return self._error(
+            request, ResultCode.DIAMETER_UNABLE_TO_COMPLY, "classification failed", None, started
+        )
 
     def _answer(self, request: Message, decision: Decision, started: float) -> bytes:
         body = self._per_request_head(request) + self._blocks[decision.status]
