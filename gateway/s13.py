@@ -42,6 +42,12 @@ _SOFTWARE_VERSION = DICTIONARY.avp("Software-Version")
 
 log = logging.getLogger("eir.s13")
 
+# eir_checks_total labels (status, reason) of the checks answered with an error.
+_ERROR_LABELS: dict[int, tuple[str, str]] = {
+    ResultCode.DIAMETER_UNABLE_TO_COMPLY: ("unable_to_comply", "internal_error"),
+    ResultCode.DIAMETER_MISSING_AVP: ("rejected", "missing_imei"),
+}
+
 # Metric label for each answer outcome (lower case, bounded).
 _STATUS_LABEL: dict[EquipmentStatus | None, str] = {
     EquipmentStatus.WHITELISTED: "whitelisted",
@@ -225,18 +231,6 @@ class MeIdentityCheck:
             failed_avp=failed_avp,
         )
         if self.metrics is not None:
-            reason = (
-                "internal_error"
-                if result_code == ResultCode.DIAMETER_UNABLE_TO_COMPLY
-                else (
-                    "missing_imei"
-                    if result_code == ResultCode.DIAMETER_MISSING_AVP
-                    else "invalid_request"
-                )
-            )
-            self.metrics.count_check(
-                "unable_to_comply" if reason == "internal_error" else "rejected",
-                reason,
-                time.perf_counter() - started,
-            )
+            status, reason = _ERROR_LABELS.get(result_code, ("rejected", "invalid_request"))
+            self.metrics.count_check(status, reason, time.perf_counter() - started)
         return answer.encode()

@@ -138,6 +138,10 @@ async def test_missing_terminal_information_imei_or_meid_only_is_5005(
             assert answer.get("Auth-Session-State") == 1
             (failed,) = answer.get("Failed-AVP")
             assert (failed.code, failed.vendor) == (missing, VENDOR)
+        # The two that reached the S13 application (Terminal-Information present) are counted;
+        # a missing Terminal-Information is refused by the generic CCF check before it.
+        _, text = await scrape(gateway)
+        assert metric_value(text, "eir_checks_total", status="rejected", reason="missing_imei") == 2
     finally:
         await mme.close()
 
