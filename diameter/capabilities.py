@@ -68,6 +68,26 @@ def advertised_applications(message: Message) -> frozenset[int]:
     return frozenset(ids)
 
 
+NO_INBAND_SECURITY = 0  # RFC 6733 §6.10 Inband-Security-Id
+_INBAND_SECURITY_ID = 299
+
+
+def inband_security_acceptable(message: Message) -> bool:
+    """RFC 6733 §6.10: a CER listing Inband-Security-Id values none of which is
+    NO_INBAND_SECURITY asks for the RFC 3588 in-band TLS upgrade, which we do not offer
+    (TLS is served from the first byte on its own port, §2.1): DIAMETER_NO_COMMON_SECURITY."""
+    offered = [a for a in message.avps if a.code == _INBAND_SECURITY_ID and not a.vendor]
+    if not offered:
+        return True
+    for avp in offered:
+        try:
+            if avp.value == NO_INBAND_SECURITY:
+                return True
+        except DecodeError:
+            continue  # the CER's CCF check reports a malformed value first
+    return False
+
+
 def common_applications(local: Iterable[int], remote: frozenset[int]) -> frozenset[int]:
     """RFC 6733 §5.3: the intersection; a relay (0xffffffff) on either side supports them all."""
     mine = frozenset(local)

@@ -27,6 +27,7 @@ from diameter.capabilities import (
     advertised_applications,
     capabilities_avps,
     common_applications,
+    inband_security_acceptable,
     peer_info,
 )
 from diameter.codec import (
@@ -446,6 +447,11 @@ class Peer:
         if why is not None:
             # RFC 6733 §5.3: CER from an unknown peer -> 3010 (E bit), then close.
             problem = Problem(ResultCode.DIAMETER_UNKNOWN_PEER, None, why)
+            return self._reject_cer(problem, now)
+        if self.transport != "tls" and not inband_security_acceptable(message):
+            problem = Problem(
+                ResultCode.DIAMETER_NO_COMMON_SECURITY, None, "in-band TLS (RFC 3588) not offered"
+            )
             return self._reject_cer(problem, now)
         common = common_applications(self.node.applications, advertised_applications(message))
         if not common:

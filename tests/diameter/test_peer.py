@@ -136,6 +136,22 @@ def test_no_common_application_5010_and_close() -> None:
 
 
 @pytest.mark.parametrize(
+    ("offered", "result_code"),
+    [([], 2001), ([0], 2001), ([1, 0], 2001), ([1], 5017)],
+    ids=["none", "no-inband", "tls-or-none", "tls-only"],
+)
+def test_inband_security_id(offered: list[int], result_code: int) -> None:
+    # RFC 6733 §6.10: only the RFC 3588 in-band TLS upgrade is refused (5017), then closed.
+    apps = [vendor_specific_application_id(VENDOR_3GPP, S13)]
+    apps += [Avp.new("Inband-Security-Id", value) for value in offered]
+    peer = responder()
+    peer.receive_data(cer(apps=apps), 0.0)
+    (cea,) = answers(peer)
+    assert cea.get("Result-Code") == result_code
+    assert peer.should_close is (result_code != 2001)
+
+
+@pytest.mark.parametrize(
     "settings",
     [
         {"allowed_hosts": ("hss.*",)},
