@@ -41,8 +41,14 @@ unit: $(VENV)/.installed-test $(INTEROP_VENV)/.installed
 
 test: lint typecheck unit
 
+# Benchmarks (not tests): each prints its method and figures; e2e takes a few minutes.
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/server_path.py
+	$(BIN)/python bench/s13_handler.py
+	$(BIN)/python bench/classify.py
+	$(BIN)/python bench/registry.py
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) var .mypy_cache .pytest_cache .ruff_cache
