@@ -15,21 +15,10 @@ from diameter.codec import (
     Problem,
     decode_message,
 )
-from diameter.dictionary import DICTIONARY, CommandDef
-from diameter.settings import LocalIdentity
+from diameter.dictionary import DICTIONARY
 from diameter.validate import check_avps, check_request
 from tests.diameter import vectors as v
-
-TGPP = 10415
-S13 = 16777252
-EIR = LocalIdentity(origin_host=v.EIR_HOST, origin_realm=v.REALM)
-
-
-def command(application_id: int, code: int) -> CommandDef:
-    cmd = DICTIONARY.command(application_id, code)
-    assert cmd is not None
-    return cmd
-
+from tests.diameter.builders import EIR, S13, TGPP, command
 
 ECR = command(S13, 324)
 

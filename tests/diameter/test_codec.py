@@ -29,9 +29,8 @@ from diameter.codec import (
 from diameter.dictionary import DICTIONARY, AvpType
 from diameter.errors import DecodeError, DiameterError, EncodeError
 from tests.diameter import vectors as v
+from tests.diameter.builders import S13, TGPP
 
-TGPP = 10415
-S13 = 16777252
 UTC = dt.UTC
 
 

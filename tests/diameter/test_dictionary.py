@@ -18,9 +18,7 @@ from diameter.dictionary import (
     ts29272_s13,
 )
 from diameter.errors import DictionaryError
-
-TGPP = 10415
-S13 = 16777252
+from tests.diameter.builders import S13, TGPP
 
 
 def shape(grammar: Grammar) -> list[tuple[str, str, int, int | None]]:

@@ -17,10 +17,10 @@ import pytest
 
 from diameter.answer import answer_to, error_answer
 from diameter.codec import Avp, Message, decode_message
-from diameter.dictionary import DICTIONARY, CommandDef
-from diameter.settings import LocalIdentity
+from diameter.dictionary import DICTIONARY
 from diameter.validate import check_avps, check_request
 from tests.diameter import vectors as v
+from tests.diameter.builders import EIR, S13, TGPP, command, eca_body
 
 scapy_diameter = pytest.importorskip("scapy.contrib.diameter")
 logging.getLogger("scapy").setLevel(logging.ERROR)
@@ -28,15 +28,8 @@ AVP = scapy_diameter.AVP
 DiamG = scapy_diameter.DiamG
 DiamReq = scapy_diameter.DiamReq
 
-TGPP = 10415
-S13 = 16777252
-EIR = LocalIdentity(origin_host=v.EIR_HOST, origin_realm=v.REALM)
 
 
-def command(application_id: int, code: int) -> CommandDef:
-    cmd = DICTIONARY.command(application_id, code)
-    assert cmd is not None
-    return cmd
 
 
 # -- scapy's view of a message, as plain data ----------------------------------------------------
@@ -297,23 +290,10 @@ def test_scapy_dissects_our_dwa_and_dpa(request_wire: bytes, code: int) -> None:
 
 def _eca(status: int | None, *, experimental: int | None = None) -> bytes:
     request = decode_message(scapy_ecr())
-    body = [
-        Avp.new(
-            "Vendor-Specific-Application-Id",
-            [Avp.new("Vendor-Id", TGPP), Avp.new("Auth-Application-Id", S13)],
-        ),
-        Avp.new("Auth-Session-State", 1),
-    ]
+    body = eca_body(status, experimental)
     if experimental is not None:
-        body.append(
-            Avp.new(
-                "Experimental-Result",
-                [Avp.new("Vendor-Id", TGPP), Avp.new("Experimental-Result-Code", experimental)],
-            )
-        )
         return answer_to(request, EIR, None, body=body).encode()
     assert status is not None
-    body.append(Avp.new("Equipment-Status", status))
     return answer_to(request, EIR, 2001, body=body).encode()
 
 

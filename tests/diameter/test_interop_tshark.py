@@ -19,18 +19,15 @@ import pytest
 from diameter.answer import answer_to, error_answer
 from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message, decode_message
 from diameter.dictionary import DICTIONARY
-from diameter.settings import LocalIdentity
 from diameter.validate import check_request
 from tests.diameter import vectors as v
+from tests.diameter.builders import EIR, S13, TGPP, eca_body
 
 TSHARK = shutil.which("tshark")
 pytestmark = pytest.mark.skipif(
     TSHARK is None, reason="tshark is not installed (Debian/Ubuntu: apt-get install tshark)"
 )
 
-TGPP = 10415
-S13 = 16777252
-EIR = LocalIdentity(origin_host=v.EIR_HOST, origin_realm=v.REALM)
 CLIENT = ("127.0.0.1", 40868)
 SERVER = ("127.0.0.1", 3868)
 
@@ -114,26 +111,6 @@ def ecr(hop: int, imei: str | None = v.IMEI, command_code: int = 324) -> Message
         )
     )
     return Message(command_code, S13, FLAG_REQUEST | FLAG_PROXIABLE, hop, 0x7000 + hop, avps)
-
-
-def eca_body(status: int | None = None, experimental: int | None = None) -> list[Avp]:
-    body = [
-        Avp.new(
-            "Vendor-Specific-Application-Id",
-            [Avp.new("Vendor-Id", TGPP), Avp.new("Auth-Application-Id", S13)],
-        ),
-        Avp.new("Auth-Session-State", 1),
-    ]
-    if experimental is not None:
-        body.append(
-            Avp.new(
-                "Experimental-Result",
-                [Avp.new("Vendor-Id", TGPP), Avp.new("Experimental-Result-Code", experimental)],
-            )
-        )
-    if status is not None:
-        body.append(Avp.new("Equipment-Status", status))
-    return body
 
 
 def exchange() -> list[tuple[bool, bytes, Expected]]:

@@ -21,16 +21,7 @@ from diameter.codec import (
 from diameter.dictionary import DICTIONARY, CommandDef
 from diameter.validate import MAX_GROUPED_DEPTH, check_avps, check_header, check_request
 from tests.diameter import vectors as v
-
-TGPP = 10415
-S13 = 16777252
-
-
-def command(application_id: int, code: int) -> CommandDef:
-    cmd = DICTIONARY.command(application_id, code)
-    assert cmd is not None
-    return cmd
-
+from tests.diameter.builders import S13, TGPP, command
 
 ECR = command(S13, 324)
 CER = command(0, 257)
