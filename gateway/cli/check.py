@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway import registry_source
 from gateway.classify import Classifier, Decision
-from gateway.cli._common import EXIT_OK, add_config_argument, config_or_none, fail
+from gateway.cli._common import EXIT_OK, EXIT_USAGE, add_config_argument, config_or_none, fail
 from gateway.config import GatewayConfig
 from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus
@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_or_none(args)
     if config is None:
-        return 2
+        return EXIT_USAGE
     try:
         report = asyncio.run(_check(config, args.imei.strip(), args.imsi, args.sv))
     except Exception as exc:  # a store that cannot be opened or read: report, exit 1

@@ -6,7 +6,14 @@ import argparse
 import logging
 
 from gateway import aio, logs
-from gateway.cli._common import EXIT_FAILED, EXIT_OK, add_config_argument, config_or_none, fail
+from gateway.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_argument,
+    config_or_none,
+    fail,
+)
 from gateway.service import Gateway
 
 
@@ -24,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_or_none(args)
     if config is None:
-        return 2
+        return EXIT_USAGE
     logs.configure(config.logging.level, config.logging.format)
     log = logging.getLogger("eir.gateway")
     log.info("event loop: %s", aio.loop_name())
