@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.imei import Imei, Malformed, parse_imei
-from gateway.lists import ListColour, ListMatch, OperatorLists, open_operator_lists
+from gateway.lists import (
+    ListColour,
+    ListMatch,
+    ListSnapshot,
+    OperatorLists,
+    open_operator_lists,
+)
 from gateway.observations import CloneTracker, mask_imsi
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.tac import TacDatabase, open_tac_database
@@ -70,7 +76,15 @@ class Decision:
     imsi: str | None
     list_matches: tuple[ListMatch, ...] = ()
     registry: RegistryVerdict | None = None
-    registry_age: float | None = None  # seconds since the verdict was obtained
+    decided_at: float = 0.0  # clock time of the classification (a reused decision keeps it)
+
+    @property
+    def registry_age(self) -> float | None:
+        """Seconds between obtaining the registry verdict and deciding; None without one."""
+        v = self.registry
+        if v is None or not v.fetched_at:
+            return None
+        return max(self.decided_at - v.fetched_at, 0.0)
 
     @property
     def reasons(self) -> tuple[Reason, ...]:
@@ -154,6 +168,7 @@ class Classifier:
         budget: float = 0.05,
         clone: CloneTracker | None = None,
         clock: Callable[[], float] = time.time,
+        decision_cache_size: int = 65_536,
     ) -> None:
         self.policy = policy
         # An empty TAC table cannot tell known from unknown: treat it as absent.
@@ -163,6 +178,13 @@ class Classifier:
         self.budget = budget
         self.clone = clone
         self.clock = clock
+        # Recent decisions by (IMEI, Software-Version, IMSI): a handset checked again (re-attach,
+        # TAU) gets the same decision while the lists snapshot, the policy and the registry
+        # verdict it was decided with are unchanged (checked on every reuse). 0 turns it off.
+        self.decision_cache_size = decision_cache_size
+        self._memo: dict[tuple[str, str | None, str | None], tuple[Decision, ListSnapshot, Policy]]
+        self._memo = {}
+        self.decision_cache_hits = 0
 
     @classmethod
     def from_config(
@@ -173,7 +195,20 @@ class Classifier:
         lists = open_operator_lists(config.lists.database, config.lists.import_files)
         cd = config.clone_detection
         clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis) if cd.enabled else None
-        return cls(config.policy, tac, lists, registry, config.registry.budget, clone)
+        cache_size = int(config.values.get("policy.decision_cache_size", 65_536))
+        return cls(
+            config.policy,
+            tac,
+            lists,
+            registry,
+            config.registry.budget,
+            clone,
+            decision_cache_size=cache_size,
+        )
+
+    @property
+    def decision_cache_len(self) -> int:
+        return len(self._memo)
 
     def reload(self, policy: Policy | None = None) -> None:
         """SIGHUP: reload the lists (blocking SQLite read: call via asyncio.to_thread) and,
@@ -194,13 +229,43 @@ class Classifier:
         full: bool = False,
     ) -> Decision | Pending:
         """Classify without waiting. ``full`` consults the registry even when already decided."""
+        snapshot, policy = self.lists.snapshot, self.policy
+        memo = self._memo
+        # Clone detection counts every check, so a check it sees is never answered from memory.
+        if full or self.decision_cache_size == 0 or (imsi and self.clone is not None):
+            return self._classify(imei, imsi, sv, full, snapshot)
+        key = (imei, sv, imsi)
+        entry = memo.get(key)
+        if entry is not None:
+            decision, was_snapshot, was_policy = entry
+            if was_snapshot is snapshot and was_policy is policy:
+                verdict = decision.registry
+                registry = self.registry
+                if verdict is None or (
+                    registry is not None
+                    and decision.imei is not None
+                    and registry.cached(decision.imei.body) is verdict
+                ):
+                    self.decision_cache_hits += 1
+                    return decision
+            del memo[key]
+        result = self._classify(imei, imsi, sv, False, snapshot)
+        if type(result) is Decision:
+            if len(memo) >= self.decision_cache_size:
+                del memo[next(iter(memo))]  # the oldest goes
+            memo[key] = (result, snapshot, policy)
+        return result
+
+    def _classify(
+        self, imei: str, imsi: str | None, sv: str | None, full: bool, snapshot: ListSnapshot
+    ) -> Decision | Pending:
         now = self.clock()
         parsed = parse_imei(imei, sv)
         if isinstance(parsed, Malformed):
             return self._decide((Finding(Reason.MALFORMED, parsed.detail),), None, imsi, (), now)
         body = parsed.body
         findings: list[Finding] = []
-        matches = self.lists.snapshot.match(int(body), imsi)
+        matches = snapshot.match(int(body), imsi)
         for m in matches:
             findings.append(Finding(_LIST_REASON[m.entry.colour], _list_detail(m)))
         if parsed.given_check_digit is not None and not parsed.check_digit_ok:
@@ -250,9 +315,6 @@ class Classifier:
         if not findings:
             findings = _CLEAN
         outcome = self.policy.decide([f.reason for f in findings])
-        age = None
-        if verdict is not None and verdict.fetched_at:
-            age = max(now - verdict.fetched_at, 0.0)
         return Decision(
             outcome.status,
             outcome.enforcement,
@@ -263,7 +325,7 @@ class Classifier:
             imsi,
             tuple(matches),
             verdict,
-            age,
+            now,
         )
 
     # --- asynchronous part ------------------------------------------------------------------

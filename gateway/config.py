@@ -174,6 +174,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "policy": {
         "monitor_mode": Key("bool", False),
         "unknown_equipment": Key("strs", [], _reasons),
+        "decision_cache_size": Key("int", 65_536, _non_negative),
     },
     "policy.status": {r.value: Key("str", s.name, _status) for r, s in Policy().status.items()},
     "clone_detection": {

@@ -22,7 +22,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
 # Check latency buckets: the S13 path answers in well under a millisecond on a cache hit; the
@@ -71,6 +76,10 @@ class GatewayMetrics:
     def watch_observations(self, stats: Any) -> None:
         """Export an ObservationLog's counters (read at scrape time)."""
         self.registry.register(ObservationCollector(stats))
+
+    def watch_decision_cache(self, classifier: Any) -> None:
+        """Export a Classifier's decision cache counters (read at scrape time)."""
+        self.registry.register(DecisionCacheCollector(classifier))
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
         for state, delta in ((old_state, -1), (new_state, 1)):
@@ -158,6 +167,25 @@ class ObservationCollector:
             ("write_errors", stats.errors, "Batches of observations the database refused."),
         ):
             yield CounterMetricFamily(f"eir_observations_{name}", text, value=value)
+
+
+class DecisionCacheCollector:
+    """eir_decision_cache_hits_total and eir_decision_cache_entries from a Classifier."""
+
+    def __init__(self, classifier: Any) -> None:
+        self._classifier = classifier
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._classifier
+        yield CounterMetricFamily(
+            "eir_decision_cache_hits",
+            "Checks answered with a recent identical check's decision (lists, policy and "
+            "registry verdict unchanged).",
+            value=c.decision_cache_hits,
+        )
+        yield GaugeMetricFamily(
+            "eir_decision_cache_entries", "Decisions held for reuse.", value=c.decision_cache_len
+        )
 
 
 ReadinessCheck = Callable[[], dict[str, bool]]

@@ -56,6 +56,7 @@ class Gateway:
         if start is not None:
             await start()
         self.classifier = await asyncio.to_thread(Classifier.from_config, config, self.registry)
+        self.metrics.watch_decision_cache(self.classifier)
         if config.observations.enabled:
             obs = config.observations
             self.observations = ObservationLog(

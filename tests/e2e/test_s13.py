@@ -253,24 +253,27 @@ async def test_metrics_health_and_readiness_over_http(start_gateway: StartGatewa
     try:
         await mme.check("35209900123456")
         await mme.check("35693803564380")
+        await mme.check("35693803564380")  # the same check again: its decision is reused
         status, text = await scrape(gateway)
         assert status == 200
         assert (
             metric_value(text, "diameter_messages_total", direction="in", command="ECR", result="")
-            == 2
+            == 3
         )
         assert (
             metric_value(
                 text, "diameter_messages_total", direction="out", command="ECA", result="2001"
             )
-            == 2
+            == 3
         )
         assert (
             metric_value(text, "diameter_messages_total", direction="in", command="CER", result="")
             == 1
         )
         assert metric_value(text, "diameter_peers", state="R_OPEN") == 1
-        assert metric_value(text, "eir_check_duration_seconds_count") == 2
+        assert metric_value(text, "eir_check_duration_seconds_count") == 3
+        assert metric_value(text, "eir_decision_cache_hits_total") == 1
+        assert metric_value(text, "eir_decision_cache_entries") == 2
         assert metric_value(text, "eir_tac_entries") > 0
         assert "process_cpu_seconds_total" in text
         assert metric_value(text, "eir_observations_dropped_total") == 0
