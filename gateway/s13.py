@@ -39,6 +39,9 @@ _USER_NAME = DICTIONARY.avp("User-Name")
 _TERMINAL_INFORMATION = DICTIONARY.avp("Terminal-Information")
 _IMEI = DICTIONARY.avp("IMEI")
 _SOFTWARE_VERSION = DICTIONARY.avp("Software-Version")
+_TERMINAL_INFORMATION_CODE = _TERMINAL_INFORMATION.code
+_USER_NAME_CODE = _USER_NAME.code
+_ECHOED_CODES = frozenset((_DRMP.code, _PROXY_INFO.code))  # copied into the answer
 
 log = logging.getLogger("eir.s13")
 
@@ -121,7 +124,20 @@ class MeIdentityCheck:
     # -- the handler registered for (16777252, 324) ----------------------------------------------
     def handle(self, request: Message, peer: Any = None) -> bytes | Awaitable[bytes]:
         started = time.perf_counter()
-        terminal = request.find(_TERMINAL_INFORMATION.code, VENDOR_3GPP)
+        # One pass over the top-level AVPs: the first Terminal-Information and User-Name, and
+        # whether the answer must echo DRMP or Proxy-Info (rare: they are looked up again then).
+        terminal = user_name = None
+        echo = False
+        for avp in request.avps:
+            code = avp.code
+            if code == _TERMINAL_INFORMATION_CODE:
+                if terminal is None and avp.vendor == VENDOR_3GPP:
+                    terminal = avp
+            elif code == _USER_NAME_CODE:
+                if user_name is None and not avp.vendor:
+                    user_name = avp
+            elif code in _ECHOED_CODES:
+                echo = True
         imei_avp = None if terminal is None else terminal.find(_IMEI.code, VENDOR_3GPP)
         if imei_avp is None:
             # TS 29.272 Table 6.2.1.1/1: only the IMEI identifies the equipment on S13 (a
@@ -138,7 +154,6 @@ class MeIdentityCheck:
             imei = imei_avp.value
             sv_avp = terminal.find(_SOFTWARE_VERSION.code, VENDOR_3GPP) if terminal else None
             sv = None if sv_avp is None else sv_avp.value
-            user_name = request.find(_USER_NAME.code)
             imsi = None if user_name is None else user_name.value
         except DecodeError as exc:
             return self._error(request, exc.result_code, str(exc), None, started)
@@ -147,15 +162,17 @@ class MeIdentityCheck:
         except Exception:
             return self._unable_to_comply(request, started)
         if isinstance(result, Pending):
-            return self._resolve(request, result, started)
-        return self._answer(request, result, started)
+            return self._resolve(request, result, started, echo)
+        return self._answer(request, result, started, echo)
 
-    async def _resolve(self, request: Message, pending: Pending, started: float) -> bytes:
+    async def _resolve(
+        self, request: Message, pending: Pending, started: float, echo: bool
+    ) -> bytes:
         try:
             decision = await self.classifier.resolve(pending)
         except Exception:
             return self._unable_to_comply(request, started)
-        return self._answer(request, decision, started)
+        return self._answer(request, decision, started, echo)
 
     def _unable_to_comply(self, request: Message, started: float) -> bytes:
         # A store or registry failure must never become a 2001 without Equipment-Status:
@@ -165,11 +182,28 @@ class MeIdentityCheck:
             request, ResultCode.DIAMETER_UNABLE_TO_COMPLY, "classification failed", None, started
         )
 
-    def _answer(self, request: Message, decision: Decision, started: float) -> bytes:
-        body = self._per_request_head(request) + self._blocks[decision.status]
-        for avp in request.avps:
-            if avp.code == _PROXY_INFO.code and not avp.vendor:
-                body += avp.encode()
+    def _answer(
+        self, request: Message, decision: Decision, started: float, echo: bool = True
+    ) -> bytes:
+        avps = request.avps
+        first = avps[0] if avps else None
+        if first is not None and first.code == _SESSION_ID.code and not first.vendor:
+            head = first.encode()
+        else:
+            session_id = request.find(_SESSION_ID.code)
+            head = b"" if session_id is None else session_id.encode()
+        if not echo:
+            body = head + self._blocks[decision.status]
+        else:
+            drmp = request.find(_DRMP.code)
+            if drmp is not None:
+                # RFC 7944 §6: the answer may carry the request's priority.
+                head += drmp.encode()
+            body = head + self._blocks[decision.status]
+            for avp in avps:
+                # RFC 6733 §6.2: Proxy-Info AVPs copied, in order.
+                if avp.code == _PROXY_INFO.code and not avp.vendor:
+                    body += avp.encode()
         answer = encode_message(
             request.flags & FLAG_PROXIABLE,
             ME_IDENTITY_CHECK,
@@ -197,22 +231,6 @@ class MeIdentityCheck:
                 ",".join(r.value for r in decision.reasons),
             )
         return answer
-
-    @staticmethod
-    def _per_request_head(request: Message) -> bytes:
-        head = b""
-        first = request.avps[0] if request.avps else None
-        if first is not None and first.code == _SESSION_ID.code and not first.vendor:
-            head = first.encode()
-        else:
-            session_id = request.find(_SESSION_ID.code)
-            if session_id is not None:
-                head = session_id.encode()
-        drmp = request.find(_DRMP.code)
-        if drmp is not None:
-            # RFC 7944 §6: the answer may carry the request's priority.
-            head += drmp.encode()
-        return head
 
     def _error(
         self,
