@@ -216,6 +216,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mirror_database": Key("str", "registry-mirror.sqlite"),
         "mirror_interval_seconds": Key("float", _R.mirror_interval, _positive),
         "mirror_page_size": Key("int", _R.mirror_page_size, _positive),
+        "mirror_max_staleness_seconds": Key("float", _R.mirror_max_staleness, _non_negative),
         "max_connections": Key("int", _R.max_connections, _positive),
     },
     "logging": {
@@ -567,6 +568,7 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
         mirror_database=str(data(v["registry.mirror_database"])),
         mirror_interval=v["registry.mirror_interval_seconds"],
         mirror_page_size=v["registry.mirror_page_size"],
+        mirror_max_staleness=v["registry.mirror_max_staleness_seconds"],
         max_connections=v["registry.max_connections"],
         extra_headers=tuple(sorted(free["registry.extra_headers"].items())),
     )

@@ -194,6 +194,7 @@ class HttpRegistryClient:
                 self._get_session,
                 request_timeout=settings.request_timeout,
                 page_limit=settings.mirror_page_size,
+                max_staleness=settings.mirror_max_staleness,
             )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ If the configured registry URL differs from the one the cursor belongs to, the f
 the beginning (records are upserts, so re-reading is harmless).
 
 Verdicts are answered locally for TACs the copy holds a declaration for, once at least one sync
-has completed; other IMEIs go online. ``refresh_tac`` revalidates one declaration through
+has completed and while the last successful sync is younger than ``max_staleness``; other IMEIs
+(and every IMEI while the copy is stale) go online. ``refresh_tac`` revalidates one declaration through
 ``GET /v1/tacs/{tac}`` with ``If-None-Match`` (RFC 9110 §13.1.2), cheap when nothing changed.
 """
 
@@ -53,12 +54,16 @@ class RegistryMirror:
         *,
         request_timeout: float = 10.0,
         page_limit: int = 1000,
+        max_staleness: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ):
         self.store = store
         self.url = url.rstrip("/")
         self._session = session
         self.request_timeout = request_timeout
         self.page_limit = max(1, min(10_000, page_limit))  # registry-api.yaml limit 1..10000
+        self.max_staleness = max_staleness
+        self.clock = clock
         if store.get_meta(URL_KEY) != self.url:
             store.set_meta(CURSOR_KEY, "")
             store.set_meta(URL_KEY, self.url)
@@ -69,9 +74,18 @@ class RegistryMirror:
     def cursor(self) -> str:
         return self.store.get_meta(CURSOR_KEY) or ""
 
+    @property
+    def is_fresh(self) -> bool:
+        """Synced at least once, and (with a staleness limit) recently enough to be trusted."""
+        synced_at = self.synced_at
+        if synced_at is None:
+            return False
+        return not self.max_staleness or self.clock() - synced_at <= self.max_staleness
+
     def verdict(self, imei: str) -> RegistryVerdict | None:
-        """Local verdict for a 14-digit IMEI whose TAC the copy declares; else None."""
-        if self.synced_at is None or self.store.tac(imei[:8]) is None:
+        """Local verdict for a 14-digit IMEI whose TAC the copy declares; else None (also when
+        the copy is stale: a feed that stopped must not keep answering from old data)."""
+        if not self.is_fresh or self.store.tac(imei[:8]) is None:
             return None
         verdict = self.store.cached(imei)
         if verdict is None or verdict.origin is VerdictOrigin.MIRROR:
@@ -98,10 +112,9 @@ class RegistryMirror:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise MirrorError(f"/v1/changes: {exc!r}") from exc
             records, next_cursor, has_more = _parse_page(body)
-            self.store.apply_with_meta(
-                records, {CURSOR_KEY: next_cursor, SYNCED_KEY: repr(time.time())}
-            )
-            self.synced_at = time.time()
+            now = self.clock()
+            self.store.apply_with_meta(records, {CURSOR_KEY: next_cursor, SYNCED_KEY: repr(now)})
+            self.synced_at = now
             received += len(records)
             if not has_more:
                 return received
@@ -139,6 +152,9 @@ class RegistryMirror:
                 log.debug("registry mirror synced %d records, cursor %s", count, self.cursor)
             except MirrorError as exc:
                 log.warning("registry mirror sync failed: %s", exc)
+                if self.synced_at is not None and not self.is_fresh:
+                    age = self.clock() - self.synced_at
+                    log.warning("registry mirror last synced %.0f s ago: checks go online", age)
             await asyncio.sleep(interval)
 
 

@@ -40,4 +40,6 @@ class RegistrySettings:
     mirror_database: str = "var/registry-mirror.sqlite"
     mirror_interval: float = 60.0
     mirror_page_size: int = 1000  # GET /v1/changes limit (1..10000)
+    # Past this long without a successful sync the copy is not trusted (checks go online); 0: no limit.
+    mirror_max_staleness: float = 86_400.0
     extra_headers: tuple[tuple[str, str], ...] = field(default=())

@@ -135,3 +135,32 @@ async def test_online_verdict_for_unmirrored_tac_fetches_it(
     await client.check(UNDECLARED)  # undeclared TAC: nothing to fetch
     await asyncio.sleep(0.02)
     assert server.request_counts["/v1/tacs/{tac}"] == 1
+
+
+async def test_stale_copy_is_not_used(
+    server: RegistryServer, make_client: ClientFactory, tmp_path: Path
+) -> None:
+    client = make_client(
+        server.url,
+        mirror=True,
+        mirror_database=str(tmp_path / "m.sqlite"),
+        mirror_max_staleness=3600.0,
+    )
+    mirror = client.mirror
+    assert mirror is not None
+    await client.sync_mirror()
+    synced_at = mirror.synced_at
+    assert synced_at is not None
+    mirror.clock = lambda: synced_at + 3599.0
+    assert (await client.check(STOLEN)).origin is VerdictOrigin.MIRROR
+    # The feed stopped an hour ago: answers come from the registry itself, not the old copy.
+    mirror.clock = lambda: synced_at + 3601.0
+    assert mirror.verdict(STOLEN) is None and client.cached(STOLEN) is None
+    online = await client.check(STOLEN)
+    assert online.origin is VerdictOrigin.ONLINE and online.active_reports
+    assert server.request_counts["/v1/imeis/{imei}"] == 1
+    # A successful sync makes the copy current again.
+    mirror.clock = lambda: synced_at + 3602.0
+    await client.sync_mirror()
+    assert mirror.synced_at == synced_at + 3602.0
+    assert mirror.verdict(STOLEN) is not None
