@@ -120,7 +120,7 @@ class Avp:
         flags = (AVP_FLAG_VENDOR if defn.vendor else 0) | (
             AVP_FLAG_MANDATORY if defn.m_rule is FlagRule.MUST else 0
         )
-        return cls(defn.code, flags, defn.vendor, bytes(_FIXED_SIZE.get(defn.type, 0)))
+        return cls(defn.code, flags, defn.vendor, minimum_payload(defn))
 
     # -- flags ----------------------------------------------------------------------------------
     @property
@@ -406,8 +406,43 @@ def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem |
 
 def _zero_payload(avp: Avp) -> Avp:
     defn = DICTIONARY.avps.get((avp.code, avp.vendor))
-    size = _FIXED_SIZE.get(defn.type, 0) if defn else 0
-    return Avp(avp.code, avp.flags & ~AVP_FLAGS_RESERVED, avp.vendor, bytes(size))
+    data = minimum_payload(defn) if defn else b""
+    return Avp(avp.code, avp.flags & ~AVP_FLAGS_RESERVED, avp.vendor, data)
+
+
+# An Address is a 2-octet AddressType then the address (RFC 6733 §4.3.1): type 0 and 4 octets.
+_MINIMUM_ADDRESS = 6
+_MAX_MINIMUM_DEPTH = 8  # Grouped AVPs requiring Grouped AVPs: bounded, whatever the dictionary
+
+
+def minimum_payload(defn: AvpDef, dictionary: Dictionary = DICTIONARY, depth: int = 0) -> bytes:
+    """The zero-filled payload of the minimum length ``defn``'s type allows, for Failed-AVP
+    (RFC 6733 §7.5, §7.1.5 5005 and 5014: "of correct minimum length and contain zeroes").
+
+    Fixed-size types: their size. Address: AddressType and four octets. Grouped: its required
+    AVPs, each zero-filled. Octet strings: one zero octet, as freeDiameter sends, since an empty
+    value is no minimum for a DiameterIdentity and Wireshark flags empty data.
+    """
+    size = _FIXED_SIZE.get(defn.type)
+    if size is not None:
+        return bytes(size)
+    if defn.type is AvpType.ADDRESS:
+        return bytes(_MINIMUM_ADDRESS)
+    if defn.type is not AvpType.GROUPED:
+        return b"\x00"
+    grammar = defn.grammar
+    if grammar is None or depth >= _MAX_MINIMUM_DEPTH:
+        return b""
+    parts: list[bytes] = []
+    for rule, key in zip(grammar.rules, grammar.keys, strict=True):
+        child = dictionary.avps.get(key)
+        if rule.min and child is not None:
+            flags = (AVP_FLAG_VENDOR if child.vendor else 0) | (
+                AVP_FLAG_MANDATORY if child.m_rule is FlagRule.MUST else 0
+            )
+            data = minimum_payload(child, dictionary, depth + 1)
+            parts.append(encode_avp(child.code, flags, child.vendor, data) * rule.min)
+    return b"".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -423,6 +423,8 @@ class Peer:
                     event = PeerEvent.I_RCV_CEA_FAILED
             else:
                 event = PeerEvent.I_RCV_NON_CEA
+        if event in (PeerEvent.R_RCV_DPR, PeerEvent.I_RCV_DPR) and self._refuse_dpr(raw):
+            return
         if event in (PeerEvent.R_RCV_DPA, PeerEvent.I_RCV_DPA):
             self._fire(event, now, raw=raw, reason="stopped: DPA received")
         else:
@@ -489,6 +491,17 @@ class Peer:
             and incoming.origin_state_id is not None
             and info.origin_state_id != incoming.origin_state_id
         )
+
+    def _refuse_dpr(self, raw: bytes) -> bool:
+        """A malformed DPR (no Disconnect-Cause: 5005; an unknown one: 5004) is answered with
+        its error and changes nothing: the DPA told the peer that its DPR failed, so the
+        connection stays open and a corrected DPR is answered (RFC 6733 §5.4, §7.1)."""
+        request = decode_message(raw)
+        problem = check_request(request, _DPR_COMMAND)
+        if problem is None:
+            return False
+        self._write_answer(error_answer(request, self.node.identity, problem).encode())
+        return True
 
     def _reject_cer(self, problem: Problem, now: float) -> None:
         self._fire(PeerEvent.R_CONN_CER_REJECTED, now, problem=problem)
@@ -704,6 +717,11 @@ class Peer:
         responder._deadline = None
 
     def _act_r_snd_cea(self, now: float, ctx: dict[str, Any]) -> None:
+        if self.state is PeerState.R_OPEN:
+            # R-Open  R-Rcv-CER (the only row with R-Snd-CEA in R-Open): a CER on the open
+            # connection, answered on its own.
+            self._answer_cer_when_open(ctx["raw"])
+            return
         responder = self._responder()
         assert responder._cer is not None
         answer = answer_to(
@@ -718,10 +736,25 @@ class Peer:
 
     def _act_i_snd_cea(self, now: float, ctx: dict[str, Any]) -> None:
         # I-Open  I-Rcv-CER: answer with our capabilities again.
-        request = decode_message(ctx["raw"])
-        answer = answer_to(
-            request, self.node.identity, ResultCode.DIAMETER_SUCCESS, body=self._capabilities()
-        )
+        self._answer_cer_when_open(ctx["raw"])
+
+    def _answer_cer_when_open(self, raw: bytes) -> None:
+        """A CER on an open connection gets a CEA with its own Hop-by-Hop and End-to-End (RFC
+        6733 §3), after the checks of §5.3 (5005, 5010, ...). The connection stays open either
+        way, as the table's row says; the capabilities agreed first stay in force."""
+        request = decode_message(raw)  # the framer checked the header; AVP problems are below
+        problem = check_request(request, _CER_COMMAND)
+        if problem is None and not common_applications(
+            self.node.applications, advertised_applications(request)
+        ):
+            problem = Problem(
+                ResultCode.DIAMETER_NO_COMMON_APPLICATION, None, "no common application"
+            )
+        identity, body = self.node.identity, self._capabilities()
+        if problem is None:
+            answer = answer_to(request, identity, ResultCode.DIAMETER_SUCCESS, body=body)
+        else:
+            answer = error_answer(request, identity, problem, body)
         self._write_answer(answer.encode())
 
     def _act_r_snd_cea_error(self, now: float, ctx: dict[str, Any]) -> None:

@@ -56,9 +56,13 @@ def check_header(message: Message, command: CommandDef | None) -> Problem | None
     flags = message.flags
     if flags & FLAG_REQUEST and flags & FLAG_ERROR:
         return Problem(ResultCode.DIAMETER_INVALID_HDR_BITS, None, "E bit set in a request")
-    if command is not None and not command.proxiable and flags & FLAG_PROXIABLE:
+    if command is not None and command.proxiable != bool(flags & FLAG_PROXIABLE):
+        # The command's CCF fixes the P bit either way ("PXY" or not): RFC 6733 §3, §7.1.3.
+        state = "clear" if command.proxiable else "set"
         return Problem(
-            ResultCode.DIAMETER_INVALID_HDR_BITS, None, f"P bit set on {command.request_abbrev}"
+            ResultCode.DIAMETER_INVALID_HDR_BITS,
+            None,
+            f"P bit {state} on {command.request_abbrev}",
         )
     return None
 

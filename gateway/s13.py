@@ -157,6 +157,18 @@ class MeIdentityCheck:
             imsi = None if user_name is None else user_name.value
         except DecodeError as exc:
             return self._error(request, exc.result_code, str(exc), None, started)
+        if sv is not None and not (len(sv) == 2 and sv.isascii() and sv.isdigit()):
+            # TS 29.272 §7.3.5: "the 2-digit Software Version Number"; RFC 6733 §7.1.5 5004
+            # with the AVP inside its Terminal-Information (§7.5).
+            assert terminal is not None and sv_avp is not None
+            failed = Avp(terminal.code, terminal.flags, terminal.vendor, sv_avp.encode())
+            return self._error(
+                request,
+                ResultCode.DIAMETER_INVALID_AVP_VALUE,
+                "Software-Version is not 2 decimal digits",
+                failed,
+                started,
+            )
         try:
             result = self.classifier.classify_sync(imei, imsi, sv)
         except Exception:

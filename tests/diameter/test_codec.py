@@ -242,10 +242,11 @@ def test_avp_length_too_short_is_a_problem_not_an_exception() -> None:
     msg = decode_message(v.AVP_LENGTH_TOO_SHORT)
     assert msg.problem is not None
     assert msg.problem.result_code == 5014
-    # RFC 6733 §7.5: the offending AVP header with a zero-filled (here empty) payload.
+    # RFC 6733 §7.1.5 (5014): the offending AVP header with a zero-filled payload of the minimum
+    # length for its type (Origin-Realm, a DiameterIdentity: one octet).
     failed = msg.problem.failed_avp
     assert failed is not None
-    assert (failed.code, failed.flags, failed.vendor, failed.data) == (296, 0x40, 0, b"")
+    assert (failed.code, failed.flags, failed.vendor, failed.data) == (296, 0x40, 0, b"\x00")
     assert [x.code for x in msg.avps] == [264]  # decoded up to the problem
 
 
@@ -382,11 +383,17 @@ def test_zero_filled() -> None:
     ti = Avp.zero_filled(DICTIONARY.avp("Terminal-Information"))
     assert ti.encode() == bytes.fromhex("00000579 c000000c 000028af")
     oh = Avp.zero_filled(DICTIONARY.avp("Origin-Host"))
-    assert oh.encode() == bytes.fromhex("00000108 40000008")
+    assert oh.encode() == bytes.fromhex("00000108 40000009 00000000")  # one octet, padded
     rc = Avp.zero_filled(DICTIONARY.avp("Result-Code"))
     assert rc.encode() == bytes.fromhex("0000010c 4000000c 00000000")
     sub = Avp.zero_filled(DICTIONARY.avp("Accounting-Sub-Session-Id"))
     assert sub.data == bytes(8)
+    # Address: AddressType and four octets (RFC 6733 §4.3.1); Grouped: its required AVPs.
+    assert Avp.zero_filled(DICTIONARY.avp("Host-IP-Address")).data == bytes(6)
+    er = Avp.zero_filled(DICTIONARY.avp("Experimental-Result"))
+    assert [(c.code, c.data) for c in er.children] == [(266, bytes(4)), (298, bytes(4))]
+    proxy = Avp.zero_filled(DICTIONARY.avp("Proxy-Info"))
+    assert [(c.code, c.data) for c in proxy.children] == [(280, b"\x00"), (33, b"\x00")]
 
 
 # -- unknown AVPs -----------------------------------------------------------------------------

@@ -343,6 +343,34 @@ def test_dpr_received_answered_then_closing_until_peer_closes() -> None:
     assert "DPR" in events[-1].reason
 
 
+def test_refused_dpr_leaves_the_connection_open() -> None:
+    # RFC 6733 §5.4: an error DPA tells the peer its DPR failed; nothing else changes.
+    peer = open_responder(eir_node(disconnect_linger=1.0))
+    peer.receive_data(base_request(282, 9), 5.0)  # no Disconnect-Cause
+    (dpa,) = answers(peer)
+    assert dpa.get("Result-Code") == 5005 and dpa.hop_by_hop == 9
+    assert peer.state is PeerState.R_OPEN and peer.disconnect_cause is None
+    peer.handle_timeout(7.0)
+    assert not peer.should_close
+    peer.receive_data(base_request(282, 10, [Avp.new("Disconnect-Cause", 0)]), 8.0)
+    (dpa,) = answers(peer)
+    assert dpa.get("Result-Code") == 2001 and peer.state is PeerState.CLOSING
+
+
+def test_cer_on_open_connection_answered_with_its_own_identifiers_and_checks() -> None:
+    # RFC 6733 §5.6 R-Open R-Rcv-CER: R-Snd-CEA; §3: the answer copies this request's ids.
+    peer = open_responder()
+    peer.receive_data(cer(hop_by_hop=0x777), 1.0)
+    (cea,) = answers(peer)
+    assert cea.hop_by_hop == 0x777 and cea.get("Result-Code") == 2001
+    peer.receive_data(cer(hop_by_hop=0x778, apps=[Avp.new("Auth-Application-Id", 4)]), 2.0)
+    (cea,) = answers(peer)
+    assert cea.hop_by_hop == 0x778 and cea.get("Result-Code") == 5010
+    assert cea.get("Vendor-Id") == VENDOR_3GPP  # a full CEA
+    assert peer.state is PeerState.R_OPEN and not peer.should_close
+    assert peer.info is not None and peer.info.applications == frozenset({S13})  # unchanged
+
+
 def test_dpr_received_then_linger_expires() -> None:
     peer = open_responder(eir_node(disconnect_linger=1.0))
     peer.receive_data(base_request(282, 9, [Avp.new("Disconnect-Cause", 0)]), 5.0)

@@ -235,11 +235,11 @@ def test_5005_missing_terminal_information() -> None:
 
 
 def test_5005_missing_origin_host() -> None:
-    expect(check_ecr(replace(ecr_avps(), 264, None)), 5005, "00000108 40000008")
+    expect(check_ecr(replace(ecr_avps(), 264, None)), 5005, "00000108 40000009 00000000")
 
 
 def test_5005_missing_session_id() -> None:
-    expect(check_ecr(ecr_avps()[1:]), 5005, "00000107 40000008")
+    expect(check_ecr(ecr_avps()[1:]), 5005, "00000107 40000009 00000000")
 
 
 def test_5005_missing_disconnect_cause_is_zero_filled_enumerated() -> None:
@@ -251,7 +251,7 @@ def test_5005_missing_disconnect_cause_is_zero_filled_enumerated() -> None:
 def test_5005_first_missing_in_ccf_order() -> None:
     # Both Origin-Realm and Destination-Realm missing: Origin-Realm comes first in the CCF.
     avps = replace(replace(ecr_avps(), 283, None), 296, None)
-    expect(check_ecr(avps), 5005, "00000128 40000008")
+    expect(check_ecr(avps), 5005, "00000128 40000009 00000000")
 
 
 def test_5005_vsai_without_either_application_id() -> None:
@@ -394,9 +394,12 @@ def test_3008_p_bit_on_cer() -> None:
     expect(check_header(cer, CER), 3008, None)
 
 
-def test_t_bit_and_missing_p_bit_are_accepted() -> None:
+def test_t_bit_accepted_and_missing_p_bit_is_3008() -> None:
     assert check_ecr(ecr_avps(), FLAG_REQUEST | FLAG_PROXIABLE | FLAG_RETRANSMIT) is None
-    assert check_ecr(ecr_avps(), FLAG_REQUEST) is None
+    # TS 29.272 §7.2.19 < Diameter Header: 324, REQ, PXY, 16777252 >: P clear contradicts it.
+    problem = check_ecr(ecr_avps(), FLAG_REQUEST)
+    assert problem is not None and problem.result_code == 3008
+    assert problem.error_message == "P bit clear on ECR"
     assert check_header(decode_message(v.ECR), None) is None
 
 

@@ -353,6 +353,14 @@ async def test_second_cer_on_open_connection_is_answered(start_gateway: StartGat
         again = cer()
         answer = await peer.ask(again)
         assert answer.command_code == CER and answer.get("Result-Code") == 2001
+        # RFC 6733 §3: the answer carries this request's identifiers, not the first CER's.
+        assert (answer.hop_by_hop, answer.end_to_end) == (again.hop_by_hop, again.end_to_end)
+        assert (await peer.ask(ecr())).get("Result-Code") == 2001
+        # This CER is checked on its own (§5.3: 5010); the connection stays open (the row).
+        lone = cer(apps=(Avp.new("Auth-Application-Id", 4),))
+        answer = await peer.ask(lone)
+        assert answer.get("Result-Code") == 5010
+        assert (answer.hop_by_hop, answer.end_to_end) == (lone.hop_by_hop, lone.end_to_end)
         assert (await peer.ask(ecr())).get("Result-Code") == 2001
     finally:
         peer.close()
@@ -399,6 +407,15 @@ async def test_dpr_dpa_and_close(start_gateway: StartGateway) -> None:
         answer = await peer.ask(base_request(DPR))
         assert answer.get("Result-Code") == 5005 and not answer.is_error
         assert [(a.code, a.value) for a in failed(answer)] == [(273, 0)]
+        # A refused DPR changes nothing: the connection stays open, checks are answered, and
+        # an unknown cause (5004) or a corrected DPR is answered in turn.
+        assert await peer.silent_for(1.5)
+        assert (await peer.ask(ecr())).get("Result-Code") == 2001
+        unknown = await peer.ask(base_request(DPR, Avp(273, 0x40, 0, (77).to_bytes(4, "big"))))
+        assert unknown.get("Result-Code") == 5004
+        corrected = await peer.ask(base_request(DPR, Avp.new("Disconnect-Cause", 0)))
+        assert corrected.get("Result-Code") == 2001
+        assert await peer.closed_within(5.0)
     finally:
         peer.close()
     peer = await open_peer(gateway)
@@ -735,5 +752,68 @@ async def test_framing_errors(start_gateway: StartGateway) -> None:
         whole = await peer.recv()
         assert whole is not None and whole.hop_by_hop == request.hop_by_hop
         assert whole.get("Result-Code") == 2001
+    finally:
+        peer.close()
+
+
+async def test_ecr_without_p_bit_is_3008(start_gateway: StartGateway) -> None:
+    # TS 29.272 §7.2.19 < Diameter Header: 324, REQ, PXY, 16777252 >; RFC 6733 §7.1.3 3008:
+    # header bits "inconsistent with the Command Code's definition" (as the P bit on a CER).
+    gateway = await start_gateway()
+    peer = await open_peer(gateway)
+    try:
+        request = ecr(flags=R)
+        assert_protocol_error(request, await peer.ask(request), 3008)
+    finally:
+        peer.close()
+
+
+async def test_failed_avp_of_a_missing_avp_has_its_minimum_payload(
+    start_gateway: StartGateway,
+) -> None:
+    # RFC 6733 §7.1.5 (5005): "The value field of the missing AVP should be of correct minimum
+    # length and contain zeroes": an Address is AddressType and an address (§4.3.1), a
+    # DiameterIdentity or UTF8String one octet (Wireshark: no "Data is empty").
+    gateway = await start_gateway()
+    peer = await RawPeer.connect(gateway)
+    try:
+        answer = await peer.ask(cer(omit=("Host-IP-Address",)))
+        assert [(a.code, a.data) for a in failed(answer)] == [(257, bytes(6))]
+    finally:
+        peer.close()
+    peer = await open_peer(gateway)
+    try:
+        answer = await peer.ask(ecr(omit=("Session-Id",)))
+        assert [(a.code, a.data) for a in failed(answer)] == [(263, b"\x00")]
+        answer = await peer.ask(base_request(DWR, omit=("Origin-Host",)))
+        assert [(a.code, a.data) for a in failed(answer)] == [(264, b"\x00")]
+    finally:
+        peer.close()
+
+
+async def test_software_version_not_two_digits_is_5004(start_gateway: StartGateway) -> None:
+    # TS 29.272 §7.3.5: Software-Version "shall contain the 2-digit Software Version Number";
+    # RFC 6733 §7.1.5 5004, the AVP shown inside its Terminal-Information (§7.5).
+    gateway = await start_gateway()
+    peer = await open_peer(gateway)
+    try:
+        for sv in ("123", "AB", "7"):
+            request = ecr(
+                terminal_information=Avp.new(
+                    "Terminal-Information",
+                    [Avp.new("IMEI", IMEI_OK), Avp.new("Software-Version", sv)],
+                )
+            )
+            answer = await peer.ask(request)
+            assert_permanent_error(request, answer, 5004)
+            (terminal,) = failed(answer)
+            assert terminal.code == 1401 and terminal.vendor == VENDOR
+            assert [(a.code, a.value) for a in terminal.children] == [(1403, sv)]
+        request = ecr(
+            terminal_information=Avp.new(
+                "Terminal-Information", [Avp.new("IMEI", IMEI_OK), Avp.new("Software-Version", "07")]
+            )
+        )
+        assert (await peer.ask(request)).get("Result-Code") == 2001
     finally:
         peer.close()

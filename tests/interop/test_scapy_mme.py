@@ -508,7 +508,7 @@ async def test_scapy_zero_filled_failed_avp_octets(start_gateway: StartGateway) 
         answer = await mme.exchange(ecr(replace(ecr_avps(), 277, None)))
         assert answer.failed == [(277, 0, bytes.fromhex("000001154000000c00000000"))]
         answer = await mme.exchange(ecr(replace(ecr_avps(), 264, None)))
-        assert answer.failed == [(264, 0, bytes.fromhex("0000010840000008"))]
+        assert answer.failed == [(264, 0, bytes.fromhex("000001084000000900000000"))]
         short = avp_with_length(AVP(277, val=1), 10)[:10] + b"\0\0"
         answer = await mme.exchange(append_raw(ecr(replace(ecr_avps(), 277, None)), short))
         assert answer.failed == [(277, 0, bytes.fromhex("000001154000000a00000000"))]
