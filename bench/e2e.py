@@ -14,7 +14,10 @@ Method.
 * IMEIs: the simulator's generator with its default mix (valid, bad check digit, malformed,
   unknown TAC, listed), a pool of ``--pool`` distinct checks sent in turn; every gateway answer
   is verified against the status the default configuration gives. Before measuring, each server
-  gets the whole pool twice (warm-up), so every registry verdict is a cache hit afterwards.
+  gets the whole pool twice (warm-up), so every registry verdict is a cache hit afterwards, and
+  the gateway's decision cache (``policy.decision_cache_size``, on by default) holds every check:
+  what is measured is re-checks of known handsets. ``--decision-cache-size 0`` measures every
+  check classified afresh.
 * Scenarios, each run against the gateway and then the ceiling, back to back: closed loop
   (``window`` outstanding requests per connection, over 1 and 4 connections) and open loop
   (fixed rates, latency from the scheduled send time, so stalls are not hidden). Each runs
@@ -154,7 +157,9 @@ class Servers:
             handle.close()
 
 
-def start_servers(state_dir: str, profile: str | None, pin: bool = True) -> Servers:
+def start_servers(
+    state_dir: str, profile: str | None, pin: bool = True, decision_cache_size: int | None = None
+) -> Servers:
     gateway_port, metrics_port, ceiling_port = free_port(), free_port(), free_port()
     env = dict(os.environ)
     env.update(
@@ -162,6 +167,8 @@ def start_servers(state_dir: str, profile: str | None, pin: bool = True) -> Serv
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
         EIR_STATE_DIRECTORY=state_dir,
     )
+    if decision_cache_size is not None:
+        env["EIR_POLICY_DECISION_CACHE_SIZE"] = str(decision_cache_size)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable]
     if profile:
@@ -343,6 +350,9 @@ def method(
         "mix": "generator default (valid 70, bad_check_digit 5, malformed 5, unknown_tac 10, "
         "listed 10)",
         "gateway": "python -m gateway.cli run, embedded default config, local registry",
+        "decision_cache_size": "config default (65536): warm, every check a reuse"
+        if args.decision_cache_size is None
+        else args.decision_cache_size,
         "ceiling": "bench/ceiling.py (pre-encoded MICA, no decoding)",
         "transport": "TCP loopback, TCP_NODELAY",
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -386,9 +396,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
     parser.add_argument("--profile-gateway", metavar="FILE", help="cProfile the gateway into FILE")
+    parser.add_argument(
+        "--decision-cache-size",
+        type=int,
+        metavar="N",
+        help="the gateway's policy.decision_cache_size (0: classify every check afresh)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="eir-e2e-") as state_dir:
-        servers = start_servers(state_dir, args.profile_gateway, pin=not args.no_pin)
+        servers = start_servers(
+            state_dir, args.profile_gateway, not args.no_pin, args.decision_cache_size
+        )
         try:
             if not args.json:
                 print(f"gateway on port {servers.gateway_port}, ceiling on port "
