@@ -20,8 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scapy.utils import PcapWriter
-
 DIAMETER_PORT = 3868
 LINKTYPE_ETHERNET = 1
 _MAX_SEGMENT = 65_000  # keeps the IPv4 total length below 65535
@@ -153,6 +151,9 @@ def write_pcap(path: str | Path, captures: Iterable[Capture]) -> int:
     for capture in captures:
         frames.extend(connection_frames(capture))
     frames.sort(key=lambda f: f[0])  # stable: a connection's frames keep their order
+    # Imported here: scapy takes half a second to import, and only --pcap needs it.
+    from scapy.utils import PcapWriter
+
     writer = PcapWriter(str(path), linktype=LINKTYPE_ETHERNET, sync=False)
     try:
         writer.write_header(None)  # the global header (link type Ethernet), once
