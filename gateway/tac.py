@@ -240,8 +240,16 @@ def import_tac_file(
     replace: bool = False,
     progress: TextIO | None = None,
 ) -> ImportSummary:
-    """Parse ``path`` and write it into ``database`` in one transaction (upsert, or replace all)."""
+    """Parse ``path`` and write it into ``database`` in one transaction (upsert, or replace all).
+
+    ``replace`` with zero valid rows raises :class:`TacImportError` and changes nothing."""
     records, summary = parse_tac_file(path, skip_bad, progress)
+    if replace and not records:
+        # An empty or all-bad file (e.g. a truncated download) must not wipe the table.
+        raise TacImportError(
+            f"{path}: no valid rows ({summary.lines} rows read, {len(summary.bad)} bad); "
+            "refusing to replace the TAC database with nothing"
+        )
     conn = connect(database)
     try:
         with conn:

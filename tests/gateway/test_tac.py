@@ -212,3 +212,18 @@ def test_gsma_quotes_and_latin1(tmp_path: Path) -> None:
     path.write_bytes(H17.encode() + b"\n" + row + b"\n")
     records, _ = parse_tac_file(path)
     assert records[35209900] == ('Société "Exemple"', "Un")
+
+
+@pytest.mark.parametrize(
+    ("text", "skip_bad"),
+    [("", False), ("\n\n", False), ("bad,row\nalso bad\n", True), (f"{H17}\n", False)],
+)
+def test_replace_with_no_valid_rows_is_refused(tmp_path: Path, text: str, skip_bad: bool) -> None:
+    db = tmp_path / "tac.sqlite"
+    import_tac_file(db, write(tmp_path, "good.csv", "35209900,Ex Ltd,One\n"))
+    src = write(tmp_path, "empty.txt", text)
+    with pytest.raises(TacImportError, match=r"empty\.txt: no valid rows.*refusing to replace"):
+        import_tac_file(db, src, skip_bad=skip_bad, replace=True)
+    assert len(TacDatabase.load(db)) == 1  # nothing changed
+    import_tac_file(db, write(tmp_path, "new.csv", "35209901,Ex Ltd,Two\n"), replace=True)
+    assert [TacDatabase.load(db).contains(t) for t in (35209900, 35209901)] == [False, True]
