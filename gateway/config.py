@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -85,11 +86,23 @@ def _cidr_list(v: Any) -> str | None:
 
 
 def _listen_list(v: Any) -> str | None:
+    # An empty list would start a gateway that serves nothing and never becomes ready.
+    if not v:
+        return "must list at least one listener (tcp://, sctp:// or tls://)"
+    seen: dict[tuple[str, str, int], str] = {}
     for item in v:
         try:
-            parse_listen_url(item)
+            e = parse_listen_url(item)
         except ValueError as exc:
             return f"{item!r}: {exc}"
+        if e.port == 0:  # any free port: two such listeners never collide
+            continue
+        # tcp:// and tls:// are both TCP sockets: the same address and port cannot serve both.
+        key = ("sctp" if e.transport == "sctp" else "tcp", ipaddress.ip_address(e.host).compressed,
+               e.port)
+        if key in seen:
+            return f"{item!r}: same address and port as {seen[key]!r} (listed twice)"
+        seen[key] = item
     return None
 
 
@@ -369,10 +382,21 @@ class GatewayConfig:
     registry: RegistrySettings
     logging: LoggingConfig
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)  # "section.key" -> value
+    # "section.key" -> the EIR_* variable that set it: errors found later name the variable.
+    env_vars: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def identity(self) -> LocalIdentity:
         return self.peer.identity
+
+    def where(self, dotted: str) -> str:
+        """Where a key's value came from, for error messages: the variable or the file."""
+        return _where(self.source, self.env_vars, dotted)
+
+
+def _where(file: Path, env_vars: Mapping[str, str], dotted: str) -> str:
+    var = env_vars.get(dotted)
+    return f"environment variable {var} ({dotted})" if var else f"{file}: {dotted}"
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -391,15 +415,15 @@ def load_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
     values, free = _collect(file, data)
-    _apply_env(values, os.environ if env is None else env)
+    env_vars = _apply_env(values, os.environ if env is None else env)
     for dotted, value in values.items():
         section, _, key = dotted.rpartition(".")
         spec = SCHEMA[section][key]
         if spec.check is not None:
             problem = spec.check(value)
             if problem:
-                raise ConfigError(f"{file}: {dotted}: {problem}")
-    return _build(file, values, free)
+                raise ConfigError(f"{_where(file, env_vars, dotted)}: {problem}")
+    return _build(file, values, free, env_vars)
 
 
 def _collect(file: Path, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
@@ -439,7 +463,9 @@ def _collect(file: Path, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return values, free
 
 
-def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
+def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Apply the ``EIR_*`` variables; returns "section.key" -> variable for those applied."""
+    applied: dict[str, str] = {}
     names = {env_name(s, k): (f"{s}.{k}", spec) for s, keys in SCHEMA.items()
              for k, spec in keys.items()}
     prefixes = tuple(env_name(s, "") for s in SCHEMA)
@@ -461,6 +487,8 @@ def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
             if problem:
                 raise ConfigError(f"environment variable {var} ({dotted}): {problem}")
         values[dotted] = value
+        applied[dotted] = var
+    return applied
 
 
 _INPUT_FILES = (
@@ -469,7 +497,46 @@ _INPUT_FILES = (
 )
 
 
-def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> GatewayConfig:
+def _tls_problem(
+    prefix: str, cert: str | None, key: str | None, ca: str | None
+) -> tuple[str, str] | None:
+    """(key, what is wrong) when a TLS file is not usable PEM; found here, the error names the
+    key and the file (ssl's own error at bind time says only "[SSL] PEM lib")."""
+    if ca is not None:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=ca)
+        except (ssl.SSLError, ValueError) as exc:
+            return f"{prefix}tls_ca", f"{ca} is not a PEM CA certificate bundle ({exc})"
+    if cert is None:
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, ValueError) as exc:
+        return f"{prefix}tls_cert", f"{cert} is not a PEM certificate ({exc})"
+    try:
+        # The callback stops OpenSSL prompting on the terminal for an encrypted key.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        path = key or cert
+        with open(path, "rb") as handle:
+            if b"ENCRYPTED" in handle.read():
+                return None  # a passphrase-protected key: left to the listener to load
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            return f"{prefix}tls_key", f"{path} does not match the certificate {cert}"
+        return (f"{prefix}tls_key" if key else f"{prefix}tls_cert",
+                f"{path} is not a PEM private key ({exc})")
+    return None
+
+
+def _build(
+    file: Path, v: dict[str, Any], free: dict[str, dict[str, str]],
+    env_vars: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    env_vars = env_vars or {}
+
+    def where(dotted: str) -> str:
+        return _where(file, env_vars, dotted)
+
     base = file.resolve().parent
     state = Path(v["state.directory"])  # relative: against the current directory
 
@@ -487,7 +554,7 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
         names = v[dotted] if isinstance(v[dotted], list) else [v[dotted]]
         for name in names:
             if name and not inp(name).is_file():
-                raise ConfigError(f"{file}: {dotted}: file {inp(name)} does not exist")
+                raise ConfigError(f"{where(dotted)}: file {inp(name)} does not exist")
 
     # RFC 6733 §2.1.1 / RFC 4960 multi-homing: every SCTP listener also binds these addresses.
     extra = tuple(v["diameter.sctp_extra_addresses"])
@@ -498,10 +565,19 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
     tls_cert, tls_key = opt(v["diameter.tls_cert"]), opt(v["diameter.tls_key"])
     if any(e.transport == "tls" for e in listen) and not (tls_cert and tls_key):
         raise ConfigError(
-            f"{file}: diameter.tls_cert: a tls:// listener needs tls_cert and tls_key"
+            f"{where('diameter.tls_cert')}: a tls:// listener needs tls_cert and tls_key"
         )
+    for prefix in ("diameter.", "registry."):
+        problem = _tls_problem(
+            prefix, opt(v[f"{prefix}tls_cert"]), opt(v[f"{prefix}tls_key"]),
+            opt(v[f"{prefix}tls_ca"]),
+        )
+        if problem is not None:
+            raise ConfigError(f"{where(problem[0])}: {problem[1]}")
     if v["diameter.write_low_water_bytes"] > v["diameter.write_high_water_bytes"]:
-        raise ConfigError(f"{file}: diameter.write_low_water_bytes: above write_high_water_bytes")
+        raise ConfigError(
+            f"{where('diameter.write_low_water_bytes')}: above write_high_water_bytes"
+        )
     identity = LocalIdentity(
         origin_host=v["diameter.origin_host"],
         origin_realm=v["diameter.origin_realm"],
@@ -603,4 +679,5 @@ def _build(file: Path, v: dict[str, Any], free: dict[str, dict[str, str]]) -> Ga
             v["logging.level"].upper(), v["logging.format"], v["logging.mask_imsi"]
         ),
         values=dict(v),
+        env_vars=dict(env_vars),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -63,9 +65,33 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert c.observations.database == Path("var/observations.sqlite")
 
 
+# A self-signed P-256 certificate and its key (openssl req -x509 -newkey ec ... -subj /CN=test):
+# TLS files are loaded when the configuration is (a bad one names its key).
+TEST_CERT = """\
+-----BEGIN CERTIFICATE-----
+MIIBczCCARmgAwIBAgIUbpsxR5eH0qrF4ODUsPqBU+cbmuowCgYIKoZIzj0EAwIw
+DzENMAsGA1UEAwwEdGVzdDAeFw0yNjExMjgwMDA5MThaFw0yNjExMzAwMDA5MTha
+MA8xDTALBgNVBAMMBHRlc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARtvj17
+9IOFbdpZhhLBMvYlhA8npi+bkRdt+ZbJ+yuaGAmYMPsdGVszK/jVKFtwYmRtrLlB
+c9iAfj1kBdbhhe+jo1MwUTAdBgNVHQ4EFgQUVkgEhrYvBTfFmemngA4FVh81aFQw
+HwYDVR0jBBgwFoAUVkgEhrYvBTfFmemngA4FVh81aFQwDwYDVR0TAQH/BAUwAwEB
+/zAKBggqhkjOPQQDAgNIADBFAiEApliSnCTwVK0FHVqkMY3wC391qZ11MsoE1HYr
+DRj3lc8CIDpoctoL1dp1kerm3QolPcRWiAGjMjiQKxHJRxtnTYp9
+-----END CERTIFICATE-----
+"""
+TEST_KEY = """\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghXBmrEFRRkxM1NVG
+NYC1Mmwuf6sst0fvyWemoXuc74KhRANCAARtvj179IOFbdpZhhLBMvYlhA8npi+b
+kRdt+ZbJ+yuaGAmYMPsdGVszK/jVKFtwYmRtrLlBc9iAfj1kBdbhhe+j
+-----END PRIVATE KEY-----
+"""
+
+
 def test_values_map_onto_settings(tmp_path: Path) -> None:
-    for name in ("cert.pem", "key.pem", "decl.json"):
-        (tmp_path / name).write_text("x")
+    (tmp_path / "cert.pem").write_text(TEST_CERT)
+    (tmp_path / "key.pem").write_text(TEST_KEY)
+    (tmp_path / "decl.json").write_text("x")
     path = write(tmp_path, """
 [diameter]
 origin_host = "eir1.example.net"
@@ -113,6 +139,13 @@ X-Operator = "example"
         ("[diameter]\nlisten = [\"tcp://127.0.0.1:70000\"]\n", "diameter.listen", "port"),
         ("[diameter]\nlisten = [\"tcp://eir.local:3868\"]\n", "diameter.listen", "address"),
         ("[diameter]\nlisten = [\"tls://127.0.0.1\"]\n", "diameter.tls_cert", "tls_key"),
+        ("[diameter]\nlisten = []\n", "diameter.listen", "at least one listener"),
+        ("[diameter]\nlisten = [\"tcp://127.0.0.1:3868\", \"tcp://127.0.0.1:3868\"]\n",
+         "diameter.listen", "listed twice"),
+        ("[diameter]\nlisten = [\"tcp://127.0.0.1:3868\", \"tls://127.0.0.1:3868\"]\n",
+         "diameter.listen", "listed twice"),
+        ("[diameter]\nlisten = [\"tcp://[::1]:3868\", \"tcp://[0:0::1]:3868\"]\n",
+         "diameter.listen", "listed twice"),
         ("[diameter]\nhost_ip_addresses = [\"10.0.0.300\"]\n", "diameter.host_ip_addresses",
          "not an IP address"),
         ("[diameter]\nallowed_networks = [\"10.0.0.0/33\"]\n", "diameter.allowed_networks",
@@ -184,6 +217,13 @@ def test_env_overrides(tmp_path: Path) -> None:
         ("EIR_DIAMETER_VENDOR_ID", "x", "invalid literal"),
         ("EIR_DIAMETER_ORIGN_HOST", "x", "names no configuration key"),
         ("EIR_DIAMETER_ALLOWED_NETWORKS", "10.0.0.0/8,nonsense", "CIDR"),
+        ("EIR_DIAMETER_LISTEN", "", "at least one listener"),
+        ("EIR_DIAMETER_LISTEN", " , ", "at least one listener"),
+        ("EIR_DIAMETER_LISTEN", "tcp://127.0.0.1:3868,tcp://127.0.0.1:3868", "listed twice"),
+        # Checked after the variables are applied: still the variable, not the default file.
+        ("EIR_TAC_FILE", "nonexistent.txt", "does not exist"),
+        ("EIR_LISTS_IMPORT_FILES", "nope.csv", "does not exist"),
+        ("EIR_DIAMETER_WRITE_LOW_WATER_BYTES", "99999999999", "above write_high_water_bytes"),
     ],
 )
 def test_env_errors_name_the_variable(var: str, value: str, expected: str) -> None:
@@ -197,3 +237,69 @@ def test_parse_listen_url_default_ports() -> None:
     assert parse_listen_url("sctp://[::1]").port == 3868
     with pytest.raises(ValueError):
         parse_listen_url("tcp://127.0.0.1:3868/path")
+
+
+def test_same_port_on_other_transports_or_port_0_is_allowed(tmp_path: Path) -> None:
+    c = load_config(None, env={
+        "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:3868,sctp://127.0.0.1:3868,"
+                               "tcp://127.0.0.2:3868,tcp://127.0.0.1:0,tcp://127.0.0.1:0",
+    })
+    assert len(c.transport.listen) == 5
+
+
+def test_env_error_after_build_does_not_blame_the_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={"EIR_TAC_FILE": "nonexistent.txt"})
+    assert not str(info.value).startswith(str(DEFAULT_CONFIG))
+    assert str(info.value).startswith("environment variable EIR_TAC_FILE (tac.file): file ")
+
+
+def test_where_names_the_variable_or_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    c = load_config(path, env={"EIR_STATE_DIRECTORY": "/x"})
+    assert c.where("state.directory") == "environment variable EIR_STATE_DIRECTORY (state.directory)"
+    assert c.where("lists.database") == f"{path}: lists.database"
+
+
+OPENSSL = shutil.which("openssl")
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    assert OPENSSL is not None
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return cert, key
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="needs the openssl CLI to make test certificates")
+def test_bad_tls_files_name_the_key_and_the_file(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path, "a")
+    other_cert, other_key = _self_signed(tmp_path, "b")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not PEM\n")
+
+    def error(cert_file: Path, key_file: Path, ca: str = "") -> str:
+        text = (f"[diameter]\nlisten = [\"tls://127.0.0.1:0\"]\ntls_cert = \"{cert_file}\"\n"
+                f"tls_key = \"{key_file}\"\ntls_ca = \"{ca}\"\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text), env={})
+        return str(info.value)
+
+    assert load_config(write(tmp_path, f"[diameter]\nlisten = [\"tls://127.0.0.1:0\"]\n"
+                             f"tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"), env={})
+    message = error(junk, key)
+    assert "gw.toml: diameter.tls_cert: " in message and str(junk) in message
+    message = error(cert, junk)
+    assert "gw.toml: diameter.tls_key: " in message and str(junk) in message
+    message = error(cert, other_key)
+    assert "diameter.tls_key: " in message and "does not match" in message
+    message = error(cert, key, str(junk))
+    assert "diameter.tls_ca: " in message and str(junk) in message
+    with pytest.raises(ConfigError, match=r"^environment variable EIR_DIAMETER_TLS_KEY "):
+        load_config(None, env={"EIR_DIAMETER_LISTEN": "tls://127.0.0.1:0",
+                               "EIR_DIAMETER_TLS_CERT": str(other_cert),
+                               "EIR_DIAMETER_TLS_KEY": str(junk)})
