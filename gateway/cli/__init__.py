@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from gateway.cli._common import EXIT_BROKEN_PIPE
 
 # Sub-command modules inside gateway.cli, registered in this order.
 COMMAND_MODULES: tuple[str, ...] = ("run", "registry", "check", "lists", "tac", "simulate")
@@ -29,10 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help(sys.stderr)
-        return 2
-    status: int = func(args)
+    try:
+        args = parser.parse_args(argv)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
+        status: int = func(args)
+        sys.stdout.flush()  # here, not at interpreter exit, where the error cannot be caught
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools killed by SIGPIPE do.
+        # stdout is pointed at /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     return status

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from diameter.transport.sockets import sctp_unavailable
 from gateway.cli import main
 
 
@@ -94,3 +99,103 @@ def test_tac_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert code == 0 and "New Maker" in out
     code, _, err = run(capsys, "tac", "show", "11111111")
     assert code == 1 and "not in" in err
+
+
+# --- `run` start-up failures: one line, no traceback, a meaningful exit status ----------------
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def cli(*argv: str, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EIR_")}
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.update(env or {})
+    return subprocess.run(
+        [PYTHON, "-m", "gateway.cli", *argv], capture_output=True, text=True, env=full_env,
+        cwd=cwd, timeout=30,
+    )
+
+
+LOOPBACK = {"EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0", "EIR_METRICS_LISTEN": "127.0.0.1:0"}
+
+
+def start_fails(tmp_path: Path, toml: str, files: dict[str, str],
+                env: dict[str, str] | None = None) -> tuple[int, str]:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    config = tmp_path / "gw.toml"
+    config.write_text(toml)
+    done = cli("run", "--config", str(config), env={**LOOPBACK, **(env or {})}, cwd=tmp_path)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("eir-gateway: ")]
+    assert len(lines) == 1, done.stderr
+    return done.returncode, lines[0]
+
+
+@pytest.mark.parametrize(
+    ("toml", "files", "expected"),
+    [
+        ('[tac]\nfile = "tac.txt"\n', {"tac.txt": "bad|line\n"}, "tac.txt:1: "),
+        ('[lists]\nimport_files = ["l.csv"]\n',
+         {"l.csv": "list,kind,value,imsi,reason\nblack,imei,123,,x\n"}, "l.csv: row 2: "),
+        ('[registry]\nbackend = "local"\nseed_files = ["s.json"]\n', {"s.json": "{broken"},
+         "s.json: line 1: invalid JSON"),
+    ],
+)
+def test_run_bad_input_file_exit_2(tmp_path: Path, toml: str, files: dict[str, str],
+                                   expected: str) -> None:
+    code, line = start_fails(tmp_path, toml, files)
+    assert code == 2 and "bad input file" in line and expected in line
+
+
+def test_run_corrupt_database_names_it(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "lists.sqlite").write_text("garbage " * 100)
+    code, line = start_fails(tmp_path, "", {})
+    assert code == 2
+    assert "lists.database" in line and str(Path("var") / "lists.sqlite") in line
+    assert "not a database" in line
+
+
+def test_run_state_directory_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")  # a file where the directory should be
+    code, line = start_fails(tmp_path, "", {}, {"EIR_STATE_DIRECTORY": str(tmp_path / "file")})
+    assert code == 1
+    assert "environment variable EIR_STATE_DIRECTORY (state.directory)" in line
+
+
+def test_run_empty_listen_is_a_configuration_error(tmp_path: Path) -> None:
+    code, line = start_fails(tmp_path, "", {}, {"EIR_DIAMETER_LISTEN": ""})
+    assert code == 2 and "EIR_DIAMETER_LISTEN (diameter.listen)" in line
+
+
+def test_run_address_in_use_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, line = start_fails(tmp_path, "", {},
+                                 {"EIR_DIAMETER_LISTEN": f"tcp://127.0.0.1:{port}"})
+    assert code == 1 and line.startswith("eir-gateway: cannot start: ")
+
+
+@pytest.mark.skipif(sctp_unavailable() is None, reason="the kernel opens SCTP sockets here")
+def test_run_without_sctp_exit_1(tmp_path: Path) -> None:
+    code, line = start_fails(tmp_path, "", {}, {"EIR_DIAMETER_LISTEN": "sctp://127.0.0.1:0"})
+    assert code == 1 and "cannot listen on SCTP" in line
+
+
+def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EIR_")}
+    env["PYTHONPATH"] = str(REPO)
+    process = subprocess.Popen(
+        [PYTHON, "-m", "gateway.cli", "check", "--json", "35693803564380"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first write (`| head -0`)
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 141
+    assert err == ""
