@@ -16,9 +16,20 @@ CSV format (import and export), UTF-8, comma-separated, one entry per row::
 * value: imei/pair -> 14 digits, or 15 with a valid Luhn check digit (stored as the 14-digit
   body); range -> ``FIRST-LAST`` with both ends in that form and FIRST <= LAST; tac -> 8 digits.
 * imsi: 6-15 digits for ``pair`` (TS 23.003 §2.2), empty otherwise.
-* The header row is optional (a first field ``list`` marks it); ``created``/``updated`` (ISO
-  8601, written by export) are ignored on import. Importing an entry that exists updates its
-  reason. Any bad row fails the whole import (one transaction) naming the file and row number.
+* The header row is optional (a first field ``list`` marks it). ``created``/``updated`` (ISO
+  8601, written by export; a time without a zone is UTC) are optional: when given, import keeps
+  them (export then import loses no history), when empty the import time is used. Importing an
+  entry that exists updates its reason and ``updated`` (``created`` keeps the earlier time).
+* The file must be UTF-8 (a BOM is accepted). The same entry (list, kind, value, IMSI) twice is
+  an error naming both rows; one IMEI on two lists is two entries (a white exception to a black
+  TAC, say). Any bad row fails the whole import (one transaction) naming the file and row number.
+
+Each entry records where it came from: ``source`` is NULL for entries written by the CLI or
+``lists import`` (manual), or the path of the ``lists.import_files`` file that brought it. An
+import file is authoritative for its own entries: when it is imported again (at start, or on
+:meth:`OperatorLists.reload`, i.e. SIGHUP, when its mtime or size changed) its entries that are
+no longer in it are removed, in the transaction of its upserts. A manual entry is never removed
+that way; writing an entry manually makes it manual.
 
 The store keeps a version number in ``meta`` bumped in the same transaction as every change, so
 a running gateway polls :meth:`ListStore.version` (one indexed read) and reloads when it moves.
@@ -30,7 +41,10 @@ IMEI entries stay in SQLite (:meth:`ListStore.describe`); the hot path never tou
 from __future__ import annotations
 
 import csv
+import dataclasses
 import enum
+import io
+import logging
 import sqlite3
 import threading
 import time
@@ -44,6 +58,8 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.imei import Imei, is_decimal, parse_imei
+
+log = logging.getLogger("eir.lists")
 
 
 class ListColour(enum.Enum):
@@ -93,18 +109,33 @@ CREATE TABLE IF NOT EXISTS entries (
     reason TEXT NOT NULL DEFAULT '',
     created REAL NOT NULL,
     updated REAL NOT NULL,
+    source TEXT,
     PRIMARY KEY (kind, colour, first, last, imsi)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('version', '0');
 """
 
+# Partial index: only file-sourced rows pay for it; it makes "entries of file F" a range read.
+_SOURCE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS entries_source ON entries (source) WHERE source IS NOT NULL"
+)
+
+# source: a manual write (NULL) makes the entry manual; a file write takes over a file-sourced
+# entry but never a manual one, so an import file can only ever remove what it brought.
+# created: the earlier time wins, so a restore (export then import) brings the original back.
 _UPSERT = """
-INSERT INTO entries (colour, kind, first, last, imsi, reason, created, updated)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO entries (colour, kind, first, last, imsi, reason, created, updated, source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (kind, colour, first, last, imsi) DO UPDATE SET
-    reason = excluded.reason, updated = excluded.updated
+    reason = excluded.reason, updated = excluded.updated,
+    created = MIN(entries.created, excluded.created),
+    source = CASE WHEN entries.source IS NULL THEN NULL ELSE excluded.source END
 """
+
+_KEY_WHERE = "kind=? AND colour=? AND first=? AND last=? AND imsi=?"
+
+Key = tuple[str, str, int, int, str]  # (kind, colour, first, last, imsi): the primary key
 
 _first = itemgetter(0)
 
@@ -156,6 +187,41 @@ def make_entry(
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _timestamp(text: str, what: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ListError(f"{what} {text!r} is not an ISO 8601 time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # export writes UTC; a bare time is read the same way
+    return when.timestamp()
+
+
+def _key(e: ListEntry) -> Key:
+    return (e.kind.value, e.colour.value, e.first, e.last, e.imsi)
+
+
+def _rows(
+    entries: Iterable[ListEntry], ts: float, source: str | None
+) -> Iterator[tuple[object, ...]]:
+    for e in entries:
+        created = ts if e.created is None else e.created
+        updated = ts if e.updated is None else e.updated
+        yield (e.colour.value, e.kind.value, e.first, e.last, e.imsi, e.reason or "",
+               created, updated, source)
+
+
+def _file_stamp(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ListError(f"{path}: cannot read: {exc.strerror}") from None
+    return f"{st.st_mtime_ns}:{st.st_size}"
 
 
 # --- the in-memory snapshot (hot path) -------------------------------------------------------
@@ -262,6 +328,17 @@ class ListStore:
         self._lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Databases made before ``source`` existed get the column; their rows stay NULL
+        (manual), so no import file can remove an entry it cannot be proven to have brought."""
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")  # two processes opening at once: one alters
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(entries)")}
+            if "source" not in columns:
+                self._conn.execute("ALTER TABLE entries ADD COLUMN source TEXT")
+            self._conn.execute(_SOURCE_INDEX)
 
     def close(self) -> None:
         self._conn.close()
@@ -273,12 +350,8 @@ class ListStore:
 
     def _write(self, entries: Iterable[ListEntry], now: float | None = None) -> int:
         ts = time.time() if now is None else now
-        rows = (
-            (e.colour.value, e.kind.value, e.first, e.last, e.imsi, e.reason or "", ts, ts)
-            for e in entries
-        )
         with self._lock, self._conn:
-            cur = self._conn.executemany(_UPSERT, rows)
+            cur = self._conn.executemany(_UPSERT, _rows(entries, ts, None))
             self._conn.execute(_BUMP)
             return cur.rowcount
 
@@ -296,7 +369,7 @@ class ListStore:
         per-entry objects, for lists of millions."""
         ts = time.time() if now is None else now
         c = colour.value
-        rows = ((c, "imei", b, b, "", reason, ts, ts) for b in bodies)
+        rows = ((c, "imei", b, b, "", reason, ts, ts, None) for b in bodies)
         with self._lock, self._conn:
             cur = self._conn.executemany(_UPSERT, rows)
             self._conn.execute(_BUMP)
@@ -305,8 +378,7 @@ class ListStore:
     def remove(self, entry: ListEntry) -> bool:
         with self._lock, self._conn:
             cur = self._conn.execute(
-                "DELETE FROM entries WHERE kind=? AND colour=? AND first=? AND last=? AND imsi=?",
-                (entry.kind.value, entry.colour.value, entry.first, entry.last, entry.imsi),
+                f"DELETE FROM entries WHERE {_KEY_WHERE}", _key(entry)
             )
             if cur.rowcount:
                 self._conn.execute(_BUMP)
@@ -320,26 +392,63 @@ class ListStore:
         return len(entries)
 
     def import_csv_once(self, path: str | Path) -> int | None:
-        """Import ``path`` unless this exact file (mtime and size) was imported before."""
-        st = Path(path).stat() if Path(path).exists() else None
-        if st is None:
-            raise ListError(f"{path}: no such file")
-        stamp, key = f"{st.st_mtime_ns}:{st.st_size}", f"import:{Path(path).resolve()}"
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is not None and row[0] == stamp:
-            return None
-        entries = list(read_csv(path))
+        """Import ``path`` as an import file unless this exact file (mtime and size) was
+        imported before; returns its entry count, or None when unchanged."""
+        return self.import_files([path]).get(Path(path).resolve())
+
+    def import_files(self, paths: Iterable[str | Path]) -> dict[Path, int]:
+        """Import every file of ``paths`` (the configured ``lists.import_files``) whose mtime or
+        size changed since its last import, all in one transaction with one version bump.
+
+        Each file is authoritative for the entries it brought: an entry it brought that is no
+        longer in it is removed, unless another of ``paths`` still lists it (that file then
+        owns it). Manual entries are never removed. Every changed file is validated before
+        anything is written. Returns ``{resolved path: entries in the file}`` per import."""
+        files = [Path(p).resolve() for p in paths]
+        changed: list[tuple[Path, str]] = []
+        for path in files:
+            stamp = _file_stamp(path)  # before reading: a write during the read shows next time
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT value FROM meta WHERE key = ?", (f"import:{path}",)
+                ).fetchone()
+            if row is None or row[0] != stamp:
+                changed.append((path, stamp))
+        if not changed:
+            return {}
+        parsed = {path: list(read_csv(path)) for path, _ in changed}
+        keys: dict[Path, set[Key]] = {}
+
+        def listed_in(path: Path) -> set[Key]:  # parsed lazily: only when entries disappear
+            if path not in keys:
+                entries = parsed[path] if path in parsed else list(read_csv(path))
+                keys[path] = {_key(e) for e in entries}
+            return keys[path]
+
         ts = time.time()
-        rows = [
-            (e.colour.value, e.kind.value, e.first, e.last, e.imsi, e.reason or "", ts, ts)
-            for e in entries
-        ]
         with self._lock, self._conn:
-            self._conn.executemany(_UPSERT, rows)
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, stamp))
-            self._conn.execute(_BUMP)
-        return len(entries)
+            conn = self._conn
+            for path, stamp in changed:
+                source = str(path)
+                conn.executemany(_UPSERT, _rows(parsed[path], ts, source))
+                owned = conn.execute(
+                    "SELECT kind, colour, first, last, imsi FROM entries WHERE source = ?",
+                    (source,),
+                ).fetchall()
+                mine = listed_in(path)
+                for key in owned:
+                    if key in mine:
+                        continue
+                    owner = next((o for o in files if o != path and key in listed_in(o)), None)
+                    if owner is None:
+                        conn.execute(f"DELETE FROM entries WHERE {_KEY_WHERE}", key)
+                    else:
+                        conn.execute(
+                            f"UPDATE entries SET source = ? WHERE {_KEY_WHERE}", (str(owner), *key)
+                        )
+                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"import:{path}", stamp))
+            conn.execute(_BUMP)
+        return {path: len(parsed[path]) for path, _ in changed}
 
     def entries(
         self,
@@ -388,8 +497,8 @@ class ListStore:
         with self._lock:
             row = self._conn.execute(
                 "SELECT colour, kind, first, last, imsi, reason, created, updated FROM entries "
-                "WHERE kind=? AND colour=? AND first=? AND last=? AND imsi=?",
-                (e.kind.value, e.colour.value, e.first, e.last, e.imsi),
+                f"WHERE {_KEY_WHERE}",
+                _key(e),
             ).fetchone()
         return e if row is None else _row_entry(row)
 
@@ -438,39 +547,88 @@ def _row_entry(row: tuple) -> ListEntry:
 def read_csv(path: str | Path) -> Iterator[ListEntry]:
     """Parse a lists CSV; raises ListError naming the file and row on the first bad row."""
     try:
-        handle = open(path, newline="", encoding="utf-8-sig")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ListError(f"{path}: cannot read: {exc.strerror}") from exc
-    with handle:
-        for row_number, row in enumerate(csv.reader(handle), 1):
-            if not row or all(not f.strip() for f in row):
-                continue
-            if row_number == 1 and row[0].strip().lower() == "list":
-                continue
-            if len(row) not in (5, 7):
-                raise ListError(
-                    f"{path}: row {row_number}: {len(row)} fields, expected "
-                    "list,kind,value,imsi,reason[,created,updated]"
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # Typically an Excel "CSV" export in a legacy code page: say where, not a traceback.
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ListError(
+            f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
+            "save the file as UTF-8 CSV"
+        ) from None
+    nul = raw.find(b"\0")
+    if nul >= 0:  # UTF-16 ("Unicode text") or binary; the csv module would take NULs as text
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ListError(f"{path}: line {line}: a NUL byte: not a UTF-8 text file") from None
+    seen: dict[Key, int] = {}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    row_number = 0
+    while True:
+        row_number += 1
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:  # a NUL byte, an unterminated quote at the end, ...
+            raise ListError(f"{path}: row {row_number}: {exc}") from None
+        if row is None:
+            return
+        if not row or all(not f.strip() for f in row):
+            continue
+        if row_number == 1 and row[0].strip().lower() == "list":
+            continue
+        if len(row) not in (5, 7):
+            raise ListError(
+                f"{path}: row {row_number}: {len(row)} fields, expected "
+                "list,kind,value,imsi,reason[,created,updated]"
+            )
+        try:
+            entry = make_entry(row[0], row[1], row[2], row[3], row[4])
+            if len(row) == 7:
+                entry = dataclasses.replace(
+                    entry,
+                    created=_timestamp(row[5], "created"),
+                    updated=_timestamp(row[6], "updated"),
                 )
-            try:
-                yield make_entry(row[0], row[1], row[2], row[3], row[4])
-            except ListError as exc:
-                raise ListError(f"{path}: row {row_number}: {exc}") from None
+        except ListError as exc:
+            raise ListError(f"{path}: row {row_number}: {exc}") from None
+        earlier = seen.setdefault(_key(entry), row_number)
+        if earlier != row_number:
+            # Two rows for one entry: which reason should win is the operator's call.
+            raise ListError(
+                f"{path}: row {row_number} repeats row {earlier} ({entry.colour.value} "
+                f"{entry.kind.value} {entry.value}{' ' + entry.imsi if entry.imsi else ''})"
+            )
+        yield entry
 
 
 class OperatorLists:
     """What the classifier holds: the current snapshot, swapped whole on reload.
 
-    ``reload()`` is what SIGHUP calls; ``poll()`` reloads only when the store version moved.
-    Both do blocking SQLite reads: from asyncio run them with ``asyncio.to_thread``.
+    ``reload()`` is what SIGHUP calls: it first re-imports each of ``import_files`` whose mtime
+    or size changed (a stat per file; unchanged files are not read), then loads the store.
+    ``poll()`` reloads only when the store version moved and never looks at the files (one
+    indexed read). Both block on SQLite: from asyncio run them with ``asyncio.to_thread``.
     """
 
-    def __init__(self, store: ListStore | None) -> None:
+    def __init__(self, store: ListStore | None, import_files: Iterable[str | Path] = ()) -> None:
         self.store = store
+        self.import_files = tuple(import_files)
+        self.import_error: str | None = None  # the last failed re-import, None once one works
         self.snapshot = ListSnapshot.empty()
 
     def reload(self) -> ListSnapshot:
         if self.store is not None:
+            if self.import_files:
+                try:
+                    self.store.import_files(self.import_files)
+                    self.import_error = None
+                except ListError as exc:
+                    # A bad edit must not stop the reload or lose entries: the file's previous
+                    # entries stay (nothing was written) until it is fixed and SIGHUP comes again.
+                    self.import_error = str(exc)
+                    log.error("lists import file not re-imported, previous entries kept: %s", exc)
             self.snapshot = self.store.load()
         return self.snapshot
 
@@ -489,10 +647,16 @@ class OperatorLists:
 def open_operator_lists(
     database: str | Path, import_files: Iterable[str | Path] = ()
 ) -> OperatorLists:
-    """Open the store, import each CSV file whose size or mtime changed, load a snapshot."""
+    """Open the store, import each CSV file whose size or mtime changed, load a snapshot.
+
+    A bad import file raises :class:`ListError` here (start-up fails and names it); later
+    reloads log it and keep the previous entries instead."""
     store = ListStore(database)
-    for path in import_files:
-        store.import_csv_once(path)
-    lists = OperatorLists(store)
-    lists.reload()
+    try:
+        store.import_files(import_files)
+    except BaseException:
+        store.close()
+        raise
+    lists = OperatorLists(store, import_files)
+    lists.snapshot = store.load()
     return lists
