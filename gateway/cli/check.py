@@ -4,6 +4,11 @@ Classifies one IMEI exactly as the S13 application would (same config, stores an
 prints the answer with every reason behind it, the list entries matched and, when a registry is
 configured, its verdict with origin and age. The registry is consulted even when an earlier
 reason already decided, so the output shows everything known about the IMEI.
+
+Like the S13 application (gateway/s13.py), a Software-Version that is not 2 decimal digits is
+answered 5004 DIAMETER_INVALID_AVP_VALUE before any classification. Clone detection counts the
+IMSIs seen with an IMEI in the running gateway's memory; an offline check cannot see that, and
+says so.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from typing import Any
 
 from gateway import registry_source
 from gateway.classify import Classifier, Decision
-from gateway.cli._common import EXIT_OK, EXIT_USAGE, add_config_argument, config_or_none, fail
+from gateway.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_config_argument,
+    config_or_none,
+    database_problem,
+    fail,
+)
 from gateway.config import GatewayConfig
 from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus
@@ -25,21 +37,49 @@ from gateway.policy import EquipmentStatus
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("check", help="classify one IMEI and show why")
     parser.add_argument("imei", metavar="IMEI", help="14 or 15 digits (IMEI) or 16 (IMEISV)")
-    parser.add_argument("--imsi", help="IMSI (User-Name) for IMEI+IMSI rules")
+    parser.add_argument("--imsi", help="IMSI (User-Name, 5-15 digits) for IMEI+IMSI rules")
     parser.add_argument("--sv", metavar="NN", help="Software-Version (2 digits)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_config_argument(parser)
     parser.set_defaults(func=run)
 
 
+# 3GPP TS 23.003 §2.2: an IMSI is MCC (3) + MNC (2-3) + MSIN, at most 15 digits; 5 is the
+# shortest the MCC+MNC masking in the output can keep.
+IMSI_LENGTHS = range(5, 16)
+INVALID_SV = 5004  # RFC 6733 §7.1.5 DIAMETER_INVALID_AVP_VALUE, as gateway/s13.py answers
+EQUIPMENT_UNKNOWN = 5422  # TS 29.272 §7.4.3.1, an Experimental-Result-Code
+CLONE_NOT_EVALUATED = (
+    "not evaluated by the offline check (the IMSIs seen per IMEI live in the running"
+    " gateway's memory)"
+)
+
+
+def valid_sv(sv: str) -> bool:
+    return len(sv) == 2 and sv.isascii() and sv.isdigit()
+
+
 def run(args: argparse.Namespace) -> int:
+    imsi = args.imsi
+    if imsi is not None:
+        imsi = imsi.strip()
+        if not (len(imsi) in IMSI_LENGTHS and imsi.isascii() and imsi.isdigit()):
+            return fail(f"--imsi {args.imsi!r}: an IMSI is 5 to 15 decimal digits "
+                        "(TS 23.003 §2.2)", EXIT_USAGE)
     config = config_or_none(args)
     if config is None:
         return EXIT_USAGE
+    problem = database_problem(config)
+    if problem is not None:
+        return fail(f"check failed: {problem}", EXIT_USAGE)
     try:
-        report = asyncio.run(_check(config, args.imei.strip(), args.imsi, args.sv))
+        if args.sv is not None and not valid_sv(args.sv):
+            report = invalid_sv_report(args.imei.strip(), imsi, args.sv, config)
+        else:
+            report = asyncio.run(_check(config, args.imei.strip(), imsi, args.sv))
     except Exception as exc:  # a store that cannot be opened or read: report, exit 1
         return fail(f"check failed: {exc}")
+    report["clone_detection"] = clone_note(config, imsi)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -64,6 +104,37 @@ async def _check(
             classifier.lists.store.close()
 
 
+def clone_note(config: GatewayConfig, imsi: str | None) -> str | None:
+    """The ``clone_detection`` field: None when it does not apply to this check."""
+    if not config.clone_detection.enabled:
+        return "disabled"
+    return CLONE_NOT_EVALUATED if imsi else None
+
+
+def invalid_sv_report(
+    imei: str, imsi: str | None, sv: str, config: GatewayConfig
+) -> dict[str, Any]:
+    """The S13 answer to a Software-Version that is not 2 digits: 5004, no Equipment-Status."""
+    detail = f"Software-Version {sv!r} is not 2 decimal digits"
+    mask = config.logging.mask_imsi
+    return {
+        "input_valid": False,
+        "imei": None,
+        "imsi": (mask_imsi(imsi) if mask else imsi) or None,
+        "result_code": INVALID_SV,
+        "result_avp": "Result-Code",
+        "answer": f"DIAMETER_INVALID_AVP_VALUE ({INVALID_SV})",
+        "equipment_status": None,
+        "monitor_mode": config.policy.monitor_mode,
+        "enforcement": None,
+        "decided_by": "invalid_software_version",
+        "reasons": [{"reason": "invalid_software_version", "detail": detail}],
+        "list_entries": [],
+        "tac": None,
+        "registry": None,
+    }
+
+
 def _status_name(status: EquipmentStatus | None) -> str:
     return "EQUIPMENT_UNKNOWN (5422)" if status is None else f"{status.name} ({status.value})"
 
@@ -76,6 +147,9 @@ def decision_report(decision: Decision, classifier: Classifier, mask: bool) -> d
         "imei": None,
         "imsi": (mask_imsi(decision.imsi) if mask else decision.imsi) or None,
         "result_code": decision.result_code,
+        # 5422 travels in Experimental-Result (TS 29.272 §7.4.3.1), the rest in Result-Code.
+        "result_avp": "Experimental-Result-Code"
+        if decision.result_code == EQUIPMENT_UNKNOWN else "Result-Code",
         "answer": _status_name(decision.status),
         "equipment_status": None if decision.status is None else decision.status.name,
         "monitor_mode": decision.monitor_mode,
@@ -129,7 +203,9 @@ def decision_report(decision: Decision, classifier: Classifier, mask: bool) -> d
 def render_text(r: dict[str, Any]) -> str:
     lines: list[str] = []
     imei = r["imei"]
-    if imei is None:
+    if r["decided_by"] == "invalid_software_version":
+        lines.append("IMEI        not examined: the request is refused first")
+    elif imei is None:
         lines.append("IMEI        malformed")
     else:
         cd = imei["check_digit"]
@@ -144,11 +220,15 @@ def render_text(r: dict[str, Any]) -> str:
         lines.append(f"TAC         {known}")
     if r["imsi"]:
         lines.append(f"IMSI        {r['imsi']}")
-    answer = f"Result-Code {r['result_code']}"
+    answer = f"{r.get('result_avp', 'Result-Code')} {r['result_code']}"
     if r["equipment_status"] is not None:
         answer += f", Equipment-Status {r['answer']}"
+    elif r["result_code"] == INVALID_SV:
+        answer += " DIAMETER_INVALID_AVP_VALUE, no Equipment-Status"
+    elif r["result_code"] == EQUIPMENT_UNKNOWN:
+        answer += " DIAMETER_ERROR_EQUIPMENT_UNKNOWN"
     lines.append(f"Answer      {answer}")
-    if r["monitor_mode"]:
+    if r["monitor_mode"] and r["enforcement"] is not None:
         lines.append(f"            monitor mode: enforcement would answer {r['enforcement']}")
     lines.append(f"Decided by  {r['decided_by']}")
     lines.append("Reasons")
@@ -174,4 +254,6 @@ def render_text(r: dict[str, Any]) -> str:
             )
     elif reg is not None:
         lines.append(f"Registry    {reg}")
+    if r.get("clone_detection") == CLONE_NOT_EVALUATED:
+        lines.append(f"Clones      {CLONE_NOT_EVALUATED}")
     return "\n".join(lines) + "\n"

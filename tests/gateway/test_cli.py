@@ -56,6 +56,60 @@ def test_check_malformed_and_monitor_mode(
     assert "Equipment-Status WHITELISTED (0)" in out
 
 
+def test_check_invalid_sv_is_answered_5004_like_s13(capsys: pytest.CaptureFixture[str]) -> None:
+    # gateway/s13.py refuses a Software-Version that is not 2 digits before classifying.
+    for sv in ("1", "123", "a1", "\u0661\u0662"):
+        code, out, _ = run(capsys, "check", "35693803564380", "--sv", sv, "--json")
+        report = json.loads(out)
+        assert code == 0 and report["result_code"] == 5004, sv
+        assert report["equipment_status"] is None and report["result_avp"] == "Result-Code"
+    code, out, _ = run(capsys, "check", "35693803564380", "--sv", "1")
+    assert "Result-Code 5004 DIAMETER_INVALID_AVP_VALUE, no Equipment-Status" in out
+    assert "Equipment-Status BLACKLISTED" not in out
+
+
+@pytest.mark.parametrize("imsi", ["1234", "1234567890123456", "00101000000000x", "", "+0010100"])
+def test_check_imsi_must_be_5_to_15_digits(capsys: pytest.CaptureFixture[str], imsi: str) -> None:
+    code, out, err = run(capsys, "check", "35693803564380", "--imsi", imsi)
+    assert code == 2 and out == "" and "--imsi" in err and "5 to 15 decimal digits" in err
+
+
+def test_check_imsi_bounds_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    for imsi in ("00101", "001010000000001"):
+        code, _, _ = run(capsys, "check", "35693803564380", "--imsi", imsi)
+        assert code == 0
+
+
+def test_check_5422_is_an_experimental_result(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EIR_POLICY_UNKNOWN_EQUIPMENT", "tac_unknown")
+    code, out, _ = run(capsys, "check", "99999999000000")
+    assert code == 0
+    assert "Answer      Experimental-Result-Code 5422" in out and "Result-Code 5422" not in (
+        out.replace("Experimental-Result-Code 5422", ""))
+    code, out, _ = run(capsys, "check", "99999999000000", "--json")
+    report = json.loads(out)
+    assert report["result_code"] == 5422 and report["result_avp"] == "Experimental-Result-Code"
+
+
+def test_check_says_clone_detection_is_not_evaluated(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001", "--json")
+    assert json.loads(out)["clone_detection"] == "disabled"
+    monkeypatch.setenv("EIR_CLONE_DETECTION_ENABLED", "true")
+    code, out, _ = run(capsys, "check", "35693803564380", "--json")
+    assert json.loads(out)["clone_detection"] is None  # no IMSI: nothing to evaluate
+    code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001", "--json")
+    assert "not evaluated by the offline check" in json.loads(out)["clone_detection"]
+    code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001")
+    assert [line for line in out.splitlines() if "not evaluated" in line] == [
+        "Clones      not evaluated by the offline check (the IMSIs seen per IMEI live in the"
+        " running gateway's memory)"
+    ]
+
+
 def test_config_error_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[diameter]\nwatchdog_seconds = 1\n")
