@@ -104,6 +104,7 @@ def test_check_says_clone_detection_is_not_evaluated(
     code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001", "--json")
     assert "not evaluated by the offline check" in json.loads(out)["clone_detection"]
     code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001")
+    assert code == 0
     assert [line for line in out.splitlines() if "not evaluated" in line] == [
         "Clones      not evaluated by the offline check (the IMSIs seen per IMEI live in the"
         " running gateway's memory)"
