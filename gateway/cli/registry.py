@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.config import DEFAULT_CONFIG
 from registry_client.client import HttpRegistryClient
 from registry_client.local import DeclarationFileError, LocalRegistry
 from registry_client.model import RegistryUnavailable, RegistryVerdict
@@ -25,7 +26,8 @@ from registry_client.settings import RegistrySettings
 from registry_client.wire import InvalidImei, verdict_to_json
 
 DEFAULT_DATABASE = RegistrySettings().database
-DEFAULT_SEED = "config/registry-declarations.json"
+# Next to the embedded default config, like it: `registry serve` works from any directory.
+DEFAULT_SEED = str(DEFAULT_CONFIG.parent / "registry-declarations.json")
 
 
 def register(subparsers: Any) -> None:
@@ -99,16 +101,25 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         stop = asyncio.Event()
+        received: list[str] = []
         loop = asyncio.get_running_loop()
+
+        def on_signal(signum: signal.Signals) -> None:
+            received.append(signum.name)
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         await server.start()
         auth = "bearer tokens required" if tokens else "no authentication"
         print(f"registry serving {args.database} on {server.url} ({auth})", file=sys.stderr)
         try:
             await stop.wait()
+            # An operator (or a supervisor's log) sees why it went away.
+            print(f"registry stopping ({received[0]})", file=sys.stderr, flush=True)
         finally:
             await server.stop()
+        print("registry stopped", file=sys.stderr, flush=True)
 
     try:
         asyncio.run(run())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -254,3 +255,30 @@ def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
     err = process.stderr.read().decode()
     assert process.wait(timeout=30) == 141
     assert err == ""
+
+
+def test_registry_serve_from_any_directory_logs_sigterm(tmp_path: Path) -> None:
+    # The default seed sits next to the embedded config, not in the current directory.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EIR_")}
+    env["PYTHONPATH"] = str(REPO)
+    process = subprocess.Popen(
+        [PYTHON, "-m", "gateway.cli", "registry", "serve", "--port", "0",
+         "--database", str(tmp_path / "registry.sqlite")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    assert process.stderr is not None
+    try:
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if line.startswith("registry serving") or "Traceback" in line:
+                break
+        assert seen and seen[-1].startswith("registry serving"), "".join(seen)
+        assert any(line.startswith("imported ") for line in seen), "".join(seen)
+        process.send_signal(signal.SIGTERM)
+        rest = process.stderr.read()
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "registry stopping (SIGTERM)" in rest and "registry stopped" in rest
