@@ -12,10 +12,14 @@ Every change bumps the store version, which a running gateway picks up (poll or 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gateway.cli._common import (
+    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     add_config_argument,
@@ -61,9 +65,23 @@ def register(subparsers: Any) -> None:
     show.set_defaults(func=_show)
 
 
-def _store(args: argparse.Namespace) -> ListStore | None:
+def _with_store(args: argparse.Namespace, body: Callable[[ListStore], int]) -> int:
+    """Open the configured store, run ``body``, close; a store SQLite cannot use (corrupt, not
+    a database, locked, unwritable) is a clean error naming the file, exit 1."""
     config = config_or_none(args)
-    return None if config is None else ListStore(config.lists.database)
+    if config is None:
+        return EXIT_USAGE
+    path = Path(config.lists.database).resolve()
+    try:
+        store = ListStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        return fail(f"{path}: cannot open the lists database: {exc}", EXIT_FAILED)
+    try:
+        return body(store)
+    except sqlite3.Error as exc:
+        return fail(f"{path}: lists database error: {exc}", EXIT_FAILED)
+    finally:
+        store.close()
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -71,14 +89,15 @@ def _add(args: argparse.Namespace) -> int:
         entry = make_entry(args.list, args.kind, args.value, args.imsi, args.reason)
     except ListError as exc:
         return fail(str(exc), EXIT_USAGE)
-    store = _store(args)
-    if store is None:
-        return EXIT_USAGE
-    with _closing(store):
+
+    def body(store: ListStore) -> int:
         store.add(entry)
-        print(f"added {entry.colour.value} {entry.kind.value} {entry.value}; "
+        # The path: a relative state directory makes a new store wherever the CLI runs.
+        print(f"added {entry.colour.value} {entry.kind.value} {entry.value} to {store.path}; "
               f"version {store.version()}")
-    return EXIT_OK
+        return EXIT_OK
+
+    return _with_store(args, body)
 
 
 def _remove(args: argparse.Namespace) -> int:
@@ -86,64 +105,59 @@ def _remove(args: argparse.Namespace) -> int:
         entry = make_entry(args.list, args.kind, args.value, args.imsi)
     except ListError as exc:
         return fail(str(exc), EXIT_USAGE)
-    store = _store(args)
-    if store is None:
-        return EXIT_USAGE
-    with _closing(store):
+
+    def body(store: ListStore) -> int:
+        what = f"{entry.colour.value} {entry.kind.value} {entry.value}"
         if not store.remove(entry):
-            return fail(f"no {entry.colour.value} {entry.kind.value} entry {entry.value}")
-        print(f"removed {entry.colour.value} {entry.kind.value} {entry.value}; "
-              f"version {store.version()}")
-    return EXIT_OK
+            return fail(f"no {entry.colour.value} {entry.kind.value} entry {entry.value} "
+                        f"in {store.path}")
+        print(f"removed {what} from {store.path}; version {store.version()}")
+        return EXIT_OK
+
+    return _with_store(args, body)
 
 
 def _import(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if store is None:
-        return EXIT_USAGE
-    with _closing(store):
+    def body(store: ListStore) -> int:
         try:
             n = store.import_csv(args.file)
         except ListError as exc:
             return fail(f"import failed, nothing imported: {exc}")
-        print(f"{args.file}: {n} entries imported; version {store.version()}")
-    return EXIT_OK
+        print(f"{args.file}: {n} entries imported into {store.path}; version {store.version()}")
+        return EXIT_OK
+
+    return _with_store(args, body)
 
 
 def _export(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if store is None:
-        return EXIT_USAGE
-    with _closing(store):
-        if args.file:
-            with open(args.file, "w", newline="", encoding="utf-8") as out:
-                n = store.export_csv(out)
-            print(f"{args.file}: {n} entries exported", file=sys.stderr)
-        else:
+    def body(store: ListStore) -> int:
+        if not args.file:
             store.export_csv(sys.stdout)
-    return EXIT_OK
+            return EXIT_OK
+        try:
+            out = open(args.file, "w", newline="", encoding="utf-8")
+        except OSError as exc:  # a bad output path is bad input: exit 2, no traceback
+            return fail(f"cannot write {args.file}: {exc.strerror}", EXIT_USAGE)
+        try:
+            with out:
+                n = store.export_csv(out)
+        except OSError as exc:  # disk full, ...: the file is incomplete, say so
+            return fail(f"cannot write {args.file} (incomplete): {exc.strerror}")
+        print(f"{args.file}: {n} entries exported from {store.path}", file=sys.stderr)
+        return EXIT_OK
+
+    return _with_store(args, body)
 
 
 def _show(args: argparse.Namespace) -> int:
-    store = _store(args)
-    if store is None:
-        return EXIT_USAGE
     colour = ListColour(args.list) if args.list else None
     kind = EntryKind(args.kind) if args.kind else None
-    with _closing(store):
+
+    def body(store: ListStore) -> int:
         print(f"version {store.version()}")
         for e in store.entries(colour, kind, limit=max(args.limit, 0)):
             imsi = f" imsi={e.imsi}" if e.imsi else ""
             print(f"{e.colour.value:<5} {e.kind.value:<5} {e.value}{imsi}  {e.reason}".rstrip())
-    return EXIT_OK
+        return EXIT_OK
 
-
-class _closing:
-    def __init__(self, store: ListStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> ListStore:
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
+    return _with_store(args, body)

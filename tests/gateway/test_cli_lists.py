@@ -1,0 +1,77 @@
+"""`eir-gateway lists ...` and `tac import`: which store changed, clean errors, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # state (./var) of the embedded default goes here
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_changes_name_the_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = (tmp_path / "var" / "lists.sqlite").resolve()
+    code, out, _ = run(capsys, "lists", "add", "black", "imei", "35209900176148")
+    assert code == EXIT_OK and out.startswith(f"added black imei 35209900176148 to {db}; version")
+    src = tmp_path / "in.csv"
+    src.write_text("grey,tac,35000001,,t\n")
+    code, out, _ = run(capsys, "lists", "import", str(src))
+    assert code == EXIT_OK and f"1 entries imported into {db}; version" in out
+    code, out, _ = run(capsys, "lists", "remove", "black", "imei", "35209900176148")
+    assert code == EXIT_OK and out.startswith(f"removed black imei 35209900176148 from {db};")
+    code, _, err = run(capsys, "lists", "remove", "black", "imei", "35209900176148")
+    assert code == EXIT_FAILED and str(db) in err
+
+
+def test_duplicate_rows_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    src = tmp_path / "dup.csv"
+    src.write_text("black,imei,35209900176148,,a\nblack,imei,352099001761481,,b\n")
+    code, _, err = run(capsys, "lists", "import", str(src))
+    assert code == EXIT_FAILED and "row 2 repeats row 1" in err and "nothing imported" in err
+    src.write_bytes(b"black,imei,35209900176148,,caf\xe9\n")
+    code, _, err = run(capsys, "lists", "import", str(src))
+    assert code == EXIT_FAILED and "dup.csv: line 1: not UTF-8" in err
+    assert "Traceback" not in err
+
+
+def test_corrupt_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    db = tmp_path / "var" / "lists.sqlite"
+    db.parent.mkdir()
+    db.write_bytes(b"this is not an SQLite database" * 100)
+    for argv in (["show"], ["export"], ["add", "black", "tac", "35000001"]):
+        code, _, err = run(capsys, "lists", *argv)
+        assert code == EXIT_FAILED, argv
+        assert f"{db.resolve()}: cannot open the lists database" in err
+        assert "Traceback" not in err
+
+
+def test_export_to_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "x.csv"
+    code, _, err = run(capsys, "lists", "export", str(target))
+    assert code == EXIT_USAGE and f"cannot write {target}" in err
+    code, _, err = run(capsys, "lists", "export", str(tmp_path / "ok.csv"))
+    assert code == EXIT_OK and (tmp_path / "ok.csv").read_text().startswith("list,kind,value")
+
+
+def test_tac_replace_with_empty_file_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(capsys, "tac", "show", "35209900")[0] == EXIT_OK  # sample file imported
+    empty = tmp_path / "EMPTY.txt"
+    empty.write_text("")
+    code, _, err = run(capsys, "tac", "import", str(empty), "--replace")
+    assert code == EXIT_FAILED and "EMPTY.txt: no valid rows" in err
+    code, out, _ = run(capsys, "tac", "show", "35209900")  # the TAC table is intact
+    assert code == EXIT_OK and "Example Handsets Ltd" in out
