@@ -393,7 +393,9 @@ class ListStore:
 
     def import_csv_once(self, path: str | Path) -> int | None:
         """Import ``path`` as an import file unless this exact file (mtime and size) was
-        imported before; returns its entry count, or None when unchanged."""
+        imported before; returns its entry count, or None when unchanged. An entry it drops
+        that another import file also lists is removed too: pass every configured file to
+        :meth:`import_files` instead."""
         return self.import_files([path]).get(Path(path).resolve())
 
     def import_files(self, paths: Iterable[str | Path]) -> dict[Path, int]:

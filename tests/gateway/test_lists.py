@@ -427,3 +427,29 @@ def test_old_database_gets_source_column_rows_stay_manual(tmp_path: Path) -> Non
     finally:
         store.close()
     ListStore(db).close()  # opening a migrated database again is fine
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 10**8 - 1), st.integers(0, 4_000_000_000),
+                          st.integers(0, 10**6)), min_size=1, max_size=15,
+                unique_by=lambda t: t[0]))
+def test_export_read_csv_keeps_timestamps(
+    tmp_path: Path, rows: list[tuple[int, int, int]]
+) -> None:
+    db = tmp_path / "p.sqlite"
+    for stale in (db, db.with_name("p.sqlite-wal"), db.with_name("p.sqlite-shm")):
+        stale.unlink(missing_ok=True)  # tmp_path is shared by every example
+    store = ListStore(db)
+    try:
+        for tac, created, later in rows:
+            e = make_entry("black", "tac", f"{tac:08d}")
+            store.add(e, now=float(created))
+            store.add(e, now=float(created + later))
+        out = io.StringIO()
+        store.export_csv(out)
+        path = tmp_path / "p.csv"
+        path.write_text(out.getvalue())
+        got = {e.first: (e.created, e.updated) for e in read_csv(path)}
+        assert got == {t: (float(c), float(c + d)) for t, c, d in rows}
+    finally:
+        store.close()
