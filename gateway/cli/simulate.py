@@ -14,7 +14,8 @@ latency from the scheduled send time). The run stops after ``--count`` requests 
 listed and unknown-TAC IMEIs from the gateway configuration (``--config``, default the embedded
 one) and knows what that configuration answers; every answer is verified unless
 ``--no-verify``. Exit status: 0 when every request was answered as expected and matched its
-request, 1 otherwise, 2 on usage or configuration errors.
+request, 1 otherwise, 2 on usage or configuration errors, 3 when the EIR ended the run early
+(it sent DPR or closed a connection; the report says which and why).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from typing import Any
 
 from gateway import aio
-from gateway.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+from gateway.cli._common import EXIT_CUT_SHORT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from gateway.config import ConfigError, load_config
 from gateway.simulator.pcap import write_pcap
 from gateway.simulator.runner import SimulatorSettings, simulate
@@ -204,4 +205,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         sys.stdout.write(report.render_text())
+    if report.cut_short:
+        return EXIT_CUT_SHORT
     return EXIT_OK if report.ok else EXIT_FAILED

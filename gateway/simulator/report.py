@@ -74,6 +74,11 @@ class Stats:
     send_lag: array = field(default_factory=lambda: array("d"))  # open loop: actual - scheduled
     mismatch_examples: list[dict[str, Any]] = field(default_factory=list)
     id_mismatch_examples: list[dict[str, Any]] = field(default_factory=list)
+    # (check index, outcome) -> its example, if it got one: a check sent once per cycle through
+    # the checks is reported once, with a count, instead of once per cycle.
+    mismatch_by_check: dict[tuple[int, str], dict[str, Any] | None] = field(
+        default_factory=dict
+    )
 
     @property
     def errors(self) -> int:
@@ -81,10 +86,33 @@ class Stats:
         bad_answers = sum(n for code, n in self.results.items() if code not in ("2001", "5422"))
         return bad_answers + self.timed_out + self.lost + self.dropped + self.send_errors
 
-    def add_mismatch(self, imei: str, expected: str, got: str) -> None:
+    def add_mismatch(
+        self, imei: str, expected: str, got: str, check: int | None = None,
+        line: int | None = None,
+    ) -> None:
+        """Count a mismatch; ``check`` (its index in the checks sent) groups repeats of one
+        check, ``line`` is its line in an IMEI file."""
         self.mismatches += 1
+        key = None if check is None else (check, got)
+        if key is not None and key in self.mismatch_by_check:
+            example = self.mismatch_by_check[key]
+            if example is not None:
+                example["count"] += 1
+            return
+        example = None
         if len(self.mismatch_examples) < MAX_EXAMPLES:
-            self.mismatch_examples.append({"imei": imei, "expected": expected, "got": got})
+            example = {"imei": imei, "expected": expected, "got": got, "count": 1}
+            if line is not None:
+                example["line"] = line
+            self.mismatch_examples.append(example)
+        if key is not None:
+            self.mismatch_by_check[key] = example
+
+    @property
+    def mismatching_checks(self) -> int:
+        """Distinct checks (and outcomes) that mismatched, when checks were identified."""
+        return len(self.mismatch_by_check) if self.mismatch_by_check else min(
+            self.mismatches, len(self.mismatch_examples))
 
     def add_id_mismatch(self, what: str, sent: str, got: str) -> None:
         self.id_mismatches += 1
@@ -101,6 +129,9 @@ class Report:
     duration: float  # first send to last answer (or stop), seconds
     unmatched_answers: int = 0  # answers the peer core discarded: unknown Hop-by-Hop
     connections_up: int = 0
+    # Why the EIR ended the run early (a DPR with its Disconnect-Cause, a closed connection),
+    # one entry per connection; empty when the run ended by its own limits.
+    cut_short: list[str] = field(default_factory=list)
 
     @property
     def achieved_rate(self) -> float:
@@ -118,6 +149,7 @@ class Report:
             and self.unmatched_answers == 0
             and s.dropped == 0
             and s.send_errors == 0
+            and not self.cut_short
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,8 +184,10 @@ class Report:
             "verification": {
                 "verified": s.verified,
                 "mismatches": s.mismatches,
+                "mismatching_checks": s.mismatching_checks,
                 "examples": s.mismatch_examples,
             },
+            "cut_short": self.cut_short or None,
             "ok": self.ok,
         }
         if len(s.send_lag):
@@ -181,15 +215,22 @@ class Report:
             f"{d['matching']['unmatched_answers']} answers with an unknown Hop-by-Hop, "
             f"{d['late_answers']} late",
             f"verification: {d['verification']['verified']} verified, "
-            f"{d['verification']['mismatches']} mismatches",
+            f"{d['verification']['mismatches']} mismatches"
+            + (f" ({d['verification']['mismatching_checks']} distinct checks)"
+               if d["verification"]["mismatches"] else ""),
         ]
         if "send_lag_ms" in d:
             lag = d["send_lag_ms"]
             lines.append(f"send lag ms (simulator): p50 {lag['p50']:.3f}  p99 {lag['p99']:.3f}  "
                          f"max {lag['max']:.3f}")
         for ex in d["verification"]["examples"]:
-            lines.append(f"  mismatch: IMEI {ex['imei']} expected {ex['expected']} got {ex['got']}")
+            where = f"line {ex['line']}: " if "line" in ex else ""
+            times = f" ({ex['count']} times)" if ex.get("count", 1) > 1 else ""
+            lines.append(f"  mismatch: {where}IMEI {ex['imei']} expected {ex['expected']} "
+                         f"got {ex['got']}{times}")
         for ex in d["matching"]["examples"]:
             lines.append(f"  id mismatch: {ex['field']} sent {ex['sent']} got {ex['got']}")
+        for why in self.cut_short:
+            lines.append(f"CUT SHORT by the EIR: {why}")
         lines.append("OK" if d["ok"] else "NOT OK")
         return "\n".join(lines) + "\n"

@@ -249,6 +249,23 @@ class _Outstanding:
     index: int  # into the prepared checks
 
 
+def _why(conn: _Connection) -> str:
+    """Why a connection went down, from the EIR's DPR (RFC 6733 §5.4.3) or the transport."""
+    connection = conn.client.connection
+    peer = connection.peer if connection is not None else None
+    cause = peer.disconnect_cause if peer is not None else None
+    if cause is not None:
+        try:
+            name = f" {DisconnectCause(cause).name}"
+        except ValueError:
+            name = ""
+        return f"the EIR sent DPR (Disconnect-Cause {cause}{name})"
+    reason = conn.client.down_reason
+    if reason in (None, "peer disconnected"):
+        return "connection closed by the peer"
+    return f"connection closed: {reason}"
+
+
 def _no_answer_handler(hop_by_hop: int, raw: bytes) -> None:
     raise AssertionError("answer handler not set")
 
@@ -283,6 +300,7 @@ class Simulation:
         self.stats = Stats()
         self.connections: list[_Connection] = []
         self.captures: list[Capture] = []
+        self.cut_short: list[str] = []
         self._loop = asyncio.get_running_loop()
         self._seq = 0  # requests started (closed loop budget)
         self._stopping = False  # no new requests
@@ -354,6 +372,10 @@ class Simulation:
         if not conn.alive:
             return
         conn.alive = False
+        if not self._closing and not self._done.done():
+            # Not our DPR at the end of the run: the EIR ended it early (it is stopping, or it
+            # dropped us); the report must say so, not "OK" over fewer requests.
+            self.cut_short.append(f"{self.settings.origin_host_of(conn.index)}: {_why(conn)}")
         lost = len(conn.outstanding)
         conn.outstanding.clear()
         if not self._closing:  # our own DPR at the end loses nothing
@@ -415,7 +437,9 @@ class Simulation:
         up = sum(1 for c in self.connections if c.alive)
         self._closing = True
         await self._close_all()
-        return Report(s.method(), self.stats, duration, max(unmatched, 0), up)
+        return Report(
+            s.method(), self.stats, duration, max(unmatched, 0), up, list(self.cut_short)
+        )
 
     async def _close_all(self) -> None:
         async def close(conn: _Connection) -> None:
@@ -499,7 +523,9 @@ class Simulation:
             if check.expected is not None:
                 stats.verified += 1
                 if outcome != check.expected:
-                    stats.add_mismatch(check.imei, check.expected, outcome)
+                    stats.add_mismatch(
+                        check.imei, check.expected, outcome, request.index, check.line
+                    )
         if self.settings.mode == "closed":
             self._refill(conn)
         if self._stopping:

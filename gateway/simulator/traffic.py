@@ -35,7 +35,7 @@ import io
 import random
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,8 @@ class Check:
     sv: str | None = None
     expected: str | None = None
     category: str = "file"
+    # Its line in an IMEI file, for the mismatch report; not part of what the check is.
+    line: int | None = field(default=None, compare=False)
 
 
 def parse_expected(text: str) -> str:
@@ -158,7 +160,7 @@ def read_imei_file(path: str | Path) -> list[Check]:
         except ValueError as exc:
             raise ImeiFileError(f"{path}:{number}: {exc}") from None
         if check is not None:
-            checks.append(check)
+            checks.append(replace(check, line=number))
     if not checks:
         raise ImeiFileError(f"{path}: no IMEIs")
     return checks

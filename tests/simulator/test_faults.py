@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from diameter.application import Application
 from diameter.codec import Avp, Message
+from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
 from diameter.node import Node
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
 from diameter.transport import Server
+from gateway.cli._common import EXIT_CUT_SHORT
 from gateway.simulator.runner import SimulatorSettings, simulate
-from gateway.simulator.traffic import Check
+from gateway.simulator.traffic import Check, read_imei_file
+
+REPO = Path(__file__).resolve().parents[2]
 
 Handler = Callable[[Message, Any], bytes | Awaitable[bytes]]
 
@@ -152,3 +159,96 @@ async def test_progress_once_a_second_on_stderr(
     lines = [part for part in err.split("\r") if "answered" in part]
     assert len(lines) == 2  # at 1 s and 2 s
     assert "/s" in lines[0] and "timed out 0" in lines[0] and "errors 0" in lines[0]
+
+
+async def _cut_short_run(server: Server, cut: Callable[[], Awaitable[None]]) -> Any:
+    """A closed-loop run meant to last 5 s, ended by the EIR after 0.3 s."""
+    port = server.sockets[0][2]
+    settings = SimulatorSettings(port=port, window=1, duration=5.0, max_duration=10.0)
+    run = asyncio.create_task(simulate(settings, CHECKS))
+    await asyncio.sleep(0.3)
+    await cut()
+    report, _ = await asyncio.wait_for(run, 5)
+    return report
+
+
+async def test_eir_dpr_cuts_the_run_short(servers: list[Server]) -> None:
+    server = await start_server(lambda request, peer: answer(request))
+    report = await _cut_short_run(server, lambda: server.stop(DisconnectCause.BUSY, timeout=1.0))
+    # Every request sent was answered: only the cut tells this run from a good one.
+    assert report.stats.sent > 0
+    assert report.cut_short == [
+        "mme1.sim.local: the EIR sent DPR (Disconnect-Cause 1 BUSY)"
+    ]
+    assert not report.ok
+    text = report.render_text()
+    assert "CUT SHORT by the EIR: mme1.sim.local: the EIR sent DPR (Disconnect-Cause 1 BUSY)" in text
+    assert text.endswith("NOT OK\n")
+    assert report.to_dict()["cut_short"] == report.cut_short
+
+
+async def test_eir_closing_the_connection_cuts_the_run_short(servers: list[Server]) -> None:
+    server = await start_server(lambda request, peer: answer(request))
+    servers.append(server)
+
+    async def drop() -> None:
+        for connection in list(server.connections):
+            connection.abort()
+
+    report = await _cut_short_run(server, drop)
+    assert report.cut_short == ["mme1.sim.local: connection closed by the peer"]
+    assert not report.ok
+
+
+async def test_own_limits_are_not_a_cut(servers: list[Server]) -> None:
+    servers.append(await start_server(lambda request, peer: answer(request)))
+    port = servers[0].sockets[0][2]
+    report, _ = await simulate(SimulatorSettings(port=port, window=2, count=20), CHECKS)
+    assert report.ok and report.cut_short == [] and report.to_dict()["cut_short"] is None
+
+
+async def test_imei_file_mismatch_reported_once_with_its_line(
+    servers: list[Server], tmp_path: Path
+) -> None:
+    servers.append(await start_server(lambda request, peer: answer(request)))  # WHITELISTED
+    port = servers[0].sockets[0][2]
+    path = tmp_path / "checks.csv"
+    path.write_text("imei,imsi,sv,expected\n35209900000000,,,WHITELISTED\n"
+                    "# the EIR answers WHITELISTED to every IMEI\n35209900000001,,,BLACKLISTED\n")
+    report, _ = await simulate(
+        SimulatorSettings(port=port, window=1, count=20), read_imei_file(path)
+    )
+    s = report.stats
+    assert s.mismatches == 10  # every answer still counts
+    assert s.mismatch_examples == [{"imei": "35209900000001", "expected": "BLACKLISTED",
+                                    "got": "WHITELISTED", "count": 10, "line": 4}]
+    text = report.render_text()
+    assert "verification: 20 verified, 10 mismatches (1 distinct checks)" in text
+    mismatch_lines = [line for line in text.splitlines() if "mismatch:" in line]
+    assert mismatch_lines == [
+        "  mismatch: line 4: IMEI 35209900000001 expected BLACKLISTED got WHITELISTED (10 times)"
+    ]
+
+
+async def test_cli_exit_status_when_cut_short(servers: list[Server]) -> None:
+    server = await start_server(lambda request, peer: answer(request))
+    port = server.sockets[0][2]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "simulate", "--port", str(port), "--window", "1",
+        "--duration", "20", "--no-verify", "--progress", "off",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("EIR_")},
+             "PYTHONPATH": str(REPO)},
+    )
+    try:
+        for _ in range(100):  # until the simulator's peer is up
+            await asyncio.sleep(0.1)
+            if server.open_peers:
+                break
+        await server.stop(timeout=1.0)
+        out, _err = await asyncio.wait_for(process.communicate(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert process.returncode == EXIT_CUT_SHORT
+    assert b"CUT SHORT by the EIR: mme1.sim.local: the EIR sent DPR" in out
