@@ -50,6 +50,10 @@ class Gateway:
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         config = self.config
+        # /healthz answers (and /readyz says 503) from the first moment: loading a large TAC file
+        # or list takes a while, and a liveness probe must not kill the process meanwhile.
+        self.operations = OperationsServer(self.metrics, self.readiness)
+        await self.operations.start(config.metrics.host, config.metrics.port)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = registry_source.build(config.registry, self.metrics.registry)
         start = getattr(self.registry, "start", None)
@@ -92,8 +96,6 @@ class Gateway:
         # so full collections do not walk them (pauses of tens of ms under load otherwise).
         gc.collect()
         gc.freeze()
-        self.operations = OperationsServer(self.metrics, self.readiness)
-        await self.operations.start(config.metrics.host, config.metrics.port)
         if config.lists.poll_interval > 0:
             self._poll_task = asyncio.create_task(self._poll_lists(config.lists.poll_interval))
         log.info(
