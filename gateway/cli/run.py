@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sqlite3
+import ssl
 
 from diameter.errors import DiameterError
 from gateway import aio, logs
@@ -79,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
         # Found after the pre-flight check (damage past the header): sqlite3 names no file.
         files = ", ".join(str(path) for _, path in databases(config))
         return stop(f"cannot start: database error: {exc} (one of {files})", EXIT_USAGE)
+    except ssl.SSLError as exc:
+        # Not caught when the configuration was loaded (a passphrase-protected key, a file
+        # changed since): ssl's "[SSL] PEM lib" names no file, so name the keys and paths.
+        t = config.transport
+        return stop(
+            f"cannot start: TLS: {exc} ({config.where('diameter.tls_cert')} = {t.tls_cert}, "
+            f"diameter.tls_key = {t.tls_key})", EXIT_USAGE,
+        )
     except (DiameterError, OSError) as exc:
         # Cannot bind, no SCTP in the kernel, TLS files unreadable: the environment.
         return stop(f"cannot start: {exc}", EXIT_FAILED)

@@ -282,3 +282,26 @@ def test_registry_serve_from_any_directory_logs_sigterm(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert "registry stopping (SIGTERM)" in rest and "registry stopped" in rest
+
+
+def test_run_tls_error_at_bind_names_the_keys(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A key the configuration could not check (passphrase-protected) fails only when the
+    # listener loads it; ssl's message names no file.
+    import ssl
+
+    import gateway.cli.run as run_module
+
+    class FailingGateway:
+        def __init__(self, config: object) -> None:
+            pass
+
+        async def serve(self) -> None:
+            raise ssl.SSLError(9, "[SSL] PEM lib (_ssl.c:3905)")
+
+    monkeypatch.setattr(run_module, "Gateway", FailingGateway)
+    monkeypatch.setattr(run_module.logs, "configure", lambda *args: None)
+    code, _, err = run(capsys, "run")
+    assert code == 2
+    assert "diameter.tls_cert" in err and "diameter.tls_key" in err and "PEM lib" in err
