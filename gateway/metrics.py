@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     PlatformCollector,
     ProcessCollector,
@@ -65,6 +66,23 @@ class GatewayMetrics:
         )
         self.lists_version = Gauge(
             "eir_lists_version", "Version of the operator lists in use.", registry=self.registry
+        )
+        self.reloads = Counter(
+            "eir_config_reloads",
+            "SIGHUP reloads by outcome: ok, or refused (the configuration file was invalid).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.last_reload = Gauge(
+            "eir_config_last_reload_success_timestamp_seconds",
+            "When the last successful SIGHUP reload ended (Unix time; 0: none yet).",
+            registry=self.registry,
+        )
+        self.lists_import_failed = Gauge(
+            "eir_lists_import_failed",
+            "1 when the last re-import of a changed lists.import_files file was refused (its "
+            "previous entries stay in force), else 0.",
+            registry=self.registry,
         )
         self.tac_entries = Gauge(
             "eir_tac_entries", "TACs loaded from the TAC database.", registry=self.registry

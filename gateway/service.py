@@ -32,6 +32,10 @@ from registry_client.model import VerdictSource
 
 log = logging.getLogger("eir.gateway")
 
+# Keys a SIGHUP applies (besides every policy.status.*); lists.import_files is re-read as files,
+# not as a list of names: a file added to or removed from it needs a restart.
+_RELOADED = frozenset({"policy.monitor_mode", "policy.unknown_equipment"})
+
 
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
@@ -128,16 +132,32 @@ class Gateway:
         self._stopped.set()
 
     async def reload(self) -> None:
-        """SIGHUP: re-read the config's policy and reload the lists (peers stay connected)."""
+        """SIGHUP: re-read the config's policy, re-import changed lists.import_files and reload
+        the lists (peers stay connected). Other keys need a restart: a change to one is named
+        in a warning rather than ignored in silence."""
         if self.classifier is None:
             return
         try:
-            policy = load_config(self.config.source).policy
+            config = load_config(self.config.source)
         except ConfigError as exc:
             log.error("reload refused, configuration invalid: %s", exc)
+            self.metrics.reloads.labels("refused").inc()
             return
-        await asyncio.to_thread(self.classifier.reload, policy)
+        old = self.config.values
+        pending = sorted(
+            key
+            for key, value in config.values.items()
+            if key not in _RELOADED and not key.startswith("policy.status.") and old.get(key) != value
+        )
+        if pending:
+            log.warning("reload: %s changed; applied at the next restart", ", ".join(pending))
+        await asyncio.to_thread(self.classifier.reload, config.policy)
         self._update_gauges()
+        import_error = self.classifier.lists.import_error
+        if import_error:
+            log.warning("lists import file refused, its previous entries stay: %s", import_error)
+        self.metrics.reloads.labels("ok").inc()
+        self.metrics.last_reload.set_to_current_time()
         log.info("lists and policy reloaded (lists version %s)", self.lists_version)
 
     async def _poll_lists(self, interval: float) -> None:
@@ -175,6 +195,7 @@ class Gateway:
         classifier = self.classifier
         if classifier is None:
             return
+        self.metrics.lists_import_failed.set(1 if classifier.lists.import_error else 0)
         self.metrics.monitor_mode.set(1 if classifier.policy.monitor_mode else 0)
         snapshot = classifier.lists.snapshot
         for name, count in snapshot.counts().items():

@@ -47,3 +47,41 @@ async def test_healthz_alive_and_readyz_503_while_stores_load(
         if not starting.done():
             await asyncio.wait_for(starting, 15)
         await gateway.stop()
+
+
+async def test_sighup_reload_applies_policy_names_restart_keys_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for key, value in gateway_env(tmp_path / "var").items():
+        monkeypatch.setenv(key, value)
+    source = Path(__file__).resolve().parents[2] / "config"
+    config_file = tmp_path / "gateway.toml"
+    text = (source / "gateway.toml").read_text()
+    config_file.write_text(text)
+    for name in ("tac-sample.txt", "lists-sample.csv", "registry-declarations.json"):
+        (tmp_path / name).write_bytes((source / name).read_bytes())
+    gateway = Gateway(load_config(config_file))
+    await gateway.start()
+    try:
+        assert gateway.classifier is not None
+        assert gateway.classifier.policy.monitor_mode is False
+        edited = text.replace("monitor_mode = false", "monitor_mode = true")
+        edited = edited.replace('level = "INFO"', 'level = "DEBUG"')
+        assert edited.count("true") > text.count("true") and 'level = "DEBUG"' in edited
+        config_file.write_text(edited)
+        with caplog.at_level("WARNING", logger="eir.gateway"):
+            await gateway.reload()
+        assert gateway.classifier.policy.monitor_mode is True  # applied
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == ["reload: logging.level changed; applied at the next restart"]
+        _, metrics = await scrape(gateway)
+        assert 'eir_config_reloads_total{outcome="ok"} 1.0' in metrics
+        assert "eir_config_last_reload_success_timestamp_seconds 0.0" not in metrics
+        assert "eir_lists_import_failed 0.0" in metrics
+        config_file.write_text(edited.replace("monitor_mode = true", "monitor_mode = maybe"))
+        await gateway.reload()
+        assert gateway.classifier.policy.monitor_mode is True  # the old policy stays
+        _, metrics = await scrape(gateway)
+        assert 'eir_config_reloads_total{outcome="refused"} 1.0' in metrics
+    finally:
+        await gateway.stop()
