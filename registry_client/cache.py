@@ -30,10 +30,11 @@ class VerdictCache:
         return len(self._entries)
 
     def get(self, imei: str) -> CacheEntry | None:
-        """The fresh entry, or None (a miss; an expired entry is dropped and reported)."""
+        """The fresh entry, or None (an expired entry is dropped and reported). Misses are
+        counted by the client, once per check that goes to the registry: a peek that finds
+        nothing is not one."""
         entry = self._entries.get(imei)
         if entry is None:
-            self.on_event("miss")
             return None
         if entry.expires <= self._clock():
             del self._entries[imei]

@@ -53,6 +53,7 @@ from registry_client.settings import RegistrySettings
 from registry_client.wire import InvalidImei, RecordError, normalise_imei, parse_verdict
 
 log = logging.getLogger(__name__)
+_FAILURE_LOG_INTERVAL = 60.0  # seconds between two log lines about the same kind of failure
 
 MAX_BATCH = 1000  # registry-api.yaml: imeis maxItems
 
@@ -171,6 +172,8 @@ class HttpRegistryClient:
         self._m_duration = metrics.duration
         self._m_circuit = metrics.circuit_state
         self._m_circuit.set(BreakerState.CLOSED)
+        self._logged_state = BreakerState.CLOSED
+        self._failure_log: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed)
         self._cache = VerdictCache(settings.cache_size, clock)
         self._cache.on_event = lambda event: self._m_cache[event].inc()
         self.breaker = CircuitBreaker(
@@ -297,6 +300,7 @@ class HttpRegistryClient:
         hit = self.cached(key)  # also starts the client on first use
         if hit is not None:
             return hit
+        self._m_cache["miss"].inc()
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self.breaker.would_refuse(now):
@@ -396,8 +400,35 @@ class HttpRegistryClient:
         cap = min(self.settings.backoff_max, self.settings.backoff_base * (2**attempt))
         return cap / 2 + random.uniform(0, cap / 2)
 
-    def _set_circuit_gauge(self) -> None:
-        self._m_circuit.set(self.breaker.state)
+    def _set_circuit_gauge(self, cause: str = "") -> None:
+        state = self.breaker.state
+        self._m_circuit.set(state)
+        if state is self._logged_state:
+            return
+        # One line per transition: an operator sees the outage start and end, not every check.
+        if state is BreakerState.OPEN:
+            log.warning(
+                "registry circuit open (%s): checks answer registry_unavailable, next probe in "
+                "%g s",
+                cause or "failures",
+                self.breaker.reset_timeout,
+            )
+        elif state is BreakerState.CLOSED:
+            log.warning("registry answering again: circuit closed")
+        self._logged_state = state
+
+    def _log_failure(self, failure: _Failure) -> None:
+        """Each failure at most once a minute per kind (a 401 is logged, not 10,000 times)."""
+        kind = str(failure).split(":")[0]
+        now = time.monotonic()
+        last, suppressed = self._failure_log.get(kind, (-_FAILURE_LOG_INTERVAL, 0))
+        if now - last < _FAILURE_LOG_INTERVAL:
+            self._failure_log[kind] = (last, suppressed + 1)
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        level = logging.WARNING if failure.retryable else logging.ERROR
+        log.log(level, "registry request failed: %s%s", failure, more)
+        self._failure_log[kind] = (now, 0)
 
     async def _fetch(
         self, imeis: list[str], deadline: float
@@ -419,8 +450,9 @@ class HttpRegistryClient:
                     self._set_circuit_gauge()
                     raise
                 failure = exc
+                self._log_failure(failure)
                 self.breaker.failure(loop.time())
-                self._set_circuit_gauge()
+                self._set_circuit_gauge(str(failure))
                 if not failure.retryable or attempt >= self.settings.retries:
                     raise RegistryUnavailable(str(failure)) from None
                 delay = self._backoff(attempt)

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry
 
 from registry_client.client import HttpRegistryClient
 from registry_client.local import LocalRegistry
+from registry_client.metrics import registry_metrics
 from registry_client.model import VerdictSource
 from registry_client.settings import RegistrySettings
 
@@ -26,6 +27,10 @@ def build_source(
     if settings.backend == "none":
         return None
     if settings.backend == "local":
+        if metrics_registry is not None:
+            # The registry_* families exist whatever the backend (DESIGN.md §6), so dashboards
+            # and alerts read 0 requests and a closed circuit rather than "no data".
+            registry_metrics(metrics_registry)
         return LocalRegistry.open(
             settings.database, settings.seed_files, memo_size=settings.cache_size
         )

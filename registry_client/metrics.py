@@ -6,7 +6,8 @@
   shape), and ``circuit_open`` (a request the open breaker refused; no round trip happened).
 - ``registry_request_duration_seconds``: histogram of round-trip times (every attempt).
 - ``registry_cache_events_total{event}``: ``hit``, ``negative_hit`` (an ``unknown`` verdict
-  served from cache), ``miss``, ``expired``, ``store``, ``evict``, ``mirror_hit``.
+  served from cache), ``miss`` (a check that had to ask the registry: counted once, however
+  often the cache was looked at), ``expired``, ``store``, ``evict``, ``mirror_hit``.
 - ``registry_circuit_state``: 0 closed, 1 half-open, 2 open.
 
 Collectors are created once per ``CollectorRegistry`` and shared by every client using it, so

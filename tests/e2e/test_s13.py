@@ -274,6 +274,11 @@ async def test_metrics_health_and_readiness_over_http(start_gateway: StartGatewa
         assert metric_value(text, "eir_check_duration_seconds_count") == 3
         assert metric_value(text, "eir_decision_cache_hits_total") == 1
         assert metric_value(text, "eir_decision_cache_entries") == 2
+        # DESIGN.md §6 registry families, also with the embedded (local) backend: no requests.
+        assert metric_value(text, "registry_requests_total", outcome="ok") == 0
+        assert metric_value(text, "registry_circuit_state") == 0
+        assert "registry_cache_events_total" in text
+        assert "registry_request_duration_seconds_count" in text
         assert metric_value(text, "eir_tac_entries") > 0
         assert "process_cpu_seconds_total" in text
         assert metric_value(text, "eir_observations_dropped_total") == 0

@@ -200,3 +200,52 @@ async def test_late_answer_fills_the_cache(faulty: FaultServer, make_client: Cli
     assert client.cached(OUTSIDE) is None
     await wait_until(lambda: client.cached(OUTSIDE) is not None)
     assert faulty.hits["slow"] == 1
+
+
+async def test_outage_logged_per_transition_not_per_check(
+    faulty: FaultServer, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    faulty.mode = "error500"
+    client = make_client(
+        faulty.url, budget=BUDGET, retries=0, breaker_failure_threshold=3, breaker_reset_timeout=0.2
+    )
+    with caplog.at_level("WARNING", logger="registry_client.client"):
+        for n in range(3):  # three failures open the circuit
+            with pytest.raises(RegistryUnavailable):
+                await client.check(f"35209900{n:06d}")
+        for n in range(50):  # refused by the open circuit: nothing more to say
+            with pytest.raises(RegistryUnavailable):
+                await client.check(f"35209901{n:06d}")
+        faulty.mode = "ok"
+        await asyncio.sleep(0.2)
+        await client.check(STOLEN)  # the probe succeeds
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("WARNING", "registry request failed: registry answered 500"),
+        (
+            "WARNING",
+            "registry circuit open (registry answered 500): checks answer registry_unavailable, "
+            "next probe in 0.2 s",
+        ),
+        ("WARNING", "registry answering again: circuit closed"),
+    ]
+
+
+async def test_refusals_logged_as_errors_at_most_once_a_minute(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry_client import client as client_module
+
+    now = [1000.0]
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: now[0])
+    client = make_client("http://127.0.0.1:9")
+    refused = client_module._Failure("registry answered 401", retryable=False)
+    with caplog.at_level("WARNING", logger="registry_client.client"):
+        for _ in range(5):
+            client._log_failure(refused)  # a wrong token: every check would say it
+        now[0] += 61.0
+        client._log_failure(refused)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "registry request failed: registry answered 401"),
+        ("ERROR", "registry request failed: registry answered 401 (4 more since the last report)"),
+    ]
