@@ -28,7 +28,7 @@ from diameter.errors import DecodeError
 from diameter.settings import LocalIdentity
 from gateway.classify import Classifier, Decision, Pending
 from gateway.metrics import GatewayMetrics
-from gateway.observations import ObservationLog, mask_imsi
+from gateway.observations import ObservationLog
 
 ME_IDENTITY_CHECK = 324
 
@@ -36,6 +36,7 @@ _SESSION_ID = DICTIONARY.avp("Session-Id")
 _DRMP = DICTIONARY.avp("DRMP")
 _PROXY_INFO = DICTIONARY.avp("Proxy-Info")
 _USER_NAME = DICTIONARY.avp("User-Name")
+_ORIGIN_HOST = DICTIONARY.avp("Origin-Host")
 _TERMINAL_INFORMATION = DICTIONARY.avp("Terminal-Information")
 _IMEI = DICTIONARY.avp("IMEI")
 _SOFTWARE_VERSION = DICTIONARY.avp("Software-Version")
@@ -234,15 +235,25 @@ class MeIdentityCheck:
                 time.perf_counter() - started,
             )
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "check imei_tac=%s imsi=%s status=%s enforcement=%s reasons=%s",
-                imei.tac if imei else "malformed",
-                mask_imsi(decision.imsi) if self.mask_imsis else decision.imsi,
-                _STATUS_LABEL[decision.status],
-                _STATUS_LABEL[decision.enforcement],
-                ",".join(r.value for r in decision.reasons),
-            )
+            self._log_decision(request, decision)
         return answer
+
+    def _log_decision(self, request: Message, decision: Decision) -> None:
+        """One structured line per decision (DESIGN.md §6): which request (Session-Id, the
+        MME's Origin-Host), which equipment, the answer and every reason; IMSI masked."""
+        fields: dict[str, object] = {}
+        for name, avp_def in (("session_id", _SESSION_ID), ("origin_host", _ORIGIN_HOST)):
+            avp = request.find(avp_def.code)
+            try:
+                fields[name] = None if avp is None else avp.value
+            except DecodeError:
+                fields[name] = None
+        fields.update(decision.log_fields(self.mask_imsis))
+        text = " ".join(
+            f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+            for key, value in fields.items()
+        )
+        log.debug("check %s", text, extra={"fields": fields})
 
     def _error(
         self,

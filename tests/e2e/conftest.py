@@ -74,13 +74,14 @@ class Mme:
         self._session += 1
         message = Message(ME_IDENTITY_CHECK, S13_APPLICATION_ID, FLAGS_REQUEST_PROXIABLE)
         message.end_to_end = self.node.next_end_to_end()
-        message.add("Session-Id", f"mme.test;1;{self._session}")
+        identity = self.node.identity
+        message.add("Session-Id", f"{identity.origin_host};1;{self._session}")
         message.add(
             "Vendor-Specific-Application-Id",
             [Avp.new("Vendor-Id", VENDOR), Avp.new("Auth-Application-Id", S13_APPLICATION_ID)],
         )
         message.add("Auth-Session-State", 1)
-        message.add("Origin-Host", "mme.test").add("Origin-Realm", "test")
+        message.add("Origin-Host", identity.origin_host).add("Origin-Realm", identity.origin_realm)
         message.add("Destination-Realm", destination_realm)
         if terminal_information:
             children = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import pytest
 from gateway import service
 from gateway.classify import Classifier
 from gateway.config import load_config
+from gateway.logs import JsonFormatter
 from gateway.service import Gateway
-from tests.e2e.conftest import gateway_env, scrape
+from tests.e2e.conftest import StartGateway, connect_mme, gateway_env, scrape
 
 
 async def test_healthz_alive_and_readyz_503_while_stores_load(
@@ -85,3 +87,26 @@ async def test_sighup_reload_applies_policy_names_restart_keys_and_counts(
         assert 'eir_config_reloads_total{outcome="refused"} 1.0' in metrics
     finally:
         await gateway.stop()
+
+
+async def test_one_structured_line_per_decision(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway()
+    mme = await connect_mme(gateway, origin_host="mme7.test")
+    try:
+        with caplog.at_level("DEBUG", logger="eir.s13"):
+            answer = await mme.check("35693803564380", imsi="001010123456789")
+    finally:
+        await mme.close()
+    (record,) = [r for r in caplog.records if r.name == "eir.s13"]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["session_id"] == answer.get("Session-Id")
+    assert fields["origin_host"] == "mme7.test"
+    assert fields["imei"] == "35693803564380" and fields["imsi"] == "00101**********"
+    assert fields["status"] == "BLACKLISTED" and fields["decisive"] == "blacklisted"
+    assert "001010123456789" not in record.getMessage()  # IMSI masked (DESIGN.md §6)
+    # logging.format = "json": the fields are keys of the line, not words of its message.
+    line = json.loads(JsonFormatter().format(record))
+    assert line["imei"] == "35693803564380" and line["origin_host"] == "mme7.test"
+    assert line["reasons"] == ["blacklisted"] and line["level"] == "debug"
