@@ -103,6 +103,10 @@ def check_avps(
 
 # Shapes remembered per compiled grammar; past this, new shapes just take the full walk.
 MAX_SHAPES = 256
+# Lists longer than this are never learnt (nor looked up): a checker is written out AVP by AVP,
+# and a 1 MB message of 8-octet AVPs would cost seconds of exec and megabytes per shape. Real
+# requests have a dozen or two AVPs per level.
+MAX_LEARNED_AVPS = 64
 # Grouped AVPs often repeat octet for octet (Vendor-Specific-Application-Id): the data of those
 # found well formed at the top level is remembered per (grammar, one-of rule), small ones only.
 _GOOD_DATA_SIZE = 64
@@ -117,6 +121,8 @@ def _shape(avps: list[Avp]) -> tuple[int, ...]:
 
 def _fast_ok(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary, depth: int) -> bool:
     """True when ``avps`` has a known-good shape and every value passes its check."""
+    if len(avps) > MAX_LEARNED_AVPS:
+        return False
     recent = compiled[8]
     for check in recent:  # the last shapes met, tried without computing the shape
         if check(avps, depth):
@@ -221,7 +227,7 @@ def _checker(
 def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None:
     """Remember the shapes of a list that passed the full walk, Grouped AVPs included."""
     shapes = compiled[6]
-    if len(shapes) >= MAX_SHAPES:
+    if len(shapes) >= MAX_SHAPES or len(avps) > MAX_LEARNED_AVPS:
         return
     lookup, known = compiled[0], compiled[1]
     plan: list[tuple[int, int, Any]] = []

@@ -22,6 +22,10 @@ from diameter.transport.sockets import bind_sctp, sctp_socket, sctp_unavailable,
 log = logging.getLogger(__name__)
 
 
+# Connections the kernel queues before they are accepted (capped by net.core.somaxconn): MMEs
+# reconnecting together after a restart must not wait a SYN retransmission (1 s) each.
+LISTEN_BACKLOG = 1024
+
 class Server:
     """Listens on every endpoint of ``settings`` and serves ``node``'s applications."""
 
@@ -57,7 +61,11 @@ class Server:
         name = endpoint.transport
         if name == "tcp":
             return await loop.create_server(
-                lambda: self._protocol("tcp"), endpoint.host, endpoint.port, reuse_address=True
+                lambda: self._protocol("tcp"),
+                endpoint.host,
+                endpoint.port,
+                reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
         if name == "tls":
             context = self._ssl_context or server_ssl_context(self.settings)
@@ -67,6 +75,7 @@ class Server:
                 endpoint.port,
                 ssl=context,
                 reuse_address=True,
+                backlog=LISTEN_BACKLOG,
             )
         if name == "sctp":
             reason = sctp_unavailable()
@@ -77,7 +86,7 @@ class Server:
             sock = sctp_socket(family)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             bind_sctp(sock, addresses, endpoint.port)
-            sock.listen(128)
+            sock.listen(LISTEN_BACKLOG)
             return await loop.create_server(
                 lambda: self._protocol("sctp", addresses), sock=sock
             )

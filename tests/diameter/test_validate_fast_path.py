@@ -73,3 +73,30 @@ def test_fast_path_agrees_with_the_full_walk(
         assert (fast.failed_avp is None) == (slow.failed_avp is None)
         if fast.failed_avp is not None and slow.failed_avp is not None:
             assert fast.failed_avp.encode() == slow.failed_avp.encode()
+
+
+def test_long_avp_lists_are_checked_but_never_learnt() -> None:
+    # A 1 MB request may hold 125,000 AVPs: a checker written out AVP by AVP would take seconds
+    # of exec and megabytes, blocking every peer. Such lists take the full walk and are not kept.
+    from diameter.validate import MAX_LEARNED_AVPS
+
+    compiled = _compile(ECR.request, DICTIONARY)
+    unknown = Avp(99999, 0, 0, b"")  # not mandatory: ignored, allowed by *[ AVP ]
+    proxy = Avp.new("Proxy-Info", [Avp.new("Proxy-Host", "p.test"), Avp.new("Proxy-State", b"s")])
+    for extra in (unknown, proxy):
+        for count in (MAX_LEARNED_AVPS, 5_000, 5_001):
+            message = decode_message(ecr())
+            message.avps.extend([extra] * count)
+            before = len(compiled[6])
+            assert check_request(message, ECR) is None
+            assert len(compiled[6]) == before  # nothing learnt at this length
+    # One Grouped AVP with thousands of children: checked, not learnt either.
+    wide = Avp.new(
+        "Proxy-Info",
+        [Avp.new("Proxy-Host", "p.test"), Avp.new("Proxy-State", b"s"), *[unknown] * 3_000],
+    )
+    message = decode_message(ecr())
+    message.avps.append(wide)
+    assert check_request(message, ECR) is None
+    inner = _compile(DICTIONARY.avp("Proxy-Info").grammar, DICTIONARY)  # type: ignore[arg-type]
+    assert all(len(shape) <= MAX_LEARNED_AVPS for shape in inner[6])

@@ -543,3 +543,26 @@ def test_fuzzed_messages_are_answered_or_closed(
         sock.sendall(ecr_as(healthy_host).encode())
         assert decode_message(_recv_message(sock)).get("Result-Code") == 2001
     assert_clean_logs(caplog)
+
+
+UNKNOWN_OPTIONAL = struct.pack("!II", 99999, 8)  # unknown AVP, M bit clear, no data: ignored
+
+
+async def test_large_avp_lists_are_answered_and_not_learnt(start_gateway: StartGateway) -> None:
+    # Each new AVP count is a new shape. Learning one wrote out a checker AVP by AVP (seconds of
+    # exec with the event loop blocked for every peer, ~160 B per AVP kept, up to 256 shapes per
+    # grammar): lists longer than validate.MAX_LEARNED_AVPS take the full walk and are not kept.
+    from diameter import validate
+
+    gateway = await start_gateway()
+    peer = await open_as(gateway, "shapes.test")
+    before = sum(len(c[6]) for c in _compiled_grammars(validate))
+    for n in range(2000, 2010):
+        request = with_extra_avps(ecr_as("shapes.test"), UNKNOWN_OPTIONAL * n)
+        assert (await peer.ask(request, timeout=30)).get("Result-Code") == 2001
+    after = sum(len(c[6]) for c in _compiled_grammars(validate))
+    assert after - before == 0, f"{after - before} checkers of 2000+ AVPs each retained"
+
+
+def _compiled_grammars(validate: object) -> list[tuple]:  # type: ignore[type-arg]
+    return [entry[3] for entry in validate._compiled.values()]  # type: ignore[attr-defined]
