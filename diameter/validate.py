@@ -386,9 +386,11 @@ def _check_grouped(
     if grammar is None:
         return None
     if len(parents) >= MAX_GROUPED_DEPTH:
-        return Problem(
+        # Failed-AVP: the AVP one level too deep (zero-filled), inside copies of its parents.
+        return _fail(
             ResultCode.DIAMETER_UNABLE_TO_COMPLY,
-            None,
+            Avp.zero_filled(defn),
+            parents,
             f"Grouped AVPs nested deeper than {MAX_GROUPED_DEPTH} levels",
         )
     compiled = slot[0]

@@ -505,7 +505,12 @@ def test_deep_grouped_nesting_is_refused_not_a_recursion_error() -> None:
     wire = encode_message(0xC0, 324, S13, 1, 2, b"".join(x.encode() for x in others) + inner)
     problem = check_request(decode_message(wire), ECR)
     assert problem is not None and problem.result_code == 5012
-    assert problem.failed_avp is None
+    # Failed-AVP: the Terminal-Information one level too deep, inside its 16 parents (§7.5).
+    failed, depth = problem.failed_avp, 0
+    while failed is not None and failed.children:
+        assert failed.code == 1401
+        failed, depth = failed.children[0], depth + 1
+    assert failed is not None and failed.code == 1401 and depth == MAX_GROUPED_DEPTH
 
 
 def test_nesting_up_to_the_limit_is_walked() -> None:

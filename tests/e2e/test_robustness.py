@@ -232,8 +232,10 @@ async def test_deeply_nested_grouped_chain(
     answer = await peer.ask(request)
     assert (answer.hop_by_hop, answer.end_to_end) == struct.unpack("!II", request[12:20])
     if code == PROXY_INFO:
-        # validate.MAX_GROUPED_DEPTH: 5012 (no Failed-AVP), the Proxy-Info echoed per §6.7.4.
+        # validate.MAX_GROUPED_DEPTH: 5012 with the too-deep AVP in Failed-AVP (inside its
+        # parents), the Proxy-Info echoed per §6.7.4.
         assert answer.get("Result-Code") == 5012
+        assert answer.find(FAILED_AVP) is not None
         assert answer.find(PROXY_INFO) is not None
     else:
         assert answer.get("Result-Code") == 2001
