@@ -7,6 +7,8 @@ Method (printed with the results):
    operator lists of 100k exact IMEIs plus ranges/TACs/pairs, and an in-memory registry whose
    cache holds a verdict for every IMEI checked (cache-warm, so ``classify_sync`` answers every
    check without a task). Also without a registry, and the async ``classify`` on the same hits.
+   Every check is classified afresh (``decision_cache_size=0``) except in the run labelled
+   "decision cache", where the IMEIs, cycled, are re-checks of known handsets.
 2. Large list: ``--entries`` exact IMEIs written to SQLite (kept at --db for re-runs), then
    ``ListStore.load`` timed, its memory measured with tracemalloc (current and peak) and as the
    RSS delta, and ``ListSnapshot.match`` timed on hits and misses.
@@ -89,8 +91,13 @@ def throughput(checks: int, workdir: Path) -> None:
     imsi = "001010000000001"
     print(f"# throughput: {len(tacs)} TACs ({source.name}), lists {lists.snapshot.counts()}, "
           f"{len(imeis)} distinct IMEIs cycled, {checks} checks per run")
-    for label, registry in (("no registry", None), ("registry cache-warm", WarmRegistry(verdicts))):
-        c = Classifier(Policy(), tacs, lists, registry)
+    runs = (
+        ("no registry", None, 0),
+        ("registry cache-warm", WarmRegistry(verdicts), 0),
+        ("registry cache-warm, decision cache", WarmRegistry(verdicts), 65_536),
+    )
+    for label, registry, cache_size in runs:
+        c = Classifier(Policy(), tacs, lists, registry, decision_cache_size=cache_size)
         n = len(imeis)
         start = time.perf_counter()
         for k in range(checks):
@@ -100,7 +107,7 @@ def throughput(checks: int, workdir: Path) -> None:
         result(f"classify_sync, {label}", checks / elapsed, "checks/s")
         result(f"classify_sync, {label}, per check", elapsed / checks * 1e6, "us")
 
-    c = Classifier(Policy(), tacs, lists, WarmRegistry(verdicts))
+    c = Classifier(Policy(), tacs, lists, WarmRegistry(verdicts), decision_cache_size=0)
 
     async def run_async(count: int) -> float:
         n = len(imeis)
