@@ -11,12 +11,19 @@ from diameter.dictionary import DICTIONARY
 RESULT_CODE, EXPERIMENTAL_RESULT, EXPERIMENTAL_RESULT_CODE = 268, 297, 298
 _AVP = struct.Struct("!II")
 
+# Label of a command the dictionary does not know: peers may send any of 2**24 codes, and a
+# metric label (or this memo) keyed by the code would grow without bound.
+UNKNOWN_COMMAND = "unknown"
+_KNOWN_CODES = frozenset(code for _, code in DICTIONARY.commands)
 _COMMAND_NAMES: dict[tuple[int, bool], str] = {}
 
 
 def command_name(code: int, is_request: bool) -> str:
+    """Metric label of a command: its abbreviation ("CER", "ECA"), or "unknown"."""
     name = _COMMAND_NAMES.get((code, is_request))
     if name is None:
+        if code not in _KNOWN_CODES:
+            return UNKNOWN_COMMAND
         name = _COMMAND_NAMES[(code, is_request)] = DICTIONARY.command_name(code, is_request)
     return name
 

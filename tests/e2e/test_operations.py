@@ -15,7 +15,7 @@ from gateway.classify import Classifier
 from gateway.config import load_config
 from gateway.logs import JsonFormatter
 from gateway.service import Gateway
-from tests.e2e.conftest import StartGateway, connect_mme, gateway_env, scrape
+from tests.e2e.conftest import StartGateway, connect_mme, gateway_env, metric_value, scrape
 
 
 async def test_healthz_alive_and_readyz_503_while_stores_load(
@@ -110,3 +110,26 @@ async def test_one_structured_line_per_decision(
     line = json.loads(JsonFormatter().format(record))
     assert line["imei"] == "35693803564380" and line["origin_host"] == "mme7.test"
     assert line["reasons"] == ["blacklisted"] and line["level"] == "debug"
+
+
+async def test_unknown_command_codes_share_one_metric_label(start_gateway: StartGateway) -> None:
+    # 2**24 command codes exist: a label per code would let any peer grow the metrics (and the
+    # memory behind them) without bound (DESIGN.md §6: bounded labels).
+    from tests.e2e.test_conformance_edges import ecr, open_peer
+
+    gateway = await start_gateway()
+    peer = await open_peer(gateway)
+    try:
+        for code in range(700_000, 700_040):
+            answer = await peer.ask(ecr(command_code=code))
+            assert answer.get("Result-Code") == 3001
+    finally:
+        peer.close()
+    _, text = await scrape(gateway)
+    assert metric_value(
+        text, "diameter_messages_total", direction="in", command="unknown", result=""
+    ) == 40
+    assert metric_value(
+        text, "diameter_messages_total", direction="out", command="unknown", result="3001"
+    ) == 40
+    assert "700000" not in text and "700039" not in text
