@@ -6,19 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
 from gateway.cli._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-
-
-@pytest.fixture(autouse=True)
-def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # state (./var) of the embedded default goes here
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.gateway.test_cli import _in_tmp, run  # noqa: F401 - _in_tmp: autouse fixture
 
 
 def test_changes_name_the_database(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
