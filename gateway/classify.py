@@ -63,6 +63,9 @@ class Finding(NamedTuple):
 
 _CLEAN = (Finding(Reason.CLEAN),)
 
+# policy.decision_cache_size when the configuration does not say (about 23 MiB of decisions).
+DEFAULT_DECISION_CACHE_SIZE = 65_536
+
 
 class Decision(NamedTuple):
     """The outcome of one check. A ``None`` status means answer 5422 EQUIPMENT_UNKNOWN."""
@@ -186,7 +189,7 @@ class Classifier:
         budget: float = 0.05,
         clone: CloneTracker | None = None,
         clock: Callable[[], float] = time.time,
-        decision_cache_size: int = 65_536,
+        decision_cache_size: int = DEFAULT_DECISION_CACHE_SIZE,
     ) -> None:
         self.policy = policy
         # An empty TAC table cannot tell known from unknown: treat it as absent.
@@ -213,7 +216,7 @@ class Classifier:
         lists = open_operator_lists(config.lists.database, config.lists.import_files)
         cd = config.clone_detection
         clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis) if cd.enabled else None
-        cache_size = int(config.values.get("policy.decision_cache_size", 65_536))
+        cache_size = int(config.values.get("policy.decision_cache_size", DEFAULT_DECISION_CACHE_SIZE))
         return cls(
             config.policy,
             tac,
