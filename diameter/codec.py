@@ -117,10 +117,7 @@ class Avp:
     @classmethod
     def zero_filled(cls, defn: AvpDef) -> Avp:
         """RFC 6733 §7.5: an AVP with the right code and vendor and a zero-filled minimal payload."""
-        flags = (AVP_FLAG_VENDOR if defn.vendor else 0) | (
-            AVP_FLAG_MANDATORY if defn.m_rule is FlagRule.MUST else 0
-        )
-        return cls(defn.code, flags, defn.vendor, minimum_payload(defn))
+        return cls(defn.code, definition_flags(defn), defn.vendor, minimum_payload(defn))
 
     # -- flags ----------------------------------------------------------------------------------
     @property
@@ -410,6 +407,13 @@ def _zero_payload(avp: Avp) -> Avp:
     return Avp(avp.code, avp.flags & ~AVP_FLAGS_RESERVED, avp.vendor, data)
 
 
+def definition_flags(defn: AvpDef) -> int:
+    """The V and M bits ``defn`` gives the AVP (M when its rule is MUST)."""
+    return (AVP_FLAG_VENDOR if defn.vendor else 0) | (
+        AVP_FLAG_MANDATORY if defn.m_rule is FlagRule.MUST else 0
+    )
+
+
 # An Address is a 2-octet AddressType then the address (RFC 6733 §4.3.1): type 0 and 4 octets.
 _MINIMUM_ADDRESS = 6
 _MAX_MINIMUM_DEPTH = 8  # Grouped AVPs requiring Grouped AVPs: bounded, whatever the dictionary
@@ -437,11 +441,9 @@ def minimum_payload(defn: AvpDef, dictionary: Dictionary = DICTIONARY, depth: in
     for rule, key in zip(grammar.rules, grammar.keys, strict=True):
         child = dictionary.avps.get(key)
         if rule.min and child is not None:
-            flags = (AVP_FLAG_VENDOR if child.vendor else 0) | (
-                AVP_FLAG_MANDATORY if child.m_rule is FlagRule.MUST else 0
-            )
             data = minimum_payload(child, dictionary, depth + 1)
-            parts.append(encode_avp(child.code, flags, child.vendor, data) * rule.min)
+            avp = encode_avp(child.code, definition_flags(child), child.vendor, data)
+            parts.append(avp * rule.min)
     return b"".join(parts)
 
 
