@@ -104,9 +104,14 @@ class Malformed:
     detail: str
 
 
+def is_svn(sv: str) -> bool:
+    """TS 23.003 §6.2.2 (TS 29.272 §7.3.5 Software-Version): 2 decimal digits."""
+    return len(sv) == 2 and is_decimal(sv)
+
+
 def _valid_svn(sv: str | None) -> str | None:
-    # TS 23.003 §6.2.2: SVN is 2 decimal digits. Anything else is ignored, not fatal.
-    if sv is not None and len(sv) == 2 and is_decimal(sv):
+    # parse_imei ignores a bad SVN (the S13 application answers 5004 before classifying).
+    if sv is not None and is_svn(sv):
         return sv
     return None
 

@@ -27,6 +27,7 @@ from diameter.dictionary.ts29272_s13 import (
 from diameter.errors import DecodeError
 from diameter.settings import LocalIdentity
 from gateway.classify import Classifier, Decision, Pending
+from gateway.imei import is_svn
 from gateway.metrics import GatewayMetrics
 from gateway.observations import ObservationLog
 
@@ -158,7 +159,7 @@ class MeIdentityCheck:
             imsi = None if user_name is None else user_name.value
         except DecodeError as exc:
             return self._error(request, exc.result_code, str(exc), None, started)
-        if sv is not None and not (len(sv) == 2 and sv.isascii() and sv.isdigit()):
+        if sv is not None and not is_svn(sv):
             # TS 29.272 §7.3.5: "the 2-digit Software Version Number"; RFC 6733 §7.1.5 5004
             # with the AVP inside its Terminal-Information (§7.5).
             assert terminal is not None and sv_avp is not None

@@ -30,6 +30,7 @@ from gateway.cli._common import (
     fail,
 )
 from gateway.config import GatewayConfig
+from gateway.imei import is_svn
 from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus
 
@@ -55,10 +56,6 @@ CLONE_NOT_EVALUATED = (
 )
 
 
-def valid_sv(sv: str) -> bool:
-    return len(sv) == 2 and sv.isascii() and sv.isdigit()
-
-
 def run(args: argparse.Namespace) -> int:
     imsi = args.imsi
     if imsi is not None:
@@ -73,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return fail(f"check failed: {problem}", EXIT_USAGE)
     try:
-        if args.sv is not None and not valid_sv(args.sv):
+        if args.sv is not None and not is_svn(args.sv):
             report = invalid_sv_report(args.imei.strip(), imsi, args.sv, config)
         else:
             report = asyncio.run(_check(config, args.imei.strip(), imsi, args.sv))
