@@ -17,6 +17,7 @@ logging and raises nothing for control flow.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from registry_client.model import (
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
+
+log = logging.getLogger("eir.classify")
 
 RESULT_SUCCESS = 2001  # RFC 6733 §7.1.2 DIAMETER_SUCCESS
 RESULT_EQUIPMENT_UNKNOWN = 5422  # TS 29.272 §7.4.3 DIAMETER_ERROR_EQUIPMENT_UNKNOWN
@@ -215,7 +218,13 @@ class Classifier:
         tac = open_tac_database(config.tac.database, config.tac.file)
         lists = open_operator_lists(config.lists.database, config.lists.import_files)
         cd = config.clone_detection
-        clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis) if cd.enabled else None
+        clone = None
+        if cd.enabled:
+            clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis)
+            if config.observations.enabled:
+                # The IMSIs seen per IMEI survive a restart (and inform `eir-gateway check`).
+                seeded = clone.seed(config.observations.database, time.time())
+                log.info("clone detection: %d recent IMEI-IMSI pairs from the log", seeded)
         cache_size = int(config.values.get("policy.decision_cache_size", DEFAULT_DECISION_CACHE_SIZE))
         return cls(
             config.policy,

@@ -205,6 +205,27 @@ class CloneTracker:
                 del imsis[oldest]
         return len(imsis)
 
+    def seed(self, database: str | Path, now: float) -> int:
+        """Replay the observation log's pairs last seen within the window (oldest first), so a
+        restart does not forget who was seen with whom. Returns how many pairs were read; 0 when
+        the log does not exist yet. At most ``max_imeis x (threshold + 1)`` pairs, the newest."""
+        path = Path(database)
+        if not path.exists():
+            return 0
+        limit = self.max_imeis * (self.threshold + 1)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT imei, imsi, last_seen FROM observations WHERE last_seen >= ? "
+                "ORDER BY last_seen DESC LIMIT ?",
+                (now - self.window, limit),
+            ).fetchall()
+        finally:
+            conn.close()
+        for imei, imsi, seen in reversed(rows):
+            self.observe(imei, imsi, seen)
+        return len(rows)
+
     def suspected(self, imei: str, imsi: str, now: float) -> int:
         """The distinct count when it exceeds the threshold, else 0."""
         n = self.observe(imei, imsi, now)

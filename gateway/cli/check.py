@@ -7,8 +7,8 @@ reason already decided, so the output shows everything known about the IMEI.
 
 Like the S13 application (gateway/s13.py), a Software-Version that is not 2 decimal digits is
 answered 5004 DIAMETER_INVALID_AVP_VALUE before any classification. Clone detection counts the
-IMSIs seen with an IMEI in the running gateway's memory; an offline check cannot see that, and
-says so.
+IMSIs seen with an IMEI: like the gateway at start, the check reads them from the observation log
+(as last written); with observations off they live only in the gateway's memory, and it says so.
 """
 
 from __future__ import annotations
@@ -50,9 +50,13 @@ def register(subparsers: Any) -> None:
 IMSI_LENGTHS = range(5, 16)
 INVALID_SV = 5004  # RFC 6733 §7.1.5 DIAMETER_INVALID_AVP_VALUE, as gateway/s13.py answers
 EQUIPMENT_UNKNOWN = 5422  # TS 29.272 §7.4.3.1, an Experimental-Result-Code
-CLONE_NOT_EVALUATED = (
-    "not evaluated by the offline check (the IMSIs seen per IMEI live in the running"
-    " gateway's memory)"
+CLONE_FROM_LOG = (
+    "evaluated against the observation log (IMSIs the gateway saw with this IMEI within the"
+    " window, as last written)"
+)
+CLONE_NO_LOG = (
+    "not evaluated: observations are off, so the IMSIs seen per IMEI live only in the running"
+    " gateway's memory"
 )
 
 
@@ -105,7 +109,9 @@ def clone_note(config: GatewayConfig, imsi: str | None) -> str | None:
     """The ``clone_detection`` field: None when it does not apply to this check."""
     if not config.clone_detection.enabled:
         return "disabled"
-    return CLONE_NOT_EVALUATED if imsi else None
+    if not imsi:
+        return None
+    return CLONE_FROM_LOG if config.observations.enabled else CLONE_NO_LOG
 
 
 def invalid_sv_report(
@@ -251,6 +257,7 @@ def render_text(r: dict[str, Any]) -> str:
             )
     elif reg is not None:
         lines.append(f"Registry    {reg}")
-    if r.get("clone_detection") == CLONE_NOT_EVALUATED:
-        lines.append(f"Clones      {CLONE_NOT_EVALUATED}")
+    clone = r.get("clone_detection")
+    if clone in (CLONE_FROM_LOG, CLONE_NO_LOG):
+        lines.append(f"Clones      {clone}")
     return "\n".join(lines) + "\n"

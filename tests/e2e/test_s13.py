@@ -7,6 +7,7 @@ config/lists-sample.csv, config/registry-declarations.json and the DESIGN.md §4
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -243,6 +244,32 @@ async def test_clone_detection(start_gateway: StartGateway) -> None:
         assert_success(await mme.check("35209900123456", imsi="001010000000011"), WHITELISTED)
         answer = await mme.check("35209900123456", imsi="001010000000022")
         assert_success(answer, GREYLISTED)
+    finally:
+        await mme.close()
+
+
+async def test_clone_detection_remembers_across_a_restart(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    # The observation log (written at stop at the latest) seeds the tracker of the next start.
+    state = str(tmp_path / "shared-state")
+    env = {
+        "EIR_CLONE_DETECTION_ENABLED": "true",
+        "EIR_CLONE_DETECTION_THRESHOLD": "1",
+        "EIR_STATE_DIRECTORY": state,
+    }
+    first = await start_gateway(**env)
+    mme = await connect_mme(first)
+    try:
+        assert_success(await mme.check("35209900123456", imsi="001010000000011"), WHITELISTED)
+    finally:
+        await mme.close()
+    await first.stop()
+    second = await start_gateway(**env)
+    mme = await connect_mme(second)
+    try:
+        answer = await mme.check("35209900123456", imsi="001010000000022")
+        assert_success(answer, GREYLISTED)  # two IMSIs within the window, one before the restart
     finally:
         await mme.close()
 

@@ -8,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from diameter.transport.sockets import sctp_unavailable
 from gateway.cli import main
+from gateway.observations import ObservationLog
 
 
 @pytest.fixture(autouse=True)
@@ -94,22 +96,35 @@ def test_check_5422_is_an_experimental_result(
     assert report["result_code"] == 5422 and report["result_avp"] == "Experimental-Result-Code"
 
 
-def test_check_says_clone_detection_is_not_evaluated(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_check_evaluates_clone_detection_from_the_observation_log(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001", "--json")
+    imei, imsi = "35209900123456", "001010000000001"  # clean in the default config
+    code, out, _ = run(capsys, "check", imei, "--imsi", imsi, "--json")
     assert json.loads(out)["clone_detection"] == "disabled"
     monkeypatch.setenv("EIR_CLONE_DETECTION_ENABLED", "true")
-    code, out, _ = run(capsys, "check", "35693803564380", "--json")
+    monkeypatch.setenv("EIR_CLONE_DETECTION_THRESHOLD", "1")
+    code, out, _ = run(capsys, "check", imei, "--json")
     assert json.loads(out)["clone_detection"] is None  # no IMSI: nothing to evaluate
-    code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001", "--json")
-    assert "not evaluated by the offline check" in json.loads(out)["clone_detection"]
-    code, out, _ = run(capsys, "check", "35693803564380", "--imsi", "001010000000001")
-    assert code == 0
-    assert [line for line in out.splitlines() if "not evaluated" in line] == [
-        "Clones      not evaluated by the offline check (the IMSIs seen per IMEI live in the"
-        " running gateway's memory)"
+    code, out, _ = run(capsys, "check", imei, "--imsi", imsi, "--json")
+    report = json.loads(out)
+    assert "evaluated against the observation log" in report["clone_detection"]
+    assert report["decided_by"] == "clean"  # nothing in the log yet
+    # The gateway saw another IMSI with this IMEI a minute ago: the check sees it too.
+    log = ObservationLog(tmp_path / "var" / "observations.sqlite")
+    log.start()
+    log.record(imei, "001010000000002", now=time.time() - 60)
+    log.close()
+    code, out, _ = run(capsys, "check", imei, "--imsi", imsi, "--json")
+    assert code == 0 and json.loads(out)["decided_by"] == "clone_suspected"
+    code, out, _ = run(capsys, "check", imei, "--imsi", imsi)
+    assert [line for line in out.splitlines() if line.startswith("Clones")] == [
+        "Clones      evaluated against the observation log (IMSIs the gateway saw with this IMEI"
+        " within the window, as last written)"
     ]
+    monkeypatch.setenv("EIR_OBSERVATIONS_ENABLED", "false")
+    code, out, _ = run(capsys, "check", imei, "--imsi", imsi, "--json")
+    assert json.loads(out)["clone_detection"].startswith("not evaluated: observations are off")
 
 
 def test_config_error_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

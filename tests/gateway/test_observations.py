@@ -76,3 +76,25 @@ def test_clone_tracker_is_bounded() -> None:
             t.observe("99999999999999", str(j), float(j))
     assert len(t._seen) <= 10
     assert len(t._seen["99999999999999"]) <= 4
+
+
+def test_clone_tracker_seeded_from_the_log_within_its_window(tmp_path: Path) -> None:
+    db = tmp_path / "obs.sqlite"
+    assert CloneTracker(threshold=1, window=100.0).seed(db, 1000.0) == 0  # no log yet
+    log = ObservationLog(db, queue_size=100, batch_size=10, flush_interval=60)
+    log.start()
+    imei, other = "35209900176148", "35209900176155"
+    log.record(imei, "001010000000001", now=850.0)  # outside the window at 1000
+    log.record(imei, "001010000000002", now=950.0)
+    log.record(other, "001010000000003", now=990.0)
+    log.close()
+    tracker = CloneTracker(threshold=1, window=100.0)
+    assert tracker.seed(db, 1000.0) == 2
+    # Only 002 is recent: a new IMSI makes two (suspected), the old 001 does not count.
+    assert tracker.suspected(imei, "001010000000004", 1000.0) == 2
+    fresh = CloneTracker(threshold=1, window=100.0)
+    fresh.seed(db, 1000.0)
+    assert fresh.suspected(imei, "001010000000002", 1000.0) == 0  # the same IMSI again
+    # Bounded: at most max_imeis x (threshold + 1) pairs are read, the newest.
+    small = CloneTracker(threshold=1, window=1e9, max_imeis=1)
+    assert small.seed(db, 1000.0) == 2 and list(small._seen) == [other]
