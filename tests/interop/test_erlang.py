@@ -301,12 +301,13 @@ async def test_otp_over_mutual_tls(
 
 
 async def otp_decode(
-    escript: str, tmp_path: Path, captured: dict[str, bytes]
+    escript: str, tmp_path: Path, captured: dict[str, bytes], script: Path = ESCRIPT
 ) -> dict[str, dict[str, str]]:
+    """OTP's decoder on captured wire messages: ``script decode`` prints one fact per label."""
     hex_file = tmp_path / "captured.hex"
     hex_file.write_text("".join(f"{label} {wire.hex()}\n" for label, wire in captured.items()))
     done = await run_process(
-        [escript, str(ESCRIPT), "decode", str(DICTIONARY), str(hex_file)], timeout=20, cwd=tmp_path
+        [escript, str(script), "decode", str(DICTIONARY), str(hex_file)], timeout=20, cwd=tmp_path
     )
     assert done.returncode == 0 and facts(done, "done"), done.explain()
     return {f["label"].strip('"'): f for f in facts(done, "decoded")}

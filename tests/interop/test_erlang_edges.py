@@ -21,7 +21,7 @@ from tests.interop.conftest import (
     require_tool,
     run_process,
 )
-from tests.interop.test_erlang import _otp_has_diameter, erl_string, facts
+from tests.interop.test_erlang import _otp_has_diameter, erl_string, facts, otp_decode
 
 ESCRIPT = HERE / "erlang" / "s13_mme_edges.escript"
 DICTIONARY = HERE / "erlang" / "s13.dia"
@@ -189,18 +189,6 @@ async def test_otp_watchdog_dwa_decodes_cleanly(
 # -- OTP's decoder, default options, on answers and requests captured from a raw MME ----------
 
 
-async def otp_decode_defaults(
-    escript: str, tmp_path: Path, captured: dict[str, bytes]
-) -> dict[str, dict[str, str]]:
-    hex_file = tmp_path / "captured.hex"
-    hex_file.write_text("".join(f"{label} {wire.hex()}\n" for label, wire in captured.items()))
-    done = await run_process(
-        [escript, str(ESCRIPT), "decode", str(DICTIONARY), str(hex_file)], timeout=20, cwd=tmp_path
-    )
-    assert done.returncode == 0 and facts(done, "done"), done.explain()
-    return {f["label"].strip('"'): f for f in facts(done, "decoded")}
-
-
 async def test_otp_default_decode_of_second_cea_gateway_dwr_and_error_answers(
     start_gateway: StartGateway, escript: str, tmp_path: Path
 ) -> None:
@@ -255,7 +243,7 @@ async def test_otp_default_decode_of_second_cea_gateway_dwr_and_error_answers(
         captured["DPA"] = (await mme.exchange(bytes(dpr))).wire
     finally:
         await mme.close()
-    decoded = await otp_decode_defaults(escript, tmp_path, captured)
+    decoded = await otp_decode(escript, tmp_path, captured, ESCRIPT)
     assert set(decoded) == set(captured)
     for label, fields in decoded.items():
         assert fields["errors"] == "[]", (label, fields)

@@ -355,6 +355,26 @@ class RelayedMme:
         return await asyncio.wait_for(future, 5)
 
 
+async def start_relay(
+    start_fd: StartFd, gateway: Gateway, mme: RelayedMme, server: asyncio.Server
+) -> FreeDiameter:
+    """freeDiameter between ``mme`` (listening on ``server``) and the gateway, both peers open."""
+    mme_port = server.sockets[0].getsockname()[1]
+    fd = await start_fd(
+        [
+            ("eir.localdomain", "localdomain", diameter_port(gateway)),
+            ("mme.relay.test", "relay.test", mme_port),
+        ],
+        tw=30,
+    )
+    await asyncio.wait_for(mme.connected.wait(), 10)
+    await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 10, "open peer on the gateway")
+    await fd.wait(
+        lambda: "'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'mme.relay.test'" in fd.text(), 5, "MME open"
+    )
+    return fd
+
+
 async def test_freediameter_relays_ecr_and_eca(
     start_gateway: StartGateway, start_fd: StartFd
 ) -> None:
@@ -364,19 +384,7 @@ async def test_freediameter_relays_ecr_and_eca(
     mme = RelayedMme()
     server = await asyncio.start_server(mme.serve, "127.0.0.1", 0)
     try:
-        mme_port = server.sockets[0].getsockname()[1]
-        fd = await start_fd(
-            [
-                ("eir.localdomain", "localdomain", diameter_port(gateway)),
-                ("mme.relay.test", "relay.test", mme_port),
-            ],
-            tw=30,
-        )
-        await asyncio.wait_for(mme.connected.wait(), 10)
-        await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 10, "open peer on the gateway")
-        await fd.wait(
-            lambda: "'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'mme.relay.test'" in fd.text(), 5, "MME open"
-        )
+        fd = await start_relay(start_fd, gateway, mme, server)
         for index, (imei, status) in enumerate(
             (
                 ("35209900123456", WHITELISTED),

@@ -20,14 +20,13 @@ from diameter.codec import Avp, Message
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
 from gateway.service import Gateway
 from tests.interop import test_freediameter as fd_suite
-from tests.interop.conftest import StartGateway, diameter_port
+from tests.interop.conftest import StartGateway
 from tests.interop.test_freediameter import (
-    FD_IDENTITY,
     FreeDiameter,
     RelayedMme,
     StartFd,
     counter,
-    open_peer,
+    start_relay,
 )
 
 # The freeDiameter fixtures of test_freediameter.py (skip when freeDiameterd is not installed).
@@ -84,19 +83,7 @@ async def relay(
     mme = EdgeMme()
     server = await asyncio.start_server(mme.serve, "127.0.0.1", 0)
     try:
-        mme_port = server.sockets[0].getsockname()[1]
-        fd = await start_fd(
-            [
-                ("eir.localdomain", "localdomain", diameter_port(gateway)),
-                ("mme.relay.test", "relay.test", mme_port),
-            ],
-            tw=30,
-        )
-        await asyncio.wait_for(mme.connected.wait(), 10)
-        await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 10, "open peer on the gateway")
-        await fd.wait(
-            lambda: "'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'mme.relay.test'" in fd.text(), 5, "MME open"
-        )
+        fd = await start_relay(start_fd, gateway, mme, server)
         yield mme, fd, gateway
     finally:
         server.close()
