@@ -12,30 +12,25 @@ from pathlib import Path
 
 import pytest
 
+import tests.interop.test_erlang as erlang_suite
 from tests.e2e.conftest import metric_value
 from tests.interop.conftest import (
     HERE,
     Finished,
     StartGateway,
     diameter_port,
-    require_tool,
     run_process,
 )
-from tests.interop.test_erlang import _otp_has_diameter, erl_string, facts, otp_decode
+from tests.interop.test_erlang import erl_string, facts, otp_decode
 
 ESCRIPT = HERE / "erlang" / "s13_mme_edges.escript"
 DICTIONARY = HERE / "erlang" / "s13.dia"
+
+# The Erlang/OTP fixture of test_erlang.py (skips when escript or OTP diameter is missing).
+escript = erlang_suite.escript
 TGPP = 10415
 
 
-@pytest.fixture(scope="module")
-def escript() -> str:
-    path = require_tool(
-        "escript", "Debian erlang-base + erlang-diameter: Erlang/OTP diameter interop"
-    )
-    if not _otp_has_diameter(path):
-        pytest.skip("Erlang/OTP diameter application not installed (Debian erlang-diameter)")
-    return path
 
 
 def ecr_term(label: str, **opts: object) -> str:

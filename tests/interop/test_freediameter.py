@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import re
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -334,6 +334,21 @@ class RelayedMme:
             self.connected.set()
 
     async def check(self, imei: str, session: str) -> Message:
+        terminal = [Avp.new("IMEI", imei), Avp.new("Software-Version", "03")]
+        return await self.send_ecr(
+            session, terminal=terminal, extra=[Avp.new("User-Name", "001010123456789")]
+        )
+
+    async def send_ecr(
+        self,
+        session: str,
+        *,
+        terminal: list[Avp] | None,
+        realm: str = "localdomain",
+        destination_host: str | None = None,
+        extra: Sequence[Avp] = (),
+    ) -> Message:
+        """An ECR in the TS 29.272 §7.2.19 order, built from parts (edge cases leave some out)."""
         assert self.writer is not None
         self.hop += 1
         request = Message(324, S13_APPLICATION_ID, 0xC0, self.hop, 0x7E000000 + self.hop)
@@ -344,11 +359,12 @@ class RelayedMme:
         )
         request.add("Auth-Session-State", 1)
         request.add("Origin-Host", "mme.relay.test").add("Origin-Realm", "relay.test")
-        request.add("Destination-Realm", "localdomain")
-        request.add(
-            "Terminal-Information", [Avp.new("IMEI", imei), Avp.new("Software-Version", "03")]
-        )
-        request.add("User-Name", "001010123456789")
+        if destination_host is not None:
+            request.add("Destination-Host", destination_host)
+        request.add("Destination-Realm", realm)
+        if terminal is not None:
+            request.add("Terminal-Information", terminal)
+        request.avps.extend(extra)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.pending[self.hop] = future
         self.writer.write(request.encode())

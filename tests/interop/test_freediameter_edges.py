@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from diameter.codec import Avp, Message
-from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
+from diameter.dictionary.ts29272_s13 import VENDOR
 from gateway.service import Gateway
 from tests.interop import test_freediameter as fd_suite
 from tests.interop.conftest import StartGateway
@@ -41,46 +41,12 @@ COMMAND_NOT_IN_DICTIONARY = "fd_dict_search ( dict, DICT_COMMAND"
 COMPLAINTS = ("Unable to parse", "rror parsing", "invalid", "Invalid", "EBADMSG", "discard")
 
 
-class EdgeMme(RelayedMme):
-    """RelayedMme with ECRs built from parts, so each edge case can leave out or add AVPs."""
-
-    async def send_ecr(
-        self,
-        session: str,
-        *,
-        terminal: list[Avp] | None,
-        realm: str = "localdomain",
-        destination_host: str | None = None,
-        extra: list[Avp] = (),  # type: ignore[assignment]
-    ) -> Message:
-        assert self.writer is not None
-        self.hop += 1
-        request = Message(324, S13_APPLICATION_ID, 0xC0, self.hop, 0x7E000000 + self.hop)
-        request.add("Session-Id", session)
-        request.add(
-            "Vendor-Specific-Application-Id",
-            [Avp.new("Vendor-Id", VENDOR), Avp.new("Auth-Application-Id", S13_APPLICATION_ID)],
-        )
-        request.add("Auth-Session-State", 1)
-        request.add("Origin-Host", "mme.relay.test").add("Origin-Realm", "relay.test")
-        if destination_host is not None:
-            request.add("Destination-Host", destination_host)
-        request.add("Destination-Realm", realm)
-        if terminal is not None:
-            request.add("Terminal-Information", terminal)
-        request.avps.extend(extra)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self.pending[self.hop] = future
-        self.writer.write(request.encode())
-        return await asyncio.wait_for(future, 5)
-
-
 @pytest.fixture
 async def relay(
     start_gateway: StartGateway, start_fd: StartFd
-) -> AsyncIterator[tuple[EdgeMme, FreeDiameter, Gateway]]:
+) -> AsyncIterator[tuple[RelayedMme, FreeDiameter, Gateway]]:
     gateway = await start_gateway(EIR_POLICY_UNKNOWN_EQUIPMENT="tac_unknown")
-    mme = EdgeMme()
+    mme = RelayedMme()
     server = await asyncio.start_server(mme.serve, "127.0.0.1", 0)
     try:
         fd = await start_relay(start_fd, gateway, mme, server)
@@ -106,7 +72,7 @@ def failed_avps(answer: Message) -> list[Avp]:
 
 
 async def test_freediameter_relays_edge_case_answers(
-    relay: tuple[EdgeMme, FreeDiameter, Gateway],
+    relay: tuple[RelayedMme, FreeDiameter, Gateway],
 ) -> None:
     mme, fd, gateway = relay
     answers: dict[str, Message] = {}
