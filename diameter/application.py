@@ -67,11 +67,15 @@ class Observer(Protocol):
     ("CER", "ECA"), ``result_code`` of answers we send (None for requests and received messages).
     ``on_peer_state``: ``peer`` is the ``diameter.peer.Peer`` connection (``peer.info`` once
     open), states are ``PeerState`` members; a new connection reports ``None -> CLOSED`` and a
-    finished one ``CLOSED -> None``, so a gauge per state adds up to the live connections."""
+    finished one ``CLOSED -> None``, so a gauge per state adds up to the live connections.
+    ``on_avp_flag_deviation``: a received AVP of the dictionary, named ``avp``, had its M bit set
+    against its rule (RFC 6733 §4.5) and was accepted (``PeerSettings.strict_avp_flags`` off)."""
 
     def on_message(self, direction: str, command: str, result_code: int | None) -> None: ...
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None: ...
+
+    def on_avp_flag_deviation(self, avp: str) -> None: ...
 
 
 class NullObserver:
@@ -81,4 +85,7 @@ class NullObserver:
         return None
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
+        return None
+
+    def on_avp_flag_deviation(self, avp: str) -> None:
         return None

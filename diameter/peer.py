@@ -39,7 +39,7 @@ from diameter.codec import (
     decode_message,
     identity_lower,
 )
-from diameter.dictionary import DICTIONARY
+from diameter.dictionary import DICTIONARY, AvpDef, CommandDef
 from diameter.dictionary.base_rfc6733 import ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
 from diameter.events import AnswerReceived, Event, PeerDown, PeerUp, RequestReceived
@@ -161,6 +161,10 @@ class Peer:
         self._deadline: float | None = None
         self._down_reason = ""
         self._dpr_sent = False
+        # M bits set against the rules, collected by validation when not strict (RFC 6733 §4.5).
+        self._deviations: list[AvpDef] | None = None if self.settings.strict_avp_flags else []
+        self._deviations_logged: set[str] = set()
+        self._discard_logged = False
         self.watchdog = Watchdog(
             WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
             node.rng,
@@ -439,7 +443,7 @@ class Peer:
             return
         self._cer = message
         self.node.observer.on_message("in", "CER", None)
-        problem = check_request(message, _CER_COMMAND)
+        problem = self._check(message, _CER_COMMAND)
         if problem is not None:
             return self._reject_cer(problem, now)
         origin_host: str = message.get("Origin-Host")
@@ -497,7 +501,7 @@ class Peer:
         its error and changes nothing: the DPA told the peer that its DPR failed, so the
         connection stays open and a corrected DPR is answered (RFC 6733 §5.4, §7.1)."""
         request = decode_message(raw)
-        problem = check_request(request, _DPR_COMMAND)
+        problem = self._check(request, _DPR_COMMAND)
         if problem is None:
             return False
         self._write_answer(error_answer(request, self.node.identity, problem).encode())
@@ -573,7 +577,9 @@ class Peer:
                     self._write_answer(replay)
                 return
         common = self.info.applications if self.info else frozenset()
-        problem, app, command = first_problem(message, self.node, common)
+        problem, app, command = first_problem(message, self.node, common, self._deviations)
+        if self._deviations:
+            self._report_deviations()
         if problem is not None or app is None or command is None:
             assert problem is not None
             body = app.error_answer_body if app else ()
@@ -600,6 +606,29 @@ class Peer:
         self._events.append(
             RequestReceived(message, raw, info, app, app.handlers[message.command_code], key)
         )
+
+    def _check(self, request: Message, command: CommandDef) -> Problem | None:
+        """``check_request`` of a base request (CER, DWR, DPR), lenient on flags unless strict."""
+        problem = check_request(request, command, DICTIONARY, self._deviations)
+        if self._deviations:
+            self._report_deviations()
+        return problem
+
+    def _report_deviations(self) -> None:
+        """Count each M bit accepted against its rule; log each AVP once per connection."""
+        deviations = self._deviations
+        assert deviations is not None
+        for defn in deviations:
+            self.node.observer.on_avp_flag_deviation(defn.name)
+            if defn.name not in self._deviations_logged:
+                self._deviations_logged.add(defn.name)
+                log.warning(
+                    "%r: M bit set on %s, which must not have it (RFC 6733 §4.5); accepted "
+                    "(diameter.strict_avp_flags is off)",
+                    self,
+                    defn.name,
+                )
+        deviations.clear()
 
     def _release(self, request: RequestReceived) -> None:
         self.in_flight -= 1
@@ -743,7 +772,7 @@ class Peer:
         6733 §3), after the checks of §5.3 (5005, 5010, ...). The connection stays open either
         way, as the table's row says; the capabilities agreed first stay in force."""
         request = decode_message(raw)  # the framer checked the header; AVP problems are below
-        problem = check_request(request, _CER_COMMAND)
+        problem = self._check(request, _CER_COMMAND)
         if problem is None and not common_applications(
             self.node.applications, advertised_applications(request)
         ):
@@ -827,13 +856,10 @@ class Peer:
         self._down_reason = "stopped: DPR sent"
 
     def _act_snd_dpa(self, now: float, ctx: dict[str, Any]) -> None:
+        # Well formed: _refuse_dpr answered a malformed DPR before the table saw it.
         request = decode_message(ctx["raw"])
-        problem = check_request(request, _DPR_COMMAND)
-        if problem is not None:
-            answer = error_answer(request, self.node.identity, problem)
-        else:
-            answer = answer_to(request, self.node.identity, ResultCode.DIAMETER_SUCCESS)
-            self.disconnect_cause = request.get("Disconnect-Cause")
+        answer = answer_to(request, self.node.identity, ResultCode.DIAMETER_SUCCESS)
+        self.disconnect_cause = request.get("Disconnect-Cause")
         self._write_answer(answer.encode())
         # RFC 6733 §5.4: the receiver of the DPA closes; we wait for that, or linger briefly.
         self._deadline = now + self.settings.disconnect_linger
@@ -854,9 +880,18 @@ class Peer:
         else:
             self._events.append(AnswerReceived(int.from_bytes(raw[12:16], "big"), raw))
 
+    def _act_process_answer(self, now: float, ctx: dict[str, Any]) -> None:
+        if not ctx["raw"][4] & FLAG_REQUEST:
+            self._act_process(now, ctx)
+            return
+        # Not processed, not answered: answers to requests received before stay on their way.
+        level = logging.DEBUG if self._discard_logged else logging.INFO
+        self._discard_logged = True
+        log.log(level, "%r: request received while closing (DPR sent or answered); discarded", self)
+
     def _act_process_dwr(self, now: float, ctx: dict[str, Any]) -> None:
         request = decode_message(ctx["raw"])
-        ctx["problem"] = check_request(request, _DWR_COMMAND)
+        ctx["problem"] = self._check(request, _DWR_COMMAND)
         ctx["request"] = request
 
     def _act_snd_dwa(self, now: float, ctx: dict[str, Any]) -> None:
@@ -894,6 +929,7 @@ _ACTIONS: dict[Action, Callable[[Peer, float, dict[str, Any]], None]] = {
     Action.ELECT: Peer._act_elect,
     Action.SND_MESSAGE: Peer._act_snd_message,
     Action.PROCESS: Peer._act_process,
+    Action.PROCESS_ANSWER: Peer._act_process_answer,
     Action.PROCESS_DWR: Peer._act_process_dwr,
     Action.SND_DWA: Peer._act_snd_dwa,
     Action.PROCESS_DWA: Peer._act_process_dwa,

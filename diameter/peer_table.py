@@ -90,6 +90,7 @@ class Action(enum.Enum):
     ELECT = "Elect"
     SND_MESSAGE = "Snd-Message"
     PROCESS = "Process"
+    PROCESS_ANSWER = "Process (answers only)"
     PROCESS_DWR = "Process-DWR"
     SND_DWA = "Snd-DWA"
     PROCESS_DWA = "Process-DWA"
@@ -201,10 +202,11 @@ TRANSITIONS: dict[tuple[PeerState, PeerEvent], tuple[tuple[Action, ...], PeerSta
     (S.I_OPEN, E.I_RCV_CER): ((A.I_SND_CEA,), S.I_OPEN),
     # I-Open  I-Rcv-CEA  Process-CEA  I-Open (as R-Open: only our own CER's Hop-by-Hop matches)
     (S.I_OPEN, E.I_RCV_CEA): ((A.PROCESS_CEA,), S.I_OPEN),
-    # Closing  I-Rcv-Message  Process  Closing
-    (S.CLOSING, E.I_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),
-    # Closing  R-Rcv-Message  Process  Closing
-    (S.CLOSING, E.R_RCV_MESSAGE): ((A.PROCESS,), S.CLOSING),
+    # local: Closing  Rcv-Message  Process (answers only)  Closing. The RFC's Closing rows have
+    # no Rcv-Message: a DPR was sent or answered, so a new request is discarded (the peer fails
+    # it over when the transport closes, §5.5.4); answers to our own requests still count.
+    (S.CLOSING, E.I_RCV_MESSAGE): ((A.PROCESS_ANSWER,), S.CLOSING),
+    (S.CLOSING, E.R_RCV_MESSAGE): ((A.PROCESS_ANSWER,), S.CLOSING),
     # local: Closing  Rcv-DWR  Process-DWR, Snd-DWA  Closing (the peer may not have seen our DPR)
     (S.CLOSING, E.R_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.CLOSING),
     (S.CLOSING, E.I_RCV_DWR): ((A.PROCESS_DWR, A.SND_DWA), S.CLOSING),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from diameter.application import Application
 from diameter.codec import Avp, Message, Problem, identity_lower
-from diameter.dictionary import DICTIONARY, CommandDef
+from diameter.dictionary import DICTIONARY, AvpDef, CommandDef
 from diameter.dictionary.base_rfc6733 import (
     COMMON_APPLICATION_ID,
     RELAY_APPLICATION_ID,
@@ -24,10 +24,14 @@ DESTINATION_REALM, DESTINATION_HOST = 283, 293
 
 
 def first_problem(
-    message: Message, node: Node, common: frozenset[int]
+    message: Message,
+    node: Node,
+    common: frozenset[int],
+    deviations: list[AvpDef] | None = None,
 ) -> tuple[Problem | None, Application | None, CommandDef | None]:
     """The first reason not to hand ``message`` to its application, with the application and
-    command found on the way (the application gives the error answer its body)."""
+    command found on the way (the application gives the error answer its body). With
+    ``deviations``, M bits set against the rules are collected there (validate.check_avps)."""
     code, app_id = message.command_code, message.application_id
     app = node.applications.get(app_id)
     command = DICTIONARY.command(app_id, code)
@@ -69,7 +73,7 @@ def first_problem(
         text = f"Destination-Realm {destination_realm}"
         return _problem(ResultCode.DIAMETER_REALM_NOT_SERVED, text), app, command
     # check_request without its first two checks, done above (problem, header bits).
-    return check_avps(message.avps, command.request, DICTIONARY, ()), app, command
+    return check_avps(message.avps, command.request, DICTIONARY, (), deviations), app, command
 
 
 def _problem(result_code: int, text: str) -> Problem:

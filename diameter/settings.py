@@ -44,6 +44,10 @@ class PeerSettings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_realms: tuple[str, ...] = ()
     allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    # M bit set on a dictionary AVP whose rule says MUST NOT (RFC 6733 §4.5): True refuses the
+    # message with 5016 DIAMETER_INVALID_AVP_BIT_COMBO (§7.1.5); False accepts it, reported to
+    # the observer and logged once per connection (real MMEs set M on Product-Name).
+    strict_avp_flags: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,12 @@
 
 ``check_request`` walks a message once against its command's grammar and returns the first
 ``Problem`` (RFC 6733 §7.1: "only the first error encountered" is reported) or None.
+
+Given a ``deviations`` list, the walk is lenient about the M bit set on a dictionary AVP whose
+rule says it MUST NOT be set (RFC 6733 §4.5): instead of 5016 DIAMETER_INVALID_AVP_BIT_COMBO, the
+AVP's definition is appended to the list and the message goes on. Real clients set M on
+Product-Name and Firmware-Revision, and refusing their CER takes a whole MME off the EIR.
+Unknown AVPs with M set still get 5001 either way.
 """
 
 from __future__ import annotations
@@ -68,26 +74,37 @@ def check_header(message: Message, command: CommandDef | None) -> Problem | None
 
 
 def check_request(
-    message: Message, command: CommandDef, dictionary: Dictionary = DICTIONARY
+    message: Message,
+    command: CommandDef,
+    dictionary: Dictionary = DICTIONARY,
+    deviations: list[AvpDef] | None = None,
 ) -> Problem | None:
-    """First problem of a request against its command's CCF, or None when it is well formed."""
+    """First problem of a request against its command's CCF, or None when it is well formed.
+    With ``deviations``, M bits set against the rules are collected there, not refused."""
     if message.problem is not None:
         return message.problem
     problem = check_header(message, command)
     if problem is not None:
         return problem
-    return check_avps(message.avps, command.request, dictionary, ())
+    return check_avps(message.avps, command.request, dictionary, (), deviations)
 
 
 def check_avps(
-    avps: list[Avp], grammar: Grammar, dictionary: Dictionary, parents: tuple[Avp, ...]
+    avps: list[Avp],
+    grammar: Grammar,
+    dictionary: Dictionary,
+    parents: tuple[Avp, ...],
+    deviations: list[AvpDef] | None = None,
 ) -> Problem | None:
     """First problem of ``avps`` against ``grammar`` (a CCF or a Grouped AVP's definition)."""
     compiled = _compile(grammar, dictionary)
     if not parents and _fast_ok(avps, compiled, dictionary, 0):
         return None
-    problem = _walk(avps, compiled, dictionary, parents)
-    if problem is None and not parents:
+    seen = len(deviations) if deviations is not None else 0
+    problem = _walk(avps, compiled, dictionary, parents, deviations)
+    # A shape with a deviation is never learnt: the walk must see it again to report it (and
+    # a strict check of the same shape must still refuse it).
+    if problem is None and not parents and (deviations is None or len(deviations) == seen):
         _learn(avps, compiled, dictionary)
     return problem
 
@@ -259,7 +276,11 @@ def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None
 
 
 def _walk(
-    avps: list[Avp], grammar: _Compiled, dictionary: Dictionary, parents: tuple[Avp, ...]
+    avps: list[Avp],
+    grammar: _Compiled,
+    dictionary: Dictionary,
+    parents: tuple[Avp, ...],
+    deviations: list[AvpDef] | None = None,
 ) -> Problem | None:
     lookup, known, required, extensible, keys, n_rules, _, _, _ = grammar
     counts = [0] * n_rules
@@ -289,12 +310,14 @@ def _walk(
                 return _fail(
                     ResultCode.DIAMETER_INVALID_AVP_BITS, avp, parents, "reserved AVP flag set"
                 )
-            return _fail(
-                ResultCode.DIAMETER_INVALID_AVP_BIT_COMBO,
-                avp,
-                parents,
-                f"M bit set on {defn.name}, which must not have it",
-            )
+            if deviations is None:
+                return _fail(
+                    ResultCode.DIAMETER_INVALID_AVP_BIT_COMBO,
+                    avp,
+                    parents,
+                    f"M bit set on {defn.name}, which must not have it",
+                )
+            deviations.append(defn)  # lenient: an M bit we understand the AVP without
         if i < 0:
             if not extensible:
                 return _fail(
@@ -331,7 +354,7 @@ def _walk(
                 if problem is not None:
                     return problem
         elif kind == _GROUPED:
-            problem = _check_grouped(avp, defn, arg, dictionary, parents)
+            problem = _check_grouped(avp, defn, arg, dictionary, parents, deviations)
             if problem is not None:
                 return problem
         elif kind == _ENUM:
@@ -377,6 +400,7 @@ def _check_grouped(
     slot: list[_Compiled | None],
     dictionary: Dictionary,
     parents: tuple[Avp, ...],
+    deviations: list[AvpDef] | None,
 ) -> Problem | None:
     try:
         children = avp.children
@@ -396,7 +420,7 @@ def _check_grouped(
     compiled = slot[0]
     if compiled is None:
         compiled = slot[0] = _compile(grammar, dictionary)
-    problem = _walk(children, compiled, dictionary, (*parents, avp))
+    problem = _walk(children, compiled, dictionary, (*parents, avp), deviations)
     if problem is not None:
         return problem
     alternatives = _ONE_OF.get((avp.code, avp.vendor))

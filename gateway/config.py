@@ -175,6 +175,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allowed_realms": Key("strs", []),
         "allowed_networks": Key("strs", list(_D.allowed_networks), _cidr_list),
         "sctp_extra_addresses": Key("strs", [], _ip_list),
+        "strict_avp_flags": Key("bool", _D.strict_avp_flags),
     },
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
     "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
@@ -602,6 +603,7 @@ def _build(
         allowed_hosts=tuple(v["diameter.allowed_hosts"]),
         allowed_realms=tuple(v["diameter.allowed_realms"]),
         allowed_networks=tuple(v["diameter.allowed_networks"]),
+        strict_avp_flags=v["diameter.strict_avp_flags"],
     )
     transport = TransportSettings(
         listen=listen,

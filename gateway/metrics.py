@@ -90,6 +90,7 @@ class GatewayMetrics:
         self._peer_states: dict[str, Any] = {}
         self.count_check = self.hot.count_check
         self.on_message = self.hot.on_message
+        self.on_avp_flag_deviation = self.hot.on_avp_flag_deviation
 
     def watch_observations(self, stats: Any) -> None:
         """Export an ObservationLog's counters (read at scrape time)."""
@@ -114,7 +115,8 @@ class GatewayMetrics:
 
 
 class HotPathCollector:
-    """eir_checks_total, eir_check_duration_seconds and diameter_messages_total.
+    """eir_checks_total, eir_check_duration_seconds, diameter_messages_total and
+    diameter_avp_flag_deviations_total.
 
     Updated from the event loop thread only (dict increments, no locks); a scrape copies the
     dicts (one C-level copy each, atomic under the GIL) and builds the metric families.
@@ -126,6 +128,7 @@ class HotPathCollector:
         self._buckets = [0] * (len(buckets) + 1)  # last one: +Inf
         self._sum = 0.0
         self._messages: dict[tuple[str, str, int | None], int] = {}
+        self._flag_deviations: dict[str, int] = {}
 
     def count_check(self, status: str, reason: str, seconds: float) -> None:
         key = (status, reason)
@@ -138,6 +141,11 @@ class HotPathCollector:
         key = (direction, command, result_code)
         messages = self._messages
         messages[key] = messages.get(key, 0) + 1
+
+    def on_avp_flag_deviation(self, avp: str) -> None:
+        # ``avp`` is a dictionary name: a bounded label set.
+        deviations = self._flag_deviations
+        deviations[avp] = deviations.get(avp, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         checks = CounterMetricFamily(
@@ -168,6 +176,15 @@ class HotPathCollector:
         for (direction, command, result), count in self._messages.copy().items():
             messages.add_metric((direction, command, "" if result is None else str(result)), count)
         yield messages
+        deviations = CounterMetricFamily(
+            "diameter_avp_flag_deviations_total",
+            "Received AVPs whose M bit was set against RFC 6733 §4.5 and accepted "
+            "(diameter.strict_avp_flags off), by AVP name.",
+            labels=("avp",),
+        )
+        for avp, count in self._flag_deviations.copy().items():
+            deviations.add_metric((avp,), count)
+        yield deviations
 
 
 class ObservationCollector:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from diameter.application import Application
+from diameter.application import Application, NullObserver
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
@@ -227,7 +227,7 @@ async def open_client(
     )
 
 
-class _Counter:
+class _Counter(NullObserver):
     """Node observer: counts the MICAs each connection's peer core received (matched or not)."""
 
     def __init__(self) -> None:
@@ -236,9 +236,6 @@ class _Counter:
     def on_message(self, direction: str, command: str, result_code: int | None) -> None:
         if direction == "in" and command == _ANSWER_NAME:
             self.answers_in += 1
-
-    def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
-        return None
 
 
 @dataclass(slots=True)

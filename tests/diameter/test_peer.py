@@ -413,6 +413,42 @@ def test_requests_in_flight_still_answered_while_closing() -> None:
     assert answers(peer)[0].get("Result-Code") == 2001
 
 
+def test_requests_after_our_dpa_are_not_processed() -> None:
+    # RFC 6733 §5.6: Closing has no Process row; answers to earlier requests still go out.
+    peer = open_responder(eir_node(disconnect_linger=1.0))
+    (before,) = peer.receive_data(ecr(hop_by_hop=0x10, end_to_end=0x10), 1.0)
+    dpr = base_request(282, 9, [Avp.new("Disconnect-Cause", 0)])
+    # The DPR and a request right behind it in the same read: only the DPR is acted on.
+    assert peer.receive_data(dpr + ecr(hop_by_hop=0x11, end_to_end=0x11), 2.0) == []
+    assert [a.command_code for a in answers(peer)] == [282]
+    assert peer.state is PeerState.CLOSING and peer.in_flight == 1
+    assert peer.receive_data(ecr(hop_by_hop=0x12, end_to_end=0x12), 2.1) == []
+    assert peer.data_to_send() == b""
+    serve(peer, before, 2.2)
+    (answer,) = answers(peer)
+    assert answer.hop_by_hop == 0x10 and answer.get("Result-Code") == 2001
+    peer.handle_timeout(3.0)  # then closed as before, after the linger
+    assert peer.should_close
+
+
+def test_requests_after_our_dpr_are_not_processed() -> None:
+    node = eir_node(dpa_timeout=5.0)
+    peer = open_responder(node)
+    (before,) = peer.receive_data(ecr(hop_by_hop=0x20, end_to_end=0x20), 1.0)
+    peer.stop(1, 2.0)
+    (dpr,) = answers(peer)
+    assert peer.state is PeerState.CLOSING
+    assert peer.receive_data(ecr(hop_by_hop=0x21, end_to_end=0x21), 2.1) == []
+    assert peer.data_to_send() == b"" and peer.in_flight == 1 and node.in_flight_total == 1
+    serve(peer, before, 2.2)
+    assert [a.hop_by_hop for a in answers(peer)] == [0x20]
+    dpa = Message(282, 0, 0, dpr.hop_by_hop, dpr.end_to_end, [
+        Avp.new("Result-Code", 2001), Avp.new("Origin-Host", MME_HOST), Avp.new("Origin-Realm", REALM)
+    ])
+    peer.receive_data(dpa.encode(), 2.3)
+    assert peer.should_close
+
+
 def test_stop_before_cer_just_closes() -> None:
     peer = responder()
     peer.stop(0, 1.0)

@@ -58,12 +58,16 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[tuple[str, str, int | None]] = []
         self.states: list[tuple[object, object, object]] = []
+        self.flag_deviations: list[str] = []
 
     def on_message(self, direction: str, command: str, result_code: int | None) -> None:
         self.messages.append((direction, command, result_code))
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
         self.states.append((peer, old_state, new_state))
+
+    def on_avp_flag_deviation(self, avp: str) -> None:
+        self.flag_deviations.append(avp)
 
 
 def ok_handler(node: Node) -> Any:

@@ -400,7 +400,7 @@ def test_unsolicited_cea_in_open_states_changes_nothing() -> None:
         assert peer.is_open and peer.data_to_send() == b""
 
 
-def test_closing_still_processes_requests_answers_and_dwr() -> None:
+def test_closing_discards_requests_but_processes_answers_and_dwr() -> None:
     i, r = connected_pair()
     hop_by_hop = i.send_request(ecr_message(end_to_end=1), 1.0)
     pump(i, r, 1.0)  # the request is at the responder, not answered yet
@@ -409,9 +409,12 @@ def test_closing_still_processes_requests_answers_and_dwr() -> None:
     r.stop(0, 2.0)
     dprs = i.data_to_send(), r.data_to_send()
     assert i.state is r.state is PeerState.CLOSING
-    # Closing + R-Rcv-Message -> Process
-    (late,) = r.receive_data(ecr_message(end_to_end=3, hop_by_hop=8).encode(), 2.1)
-    assert isinstance(late, RequestReceived)
+    # Closing + R-Rcv-Message, a request: not processed, not answered (no Process in Closing)
+    assert r.receive_data(ecr_message(end_to_end=3, hop_by_hop=8).encode(), 2.1) == []
+    assert r.data_to_send() == b"" and r.in_flight == 2  # the two received before the DPR
+    # ... while the request received before the DPR is still answered
+    serve(r, request, 2.15)
+    assert [a.hop_by_hop for a in answers(r)] == [7]
     # Closing + R/I-Rcv-DWR -> DWA
     for peer in (i, r):
         peer.receive_data(Message(280, 0, FLAG_REQUEST, 9, 9, [
