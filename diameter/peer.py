@@ -46,6 +46,7 @@ from diameter.events import AnswerReceived, Event, PeerDown, PeerUp, RequestRece
 from diameter.framing import Framer
 from diameter.node import Node
 from diameter.peek import command_name, result_code_of
+from diameter.peer_identity import origin_host_matches
 from diameter.peer_table import (
     CER,
     DPR,
@@ -132,6 +133,7 @@ class Peer:
         local_addresses: tuple[str, ...] = (),
         transport: str = "tcp",
         peer_host: str | None = None,
+        certificate_names: tuple[str, ...] | None = None,
     ) -> None:
         self.node = node
         self.settings = node.settings
@@ -139,6 +141,8 @@ class Peer:
         self.remote_address = remote_address
         self.local_addresses = local_addresses
         self.transport = transport
+        # DNS names of the peer's verified TLS certificate (peer_identity); None without one.
+        self.certificate_names = certificate_names
         self.state = PeerState.CLOSED
         self._direct = False  # (state, role) in _DIRECT_PROCESS, kept by _set_state
         self.info: PeerInfo | None = None
@@ -452,6 +456,16 @@ class Peer:
         why = admitted(self.settings, origin_host, origin_realm, remote_ip)
         if why is not None:
             # RFC 6733 §5.3: CER from an unknown peer -> 3010 (E bit), then close.
+            problem = Problem(ResultCode.DIAMETER_UNKNOWN_PEER, None, why)
+            return self._reject_cer(problem, now)
+        names = self.certificate_names
+        if (
+            names is not None
+            and self.settings.tls_verify_origin_host
+            and not origin_host_matches(origin_host, names)
+        ):
+            # GSMA FS.19: the CER claims an identity its TLS certificate does not prove.
+            why = f"Origin-Host {origin_host} is not a name of its TLS certificate ({', '.join(names)})"
             problem = Problem(ResultCode.DIAMETER_UNKNOWN_PEER, None, why)
             return self._reject_cer(problem, now)
         if self.transport != "tls" and not inband_security_acceptable(message):

@@ -48,6 +48,9 @@ class PeerSettings:
     # message with 5016 DIAMETER_INVALID_AVP_BIT_COMBO (§7.1.5); False accepts it, reported to
     # the observer and logged once per connection (real MMEs set M on Product-Name).
     strict_avp_flags: bool = False
+    # TLS with a verified client certificate: a CER whose Origin-Host is not a DNS name of the
+    # certificate (subjectAltName, or CN without one) gets 3010 DIAMETER_UNKNOWN_PEER (GSMA FS.19).
+    tls_verify_origin_host: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_key": Key("str", ""),
         "tls_ca": Key("str", ""),
         "tls_verify_client": Key("bool", _T.tls_verify_client),
+        "tls_verify_origin_host": Key("bool", _D.tls_verify_origin_host),
         "watchdog_seconds": Key("float", _D.watchdog_interval, _watchdog),
         "watchdog_jitter_seconds": Key("float", _D.watchdog_jitter, _non_negative),
         "cer_timeout_seconds": Key("float", _D.cer_timeout, _positive),
@@ -604,6 +605,7 @@ def _build(
         allowed_realms=tuple(v["diameter.allowed_realms"]),
         allowed_networks=tuple(v["diameter.allowed_networks"]),
         strict_avp_flags=v["diameter.strict_avp_flags"],
+        tls_verify_origin_host=v["diameter.tls_verify_origin_host"],
     )
     transport = TransportSettings(
         listen=listen,

@@ -18,6 +18,7 @@ from diameter.codec import Message
 from diameter.events import Event, RequestReceived
 from diameter.node import Node
 from diameter.peer import Peer, Role
+from diameter.peer_identity import certificate_names
 from diameter.settings import TransportSettings
 from diameter.transport.sockets import set_nodelay
 
@@ -74,6 +75,7 @@ class PeerConnection(asyncio.Protocol):
                 local = (str(sockname[0]),)
         now = self._loop.time()
         if self.peer is None:
+            tls = transport.get_extra_info("ssl_object")
             self.peer = Peer(
                 self.node,
                 self.role,
@@ -81,6 +83,7 @@ class PeerConnection(asyncio.Protocol):
                 remote_address=remote,
                 local_addresses=local,
                 transport=self.transport_name,
+                certificate_names=certificate_names(tls.getpeercert()) if tls else None,
             )
         else:
             self.peer.remote_address = remote

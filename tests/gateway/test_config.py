@@ -57,6 +57,7 @@ def test_embedded_default_values(tmp_path: Path) -> None:
     assert c.registry.budget == 0.05 and c.registry.database == "var/registry.sqlite"
     assert c.policy.status[Reason.TAC_UNKNOWN] is EquipmentStatus.GREYLISTED
     assert not c.policy.monitor_mode and c.logging.mask_imsi
+    assert not c.peer.strict_avp_flags and c.peer.tls_verify_origin_host
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
@@ -100,6 +101,8 @@ tls_cert = "cert.pem"
 tls_key = "key.pem"
 watchdog_seconds = 6
 allowed_networks = ["10.0.0.0/8"]
+strict_avp_flags = true
+tls_verify_origin_host = false
 [state]
 directory = "/srv/eir"
 [policy]
@@ -119,6 +122,7 @@ X-Operator = "example"
     assert c.transport.tls_cert == str(tmp_path / "cert.pem")
     assert c.peer.watchdog_interval == 6.0 and isinstance(c.peer.watchdog_interval, float)
     assert c.peer.allowed_networks == ("10.0.0.0/8",)
+    assert c.peer.strict_avp_flags and not c.peer.tls_verify_origin_host
     assert c.lists.database == Path("/srv/eir/lists.sqlite")
     assert c.policy.monitor_mode and c.policy.unknown_equipment == frozenset({Reason.TAC_UNKNOWN})
     assert c.policy.status[Reason.REGISTRY_UNAVAILABLE] is EquipmentStatus.GREYLISTED
