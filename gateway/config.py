@@ -35,6 +35,7 @@ from registry_client.settings import RegistrySettings
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gateway.toml"
 ENV_PREFIX = "EIR_"
 _DEFAULT_PORTS = {"tcp": 3868, "sctp": 3868, "tls": 5868}  # RFC 6733 §2.1
+MAX_WORKERS = 256
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -49,7 +50,7 @@ Check = Callable[[Any], str | None]  # returns what is wrong, or None
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    type: str  # "str" | "int" | "float" | "bool" | "strs"
+    type: str  # "str" | "int" | "float" | "bool" | "strs" | "count" (an int or "auto")
     default: Any
     check: Check | None = None
 
@@ -104,6 +105,12 @@ def _listen_list(v: Any) -> str | None:
             return f"{item!r}: same address and port as {seen[key]!r} (listed twice)"
         seen[key] = item
     return None
+
+
+def _workers(v: Any) -> str | None:
+    if v == "auto":
+        return None
+    return None if 1 <= v <= MAX_WORKERS else f"must be 1 to {MAX_WORKERS}, or \"auto\""
 
 
 def _hostport(v: Any) -> str | None:
@@ -178,6 +185,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "sctp_extra_addresses": Key("strs", [], _ip_list),
         "strict_avp_flags": Key("bool", _D.strict_avp_flags),
     },
+    "process": {"workers": Key("count", 1, _workers)},
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
     "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
     "tac": {"file": Key("str", ""), "database": Key("str", "tac.sqlite")},
@@ -305,6 +313,9 @@ def _from_env(text: str, kind: str) -> Any:
         return int(text.strip())
     if kind == "float":
         return float(text.strip())
+    if kind == "count":
+        text = text.strip()
+        return text if text == "auto" else int(text)
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
@@ -315,15 +326,30 @@ def _type_problem(value: Any, kind: str) -> str | None:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "count": value == "auto" or (isinstance(value, int) and not isinstance(value, bool)),
     }[kind]
     if ok:
         return None
     names = {"str": "a string", "bool": "true or false", "int": "an integer",
-             "float": "a number", "strs": "a list of strings"}
+             "float": "a number", "strs": "a list of strings",
+             "count": 'an integer or "auto"'}
     return f"must be {names[kind]}, not {type(value).__name__} {value!r}"
 
 
 # --- the configuration object ----------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, as a container limits it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessConfig:
+    workers: int = 1  # worker processes serving S13; 1: the gateway runs in this process
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +401,7 @@ class GatewayConfig:
     state_dir: Path
     peer: PeerSettings
     transport: TransportSettings
+    process: ProcessConfig
     metrics: MetricsConfig
     tac: TacConfig
     lists: ListsConfig
@@ -399,6 +426,32 @@ class GatewayConfig:
 def _where(file: Path, env_vars: Mapping[str, str], dotted: str) -> str:
     var = env_vars.get(dotted)
     return f"environment variable {var} ({dotted})" if var else f"{file}: {dotted}"
+
+
+def _process_workers(value: int | str, clone_detection: bool, where: Callable[[str], str]) -> int:
+    workers = available_cores() if value == "auto" else int(value)
+    if workers > 1 and clone_detection:
+        # The tracker lives in each process: a worker would count only the IMSIs it saw itself.
+        raise ConfigError(
+            f"{where('clone_detection.enabled')}: clone detection counts in one process; "
+            f"it cannot run with {workers} workers (process.workers)"
+        )
+    return workers
+
+
+def with_workers(config: GatewayConfig, text: str) -> GatewayConfig:
+    """``run --workers N|auto``: ``config`` with process.workers replaced, checked as the key."""
+    try:
+        value: int | str = _from_env(text, "count")
+    except ValueError:
+        raise ConfigError(f"--workers {text}: must be an integer or \"auto\"") from None
+    problem = _workers(value)
+    if problem:
+        raise ConfigError(f"--workers {text}: {problem}")
+    workers = _process_workers(
+        value, config.clone_detection.enabled, lambda key: f"--workers {text}: {config.where(key)}"
+    )
+    return replace(config, process=ProcessConfig(workers))
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -618,6 +671,7 @@ def _build(
         write_low_water=v["diameter.write_low_water_bytes"],
     )
     host, port = parse_host_port(v["metrics.listen"])
+    workers = _process_workers(v["process.workers"], v["clone_detection.enabled"], where)
     policy = Policy.build(
         {Reason(k): EquipmentStatus[v[f"policy.status.{k}"]] for k in SCHEMA["policy.status"]},
         (Reason(r) for r in v["policy.unknown_equipment"]),
@@ -657,6 +711,7 @@ def _build(
         state_dir=state,
         peer=peer,
         transport=transport,
+        process=ProcessConfig(workers),
         metrics=MetricsConfig(host, port),
         tac=TacConfig(inp(v["tac.file"]) if v["tac.file"] else None, data(v["tac.database"])),
         lists=ListsConfig(

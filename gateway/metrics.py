@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -226,10 +227,16 @@ class DecisionCacheCollector:
 ReadinessCheck = Callable[[], dict[str, bool]]
 
 
-class OperationsServer:
-    """HTTP server for /metrics, /healthz (process alive) and /readyz (listening, stores loaded)."""
+class Renderer(Protocol):
+    def render(self) -> bytes: ...
 
-    def __init__(self, metrics: GatewayMetrics, readiness: ReadinessCheck) -> None:
+
+class OperationsServer:
+    """HTTP server for /metrics, /healthz (process alive) and /readyz (listening, stores loaded).
+
+    A supervisor of worker processes overrides :meth:`metrics_body` and :meth:`checks`."""
+
+    def __init__(self, metrics: Renderer, readiness: ReadinessCheck) -> None:
         self._metrics = metrics
         self._readiness = readiness
         self._runner: web.AppRunner | None = None
@@ -242,15 +249,21 @@ class OperationsServer:
         app.router.add_get("/readyz", self._handle_readyz)
         return app
 
+    async def metrics_body(self) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(None, self._metrics.render)
+
+    async def checks(self) -> dict[str, bool]:
+        return self._readiness()
+
     async def _handle_metrics(self, request: web.Request) -> web.Response:
-        body = await asyncio.get_running_loop().run_in_executor(None, self._metrics.render)
+        body = await self.metrics_body()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _handle_healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def _handle_readyz(self, request: web.Request) -> web.Response:
-        checks = self._readiness()
+        checks = await self.checks()
         ready = all(checks.values())
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return web.Response(
@@ -259,10 +272,14 @@ class OperationsServer:
             content_type="application/json",
         )
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Serve on ``host:port``, or on ``sock`` (bound by a supervising process) when given."""
         self._runner = web.AppRunner(self._app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site: web.BaseSite = (
+            web.SockSite(self._runner, sock) if sock is not None
+            else web.TCPSite(self._runner, host, port)
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
-from typing import Any
+import socket
+from collections.abc import Sequence
 
 from diameter.application import Application
 from diameter.dictionary.base_rfc6733 import DisconnectCause
@@ -22,7 +22,7 @@ from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
 from diameter.node import Node
 from diameter.transport import Server, origin_state_now
-from gateway import registry_source
+from gateway import aio, registry_source
 from gateway.classify import Classifier
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.metrics import GatewayMetrics, OperationsServer
@@ -38,8 +38,20 @@ _RELOADED = frozenset({"policy.monitor_mode", "policy.unknown_equipment"})
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    """One gateway process. A worker of ``eir-gateway run --workers N`` is given its listening
+    sockets (``listeners``, one per ``diameter.listen`` entry) and its operations endpoint's
+    socket by the supervisor that bound them."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        listeners: Sequence[socket.socket] | None = None,
+        operations_socket: socket.socket | None = None,
+    ) -> None:
         self.config = config
+        self._listeners = listeners
+        self._operations_socket = operations_socket
         self.metrics = GatewayMetrics()
         self.registry: VerdictSource | None = None
         self.classifier: Classifier | None = None
@@ -57,7 +69,9 @@ class Gateway:
         # /healthz answers (and /readyz says 503) from the first moment: loading a large TAC file
         # or list takes a while, and a liveness probe must not kill the process meanwhile.
         self.operations = OperationsServer(self.metrics, self.readiness)
-        await self.operations.start(config.metrics.host, config.metrics.port)
+        await self.operations.start(
+            config.metrics.host, config.metrics.port, self._operations_socket
+        )
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = registry_source.build(config.registry, self.metrics.registry)
         start = getattr(self.registry, "start", None)
@@ -93,7 +107,7 @@ class Gateway:
             max_in_flight_total=config.transport.max_in_flight_total,
             origin_state_id=origin_state_now(),
         )
-        self.server = Server(self.node, config.transport)
+        self.server = Server(self.node, config.transport, sockets=self._listeners)
         await self.server.start()
         self._update_gauges()
         # The stores loaded above are long-lived: keep them out of the collector's generations
@@ -206,23 +220,9 @@ class Gateway:
     # -- running as a process ------------------------------------------------------------------
     async def serve(self) -> None:
         """Start, then run until SIGTERM/SIGINT; SIGHUP reloads lists and policy."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        tasks: set[asyncio.Task[Any]] = set()
-
-        def on_hup() -> None:
-            task = loop.create_task(self.reload())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        try:
-            await self.start()
-            await stop.wait()
-            log.info("stopping: DPR to every peer, finishing requests in flight")
-        finally:
-            await self.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+        await aio.serve_until_signalled(
+            self.start,
+            self.stop,
+            self.reload,
+            lambda: log.info("stopping: DPR to every peer, finishing requests in flight"),
+        )

@@ -348,8 +348,16 @@ def default_progress() -> TextIO:
     return sys.stderr
 
 
+def import_if_changed(database: str | Path, source: str | Path) -> bool:
+    """Import ``source`` (strict) when its mtime or size changed since its last import."""
+    if stored_stamp(database, source) == file_stamp(source):
+        return False
+    import_tac_file(database, source)
+    return True
+
+
 def open_tac_database(database: str | Path, source: str | Path | None = None) -> TacDatabase:
     """Load the TAC table, first importing ``source`` (strict) when it changed since last time."""
-    if source is not None and stored_stamp(database, source) != file_stamp(source):
-        import_tac_file(database, source)
+    if source is not None:
+        import_if_changed(database, source)
     return TacDatabase.load(database)

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Sequence
 
 from diameter.application import PeerInfo
 from diameter.dictionary.base_rfc6733 import DisconnectCause
@@ -26,8 +27,43 @@ log = logging.getLogger(__name__)
 # reconnecting together after a restart must not wait a SYN retransmission (1 s) each.
 LISTEN_BACKLOG = 1024
 
+def listening_socket(endpoint: ListenEndpoint, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A bound, listening, non-blocking socket for ``endpoint`` (TLS is TCP underneath).
+
+    Made apart from any event loop so that a supervising process can bind once and hand the
+    socket to its worker processes, which then share the one accept queue."""
+    if endpoint.transport not in ("tcp", "tls", "sctp"):
+        raise DiameterError(f"unknown transport {endpoint.transport!r}")
+    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
+    if endpoint.transport == "sctp":
+        reason = sctp_unavailable()
+        if reason is not None:
+            raise DiameterError(f"cannot listen on SCTP: {reason}")
+        sock = sctp_socket(family)
+    else:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # As asyncio does: [::] serves IPv6 only, so 0.0.0.0 can be listed beside it.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if endpoint.transport == "sctp":
+            bind_sctp(sock, (endpoint.host, *endpoint.extra_addresses), endpoint.port)
+        else:
+            sock.bind((endpoint.host, endpoint.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class Server:
-    """Listens on every endpoint of ``settings`` and serves ``node``'s applications."""
+    """Listens on every endpoint of ``settings`` and serves ``node``'s applications.
+
+    ``sockets`` gives an already listening socket per endpoint, in the order of
+    ``settings.listen`` (inherited from a supervising process); by default each is bound here."""
 
     def __init__(
         self,
@@ -35,19 +71,32 @@ class Server:
         settings: TransportSettings | None = None,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         self.node = node
         self.settings = settings or TransportSettings()
         node.max_in_flight_total = self.settings.max_in_flight_total
         self._ssl_context = ssl_context
+        if sockets is not None and len(sockets) != len(self.settings.listen):
+            raise ValueError("one listening socket per endpoint of settings.listen")
+        self._inherited = sockets
         self._servers: list[tuple[ListenEndpoint, asyncio.Server]] = []
         self.connections: set[PeerConnection] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            for endpoint in self.settings.listen:
-                server = await self._listen(loop, endpoint)
+            for i, endpoint in enumerate(self.settings.listen):
+                sock = (
+                    self._inherited[i] if self._inherited is not None
+                    else listening_socket(endpoint)
+                )
+                try:
+                    server = await self._serve(loop, endpoint, sock)
+                except BaseException:
+                    if self._inherited is None:
+                        sock.close()
+                    raise
                 self._servers.append((endpoint, server))
                 log.info("listening on %s", [s.getsockname() for s in server.sockets])
         except BaseException:
@@ -57,40 +106,19 @@ class Server:
             self._servers.clear()
             raise
 
-    async def _listen(self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint) -> asyncio.Server:
+    async def _serve(
+        self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint, sock: socket.socket
+    ) -> asyncio.Server:
         name = endpoint.transport
-        if name == "tcp":
-            return await loop.create_server(
-                lambda: self._protocol("tcp"),
-                endpoint.host,
-                endpoint.port,
-                reuse_address=True,
-                backlog=LISTEN_BACKLOG,
-            )
         if name == "tls":
             context = self._ssl_context or server_ssl_context(self.settings)
             return await loop.create_server(
-                lambda: self._protocol("tls"),
-                endpoint.host,
-                endpoint.port,
-                ssl=context,
-                reuse_address=True,
-                backlog=LISTEN_BACKLOG,
+                lambda: self._protocol("tls"), sock=sock, ssl=context, backlog=LISTEN_BACKLOG
             )
-        if name == "sctp":
-            reason = sctp_unavailable()
-            if reason is not None:
-                raise DiameterError(f"cannot listen on SCTP: {reason}")
-            addresses = (endpoint.host, *endpoint.extra_addresses)
-            family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-            sock = sctp_socket(family)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            bind_sctp(sock, addresses, endpoint.port)
-            sock.listen(LISTEN_BACKLOG)
-            return await loop.create_server(
-                lambda: self._protocol("sctp", addresses), sock=sock
-            )
-        raise DiameterError(f"unknown transport {name!r}")
+        local = (endpoint.host, *endpoint.extra_addresses) if name == "sctp" else ()
+        return await loop.create_server(
+            lambda: self._protocol(name, local), sock=sock, backlog=LISTEN_BACKLOG
+        )
 
     def _protocol(self, name: str, local: tuple[str, ...] = ()) -> PeerConnection:
         connection = PeerConnection(

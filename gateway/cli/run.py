@@ -1,5 +1,8 @@
 """`eir-gateway run`: serve S13 until SIGTERM/SIGINT (SIGHUP reloads lists and policy).
 
+With ``--workers N`` (or ``process.workers``) above 1 this process supervises N workers
+(:mod:`gateway.supervisor`), each started as ``run --worker-spec`` with the parent's sockets.
+
 Start-up failures end with one line on stderr and no traceback: a bad input file or database
 (TAC file, list CSV, registry seed, corrupt SQLite file) exits 2 like a configuration error,
 since the operator has to fix a file; an environment problem (address in use, no SCTP in the
@@ -9,11 +12,20 @@ kernel, a state directory that cannot be created) exits 1.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
+import os
+import signal
+import socket
 import sqlite3
 import ssl
+from collections.abc import Coroutine
+from dataclasses import replace
+from typing import Any
 
 from diameter.errors import DiameterError
+from diameter.settings import ListenEndpoint
 from gateway import aio, logs
 from gateway.cli._common import (
     EXIT_FAILED,
@@ -25,9 +37,10 @@ from gateway.cli._common import (
     databases,
     fail,
 )
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, with_workers
 from gateway.lists import ListError
 from gateway.service import Gateway
+from gateway.supervisor import Supervisor, WorkerFailed
 from gateway.tac import TacImportError
 from registry_client.local import DeclarationFileError
 
@@ -40,6 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " and metrics on 127.0.0.1:9868, with state under ./var/.",
     )
     add_config_argument(parser)
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes sharing the listeners under one supervising process: a number"
+        ' or "auto" (the cores this process may use); overrides process.workers',
+    )
+    # Set by the supervisor when it starts a worker (see gateway.supervisor): not for operators.
+    parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -53,11 +74,47 @@ def _state_directory_problem(config: GatewayConfig) -> str | None:
     return None
 
 
+def _worker(config: GatewayConfig, spec: dict[str, Any]) -> Coroutine[Any, Any, None]:
+    """One worker of a supervisor: its listeners and operations socket are the parent's."""
+    endpoints = tuple(
+        ListenEndpoint(transport, host, port, tuple(extra))
+        for transport, host, port, extra in spec["listen"]
+    )
+    config = replace(config, transport=replace(config.transport, listen=endpoints))
+    gateway = Gateway(
+        config,
+        listeners=[socket.socket(fileno=fd) for fd in spec["listeners"]],
+        operations_socket=socket.socket(fileno=spec["operations"]),
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        parent = spec["parent"]
+
+        def parent_gone() -> None:  # the pipe's other end closed: the supervisor exited
+            loop.remove_reader(parent)
+            logging.getLogger("eir.gateway").error("the supervisor is gone: stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        loop.add_reader(parent, parent_gone)
+        await gateway.serve()
+
+    return serve()
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_or_none(args)
     if config is None:
         return EXIT_USAGE
-    logs.configure(config.logging.level, config.logging.format)
+    spec = json.loads(args.worker_spec) if args.worker_spec else None
+    if args.workers is not None and spec is None:
+        try:
+            config = with_workers(config, args.workers)
+        except ConfigError as exc:
+            return fail(f"configuration error: {exc}", EXIT_USAGE)
+    logs.configure(
+        config.logging.level, config.logging.format, None if spec is None else spec["index"]
+    )
     log = logging.getLogger("eir.gateway")
 
     def stop(message: str, code: int) -> int:
@@ -70,9 +127,20 @@ def run(args: argparse.Namespace) -> int:
     problem = database_problem(config)
     if problem is not None:
         return stop(f"cannot start: {problem}", EXIT_USAGE)
-    log.info("event loop: %s", aio.loop_name())
+    supervise = spec is None and config.process.workers > 1
+    if not supervise:
+        log.info("event loop: %s", aio.loop_name())
     try:
-        aio.run(Gateway(config).serve())
+        if supervise:
+            # The parent only supervises: asyncio's own loop (uvloop is for the workers).
+            asyncio.run(Supervisor(config, config.process.workers).serve())
+        elif spec is not None:
+            aio.run(_worker(config, spec))
+        else:
+            aio.run(Gateway(config).serve())
+    except WorkerFailed as exc:
+        # The worker printed why; a bad file (status 2) stays a configuration error.
+        return stop(f"cannot start: {exc}", exc.status if exc.status > 0 else EXIT_FAILED)
     except (TacImportError, ListError, DeclarationFileError) as exc:
         # Their messages name the file and the line or row.
         return stop(f"cannot start: bad input file: {exc}", EXIT_USAGE)
@@ -92,4 +160,3 @@ def run(args: argparse.Namespace) -> int:
         # Cannot bind, no SCTP in the kernel, TLS files unreadable: the environment.
         return stop(f"cannot start: {exc}", EXIT_FAILED)
     return EXIT_OK
-

@@ -14,8 +14,10 @@ from gateway.config import (
     FREE_TABLES,
     SCHEMA,
     ConfigError,
+    available_cores,
     load_config,
     parse_listen_url,
+    with_workers,
 )
 from gateway.policy import EquipmentStatus, Reason
 
@@ -307,3 +309,34 @@ def test_bad_tls_files_name_the_key_and_the_file(tmp_path: Path) -> None:
         load_config(None, env={"EIR_DIAMETER_LISTEN": "tls://127.0.0.1:0",
                                "EIR_DIAMETER_TLS_CERT": str(other_cert),
                                "EIR_DIAMETER_TLS_KEY": str(junk)})
+
+
+def test_process_workers_number_auto_and_limits(tmp_path: Path) -> None:
+    assert load_config(None, env={}).process.workers == 1
+    assert load_config(write(tmp_path, "[process]\nworkers = 3\n"), env={}).process.workers == 3
+    auto = load_config(write(tmp_path, "[process]\nworkers = \"auto\"\n"), env={})
+    assert auto.process.workers == available_cores() >= 1
+    assert load_config(None, env={"EIR_PROCESS_WORKERS": "auto"}).process.workers >= 1
+    for text, problem in (("0", "must be 1 to 256"), ("\"many\"", "an integer or \"auto\""),
+                          ("true", "an integer or \"auto\"")):
+        with pytest.raises(ConfigError, match=f"process.workers: .*{problem}"):
+            load_config(write(tmp_path, f"[process]\nworkers = {text}\n"), env={})
+    with pytest.raises(ConfigError, match=r"EIR_PROCESS_WORKERS.*invalid literal"):
+        load_config(None, env={"EIR_PROCESS_WORKERS": "two"})
+
+
+def test_workers_option_and_clone_detection(tmp_path: Path) -> None:
+    config = load_config(None, env={})
+    assert with_workers(config, "4").process.workers == 4
+    assert with_workers(config, "auto").process.workers == available_cores()
+    with pytest.raises(ConfigError, match="--workers x: must be an integer"):
+        with_workers(config, "x")
+    with pytest.raises(ConfigError, match="--workers 300: must be 1 to 256"):
+        with_workers(config, "300")
+    # Each worker would count only the IMSIs it saw itself: refused, naming the key.
+    clone = write(tmp_path, "[clone_detection]\nenabled = true\n[process]\nworkers = 2\n")
+    with pytest.raises(ConfigError, match=r"clone_detection\.enabled: .*2 workers"):
+        load_config(clone, env={})
+    single = load_config(None, env={"EIR_CLONE_DETECTION_ENABLED": "true"})
+    with pytest.raises(ConfigError, match=r"EIR_CLONE_DETECTION_ENABLED.*2 workers"):
+        with_workers(single, "2")

@@ -1,0 +1,237 @@
+"""`eir-gateway run --workers 2` as a process: connections spread over the workers, one
+/metrics, list changes and monitor mode reaching every worker, a killed worker restarted, SIGTERM
+draining every connection with DPR."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from diameter.application import Application
+from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
+from diameter.node import Node
+from diameter.settings import LocalIdentity, PeerSettings
+from diameter.transport import Client
+from tests.e2e.conftest import Mme
+
+REPO = Path(__file__).resolve().parents[2]
+BLACK_IMEI = "35693803564380"  # on the sample blacklist
+OTHER_IMEI = "35209900176148"  # a known TAC, on no list
+BLACKLISTED, WHITELISTED = 1, 0
+
+
+class GatewayProcess:
+    """The supervisor process; its stderr is read by a thread, line by line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0, count: int = 1) -> list[re.Match[str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = list(re.finditer(pattern, self.text))
+            if len(found) >= count:
+                return found
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} ({count}x) in the gateway's log:\n{self.text}")
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A copy of the embedded config and its input files (SIGHUP re-reads the copy)."""
+    for name in ("gateway.toml", "tac-sample.txt", "lists-sample.csv",
+                 "registry-declarations.json"):
+        shutil.copy(REPO / "config" / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.fixture
+def start(config_dir: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    env = dict(
+        os.environ,
+        EIR_DIAMETER_LISTEN="tcp://127.0.0.1:0",
+        EIR_METRICS_LISTEN="127.0.0.1:0",
+        EIR_STATE_DIRECTORY=str(config_dir / "var"),
+        EIR_LISTS_POLL_INTERVAL_SECONDS="0.2",
+    )
+
+    def run(*args: str) -> GatewayProcess:
+        command = [sys.executable, "-m", "gateway.cli", "run", "--config",
+                   str(config_dir / "gateway.toml"), *args]
+        process = subprocess.Popen(command, cwd=config_dir, env=env, stderr=subprocess.PIPE,
+                                   text=True)
+        started.append(GatewayProcess(process))
+        return started[-1]
+
+    yield run
+    for gateway in started:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
+            gateway.process.wait(10)
+
+
+async def connect(port: int, origin_host: str) -> Mme:
+    node = Node(
+        PeerSettings(identity=LocalIdentity(origin_host=origin_host, origin_realm="test")),
+        [Application(S13_APPLICATION_ID, {}, vendor_id=VENDOR, name="S13")],
+    )
+    return Mme(await Client.connect(node, "127.0.0.1", port), node)
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, tuple], float]:
+    async with session.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def statuses(mmes: list[Mme], imei: str) -> set[int]:
+    answers = await asyncio.gather(*(mme.check(imei, sv="01") for mme in mmes))
+    return {answer.get("Equipment-Status") for answer in answers}
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
+    start: Callable[..., GatewayProcess], config_dir: Path
+) -> None:
+    gateway = start("--workers", "2")
+    ready = gateway.wait_for(
+        r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+), metrics on 127\.0\.0\.1:(\d+)"
+    )[0]
+    port, metrics = int(ready.group(1)), f"http://127.0.0.1:{ready.group(2)}"
+    workers = {
+        int(m.group(1)): (int(m.group(2)), m.group(3))
+        for m in gateway.wait_for(r"worker (\d) \(pid (\d+)\) ready; its own metrics on (\S+)",
+                                  count=2)
+    }
+    mmes = [await connect(port, f"mme{i}.test") for i in range(16)]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(metrics + "/readyz") as response:
+            assert response.status == 200
+            checks = (await response.json())["checks"]
+        assert checks["worker_0"] and checks["worker_1"]
+
+        # Every connection is accepted by one worker; both workers got some.
+        assert await statuses(mmes, BLACK_IMEI) == {BLACKLISTED}
+        per_worker = []
+        for _, url in workers.values():
+            samples = await scrape(session, url)
+            per_worker.append(value(samples, "diameter_peers", state="R_OPEN"))
+        assert sum(per_worker) == 16 and min(per_worker) >= 1, per_worker
+        merged = await scrape(session, metrics + "/metrics")
+        assert value(merged, "eir_checks_total", status="blacklisted", reason="blacklisted") == 16
+        assert value(merged, "diameter_peers", state="R_OPEN") == 16
+        assert value(merged, "eir_lists_version") >= 1
+
+        # A list change (another process writes the lists database) reaches every worker.
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "lists", "add", "black", "imei", OTHER_IMEI,
+             "--config", str(config_dir / "gateway.toml")],
+            cwd=config_dir, env={**os.environ, "EIR_STATE_DIRECTORY": str(config_dir / "var")},
+            check=True, capture_output=True, timeout=60,
+        )
+        await eventually(lambda: _all(mmes, OTHER_IMEI, BLACKLISTED))
+
+        # Monitor mode by SIGHUP reaches every worker.
+        toml = config_dir / "gateway.toml"
+        toml.write_text(toml.read_text().replace("monitor_mode = false", "monitor_mode = true"))
+        gateway.process.send_signal(signal.SIGHUP)
+        gateway.wait_for(r"\[worker \d\] eir\.gateway: lists and policy reloaded", count=2)
+        assert await statuses(mmes, BLACK_IMEI) == {WHITELISTED}
+        merged = await scrape(session, metrics + "/metrics")
+        assert value(merged, "eir_monitor_mode") == 1
+        checked = value(merged, "eir_checks_total", status="blacklisted", reason="blacklisted")
+
+        # A killed worker is restarted and counted; the counts it made stay in the sums.
+        pid = workers[0][0]
+        os.kill(pid, signal.SIGKILL)
+        gateway.wait_for(r"worker 0 \(pid \d+\) was killed by SIGKILL")
+        gateway.wait_for(r"worker 0 \(pid \d+\) ready", count=2)
+        merged = await scrape(session, metrics + "/metrics")
+        assert value(merged, "eir_worker_restarts_total") == 1
+        assert value(merged, "eir_workers") == 2
+        assert value(
+            merged, "eir_checks_total", status="blacklisted", reason="blacklisted"
+        ) >= checked
+        async with session.get(metrics + "/readyz") as response:
+            assert response.status == 200
+        survivors = [mme for mme in mmes if mme.client.is_open]
+        assert 1 <= len(survivors) < 16
+        newcomer = await connect(port, "mme-new.test")
+        assert (await newcomer.check(BLACK_IMEI, sv="01")).get("Equipment-Status") == WHITELISTED
+
+    # SIGTERM: every worker DPRs each of its peers, then the supervisor exits 0.
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(60) == 0, gateway.text
+    for mme in [*survivors, newcomer]:
+        await asyncio.wait_for(mme.client.wait_closed(), 10)
+        assert mme.client.down_reason is not None
+        assert "DPR received" in mme.client.down_reason, mme.client.down_reason
+    gateway.wait_for(r"EIR gateway stopped \(2 workers\)")
+
+
+async def _all(mmes: list[Mme], imei: str, status: int) -> bool:
+    return await statuses(mmes, imei) == {status}
+
+
+def test_workers_refuse_a_bad_lists_file_before_starting(
+    start: Callable[..., GatewayProcess], config_dir: Path
+) -> None:
+    (config_dir / "lists-sample.csv").write_text("list,kind,value,imsi,reason\nblack,imei,12,,x\n")
+    gateway = start("--workers", "2")
+    assert gateway.process.wait(60) == 2
+    gateway.wait_for(r"bad input file: .*lists-sample\.csv")
+    assert "worker 0" not in gateway.text  # refused before any worker started
+
+
+def test_workers_option_is_checked(start: Callable[..., GatewayProcess]) -> None:
+    gateway = start("--workers", "0")
+    assert gateway.process.wait(60) == 2
+    gateway.wait_for(r"--workers 0: must be 1 to 256")
