@@ -1,17 +1,35 @@
-"""Circuit breaker (closed / open / half-open), sans-IO: the caller passes ``now``.
+"""Circuit breaker of the registry client (closed / open / half-open), sans-IO: ``now`` is passed in.
 
-    CLOSED    --failure x threshold (consecutive)-->  OPEN
-    OPEN      --reset_timeout elapsed, a request-->   HALF_OPEN (that request is the probe)
-    HALF_OPEN --probe succeeds-->                     CLOSED
-    HALF_OPEN --probe fails-->                        OPEN (timer restarts)
+Every request the breaker lets out carries a ``Ticket`` naming the breaker's generation when it
+was admitted; the generation moves on at every state change. The outcome of a request counts only
+while its generation is current, and only once, so an answer to a request sent before the circuit
+opened (a late success of a slow registry, a timeout of a hung one) can neither close it again nor
+restart its timer, and in HALF_OPEN only the probe decides.
 
-While OPEN, and while a HALF_OPEN probe is in flight, requests are refused at once, so an outage
-costs no time per check.
+    state      input                                  next       action
+    CLOSED     admit                                  CLOSED     ticket
+    CLOSED     success                                CLOSED     failures = 0
+    CLOSED     failure, failures + 1 < threshold      CLOSED     failures += 1
+    CLOSED     failure, failures + 1 = threshold      OPEN       opened_at = now
+    OPEN       admit, before opened_at + reset        OPEN       refuse
+    OPEN       admit, at opened_at + reset or later   HALF_OPEN  ticket: the probe
+    HALF_OPEN  admit, before probe_at + reset         HALF_OPEN  refuse (one probe at a time)
+    HALF_OPEN  admit, at probe_at + reset or later    HALF_OPEN  ticket: a new probe (the
+                                                                 old one is presumed lost)
+    HALF_OPEN  success of the probe                   CLOSED     failures = 0
+    HALF_OPEN  failure of the probe                   OPEN       opened_at = now
+    any        outcome of an older generation,        unchanged  ignored
+               or of a ticket already reported
+
+While OPEN, and while the probe is out, requests are refused at once, so an outage costs no time
+per check. The caller reports exactly one outcome per ticket (a request that outlives its budget
+is reported as a failure then; see client.py).
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 
 class BreakerState(enum.IntEnum):
@@ -21,52 +39,78 @@ class BreakerState(enum.IntEnum):
     OPEN = 2
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Permission for one request: the ``serial``-th admitted, in ``generation``."""
+
+    generation: int
+    serial: int
+
+
 class CircuitBreaker:
     def __init__(self, failure_threshold: int, reset_timeout: float):
         self.failure_threshold = max(1, failure_threshold)
         self.reset_timeout = reset_timeout
         self.state = BreakerState.CLOSED
-        self.failures = 0
+        self.generation = 0
+        self.failures = 0  # consecutive, in CLOSED
         self.opened_at = 0.0
-        self._probe_in_flight = False
+        self.probe_at = 0.0  # when the half-open probe went out
+        self.transitions = 0  # state changes so far (tests, logs)
+        self._serial = 0
+        self._out: set[int] = set()  # serials of this generation's tickets not reported yet
 
-    def would_refuse(self, now: float) -> bool:
-        """True when ``allow(now)`` would refuse; changes nothing."""
+    def refuses(self, now: float) -> bool:
+        """True when ``admit(now)`` would refuse; changes nothing."""
         if self.state is BreakerState.OPEN:
-            return now - self.opened_at < self.reset_timeout
+            return now < self.opened_at + self.reset_timeout
         if self.state is BreakerState.HALF_OPEN:
-            return self._probe_in_flight
+            return now < self.probe_at + self.reset_timeout
         return False
 
-    def allow(self, now: float) -> bool:
-        """May a request go out now? In OPEN past the timeout this admits the half-open probe."""
-        if self.state is BreakerState.CLOSED:
-            return True
-        if self.state is BreakerState.OPEN:
-            if now - self.opened_at < self.reset_timeout:
-                return False
-            self.state = BreakerState.HALF_OPEN
-            self._probe_in_flight = False
-        if self._probe_in_flight:
+    def admit(self, now: float) -> Ticket | None:
+        """A ticket for a request going out now, or None. OPEN past the timeout: the probe."""
+        if self.state is not BreakerState.CLOSED:
+            if self.refuses(now):
+                return None
+            self.probe_at = now
+            self._enter(BreakerState.HALF_OPEN)
+        self._serial += 1
+        self._out.add(self._serial)
+        return Ticket(self.generation, self._serial)
+
+    def _counts(self, ticket: Ticket) -> bool:
+        """Is this the first outcome of a ticket of the current generation?"""
+        if ticket.generation != self.generation or ticket.serial not in self._out:
             return False
-        self._probe_in_flight = True
+        self._out.discard(ticket.serial)
         return True
 
-    def success(self, now: float) -> None:
-        self.state = BreakerState.CLOSED
+    def success(self, ticket: Ticket, now: float) -> bool:
+        """The request of ``ticket`` was answered in time; True when the state changed."""
+        if not self._counts(ticket):
+            return False
         self.failures = 0
-        self._probe_in_flight = False
-
-    def failure(self, now: float) -> None:
         if self.state is BreakerState.HALF_OPEN:
-            self._open(now)
-            return
-        self.failures += 1
-        if self.state is BreakerState.CLOSED and self.failures >= self.failure_threshold:
-            self._open(now)
+            self._enter(BreakerState.CLOSED)
+            return True
+        return False
 
-    def _open(self, now: float) -> None:
-        self.state = BreakerState.OPEN
+    def failure(self, ticket: Ticket, now: float) -> bool:
+        """The request of ``ticket`` failed or outlived its budget; True when the state changed."""
+        if not self._counts(ticket):
+            return False
+        if self.state is BreakerState.CLOSED:
+            self.failures += 1
+            if self.failures < self.failure_threshold:
+                return False
         self.opened_at = now
+        self._enter(BreakerState.OPEN)
+        return True
+
+    def _enter(self, state: BreakerState) -> None:
+        self.state = state
+        self.generation += 1
         self.failures = 0
-        self._probe_in_flight = False
+        self.transitions += 1
+        self._out.clear()

@@ -7,19 +7,23 @@ Path of one ``check``:
    negative_ttl) -> origin CACHE; else the mirror copy, when mirror mode is on and the TAC is
    mirrored -> origin MIRROR (an online verdict for a declared TAC the copy lacks makes the
    client fetch ``/v1/tacs/{tac}`` into it);
-3. breaker open -> RegistryUnavailable at once;
+3. breaker open (or its half-open probe out) -> RegistryUnavailable at once;
 4. single-flight: a check of an IMEI already in flight waits for that request;
 5. otherwise the IMEI joins the pending batch, flushed after ``batch_window`` or at
    ``batch_max`` (<= 1000) as one ``POST /v1/imeis:check`` (a batch of one is a
-   ``GET /v1/imeis/{imei}``) -> origin ONLINE.
+   ``GET /v1/imeis/{imei}``) -> origin ONLINE. At most ``max_connections`` batches are out at
+   once, each with at most one request on the wire: the rest wait, and are dropped unsent once
+   no check waits for them any more.
 
 Every check waits at most ``budget`` seconds (its own timer), then gets RegistryUnavailable.
 The round trip itself is bounded by ``request_timeout`` and may outlive the budget: an answer
-that arrives late still fills the cache, so a registry slower than the budget (a distant one)
-serves the next check of that IMEI. Retries, with jittered exponential backoff on 5xx, 429
-(waiting at least ``Retry-After``, RFC 9110 §10.2.3) and connection errors, are only started
-while the latest deadline among the batch's checks leaves room. Anything that goes wrong
-surfaces as ``RegistryUnavailable`` and nothing else.
+that arrives late still fills the cache. For the breaker, though, a request unanswered after
+``budget`` has failed (``breaker.py``: each attempt reports one outcome, and only outcomes of
+requests admitted since the last state change count). Retries, with jittered exponential
+backoff on 5xx, 429 (waiting at least ``Retry-After``, RFC 9110 §10.2.3) and connection errors,
+are only started while the latest deadline among the batch's checks leaves room, and each needs
+the breaker's admission like any request. Anything that goes wrong surfaces as
+``RegistryUnavailable`` and nothing else.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry
 
-from registry_client.breaker import BreakerState, CircuitBreaker
+from registry_client.breaker import BreakerState, CircuitBreaker, Ticket
 from registry_client.cache import VerdictCache
 from registry_client.local import LocalRegistry
 from registry_client.metrics import CACHE_EVENTS, OUTCOMES, registry_metrics
@@ -74,6 +78,10 @@ class _Flight:
     imei: str
     deadline: float  # loop time; the first check's
     waiters: list[asyncio.Future[RegistryVerdict]]
+
+    def waiting(self) -> bool:
+        """Does any check still wait for this IMEI?"""
+        return any(not waiter.done() for waiter in self.waiters)
 
     # A waiter already done expired at its budget or its check was cancelled: skip it.
     def succeed(self, verdict: RegistryVerdict) -> None:
@@ -182,6 +190,9 @@ class HttpRegistryClient:
         self._inflight: dict[str, _Flight] = {}
         self._pending: list[_Flight] = []
         self._flush_handle: asyncio.Handle | None = None
+        # Batches out (each has at most one request on the wire): at most max_connections.
+        self._batches_out = 0
+        self._max_batches_out = max(1, settings.max_connections)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refreshing: set[str] = set()  # TACs being fetched into the mirror
         self._session: aiohttp.ClientSession | None = None
@@ -303,18 +314,19 @@ class HttpRegistryClient:
         self._m_cache["miss"].inc()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self.breaker.would_refuse(now):
+        if self.breaker.refuses(now):
             self._m_requests["circuit_open"].inc()
             raise RegistryUnavailable("registry circuit breaker is open")
         budget = self.settings.budget
-        flight = self._inflight.get(key)
-        if flight is None:
-            flight = self._inflight[key] = _Flight(key, now + budget, [])
-            self._enqueue(flight, loop)
         # Each check has its own waiter and timer: giving up (budget, cancellation) touches
         # neither the shared request nor the other checks of the same IMEI.
         waiter: asyncio.Future[RegistryVerdict] = loop.create_future()
-        flight.waiters.append(waiter)
+        flight = self._inflight.get(key)
+        if flight is None:
+            flight = self._inflight[key] = _Flight(key, now + budget, [waiter])
+            self._enqueue(flight, loop)  # after the waiter: a flight nobody waits for is dropped
+        else:
+            flight.waiters.append(waiter)
         timer = loop.call_at(now + budget, _expire, waiter, budget)
         try:
             return await waiter
@@ -325,20 +337,46 @@ class HttpRegistryClient:
 
     def _enqueue(self, flight: _Flight, loop: asyncio.AbstractEventLoop) -> None:
         self._pending.append(flight)
-        if len(self._pending) >= self._batch_max:
+        if len(self._pending) >= self._batch_max and self._batches_out < self._max_batches_out:
             self._flush()
         elif self._flush_handle is None:
             self._flush_handle = loop.call_later(self.settings.batch_window, self._flush)
 
     def _flush(self) -> None:
+        """Send the pending IMEIs, batch_max at a time, while fewer than max_connections are out.
+
+        What cannot go now waits for a batch to land. A flight nobody waits for any more (its
+        checks' budgets ran out meanwhile) is dropped unsent, counted as ``pool_exhausted``: a
+        saturated registry is not sent work that no check will use.
+        """
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        batch, self._pending = self._pending, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+        if self._closed or not self._pending:
+            return
+        if not all(flight.waiting() for flight in self._pending):
+            live: list[_Flight] = []
+            for flight in self._pending:
+                if flight.waiting():
+                    live.append(flight)
+                else:
+                    self._land(flight)
+            self._m_requests["pool_exhausted"].inc(len(self._pending) - len(live))
+            self._pending = live
+        loop = asyncio.get_running_loop()
+        while self._pending and self._batches_out < self._max_batches_out:
+            batch = self._pending[: self._batch_max]
+            del self._pending[: self._batch_max]
+            self._batches_out += 1
+            task = loop.create_task(self._run_batch(batch))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._batches_out -= 1
+        if self._pending and not self._closed:
+            self._flush()
 
     def _land(self, flight: _Flight) -> None:
         if self._inflight.get(flight.imei) is flight:
@@ -433,26 +471,19 @@ class HttpRegistryClient:
     async def _fetch(
         self, imeis: list[str], deadline: float
     ) -> list[tuple[RegistryVerdict, float]]:
+        """One request, retried while the breaker admits it and ``deadline`` leaves room."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
-            now = loop.time()
-            if not self.breaker.allow(now):
-                self._m_requests["circuit_open"].inc()
-                self._set_circuit_gauge()
-                raise RegistryUnavailable("registry circuit breaker is open")
+            # Every attempt, retries included, needs the breaker's admission: none while open.
+            ticket = self.breaker.admit(loop.time())
             self._set_circuit_gauge()
+            if ticket is None:
+                self._m_requests["circuit_open"].inc()
+                raise RegistryUnavailable("registry circuit breaker is open")
             try:
-                results = await self._round_trip(imeis, self.settings.request_timeout)
-            except Exception as exc:
-                if not isinstance(exc, _Failure):  # release a half-open probe, then propagate
-                    self.breaker.failure(loop.time())
-                    self._set_circuit_gauge()
-                    raise
-                failure = exc
-                self._log_failure(failure)
-                self.breaker.failure(loop.time())
-                self._set_circuit_gauge(str(failure))
+                return await self._attempt(imeis, ticket)
+            except _Failure as failure:
                 if not failure.retryable or attempt >= self.settings.retries:
                     raise RegistryUnavailable(str(failure)) from None
                 delay = self._backoff(attempt)
@@ -462,10 +493,50 @@ class HttpRegistryClient:
                     raise RegistryUnavailable(f"{failure}; no budget left to retry") from None
                 await asyncio.sleep(delay)
                 attempt += 1
-            else:
-                self.breaker.success(loop.time())
-                self._set_circuit_gauge()
-                return results
+
+    async def _attempt(
+        self, imeis: list[str], ticket: Ticket
+    ) -> list[tuple[RegistryVerdict, float]]:
+        """One round trip whose outcome goes to the breaker exactly once.
+
+        An answer later than ``budget`` is of no use to the checks that waited for it, so the
+        breaker hears "failure" when the budget runs out: a hanging registry opens the circuit
+        within about twice the budget rather than after ``request_timeout``. The round trip goes
+        on (a late verdict still fills the cache) and holds its connection until it ends.
+        """
+        loop = asyncio.get_running_loop()
+        budget = self.settings.budget
+        reported = False
+
+        def report(ok: bool, cause: str) -> None:
+            nonlocal reported
+            if reported or self._closed:
+                return
+            reported = True
+            now = loop.time()
+            changed = self.breaker.success(ticket, now) if ok else self.breaker.failure(ticket, now)
+            if changed:
+                self._set_circuit_gauge(cause)
+
+        def overdue() -> None:
+            self._log_failure(_Failure(f"registry did not answer within the {budget:g}s budget",
+                                       retryable=True))
+            report(False, f"no answer within the {budget:g}s budget")
+
+        timer = loop.call_later(budget, overdue)
+        try:
+            results = await self._round_trip(imeis, self.settings.request_timeout)
+        except _Failure as failure:
+            self._log_failure(failure)
+            report(False, str(failure))
+            raise
+        except BaseException as exc:  # also cancellation: never leave a ticket unreported
+            report(False, f"registry client error: {exc!r}")
+            raise
+        finally:
+            timer.cancel()
+        report(True, "")
+        return results
 
     async def _round_trip(
         self, imeis: list[str], timeout: float

@@ -3,7 +3,9 @@
 - ``registry_requests_total{outcome}``: HTTP round trips to the registry by outcome: ``ok``,
   ``client_error`` (4xx other than 429), ``throttled`` (429), ``server_error`` (5xx),
   ``timeout``, ``connection_error``, ``invalid_response`` (not the contract: content type, JSON,
-  shape), and ``circuit_open`` (a request the open breaker refused; no round trip happened).
+  shape), ``circuit_open`` (a request the open breaker refused; no round trip happened) and
+  ``pool_exhausted`` (an IMEI dropped unsent: ``max_connections`` requests were out until every
+  check waiting for it had given up).
 - ``registry_request_duration_seconds``: histogram of round-trip times (every attempt).
 - ``registry_cache_events_total{event}``: ``hit``, ``negative_hit`` (an ``unknown`` verdict
   served from cache), ``miss`` (a check that had to ask the registry: counted once, however
@@ -33,6 +35,7 @@ OUTCOMES = (
     "connection_error",
     "invalid_response",
     "circuit_open",
+    "pool_exhausted",
 )
 CACHE_EVENTS = ("hit", "negative_hit", "miss", "expired", "store", "evict", "mirror_hit")
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -6,6 +6,7 @@ when any are configured; a missing or wrong token gets 401 with ``WWW-Authentica
 Verdicts carry ``Cache-Control: max-age`` (shorter for ``unknown``); ``/v1/tacs/{tac}`` carries a
 strong ``ETag`` and answers ``If-None-Match`` with 304 (RFC 9110 §13.1.2). ``request_counts``
 counts requests per route template, so tests can assert how many round trips a client made.
+``faults`` (``registry_client.faults``) makes it misbehave on purpose, for tests and benchmarks.
 
     server = RegistryServer(LocalRegistry.open(path, seeds), tokens=("secret",))
     await server.start()          # 127.0.0.1, port 0 -> server.url
@@ -26,7 +27,9 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from registry_client.faults import FaultInjector
 from registry_client.local import LocalRegistry, record_to_json
 from registry_client.model import RegistryStatus
 from registry_client.wire import (
@@ -97,8 +100,10 @@ class RegistryServer:
         max_age: int = 3600,
         negative_max_age: int = 300,
         ssl_context: ssl.SSLContext | None = None,
+        faults: FaultInjector | None = None,
     ):
         self.registry = registry
+        self.faults = faults
         self.tokens = frozenset(tokens)
         self.host = host
         self.port = port
@@ -117,7 +122,8 @@ class RegistryServer:
         return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # handler_cancellation: a client that gives up ends the work done for it.
+        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
@@ -132,7 +138,10 @@ class RegistryServer:
     # -- app -------------------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._count, self._errors, self._auth])
+        middlewares: list[Middleware] = [self._count, self._errors, self._auth]
+        if self.faults is not None:
+            middlewares.insert(0, self.faults.middleware)
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/v1/imeis/{imei}", self.get_imei)
         app.router.add_post("/v1/imeis:check", self.check_imeis)
         app.router.add_get("/v1/tacs/{tac}", self.get_tac)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from registry_client.faults import Fault
 from registry_client.local import LocalRegistry
 from registry_client.mirror import CURSOR_KEY, MirrorError
 from registry_client.model import RegistryStatus, Report, ReportType, VerdictOrigin
@@ -18,7 +19,6 @@ from tests.registry.conftest import (
     STOLEN,
     UNDECLARED,
     ClientFactory,
-    FaultServer,
     wait_until,
 )
 
@@ -103,11 +103,13 @@ async def test_new_url_restarts_the_feed(
 
 
 async def test_sync_failure_leaves_the_copy(
-    faulty: FaultServer, make_client: ClientFactory, tmp_path: Path
+    faulty: RegistryServer, make_client: ClientFactory, tmp_path: Path
 ) -> None:
+    assert faulty.faults is not None
+    faulty.faults.set_mode(Fault.SERVER_ERROR)
     client = make_client(faulty.url, mirror=True, mirror_database=str(tmp_path / "m.sqlite"))
     with pytest.raises(MirrorError):
-        await client.sync_mirror()  # the fault server has no /v1/changes: 404
+        await client.sync_mirror()  # /v1/changes answers 503
     assert client.mirror is not None and client.mirror.cursor == ""
     assert client.mirror.verdict(STOLEN) is None  # never synced: nothing answered locally
 

@@ -1,0 +1,155 @@
+"""The breaker holds, against the reference registry with injected faults on loopback.
+
+Each test would fail with the breaker of before: late answers closing it, a hanging registry
+seen only at request_timeout, concurrency above max_connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from prometheus_client import CollectorRegistry
+
+from registry_client.breaker import BreakerState
+from registry_client.faults import Fault, FaultInjector
+from registry_client.model import RegistryUnavailable, RegistryVerdict
+from registry_client.server import RegistryServer
+from tests.registry.conftest import ClientFactory, wait_until
+
+
+def imeis(count: int, tac: str = "35209900") -> list[str]:
+    return [f"{tac}{n:06d}" for n in range(count)]
+
+
+async def test_late_answers_do_not_close_the_circuit(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    """Slow answers open it (past the budget); their late successes leave it open."""
+    faults.set_mode(Fault.SLOW)
+    faults.delay = 0.3
+    client = make_client(
+        faulty.url,
+        budget=0.05,
+        request_timeout=2.0,
+        batch_max=1,
+        breaker_failure_threshold=3,
+        breaker_reset_timeout=30.0,
+    )
+    batch = imeis(10)
+    results = await asyncio.gather(*(client.check(i) for i in batch), return_exceptions=True)
+    assert all(isinstance(r, RegistryUnavailable) for r in results)
+    await wait_until(lambda: client.breaker.state is BreakerState.OPEN)
+    # All ten answers arrive (late) and fill the cache ...
+    await wait_until(lambda: all(client.cached(i) is not None for i in batch), timeout=5.0)
+    # ... but were asked before it opened: it stays open, opened once.
+    assert client.breaker.state is BreakerState.OPEN and client.breaker.transitions == 1
+
+
+async def test_no_retries_while_open(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    faults.set_mode(Fault.SERVER_ERROR)
+    registry = CollectorRegistry()
+    client = make_client(
+        faulty.url,
+        budget=1.0,
+        retries=3,
+        backoff_base=0.01,
+        backoff_max=0.02,
+        batch_max=1,
+        breaker_failure_threshold=5,
+        breaker_reset_timeout=30.0,
+        metrics_registry=registry,
+    )
+    # 20 requests go out at once (all admitted while closed); they all fail and open the
+    # circuit, so none of their retries may go out.
+    results = await asyncio.gather(*(client.check(i) for i in imeis(20)), return_exceptions=True)
+    assert all(isinstance(r, RegistryUnavailable) for r in results)
+    assert client.breaker.state is BreakerState.OPEN
+    assert faults.hits[Fault.SERVER_ERROR] == 20
+    assert registry.get_sample_value("registry_requests_total", {"outcome": "server_error"}) == 20
+    assert registry.get_sample_value("registry_requests_total", {"outcome": "circuit_open"}) == 20
+
+
+async def test_max_connections_is_a_hard_limit(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    faults.set_mode(Fault.SLOW)
+    faults.delay = 0.2
+    registry = CollectorRegistry()
+    client = make_client(
+        faulty.url,
+        budget=0.5,
+        request_timeout=2.0,
+        batch_max=1,
+        max_connections=4,
+        breaker_failure_threshold=1000,
+        metrics_registry=registry,
+    )
+    results = await asyncio.gather(*(client.check(i) for i in imeis(60)), return_exceptions=True)
+    assert all(isinstance(r, RegistryVerdict | RegistryUnavailable) for r in results)
+    await wait_until(lambda: faults.concurrent == 0 and not client._tasks, timeout=5.0)
+    assert faults.max_concurrent == 4  # reached, never passed
+    # Requests for checks that gave up while all four were out were never sent.
+    dropped = registry.get_sample_value("registry_requests_total", {"outcome": "pool_exhausted"})
+    assert dropped and dropped + faults.hits[Fault.SLOW] == 60
+    verdicts = sum(isinstance(r, RegistryVerdict) for r in results)
+    assert 0 < verdicts <= faults.hits[Fault.SLOW]
+
+
+async def test_a_hanging_registry_opens_the_circuit_before_any_request_times_out(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    faults.set_mode(Fault.HANG)
+    registry = CollectorRegistry()
+    client = make_client(
+        faulty.url,
+        budget=0.05,
+        request_timeout=10.0,
+        breaker_failure_threshold=3,
+        breaker_reset_timeout=30.0,
+        metrics_registry=registry,
+    )
+    for imei in imeis(30):  # a steady trickle, one check every 10 ms
+        asyncio.get_running_loop().create_task(_quietly(client.check(imei)))
+        await asyncio.sleep(0.01)
+    await wait_until(lambda: client.breaker.state is BreakerState.OPEN, timeout=5.0)
+    # Open on unanswered requests past the budget, long before the first one timed out ...
+    assert registry.get_sample_value("registry_requests_total", {"outcome": "timeout"}) == 0
+    # ... and the checks after that were refused without a request.
+    assert faults.hits[Fault.HANG] < 30
+    sample = registry.get_sample_value("registry_requests_total", {"outcome": "circuit_open"})
+    assert sample is not None and sample + faults.hits[Fault.HANG] >= 30
+
+
+async def test_a_hung_probe_reopens_and_the_next_one_closes(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    faults.set_mode(Fault.HANG)
+    client = make_client(
+        faulty.url,
+        budget=0.05,
+        request_timeout=10.0,
+        breaker_failure_threshold=1,
+        breaker_reset_timeout=0.2,
+    )
+    await _quietly(client.check("35209900000001"))
+    await wait_until(lambda: client.breaker.state is BreakerState.OPEN)
+    await asyncio.sleep(0.2)
+    probe = asyncio.create_task(_quietly(client.check("35209900000002")))
+    await wait_until(lambda: client.breaker.state is BreakerState.HALF_OPEN)
+    await probe  # refused at its budget, the probe still hanging
+    await wait_until(lambda: client.breaker.state is BreakerState.OPEN)
+    assert client.breaker.transitions == 3  # open, half-open, open
+    faults.set_mode(Fault.OK)
+    await asyncio.sleep(0.2)
+    verdict = await client.check("35209900000003")
+    assert verdict.imei == "35209900000003" and client.breaker.state is BreakerState.CLOSED
+
+
+async def _quietly(check: Awaitable[RegistryVerdict]) -> None:
+    try:
+        await check
+    except RegistryUnavailable:
+        pass
