@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/s13_handler.py
 	$(BIN)/python bench/classify.py
 	$(BIN)/python bench/registry.py
+	$(BIN)/python bench/registry_faults.py
 	$(BIN)/python bench/e2e.py
 
 clean:

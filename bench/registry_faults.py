@@ -1,0 +1,256 @@
+"""Registry client through each fault mode at a steady rate: budget, load while down, recovery.
+
+Method. The reference registry (``registry_client.server``, SQLite seeded with
+``config/registry-declarations.json``) runs in a child process on 127.0.0.1 (port chosen by the
+kernel) with a fault injector (``registry_client.faults``) switched over a pipe; it records the
+arrival time (``time.monotonic()``, shared by both processes) of every request. In this process
+one ``HttpRegistryClient`` with the embedded default settings (budget 50 ms, request timeout 2 s,
+2 retries, breaker threshold 5) except ``--reset`` (breaker_reset_timeout) checks distinct IMEIs
+(cache misses: every check asks the registry) open loop at ``--rate`` per second. For each fault
+mode in turn:
+
+1. healthy for 1 s;
+2. the fault for ``--down`` reset intervals;
+3. healthy again, until a check started after healing gets a verdict, then 1 s more.
+
+Reported per mode, against the targets of issue #10:
+
+- check latency (start of ``check()`` to verdict or RegistryUnavailable) p50 / p99 / max over the
+  whole phase; target p99 <= budget + 10 ms;
+- requests the registry received in each reset interval while down, counted from the start of
+  the fault: the first interval (it holds the detection) and the most in any later one;
+  target <= breaker_failure_threshold + 1;
+- time from the start of the fault to the circuit opening;
+- time to recover: from healing to the first verdict of a check started after it;
+  target <= reset interval + 1 s;
+- the most requests the registry served at once (max_connections is 64).
+
+``flapping`` alternates 503 and right answers every 0.5 s, so "down" is only half true there.
+Every loop is bounded by count and time; the whole run by ``--timeout``.
+
+Run: ``.venv/bin/python bench/registry_faults.py [--reset 2] [--down 3] [--rate 300] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import platform
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from registry_client.breaker import BreakerState
+from registry_client.client import HttpRegistryClient
+from registry_client.faults import Fault, FaultInjector
+from registry_client.local import LocalRegistry
+from registry_client.model import RegistryUnavailable
+from registry_client.server import RegistryServer
+from registry_client.settings import RegistrySettings
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO / "config" / "registry-declarations.json"
+TOKEN = "bench-token"
+FAULTS = [f for f in Fault if f is not Fault.OK]
+
+
+def _serve(conn: Connection, database: str) -> None:
+    """Child process: the reference registry with a fault injector, driven over the pipe."""
+
+    async def main() -> None:
+        registry = LocalRegistry.open(database, [SEED])
+        faults = FaultInjector()
+        faults.delay, faults.flap_period = 0.5, 0.5
+        server = RegistryServer(registry, tokens=[TOKEN], faults=faults)
+        await server.start()
+        conn.send(server.port)
+        loop = asyncio.get_running_loop()
+        while True:
+            command, argument = await loop.run_in_executor(None, conn.recv)
+            if command == "mode":
+                faults.set_mode(argument)
+                conn.send(time.monotonic())
+            elif command == "stats":  # arrivals since the given time, most served at once
+                conn.send(([t for t in faults.arrivals if t >= argument], faults.max_concurrent))
+                faults.max_concurrent = faults.concurrent
+            else:
+                break
+        await server.stop()
+        registry.close_sync()
+
+    asyncio.run(main())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+class Load:
+    """Open-loop checks of distinct IMEIs at ``rate``/s; records (start, latency, verdict?)."""
+
+    def __init__(self, client: HttpRegistryClient, rate: float, limit: int):
+        self.client = client
+        self.rate = rate
+        self.limit = limit  # bound on checks started
+        self.started = 0
+        self.records: list[tuple[float, float, bool]] = []
+        self.opened_at: float | None = None  # first time the circuit was seen open
+
+    async def _one(self, imei: str) -> None:
+        start = time.monotonic()
+        try:
+            await self.client.check(imei)
+            ok = True
+        except RegistryUnavailable:
+            ok = False
+        self.records.append((start, time.monotonic() - start, ok))
+
+    async def run_until(self, end: float, stop_when_verdict_after: float | None = None) -> None:
+        """Start checks on schedule until ``end`` (or a verdict of a check started after
+        ``stop_when_verdict_after``, plus 1 s)."""
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+        begin, n = time.monotonic(), 0
+        while time.monotonic() < end and self.started < self.limit:
+            n += 1
+            self.started += 1
+            task = loop.create_task(self._one(f"35209900{self.started % 1_000_000:06d}"))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if self.opened_at is None and self.client.breaker.state is BreakerState.OPEN:
+                self.opened_at = time.monotonic()
+            if stop_when_verdict_after is not None and any(
+                ok and s >= stop_when_verdict_after for s, _, ok in self.records[-50:]
+            ):
+                end = min(end, time.monotonic() + 1.0)
+                stop_when_verdict_after = None
+            await asyncio.sleep(max(0.0, begin + n / self.rate - time.monotonic()))
+        await asyncio.gather(*tasks)
+
+
+async def run_mode(
+    args: argparse.Namespace, fault: Fault, port: int, call: Any
+) -> dict[str, Any]:
+    settings = RegistrySettings(
+        backend="http",
+        url=f"http://127.0.0.1:{port}",
+        token=TOKEN,
+        breaker_reset_timeout=args.reset,
+    )
+    client = HttpRegistryClient(settings, metrics_registry=CollectorRegistry())
+    load = Load(client, args.rate, limit=int(args.rate * (args.down * args.reset + args.reset + 10)))
+    try:
+        call("mode", Fault.OK.value)
+        await load.run_until(time.monotonic() + 1.0)
+        fault_at = call("mode", fault.value)
+        await load.run_until(fault_at + args.down * args.reset)
+        healed_at = call("mode", Fault.OK.value)
+        await load.run_until(healed_at + args.reset + 5.0, stop_when_verdict_after=healed_at)
+        arrivals, max_concurrent = call("stats", fault_at)
+    finally:
+        await client.close()
+    budget = settings.budget
+    latencies = [latency for start, latency, _ in load.records if start >= fault_at]
+    windows = [
+        sum(1 for t in arrivals if fault_at + k * args.reset <= t < fault_at + (k + 1) * args.reset)
+        for k in range(int(args.down))
+    ]
+    recovered = min(
+        (s + latency for s, latency, ok in load.records if ok and s >= healed_at), default=None
+    )
+    opened = load.opened_at
+    return {
+        "fault": fault.value,
+        "checks": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "max_ms": round(max(latencies, default=0.0) * 1000, 1),
+        "p99_within_budget_10ms": percentile(latencies, 0.99) <= budget + 0.010,
+        "requests_first_interval": windows[0] if windows else 0,
+        "requests_max_later_interval": max(windows[1:], default=0),
+        "requests_per_interval_target": settings.breaker_failure_threshold + 1,
+        "opened_after_s": None if opened is None or opened < fault_at else round(opened - fault_at, 3),
+        "recovered_after_s": None if recovered is None else round(recovered - healed_at, 3),
+        "recover_target_s": args.reset + 1.0,
+        "max_concurrent_at_registry": max_concurrent,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=300.0, help="checks per second")
+    parser.add_argument("--reset", type=float, default=2.0, help="breaker_reset_timeout, seconds")
+    parser.add_argument("--down", type=float, default=3.0, help="fault length, reset intervals")
+    parser.add_argument("--faults", nargs="*", default=[f.value for f in FAULTS], choices=[f.value for f in FAULTS])
+    parser.add_argument("--timeout", type=float, default=900.0, help="bound on the whole run")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args()
+
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    with tempfile.TemporaryDirectory() as tmp:
+        process = context.Process(target=_serve, args=(child, f"{tmp}/registry.sqlite"))
+        process.start()
+        try:
+            if not parent.poll(30):
+                raise RuntimeError("reference server did not start")
+            port = parent.recv()
+
+            def call(command: str, argument: Any) -> Any:
+                parent.send((command, argument))
+                return parent.recv()
+
+            async def run_all() -> list[dict[str, Any]]:
+                return [await run_mode(args, Fault(f), port, call) for f in args.faults]
+
+            rows = asyncio.run(asyncio.wait_for(run_all(), args.timeout))
+        finally:
+            parent.send(("stop", None))
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+    results = {
+        "benchmark": "registry client through fault modes, open loop",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "rate_per_s": args.rate,
+        "budget_ms": 50,
+        "reset_s": args.reset,
+        "down_intervals": args.down,
+        "modes": rows,
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(
+        f"{results['benchmark']}: {args.rate:g} checks/s, budget 50 ms, reset {args.reset:g} s,"
+        f" down {args.down:g} intervals  (Python {results['python']}, {results['platform']})"
+    )
+    print(
+        f"{'fault':<13}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}  {'req 1st/later interval':>22}"
+        f"{'opened s':>10}{'recovered s':>12}{'max conc':>9}"
+    )
+    for row in rows:
+        print(
+            f"{row['fault']:<13}{row['p50_ms']:>8}{row['p99_ms']:>8}{row['max_ms']:>8}"
+            f"  {row['requests_first_interval']:>14} / {row['requests_max_later_interval']:<5}"
+            f"{row['opened_after_s']!s:>10}{row['recovered_after_s']!s:>12}"
+            f"{row['max_concurrent_at_registry']:>9}"
+        )
+    print(
+        f"targets: p99 <= 60 ms; <= {rows[0]['requests_per_interval_target'] if rows else 6}"
+        f" requests per reset interval while down; recovered <= {args.reset + 1:g} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
