@@ -28,7 +28,7 @@ Reported per mode, against the targets of issue #10:
 ``flapping`` alternates 503 and right answers every 0.5 s, so "down" is only half true there.
 Every loop is bounded by count and time; the whole run by ``--timeout``.
 
-Run: ``.venv/bin/python bench/registry_faults.py [--reset 2] [--down 3] [--rate 300] [--json]``.
+Run: ``.venv/bin/python bench/registry_faults.py [--reset 2] [--down 3.5] [--rate 300] [--json]``.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ async def run_mode(
     latencies = [latency for start, latency, _ in load.records if start >= fault_at]
     windows = [
         sum(1 for t in arrivals if fault_at + k * args.reset <= t < fault_at + (k + 1) * args.reset)
-        for k in range(int(args.down))
+        for k in range(int(args.down))  # whole intervals only
     ]
     recovered = min(
         (s + latency for s, latency, ok in load.records if ok and s >= healed_at), default=None
@@ -188,7 +188,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=300.0, help="checks per second")
     parser.add_argument("--reset", type=float, default=2.0, help="breaker_reset_timeout, seconds")
-    parser.add_argument("--down", type=float, default=3.0, help="fault length, reset intervals")
+    parser.add_argument(
+        "--down", type=float, default=3.5, help="fault length in reset intervals (healing mid-way"
+        " through one: the next probe is up to a reset interval away)"
+    )
     parser.add_argument("--faults", nargs="*", default=[f.value for f in FAULTS], choices=[f.value for f in FAULTS])
     parser.add_argument("--timeout", type=float, default=900.0, help="bound on the whole run")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -22,7 +22,8 @@ restart its timer, and in HALF_OPEN only the probe decides.
                or of a ticket already reported
 
 While OPEN, and while the probe is out, requests are refused at once, so an outage costs no time
-per check. The caller reports exactly one outcome per ticket (a request that outlives its budget
+per check. In CLOSED after a failure (and until a success), ``holding_back()`` tells the caller
+to send nothing more while as many requests are out as it would take to open the circuit. The caller reports exactly one outcome per ticket (a request that outlives its budget
 is reported as a failure then; see client.py).
 """
 
@@ -78,6 +79,18 @@ class CircuitBreaker:
         self._serial += 1
         self._out.add(self._serial)
         return Ticket(self.generation, self._serial)
+
+    def holding_back(self) -> bool:
+        """CLOSED after a failure, with enough requests out to open the circuit should they fail.
+
+        A registry that has started failing is sent no more than it takes to open the circuit;
+        the next request waits for one of those to end (a success resumes full speed).
+        """
+        return (
+            self.state is BreakerState.CLOSED
+            and self.failures > 0
+            and self.failures + len(self._out) >= self.failure_threshold
+        )
 
     def _counts(self, ticket: Ticket) -> bool:
         """Is this the first outcome of a ticket of the current generation?"""

@@ -345,9 +345,11 @@ class HttpRegistryClient:
     def _flush(self) -> None:
         """Send the pending IMEIs, batch_max at a time, while fewer than max_connections are out.
 
-        What cannot go now waits for a batch to land. A flight nobody waits for any more (its
-        checks' budgets ran out meanwhile) is dropped unsent, counted as ``pool_exhausted``: a
-        saturated registry is not sent work that no check will use.
+        Each batch gets the breaker's ticket here: refused (open, probe out) it fails at once;
+        while the breaker holds back, or all connections are busy, it waits for a request out to
+        end. A flight nobody waits for any more (its checks' budgets ran out meanwhile) is dropped
+        unsent, counted as ``pool_exhausted``: a saturated or failing registry is not sent work
+        that no check will use.
         """
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -364,11 +366,23 @@ class HttpRegistryClient:
             self._m_requests["pool_exhausted"].inc(len(self._pending) - len(live))
             self._pending = live
         loop = asyncio.get_running_loop()
+        breaker = self.breaker
         while self._pending and self._batches_out < self._max_batches_out:
+            if breaker.holding_back():
+                return  # until a request out ends (see _attempt)
+            ticket = breaker.admit(loop.time())
+            self._set_circuit_gauge()
             batch = self._pending[: self._batch_max]
             del self._pending[: self._batch_max]
+            if ticket is None:
+                self._m_requests["circuit_open"].inc(len(batch))
+                refused = RegistryUnavailable("registry circuit breaker is open")
+                for flight in batch:
+                    self._land(flight)
+                    flight.fail(refused)
+                continue
             self._batches_out += 1
-            task = loop.create_task(self._run_batch(batch))
+            task = loop.create_task(self._run_batch(batch, ticket))
             self._tasks.add(task)
             task.add_done_callback(self._batch_done)
 
@@ -382,10 +396,10 @@ class HttpRegistryClient:
         if self._inflight.get(flight.imei) is flight:
             del self._inflight[flight.imei]
 
-    async def _run_batch(self, batch: list[_Flight]) -> None:
+    async def _run_batch(self, batch: list[_Flight], ticket: Ticket) -> None:
         deadline = max(f.deadline for f in batch)
         try:
-            results = await self._fetch([f.imei for f in batch], deadline)
+            results = await self._fetch([f.imei for f in batch], deadline, ticket)
         except RegistryUnavailable as exc:
             error: RegistryUnavailable = exc
         except asyncio.CancelledError:
@@ -469,18 +483,12 @@ class HttpRegistryClient:
         self._failure_log[kind] = (now, 0)
 
     async def _fetch(
-        self, imeis: list[str], deadline: float
+        self, imeis: list[str], deadline: float, ticket: Ticket
     ) -> list[tuple[RegistryVerdict, float]]:
         """One request, retried while the breaker admits it and ``deadline`` leaves room."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
-            # Every attempt, retries included, needs the breaker's admission: none while open.
-            ticket = self.breaker.admit(loop.time())
-            self._set_circuit_gauge()
-            if ticket is None:
-                self._m_requests["circuit_open"].inc()
-                raise RegistryUnavailable("registry circuit breaker is open")
             try:
                 return await self._attempt(imeis, ticket)
             except _Failure as failure:
@@ -493,6 +501,16 @@ class HttpRegistryClient:
                     raise RegistryUnavailable(f"{failure}; no budget left to retry") from None
                 await asyncio.sleep(delay)
                 attempt += 1
+                # A retry needs the breaker's admission like any request: none while it is
+                # open, its probe is out, or it holds back.
+                retry = None if self.breaker.holding_back() else self.breaker.admit(loop.time())
+                self._set_circuit_gauge()
+                if retry is None:
+                    self._m_requests["circuit_open"].inc(len(imeis))
+                    raise RegistryUnavailable(
+                        f"{failure}; not retried: the circuit breaker holds requests back"
+                    ) from None
+                ticket = retry
 
     async def _attempt(
         self, imeis: list[str], ticket: Ticket
@@ -517,6 +535,8 @@ class HttpRegistryClient:
             changed = self.breaker.success(ticket, now) if ok else self.breaker.failure(ticket, now)
             if changed:
                 self._set_circuit_gauge(cause)
+            if self._pending:  # held back, or refused now that it opened
+                self._flush()
 
         def overdue() -> None:
             self._log_failure(_Failure(f"registry did not answer within the {budget:g}s budget",

@@ -3,9 +3,10 @@
 - ``registry_requests_total{outcome}``: HTTP round trips to the registry by outcome: ``ok``,
   ``client_error`` (4xx other than 429), ``throttled`` (429), ``server_error`` (5xx),
   ``timeout``, ``connection_error``, ``invalid_response`` (not the contract: content type, JSON,
-  shape), ``circuit_open`` (a request the open breaker refused; no round trip happened) and
-  ``pool_exhausted`` (an IMEI dropped unsent: ``max_connections`` requests were out until every
-  check waiting for it had given up).
+  shape), ``circuit_open`` (IMEIs the breaker refused, on a first try or a retry: nothing sent)
+  and
+  ``pool_exhausted`` (an IMEI dropped unsent: no request could go out for it, with
+  ``max_connections`` out or the breaker holding back, before every check waiting for it gave up).
 - ``registry_request_duration_seconds``: histogram of round-trip times (every attempt).
 - ``registry_cache_events_total{event}``: ``hit``, ``negative_hit`` (an ``unknown`` verdict
   served from cache), ``miss`` (a check that had to ask the registry: counted once, however
