@@ -7,6 +7,7 @@ seen only at request_timeout, concurrency above max_connections.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,7 @@ from registry_client.breaker import BreakerState
 from registry_client.faults import Fault, FaultInjector
 from registry_client.model import RegistryUnavailable, RegistryVerdict
 from registry_client.server import RegistryServer
-from tests.registry.conftest import ClientFactory, wait_until
+from tests.registry.conftest import OUTSIDE, STOLEN, ClientFactory, wait_until
 
 
 def imeis(count: int, tac: str = "35209900") -> list[str]:
@@ -149,6 +150,21 @@ async def test_a_hung_probe_reopens_and_the_next_one_closes(
     await asyncio.sleep(0.2)
     verdict = await client.check("35209900000003")
     assert verdict.imei == "35209900000003" and client.breaker.state is BreakerState.CLOSED
+
+
+async def test_a_pause_of_our_own_loop_is_not_a_registry_failure(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    client = make_client(faulty.url, budget=0.05, breaker_failure_threshold=1)
+    await client.check(STOLEN)  # connection open
+    faults.set_mode(Fault.SLOW)
+    faults.delay = 0.02  # well inside the budget
+    check = asyncio.create_task(_quietly(client.check(OUTSIDE)))
+    await wait_until(lambda: faults.concurrent == 1)  # the request is at the registry
+    time.sleep(0.2)  # this loop stalls (GC, CPU starvation): the registry is fine
+    await check  # past its budget: unavailable, but the registry's answer ...
+    await wait_until(lambda: client.cached(OUTSIDE) is not None)  # ... was there all along
+    assert client.breaker.state is BreakerState.CLOSED and client.breaker.transitions == 0
 
 
 async def _quietly(check: Awaitable[RegistryVerdict]) -> None:
