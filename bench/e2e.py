@@ -165,6 +165,7 @@ def start_servers(
     env.update(
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{gateway_port}",
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=state_dir,
     )
     if decision_cache_size is not None:

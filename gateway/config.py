@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
+from gateway.n5g_eir.settings import EQUIPMENT_UNKNOWN, REJECT, HttpEndpoint, N5gEirSettings
 from gateway.policy import EquipmentStatus, Policy, Reason
 from registry_client.settings import RegistrySettings
 
@@ -36,6 +37,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "gateway.toml"
 ENV_PREFIX = "EIR_"
 _DEFAULT_PORTS = {"tcp": 3868, "sctp": 3868, "tls": 5868}  # RFC 6733 §2.1
 MAX_WORKERS = 256
+_HTTP_PORTS = {"http": 80, "https": 443}  # n5g_eir.listen: h2c, TLS (RFC 9113 §3)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -113,6 +115,20 @@ def _workers(v: Any) -> str | None:
     return None if 1 <= v <= MAX_WORKERS else f"must be 1 to {MAX_WORKERS}, or \"auto\""
 
 
+def _http_listen_list(v: Any) -> str | None:
+    seen: dict[tuple[str, int], str] = {}
+    for item in v:
+        try:
+            e = parse_http_listen(item)
+        except ValueError as exc:
+            return f"{item!r}: {exc}"
+        key = (ipaddress.ip_address(e.host).compressed, e.port)
+        if e.port and key in seen:
+            return f"{item!r}: same address and port as {seen[key]!r} (listed twice)"
+        seen[key] = item
+    return None
+
+
 def _hostport(v: Any) -> str | None:
     try:
         parse_host_port(v)
@@ -150,6 +166,12 @@ _D = PeerSettings()
 _I = LocalIdentity()
 _T = TransportSettings()
 _R = RegistrySettings()
+_N = N5gEirSettings()
+
+
+def _window(v: Any) -> str | None:
+    # RFC 9113 §6.5.2 SETTINGS_INITIAL_WINDOW_SIZE: at most 2^31-1.
+    return None if 0 < v < 2**31 else "must be between 1 and 2147483647"
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "diameter": {
@@ -186,6 +208,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "strict_avp_flags": Key("bool", _D.strict_avp_flags),
     },
     "process": {"workers": Key("count", 1, _workers)},
+    "n5g_eir": {
+        "listen": Key("strs", ["http://127.0.0.1:8080"], _http_listen_list),
+        "tls_cert": Key("str", ""),
+        "tls_key": Key("str", ""),
+        "tls_ca": Key("str", ""),
+        "tls_verify_client": Key("bool", _N.tls_verify_client),
+        "max_concurrent_streams": Key("int", _N.max_concurrent_streams, _positive),
+        "max_header_list_bytes": Key("int", _N.max_header_list_bytes, _positive),
+        "initial_window_bytes": Key("int", _N.initial_window_bytes, _window),
+        "max_uri_bytes": Key("int", _N.max_uri_bytes, _positive),
+        "max_in_flight": Key("int", _N.max_in_flight, _positive),
+        "max_in_flight_per_connection": Key("int", _N.max_in_flight_per_connection, _positive),
+        "retry_after_seconds": Key("float", _N.retry_after_seconds, _positive),
+        "non_imei_pei": Key("str", _N.non_imei_pei, _one_of(
+            *EquipmentStatus.__members__, EQUIPMENT_UNKNOWN, REJECT)),
+        "shutdown_grace_seconds": Key("float", _N.shutdown_grace_seconds, _non_negative),
+    },
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
     "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
     "tac": {"file": Key("str", ""), "database": Key("str", "tac.sqlite")},
@@ -262,9 +301,18 @@ def env_name(section: str, key: str) -> str:
 
 def parse_listen_url(url: str) -> ListenEndpoint:
     """``tcp://127.0.0.1:3868``, ``sctp://[::1]:3868``, ``tls://0.0.0.0:5868`` (port optional)."""
+    return ListenEndpoint(*_parse_address_url(url, _DEFAULT_PORTS))
+
+
+def parse_http_listen(url: str) -> HttpEndpoint:
+    """``http://127.0.0.1:8080`` (h2c, prior knowledge), ``https://[::1]:8443`` (TLS, ALPN h2)."""
+    return HttpEndpoint(*_parse_address_url(url, _HTTP_PORTS))
+
+
+def _parse_address_url(url: str, default_ports: Mapping[str, int]) -> tuple[str, str, int]:
     parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS:
-        raise ValueError("scheme must be tcp, sctp or tls")
+    if parts.scheme not in default_ports:
+        raise ValueError(f"scheme must be {', '.join(default_ports)}")
     if parts.path or parts.query or parts.fragment:
         raise ValueError("only scheme://address:port is allowed")
     host = parts.hostname
@@ -276,10 +324,10 @@ def parse_listen_url(url: str) -> ListenEndpoint:
     except ValueError as exc:
         raise ValueError(f"bad address or port ({exc})") from None
     if port is None:
-        port = _DEFAULT_PORTS[parts.scheme]
+        port = default_ports[parts.scheme]
     if not 0 <= port <= 65535:  # 0: any free port (tests, side-by-side instances)
         raise ValueError("port must be 0-65535")
-    return ListenEndpoint(parts.scheme, host, port)
+    return parts.scheme, host, port
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -410,6 +458,7 @@ class GatewayConfig:
     observations: ObservationsConfig
     registry: RegistrySettings
     logging: LoggingConfig
+    n5g_eir: N5gEirSettings = field(default_factory=N5gEirSettings)
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)  # "section.key" -> value
     # "section.key" -> the EIR_* variable that set it: errors found later name the variable.
     env_vars: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -548,6 +597,7 @@ def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]
 
 _INPUT_FILES = (
     "diameter.tls_cert", "diameter.tls_key", "diameter.tls_ca", "tac.file", "lists.import_files",
+    "n5g_eir.tls_cert", "n5g_eir.tls_key", "n5g_eir.tls_ca",
     "registry.seed_files", "registry.tls_ca", "registry.tls_cert", "registry.tls_key",
 )
 
@@ -622,7 +672,13 @@ def _build(
         raise ConfigError(
             f"{where('diameter.tls_cert')}: a tls:// listener needs tls_cert and tls_key"
         )
-    for prefix in ("diameter.", "registry."):
+    if any(u.startswith("https:") for u in v["n5g_eir.listen"]) and not (
+        v["n5g_eir.tls_cert"] and v["n5g_eir.tls_key"]
+    ):
+        raise ConfigError(
+            f"{where('n5g_eir.tls_cert')}: an https:// listener needs tls_cert and tls_key"
+        )
+    for prefix in ("diameter.", "registry.", "n5g_eir."):
         problem = _tls_problem(
             prefix, opt(v[f"{prefix}tls_cert"]), opt(v[f"{prefix}tls_key"]),
             opt(v[f"{prefix}tls_ca"]),
@@ -672,6 +728,22 @@ def _build(
     )
     host, port = parse_host_port(v["metrics.listen"])
     workers = _process_workers(v["process.workers"], v["clone_detection.enabled"], where)
+    n5g_eir = N5gEirSettings(
+        listen=tuple(parse_http_listen(u) for u in v["n5g_eir.listen"]),
+        tls_cert=opt(v["n5g_eir.tls_cert"]),
+        tls_key=opt(v["n5g_eir.tls_key"]),
+        tls_ca=opt(v["n5g_eir.tls_ca"]),
+        tls_verify_client=v["n5g_eir.tls_verify_client"],
+        max_concurrent_streams=v["n5g_eir.max_concurrent_streams"],
+        max_header_list_bytes=v["n5g_eir.max_header_list_bytes"],
+        initial_window_bytes=v["n5g_eir.initial_window_bytes"],
+        max_uri_bytes=v["n5g_eir.max_uri_bytes"],
+        max_in_flight=v["n5g_eir.max_in_flight"],
+        max_in_flight_per_connection=v["n5g_eir.max_in_flight_per_connection"],
+        retry_after_seconds=v["n5g_eir.retry_after_seconds"],
+        non_imei_pei=v["n5g_eir.non_imei_pei"],
+        shutdown_grace_seconds=v["n5g_eir.shutdown_grace_seconds"],
+    )
     policy = Policy.build(
         {Reason(k): EquipmentStatus[v[f"policy.status.{k}"]] for k in SCHEMA["policy.status"]},
         (Reason(r) for r in v["policy.unknown_equipment"]),
@@ -713,6 +785,7 @@ def _build(
         transport=transport,
         process=ProcessConfig(workers),
         metrics=MetricsConfig(host, port),
+        n5g_eir=n5g_eir,
         tac=TacConfig(inp(v["tac.file"]) if v["tac.file"] else None, data(v["tac.database"])),
         lists=ListsConfig(
             data(v["lists.database"]),

@@ -34,7 +34,19 @@ from prometheus_client.utils import floatToGoString
 
 # Check latency buckets: the S13 path answers in well under a millisecond on a cache hit; the
 # upper buckets catch registry waits (bounded by the registry budget).
-_CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+def cumulative_buckets(
+    bounds: tuple[float, ...], counts: list[float]
+) -> list[tuple[str, float]]:
+    """Prometheus histogram buckets from per-bucket counts (the +Inf bucket last; anything
+    after it, such as a running sum, is ignored)."""
+    out, total = [], 0
+    for bound, count in zip((*bounds, float("inf")), counts, strict=False):
+        total += int(count)
+        out.append((floatToGoString(bound), float(total)))
+    return out
 
 
 class GatewayMetrics:
@@ -123,20 +135,23 @@ class HotPathCollector:
     dicts (one C-level copy each, atomic under the GIL) and builds the metric families.
     """
 
-    def __init__(self, buckets: tuple[float, ...] = _CHECK_BUCKETS) -> None:
+    def __init__(self, buckets: tuple[float, ...] = CHECK_BUCKETS) -> None:
         self._bounds = buckets
-        self._checks: dict[tuple[str, str], int] = {}
-        self._buckets = [0] * (len(buckets) + 1)  # last one: +Inf
-        self._sum = 0.0
+        self._checks: dict[tuple[str, str, str], int] = {}
+        # Per interface (s13, n5g_eir): bucket counts (last one: +Inf) and the sum in [-1].
+        self._histograms: dict[str, list[float]] = {}
         self._messages: dict[tuple[str, str, int | None], int] = {}
         self._flag_deviations: dict[str, int] = {}
 
-    def count_check(self, status: str, reason: str, seconds: float) -> None:
-        key = (status, reason)
+    def count_check(self, status: str, reason: str, seconds: float, interface: str = "s13") -> None:
+        key = (interface, status, reason)
         checks = self._checks
         checks[key] = checks.get(key, 0) + 1
-        self._buckets[bisect_left(self._bounds, seconds)] += 1
-        self._sum += seconds
+        histogram = self._histograms.get(interface)
+        if histogram is None:
+            histogram = self._histograms[interface] = [0] * (len(self._bounds) + 2)
+        histogram[bisect_left(self._bounds, seconds)] += 1
+        histogram[-1] += seconds
 
     def on_message(self, direction: str, command: str, result_code: int | None) -> None:
         key = (direction, command, result_code)
@@ -151,24 +166,25 @@ class HotPathCollector:
     def collect(self) -> Iterator[Metric]:
         checks = CounterMetricFamily(
             "eir_checks_total",
-            "IMEI checks by the status enforcement answers (or would answer, in monitor mode) "
-            "and the deciding reason.",
-            labels=("status", "reason"),
+            "IMEI checks by interface (s13, n5g_eir), the status enforcement answers (or would "
+            "answer, in monitor mode) and the deciding reason.",
+            labels=("interface", "status", "reason"),
         )
-        for (status, reason), count in self._checks.copy().items():
-            checks.add_metric((status, reason), count)
+        for labels, count in self._checks.copy().items():
+            checks.add_metric(labels, count)
         yield checks
-        buckets = list(self._buckets)
-        cumulative, total = [], 0
-        for bound, count in zip((*self._bounds, float("inf")), buckets, strict=True):
-            total += count
-            cumulative.append((floatToGoString(bound), total))
-        yield HistogramMetricFamily(
+        durations = HistogramMetricFamily(
             "eir_check_duration_seconds",
-            "Time from a decoded ME-Identity-Check-Request to its encoded answer.",
-            buckets=cumulative,
-            sum_value=self._sum,
+            "Time from a decoded request (ME-Identity-Check-Request, equipment-status GET) to "
+            "its encoded answer.",
+            labels=("interface",),
         )
+        for interface, histogram in self._histograms.copy().items():
+            counts = list(histogram)
+            durations.add_metric(
+                (interface,), cumulative_buckets(self._bounds, counts), counts[-1]
+            )
+        yield durations
         messages = CounterMetricFamily(
             "diameter_messages_total",
             "Diameter messages by direction (in/out), command (e.g. ECR, CEA) and Result-Code.",

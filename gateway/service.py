@@ -26,6 +26,8 @@ from gateway import aio, registry_source
 from gateway.classify import Classifier
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.metrics import GatewayMetrics, OperationsServer
+from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
+from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
 from gateway.s13 import ME_IDENTITY_CHECK, MeIdentityCheck
 from registry_client.model import VerdictSource
@@ -58,6 +60,7 @@ class Gateway:
         self.observations: ObservationLog | None = None
         self.node: Node | None = None
         self.server: Server | None = None
+        self.n5g_eir: N5gEirServer | None = None
         self.operations: OperationsServer | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -109,6 +112,17 @@ class Gateway:
         )
         self.server = Server(self.node, config.transport, sockets=self._listeners)
         await self.server.start()
+        if config.n5g_eir.listen:
+            check = EquipmentIdentityCheck(
+                self.classifier,
+                config.n5g_eir,
+                self.metrics,
+                self.observations,
+                mask_imsis=config.logging.mask_imsi,
+            )
+            self.n5g_eir = N5gEirServer(check, config.n5g_eir)
+            self.metrics.registry.register(self.n5g_eir.http)
+            await self.n5g_eir.start()
         self._update_gauges()
         # The stores loaded above are long-lived: keep them out of the collector's generations
         # so full collections do not walk them (pauses of tens of ms under load otherwise).
@@ -117,10 +131,11 @@ class Gateway:
         if config.lists.poll_interval > 0:
             self._poll_task = asyncio.create_task(self._poll_lists(config.lists.poll_interval))
         log.info(
-            "EIR gateway %s/%s serving S13 on %s, metrics on %s:%s",
+            "EIR gateway %s/%s serving S13 on %s, N5g-eir on %s, metrics on %s:%s",
             config.peer.identity.origin_host,
             config.peer.identity.origin_realm,
             ", ".join(f"{t}://{h}:{p}" for t, h, p in self.diameter_sockets),
+            ", ".join(f"{t}://{h}:{p}" for t, h, p in self.n5g_eir_sockets) or "none",
             config.metrics.host,
             self.metrics_port,
         )
@@ -134,6 +149,8 @@ class Gateway:
             self._poll_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poll_task
+        if self.n5g_eir is not None:
+            await self.n5g_eir.stop()
         if self.server is not None:
             await self.server.stop(DisconnectCause.REBOOTING)
         if self.operations is not None:
@@ -192,6 +209,10 @@ class Gateway:
         return self.server.sockets if self.server is not None else []
 
     @property
+    def n5g_eir_sockets(self) -> list[tuple[str, str, int]]:
+        return self.n5g_eir.sockets if self.n5g_eir is not None else []
+
+    @property
     def metrics_port(self) -> int | None:
         return self.operations.port if self.operations is not None else None
 
@@ -202,6 +223,9 @@ class Gateway:
     def readiness(self) -> dict[str, bool]:
         return {
             "diameter_listening": bool(self.diameter_sockets) and not self._stopping,
+            "n5g_eir_listening": (
+                not self.config.n5g_eir.listen or bool(self.n5g_eir_sockets)
+            ) and not self._stopping,
             "classifier_loaded": self.classifier is not None,
         }
 

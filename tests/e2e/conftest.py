@@ -26,6 +26,7 @@ def gateway_env(state_dir: Path, **overrides: str) -> dict[str, str]:
     env = {
         "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0",
         "EIR_METRICS_LISTEN": "127.0.0.1:0",
+        "EIR_N5G_EIR_LISTEN": "http://127.0.0.1:0",
         "EIR_STATE_DIRECTORY": str(state_dir),
         "EIR_LISTS_POLL_INTERVAL_SECONDS": "0.1",
     }

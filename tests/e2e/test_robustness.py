@@ -352,6 +352,7 @@ def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
         os.environ,
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics}",
+        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=str(tmp_path / "var"),
     )
     log = tmp_path / "gateway.log"

@@ -64,6 +64,7 @@ def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> No
         os.environ,
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{diameter_port}",
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=str(tmp_path / "var"),
     )
     process = subprocess.Popen(

@@ -73,7 +73,7 @@ async def test_every_reason_of_the_default_policy(
         assert_success(answer, status)
         _, text = await scrape(gateway)
         label = {0: "whitelisted", 1: "blacklisted", 2: "greylisted"}[status]
-        assert metric_value(text, "eir_checks_total", status=label, reason=reason) == 1.0
+        assert metric_value(text, "eir_checks_total", interface="s13", status=label, reason=reason) == 1.0
     finally:
         await mme.close()
 
@@ -142,7 +142,7 @@ async def test_missing_terminal_information_imei_or_meid_only_is_5005(
         # The two that reached the S13 application (Terminal-Information present) are counted;
         # a missing Terminal-Information is refused by the generic CCF check before it.
         _, text = await scrape(gateway)
-        assert metric_value(text, "eir_checks_total", status="rejected", reason="missing_imei") == 2
+        assert metric_value(text, "eir_checks_total", interface="s13", status="rejected", reason="missing_imei") == 2
     finally:
         await mme.close()
 
@@ -185,7 +185,7 @@ async def test_equipment_unknown_when_configured(start_gateway: StartGateway) ->
         assert_success(await mme.check("35209900123456"), WHITELISTED)
         _, text = await scrape(gateway)
         assert (
-            metric_value(text, "eir_checks_total", status="equipment_unknown", reason="tac_unknown")
+            metric_value(text, "eir_checks_total", interface="s13", status="equipment_unknown", reason="tac_unknown")
             == 1
         )
     finally:
@@ -202,9 +202,9 @@ async def test_monitor_mode_answers_whitelisted_and_counts_enforcement(
         assert_success(await mme.check("3520990012345"), WHITELISTED)
         _, text = await scrape(gateway)
         assert (
-            metric_value(text, "eir_checks_total", status="blacklisted", reason="blacklisted") == 1
+            metric_value(text, "eir_checks_total", interface="s13", status="blacklisted", reason="blacklisted") == 1
         )
-        assert metric_value(text, "eir_checks_total", status="blacklisted", reason="malformed") == 1
+        assert metric_value(text, "eir_checks_total", interface="s13", status="blacklisted", reason="malformed") == 1
         assert metric_value(text, "eir_monitor_mode") == 1
     finally:
         await mme.close()
@@ -227,7 +227,8 @@ async def test_registry_unavailable_fails_open_within_budget(start_gateway: Star
         _, text = await scrape(gateway)
         assert (
             metric_value(
-                text, "eir_checks_total", status="whitelisted", reason="registry_unavailable"
+                text, "eir_checks_total", interface="s13", status="whitelisted",
+                reason="registry_unavailable",
             )
             == 1
         )
@@ -298,7 +299,7 @@ async def test_metrics_health_and_readiness_over_http(start_gateway: StartGatewa
             == 1
         )
         assert metric_value(text, "diameter_peers", state="R_OPEN") == 1
-        assert metric_value(text, "eir_check_duration_seconds_count") == 3
+        assert metric_value(text, "eir_check_duration_seconds_count", interface="s13") == 3
         assert metric_value(text, "eir_decision_cache_hits_total") == 1
         assert metric_value(text, "eir_decision_cache_entries") == 2
         # DESIGN.md §6 registry families, also with the embedded (local) backend: no requests.

@@ -46,7 +46,7 @@ async def test_internal_error_is_5012_and_counted(
         assert blacklisted.get("Result-Code") == 2001
         assert mme.client.is_open
         _, text = await scrape(gateway)
-        assert metric_value(text, "eir_checks_total", status="unable_to_comply", reason="internal_error") == 1
+        assert metric_value(text, "eir_checks_total", interface="s13", status="unable_to_comply", reason="internal_error") == 1
     finally:
         gateway.classifier.registry = real
         await mme.close()

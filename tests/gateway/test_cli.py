@@ -189,7 +189,8 @@ def cli(*argv: str, env: dict[str, str] | None = None,
     )
 
 
-LOOPBACK = {"EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0", "EIR_METRICS_LISTEN": "127.0.0.1:0"}
+LOOPBACK = {"EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0", "EIR_METRICS_LISTEN": "127.0.0.1:0",
+            "EIR_N5G_EIR_LISTEN": "http://127.0.0.1:0"}
 
 
 def start_fails(tmp_path: Path, toml: str, files: dict[str, str],

@@ -16,6 +16,7 @@ def gateway_config(state_dir: Path) -> GatewayConfig:
         env={
             "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0",
             "EIR_METRICS_LISTEN": "127.0.0.1:0",
+            "EIR_N5G_EIR_LISTEN": "http://127.0.0.1:0",
             "EIR_STATE_DIRECTORY": str(state_dir),
         }
     )

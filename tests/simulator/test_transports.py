@@ -41,6 +41,7 @@ def _certificate(directory: Path) -> tuple[str, str]:
 async def _gateway(tmp_path: Path, env: dict[str, str]) -> Gateway:
     base = {
         "EIR_METRICS_LISTEN": "127.0.0.1:0",
+        "EIR_N5G_EIR_LISTEN": "http://127.0.0.1:0",
         "EIR_STATE_DIRECTORY": str(tmp_path / "state"),
     }
     gw = Gateway(load_config(env=base | env))

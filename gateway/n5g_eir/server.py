@@ -1,0 +1,226 @@
+"""asyncio adapter of the N5g-eir service: listeners (h2c with prior knowledge on ``http://``,
+TLS with ALPN ``h2`` on ``https://``, TS 29.500 §5.2.2.2), one :class:`Http2Session` per
+connection, requests handed to :class:`EquipmentIdentityCheck`.
+
+It only feeds bytes to the session, dispatches the requests the session completes, and writes
+what the session wants sent. A check decided at once is answered within the same
+``data_received``; one waiting for the registry becomes a task, answered when it finishes.
+While the socket's write buffer is above its high-water mark, the connection stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import ssl
+import time
+from typing import Any, cast
+
+from diameter.settings import TransportSettings
+from diameter.transport.sockets import server_ssl_context, set_nodelay
+from gateway.n5g_eir.equipment_status import INTERFACE, EquipmentIdentityCheck
+from gateway.n5g_eir.http2 import Http2Session, RequestReceived
+from gateway.n5g_eir.metrics import HttpMetrics
+from gateway.n5g_eir.problem import SYSTEM_FAILURE, Response
+from gateway.n5g_eir.settings import N5gEirSettings
+
+log = logging.getLogger("eir.n5g_eir")
+
+ALPN_H2 = "h2"  # RFC 9113 §3.2
+
+
+def tls_context(settings: N5gEirSettings) -> ssl.SSLContext:
+    """TLS 1.2+ offering only ALPN h2 (RFC 9113 §3.2, §9.2); client certificates verified
+    against ``tls_ca`` when ``tls_verify_client`` (mutual TLS, TS 33.501 §13.1)."""
+    context = server_ssl_context(TransportSettings(
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
+        tls_ca=settings.tls_ca,
+        tls_verify_client=settings.tls_verify_client,
+    ))
+    context.set_alpn_protocols([ALPN_H2])
+    return context
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: N5gEirServer, tls: bool) -> None:
+        self._server = server
+        self._tls = tls
+        self._session = Http2Session(server.settings)
+        self._transport: asyncio.Transport | None = None
+        self._tasks: dict[int, asyncio.Task[Response]] = {}
+        self._started: dict[int, tuple[bytes, float]] = {}
+
+    @property
+    def waiting(self) -> int:
+        return len(self._tasks)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        set_nodelay(transport)
+        if self._tls:
+            ssl_object = transport.get_extra_info("ssl_object")
+            alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
+            if alpn != ALPN_H2:
+                # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2".
+                log.info("N5g-eir TLS client %s did not negotiate ALPN h2 (%s): closed",
+                         transport.get_extra_info("peername"), alpn)
+                transport.close()
+                return
+        self._server.connections.add(self)
+        self._server.http.connections += 1
+        self._session.initiate()
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        session = self._session
+        requests = session.receive(data)
+        for request in requests:
+            self._dispatch(request)
+        self._flush()
+        if session.closed:
+            if session.error:
+                log.info("N5g-eir connection %s closed: %s",
+                         self._peername(), session.error)
+            self._close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self._server.connections:
+            self._server.connections.discard(self)
+            self._server.http.connections -= 1
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    # -- requests ------------------------------------------------------------------------------
+    def _dispatch(self, request: RequestReceived) -> None:
+        started = time.perf_counter()
+        result = self._server.handler.handle(request.method, request.path, len(self._tasks))
+        if isinstance(result, Response):
+            self._respond(request.stream_id, request.method, result, started)
+            return
+        task: asyncio.Task[Response] = asyncio.ensure_future(result)
+        self._tasks[request.stream_id] = task
+        self._started[request.stream_id] = (request.method, started)
+        task.add_done_callback(functools.partial(self._finished, request.stream_id))
+
+    def _finished(self, stream_id: int, task: asyncio.Task[Response]) -> None:
+        self._tasks.pop(stream_id, None)
+        method, started = self._started.pop(stream_id)
+        if task.cancelled() or self._transport is None:
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("N5g-eir check failed", exc_info=exc)
+            response = SYSTEM_FAILURE
+        else:
+            response = task.result()
+        self._respond(stream_id, method, response, started)
+        self._flush()
+        if not self._tasks and self._server.stopping:
+            self.shutdown()
+
+    def _respond(self, stream_id: int, method: bytes, response: Response, started: float) -> None:
+        if self._session.respond(stream_id, response):
+            self._server.http.count(method, response.status, time.perf_counter() - started)
+
+    # -- output --------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        data = self._session.data_to_send()
+        if data:
+            transport.write(data)
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _peername(self) -> Any:
+        return None if self._transport is None else self._transport.get_extra_info("peername")
+
+    def shutdown(self) -> None:
+        """GOAWAY and close, once no check of this connection is waiting."""
+        if self._tasks:
+            return  # _finished calls again when the last one is answered
+        self._session.shutdown()
+        self._flush()
+        self._close()
+
+    def abort(self) -> None:
+        """Shutdown grace over: the checks still waiting are dropped, the connection closed."""
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        self.shutdown()
+
+
+class N5gEirServer:
+    """The listeners of ``[n5g_eir] listen`` and their connections."""
+
+    def __init__(self, handler: EquipmentIdentityCheck, settings: N5gEirSettings) -> None:
+        self.handler = handler
+        self.settings = settings
+        self.http = HttpMetrics(INTERFACE)
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._servers: list[tuple[str, asyncio.Server]] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        context = None
+        for endpoint in self.settings.listen:
+            tls = endpoint.scheme == "https"
+            if tls and context is None:
+                context = tls_context(self.settings)
+
+            def factory(tls: bool = tls) -> _Connection:
+                return _Connection(self, tls)
+
+            server = await loop.create_server(
+                factory, endpoint.host, endpoint.port, ssl=context if tls else None, backlog=1024
+            )
+            self._servers.append((endpoint.scheme, server))
+
+    @property
+    def sockets(self) -> list[tuple[str, str, int]]:
+        """(scheme, address, port) of every listening socket (port 0 resolved)."""
+        out = []
+        for scheme, server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((scheme, host, port))
+        return out
+
+    async def stop(self) -> None:
+        """Stop accepting, let checks waiting for the registry answer (at most
+        ``shutdown_grace_seconds``), then GOAWAY NO_ERROR and close every connection."""
+        self.stopping = True
+        for _, server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace_seconds
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.abort()
+        for _, server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
