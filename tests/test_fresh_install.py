@@ -17,7 +17,7 @@ DISTRIBUTIONS = {
     "uvloop": "uvloop",
     "scapy": "scapy",
     "sctp": "pysctp",
-    "h2": "h2",
+    "hpack": "hpack",
 }
 
 PROGRAM = """

@@ -1,38 +1,60 @@
-"""The server side of one HTTP/2 connection, sans-IO (TS 29.500 §5.2: HTTP/2 per RFC 9113).
+"""The server side of one HTTP/2 connection (RFC 9113), sans-IO: bytes in, requests out,
+responses in, bytes out. No sockets, no clock.
 
-h2's ``H2Connection`` is the protocol state machine (frames, HPACK, stream states, flow
-control); this class adds what the service needs around it: complete requests out as
-:class:`RequestReceived`, responses in with :meth:`Http2Session.respond`, response bodies held
-back while the peer's flow-control window is shut and sent when WINDOW_UPDATE opens it. Bytes in
-(:meth:`receive`), bytes out (:meth:`data_to_send`); no sockets, no clock.
+What a 5G-EIR needs of HTTP/2 and no more: requests (a GET, whose body if any is read and
+dropped) become :class:`RequestReceived` once their stream ends; :meth:`Http2Session.respond`
+queues a response, its body held back while the client's flow-control window is shut (§5.2) and
+sent when WINDOW_UPDATE opens it. No server push (SETTINGS_ENABLE_PUSH 0), no priorities
+(PRIORITY frames are read and ignored, as §5.3.2 allows).
 
-Bounds, announced in our SETTINGS (RFC 9113 §6.5.2) and enforced by h2: concurrent streams,
-header list size (HPACK-decoded), and our receive window. A peer that breaks them, or any other
-connection error, gets GOAWAY and :attr:`closed` turns True.
+Errors follow §5.4: a connection error queues GOAWAY with its code and closes (:attr:`closed`);
+a stream error queues RST_STREAM and the connection carries on. Limits announced in our SETTINGS
+are enforced: a stream past SETTINGS_MAX_CONCURRENT_STREAMS is refused with REFUSED_STREAM
+(§5.1.2, the client may retry it), a header list past SETTINGS_MAX_HEADER_LIST_SIZE gets 431
+(§10.5.1), a frame past SETTINGS_MAX_FRAME_SIZE is a FRAME_SIZE_ERROR, DATA past our window a
+FLOW_CONTROL_ERROR. Header blocks are decoded by :class:`HpackDecoder` (RFC 7541); our responses'
+blocks are encoded once per distinct response.
 """
 
 from __future__ import annotations
 
+import struct
+from collections import deque
 from dataclasses import dataclass
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
+from gateway.n5g_eir.frames import (
+    ACK,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    HEADER,
+    HEADER_SIZE,
+    MAX_WINDOW,
+    PADDED,
+    PREFACE,
+    PRIORITY_FLAG,
+    RULES,
+    ErrorCode,
+    FrameType,
+    Setting,
+    frame,
+    goaway_frame,
+    rst_stream_frame,
+    settings_frame,
+    window_update_frame,
 )
-from h2.events import (
-    RequestReceived as H2RequestReceived,
-)
-from h2.exceptions import H2Error, ProtocolError
-from h2.settings import SettingCodes
-
-from gateway.n5g_eir.problem import Response
+from gateway.n5g_eir.hpack import HpackDecoder, HpackError, encode_headers, table_size_update
+from gateway.n5g_eir.problem import Response, problem
 from gateway.n5g_eir.settings import N5gEirSettings
+
+_UINT32 = struct.Struct(">I")
+# §8.2.2: connection-specific fields are malformed in HTTP/2.
+_CONNECTION_SPECIFIC = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
+_ENCODED_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,124 +66,471 @@ class RequestReceived:
     path: bytes
 
 
+class _ConnectionError(Exception):
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _StreamError(Exception):
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _Stream:
+    """An open or half-closed (remote) stream (§5.1) that still owes its response."""
+
+    __slots__ = ("content_length", "method", "path", "received", "recv_window", "remote_closed",
+                 "send_window")
+
+    def __init__(self, send_window: int, recv_window: int) -> None:
+        self.send_window = send_window
+        self.recv_window = recv_window
+        self.remote_closed = False
+        self.method = b""
+        self.path = b""
+        self.content_length: int | None = None
+        self.received = 0
+
+
+def _request_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, int | None]:
+    """§8.3.1 pseudo-header fields, §8.2 field validity; raises _StreamError when malformed."""
+    pseudo: dict[bytes, bytes] = {}
+    regular = False
+    content_length = None
+    for name, value in headers:
+        if not name or b"\0" in value or b"\r" in value or b"\n" in value:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid field")
+        if name[0] == 0x3A:  # ':'
+            if regular or name not in _REQUEST_PSEUDO or name in pseudo:
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"misplaced or unknown {name!r}")
+            pseudo[name] = value
+            continue
+        regular = True
+        if name.lower() != name or name in _CONNECTION_SPECIFIC:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"field {name!r} not allowed")
+        if name == b"te" and value != b"trailers":
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "te other than trailers")
+        if name == b"content-length":
+            if not value.isdigit() or (content_length is not None
+                                       and int(value) != content_length):
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid content-length")
+            content_length = int(value)
+    method = pseudo.get(b":method")
+    if method is None:
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "no :method")
+    if method == b"CONNECT":  # §8.5: no :scheme, no :path
+        if b":scheme" in pseudo or b":path" in pseudo or b":authority" not in pseudo:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "malformed CONNECT")
+        return method, b"", content_length
+    path = pseudo.get(b":path")
+    if not path or b":scheme" not in pseudo:
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "no :scheme or empty :path")
+    return method, path, content_length
+
+
 class Http2Session:
     def __init__(self, settings: N5gEirSettings) -> None:
-        # Header validation stays on (RFC 9113 §8.2: malformed requests are stream errors);
-        # our own outbound headers are fixed and lower-case, so h2 need not re-check them.
-        config = H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self._conn = H2Connection(config)
-        self._conn.local_settings.update({
-            SettingCodes.MAX_CONCURRENT_STREAMS: settings.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: settings.max_header_list_bytes,
-            SettingCodes.INITIAL_WINDOW_SIZE: settings.initial_window_bytes,
-            SettingCodes.ENABLE_PUSH: 0,
-        })
-        # Streams whose headers came without END_STREAM: (method, path) until the body ends.
-        self._incomplete: dict[int, tuple[bytes, bytes]] = {}
-        # Response bodies (the rest of them) waiting for the peer's flow-control window.
+        self._max_streams = settings.max_concurrent_streams
+        self._max_header_list = settings.max_header_list_bytes
+        self._recv_initial = settings.initial_window_bytes
+        # A header block (HEADERS + CONTINUATION) may not grow past this, compressed.
+        self._max_block = max(settings.max_header_list_bytes, DEFAULT_MAX_FRAME_SIZE)
+        self._decoder = HpackDecoder()
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+        self._preface = False
+        self._settings_seen = False
+        self._streams: dict[int, _Stream] = {}
+        self._last_stream_id = 0
+        self._reset: deque[int] = deque(maxlen=256)  # streams reset lately: late frames ignored
+        self._send_window = DEFAULT_WINDOW  # connection-level, for our DATA
+        self._peer_initial_window = DEFAULT_WINDOW
+        self._peer_max_frame = DEFAULT_MAX_FRAME_SIZE
+        self._size_update = b""  # §4.2 RFC 7541: owed at the start of our next header block
+        self._continuation: tuple[int, bool, bytearray] | None = None
         self._blocked: dict[int, bytes] = {}
-        self.closed = False
+        self._encoded: dict[Response, bytes] = {}
+        self._goaway_received = False
+        self._goaway_sent = False
         self.error: str | None = None  # why the connection failed, for the log
 
-    def initiate(self) -> None:
-        """The server connection preface: our SETTINGS (RFC 9113 §3.4)."""
-        self._conn.initiate_connection()
+    @property
+    def closed(self) -> bool:
+        """Nothing more to do on this connection: GOAWAY sent, or received and all answered."""
+        return self._goaway_sent or (self._goaway_received and not self._streams)
 
-    def receive(self, data: bytes) -> list[RequestReceived]:
-        """Feed bytes from the peer; returns the requests they completed, oldest first."""
-        if self.closed:
-            return []
-        conn = self._conn
-        try:
-            events = conn.receive_data(data)
-        except ProtocolError as exc:
-            # h2 queued GOAWAY with the error code (RFC 9113 §5.4.1).
-            self.closed = True
-            self.error = f"HTTP/2 protocol error: {exc}"
-            return []
-        out: list[RequestReceived] = []
-        for event in events:
-            if isinstance(event, H2RequestReceived):
-                method = path = b""
-                for name, value in event.headers or ():
-                    if name == b":method":
-                        method = value
-                    elif name == b":path":
-                        path = value
-                if event.stream_ended is not None:
-                    out.append(RequestReceived(event.stream_id, method, path))
-                else:
-                    self._incomplete[event.stream_id] = (method, path)
-            elif isinstance(event, DataReceived):
-                # GET has no body (RFC 9110 §9.3.1); one sent anyway is read and dropped, and
-                # its bytes returned to the window so that the stream cannot stall.
-                if event.flow_controlled_length:
-                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, StreamEnded):
-                head = self._incomplete.pop(event.stream_id, None)
-                if head is not None:
-                    out.append(RequestReceived(event.stream_id, *head))
-            elif isinstance(event, StreamReset):
-                self._incomplete.pop(event.stream_id, None)
-                self._blocked.pop(event.stream_id, None)
-            elif isinstance(event, WindowUpdated):
-                self._unblock()
-            elif isinstance(event, ConnectionTerminated):
-                self.closed = True
-                if event.error_code not in (ErrorCodes.NO_ERROR, None):
-                    self.error = f"peer sent GOAWAY {event.error_code!r}"
+    def initiate(self) -> None:
+        """The server connection preface: our SETTINGS (§3.4)."""
+        values = {
+            Setting.ENABLE_PUSH: 0,
+            Setting.MAX_CONCURRENT_STREAMS: self._max_streams,
+            Setting.MAX_HEADER_LIST_SIZE: self._max_header_list,
+        }
+        if self._recv_initial != DEFAULT_WINDOW:
+            values[Setting.INITIAL_WINDOW_SIZE] = self._recv_initial
+        self._out.append(settings_frame(values))
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
         return out
 
+    # -- input --------------------------------------------------------------------------------
+    def receive(self, data: bytes) -> list[RequestReceived]:
+        """Feed bytes from the peer; returns the requests they completed, oldest first."""
+        if self._goaway_sent:
+            return []
+        buf = self._buffer
+        buf += data
+        out: list[RequestReceived] = []
+        pos = 0
+        try:
+            if not self._preface:
+                if len(buf) < len(PREFACE):
+                    if not PREFACE.startswith(bytes(buf)):
+                        raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
+                    return out
+                if not buf.startswith(PREFACE):
+                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
+                self._preface = True
+                pos = len(PREFACE)
+            end = len(buf)
+            while end - pos >= HEADER_SIZE:
+                high, low, frame_type, flags, stream_id = HEADER.unpack_from(buf, pos)
+                length = (high << 8) | low
+                if length > DEFAULT_MAX_FRAME_SIZE:  # §4.2: we never raise SETTINGS_MAX_FRAME_SIZE
+                    raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes")
+                if end - pos - HEADER_SIZE < length:
+                    break
+                start = pos + HEADER_SIZE
+                payload = bytes(buf[start:start + length])
+                pos = start + length
+                self._frame(frame_type, flags, stream_id & 0x7FFFFFFF, payload, out)
+                if self._goaway_sent:
+                    break
+        except _ConnectionError as exc:
+            self._fail(exc.code, str(exc))
+        del buf[:pos]
+        return out
+
+    def _fail(self, code: ErrorCode, reason: str) -> None:
+        self._out.append(goaway_frame(self._last_stream_id, code, reason.encode()[:128]))
+        self._goaway_sent = True
+        self.error = f"HTTP/2 {code.name}: {reason}"
+        self._buffer.clear()
+
+    def _frame(self, frame_type: int, flags: int, stream_id: int, payload: bytes,
+               out: list[RequestReceived]) -> None:
+        if not self._settings_seen and frame_type != FrameType.SETTINGS:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "preface not followed by SETTINGS")
+        if self._continuation is not None and (
+            frame_type != FrameType.CONTINUATION or stream_id != self._continuation[0]
+        ):
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "header block interrupted")  # §6.10
+        try:
+            kind = FrameType(frame_type)
+        except ValueError:
+            return  # §5.5: unknown frame types are ignored
+        rule = RULES[kind]
+        if rule.on_connection is True and stream_id != 0:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"{kind.name} on a stream")
+        if rule.on_connection is False and stream_id == 0:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"{kind.name} on stream 0")
+        try:
+            if rule.length is not None and len(payload) != rule.length:
+                if rule.length_is_stream_error:
+                    raise _StreamError(ErrorCode.FRAME_SIZE_ERROR, f"{kind.name} length")
+                raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, f"{kind.name} length")
+            _HANDLERS[kind](self, flags, stream_id, payload, out)
+        except _StreamError as exc:
+            self._reset_stream(stream_id, exc.code)
+
+    def _reset_stream(self, stream_id: int, code: ErrorCode) -> None:
+        self._out.append(rst_stream_frame(stream_id, code))
+        self._forget(stream_id)
+
+    def _forget(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
+        self._reset.append(stream_id)
+
+    @staticmethod
+    def _unpad(flags: int, payload: bytes) -> tuple[int, int]:
+        """(start, end) of the content of a padded frame (§6.1, §6.2)."""
+        if not flags & PADDED:
+            return 0, len(payload)
+        if not payload or payload[0] >= len(payload):
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding longer than the frame")
+        return 1, len(payload) - payload[0]
+
+    # §6.1
+    def _on_data(self, flags: int, stream_id: int, payload: bytes,
+                 out: list[RequestReceived]) -> None:
+        length = len(payload)  # flow control counts the padding too (§6.9.1)
+        if length:
+            # The body is dropped at once, so its bytes go straight back to the connection
+            # window: a client that sends one can never stall the others.
+            self._out.append(window_update_frame(0, length))
+        start, end = self._unpad(flags, payload)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if stream_id > self._last_stream_id:
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
+            if stream_id in self._reset:
+                return
+            raise _StreamError(ErrorCode.STREAM_CLOSED, "DATA on a closed stream")
+        if stream.remote_closed:
+            raise _StreamError(ErrorCode.STREAM_CLOSED, "DATA after END_STREAM")
+        stream.recv_window -= length
+        if stream.recv_window < 0:
+            raise _StreamError(ErrorCode.FLOW_CONTROL_ERROR, "DATA past the stream window")
+        stream.received += end - start
+        if flags & END_STREAM:
+            self._end_of_request(stream_id, stream, out)
+        elif length:
+            stream.recv_window += length
+            self._out.append(window_update_frame(stream_id, length))
+
+    # §6.2
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes,
+                    out: list[RequestReceived]) -> None:
+        if stream_id % 2 == 0:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")
+        start, end = self._unpad(flags, payload)
+        if flags & PRIORITY_FLAG:
+            start += 5
+            if start > end:
+                raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short")
+        fragment = payload[start:end]
+        if flags & END_HEADERS:
+            self._header_block(stream_id, bool(flags & END_STREAM), fragment, out)
+        else:
+            self._continuation = (stream_id, bool(flags & END_STREAM), bytearray(fragment))
+
+    # §6.10
+    def _on_continuation(self, flags: int, stream_id: int, payload: bytes,
+                         out: list[RequestReceived]) -> None:
+        if self._continuation is None:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        block = self._continuation[2]
+        block += payload
+        if len(block) > self._max_block:
+            raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large")
+        if flags & END_HEADERS:
+            _, end_stream, _ = self._continuation
+            self._continuation = None
+            self._header_block(stream_id, end_stream, bytes(block), out)
+
+    def _header_block(self, stream_id: int, end_stream: bool, block: bytes,
+                      out: list[RequestReceived]) -> None:
+        # Decoded before anything else: the HPACK context must follow every block (§4.3).
+        try:
+            headers, list_size = self._decoder.decode(block, self._max_header_list)
+        except HpackError as exc:
+            raise _ConnectionError(ErrorCode.COMPRESSION_ERROR, str(exc)) from None
+        stream = self._streams.get(stream_id)
+        if stream is not None:  # trailers (§8.1)
+            if stream.remote_closed or not end_stream:
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "HEADERS after the request headers")
+            if any(name[:1] == b":" for name, _ in headers):
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header in trailers")
+            self._end_of_request(stream_id, stream, out)
+            return
+        if stream_id <= self._last_stream_id:
+            if stream_id in self._reset:
+                return
+            raise _ConnectionError(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")
+        self._last_stream_id = stream_id
+        if len(self._streams) >= self._max_streams:
+            raise _StreamError(ErrorCode.REFUSED_STREAM, "concurrent stream limit")
+        stream = _Stream(self._peer_initial_window, self._recv_initial)
+        if list_size > self._max_header_list:
+            # §10.5.1: the block was decoded in full; the request is answered 431 unread.
+            self._streams[stream_id] = stream
+            stream.remote_closed = end_stream
+            self.respond(stream_id, problem(
+                431, f"the header list exceeds {self._max_header_list} bytes"))
+            self._reset.append(stream_id)  # a body still to come is dropped quietly
+            return
+        stream.method, stream.path, stream.content_length = _request_head(headers)
+        self._streams[stream_id] = stream
+        if end_stream:
+            self._end_of_request(stream_id, stream, out)
+
+    def _end_of_request(self, stream_id: int, stream: _Stream,
+                        out: list[RequestReceived]) -> None:
+        stream.remote_closed = True
+        if stream.content_length is not None and stream.content_length != stream.received:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "content-length mismatch")  # §8.1.1
+        out.append(RequestReceived(stream_id, stream.method, stream.path))
+
+    # §6.3
+    def _on_priority(self, flags: int, stream_id: int, payload: bytes,
+                     out: list[RequestReceived]) -> None:
+        pass  # §5.3.2: priority signals may be ignored
+
+    # §6.4
+    def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes,
+                       out: list[RequestReceived]) -> None:
+        if stream_id > self._last_stream_id:
+            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+        self._forget(stream_id)
+
+    # §6.5
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes,
+                     out: list[RequestReceived]) -> None:
+        if flags & ACK:
+            if payload:
+                raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length")
+        self._settings_seen = True
+        for offset in range(0, len(payload), 6):
+            setting, value = struct.unpack_from(">HI", payload, offset)
+            if setting == Setting.INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "initial window")
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                for stream in self._streams.values():  # §6.9.2
+                    stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "window overflow")
+            elif setting == Setting.MAX_FRAME_SIZE:
+                if not DEFAULT_MAX_FRAME_SIZE <= value <= 16_777_215:
+                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE")
+                self._peer_max_frame = value
+            elif setting == Setting.ENABLE_PUSH:
+                if value > 1:
+                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH")
+            elif setting == Setting.HEADER_TABLE_SIZE and value < 4096:
+                # Our encoder's table (always empty) must shrink within it: say so (RFC 7541
+                # §4.2) at the start of our next header block.
+                self._size_update = table_size_update(0)
+        self._out.append(frame(FrameType.SETTINGS, ACK, 0))
+        self._unblock()
+
+    # §6.6, §8.4
+    def _on_push_promise(self, flags: int, stream_id: int, payload: bytes,
+                         out: list[RequestReceived]) -> None:
+        raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+
+    # §6.7
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes,
+                 out: list[RequestReceived]) -> None:
+        if not flags & ACK:
+            self._out.append(frame(FrameType.PING, ACK, 0, payload))
+
+    # §6.8
+    def _on_goaway(self, flags: int, stream_id: int, payload: bytes,
+                   out: list[RequestReceived]) -> None:
+        if len(payload) < 8:
+            raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "GOAWAY length")
+        self._goaway_received = True
+        code = _UINT32.unpack_from(payload, 4)[0]
+        if code != ErrorCode.NO_ERROR:
+            self.error = f"peer sent GOAWAY {code:#x}"
+
+    # §6.9
+    def _on_window_update(self, flags: int, stream_id: int, payload: bytes,
+                          out: list[RequestReceived]) -> None:
+        increment = _UINT32.unpack(payload)[0] & 0x7FFFFFFF
+        if stream_id == 0:
+            if not increment:
+                raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            self._send_window += increment
+            if self._send_window > MAX_WINDOW:
+                raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "window overflow")
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                if stream_id > self._last_stream_id:
+                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE, idle stream")
+                return  # a stream just closed: late updates are fine
+            if not increment:
+                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            stream.send_window += increment
+            if stream.send_window > MAX_WINDOW:
+                raise _StreamError(ErrorCode.FLOW_CONTROL_ERROR, "window overflow")
+        self._unblock()
+
+    # -- output -------------------------------------------------------------------------------
     def respond(self, stream_id: int, response: Response) -> bool:
         """Queue the response of a stream; False when the stream is gone (reset by the peer)."""
-        if self.closed:
+        stream = self._streams.get(stream_id)
+        if stream is None or self._goaway_sent:
             return False
-        headers = [
-            (b":status", str(response.status).encode()),
-            (b"content-type", response.content_type),
-            (b"content-length", str(len(response.body)).encode()),
-            *response.headers,
-        ]
-        try:
-            self._conn.send_headers(stream_id, headers)
-            self._send_body(stream_id, response.body)
-        except H2Error:
-            return False  # RST_STREAM crossed the response: nothing to send
+        block = self._encoded.get(response)
+        if block is None:
+            block = encode_headers([
+                (b":status", str(response.status).encode()),
+                (b"content-type", response.content_type),
+                (b"content-length", str(len(response.body)).encode()),
+                *response.headers,
+            ])
+            if len(self._encoded) < _ENCODED_CACHE_SIZE:
+                self._encoded[response] = block
+        if self._size_update:
+            block = self._size_update + block
+            self._size_update = b""
+        body = response.body
+        # A block this server builds is far below the 16,384-byte minimum frame size (§4.2).
+        self._out.append(frame(FrameType.HEADERS, END_HEADERS if body else END_HEADERS | END_STREAM,
+                               stream_id, block))
+        if body:
+            self._send_body(stream_id, stream, body)
+        else:
+            self._done(stream_id)
         return True
 
-    def _send_body(self, stream_id: int, body: bytes) -> None:
-        conn = self._conn
-        while True:
-            size = min(
-                conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size, len(body)
-            )
-            if size == len(body):
-                conn.send_data(stream_id, body, end_stream=True)
-                return
+    def _send_body(self, stream_id: int, stream: _Stream, body: bytes) -> None:
+        while body:
+            size = min(self._send_window, stream.send_window, self._peer_max_frame, len(body))
             if size <= 0:
                 self._blocked[stream_id] = body
                 return
-            conn.send_data(stream_id, body[:size])
+            last = size == len(body)
+            self._out.append(frame(FrameType.DATA, END_STREAM if last else 0, stream_id,
+                                   body[:size]))
+            self._send_window -= size
+            stream.send_window -= size
             body = body[size:]
+        self._done(stream_id)
+
+    def _done(self, stream_id: int) -> None:
+        # Both sides ended the stream: closed (§5.1).
+        self._streams.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
 
     def _unblock(self) -> None:
         for stream_id, body in list(self._blocked.items()):
+            if self._send_window <= 0:
+                return
             del self._blocked[stream_id]
-            try:
-                self._send_body(stream_id, body)
-            except H2Error:
-                pass  # the stream went away meanwhile
+            stream = self._streams.get(stream_id)
+            if stream is not None:
+                self._send_body(stream_id, stream, body)
 
     def shutdown(self) -> None:
-        """Close (RFC 9113 §6.8): GOAWAY NO_ERROR naming the last stream we processed. h2 sends
-        nothing after it, so the server calls this once the answers in flight are out."""
-        if not self.closed:
-            self._conn.close_connection(ErrorCodes.NO_ERROR)
+        """Close (§6.8): GOAWAY NO_ERROR naming the last stream we processed. The server calls
+        this once the answers in flight are out."""
+        if not self._goaway_sent:
+            self._out.append(goaway_frame(self._last_stream_id, ErrorCode.NO_ERROR))
+            self._goaway_sent = True
 
-    def data_to_send(self) -> bytes:
-        return self._conn.data_to_send()
+
+_HANDLERS = {
+    FrameType.DATA: Http2Session._on_data,
+    FrameType.HEADERS: Http2Session._on_headers,
+    FrameType.PRIORITY: Http2Session._on_priority,
+    FrameType.RST_STREAM: Http2Session._on_rst_stream,
+    FrameType.SETTINGS: Http2Session._on_settings,
+    FrameType.PUSH_PROMISE: Http2Session._on_push_promise,
+    FrameType.PING: Http2Session._on_ping,
+    FrameType.GOAWAY: Http2Session._on_goaway,
+    FrameType.WINDOW_UPDATE: Http2Session._on_window_update,
+    FrameType.CONTINUATION: Http2Session._on_continuation,
+}

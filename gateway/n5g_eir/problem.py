@@ -39,6 +39,7 @@ TITLES: dict[int, str] = {
     406: "Not Acceptable",
     414: "URI Too Long",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }

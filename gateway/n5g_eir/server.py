@@ -131,7 +131,9 @@ class _Connection(asyncio.Protocol):
             response = task.result()
         self._respond(stream_id, method, response, started)
         self._flush()
-        if not self._tasks and self._server.stopping:
+        if self._session.closed:  # the client's GOAWAY, and this was its last stream
+            self._close()
+        elif not self._tasks and self._server.stopping:
             self.shutdown()
 
     def _respond(self, stream_id: int, method: bytes, response: Response, started: float) -> None:

@@ -14,6 +14,8 @@ from h2.events import (
 )
 from h2.settings import SettingCodes
 
+from gateway.n5g_eir.frames import END_HEADERS, ErrorCode, FrameType, frame, rst_stream_frame
+from gateway.n5g_eir.hpack import encode_headers
 from gateway.n5g_eir.http2 import Http2Session, RequestReceived
 from gateway.n5g_eir.problem import Response
 from gateway.n5g_eir.settings import N5gEirSettings
@@ -117,21 +119,28 @@ def test_garbage_closes_with_goaway() -> None:
     assert server.data_to_send()  # SETTINGS and GOAWAY
 
 
-def test_more_streams_than_announced_is_a_connection_error() -> None:
+def test_a_stream_past_the_announced_limit_is_refused() -> None:
     client, server = pair(N5gEirSettings(max_concurrent_streams=2))
-    for stream_id in (1, 3, 5):
+    for stream_id in (1, 3):
         client.send_headers(stream_id, request_headers())  # left open: no END_STREAM
-    server.receive(client.data_to_send())
-    assert server.closed
-    events = exchange(client, server)
-    assert any(isinstance(e, ConnectionTerminated) for e in events)
+    # h2's client keeps to our limit; the third stream is written by hand.
+    third = frame(FrameType.HEADERS, END_HEADERS, 5, encode_headers(request_headers()))
+    assert server.receive(client.data_to_send() + third) == []
+    assert not server.closed
+    # RFC 9113 §5.1.2: a stream error; REFUSED_STREAM tells the client it may retry.
+    assert server.data_to_send() == rst_stream_frame(5, ErrorCode.REFUSED_STREAM)
+    client.end_stream(1)
+    assert server.receive(client.data_to_send()) == [RequestReceived(1, b"GET", PATH)]
 
 
-def test_header_list_above_the_limit_closes_the_connection() -> None:
+def test_header_list_above_the_limit_gets_431() -> None:
     client, server = pair(N5gEirSettings(max_header_list_bytes=1024))
     client.send_headers(1, [*request_headers(), (b"x-big", b"a" * 4000)], end_stream=True)
     assert server.receive(client.data_to_send()) == []
-    assert server.closed
+    response = next(e for e in exchange(client, server) if isinstance(e, ResponseReceived))
+    assert dict(response.headers)[b":status"] == b"431"
+    client.send_headers(3, request_headers(), end_stream=True)  # the HPACK context held
+    assert server.receive(client.data_to_send()) == [RequestReceived(3, b"GET", PATH)]
 
 
 def test_malformed_request_is_a_stream_error() -> None:

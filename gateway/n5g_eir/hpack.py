@@ -1,0 +1,285 @@
+"""HPACK (RFC 7541) for the server side of N5g-eir: a full decoder and a stateless encoder.
+
+The decoder keeps the dynamic table the client's encoder builds (§2.3, §4), decodes integers
+(§5.1), strings (§5.2) and Huffman codes (§5.2, Appendix B) and every field representation
+(§6); any violation is a :class:`HpackError` (RFC 9113 §4.3: a COMPRESSION_ERROR connection
+error). Huffman strings are decoded four bits at a time through a table of the code tree's
+states, built once at import.
+
+The encoder only emits static-table indexes and literals without indexing (§6.2.2), so it never
+touches a dynamic table: a response's header block depends on the response alone and is encoded
+once per distinct response.
+
+The static table and the Huffman code (Appendix A, Appendix B) are taken from the ``hpack``
+distribution's data, not retyped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.table import HeaderTable
+
+STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE  # Appendix A, 1-based
+_STATIC_LEN = len(STATIC_TABLE)
+ENTRY_OVERHEAD = 32  # §4.1
+_MAX_INTEGER = 1 << 28  # far above any size this server accepts; bounds the loop
+
+
+class HpackError(Exception):
+    """The header block cannot be decoded (RFC 9113 §4.3: COMPRESSION_ERROR)."""
+
+
+# --- Huffman (Appendix B) -------------------------------------------------------------------
+
+def _huffman_table() -> tuple[list[int], list[int], list[bool]]:
+    """Nibble transitions of the Huffman code tree.
+
+    States are the tree's internal nodes (0: the root). For state ``s`` and nibble ``n``, entry
+    ``16 * s + n`` gives the next state (-1: the EOS symbol was decoded, an error, §5.2) and the
+    symbol completed on the way (-1: none; a code is at least 5 bits, so at most one per
+    nibble). ``accepting[s]``: the bits since the last symbol are all ones and fewer than 8,
+    i.e. valid padding if the string ends there.
+    """
+    children: list[list[int]] = [[0, 0]]  # >= 0: internal node; < 0: -(symbol + 1)
+    for symbol, (code, length) in enumerate(zip(REQUEST_CODES, REQUEST_CODES_LENGTH, strict=True)):
+        node = 0
+        for shift in range(length - 1, -1, -1):
+            bit = (code >> shift) & 1
+            if shift == 0:
+                children[node][bit] = -(symbol + 1)
+            else:
+                if children[node][bit] == 0:
+                    children.append([0, 0])
+                    children[node][bit] = len(children) - 1
+                node = children[node][bit]
+    accepting = [False] * len(children)
+    node, depth = 0, 0
+    while node >= 0 and depth < 8:  # the all-ones path from the root
+        accepting[node] = True
+        node, depth = children[node][1], depth + 1
+    next_state = [0] * (16 * len(children))
+    emitted = [-1] * (16 * len(children))
+    for state in range(len(children)):
+        for nibble in range(16):
+            node, symbol = state, -1
+            for shift in (3, 2, 1, 0):
+                child = children[node][(nibble >> shift) & 1]
+                if child < 0:
+                    if -child - 1 == 256:  # EOS
+                        node = -1
+                        break
+                    symbol, node = -child - 1, 0
+                else:
+                    node = child
+            next_state[16 * state + nibble] = node
+            emitted[16 * state + nibble] = symbol
+    return next_state, emitted, accepting
+
+
+def _byte_table(
+    next_state: list[int], emitted: list[int]
+) -> tuple[list[int], list[bytes]]:
+    """Two nibble steps composed: entry ``256 * s + byte`` gives the next state (-1: EOS) and
+    the symbols completed (at most two), so decoding takes one lookup per input byte."""
+    states = len(next_state) // 16
+    nxt, out = [0] * (256 * states), [b""] * (256 * states)
+    for state in range(states):
+        for high in range(16):
+            i = 16 * state + high
+            middle = next_state[i]
+            first = bytes((emitted[i],)) if emitted[i] >= 0 else b""
+            for low in range(16):
+                k = 256 * state + 16 * high + low
+                if middle < 0:
+                    nxt[k] = -1
+                    continue
+                j = 16 * middle + low
+                nxt[k] = next_state[j]
+                out[k] = first + bytes((emitted[j],)) if emitted[j] >= 0 else first
+    return nxt, out
+
+
+_NIBBLE_NEXT, _NIBBLE_EMIT, _ACCEPTING = _huffman_table()
+_NEXT, _EMIT = _byte_table(_NIBBLE_NEXT, _NIBBLE_EMIT)
+
+
+def huffman_decode(data: bytes) -> bytes:
+    out = []
+    state = 0
+    nxt, emit = _NEXT, _EMIT
+    for byte in data:
+        i = (state << 8) | byte
+        state = nxt[i]
+        if state < 0:
+            raise HpackError("Huffman string contains EOS")
+        out.append(emit[i])
+    if not _ACCEPTING[state]:
+        raise HpackError("Huffman padding is not a prefix of EOS shorter than 8 bits")
+    return b"".join(out)
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    """§5.1: an integer with an N-bit prefix starting at ``data[pos]``; returns (value, end)."""
+    mask = (1 << prefix_bits) - 1
+    value = data[pos] & mask
+    pos += 1
+    if value < mask:
+        return value, pos
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise HpackError("integer runs past the end of the block")
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        if value > _MAX_INTEGER:
+            raise HpackError("integer too large")
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _string(data: bytes, pos: int) -> tuple[bytes, int]:
+    """§5.2: a string literal, Huffman-coded when its H bit is set."""
+    if pos >= len(data):
+        raise HpackError("string missing at the end of the block")
+    huffman = data[pos] & 0x80
+    length, pos = _integer(data, pos, 7)
+    end = pos + length
+    if end > len(data):
+        raise HpackError("string runs past the end of the block")
+    raw = data[pos:end]
+    return (huffman_decode(raw) if huffman else raw), end
+
+
+class HpackDecoder:
+    """The decoding context of one connection (§2.2): the dynamic table the peer fills."""
+
+    def __init__(self, max_table_size: int = 4096) -> None:
+        # SETTINGS_HEADER_TABLE_SIZE we announced: the most the peer may set the table to.
+        self.settings_table_size = max_table_size
+        self.max_size = max_table_size
+        self.size = 0
+        self.entries: deque[tuple[bytes, bytes]] = deque()
+
+    def _get(self, index: int) -> tuple[bytes, bytes]:
+        if index == 0:
+            raise HpackError("index 0")  # §6.1
+        if index <= _STATIC_LEN:
+            return STATIC_TABLE[index - 1]
+        dynamic = index - _STATIC_LEN - 1
+        if dynamic >= len(self.entries):
+            raise HpackError(f"index {index} beyond the tables")  # §2.3.3
+        return self.entries[dynamic]
+
+    def _add(self, name: bytes, value: bytes) -> None:
+        # §4.4: evict from the end until the new entry fits; larger than the table: empty it.
+        size = len(name) + len(value) + ENTRY_OVERHEAD
+        while self.entries and self.size + size > self.max_size:
+            old_name, old_value = self.entries.pop()
+            self.size -= len(old_name) + len(old_value) + ENTRY_OVERHEAD
+        if size <= self.max_size:
+            self.entries.appendleft((name, value))
+            self.size += size
+
+    def _resize(self, size: int) -> None:
+        if size > self.settings_table_size:
+            raise HpackError(f"table size update {size} above the announced "
+                             f"{self.settings_table_size}")  # §4.2, §6.3
+        self.max_size = size
+        while self.entries and self.size > size:
+            old_name, old_value = self.entries.pop()
+            self.size -= len(old_name) + len(old_value) + ENTRY_OVERHEAD
+
+    def _literal(self, block: bytes, pos: int, prefix_bits: int) -> tuple[bytes, bytes, int]:
+        """§6.2: a name (indexed, or a string when the index is 0) and a value string."""
+        index, pos = _integer(block, pos, prefix_bits)
+        if index:
+            name = self._get(index)[0]
+        else:
+            name, pos = _string(block, pos)
+        value, pos = _string(block, pos)
+        return name, value, pos
+
+    def decode(self, block: bytes, max_list_size: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The header list of one block (§3.2) and its size (§4.1 rule, RFC 9113 §6.5.2).
+
+        The whole block is decoded even past ``max_list_size`` (the table must stay in step
+        with the peer's); fields past the limit are not kept.
+        """
+        headers: list[tuple[bytes, bytes]] = []
+        list_size = 0
+        pos, end = 0, len(block)
+        leading = True  # §4.2: size updates only at the start of a block
+        while pos < end:
+            byte = block[pos]
+            if byte & 0x80:  # §6.1 indexed field
+                index, pos = _integer(block, pos, 7)
+                name, value = self._get(index)
+            elif byte & 0x40:  # §6.2.1 literal with incremental indexing
+                name, value, pos = self._literal(block, pos, 6)
+                self._add(name, value)
+            elif byte & 0x20:  # §6.3 dynamic table size update
+                if not leading:
+                    raise HpackError("table size update after a header field")
+                size, pos = _integer(block, pos, 5)
+                self._resize(size)
+                continue
+            else:  # §6.2.2 without indexing, §6.2.3 never indexed
+                name, value, pos = self._literal(block, pos, 4)
+            leading = False
+            list_size += len(name) + len(value) + ENTRY_OVERHEAD
+            if list_size <= max_list_size:
+                headers.append((name, value))
+        return headers, list_size
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+_STATIC_NAME: dict[bytes, int] = {}
+_STATIC_FIELD: dict[tuple[bytes, bytes], int] = {}
+for _i, (_name, _value) in enumerate(STATIC_TABLE, 1):
+    _STATIC_NAME.setdefault(_name, _i)
+    _STATIC_FIELD.setdefault((_name, _value), _i)
+
+
+def _encode_integer(value: int, prefix_bits: int, first: int) -> bytes:
+    mask = (1 << prefix_bits) - 1
+    if value < mask:
+        return bytes((first | value,))
+    out = bytearray((first | mask,))
+    value -= mask
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_headers(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """A header block of static-table indexes (§6.1) and literals without indexing (§6.2.2),
+    strings without Huffman coding: no state, so the same headers always give the same bytes."""
+    out = bytearray()
+    for name, value in headers:
+        index = _STATIC_FIELD.get((name, value))
+        if index is not None:
+            out += _encode_integer(index, 7, 0x80)
+            continue
+        name_index = _STATIC_NAME.get(name)
+        if name_index is not None:
+            out += _encode_integer(name_index, 4, 0x00)
+        else:
+            out.append(0x00)
+            out += _encode_integer(len(name), 7, 0x00) + name
+        out += _encode_integer(len(value), 7, 0x00) + value
+    return bytes(out)
+
+
+def table_size_update(size: int) -> bytes:
+    """§6.3: a dynamic table size update, put first in a block after the peer's
+    SETTINGS_HEADER_TABLE_SIZE changed (our table stays empty; 0 is always within it)."""
+    return _encode_integer(size, 5, 0x20)

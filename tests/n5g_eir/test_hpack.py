@@ -1,0 +1,92 @@
+"""HPACK (RFC 7541): our decoder against the ``hpack`` library's encoder, our encoder against
+its decoder, the RFC's Appendix C examples, and malformed blocks."""
+
+from __future__ import annotations
+
+import hpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.n5g_eir.hpack import (
+    HpackDecoder,
+    HpackError,
+    encode_headers,
+    huffman_decode,
+    table_size_update,
+)
+
+names = st.one_of(st.sampled_from([b":path", b":method", b"user-agent", b"accept", b"x-a"]),
+                  st.binary(min_size=1, max_size=20).map(lambda b: b.lower()))
+values = st.binary(max_size=60)
+header_lists = st.lists(st.tuples(names, values), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(header_lists, min_size=1, max_size=6), st.booleans(),
+       st.sampled_from([0, 64, 256, 4096]))
+def test_decoder_follows_an_independent_encoder(blocks: list[list[tuple[bytes, bytes]]],
+                                                huffman: bool, table_size: int) -> None:
+    encoder = hpack.Encoder()
+    encoder.header_table_size = table_size  # emits a size update in the first block
+    decoder = HpackDecoder()
+    for headers in blocks:
+        decoded, size = decoder.decode(encoder.encode(headers, huffman=huffman), 1 << 20)
+        assert decoded == headers
+        assert size == sum(len(n) + len(v) + 32 for n, v in headers)
+
+
+@given(header_lists)
+def test_encoder_output_decodes_with_an_independent_decoder(
+    headers: list[tuple[bytes, bytes]]
+) -> None:
+    assert hpack.Decoder().decode(encode_headers(headers), raw=True) == headers
+
+
+def test_rfc7541_c4_requests_with_huffman() -> None:
+    decoder = HpackDecoder()
+    first = bytes.fromhex("828684418cf1e3c2e5f23a6ba0ab90f4ff")
+    assert decoder.decode(first, 4096)[0] == [
+        (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"),
+        (b":authority", b"www.example.com")]
+    second = bytes.fromhex("828684be5886a8eb10649cbf")
+    assert decoder.decode(second, 4096)[0] == [
+        (b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"),
+        (b":authority", b"www.example.com"), (b"cache-control", b"no-cache")]
+    assert decoder.size == 110  # C.4.2: two entries
+
+
+@given(st.binary(max_size=80))
+def test_huffman_round_trip(data: bytes) -> None:
+    encoder = hpack.huffman.HuffmanEncoder(hpack.huffman_constants.REQUEST_CODES,
+                                           hpack.huffman_constants.REQUEST_CODES_LENGTH)
+    assert huffman_decode(encoder.encode(data)) == data
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x80",  # index 0 (§6.1)
+        b"\xff\x00",  # index beyond the tables
+        b"\x82\x20",  # size update after a field (§4.2)
+        table_size_update(8192),  # above the announced SETTINGS_HEADER_TABLE_SIZE
+        b"\x00\x85abc",  # string runs past the end
+        b"\x00\x01a\x81\xff",  # Huffman value: 8 bits of padding (§5.2)
+        b"\x00\x01a\x84\xff\xff\xff\xff",  # Huffman value: EOS in the string
+        b"\x00\x01a\x81\x00",  # Huffman value: padding not of ones
+        b"\x1f\xff\xff\xff\xff\xff\x01",  # integer too large
+        b"\x7f",  # integer runs past the end
+    ],
+)
+def test_malformed_blocks(block: bytes) -> None:
+    with pytest.raises(HpackError):
+        HpackDecoder().decode(block, 4096)
+
+
+def test_header_list_size_limit_keeps_the_table_in_step() -> None:
+    encoder, decoder = hpack.Encoder(), HpackDecoder()
+    big = [(b"x-big", b"a" * 300), (b"x-small", b"b")]
+    headers, size = decoder.decode(encoder.encode(big), 100)
+    assert size > 100 and headers == []
+    again, _ = decoder.decode(encoder.encode(big), 4096)  # now indexed: the table followed
+    assert again == big

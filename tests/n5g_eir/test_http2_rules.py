@@ -1,0 +1,236 @@
+"""RFC 9113 rules of the sans-IO session, frame by frame (raw frames in, frames out)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from gateway.n5g_eir.frames import (
+    ACK,
+    END_HEADERS,
+    END_STREAM,
+    HEADER,
+    HEADER_SIZE,
+    PADDED,
+    PREFACE,
+    ErrorCode,
+    FrameType,
+    Setting,
+    frame,
+    settings_frame,
+    window_update_frame,
+)
+from gateway.n5g_eir.hpack import encode_headers
+from gateway.n5g_eir.http2 import Http2Session, RequestReceived
+from gateway.n5g_eir.problem import Response
+from gateway.n5g_eir.settings import N5gEirSettings
+
+PATH = b"/n5g-eir-eic/v1/equipment-status?pei=imei-352099001761481"
+GET = encode_headers([(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"eir"),
+                      (b":path", PATH)])
+RESPONSE = Response(200, b"application/json", b'{"status":"WHITELISTED"}')
+
+
+def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    out, pos = [], 0
+    while pos < len(data):
+        high, low, kind, flags, stream_id = HEADER.unpack_from(data, pos)
+        length = (high << 8) | low
+        out.append((kind, flags, stream_id, data[pos + HEADER_SIZE:pos + HEADER_SIZE + length]))
+        pos += HEADER_SIZE + length
+    return out
+
+
+def session(settings: N5gEirSettings | None = None,
+            client_settings: dict[Setting, int] | None = None) -> Http2Session:
+    s = Http2Session(settings or N5gEirSettings())
+    s.initiate()
+    assert s.receive(PREFACE + settings_frame(client_settings or {})) == []
+    sent = frames(s.data_to_send())
+    assert sent[0][0] == FrameType.SETTINGS and sent[-1][:2] == (FrameType.SETTINGS, ACK)
+    return s
+
+
+def goaway_code(s: Http2Session) -> int:
+    kind, _, _, payload = frames(s.data_to_send())[-1]
+    assert kind == FrameType.GOAWAY and s.closed
+    return struct.unpack(">II", payload[:8])[1]
+
+
+def rst_code(s: Http2Session, stream_id: int) -> int:
+    found = [f for f in frames(s.data_to_send()) if f[0] == FrameType.RST_STREAM]
+    assert found and found[-1][2] == stream_id and not s.closed
+    return struct.unpack(">I", found[-1][3])[0]
+
+
+def test_no_preface_is_a_connection_error() -> None:
+    s = Http2Session(N5gEirSettings())
+    s.receive(b"GET / HTTP/1.1\r\n")
+    assert goaway_code(s) == ErrorCode.PROTOCOL_ERROR
+
+
+def test_preface_may_arrive_byte_by_byte() -> None:
+    s = Http2Session(N5gEirSettings())
+    for i in range(len(PREFACE)):
+        assert s.receive(PREFACE[i:i + 1]) == [] and not s.closed
+    s.receive(settings_frame({}) + frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
+    assert not s.closed
+
+
+def test_first_frame_must_be_settings() -> None:
+    s = Http2Session(N5gEirSettings())
+    s.receive(PREFACE + frame(FrameType.PING, 0, 0, b"12345678"))
+    assert goaway_code(s) == ErrorCode.PROTOCOL_ERROR
+
+
+def test_ping_is_answered_with_its_payload() -> None:
+    s = session()
+    s.receive(frame(FrameType.PING, 0, 0, b"abcdefgh"))
+    assert frames(s.data_to_send()) == [(FrameType.PING, ACK, 0, b"abcdefgh")]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (frame(FrameType.PING, 0, 1, b"abcdefgh"), ErrorCode.PROTOCOL_ERROR),  # on a stream
+        (frame(FrameType.PING, 0, 0, b"abc"), ErrorCode.FRAME_SIZE_ERROR),
+        (frame(FrameType.SETTINGS, 0, 0, b"12345"), ErrorCode.FRAME_SIZE_ERROR),
+        (frame(FrameType.SETTINGS, ACK, 0, b"123456"), ErrorCode.FRAME_SIZE_ERROR),
+        (settings_frame({Setting.INITIAL_WINDOW_SIZE: 2**31}), ErrorCode.FLOW_CONTROL_ERROR),
+        (settings_frame({Setting.MAX_FRAME_SIZE: 100}), ErrorCode.PROTOCOL_ERROR),
+        (settings_frame({Setting.ENABLE_PUSH: 2}), ErrorCode.PROTOCOL_ERROR),
+        (window_update_frame(0, 0), ErrorCode.PROTOCOL_ERROR),
+        (window_update_frame(0, 2**31 - 1), ErrorCode.FLOW_CONTROL_ERROR),
+        (frame(FrameType.HEADERS, END_HEADERS, 2, GET), ErrorCode.PROTOCOL_ERROR),  # even id
+        (frame(FrameType.HEADERS, END_HEADERS, 0, GET), ErrorCode.PROTOCOL_ERROR),
+        (frame(FrameType.DATA, 0, 7, b"x"), ErrorCode.PROTOCOL_ERROR),  # idle stream
+        (frame(FrameType.RST_STREAM, 0, 9, b"\0\0\0\0"), ErrorCode.PROTOCOL_ERROR),  # idle
+        (frame(FrameType.PUSH_PROMISE, END_HEADERS, 1, b"\0\0\0\2" + GET),
+         ErrorCode.PROTOCOL_ERROR),
+        (frame(FrameType.CONTINUATION, END_HEADERS, 1, GET), ErrorCode.PROTOCOL_ERROR),
+        (frame(FrameType.HEADERS, END_HEADERS, 1, b"\x80"), ErrorCode.COMPRESSION_ERROR),
+        (frame(FrameType.HEADERS, END_HEADERS | PADDED, 1, b"\x09" + GET[:8]),
+         ErrorCode.PROTOCOL_ERROR),  # padding longer than the frame
+        (frame(FrameType.DATA, 0, 1, b"x" * 16_385), ErrorCode.FRAME_SIZE_ERROR),
+        (frame(FrameType.GOAWAY, 0, 0, b"\0\0\0"), ErrorCode.FRAME_SIZE_ERROR),
+    ],
+)
+def test_connection_errors(data: bytes, code: ErrorCode) -> None:
+    s = session()
+    s.receive(data)
+    assert goaway_code(s) == code
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 11, GET)) == []
+
+
+def test_header_block_interrupted_is_a_connection_error() -> None:
+    s = session()
+    s.receive(frame(FrameType.HEADERS, 0, 1, GET[:5]) + frame(FrameType.PING, 0, 0, b"x" * 8))
+    assert goaway_code(s) == ErrorCode.PROTOCOL_ERROR
+
+
+def test_continuation_and_padding_and_unknown_frames() -> None:
+    s = session()
+    data = (frame(0xFA, 0, 0, b"ignored")  # §5.5
+            + frame(FrameType.HEADERS, PADDED | END_STREAM, 1, b"\x03" + GET[:7] + b"\0\0\0")
+            + frame(FrameType.CONTINUATION, 0, 1, GET[7:20])
+            + frame(FrameType.CONTINUATION, END_HEADERS, 1, GET[20:])
+            + frame(FrameType.PRIORITY, 0, 3, b"\0\0\0\1\x10"))
+    assert s.receive(data) == [RequestReceived(1, b"GET", PATH)]
+    assert not s.closed
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b":method", b"GET"), (b":scheme", b"http")],  # no :path
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"")],
+        [(b":scheme", b"http"), (b":path", PATH)],  # no :method
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b":path", PATH)],
+        [(b":method", b"GET"), (b"accept", b"*/*"), (b":scheme", b"http"), (b":path", PATH)],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b":status", b"200")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"Accept", b"x")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"connection", b"x")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"te", b"gzip")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"x", b"a\nb")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH),
+         (b"content-length", b"1")],  # and no body
+    ],
+)
+def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]]) -> None:
+    s = session()
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1,
+                           encode_headers(fields))) == []
+    assert rst_code(s, 1) == ErrorCode.PROTOCOL_ERROR
+    # The connection carries on.
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3, GET)) == [
+        RequestReceived(3, b"GET", PATH)]
+
+
+def test_body_and_trailers_then_request() -> None:
+    s = session()
+    received = s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET)
+                         + frame(FrameType.DATA, 0, 1, b"abc")
+                         + frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1,
+                                 encode_headers([(b"x-trailer", b"1")])))
+    assert received == [RequestReceived(1, b"GET", PATH)]
+    updates = [f for f in frames(s.data_to_send()) if f[0] == FrameType.WINDOW_UPDATE]
+    assert [(f[2], struct.unpack(">I", f[3])[0]) for f in updates] == [(0, 3), (1, 3)]
+
+
+def test_data_after_end_stream_and_on_closed_stream() -> None:
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
+    s.data_to_send()
+    s.receive(frame(FrameType.DATA, 0, 1, b"x"))
+    assert rst_code(s, 1) == ErrorCode.STREAM_CLOSED
+
+
+def test_stream_window_overflow_is_a_stream_error() -> None:
+    s = session(N5gEirSettings(initial_window_bytes=10))
+    s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET) + frame(FrameType.DATA, 0, 1,
+                                                                     b"x" * 11))
+    assert rst_code(s, 1) == ErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_response_waits_for_windows_and_honours_peer_settings() -> None:
+    s = session(client_settings={Setting.INITIAL_WINDOW_SIZE: 5, Setting.HEADER_TABLE_SIZE: 0})
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
+    assert s.respond(1, RESPONSE)
+    sent = frames(s.data_to_send())
+    assert [f[0] for f in sent] == [FrameType.HEADERS, FrameType.DATA]
+    assert sent[0][3][:1] == b"\x20"  # RFC 7541 §6.3 table size update to 0 first
+    assert sent[1][3] == RESPONSE.body[:5] and not sent[1][1] & END_STREAM
+    s.receive(settings_frame({Setting.INITIAL_WINDOW_SIZE: 100}))  # §6.9.2: +95 on stream 1
+    sent = frames(s.data_to_send())
+    data = [f for f in sent if f[0] == FrameType.DATA]
+    assert data[0][3] == RESPONSE.body[5:] and data[0][1] & END_STREAM
+    assert not s.respond(1, RESPONSE)  # the stream is closed now
+
+
+def test_reset_by_the_client_drops_the_response() -> None:
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET)
+              + frame(FrameType.RST_STREAM, 0, 1, struct.pack(">I", ErrorCode.CANCEL)))
+    assert not s.respond(1, RESPONSE)
+    s.receive(window_update_frame(1, 10) + frame(FrameType.DATA, 0, 1, b"late"))
+    assert not s.closed and [f[0] for f in frames(s.data_to_send())] == [
+        FrameType.WINDOW_UPDATE]  # only the connection window given back
+
+
+def test_goaway_from_the_client_closes_once_answered() -> None:
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET)
+              + frame(FrameType.GOAWAY, 0, 0, struct.pack(">II", 1, 0)))
+    assert not s.closed
+    s.respond(1, RESPONSE)
+    assert s.closed
+
+
+def test_shutdown_sends_goaway_no_error_with_the_last_stream() -> None:
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 5, GET))
+    s.data_to_send()
+    s.shutdown()
+    kind, _, _, payload = frames(s.data_to_send())[0]
+    assert kind == FrameType.GOAWAY and struct.unpack(">II", payload) == (5, 0)
