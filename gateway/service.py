@@ -41,8 +41,9 @@ _RELOADED = frozenset({"policy.monitor_mode", "policy.unknown_equipment"})
 
 class Gateway:
     """One gateway process. A worker of ``eir-gateway run --workers N`` is given its listening
-    sockets (``listeners``, one per ``diameter.listen`` entry) and its operations endpoint's
-    socket by the supervisor that bound them."""
+    sockets (``listeners``, one per ``diameter.listen`` entry; ``n5g_eir_listeners``, one per
+    ``n5g_eir.listen`` entry) and its operations endpoint's socket by the supervisor that bound
+    them."""
 
     def __init__(
         self,
@@ -50,10 +51,12 @@ class Gateway:
         *,
         listeners: Sequence[socket.socket] | None = None,
         operations_socket: socket.socket | None = None,
+        n5g_eir_listeners: Sequence[socket.socket] | None = None,
     ) -> None:
         self.config = config
         self._listeners = listeners
         self._operations_socket = operations_socket
+        self._n5g_eir_listeners = n5g_eir_listeners
         self.metrics = GatewayMetrics()
         self.registry: VerdictSource | None = None
         self.classifier: Classifier | None = None
@@ -122,7 +125,7 @@ class Gateway:
             )
             self.n5g_eir = N5gEirServer(check, config.n5g_eir)
             self.metrics.registry.register(self.n5g_eir.http)
-            await self.n5g_eir.start()
+            await self.n5g_eir.start(self._n5g_eir_listeners)
         self._update_gauges()
         # The stores loaded above are long-lived: keep them out of the collector's generations
         # so full collections do not walk them (pauses of tens of ms under load otherwise).

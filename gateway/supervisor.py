@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from diameter.settings import ListenEndpoint
 from diameter.transport.server import listening_socket
 from gateway import aio
 from gateway.config import GatewayConfig
@@ -173,6 +174,7 @@ class Supervisor:
         )
         self.expositions = WorkerExpositions()
         self.listeners: list[socket.socket] = []
+        self.n5g_eir_listeners: list[socket.socket] = []
         self.slots: list[WorkerSlot] = []
         self.operations: _Operations | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -189,21 +191,34 @@ class Supervisor:
             timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT)
         )
         await asyncio.to_thread(prepare_state, config)
-        for endpoint in config.transport.listen:  # all or nothing, as a single gateway binds
+        # All or nothing, as a single gateway binds; N5g-eir's are plain TCP (TLS is per worker).
+        endpoints = [
+            *config.transport.listen,
+            *(ListenEndpoint("tcp", e.host, e.port) for e in config.n5g_eir.listen),
+        ]
+        for n, endpoint in enumerate(endpoints):
             try:
-                self.listeners.append(listening_socket(endpoint))
+                sock = listening_socket(endpoint)
             except BaseException:
                 self._close_sockets()
                 raise
+            if n < len(config.transport.listen):
+                self.listeners.append(sock)
+            else:
+                self.n5g_eir_listeners.append(sock)
         self.slots = [WorkerSlot(i, _loopback_socket()) for i in range(self.workers)]
         self._watchers = [asyncio.create_task(self._watch(slot)) for slot in self.slots]
         await asyncio.gather(*(slot.first_start for slot in self.slots))
         log.info(
-            "EIR gateway %s/%s: %d workers serving S13 on %s, metrics on %s:%s",
+            "EIR gateway %s/%s: %d workers serving S13 on %s, N5g-eir on %s, metrics on %s:%s",
             config.identity.origin_host,
             config.identity.origin_realm,
             self.workers,
             ", ".join(f"{t}://{h}:{p}" for t, h, p in self.diameter_sockets),
+            ", ".join(
+                f"{e.scheme}://{s.getsockname()[0]}:{s.getsockname()[1]}"
+                for e, s in zip(config.n5g_eir.listen, self.n5g_eir_listeners, strict=True)
+            ) or "none",
             config.metrics.host,
             self.operations.port,
         )
@@ -265,9 +280,11 @@ class Supervisor:
     async def _spawn(self, slot: WorkerSlot) -> asyncio.subprocess.Process:
         read_end, write_end = os.pipe()
         listeners = [s.fileno() for s in self.listeners]
+        n5g_eir = [s.fileno() for s in self.n5g_eir_listeners]
         spec = {
             "index": slot.index,
             "listeners": listeners,
+            "n5g_eir_listeners": n5g_eir,
             "listen": [
                 [e.transport, e.host, s.getsockname()[1], list(e.extra_addresses)]
                 for e, s in zip(self.config.transport.listen, self.listeners, strict=True)
@@ -283,7 +300,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(*listeners, slot.operations.fileno(), read_end),
+                pass_fds=(*listeners, *n5g_eir, slot.operations.fileno(), read_end),
             )
         except BaseException:
             os.close(write_end)
@@ -339,9 +356,11 @@ class Supervisor:
             slot.parent_pipe = None
 
     def _close_sockets(self) -> None:
-        for sock in [*self.listeners, *(slot.operations for slot in self.slots)]:
+        for sock in [*self.listeners, *self.n5g_eir_listeners,
+                     *(slot.operations for slot in self.slots)]:
             sock.close()
         self.listeners.clear()
+        self.n5g_eir_listeners.clear()
 
     # -- operations ----------------------------------------------------------------------------
     async def _get(self, slot: WorkerSlot, path: str) -> tuple[int, str] | None:

@@ -85,6 +85,7 @@ def _worker(config: GatewayConfig, spec: dict[str, Any]) -> Coroutine[Any, Any, 
         config,
         listeners=[socket.socket(fileno=fd) for fd in spec["listeners"]],
         operations_socket=socket.socket(fileno=spec["operations"]),
+        n5g_eir_listeners=[socket.socket(fileno=fd) for fd in spec["n5g_eir_listeners"]],
     )
 
     async def serve() -> None:

@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import socket
 import ssl
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 from diameter.settings import TransportSettings
@@ -183,10 +185,12 @@ class N5gEirServer:
         self.stopping = False
         self._servers: list[tuple[str, asyncio.Server]] = []
 
-    async def start(self) -> None:
+    async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
+        """Listen on ``settings.listen``, or serve ``sockets`` (one per entry, already bound
+        and listening: a worker process is handed its supervisor's)."""
         loop = asyncio.get_running_loop()
         context = None
-        for endpoint in self.settings.listen:
+        for n, endpoint in enumerate(self.settings.listen):
             tls = endpoint.scheme == "https"
             if tls and context is None:
                 context = tls_context(self.settings)
@@ -194,9 +198,13 @@ class N5gEirServer:
             def factory(tls: bool = tls) -> _Connection:
                 return _Connection(self, tls)
 
-            server = await loop.create_server(
-                factory, endpoint.host, endpoint.port, ssl=context if tls else None, backlog=1024
-            )
+            ssl_context = context if tls else None
+            if sockets is not None:
+                server = await loop.create_server(factory, sock=sockets[n], ssl=ssl_context)
+            else:
+                server = await loop.create_server(
+                    factory, endpoint.host, endpoint.port, ssl=ssl_context, backlog=1024
+                )
             self._servers.append((endpoint.scheme, server))
 
     @property

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +26,8 @@ from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
 from diameter.node import Node
 from diameter.settings import LocalIdentity, PeerSettings
 from diameter.transport import Client
+from gateway.imei import luhn_check_digit
+from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from tests.e2e.conftest import Mme
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +82,7 @@ def start(config_dir: Path) -> Iterator[Callable[..., GatewayProcess]]:
         os.environ,
         EIR_DIAMETER_LISTEN="tcp://127.0.0.1:0",
         EIR_METRICS_LISTEN="127.0.0.1:0",
+        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=str(config_dir / "var"),
         EIR_LISTS_POLL_INTERVAL_SECONDS="0.2",
     )
@@ -143,9 +147,11 @@ async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
 ) -> None:
     gateway = start("--workers", "2")
     ready = gateway.wait_for(
-        r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+), metrics on 127\.0\.0\.1:(\d+)"
+        r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+), N5g-eir on (http://127\.0\.0\.1:\d+),"
+        r" metrics on 127\.0\.0\.1:(\d+)"
     )[0]
-    port, metrics = int(ready.group(1)), f"http://127.0.0.1:{ready.group(2)}"
+    port, metrics = int(ready.group(1)), f"http://127.0.0.1:{ready.group(3)}"
+    n5g_eir = ready.group(2)
     workers = {
         int(m.group(1)): (int(m.group(2)), m.group(3))
         for m in gateway.wait_for(r"worker (\d) \(pid (\d+)\) ready; its own metrics on (\S+)",
@@ -165,8 +171,16 @@ async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
             samples = await scrape(session, url)
             per_worker.append(value(samples, "diameter_peers", state="R_OPEN"))
         assert sum(per_worker) == 16 and min(per_worker) >= 1, per_worker
+        # N5g-eir: its listener is the supervisor's too; AMF connections spread the same way.
+        pei = f"imei-{BLACK_IMEI}{luhn_check_digit(BLACK_IMEI[:14])}"
+        for _ in range(8):
+            async with httpx.AsyncClient(http1=False, http2=True, base_url=n5g_eir) as amf:
+                response = await amf.get(EQUIPMENT_STATUS_PATH, params={"pei": pei})
+                assert response.json() == {"status": "BLACKLISTED"}
         merged = await scrape(session, metrics + "/metrics")
-        assert value(merged, "eir_checks_total", status="blacklisted", reason="blacklisted") == 16
+        assert value(merged, "eir_checks_total", interface="s13", status="blacklisted", reason="blacklisted") == 16
+        assert value(merged, "eir_checks_total", interface="n5g_eir", status="blacklisted",
+                     reason="blacklisted") == 8
         assert value(merged, "diameter_peers", state="R_OPEN") == 16
         assert value(merged, "eir_lists_version") >= 1
 
@@ -187,7 +201,7 @@ async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
         assert await statuses(mmes, BLACK_IMEI) == {WHITELISTED}
         merged = await scrape(session, metrics + "/metrics")
         assert value(merged, "eir_monitor_mode") == 1
-        checked = value(merged, "eir_checks_total", status="blacklisted", reason="blacklisted")
+        checked = value(merged, "eir_checks_total", interface="s13", status="blacklisted", reason="blacklisted")
 
         # A killed worker is restarted and counted; the counts it made stay in the sums.
         pid = workers[0][0]
@@ -198,7 +212,7 @@ async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
         assert value(merged, "eir_worker_restarts_total") == 1
         assert value(merged, "eir_workers") == 2
         assert value(
-            merged, "eir_checks_total", status="blacklisted", reason="blacklisted"
+            merged, "eir_checks_total", interface="s13", status="blacklisted", reason="blacklisted"
         ) >= checked
         async with session.get(metrics + "/readyz") as response:
             assert response.status == 200

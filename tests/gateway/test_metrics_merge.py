@@ -34,10 +34,11 @@ def test_counters_and_histograms_add_up_gauges_merge_by_meaning() -> None:
     expositions.update(0, parse(worker(3, 2, 7, False).render().decode()))
     expositions.update(1, parse(worker(4, 5, 6, True).render().decode()))
     got = samples(expositions)
-    checks = ("eir_checks_total", (("reason", "blacklisted"), ("status", "blacklisted")))
+    checks = ("eir_checks_total", (("interface", "s13"), ("reason", "blacklisted"),
+                                    ("status", "blacklisted")))
     assert got[checks] == 7
-    assert got[("eir_check_duration_seconds_count", ())] == 7
-    assert got[("eir_check_duration_seconds_bucket", (("le", "0.00025"),))] == 7
+    assert got[("eir_check_duration_seconds_count", (("interface", "s13"),))] == 7
+    assert got[("eir_check_duration_seconds_bucket", (("interface", "s13"), ("le", "0.00025")))] == 7
     assert got[("diameter_peers", (("state", "R_OPEN"),))] == 7  # summed
     assert got[("eir_lists_version", ())] == 6  # the version every worker has
     assert got[("eir_monitor_mode", ())] == 1  # on in one of them
@@ -54,9 +55,10 @@ def test_an_exited_worker_leaves_its_counters_not_its_gauges() -> None:
     # Its replacement starts from zero: the sum must not go backwards (a "counter reset").
     expositions.update(0, parse(worker(1, 1, 7, False).render().decode()))
     got = samples(expositions)
-    checks = ("eir_checks_total", (("reason", "blacklisted"), ("status", "blacklisted")))
+    checks = ("eir_checks_total", (("interface", "s13"), ("reason", "blacklisted"),
+                                    ("status", "blacklisted")))
     assert got[checks] == 8
-    assert got[("eir_check_duration_seconds_bucket", (("le", "+Inf"),))] == 8
+    assert got[("eir_check_duration_seconds_bucket", (("interface", "s13"), ("le", "+Inf")))] == 8
     assert got[("diameter_peers", (("state", "R_OPEN"),))] == 6  # live peers only
 
 
@@ -65,5 +67,6 @@ def test_a_counter_only_an_exited_worker_had_is_still_exposed() -> None:
     expositions.update(0, parse(worker(2, 0, 1, False).render().decode()))
     expositions.retire(0)
     got = samples(expositions)
-    assert got[("eir_checks_total", (("reason", "blacklisted"), ("status", "blacklisted")))] == 2
+    assert got[("eir_checks_total", (("interface", "s13"), ("reason", "blacklisted"),
+                                    ("status", "blacklisted")))] == 2
     assert ("eir_lists_version", ()) not in got  # a gauge of a process that is gone
