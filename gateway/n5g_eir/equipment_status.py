@@ -128,20 +128,16 @@ class EquipmentIdentityCheck:
             fields: dict[str, object] = {"pei": _pei_text(query.pei)}
             fields.update(decision.log_fields(self.mask_imsis))
             self._log(query, fields)
-        status = decision.status
-        return EQUIPMENT_UNKNOWN if status is None else STATUS_RESPONSES[status]
+        return response_for(decision.status)
 
     def _non_imei(self, query: EquipmentStatusQuery, started: float) -> Response:
         """A mac-/eui- PEI: no IMEI to classify; ``n5g_eir.non_imei_pei`` says the answer."""
-        answer = self.settings.non_imei_pei
-        if answer == REJECT:
-            self._count("rejected", "invalid_request", started)
-            return problem(
-                400, "this 5G-EIR checks IMEI-based PEIs only", "MANDATORY_QUERY_PARAM_INCORRECT"
-            )
-        enforcement = None if answer == ANSWER_UNKNOWN else EquipmentStatus[answer]
         monitor = self.classifier.policy.monitor_mode
-        status = EquipmentStatus.WHITELISTED if monitor else enforcement
+        outcome = non_imei_outcome(self.settings.non_imei_pei, monitor)
+        if outcome is None:
+            self._count("rejected", "invalid_request", started)
+            return NON_IMEI_REJECTED
+        status, enforcement = outcome
         self._count(_STATUS_LABEL[enforcement], NON_IMEI_REASON, started)
         if log.isEnabledFor(logging.DEBUG):
             self._log(query, {
@@ -151,7 +147,7 @@ class EquipmentIdentityCheck:
                 "monitor_mode": monitor,
                 "decisive": NON_IMEI_REASON,
             })
-        return EQUIPMENT_UNKNOWN if status is None else STATUS_RESPONSES[status]
+        return response_for(status)
 
     def _system_failure(self, started: float) -> Response:
         # Never a status the check did not reach: 500 SYSTEM_FAILURE, as S13 answers 5012.
@@ -175,6 +171,27 @@ class EquipmentIdentityCheck:
             for key, value in fields.items()
         )
         log.debug("check %s", text, extra={"fields": fields})
+
+
+NON_IMEI_REJECTED = problem(
+    400, "this 5G-EIR checks IMEI-based PEIs only", "MANDATORY_QUERY_PARAM_INCORRECT"
+)
+
+
+def response_for(status: EquipmentStatus | None) -> Response:
+    """200 EirResponseData, or 404 ERROR_EQUIPMENT_UNKNOWN where S13 answers 5422."""
+    return EQUIPMENT_UNKNOWN if status is None else STATUS_RESPONSES[status]
+
+
+def non_imei_outcome(
+    answer: str, monitor_mode: bool
+) -> tuple[EquipmentStatus | None, EquipmentStatus | None] | None:
+    """(status answered, enforcement) for a PEI without an IMEI under ``n5g_eir.non_imei_pei``
+    = ``answer`` (None status: equipment unknown); None when such PEIs are rejected (400)."""
+    if answer == REJECT:
+        return None
+    enforcement = None if answer == ANSWER_UNKNOWN else EquipmentStatus[answer]
+    return (EquipmentStatus.WHITELISTED if monitor_mode else enforcement), enforcement
 
 
 def _pei_text(pei: Pei) -> str:

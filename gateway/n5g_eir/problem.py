@@ -92,7 +92,7 @@ EQUIPMENT_UNKNOWN = problem(
 )
 SYSTEM_FAILURE = problem(500, "the check could not be completed", "SYSTEM_FAILURE")
 METHOD_NOT_ALLOWED = problem(
-    405, "only GET is defined for equipment-status", headers=((b"allow", b"GET"),)
+    405, "only GET is defined for this resource", headers=((b"allow", b"GET"),)
 )
 
 

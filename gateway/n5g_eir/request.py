@@ -3,6 +3,8 @@ method and ``:path`` in, an :class:`EquipmentStatusQuery` or the error :class:`R
 
 ``GET {apiRoot}/n5g-eir-eic/v1/equipment-status?pei=..[&supi=..][&gpsi=..][&supported-features=..]``
 
+``GET {apiRoot}/n5g-eir-eic/v1/openapi.yaml`` answers this service's OpenAPI document.
+
 Checked in the order a client can act on: URI length (414), resource (404), method (405),
 then every query parameter, all of whose problems are reported in one 400 (TS 29.500 §5.2.7.2:
 ``invalidParams`` with ``param`` = "query <name>"). Parameters this service does not define are
@@ -12,6 +14,7 @@ ignored, so that a consumer of a later release is served.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib.resources import files
 from urllib.parse import unquote
 
 from gateway.n5g_eir.identities import (
@@ -28,6 +31,11 @@ from gateway.n5g_eir.problem import METHOD_NOT_ALLOWED, InvalidParam, Response, 
 API_NAME = "n5g-eir-eic"
 API_VERSION = "v1"
 EQUIPMENT_STATUS_PATH = f"/{API_NAME}/{API_VERSION}/equipment-status"
+# The service's own OpenAPI document (TS 29.511's schemas, as implemented), served beside it.
+OPENAPI_PATH = f"/{API_NAME}/{API_VERSION}/openapi.yaml"
+OPENAPI_DOCUMENT = Response(
+    200, b"application/yaml", (files("gateway.n5g_eir") / "openapi.yaml").read_bytes()
+)
 _PARAMS = ("pei", "supi", "gpsi", "supported-features")
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -48,6 +56,8 @@ def parse_request(method: bytes, path: bytes, max_uri_bytes: int) -> EquipmentSt
     except UnicodeDecodeError:
         return problem(400, "the request URI is not ASCII (RFC 3986)", "INVALID_QUERY_PARAM")
     resource, _, query = target.partition("?")
+    if resource == OPENAPI_PATH:
+        return OPENAPI_DOCUMENT if method == b"GET" else METHOD_NOT_ALLOWED
     if resource != EQUIPMENT_STATUS_PATH:
         return problem(
             404, f"no resource {resource[:64]!r}; this NF serves {EQUIPMENT_STATUS_PATH}",

@@ -6,9 +6,7 @@ machines also have ``/work/shared``). Without it this module is skipped.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import pytest
 from registry_client.local import LocalRegistry
 from registry_client.server import RegistryServer
 from tests.registry.conftest import REPO, SAMPLE, TOKEN
+from tests.threaded import ThreadedLoop
 
 CANDIDATES = [
     Path(os.environ.get("EIR_SHARED_DIR", REPO.parent / "shared")) / "registry-api.yaml",
@@ -47,31 +46,13 @@ expected-statuses = ["400", "401", "404", "405", "413", "415", "422", "429", "5x
 schema = schemathesis.openapi.from_path(str(SCHEMA_PATH), config=CONFIG)
 
 
-class ThreadedServer:
-    """The reference server on its own loop in a thread (schemathesis calls are synchronous)."""
-
-    def __init__(self, registry: LocalRegistry):
-        self.server = RegistryServer(registry, tokens=[TOKEN])
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(5)
-        return self.server.url
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     registry = LocalRegistry.open(tmp_path_factory.mktemp("contract") / "r.sqlite", [SAMPLE])
-    with ThreadedServer(registry) as url:
-        yield url
+    server = RegistryServer(registry, tokens=[TOKEN])
+    # The reference server on its own loop in a thread (schemathesis calls are synchronous).
+    with ThreadedLoop(server.start, server.stop, timeout=5):
+        yield server.url
     registry.close_sync()
 
 
