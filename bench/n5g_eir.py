@@ -106,6 +106,7 @@ def pei_uris(base: str, pool: int, seed: int) -> list[str]:
 # --- h2load ---------------------------------------------------------------------------------
 
 def h2load(args: list[str], uri_file: Path, log_file: Path, timeout: float) -> dict[str, Any]:
+    log_file.unlink(missing_ok=True)  # h2load appends to an existing log
     command = ["h2load", *args, "-i", str(uri_file), "--log-file", str(log_file)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     text = done.stdout
