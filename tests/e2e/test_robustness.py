@@ -258,9 +258,14 @@ async def test_pipelined_requests_meet_backpressure(
     peer = await open_as(gateway, "pipe.test")
     peer.writer.transport.set_write_buffer_limits(high=1 << 30)
     burst = b"".join(ecr_as("pipe.test").encode() for _ in range(1000))
-    deadline = time.monotonic() + 3.0
+    # Push until 10 MiB wait on our side (bounded in count and time: a loaded machine pushes slower).
+    deadline = time.monotonic() + 15.0
     pushed = 0
-    while time.monotonic() < deadline and pushed < 200:
+    while (
+        time.monotonic() < deadline
+        and pushed < 400
+        and peer.writer.transport.get_write_buffer_size() <= 10 << 20
+    ):
         peer.writer.write(burst)
         pushed += 1
         await asyncio.sleep(0.01)
