@@ -226,6 +226,10 @@ class HttpRegistryClient:
                 keepalive_timeout=30.0,
             )
             self._session = aiohttp.ClientSession(connector=connector, headers=headers)
+            # aiohttp resends a GET once when its connection breaks (RFC 9112 §9.3.1 allows
+            # it); here every retry must pass the breaker, so the client's own loop does them.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
         return self._session
 
     async def start(self) -> None:

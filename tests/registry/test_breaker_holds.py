@@ -73,6 +73,17 @@ async def test_no_retries_while_open(
     assert registry.get_sample_value("registry_requests_total", {"outcome": "circuit_open"}) == 20
 
 
+async def test_a_reset_get_is_not_resent_behind_the_breaker(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+) -> None:
+    """aiohttp would resend a GET whose connection broke; retries are the breaker's business."""
+    client = make_client(faulty.url, budget=1.0, retries=0)
+    await client.check(STOLEN)  # a kept-alive connection to break
+    faults.set_mode(Fault.RESET)
+    await _quietly(client.check(OUTSIDE))
+    assert faults.hits[Fault.RESET] == 1
+
+
 async def test_max_connections_is_a_hard_limit(
     faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
 ) -> None:
