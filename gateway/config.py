@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
+from gateway.n5g_eir.oauth2 import OAuth2Unavailable, load_public_keys
 from gateway.n5g_eir.settings import EQUIPMENT_UNKNOWN, REJECT, HttpEndpoint, N5gEirSettings
 from gateway.policy import EquipmentStatus, Policy, Reason
 from registry_client.settings import RegistrySettings
@@ -224,6 +225,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "non_imei_pei": Key("str", _N.non_imei_pei, _one_of(
             *EquipmentStatus.__members__, EQUIPMENT_UNKNOWN, REJECT)),
         "shutdown_grace_seconds": Key("float", _N.shutdown_grace_seconds, _non_negative),
+        "oauth2": Key("bool", _N.oauth2),
+        "oauth2_keys": Key("strs", []),
+        "oauth2_audience": Key("strs", list(_N.oauth2_audience)),
     },
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
     "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
@@ -597,7 +601,7 @@ def _apply_env(values: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]
 
 _INPUT_FILES = (
     "diameter.tls_cert", "diameter.tls_key", "diameter.tls_ca", "tac.file", "lists.import_files",
-    "n5g_eir.tls_cert", "n5g_eir.tls_key", "n5g_eir.tls_ca",
+    "n5g_eir.tls_cert", "n5g_eir.tls_key", "n5g_eir.tls_ca", "n5g_eir.oauth2_keys",
     "registry.seed_files", "registry.tls_ca", "registry.tls_cert", "registry.tls_key",
 )
 
@@ -631,6 +635,19 @@ def _tls_problem(
         return (f"{prefix}tls_key" if key else f"{prefix}tls_cert",
                 f"{path} is not a PEM private key ({exc})")
     return None
+
+
+def _check_oauth2(settings: N5gEirSettings, where: Callable[[str], str]) -> None:
+    """Keys that load (named when one does not), at least one, and an audience to check."""
+    if not settings.oauth2_keys:
+        raise ConfigError(f"{where('n5g_eir.oauth2_keys')}: oauth2 needs at least one public key")
+    if not settings.oauth2_audience:
+        raise ConfigError(f"{where('n5g_eir.oauth2_audience')}: must name 5G_EIR and/or this "
+                          "NF's instance ID")
+    try:
+        load_public_keys(settings.oauth2_keys)
+    except (OAuth2Unavailable, ValueError) as exc:
+        raise ConfigError(f"{where('n5g_eir.oauth2_keys')}: {exc}") from None
 
 
 def _build(
@@ -743,7 +760,12 @@ def _build(
         retry_after_seconds=v["n5g_eir.retry_after_seconds"],
         non_imei_pei=v["n5g_eir.non_imei_pei"],
         shutdown_grace_seconds=v["n5g_eir.shutdown_grace_seconds"],
+        oauth2=v["n5g_eir.oauth2"],
+        oauth2_keys=tuple(str(inp(p)) for p in v["n5g_eir.oauth2_keys"]),
+        oauth2_audience=tuple(v["n5g_eir.oauth2_audience"]),
     )
+    if n5g_eir.oauth2:
+        _check_oauth2(n5g_eir, where)
     policy = Policy.build(
         {Reason(k): EquipmentStatus[v[f"policy.status.{k}"]] for k in SCHEMA["policy.status"]},
         (Reason(r) for r in v["policy.unknown_equipment"]),

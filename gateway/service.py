@@ -27,6 +27,7 @@ from gateway.classify import Classifier
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.metrics import GatewayMetrics, OperationsServer
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
+from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
 from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
 from gateway.s13 import ME_IDENTITY_CHECK, MeIdentityCheck
@@ -116,12 +117,18 @@ class Gateway:
         self.server = Server(self.node, config.transport, sockets=self._listeners)
         await self.server.start()
         if config.n5g_eir.listen:
+            n5g = config.n5g_eir
+            verifier = None
+            if n5g.oauth2:
+                keys = load_public_keys(n5g.oauth2_keys)
+                verifier = AccessTokenVerifier(keys, n5g.oauth2_audience)
             check = EquipmentIdentityCheck(
                 self.classifier,
-                config.n5g_eir,
+                n5g,
                 self.metrics,
                 self.observations,
                 mask_imsis=config.logging.mask_imsi,
+                verifier=verifier,
             )
             self.n5g_eir = N5gEirServer(check, config.n5g_eir)
             self.metrics.registry.register(self.n5g_eir.http)

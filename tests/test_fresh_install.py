@@ -18,6 +18,7 @@ DISTRIBUTIONS = {
     "scapy": "scapy",
     "sctp": "pysctp",
     "hpack": "hpack",
+    "cryptography": "cryptography",
 }
 
 PROGRAM = """
@@ -59,7 +60,8 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         return {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requirements}
 
     base = names(project["dependencies"])
-    optional = names(project["optional-dependencies"]["sctp"])  # SCTP: where the kernel has it
+    optional = (names(project["optional-dependencies"]["sctp"])  # SCTP: where the kernel has it
+                | names(project["optional-dependencies"]["oauth2"]))  # N5g-eir OAuth2, when on
     imported: dict[str, str] = {}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):

@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from gateway.classify import Classifier, Decision, Pending
 from gateway.metrics import GatewayMetrics
 from gateway.n5g_eir.identities import Pei
+from gateway.n5g_eir.oauth2 import AccessTokenVerifier
 from gateway.n5g_eir.problem import (
     EQUIPMENT_UNKNOWN,
     STATUS_RESPONSES,
@@ -60,6 +61,7 @@ class EquipmentIdentityCheck:
         observations: ObservationLog | None = None,
         overload: OverloadSignal | None = None,
         mask_imsis: bool = True,
+        verifier: AccessTokenVerifier | None = None,
     ) -> None:
         self.classifier = classifier
         self.settings = settings = settings if settings is not None else N5gEirSettings()
@@ -67,15 +69,22 @@ class EquipmentIdentityCheck:
         self.observations = observations
         self.overload = overload
         self.mask_imsis = mask_imsis
+        self.verifier = verifier
         self.in_flight = 0  # checks waiting for the registry, over all connections
         self._busy = congestion(503, settings.retry_after_seconds)
         self._connection_busy = congestion(429, settings.retry_after_seconds)
 
     def handle(
-        self, method: bytes, path: bytes, connection_in_flight: int = 0
+        self, method: bytes, path: bytes, connection_in_flight: int = 0,
+        authorization: bytes | None = None,
     ) -> Response | Awaitable[Response]:
-        """One request. ``connection_in_flight``: checks of the same connection still waiting."""
+        """One request. ``connection_in_flight``: checks of the same connection still waiting;
+        ``authorization``: its Authorization field, checked when OAuth2 is on."""
         started = time.perf_counter()
+        if self.verifier is not None:
+            denied = self.verifier.check(authorization)
+            if denied is not None:
+                return denied
         settings = self.settings
         parsed = parse_request(method, path, settings.max_uri_bytes)
         if type(parsed) is not EquipmentStatusQuery:

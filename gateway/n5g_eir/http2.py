@@ -64,6 +64,7 @@ class RequestReceived:
     stream_id: int
     method: bytes
     path: bytes
+    authorization: bytes | None = None  # the Authorization field (OAuth2 bearer token)
 
 
 class _ConnectionError(Exception):
@@ -81,8 +82,8 @@ class _StreamError(Exception):
 class _Stream:
     """An open or half-closed (remote) stream (§5.1) that still owes its response."""
 
-    __slots__ = ("content_length", "method", "path", "received", "recv_window", "remote_closed",
-                 "send_window")
+    __slots__ = ("authorization", "content_length", "method", "path", "received", "recv_window",
+                 "remote_closed", "send_window")
 
     def __init__(self, send_window: int, recv_window: int) -> None:
         self.send_window = send_window
@@ -91,14 +92,17 @@ class _Stream:
         self.method = b""
         self.path = b""
         self.content_length: int | None = None
+        self.authorization: bytes | None = None
         self.received = 0
 
 
-def _request_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, int | None]:
+def _request_head(
+    headers: list[tuple[bytes, bytes]]
+) -> tuple[bytes, bytes, int | None, bytes | None]:
     """§8.3.1 pseudo-header fields, §8.2 field validity; raises _StreamError when malformed."""
     pseudo: dict[bytes, bytes] = {}
     regular = False
-    content_length = None
+    content_length = authorization = None
     for name, value in headers:
         if not name or b"\0" in value or b"\r" in value or b"\n" in value:
             raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid field")
@@ -117,17 +121,19 @@ def _request_head(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, int
                                        and int(value) != content_length):
                 raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid content-length")
             content_length = int(value)
+        elif name == b"authorization":
+            authorization = value
     method = pseudo.get(b":method")
     if method is None:
         raise _StreamError(ErrorCode.PROTOCOL_ERROR, "no :method")
     if method == b"CONNECT":  # §8.5: no :scheme, no :path
         if b":scheme" in pseudo or b":path" in pseudo or b":authority" not in pseudo:
             raise _StreamError(ErrorCode.PROTOCOL_ERROR, "malformed CONNECT")
-        return method, b"", content_length
+        return method, b"", content_length, authorization
     path = pseudo.get(b":path")
     if not path or b":scheme" not in pseudo:
         raise _StreamError(ErrorCode.PROTOCOL_ERROR, "no :scheme or empty :path")
-    return method, path, content_length
+    return method, path, content_length, authorization
 
 
 class Http2Session:
@@ -354,7 +360,9 @@ class Http2Session:
                 431, f"the header list exceeds {self._max_header_list} bytes"))
             self._reset.append(stream_id)  # a body still to come is dropped quietly
             return
-        stream.method, stream.path, stream.content_length = _request_head(headers)
+        stream.method, stream.path, stream.content_length, stream.authorization = (
+            _request_head(headers)
+        )
         self._streams[stream_id] = stream
         if end_stream:
             self._end_of_request(stream_id, stream, out)
@@ -364,7 +372,7 @@ class Http2Session:
         stream.remote_closed = True
         if stream.content_length is not None and stream.content_length != stream.received:
             raise _StreamError(ErrorCode.PROTOCOL_ERROR, "content-length mismatch")  # §8.1.1
-        out.append(RequestReceived(stream_id, stream.method, stream.path))
+        out.append(RequestReceived(stream_id, stream.method, stream.path, stream.authorization))
 
     # §6.3
     def _on_priority(self, flags: int, stream_id: int, payload: bytes,

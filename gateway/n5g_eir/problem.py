@@ -34,6 +34,7 @@ CAUSE_STATUS: dict[str, int] = {
 TITLES: dict[int, str] = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     406: "Not Acceptable",

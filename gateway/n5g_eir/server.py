@@ -111,7 +111,9 @@ class _Connection(asyncio.Protocol):
     # -- requests ------------------------------------------------------------------------------
     def _dispatch(self, request: RequestReceived) -> None:
         started = time.perf_counter()
-        result = self._server.handler.handle(request.method, request.path, len(self._tasks))
+        result = self._server.handler.handle(
+            request.method, request.path, len(self._tasks), request.authorization
+        )
         if isinstance(result, Response):
             self._respond(request.stream_id, request.method, result, started)
             return

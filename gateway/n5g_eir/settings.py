@@ -36,6 +36,11 @@ class N5gEirSettings:
     non_imei_pei: str = EQUIPMENT_UNKNOWN
     # Grace given to streams in flight after GOAWAY at shutdown.
     shutdown_grace_seconds: float = 5.0
+    # OAuth2 access tokens (TS 33.501 §13.4.1): off, as TS 29.511's empty security alternative
+    # allows; on, every request needs a bearer JWT signed by one of these public keys.
+    oauth2: bool = False
+    oauth2_keys: tuple[str, ...] = ()
+    oauth2_audience: tuple[str, ...] = ("5G_EIR",)
 
 
 class OverloadSignal(Protocol):
