@@ -40,6 +40,7 @@ import csv
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,7 +119,13 @@ class LocalRegistry:
     """SQLite registry; implements ``VerdictSource`` (origin LOCAL) without touching the network.
 
     One connection, used from the thread that made it (the event loop thread in the gateway and
-    the server). Queries are indexed point lookups, cheap enough to answer ``cached()`` directly.
+    the server). Verdicts come from an in-memory index of every TAC declaration and every
+    report (about 0.4 KB per declared TAC and per reported IMEI), loaded when the registry is
+    opened, so ``cached()`` never reads SQLite for a handset: a query per IMEI on the event loop
+    was most of a fresh check's cost. Writes by another connection (``eir-gateway registry
+    import`` while serving) are noticed through ``PRAGMA data_version`` at most every
+    ``revalidate_interval`` seconds and read from the change sequence in slices of at most
+    ``catch_up_seconds``, so a large import never holds the loop for long.
     """
 
     def __init__(
@@ -128,6 +135,7 @@ class LocalRegistry:
         origin: VerdictOrigin = VerdictOrigin.LOCAL,
         memo_size: int = 100_000,
         revalidate_interval: float = 0.5,
+        catch_up_seconds: float = 0.001,
     ):
         self.path = str(path)
         if self.path != ":memory:":
@@ -138,16 +146,24 @@ class LocalRegistry:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._origin = origin
-        # In-memory memos, dropped on our own writes and when another connection (e.g.
-        # `eir-gateway registry import` while serving) commits: PRAGMA data_version, checked
-        # at most every ``revalidate_interval`` seconds.
-        self._tac_memo: dict[str, TacDeclaration | None] = {}
-        self._verdict_memo: dict[str, RegistryVerdict] = {}
-        self._memo_size = max(0, memo_size)
         self._revalidate_interval = revalidate_interval
+        self._catch_up_seconds = catch_up_seconds
         self._checked_at = time.monotonic()
-        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._closed = False
+        # The index: declarations by TAC, reports by IMEI body (in stamp order), and the stamp
+        # of the last record applied to it.
+        self._tacs: dict[str, TacDeclaration] = {}
+        self._reports: dict[str, tuple[Report, ...]] = {}
+        self._index_seq = 0
+        self._behind = False  # records stamped above _index_seq not read yet
+        # Verdicts handed out, so a re-check gets the very same object while nothing changed
+        # (the classifier's decision cache relies on that). Bounded, oldest out; an entry made
+        # before the index last changed (_generation) counts as absent.
+        self._verdict_memo: OrderedDict[str, tuple[int, RegistryVerdict]] = OrderedDict()
+        self._memo_size = max(0, memo_size)
+        self._generation = 0
+        self._load_index()
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     @classmethod
     def open(
@@ -172,22 +188,73 @@ class LocalRegistry:
             raise
         else:
             self._db.execute("COMMIT")
-        finally:
-            self._forget()
+            self._catch_up(None)  # our own write: in the index before the call returns
 
-    def _forget(self) -> None:
-        self._tac_memo.clear()
-        self._verdict_memo.clear()
+    # -- the in-memory index ---------------------------------------------------------------
+
+    def _load_index(self) -> None:
+        """Read every declaration and report (one read transaction: a consistent snapshot)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            tacs = {
+                row[0]: self._tac_from_row(row)
+                for row in db.execute(
+                    "SELECT tac, manufacturer, participating, ranges, updated FROM tacs"
+                )
+            }
+            reports: dict[str, list[Report]] = {}
+            for i, t, c, since, withdrawn in db.execute(
+                "SELECT imei, type, country, since, withdrawn FROM reports ORDER BY seq"
+            ):
+                reports.setdefault(i, []).append(Report(i, ReportType(t), c, since, bool(withdrawn)))
+            seq = self.last_seq()
+        finally:
+            db.execute("COMMIT")
+        self._tacs = tacs
+        self._reports = {imei: tuple(found) for imei, found in reports.items()}
+        self._index_seq = seq
+
+    def _apply_to_index(self, record: TacDeclaration | Report) -> None:
+        if isinstance(record, TacDeclaration):
+            self._tacs[record.tac] = record
+            return
+        # One report per (IMEI, type, country), the latest stamp last (the reports() order).
+        kept = tuple(
+            r
+            for r in self._reports.get(record.imei, ())
+            if (r.type, r.country) != (record.type, record.country)
+        )
+        self._reports[record.imei] = (*kept, record)
+
+    def _catch_up(self, budget: float | None) -> None:
+        """Apply records stamped since the index was last brought up to date; with a budget
+        (seconds), stop after it and leave ``_behind`` set for the next call."""
+        deadline = None if budget is None else time.perf_counter() + budget
+        while True:
+            page = self.changes(self._index_seq, limit=256)
+            if page.changes:
+                for record in page.changes:
+                    self._apply_to_index(record)
+                self._generation += 1
+                self._index_seq = int(page.next_cursor)
+            self._behind = page.has_more
+            if not page.has_more or (deadline is not None and time.perf_counter() > deadline):
+                return
 
     def _revalidate(self) -> None:
+        if self._closed:  # as SQLite would say: the index must not outlive the database
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
         now = time.monotonic()
-        if now - self._checked_at < self._revalidate_interval:
+        # While behind, keep reading slices often (each bounded in time) until caught up.
+        interval = min(self._revalidate_interval, 0.01) if self._behind else self._revalidate_interval
+        if now - self._checked_at < interval:
             return
         self._checked_at = now
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
+        if version != self._data_version or self._behind:
             self._data_version = version
-            self._forget()
+            self._catch_up(self._catch_up_seconds)
 
     def _next_seq(self, db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()
@@ -257,24 +324,12 @@ class LocalRegistry:
 
     def tac(self, tac: str) -> TacDeclaration | None:
         self._revalidate()
-        if tac in self._tac_memo:
-            return self._tac_memo[tac]
-        row = self._db.execute(
-            "SELECT tac, manufacturer, participating, ranges, updated FROM tacs WHERE tac = ?",
-            (tac,),
-        ).fetchone()
-        declaration = self._tac_from_row(row) if row else None
-        if len(self._tac_memo) > 10_000:
-            self._tac_memo.clear()
-        self._tac_memo[tac] = declaration
-        return declaration
+        return self._tacs.get(tac)
 
     def reports(self, imei: str) -> tuple[Report, ...]:
-        rows = self._db.execute(
-            "SELECT imei, type, country, since, withdrawn FROM reports WHERE imei = ? ORDER BY seq",
-            (imei,),
-        ).fetchall()
-        return tuple(Report(i, ReportType(t), c, s, bool(w)) for i, t, c, s, w in rows)
+        """Reports on a 14-digit IMEI body, oldest stamp first (withdrawn ones included)."""
+        self._revalidate()
+        return self._reports.get(imei, ())
 
     def verdict(self, imei: str, *, origin: VerdictOrigin | None = None) -> RegistryVerdict:
         """Verdict for an IMEI in any accepted form; raises InvalidImei."""
@@ -282,26 +337,15 @@ class LocalRegistry:
         return self._verdict(body, self.reports(body), origin or self._origin, time.time())
 
     def verdicts(self, imeis: Sequence[str]) -> list[RegistryVerdict]:
-        """Verdicts in request order, reports read in a few queries; raises InvalidImei."""
+        """Verdicts in request order; raises InvalidImei."""
         bodies = [normalise_imei(i) for i in imeis]
-        found: dict[str, list[Report]] = {}
-        unique = list(dict.fromkeys(bodies))
-        for start in range(0, len(unique), 500):  # below SQLite's host-parameter limit
-            chunk = unique[start : start + 500]
-            rows = self._db.execute(
-                "SELECT imei, type, country, since, withdrawn FROM reports"
-                f" WHERE imei IN ({','.join('?' * len(chunk))}) ORDER BY seq",
-                chunk,
-            ).fetchall()
-            for i, t, c, s, w in rows:
-                found.setdefault(i, []).append(Report(i, ReportType(t), c, s, bool(w)))
         now = time.time()
-        return [self._verdict(b, tuple(found.get(b, ())), self._origin, now) for b in bodies]
+        return [self._verdict(b, self.reports(b), self._origin, now) for b in bodies]
 
     def _verdict(
         self, body: str, reports: tuple[Report, ...], origin: VerdictOrigin, now: float
     ) -> RegistryVerdict:
-        declaration = self.tac(body[:8])
+        declaration = self._tacs.get(body[:8])
         status, source = decide(body, declaration)
         return RegistryVerdict(
             imei=body,
@@ -364,7 +408,7 @@ class LocalRegistry:
     # -- VerdictSource ---------------------------------------------------------------------
 
     def cached(self, imei: str) -> RegistryVerdict | None:
-        """Local verdict, no network: from the memo, else one indexed SQLite read (memoised).
+        """Local verdict, no network, no SQLite: from the in-memory index (memoised).
 
         None for a malformed IMEI or a closed/broken database.
         """
@@ -373,16 +417,18 @@ class LocalRegistry:
         try:
             body = normalise_imei(imei)
             self._revalidate()
-            verdict = self._verdict_memo.get(body)
-            if verdict is None:
-                verdict = self._verdict(body, self.reports(body), self._origin, time.time())
-                if len(self._verdict_memo) >= self._memo_size:
-                    self._verdict_memo.clear()  # bounded; refills from SQLite
-                if self._memo_size:
-                    self._verdict_memo[body] = verdict
-            return verdict
         except (InvalidImei, sqlite3.Error):
             return None
+        memo = self._verdict_memo
+        entry = memo.get(body)
+        if entry is not None and entry[0] == self._generation:
+            return entry[1]
+        verdict = self._verdict(body, self._reports.get(body, ()), self._origin, time.time())
+        if self._memo_size:
+            if entry is None and len(memo) >= self._memo_size:
+                memo.popitem(last=False)  # the oldest goes: O(1), never a bulk clear
+            memo[body] = (self._generation, verdict)
+        return verdict
 
     async def check(self, imei: str) -> RegistryVerdict:
         if self._closed:

@@ -255,3 +255,51 @@ def test_cached_memo_is_bounded_and_dropped_on_write(local: LocalRegistry) -> No
     local.apply([Report(OUTSIDE, ReportType.STOLEN, "GH")])
     again = local.cached(OUTSIDE)
     assert again is not None and again.active_reports  # own write: memo dropped at once
+
+
+def test_verdicts_never_read_sqlite_for_a_handset(tmp_path: Path) -> None:
+    """The index answers: a trace of every SQL statement shows none per cached() call."""
+    registry = LocalRegistry.open(tmp_path / "r.sqlite", [SAMPLE])
+    statements: list[str] = []
+    registry._db.set_trace_callback(statements.append)
+    for imei in (STOLEN, OUTSIDE, COUNTERFEIT, NON_PARTICIPATING, UNDECLARED):
+        assert registry.cached(imei) is not None
+    assert statements == []
+    registry.close_sync()
+
+
+def test_another_connections_large_import_is_read_in_slices(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    LocalRegistry.open(path, [SAMPLE]).close_sync()
+    # catch_up_seconds=0: one page of the change feed per revalidation, never the whole import
+    serving = LocalRegistry(path, revalidate_interval=0.0, catch_up_seconds=0.0)
+    writer = LocalRegistry(path)
+    tacs = [TacDeclaration(f"35{n:06d}", participating=True) for n in range(2_000)]
+    reports = [Report(f"35{n:06d}000001", ReportType.STOLEN, "FR") for n in range(500)]
+    writer.apply([*tacs, *reports])
+    writer.close_sync()
+    last = "35000499000001"  # its report is the last record written
+    first = serving.cached(last)  # one slice read: not there yet
+    assert first is not None and not first.reports
+    calls = 1
+    while calls < 100:
+        verdict = serving.cached(last)
+        calls += 1
+        assert verdict is not None
+        if verdict.active_reports:
+            break
+    assert verdict.active_reports and calls > 2  # caught up, in several slices
+    declared = serving.cached("35001999000001")
+    assert declared is not None and declared.status is RegistryStatus.NOT_MANUFACTURED
+    # the memo followed: an IMEI answered before the import is answered afresh
+    assert serving.cached(OUTSIDE) is serving.cached(OUTSIDE)
+    serving.close_sync()
+
+
+def test_memo_keeps_the_newest_and_gives_the_same_verdict(local: LocalRegistry) -> None:
+    small = LocalRegistry(memo_size=2)
+    small.import_files([SAMPLE])
+    a, b, c = (small.cached(i) for i in (STOLEN, OUTSIDE, COUNTERFEIT))
+    assert small.cached(COUNTERFEIT) is c and small.cached(OUTSIDE) is b
+    assert small.cached(STOLEN) is not a  # the oldest went
+    assert len(small._verdict_memo) == 2
