@@ -60,6 +60,8 @@ class GatewayMetrics:
         # prometheus_client's labelled children take a lock per increment.
         self.hot = HotPathCollector()
         self.registry.register(self.hot)
+        self.loop_lag = LoopLagHistogram()
+        self.registry.register(self.loop_lag)
         self.peers = Gauge(
             "diameter_peers",
             "Diameter peer connections by RFC 6733 peer state.",
@@ -202,6 +204,38 @@ class HotPathCollector:
         for avp, count in self._flag_deviations.copy().items():
             deviations.add_metric((avp,), count)
         yield deviations
+
+
+# Event loop lag buckets: uvloop's timers are millisecond-precise, so the lowest buckets hold
+# the timer's own resolution; a stall shows from 2 ms up.
+LAG_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class LoopLagHistogram:
+    """eir_event_loop_lag_seconds: ``observe`` from the loop (gateway.loop_lag), read at scrape."""
+
+    def __init__(self, buckets: tuple[float, ...] = LAG_BUCKETS) -> None:
+        self.bounds = buckets
+        self.counts = [0] * (len(buckets) + 1)  # last one: +Inf
+        self.sum = 0.0
+
+    def observe(self, lag: float) -> None:
+        lag = max(lag, 0.0)
+        self.counts[bisect_left(self.bounds, lag)] += 1
+        self.sum += lag
+
+    @property
+    def samples(self) -> int:
+        return sum(self.counts)
+
+    def collect(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(
+            "eir_event_loop_lag_seconds",
+            "How late a timer on the event loop fired (sampled five times a second): how long "
+            "any check arriving then waited behind whatever held the loop.",
+            buckets=cumulative_buckets(self.bounds, list(self.counts)),
+            sum_value=self.sum,
+        )
 
 
 class ObservationCollector:

@@ -25,6 +25,7 @@ from diameter.transport import Server, origin_state_now
 from gateway import aio, registry_source
 from gateway.classify import Classifier
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.loop_lag import LoopLagProbe
 from gateway.metrics import GatewayMetrics, OperationsServer
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
@@ -67,6 +68,7 @@ class Gateway:
         self.n5g_eir: N5gEirServer | None = None
         self.operations: OperationsServer | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLagProbe(self.metrics.loop_lag.observe)
         self._stopping = False
         self._stopped = asyncio.Event()
 
@@ -75,6 +77,7 @@ class Gateway:
         config = self.config
         # /healthz answers (and /readyz says 503) from the first moment: loading a large TAC file
         # or list takes a while, and a liveness probe must not kill the process meanwhile.
+        self.loop_lag.start()
         self.operations = OperationsServer(self.metrics, self.readiness)
         await self.operations.start(
             config.metrics.host, config.metrics.port, self._operations_socket
@@ -169,6 +172,7 @@ class Gateway:
             await asyncio.to_thread(self.observations.close)
         if self.registry is not None:
             await self.registry.close()
+        await self.loop_lag.stop()
         log.info("EIR gateway stopped")
         self._stopped.set()
 

@@ -311,6 +311,7 @@ async def test_metrics_health_and_readiness_over_http(start_gateway: StartGatewa
         assert "process_cpu_seconds_total" in text
         assert metric_value(text, "eir_observations_dropped_total") == 0
         assert "eir_observations_recorded_total" in text
+        assert 'eir_event_loop_lag_seconds_bucket{le="0.002"}' in text
         assert "35209900123456" not in text and "35693803564380" not in text  # no IMEI labels
         assert (await scrape(gateway, "/healthz"))[0] == 200
         assert (await scrape(gateway, "/readyz"))[0] == 200
@@ -332,3 +333,16 @@ async def test_unknown_mandatory_avp_and_wrong_realm(start_gateway: StartGateway
         assert answer.is_error and answer.get("Result-Code") == 3003
     finally:
         await mme.close()
+
+
+async def test_event_loop_lag_is_sampled_while_serving(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    counts = []
+    for _ in range(50):  # the probe samples five times a second; give it up to 10 s
+        _, text = await scrape(gateway)
+        counts.append(metric_value(text, "eir_event_loop_lag_seconds_count"))
+        if counts[-1] >= 2:
+            break
+        await asyncio.sleep(0.2)
+    assert counts[-1] >= 2 and counts[-1] > counts[0]
+    assert metric_value(text, 'eir_event_loop_lag_seconds_bucket', le="+Inf") == counts[-1]
