@@ -1,9 +1,9 @@
 """IMEI-IMSI observation log and clone detection.
 
 * :class:`ObservationLog`: first seen, last seen and count per (IMEI, IMSI), aggregated in memory
-  and written to SQLite (var/observations.sqlite) in batches by a background thread. ``record``
-  is O(1), never blocks and never raises: past ``queue_size`` pending observations it drops and
-  counts the drop.
+  and written to SQLite (var/observations.sqlite) in batches by a background thread that never
+  holds the GIL for long. ``record`` is O(1), never blocks and never raises: past
+  ``queue_size`` pairs waiting to be written it drops and counts the drop.
 * :class:`CloneTracker`: distinct IMSIs per IMEI within a time window, bounded LRU in memory;
   the classifier's ``clone_suspected`` reason (DIRBS ``duplicate_threshold``, standards.md §6.2).
 * :func:`mask_imsi`: the only form in which an IMSI may appear in a log line.
@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import queue
 import sqlite3
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +64,24 @@ class ObservationStats:
     errors: int = 0
 
 
+# (IMEI, IMSI) -> [first seen, last seen, count]
+Aggregate = dict[tuple[str, str], list[float]]
+
+
 class ObservationLog:
-    """Batched, bounded, off-the-hot-path writer. ``start()`` once, ``close()`` at shutdown."""
+    """Aggregated in memory on the event loop, written by a background thread.
+
+    ``record`` (event loop thread) folds an observation into the pending aggregate, one dict
+    entry per (IMEI, IMSI) pair: O(1), never blocks, never raises. At ``batch_size`` pending
+    pairs, or every ``flush_interval`` seconds, the aggregate is handed to the writer as a whole
+    (one reference swap) and a new one started. The writer thread turns it into SQLite upserts
+    through ``executemany`` over a generator: SQLite releases the GIL inside every row's step
+    and only one row's Python runs between two releases, so the writer never holds the GIL (and
+    with it the event loop) for more than a few microseconds. Pairs waiting to be written (in
+    the aggregate or handed over) are bounded by ``queue_size``; a new pair past it is dropped
+    and counted, an already pending pair is still counted in.
+    ``start()`` once, ``close()`` at shutdown.
+    """
 
     def __init__(
         self,
@@ -76,78 +95,119 @@ class ObservationLog:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.stats = ObservationStats()
-        self._pending: deque[tuple[str, str, float]] = deque()
-        self._wake = threading.Event()
+        self._pending: Aggregate = {}
+        self._handed: queue.SimpleQueue[Aggregate] = queue.SimpleQueue()
+        self._handed_pairs = 0  # written by the recording thread only
+        self._written_pairs = 0  # written by the writer only
         self._stop = False
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a crash of the process, only a power loss may take
+        # the last transactions; no fsync per batch.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        try:
+            # The aggregate belongs to the loop's thread: the writer asks it for a hand-over.
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self._thread = threading.Thread(target=self._run, name="observation-log", daemon=True)
         self._thread.start()
 
+    @property
+    def waiting(self) -> int:
+        """Pairs recorded and not written yet."""
+        return len(self._pending) + self._handed_pairs - self._written_pairs
+
     def record(self, imei: str, imsi: str, now: float | None = None) -> bool:
-        """Queue one observation of the 14-digit IMEI body with an IMSI; False when dropped."""
+        """Count one observation of the 14-digit IMEI body with an IMSI; False when dropped."""
+        ts = time.time() if now is None else now
         pending = self._pending
-        if len(pending) >= self.queue_size:
-            self.stats.dropped += 1
-            return False
-        pending.append((imei, imsi, time.time() if now is None else now))
+        agg = pending.get((imei, imsi))
+        if agg is None:
+            if self.waiting >= self.queue_size:
+                self.stats.dropped += 1
+                return False
+            pending[(imei, imsi)] = [ts, ts, 1.0]
+            if len(pending) >= self.batch_size:
+                self._hand_over()
+        else:
+            if ts < agg[0]:
+                agg[0] = ts
+            if ts > agg[1]:
+                agg[1] = ts
+            agg[2] += 1
         self.stats.recorded += 1
-        if len(pending) >= self.batch_size:
-            self._wake.set()
         return True
+
+    def _hand_over(self) -> None:
+        """Give the pending aggregate to the writer (from the recording thread)."""
+        batch = self._pending
+        if batch:
+            self._pending = {}
+            self._handed_pairs += len(batch)
+            self._handed.put(batch)
 
     def _run(self) -> None:
         while not self._stop:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            self.flush()
+            try:
+                batch = self._handed.get(timeout=self.flush_interval)
+            except queue.Empty:
+                loop = self._loop
+                if self._pending and loop is not None and not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(self._hand_over)
+                continue
+            self._write(batch)
 
-    def flush(self) -> int:
-        """Write everything queued so far (blocking; from asyncio use asyncio.to_thread)."""
+    def _write(self, batch: Aggregate) -> int:
+        """Upsert one aggregate; the number of observations it held (0 when refused)."""
         with self._write_lock:
             if self._conn is None:
                 return 0
-            written = 0
-            while self._pending:
-                batch: dict[tuple[str, str], list[float]] = {}
-                n = 0
-                pending = self._pending
-                while pending and n < self.batch_size * 10:
-                    imei, imsi, ts = pending.popleft()
-                    n += 1
-                    agg = batch.get((imei, imsi))
-                    if agg is None:
-                        batch[(imei, imsi)] = [ts, ts, 1.0]
-                    else:
-                        agg[0] = min(agg[0], ts)
-                        agg[1] = max(agg[1], ts)
-                        agg[2] += 1
-                try:
-                    with self._conn:
-                        self._conn.executemany(
-                            _UPSERT,
-                            ((k[0], k[1], v[0], v[1], int(v[2])) for k, v in batch.items()),
-                        )
-                except sqlite3.Error:
-                    self.stats.errors += 1
-                    continue
-                written += n
-                self.stats.written += n
+            observations = 0
+            try:
+                with self._conn:
+                    self._conn.executemany(
+                        _UPSERT,
+                        (
+                            (imei, imsi, agg[0], agg[1], int(agg[2]))
+                            for (imei, imsi), agg in batch.items()
+                        ),
+                    )
+                observations = int(sum(agg[2] for agg in batch.values()))
+            except sqlite3.Error:
+                self.stats.errors += 1
+            else:
+                self.stats.written += observations
                 self.stats.batches += 1
-            return written
+            self._written_pairs += len(batch)
+            return observations
+
+    def flush(self) -> int:
+        """Write everything recorded so far; blocking, from the recording thread (or once
+        nothing records any more). Returns how many observations were written."""
+        self._hand_over()
+        written = 0
+        while True:
+            try:
+                batch = self._handed.get_nowait()
+            except queue.Empty:
+                return written
+            written += self._write(batch)
 
     def close(self) -> None:
-        """Stop the writer, write what is queued, close the database."""
+        """Stop the writer, write what is pending, close the database."""
         self._stop = True
-        self._wake.set()
         if self._thread is not None:
+            self._handed.put({})  # wakes the writer
             self._thread.join()
             self._thread = None
         self.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -56,6 +57,37 @@ def test_background_writer_flushes_on_batch(tmp_path: Path) -> None:
     assert log.stats.written == 5  # written by the thread, long before flush_interval
     assert len(log.lookup("35209900176140")) == 1
     log.close()
+
+
+async def test_pending_pairs_are_handed_over_by_the_loop_after_the_interval(
+    tmp_path: Path,
+) -> None:
+    log = ObservationLog(tmp_path / "o.sqlite", queue_size=1000, batch_size=1000, flush_interval=0.05)
+    log.start()  # inside a running loop: the writer asks it for the aggregate
+    log.record("35209900176148", "001010000000001", now=1.0)
+    for _ in range(200):
+        if log.stats.written == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert log.stats.written == 1 and log.waiting == 0  # far from a full batch, still written
+    log.close()
+
+
+async def test_every_pair_is_recorded_while_the_writer_runs(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite"
+    log = ObservationLog(db, queue_size=100_000, batch_size=100, flush_interval=0.01)
+    log.start()
+    for i in range(6_000):
+        imei = f"35209900{i % 2_000:06d}"  # 2,000 IMEIs, each seen with 3 IMSIs in turn
+        assert log.record(imei, f"00101000000000{i // 2_000}", now=float(i))
+        if i % 250 == 0:
+            await asyncio.sleep(0)  # the writer works meanwhile
+    log.close()
+    rows = sqlite3.connect(db).execute(
+        "SELECT count(*), sum(count), min(first_seen), max(last_seen) FROM observations"
+    ).fetchone()
+    assert rows == (6_000, 6_000, 0.0, 5_999.0)
+    assert log.stats.recorded == log.stats.written == 6_000 and log.stats.dropped == 0
 
 
 def test_clone_tracker_window_and_threshold() -> None:
