@@ -103,6 +103,7 @@ class GatewayMetrics:
             "eir_tac_entries", "TACs loaded from the TAC database.", registry=self.registry
         )
         self._peer_states: dict[str, Any] = {}
+        self.connections_gone = 0
         self.count_check = self.hot.count_check
         self.on_message = self.hot.on_message
         self.on_avp_flag_deviation = self.hot.on_avp_flag_deviation
@@ -116,6 +117,8 @@ class GatewayMetrics:
         self.registry.register(DecisionCacheCollector(classifier))
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
+        if new_state is None:
+            self.connections_gone += 1  # diameter.peer: None is "the connection is gone"
         for state, delta in ((old_state, -1), (new_state, 1)):
             if state is None:
                 continue

@@ -41,6 +41,30 @@ log = logging.getLogger("eir.gateway")
 _RELOADED = frozenset({"policy.monitor_mode", "policy.unknown_equipment"})
 
 
+def young_collections_only() -> tuple[int, int, int]:
+    """Keep the cyclic garbage collector off the long-lived heap; returns the old thresholds.
+
+    Measured under real traffic: the caches (decisions, registry verdicts, clone tracker) hold
+    about a million GC-tracked objects, and every full (generation 2) collection walked them
+    all, holding the event loop 25-470 ms, every few seconds while they filled. The checks
+    themselves leave no cyclic garbage (3,000 checks: 2 objects), a closed connection a few
+    dozen objects. So: what start-up loaded is frozen out of the collector, the young
+    generations are collected as usual (sub-millisecond), and a full collection runs only when
+    connections have closed, at most every FULL_COLLECTION_INTERVAL (Gateway._collect).
+    """
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(old[0], old[1], _NO_AUTOMATIC_FULL_COLLECTION)
+    return old
+
+
+# generation 2 is collected after this many generation 1 collections: never, in practice
+_NO_AUTOMATIC_FULL_COLLECTION = 1 << 30
+# A full collection reclaims closed connections' cycles, and stalls the loop: at most this often.
+FULL_COLLECTION_INTERVAL = 600.0
+
+
 class Gateway:
     """One gateway process. A worker of ``eir-gateway run --workers N`` is given its listening
     sockets (``listeners``, one per ``diameter.listen`` entry; ``n5g_eir_listeners``, one per
@@ -71,6 +95,8 @@ class Gateway:
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag.observe)
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._collector_thresholds: tuple[int, int, int] | None = None
+        self._collect_task: asyncio.Task[None] | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -137,10 +163,8 @@ class Gateway:
             self.metrics.registry.register(self.n5g_eir.http)
             await self.n5g_eir.start(self._n5g_eir_listeners)
         self._update_gauges()
-        # The stores loaded above are long-lived: keep them out of the collector's generations
-        # so full collections do not walk them (pauses of tens of ms under load otherwise).
-        gc.collect()
-        gc.freeze()
+        self._collector_thresholds = young_collections_only()
+        self._collect_task = asyncio.create_task(self._collect(FULL_COLLECTION_INTERVAL))
         if config.lists.poll_interval > 0:
             self._poll_task = asyncio.create_task(self._poll_lists(config.lists.poll_interval))
         log.info(
@@ -158,10 +182,11 @@ class Gateway:
             await self._stopped.wait()
             return
         self._stopping = True
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
+        for task in (self._poll_task, self._collect_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.n5g_eir is not None:
             await self.n5g_eir.stop()
         if self.server is not None:
@@ -173,6 +198,10 @@ class Gateway:
         if self.registry is not None:
             await self.registry.close()
         await self.loop_lag.stop()
+        if self._collector_thresholds is not None:
+            gc.set_threshold(*self._collector_thresholds)
+            gc.unfreeze()
+            self._collector_thresholds = None
         log.info("EIR gateway stopped")
         self._stopped.set()
 
@@ -216,6 +245,16 @@ class Gateway:
                     log.info("operator lists changed, now version %s", self.lists_version)
             except Exception:
                 log.exception("polling the operator lists failed")
+
+    async def _collect(self, interval: float) -> None:
+        """A full garbage collection when peer connections closed since the last one (their
+        objects are the only cyclic garbage measured), at most every ``interval`` seconds."""
+        seen = self.metrics.connections_gone
+        while True:
+            await asyncio.sleep(interval)
+            if self.metrics.connections_gone != seen:
+                seen = self.metrics.connections_gone
+                gc.collect()
 
     # -- state ---------------------------------------------------------------------------------
     @property
