@@ -55,6 +55,8 @@ from gateway.simulator.traffic import (
 
 _ANSWER_NAME = command_name(324, False)
 _SPIN = 0.002  # open loop: spin instead of sleeping this close to the next send
+# Checks encoded before the run (per connection) up to this many; beyond, each when it is sent.
+_PREPARED_AHEAD = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,8 @@ class _Outstanding:
     started: float  # send time (closed loop) or scheduled time (open loop)
     end_to_end: int
     session_id: bytes
-    index: int  # into the prepared checks
+    index: int  # into the checks
+    check: Check
 
 
 def _why(conn: _Connection) -> str:
@@ -273,7 +276,7 @@ class _Connection:
     client: Client
     factory: RequestFactory
     observer: _Counter
-    prepared: list[PreparedCheck]
+    prepared: list[PreparedCheck] | None  # None: prepared when sent (a large sequence)
     outstanding: dict[int, _Outstanding] = field(default_factory=dict)
     timed_out: set[int] = field(default_factory=set)
     alive: bool = True
@@ -293,7 +296,8 @@ class Simulation:
         if not checks:
             raise ValueError("no checks to send")
         self.settings = settings
-        self.checks = list(checks)
+        # A Sequence is used as it is (bench/real_traffic.py builds a million checks on demand).
+        self.checks = checks if isinstance(checks, Sequence) else list(checks)
         self.stats = Stats()
         self.connections: list[_Connection] = []
         self.captures: list[Capture] = []
@@ -358,7 +362,11 @@ class Simulation:
                 origin_host, s.origin_realm, s.destination_realm, s.destination_host, session_high
             )
         )
-        prepared = [factory.prepare(c) for c in self.checks]
+        prepared = (
+            [factory.prepare(c) for c in self.checks]
+            if len(self.checks) <= _PREPARED_AHEAD
+            else None
+        )
         conn = _Connection(index, client, factory, observer, prepared)
         conn.on_answer = functools.partial(self._on_answer, conn)
         assert client.connection is not None
@@ -462,8 +470,12 @@ class Simulation:
     # -- sending -----------------------------------------------------------------------------
     def _send(self, conn: _Connection, seq: int, started: float) -> bool:
         """Queue request number ``seq`` on ``conn``; False when the connection cannot send."""
-        index = seq % len(conn.prepared)
-        prepared = conn.prepared[index]
+        index = seq % len(self.checks)
+        prepared = (
+            conn.factory.prepare(self.checks[index])
+            if conn.prepared is None
+            else conn.prepared[index]
+        )
         client = conn.client
         node = client.node
         end_to_end = node.next_end_to_end()
@@ -476,7 +488,9 @@ class Simulation:
             return False
         so = prepared.template.session_offset
         session = bytes(raw[so - len(conn.factory.session_prefix) : so + 10])
-        conn.outstanding[hop_by_hop] = _Outstanding(started, end_to_end, session, index)
+        conn.outstanding[hop_by_hop] = _Outstanding(
+            started, end_to_end, session, index, prepared.check
+        )
         self.stats.sent += 1
         self.stats.categories[prepared.check.category] += 1
         return True
@@ -516,7 +530,7 @@ class Simulation:
         stats.results[code_name] += 1
         stats.outcomes[outcome] += 1
         if self._verify:
-            check = conn.prepared[request.index].check
+            check = request.check
             if check.expected is not None:
                 stats.verified += 1
                 if outcome != check.expected:
