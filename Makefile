@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/server_path.py
 	$(BIN)/python bench/s13_handler.py
+	$(BIN)/python bench/fresh_path.py
 	$(BIN)/python bench/classify.py
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/registry_faults.py
