@@ -23,8 +23,9 @@ restart its timer, and in HALF_OPEN only the probe decides.
 
 While OPEN, and while the probe is out, requests are refused at once, so an outage costs no time
 per check. In CLOSED after a failure (and until a success), ``holding_back()`` tells the caller
-to send nothing more while as many requests are out as it would take to open the circuit. The caller reports exactly one outcome per ticket (a request that outlives its budget
-is reported as a failure then; see client.py).
+to send nothing more while as many requests are out as it would take to open the circuit. The
+caller reports exactly one outcome per ticket (a request that outlives its budget is reported as
+a failure then; see client.py).
 """
 
 from __future__ import annotations

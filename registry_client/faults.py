@@ -59,9 +59,6 @@ class FaultInjector:
         self.mode = Fault(mode)
         self._mode_since = time.monotonic()
 
-    def requests_between(self, start: float, end: float) -> int:
-        return sum(1 for t in self.arrivals if start <= t < end)
-
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         mode = self.mode

@@ -77,6 +77,23 @@ def test_outcomes_of_an_older_generation_change_nothing() -> None:
     assert breaker.state is BreakerState.CLOSED
 
 
+def test_after_a_failure_no_more_out_than_it_takes_to_open() -> None:
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=RESET)
+    a, b, c, d = (breaker.admit(0) for _ in range(4))
+    assert a and b and c and d and not breaker.holding_back()  # no failure yet: full speed
+    breaker.failure(a, 1)
+    assert breaker.holding_back()  # 1 failure + 3 out: enough to open
+    breaker.success(b, 1)
+    assert not breaker.holding_back()  # a success: full speed again
+    breaker.failure(c, 2)
+    assert not breaker.holding_back()  # 1 failure + 1 out
+    e = breaker.admit(2)
+    assert e is not None and breaker.holding_back()  # 1 failure + 2 out
+    breaker.failure(d, 3)
+    breaker.failure(e, 3)
+    assert breaker.state is BreakerState.OPEN and not breaker.holding_back()
+
+
 def test_a_lost_probe_is_replaced_after_a_reset_interval() -> None:
     """A probe whose outcome never comes cannot hold the circuit half-open for ever."""
     breaker = opened()
@@ -166,6 +183,12 @@ class BreakerModel(RuleBasedStateMachine):
             assert len(self.out) == 1  # the probe
         if breaker.state is BreakerState.CLOSED:
             assert breaker.failures < self.threshold and not breaker.refuses(self.now)
+        # Holding back counts exactly the tickets out that could still open the circuit.
+        assert breaker.holding_back() == (
+            breaker.state is BreakerState.CLOSED
+            and breaker.failures > 0
+            and breaker.failures + len(self.out) >= self.threshold
+        )
 
     @invariant()
     def heals_within_one_reset_interval_and_one_probe(self) -> None:
