@@ -120,6 +120,13 @@ def check_avps(
 
 # Shapes remembered per compiled grammar; past this, new shapes just take the full walk.
 MAX_SHAPES = 256
+# A checker is written (exec, ~0.5 ms) for a shape seen well formed this many times, not at its
+# first sight: a stream of never-seen shapes (mutated or hostile traffic) then costs the full walk
+# and one counter each, and cannot fill the table that real traffic's few shapes need.
+LEARN_AFTER = 4
+# Shapes being counted per grammar; when full the counts start over (a legitimate shape repeats
+# often enough to reach LEARN_AFTER between two clearings).
+MAX_SIGHTINGS = 1024
 # Lists longer than this are never learnt (nor looked up): a checker is written out AVP by AVP,
 # and a 1 MB message of 8-octet AVPs would cost seconds of exec and megabytes per shape. Real
 # requests have a dozen or two AVPs per level.
@@ -242,10 +249,23 @@ def _checker(
 
 
 def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None:
-    """Remember the shapes of a list that passed the full walk, Grouped AVPs included."""
+    """Count the shapes of a list that passed the full walk, Grouped AVPs included; write the
+    checker of a shape once it has been seen ``LEARN_AFTER`` times."""
     shapes = compiled[6]
-    if len(shapes) >= MAX_SHAPES or len(avps) > MAX_LEARNED_AVPS:
+    if len(avps) > MAX_LEARNED_AVPS:
         return
+    shape = _shape(avps)
+    learn = False
+    if shape not in shapes and len(shapes) < MAX_SHAPES:
+        sightings = compiled[9]
+        count = sightings.get(shape, 0) + 1
+        if count >= LEARN_AFTER:
+            sightings.pop(shape, None)
+            learn = True
+        else:
+            if len(sightings) >= MAX_SIGHTINGS:
+                sightings.clear()
+            sightings[shape] = count
     lookup, known = compiled[0], compiled[1]
     plan: list[tuple[int, int, Any]] = []
     for position, avp in enumerate(avps):
@@ -272,7 +292,8 @@ def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None
             plan.append((position, _ENUM, (arg, values, defn.type)))
         else:
             plan.append((position, kind, arg))
-    shapes[_shape(avps)] = _checker(avps, plan, dictionary)
+    if learn:
+        shapes[shape] = _checker(avps, plan, dictionary)
 
 
 def _walk(
@@ -282,7 +303,7 @@ def _walk(
     parents: tuple[Avp, ...],
     deviations: list[AvpDef] | None = None,
 ) -> Problem | None:
-    lookup, known, required, extensible, keys, n_rules, _, _, _ = grammar
+    lookup, known, required, extensible, keys, n_rules, _, _, _, _ = grammar
     counts = [0] * n_rules
     position = -1
     for avp in avps:
@@ -465,6 +486,7 @@ _Compiled = tuple[
     dict[tuple[int, ...], Callable[[list[Avp], int], bool]],  # known-good shapes -> checkers
     dict[Any, set[bytes]],  # one-of rule -> Grouped data found well formed (see _grouped_ok)
     list[Callable[[list[Avp], int], bool]],  # the checkers used last, most recent first
+    dict[tuple[int, ...], int],  # shapes seen well formed, not learnt yet -> times seen
 ]
 _compiled: dict[tuple[int, int], tuple[Grammar, Dictionary, int, _Compiled]] = {}
 _known: dict[int, tuple[Dictionary, int, dict[tuple[int, int], _Entry]]] = {}
@@ -547,6 +569,7 @@ def _compile(grammar: Grammar, dictionary: Dictionary) -> _Compiled:
         {},
         {},
         [],
+        {},
     )
     _compiled[(id(grammar), id(dictionary))] = (grammar, dictionary, len(dictionary.avps), compiled)
     return compiled

@@ -100,3 +100,35 @@ def test_long_avp_lists_are_checked_but_never_learnt() -> None:
     assert check_request(message, ECR) is None
     inner = _compile(DICTIONARY.avp("Proxy-Info").grammar, DICTIONARY)  # type: ignore[arg-type]
     assert all(len(shape) <= MAX_LEARNED_AVPS for shape in inner[6])
+
+
+def test_never_seen_shapes_write_no_checker() -> None:
+    # Hostile traffic sends a new shape with every message: each must cost the full walk only,
+    # not an exec'd checker (~0.5 ms), and must not fill the table real traffic needs.
+    from diameter import validate
+
+    compiled = _compile(ECR.request, DICTIONARY)
+    for _ in range(validate.LEARN_AFTER):  # the base request and its Grouped AVPs: learnt
+        assert check_request(decode_message(ecr()), ECR) is None
+    written: list[int] = []
+    original = validate._checker
+
+    def counting(*args: object) -> object:
+        written.append(1)
+        return original(*args)  # type: ignore[arg-type]
+
+    validate._checker = counting  # type: ignore[assignment]
+    try:
+        before = len(compiled[6])
+        for n in range(1, 41):  # 40 shapes, each seen once: n unknown optional AVPs appended
+            message = decode_message(ecr())
+            message.avps.extend([Avp(99999, 0, 0, b"")] * n)
+            assert check_request(message, ECR) is None
+        assert written == [] and len(compiled[6]) == before
+        for _ in range(validate.LEARN_AFTER):  # one of them seen often enough: learnt
+            message = decode_message(ecr())
+            message.avps.extend([Avp(99999, 0, 0, b"")] * 41)
+            assert check_request(message, ECR) is None
+        assert len(compiled[6]) == before + 1 and written == [1]
+    finally:
+        validate._checker = original  # type: ignore[assignment]
