@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from diameter.application import Application, NullObserver, Observer
 from diameter.duplicates import DuplicateCache
+from diameter.overload import OverloadControl, OverloadSettings
 from diameter.settings import LocalIdentity, PeerSettings
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class Node:
         max_in_flight_total: int = 16_384,
         origin_state_id: int | None = None,
         rng: _random.Random | None = None,
+        overload: OverloadSettings | None = None,
     ) -> None:
         settings = settings or PeerSettings()
         self.settings = settings
@@ -50,6 +52,14 @@ class Node:
         self.duplicates = DuplicateCache(settings.duplicate_window, settings.duplicate_cache_size)
         self.max_in_flight_total = max_in_flight_total
         self.in_flight_total = 0
+        # Queueing delay -> 3004 and DOIC reports (the adapter feeds it measurements).
+        self.overload = OverloadControl(overload, self.identity, self.origin_state_id)
+        # Connections closed for sending too many malformed requests (PeerSettings.malformed_*).
+        self.malformed_disconnects = 0
+        # Octets of received messages handled over all connections, and the time the adapter
+        # spent handling them: the service rate that overload control divides backlogs by.
+        self.processed_bytes = 0
+        self.busy_seconds = 0.0
         # Origin-Host (lower case) -> the connection that holds that peer's state (§5.6.4).
         self.peers: dict[str, Peer] = {}
         self._hop_by_hop = self.rng.getrandbits(32)

@@ -40,11 +40,12 @@ from diameter.codec import (
     identity_lower,
 )
 from diameter.dictionary import DICTIONARY, AvpDef, CommandDef
-from diameter.dictionary.base_rfc6733 import ResultCode
+from diameter.dictionary.base_rfc6733 import DisconnectCause, ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
 from diameter.events import AnswerReceived, Event, PeerDown, PeerUp, RequestReceived
 from diameter.framing import Framer
 from diameter.node import Node
+from diameter.overload import OC_SUPPORTED_FEATURES, append_avps, doic_request
 from diameter.peek import command_name, result_code_of
 from diameter.peer_identity import origin_host_matches
 from diameter.peer_table import (
@@ -169,6 +170,11 @@ class Peer:
         self._deviations: list[AvpDef] | None = None if self.settings.strict_avp_flags else []
         self._deviations_logged: set[str] = set()
         self._discard_logged = False
+        self._malformed_since = now
+        # Octets fed to receive_each / handled so far (their difference waits to be served).
+        self.received_bytes = 0
+        self.processed_bytes = 0
+        self._malformed_count = 0
         self.watchdog = Watchdog(
             WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
             node.rng,
@@ -246,14 +252,19 @@ class Peer:
         if self.closed:
             return
         error: FramingError | None = None
+        self.received_bytes += len(data)
         try:
             messages: tuple[bytes, ...] | list[bytes] = self._framer.feed(data)
         except FramingError as exc:
             # Whole messages before the bad bytes are processed first (they were well framed).
             error, messages = exc, exc.messages
+        node = self.node
         for raw in messages:
             if self.closed:
                 break
+            size = len(raw)
+            self.processed_bytes += size
+            node.processed_bytes += size
             self._receive(raw, now)
             if self._events:
                 yield self._take_events()
@@ -329,6 +340,12 @@ class Peer:
         """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
         self._release(request)
         raw = answer if isinstance(answer, bytes) else answer.encode()
+        features = request.message.find(OC_SUPPORTED_FEATURES)
+        if features is not None:
+            # RFC 7683 §5.3: DOIC AVPs only for a request that carried OC-Supported-Features.
+            doic = self.node.overload.doic_avps(doic_request(features.data), now)
+            if doic:
+                raw = append_avps(raw, doic)
         self._write_answer(raw)
         if request.key is not None:
             # Duplicates that waited for this answer get it after the first copy's answer.
@@ -401,6 +418,11 @@ class Peer:
             actions = self.watchdog.receive(False, now)
             if actions:
                 self._watchdog_actions(actions, now)
+            overload = self.node.overload
+            if overload.reduction and not overload.admit():
+                # Overloaded: refused before decoding, with a pre-built 3004 (diameter.overload).
+                self._write_answer(overload.too_busy(raw, now))
+                return
             self._process_request(raw, now)
             return
         if self.owner is not None:
@@ -601,6 +623,7 @@ class Peer:
             if key is not None:
                 self.node.duplicates.complete(key, answer, now)
             self._write_answer(answer)
+            self._malformed(now)
             return
         node = self.node
         if (
@@ -643,6 +666,30 @@ class Peer:
                     defn.name,
                 )
         deviations.clear()
+
+    def _malformed(self, now: float) -> None:
+        """A request refused by the checks of RFC 6733 §6.1/§7 (answered already). Past
+        ``malformed_limit`` within ``malformed_window``: DPR with DO_NOT_WANT_TO_TALK_TO_YOU
+        (§5.4.3), and closed on DPA or dpa_timeout (what it sends meanwhile is discarded, as in
+        any Closing connection). The peer may connect again."""
+        limit = self.settings.malformed_limit
+        if limit <= 0:
+            return
+        if now - self._malformed_since > self.settings.malformed_window:
+            self._malformed_since, self._malformed_count = now, 0
+        self._malformed_count += 1
+        if self._malformed_count <= limit:
+            return
+        if self.is_open:
+            log.warning(
+                "%r: %d malformed requests within %g s; disconnecting",
+                self,
+                self._malformed_count,
+                self.settings.malformed_window,
+            )
+            self.node.malformed_disconnects += 1
+            self.disconnect_cause = DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU
+            self._fire(PeerEvent.STOP, now)
 
     def _release(self, request: RequestReceived) -> None:
         self.in_flight -= 1

@@ -37,6 +37,11 @@ class PeerSettings:
     duplicate_cache_size: int = 10_000
     # Requests being processed at once for one peer; past it, 3004 DIAMETER_TOO_BUSY.
     max_in_flight_per_peer: int = 1024
+    # A peer whose requests are refused as malformed more than malformed_limit times within
+    # malformed_window seconds gets its error answers, then a DPR (DO_NOT_WANT_TO_TALK_TO_YOU)
+    # and the connection closes; it may connect again. 0 turns the limit off.
+    malformed_limit: int = 100
+    malformed_window: float = 10.0
     # Destination-Realm values we serve; empty means our own origin_realm only.
     served_realms: tuple[str, ...] = ()
     # Peer admission (RFC 6733 §5.3: unknown peer -> 3010). Empty host/realm tuples admit any;
@@ -75,3 +80,6 @@ class TransportSettings:
     # Stop reading from a peer while its unsent output exceeds this many bytes.
     write_high_water: int = 1 << 20
     write_low_water: int = 1 << 18
+    # Messages of one connection handled per event loop callback before the others are served
+    # (fair reading: a peer pipelining thousands of small messages cannot hold the loop).
+    read_budget: int = 64

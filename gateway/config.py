@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from diameter.overload import OverloadSettings
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
 from gateway.n5g_eir.oauth2 import OAuth2Unavailable, load_public_keys
 from gateway.n5g_eir.settings import EQUIPMENT_UNKNOWN, REJECT, HttpEndpoint, N5gEirSettings
@@ -166,6 +167,13 @@ def _uint32(v: Any) -> str | None:
 _D = PeerSettings()
 _I = LocalIdentity()
 _T = TransportSettings()
+_O = OverloadSettings()
+
+
+def _doic_validity(value: int) -> str | None:
+    # RFC 7683 §7.5: OC-Validity-Duration 1..86,400 s for a report in force (0 rescinds one).
+    return None if 1 <= value <= 86_400 else "must be 1 to 86400 (RFC 7683 §7.5)"
+
 _R = RegistrySettings()
 _N = N5gEirSettings()
 
@@ -201,6 +209,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_in_flight_total": Key("int", _T.max_in_flight_total, _positive),
         "write_high_water_bytes": Key("int", _T.write_high_water, _positive),
         "write_low_water_bytes": Key("int", _T.write_low_water, _non_negative),
+        "read_budget_messages": Key("int", _T.read_budget, _positive),
+        "malformed_limit": Key("int", _D.malformed_limit, _non_negative),
+        "malformed_window_seconds": Key("float", _D.malformed_window, _positive),
+        "overload_target_delay_seconds": Key("float", 0.1, _non_negative),
+        "overload_interval_seconds": Key("float", _O.interval, _positive),
+        "doic": Key("bool", _O.doic),
+        "doic_validity_seconds": Key("int", _O.validity_duration, _doic_validity),
         "served_realms": Key("strs", []),
         "allowed_hosts": Key("strs", []),
         "allowed_realms": Key("strs", []),
@@ -454,6 +469,7 @@ class GatewayConfig:
     peer: PeerSettings
     transport: TransportSettings
     process: ProcessConfig
+    overload: OverloadSettings
     metrics: MetricsConfig
     tac: TacConfig
     lists: ListsConfig
@@ -726,6 +742,8 @@ def _build(
         duplicate_window=v["diameter.duplicate_window_seconds"],
         duplicate_cache_size=v["diameter.duplicate_cache_size"],
         max_in_flight_per_peer=v["diameter.max_in_flight_per_peer"],
+        malformed_limit=v["diameter.malformed_limit"],
+        malformed_window=v["diameter.malformed_window_seconds"],
         served_realms=tuple(v["diameter.served_realms"]),
         allowed_hosts=tuple(v["diameter.allowed_hosts"]),
         allowed_realms=tuple(v["diameter.allowed_realms"]),
@@ -742,6 +760,7 @@ def _build(
         max_in_flight_total=v["diameter.max_in_flight_total"],
         write_high_water=v["diameter.write_high_water_bytes"],
         write_low_water=v["diameter.write_low_water_bytes"],
+        read_budget=v["diameter.read_budget_messages"],
     )
     host, port = parse_host_port(v["metrics.listen"])
     workers = _process_workers(v["process.workers"], v["clone_detection.enabled"], where)
@@ -806,6 +825,12 @@ def _build(
         peer=peer,
         transport=transport,
         process=ProcessConfig(workers),
+        overload=OverloadSettings(
+            target_delay=v["diameter.overload_target_delay_seconds"],
+            interval=v["diameter.overload_interval_seconds"],
+            doic=v["diameter.doic"],
+            validity_duration=v["diameter.doic_validity_seconds"],
+        ),
         metrics=MetricsConfig(host, port),
         n5g_eir=n5g_eir,
         tac=TacConfig(inp(v["tac.file"]) if v["tac.file"] else None, data(v["tac.database"])),

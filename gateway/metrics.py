@@ -112,6 +112,10 @@ class GatewayMetrics:
         """Export an ObservationLog's counters (read at scrape time)."""
         self.registry.register(ObservationCollector(stats))
 
+    def watch_overload(self, node: Any) -> None:
+        """Export a Diameter node's overload control and malformed-peer counters."""
+        self.registry.register(OverloadCollector(node))
+
     def watch_decision_cache(self, classifier: Any) -> None:
         """Export a Classifier's decision cache counters (read at scrape time)."""
         self.registry.register(DecisionCacheCollector(classifier))
@@ -256,6 +260,45 @@ class ObservationCollector:
             ("write_errors", stats.errors, "Batches of observations the database refused."),
         ):
             yield CounterMetricFamily(f"eir_observations_{name}", text, value=value)
+
+
+class OverloadCollector:
+    """diameter_overload_* and diameter_malformed_disconnects_total, read from the node."""
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        overload = self._node.overload
+        yield GaugeMetricFamily(
+            "diameter_overload_state",
+            "1 while overload control refuses a share of new requests with 3004 (and asks DOIC "
+            "peers to reduce), else 0.",
+            value=1 if overload.overloaded else 0,
+        )
+        yield GaugeMetricFamily(
+            "diameter_overload_reduction_percent",
+            "Share of new requests refused with 3004, and the OC-Reduction-Percentage sent to "
+            "DOIC peers (RFC 7683).",
+            value=overload.reduction,
+        )
+        yield GaugeMetricFamily(
+            "diameter_queueing_delay_seconds",
+            "Last measured wait of a request arriving now: event loop lag plus received octets "
+            "not yet handled over the rate they are handled at.",
+            value=overload.delay,
+        )
+        yield CounterMetricFamily(
+            "diameter_overload_rejected",
+            "Requests answered 3004 DIAMETER_TOO_BUSY by overload control (not decoded).",
+            value=overload.refused,
+        )
+        yield CounterMetricFamily(
+            "diameter_malformed_disconnects",
+            "Connections closed (DPR, DO_NOT_WANT_TO_TALK_TO_YOU) for sending more malformed "
+            "requests than diameter.malformed_limit within malformed_window_seconds.",
+            value=self._node.malformed_disconnects,
+        )
 
 
 class DecisionCacheCollector:

@@ -34,6 +34,10 @@ _GAUGES: dict[str, Combine] = {
     "eir_lists_import_failed": max,
     "eir_config_last_reload_success_timestamp_seconds": max,
     "registry_circuit_state": max,  # the worst circuit
+    # Overload is per worker (each its own loop and queue): the most loaded one.
+    "diameter_overload_state": max,
+    "diameter_overload_reduction_percent": max,
+    "diameter_queueing_delay_seconds": max,
     "process_start_time_seconds": min,
     "process_max_fds": max,
     "python_info": max,

@@ -142,7 +142,9 @@ class Gateway:
             observer=self.metrics,
             max_in_flight_total=config.transport.max_in_flight_total,
             origin_state_id=origin_state_now(),
+            overload=config.overload,
         )
+        self.metrics.watch_overload(self.node)
         self.server = Server(self.node, config.transport, sockets=self._listeners)
         await self.server.start()
         if config.n5g_eir.listen:
@@ -190,7 +192,8 @@ class Gateway:
         if self.n5g_eir is not None:
             await self.n5g_eir.stop()
         if self.server is not None:
-            await self.server.stop(DisconnectCause.REBOOTING)
+            # Bounded by the DPA timeout, whatever the load: the peers' DPAs, or a close.
+            await self.server.stop(DisconnectCause.REBOOTING, self.config.peer.dpa_timeout)
         if self.operations is not None:
             await self.operations.stop()
         if self.observations is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 
-from diameter.dictionary import abnf, base_rfc6733, ts29272_s13
+from diameter.dictionary import abnf, base_rfc6733, rfc7683_doic, ts29272_s13
 from diameter.dictionary.model import (
     ApplicationDef,
     AvpDef,
@@ -35,7 +35,7 @@ __all__ = [
     "RuleKind",
 ]
 
-SPECIFICATIONS: tuple[ModuleType, ...] = (base_rfc6733, ts29272_s13)
+SPECIFICATIONS: tuple[ModuleType, ...] = (base_rfc6733, ts29272_s13, rfc7683_doic)
 
 _FLAG_COLUMN = {"M": FlagRule.MUST, "-": FlagRule.MUST_NOT, "m": FlagRule.MAY}
 

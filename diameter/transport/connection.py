@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, cast
 
 from diameter.codec import Message
@@ -54,6 +54,10 @@ class PeerConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        # Our writes are backed up (the peer does not read its answers): reading is paused.
+        self.write_paused = False
+        # The rest of a read past its budget of messages (see _serve), reading paused meanwhile.
+        self._backlog: Iterator[list[Event]] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,13 +101,29 @@ class PeerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         peer = self.peer
         assert peer is not None
+        self._serve(peer.receive_each(data, self._loop.time()))
+
+    def _serve(self, each: Iterator[list[Event]]) -> None:
+        """Handle the messages of one read, at most ``read_budget`` of them per callback: a
+        read of thousands of small messages must not hold the loop while other connections
+        (and new ones, and signals) wait. The rest is served from a later callback, with
+        reading paused meanwhile so that nothing overtakes it."""
+        peer = self.peer
+        assert peer is not None
+        started = self._loop.time()
+        try:
+            self._serve_some(peer, each, self.settings.read_budget)
+        finally:
+            # Time spent on received messages: the overload sampler's service rate.
+            self.node.busy_seconds += self._loop.time() - started
+
+    def _serve_some(self, peer: Peer, each: Iterator[list[Event]], budget: int) -> None:
         # Each message's events are handled before the next message is decoded: a request is
         # answered (into the peer's output) while its objects are still young, instead of a
         # whole read's worth of decoded messages piling up for the garbage collector.
         # Answers are written after the 1st, 3rd, 7th, 15th... message and at the end of the
         # read: the peer gets its first answers (and can send more requests) while the rest of
         # a large read is processed, for a few writes per read rather than one per answer.
-        each = peer.receive_each(data, self._loop.time())
         dispatch = self._dispatch
         handled = 0
         while True:
@@ -112,6 +132,7 @@ class PeerConnection(asyncio.Protocol):
             except Exception:
                 # A bug met by one peer's bytes closes that connection only, never the server.
                 log.exception("%r: unexpected error on received data; closing", peer)
+                self._backlog = None
                 self.abort()
                 return
             if events is None:
@@ -119,9 +140,40 @@ class PeerConnection(asyncio.Protocol):
             for event in events:
                 dispatch(event)
             handled += 1
+            if handled >= budget:
+                self._defer(each)
+                self._flush()
+                return
             if not handled & (handled + 1):  # handled is 2**k - 1
                 self._write_out(peer)
+        if self._backlog is not None:
+            self._backlog = None
+            self._set_reading()
         self._flush()
+
+    def _defer(self, each: Iterator[list[Event]]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._backlog is None:
+            self._backlog = each
+            self._set_reading()
+        self._loop.call_soon(self._serve_backlog)
+
+    def _serve_backlog(self) -> None:
+        each = self._backlog
+        if each is not None and self.transport is not None and not self.transport.is_closing():
+            self._serve(each)
+
+    def _set_reading(self) -> None:
+        """Read while neither our writes are backed up nor a read is still being served."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.write_paused or self._backlog is not None:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _write_out(self, peer: Peer) -> None:
         transport = self.transport
@@ -134,6 +186,7 @@ class PeerConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._backlog = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -146,12 +199,12 @@ class PeerConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # Backpressure: the peer does not read its answers; stop reading its requests.
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self.write_paused = True
+        self._set_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self.write_paused = False
+        self._set_reading()
 
     # -- events ---------------------------------------------------------------------------------
     def _handle(self, events: list[Event]) -> None:

@@ -18,6 +18,7 @@ from diameter.node import Node
 from diameter.peer import Role
 from diameter.settings import ListenEndpoint, TransportSettings
 from diameter.transport.connection import PeerConnection
+from diameter.transport.load import LoadSampler
 from diameter.transport.sockets import bind_sctp, sctp_socket, sctp_unavailable, server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,13 @@ class Server:
         self._inherited = sockets
         self._servers: list[tuple[ListenEndpoint, asyncio.Server]] = []
         self.connections: set[PeerConnection] = set()
+        overload = node.overload.settings
+        # Queueing delay measured for the node's overload control (3004, DOIC).
+        self.load: LoadSampler | None = (
+            LoadSampler(node, self.connections, overload.interval)
+            if node.overload.enabled
+            else None
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,6 +113,8 @@ class Server:
                 started.close()
             self._servers.clear()
             raise
+        if self.load is not None:
+            self.load.start()
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint, sock: socket.socket
@@ -168,6 +178,8 @@ class Server:
         deadline = loop.time() + timeout
         for _, server in self._servers:
             server.close()
+        if self.load is not None:
+            self.load.stop()
         tasks = {t for c in self.connections for t in c.tasks}
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 2)

@@ -98,6 +98,10 @@ def register(subparsers: Any) -> None:
                       help="seconds of sending")
     load.add_argument("--max-duration", type=float, default=300.0, metavar="S",
                       help="hard stop in seconds (default 300)")
+    load.add_argument("--doic", action="store_true",
+                      help="act as an RFC 7683 reacting node: send OC-Supported-Features and "
+                      "abate requests as the EIR's OC-OLR asks (loss algorithm; counted as "
+                      "throttled)")
     load.add_argument("--timeout", type=float, default=5.0, metavar="S",
                       help="answer timeout per request (default 5)")
 
@@ -173,6 +177,7 @@ def settings_from_args(args: argparse.Namespace, realm: str) -> SimulatorSetting
         tls_verify=not args.tls_insecure,
         verify=not args.no_verify,
         progress=progress,
+        doic=args.doic,
         capture=bool(args.pcap),
     )
     settings.validate()

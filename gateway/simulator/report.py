@@ -63,6 +63,7 @@ class Stats:
     late: int = 0  # answers that came after their request had timed out
     lost: int = 0  # requests whose connection closed before the answer
     dropped: int = 0  # open loop: not sent, too many outstanding
+    throttled: int = 0  # --doic: not sent, abated as the EIR's OC-OLR asked (RFC 7683 §6)
     send_errors: int = 0  # the connection refused to send (not open)
     id_mismatches: int = 0  # End-to-End or Session-Id of the answer differs from the request
     verified: int = 0  # answers compared with an expected outcome
@@ -164,6 +165,7 @@ class Report:
             "late_answers": s.late,
             "lost": s.lost,
             "dropped": s.dropped,
+            "throttled": s.throttled,
             "send_errors": s.send_errors,
             "errors": s.errors,
             "achieved_rate": round(self.achieved_rate, 1),
@@ -204,7 +206,8 @@ class Report:
             + f"  transport {m.get('transport')}  target {m.get('target')}",
             f"duration {d['duration_seconds']:.3f} s  sent {d['sent']}  answered {d['answered']}  "
             f"timed out {d['timed_out']}  lost {d['lost']}  dropped {d['dropped']}  "
-            f"errors {d['errors']}",
+            + (f"throttled (DOIC) {d['throttled']}  " if m.get("doic") else "")
+            + f"errors {d['errors']}",
             f"achieved {d['achieved_rate']:.1f} answers/s",
             "results: " + ", ".join(f"{k}: {v}" for k, v in d["results"].items()),
             "Equipment-Status: "

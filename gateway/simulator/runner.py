@@ -39,6 +39,7 @@ from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
 from diameter.errors import DiameterError
 from diameter.node import Node
+from diameter.overload import ReactingNode
 from diameter.peer import command_name
 from diameter.settings import LocalIdentity, PeerSettings
 from diameter.transport import Client, PeerConnection, client_ssl_context
@@ -87,6 +88,8 @@ class SimulatorSettings:
     verify: bool = True  # compare outcomes with expected ones when checks carry them
     progress: bool = False  # once a second on stderr
     capture: bool = False  # record bytes for a pcap
+    # RFC 7683 reacting node: send OC-Supported-Features, honour the EIR's OC-OLR (loss).
+    doic: bool = False
 
     def origin_host_of(self, index: int) -> str:
         return self.origin_host.format(n=index + 1)
@@ -120,6 +123,7 @@ class SimulatorSettings:
             "timeout": self.timeout,
             "transport": self.transport,
             "target": f"{self.host}:{self.port}",
+            "doic": self.doic,
             "python": sys.version.split()[0],
         }
 
@@ -299,6 +303,7 @@ class Simulation:
         # A Sequence is used as it is (bench/real_traffic.py builds a million checks on demand).
         self.checks = checks if isinstance(checks, Sequence) else list(checks)
         self.stats = Stats()
+        self._reacting: ReactingNode | None = ReactingNode() if settings.doic else None
         self.connections: list[_Connection] = []
         self.captures: list[Capture] = []
         self.cut_short: list[str] = []
@@ -359,7 +364,12 @@ class Simulation:
         )
         factory = RequestFactory(
             RequestIdentity(
-                origin_host, s.origin_realm, s.destination_realm, s.destination_host, session_high
+                origin_host,
+                s.origin_realm,
+                s.destination_realm,
+                s.destination_host,
+                session_high,
+                doic=s.doic,
             )
         )
         prepared = (
@@ -470,13 +480,18 @@ class Simulation:
     # -- sending -----------------------------------------------------------------------------
     def _send(self, conn: _Connection, seq: int, started: float) -> bool:
         """Queue request number ``seq`` on ``conn``; False when the connection cannot send."""
+        client = conn.client
+        reacting = self._reacting
+        if reacting is not None and client.info is not None:
+            if not reacting.admit(client.info.origin_host, time.perf_counter()):
+                self.stats.throttled += 1  # RFC 7683 §6: abated, not sent
+                return False
         index = seq % len(self.checks)
         prepared = (
             conn.factory.prepare(self.checks[index])
             if conn.prepared is None
             else conn.prepared[index]
         )
-        client = conn.client
         node = client.node
         end_to_end = node.next_end_to_end()
         conn.session_counter = suffix = (conn.session_counter + 1) & 0xFFFFFFFF
@@ -506,6 +521,8 @@ class Simulation:
             return
         stats.answered += 1
         self._last_answer = now
+        if self._reacting is not None:
+            self._reacting.on_answer(raw, now)
         stats.latencies.append(now - request.started)
         # RFC 6733 §6.2: the answer carries the request's End-to-End and Session-Id.
         end_to_end = int.from_bytes(raw[16:20], "big")
@@ -636,11 +653,13 @@ class Simulation:
                     del outstanding[hop_by_hop]
                     conn.timed_out.add(hop_by_hop)
                     expired += 1
+                closed_loop = self.settings.mode == "closed" and conn.alive
                 if expired:
                     self.stats.timed_out += expired
-                    if self.settings.mode == "closed" and conn.alive:
-                        self._refill(conn)
-                        conn.client.flush()
+                if closed_loop and (expired or self._reacting is not None):
+                    # With --doic a window left short by abated requests is topped up here.
+                    self._refill(conn)
+                    conn.client.flush()
             self._check_done()
 
     async def _progress(self) -> None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message
 from diameter.dictionary.base_rfc6733 import AuthSessionState
+from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, EquipmentStatus
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
 from gateway.imei import is_decimal, luhn_check_digit
@@ -444,6 +445,8 @@ class RequestIdentity:
     destination_realm: str
     destination_host: str | None = None
     session_high: int = 0  # the high 32 bits of the Session-Id (e.g. the start time)
+    # RFC 7683: OC-Supported-Features {OC-Feature-Vector OLR_DEFAULT_ALGO} in every request.
+    doic: bool = False
 
 
 def _offsets(raw: bytes, start: int, end: int, out: dict[tuple[int, int], int]) -> None:
@@ -487,6 +490,11 @@ def build_template(
     avps.append(Avp.new("Terminal-Information", terminal))
     if imsi_length is not None:
         avps.append(Avp.new("User-Name", "0" * imsi_length))
+    if identity.doic:
+        # S13's grammars end in *[ AVP ] (TS 29.272 §7.2.19): DOIC AVPs ride along there.
+        avps.append(
+            Avp.new("OC-Supported-Features", [Avp.new("OC-Feature-Vector", OLR_DEFAULT_ALGO)])
+        )
     message = Message(
         ME_IDENTITY_CHECK, S13_APPLICATION_ID, FLAG_REQUEST | FLAG_PROXIABLE, 0, 0, avps
     )

@@ -557,3 +557,47 @@ async def test_client_submit_then_flush_and_connection_factory(eir: tuple[Server
     assert written == [5]  # one write for the burst
     await wait_for(lambda: len(got) == 5)
     await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fair reading
+
+
+async def test_a_pipelining_peer_does_not_hold_the_loop_for_a_whole_read() -> None:
+    # Peer A pipelines 3000 requests (several hundred kB: reads of up to 256 kB each); when A's
+    # first request is handled, peer B's single request is put on the wire. With a budget of
+    # messages per callback, B is served after a few budgets of A's, not after A's whole read.
+    order: list[str] = []
+    b_request: list[bytes] = []
+    node = eir_node()
+    ok = node.applications[S13].handlers[ECR]
+
+    def handle(request: Message, peer: PeerInfo) -> Message | Awaitable[Message]:
+        order.append(peer.origin_host)
+        if len(order) == 1 and b_request:
+            b.send(b_request.pop())  # B's request reaches the server while A's read is served
+        return ok(request, peer)
+
+    node.applications[S13] = replace(node.applications[S13], handlers={ECR: handle})
+    settings = replace(LOCAL, read_budget=32)
+    server, port = await start_server(node, settings)
+    try:
+        a, b = await RawPeer.open(port), await RawPeer.open(port)
+        await a.handshake("a.mme.test")
+        await b.handshake("b.mme.test")
+        b_request.append(ecr(origin_host="b.mme.test", hop_by_hop=1, end_to_end=1))
+        a.send(b"".join(ecr(origin_host="a.mme.test", hop_by_hop=i, end_to_end=i) for i in range(3000)))
+        await a.writer.drain()
+        answer = await b.read(timeout=30)
+        assert answer is not None and answer.get("Result-Code") == 2001
+        got = 0
+        while got < 3000:  # every one of A's requests is answered as well
+            message = await a.read(timeout=30)
+            assert message is not None
+            got += 1
+        position = order.index("b.mme.test")
+        assert position < 8 * 32, f"B served after {position} of A's requests"
+        a.close()
+        b.close()
+    finally:
+        await server.stop(timeout=1.0)

@@ -349,9 +349,11 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
-    # `eir-gateway run` as a process: a peer pushes ~60 MB of ECRs without reading any answer;
-    # backpressure keeps the gateway's resident memory within a few MB of where it started.
+def spawn_gateway(
+    tmp_path: Path, **overrides: str
+) -> tuple[subprocess.Popen[bytes], socket.socket, Path]:
+    """`eir-gateway run` as a process on free loopback ports; returns it, a connection to its
+    Diameter port (the proof it listens) and its log file."""
     port, metrics = _free_port(), _free_port()
     env = dict(
         os.environ,
@@ -359,6 +361,7 @@ def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics}",
         EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=str(tmp_path / "var"),
+        **overrides,
     )
     log = tmp_path / "gateway.log"
     with log.open("w") as out:
@@ -369,15 +372,23 @@ def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
             stdout=out,
             stderr=out,
         )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return process, socket.create_connection(("127.0.0.1", port), timeout=5), log
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                process.wait()
+                raise AssertionError(log.read_text()) from None
+            time.sleep(0.05)
+
+
+def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
+    # `eir-gateway run` as a process: a peer pushes ~60 MB of ECRs without reading any answer;
+    # backpressure keeps the gateway's resident memory within a few MB of where it started.
+    process, sock, log = spawn_gateway(tmp_path)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
         with sock:
             sock.sendall(cer_as("mem.test").encode())
             assert decode_message(_recv_message(sock)).get("Result-Code") == 2001

@@ -1,0 +1,310 @@
+"""Overload control, sans-IO: measured queueing delay in, 3004 decisions and DOIC reports out.
+
+The transport adapter measures how long a request now arriving would wait before it is served
+(event loop lag plus the received bytes not yet processed, divided by the rate they are being
+processed at) and calls ``update(delay, now)`` every ``interval``. Past ``target_delay`` (twice
+in a row to start) the reduction percentage rises (further the more the target is exceeded);
+below half the target it falls back step by step. Requests are then refused in that proportion, spread evenly, with a
+pre-built 3004 DIAMETER_TOO_BUSY (RFC 6733 §7.1.3) instead of being decoded and classified.
+
+RFC 7683 (DOIC), reporting node with the loss algorithm (§6): a request carrying
+OC-Supported-Features whose OC-Feature-Vector offers OLR_DEFAULT_ALGO (or has none: §7.2)
+gets OC-Supported-Features {OC-Feature-Vector OLR_DEFAULT_ALGO} back, and, while a report is
+in force, OC-OLR {OC-Sequence-Number, OC-Report-Type HOST_REPORT, OC-Reduction-Percentage,
+OC-Validity-Duration}. When the overload ends, the report is rescinded with
+OC-Validity-Duration 0 (§5.5.2) for one validity period. Requests without
+OC-Supported-Features never get a DOIC AVP (§5.2).
+
+``ReactingNode`` is the other side (§5.5.3, §6): what an MME honouring our reports does; the
+simulator uses it with ``--doic``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from diameter.codec import FLAG_ERROR, FLAG_PROXIABLE, HEADER_LENGTH, Avp, decode_avps
+from diameter.dictionary.base_rfc6733 import ResultCode
+from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO, OcReportType
+from diameter.settings import LocalIdentity
+
+SESSION_ID, PROXY_INFO = 263, 284
+OC_SUPPORTED_FEATURES, OC_FEATURE_VECTOR = 621, 622
+_AVP_HEADER = struct.Struct("!II")
+_HEADER = struct.Struct("!B3sB3sIII")
+_U64 = struct.Struct("!Q")
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadSettings:
+    # Queueing delay (seconds) past which requests are refused; 0 (the library's default; the
+    # gateway's configuration turns it on) leaves overload control off.
+    target_delay: float = 0.0
+    # How often the adapter measures the delay and the reduction is adjusted.
+    interval: float = 0.1
+    # RFC 7683: answer OC-Supported-Features and send OC-OLR to peers that ask for it.
+    doic: bool = True
+    # OC-Validity-Duration of our reports (RFC 7683 §7.5: 30 s when absent, at most 86,400).
+    validity_duration: int = 30
+
+
+# Points added per update, per multiple of the target exceeded (capped), and removed per update
+# below half the target. Multiples of 5 keep the reports (and their sequence numbers) few.
+_RISE_PER_TARGET = 10
+_RISE_MAX = 50
+_FALL = 5
+# Measurements past the target in a row before shedding starts.
+_ENTER_AFTER = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DoicRequest:
+    """What a request's OC-Supported-Features asked for (RFC 7683 §5.3)."""
+
+    loss: bool  # OLR_DEFAULT_ALGO offered (or no OC-Feature-Vector: the default, §7.2)
+
+
+class OverloadControl:
+    """The node's overload state: reduction percentage, 3004 decisions, DOIC report."""
+
+    def __init__(
+        self,
+        settings: OverloadSettings | None = None,
+        identity: LocalIdentity | None = None,
+        sequence_base: int = 0,
+    ) -> None:
+        self.settings = settings or OverloadSettings()
+        self.reduction = 0  # percent of new requests refused (and asked of DOIC peers)
+        self.delay = 0.0  # the last queueing delay measured
+        self.refused = 0  # requests answered 3004 by this control
+        # RFC 7683 §5.5.2: a new sequence number for each new report content; based on the
+        # start time (Origin-State-Id) so that a restarted node's reports are not older.
+        self.sequence_number = sequence_base << 32
+        self._credit = 0
+        self._over = 0  # measurements past the target in a row
+        self._ended_at: float | None = None
+        self._report: bytes = b""
+        self._block = b""
+        self.supported_features = Avp.new(
+            "OC-Supported-Features", [Avp.new("OC-Feature-Vector", OLR_DEFAULT_ALGO)]
+        ).encode()
+        if identity is not None:
+            self.set_identity(identity)
+
+    def set_identity(self, identity: LocalIdentity) -> None:
+        # The constant part of every 3004: Result-Code, Origin-Host, Origin-Realm (RFC 6733 §7.2).
+        self._block = b"".join(
+            a.encode()
+            for a in (
+                Avp.new("Result-Code", ResultCode.DIAMETER_TOO_BUSY),
+                Avp.new("Origin-Host", identity.origin_host),
+                Avp.new("Origin-Realm", identity.origin_realm),
+            )
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.target_delay > 0
+
+    @property
+    def overloaded(self) -> bool:
+        return self.reduction > 0
+
+    # -- the controller ----------------------------------------------------------------------
+    def update(self, delay: float, now: float) -> None:
+        """One measurement of the queueing delay (seconds) at ``now``."""
+        self.delay = delay
+        target = self.settings.target_delay
+        if target <= 0:
+            return
+        before = self.reduction
+        if delay > target:
+            self._over += 1
+            # A single late measurement (a scheduling hiccup) does not start shedding.
+            if before or self._over >= _ENTER_AFTER:
+                rise = min(_RISE_MAX, _RISE_PER_TARGET * max(1, int(delay / target)))
+                self.reduction = min(100, before + rise)
+        else:
+            self._over = 0
+            if delay < target / 2 and before:
+                self.reduction = max(0, before - _FALL)
+        if self.reduction != before:
+            self.sequence_number += 1
+            self._report = b""
+            self._ended_at = now if self.reduction == 0 else None
+
+    def admit(self) -> bool:
+        """Loss algorithm (RFC 7683 §6): False for ``reduction`` percent of the requests, evenly
+        spread (a credit counter, no randomness: the same proportion over any 20 requests)."""
+        reduction = self.reduction
+        if not reduction:
+            return True
+        credit = self._credit + reduction
+        if credit >= 100:
+            self._credit = credit - 100
+            self.refused += 1
+            return False
+        self._credit = credit
+        return True
+
+    # -- DOIC ----------------------------------------------------------------------------------
+    def report(self, now: float) -> bytes:
+        """The OC-OLR to send now (encoded), or b"" when there is no report in force."""
+        if not self.reduction:
+            ended = self._ended_at
+            if ended is None or now - ended > self.settings.validity_duration:
+                return b""
+        if not self._report:
+            children = [
+                Avp.new("OC-Sequence-Number", self.sequence_number),
+                Avp.new("OC-Report-Type", OcReportType.HOST_REPORT),
+                Avp.new("OC-Reduction-Percentage", self.reduction),
+                # §5.5.2: validity 0 rescinds the report once the overload has ended.
+                Avp.new("OC-Validity-Duration", self.settings.validity_duration if self.reduction else 0),
+            ]
+            self._report = Avp.new("OC-OLR", children).encode()
+        return self._report
+
+    def doic_avps(self, request: DoicRequest | None, now: float) -> bytes:
+        """The DOIC AVPs (encoded) for the answer to a request, b"" for none."""
+        if request is None or not request.loss or not self.settings.doic:
+            return b""
+        return self.supported_features + self.report(now)
+
+    def too_busy(self, raw: bytes, now: float) -> bytes:
+        """The 3004 answer to the request ``raw`` (not decoded: the AVP headers are walked once
+        for Session-Id, Proxy-Info and OC-Supported-Features). E bit set (§7.1.3)."""
+        session = b""
+        proxies: list[bytes] = []
+        doic: DoicRequest | None = None
+        end = len(raw)
+        offset = HEADER_LENGTH
+        while offset + 8 <= end:
+            code, flags_length = _AVP_HEADER.unpack_from(raw, offset)
+            length = flags_length & 0xFFFFFF
+            if length < 8 or offset + length > end:
+                break
+            padded = (length + 3) & ~3
+            if not flags_length >> 31:  # vendor 0 only
+                if code == SESSION_ID and not session:
+                    session = raw[offset : offset + padded]
+                elif code == PROXY_INFO:
+                    proxies.append(raw[offset : offset + padded])
+                elif code == OC_SUPPORTED_FEATURES and doic is None:
+                    doic = doic_request(raw[offset + 8 : offset + length])
+            offset += padded
+        body = b"".join((session, self._block, *proxies, self.doic_avps(doic, now)))
+        _, _, flags, command, _, hop_by_hop, end_to_end = _HEADER.unpack_from(raw)
+        length = HEADER_LENGTH + len(body)
+        header = _HEADER.pack(
+            1,
+            length.to_bytes(3, "big"),
+            (flags & FLAG_PROXIABLE) | FLAG_ERROR,
+            command,
+            int.from_bytes(raw[8:12], "big"),
+            hop_by_hop,
+            end_to_end,
+        )
+        return header + body
+
+
+def doic_request(data: bytes) -> DoicRequest:
+    """OC-Supported-Features' data: whether the loss algorithm is offered (RFC 7683 §7.2: an
+    absent OC-Feature-Vector means the default algorithm only)."""
+    offset, end = 0, len(data)
+    while offset + 8 <= end:
+        code, flags_length = _AVP_HEADER.unpack_from(data, offset)
+        length = flags_length & 0xFFFFFF
+        if length < 8 or offset + length > end:
+            break
+        if code == OC_FEATURE_VECTOR and not flags_length >> 31 and length == 16:
+            (vector,) = _U64.unpack_from(data, offset + 8)
+            return DoicRequest(bool(vector & OLR_DEFAULT_ALGO))
+        offset += (length + 3) & ~3
+    return DoicRequest(True)
+
+
+def append_avps(answer: bytes, avps: bytes) -> bytes:
+    """An encoded message with encoded AVPs appended (Message Length fixed up)."""
+    length = len(answer) + len(avps)
+    return answer[:1] + length.to_bytes(3, "big") + answer[4:] + avps
+
+
+# -- the reacting side (an MME or DRA that honours our reports; the simulator's --doic) ---------
+OC_OLR, ORIGIN_HOST = 623, 264
+OC_SEQUENCE_NUMBER, OC_VALIDITY_DURATION, OC_REDUCTION_PERCENTAGE = 624, 625, 627
+# RFC 7683 §7.5: OC-Validity-Duration when absent.
+DEFAULT_VALIDITY = 30
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadReport:
+    """A host report in force at a reacting node (RFC 7683 §5.5.3)."""
+
+    sequence_number: int
+    reduction: int
+    expires: float
+
+
+class ReactingNode:
+    """RFC 7683 reacting node with the loss algorithm (§6), host reports only: keeps the newest
+    OC-OLR per reporting Origin-Host, drops it at its validity's end or when rescinded
+    (OC-Validity-Duration 0), and abates that share of the requests meant for the host."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, OverloadReport] = {}
+        self.throttled = 0
+        self._credit = 0
+
+    def on_answer(self, raw: bytes, now: float) -> None:
+        """Look for an OC-OLR in an answer's top-level AVPs and apply it."""
+        host: bytes | None = None
+        olr: bytes | None = None
+        end, offset = len(raw), HEADER_LENGTH
+        while offset + 8 <= end:
+            code, flags_length = _AVP_HEADER.unpack_from(raw, offset)
+            length = flags_length & 0xFFFFFF
+            if length < 8 or offset + length > end:
+                return
+            if not flags_length >> 31:
+                if code == ORIGIN_HOST:
+                    host = raw[offset + 8 : offset + length]
+                elif code == OC_OLR:
+                    olr = raw[offset + 8 : offset + length]
+            offset += (length + 3) & ~3
+        if host is None or olr is None:
+            return
+        values: dict[int, int] = {}
+        for avp in decode_avps(olr, 0, len(olr))[0]:
+            if not avp.vendor and len(avp.data) in (4, 8):
+                values[avp.code] = int.from_bytes(avp.data, "big")
+        sequence = values.get(OC_SEQUENCE_NUMBER)
+        if sequence is None:
+            return  # not a usable report (§7.3: the sequence number is required)
+        key = host.decode("ascii", "replace").lower()
+        current = self.reports.get(key)
+        if current is not None and sequence <= current.sequence_number:
+            return  # §5.5.3: an old or repeated report changes nothing
+        validity = values.get(OC_VALIDITY_DURATION, DEFAULT_VALIDITY)
+        if validity == 0:
+            self.reports.pop(key, None)  # §5.5.3: the overload condition has ended
+            return
+        reduction = min(100, values.get(OC_REDUCTION_PERCENTAGE, 0))
+        self.reports[key] = OverloadReport(sequence, reduction, now + min(validity, 86_400))
+
+    def admit(self, host: str, now: float) -> bool:
+        """False for the report's share of the requests meant for ``host`` (evenly spread)."""
+        report = self.reports.get(host.lower())
+        if report is None:
+            return True
+        if now >= report.expires:
+            del self.reports[host.lower()]
+            return True
+        credit = self._credit + report.reduction
+        if credit >= 100:
+            self._credit = credit - 100
+            self.throttled += 1
+            return False
+        self._credit = credit
+        return True

@@ -1,0 +1,243 @@
+"""Overload control, sans-IO (diameter.overload): the controller, the loss algorithm, the
+pre-built 3004 and the RFC 7683 DOIC AVPs, with time passed in."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from diameter.codec import FLAG_ERROR, FLAG_PROXIABLE, Avp, Message, decode_message
+from diameter.dictionary import DICTIONARY
+from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO, OcReportType
+from diameter.overload import (
+    OverloadControl,
+    OverloadSettings,
+    ReactingNode,
+    append_avps,
+    doic_request,
+)
+from diameter.settings import LocalIdentity
+from diameter.validate import check_request
+from tests.diameter.test_peer_helpers import ecr_message
+
+IDENTITY = LocalIdentity(origin_host="eir.test", origin_realm="test")
+ECR_COMMAND = DICTIONARY.commands[(16777252, 324)]
+
+
+def control(**settings: object) -> OverloadControl:
+    values: dict[str, object] = {"target_delay": 0.1}
+    values.update(settings)
+    return OverloadControl(OverloadSettings(**values), IDENTITY, sequence_base=7)  # type: ignore[arg-type]
+
+
+def oc_supported_features(vector: int | None = OLR_DEFAULT_ALGO) -> Avp:
+    children = [] if vector is None else [Avp.new("OC-Feature-Vector", vector)]
+    return Avp.new("OC-Supported-Features", children)
+
+
+def request(*extra: Avp) -> Message:
+    message = ecr_message()
+    message.avps.extend(extra)
+    return message
+
+
+# -- the controller -----------------------------------------------------------------------------
+def test_reduction_rises_past_the_target_and_falls_below_half_of_it() -> None:
+    c = control()
+    c.update(0.05, 0.0)
+    assert c.reduction == 0 and not c.overloaded
+    c.update(0.15, 0.1)  # past the target once: a hiccup, nothing yet
+    assert c.reduction == 0
+    c.update(0.05, 0.15)
+    c.update(0.15, 0.2)  # not twice in a row either
+    assert c.reduction == 0
+    c.update(0.15, 0.25)  # twice in a row, 1.5 x target: +10
+    assert c.reduction == 10 and c.overloaded
+    c.update(0.45, 0.2)  # 4.5 x target: +40
+    assert c.reduction == 50
+    c.update(10.0, 0.3)  # far past: the rise is capped, the total at 100
+    c.update(10.0, 0.4)
+    assert c.reduction == 100
+    c.update(0.07, 0.5)  # between half the target and the target: held
+    assert c.reduction == 100
+    for step in range(20):
+        c.update(0.01, 0.6 + step / 10)
+    assert c.reduction == 0 and not c.overloaded
+
+
+def test_off_when_the_target_is_zero() -> None:
+    c = control(target_delay=0.0)
+    assert not c.enabled
+    c.update(100.0, 0.0)
+    assert c.reduction == 0 and c.admit()
+
+
+@given(reduction=st.integers(0, 100), n=st.integers(1, 500))
+def test_loss_algorithm_refuses_the_reduction_share_evenly(reduction: int, n: int) -> None:
+    c = control()
+    c.reduction = reduction
+    refused = sum(not c.admit() for _ in range(n))
+    # A credit counter: never more than one request away from the exact share.
+    assert abs(refused - n * reduction / 100) <= 1
+    assert c.refused == refused
+
+
+# -- the pre-built 3004 -------------------------------------------------------------------------
+def test_too_busy_answer_copies_ids_session_and_proxy_info() -> None:
+    c = control()
+    proxy = Avp.new("Proxy-Info", [Avp.new("Proxy-Host", "dra.test"), Avp.new("Proxy-State", b"s")])
+    raw = request(proxy).encode()
+    answer = decode_message(c.too_busy(raw, 0.0))
+    original = decode_message(raw)
+    assert answer.problem is None
+    assert not answer.is_request
+    assert answer.flags == FLAG_PROXIABLE | FLAG_ERROR  # RFC 6733 §7.1.3: 3xxx carry the E bit
+    assert (answer.command_code, answer.application_id) == (324, 16777252)
+    assert (answer.hop_by_hop, answer.end_to_end) == (original.hop_by_hop, original.end_to_end)
+    assert [a.code for a in answer.avps] == [263, 268, 264, 296, 284]
+    assert answer.get("Session-Id") == original.get("Session-Id")
+    assert answer.get("Result-Code") == 3004
+    assert answer.get("Origin-Host") == "eir.test"
+    assert answer.avps[-1].encode() == proxy.encode()
+    # The generic answer-message CCF of RFC 6733 §7.2 holds.
+    assert check_request(answer, _answer_message_command()) is None
+
+
+def _answer_message_command() -> object:
+    # check_request on an answer: the answer-message grammar as the request side of a command.
+    from dataclasses import replace
+
+    return replace(ECR_COMMAND, request=DICTIONARY.answer_message, proxiable=True)
+
+
+def test_too_busy_without_oc_supported_features_has_no_doic_avp() -> None:
+    c = control()
+    c.update(1.0, 0.0)
+    c.update(1.0, 0.0)
+    answer = decode_message(c.too_busy(request().encode(), 0.0))
+    assert not {621, 623} & {a.code for a in answer.avps}
+
+
+def test_too_busy_to_a_doic_peer_carries_the_overload_report() -> None:
+    c = control()
+    c.update(0.35, 0.0)
+    c.update(0.35, 0.0)  # 3.5 x target, twice: 30 %
+    answer = decode_message(c.too_busy(request(oc_supported_features()).encode(), 0.0))
+    features = answer.find(621)
+    assert features is not None and features.find(622).value == OLR_DEFAULT_ALGO  # type: ignore[union-attr]
+    olr = answer.find(623)
+    assert olr is not None
+    assert [child.code for child in olr.children] == [624, 626, 627, 625]
+    assert olr.find(624).value == (7 << 32) + 1  # type: ignore[union-attr]
+    assert olr.find(626).value == OcReportType.HOST_REPORT  # type: ignore[union-attr]
+    assert olr.find(627).value == 30  # type: ignore[union-attr]
+    assert olr.find(625).value == 30  # type: ignore[union-attr]
+
+
+# -- DOIC on ordinary answers --------------------------------------------------------------------
+def test_doic_peer_not_overloaded_gets_supported_features_only() -> None:
+    c = control()
+    avps = c.doic_avps(doic_request(oc_supported_features().data), 0.0)
+    decoded = decode_message(append_avps(ecr_message().encode(), avps))
+    assert decoded.problem is None
+    assert [a.code for a in decoded.avps[-1:]] == [621]
+    assert decoded.find(623) is None
+
+
+def test_no_feature_vector_means_the_loss_algorithm() -> None:
+    # RFC 7683 §7.2: OC-Supported-Features without OC-Feature-Vector: the default algorithm.
+    assert doic_request(oc_supported_features(None).data).loss
+    assert not doic_request(oc_supported_features(0x2).data).loss  # another algorithm only
+    c = control()
+    assert c.doic_avps(doic_request(oc_supported_features(0x2).data), 0.0) == b""
+
+
+def test_doic_can_be_turned_off() -> None:
+    c = control(doic=False)
+    c.update(1.0, 0.0)
+    c.update(1.0, 0.0)
+    assert c.doic_avps(doic_request(oc_supported_features().data), 0.0) == b""
+
+
+def test_sequence_number_grows_with_each_new_report_and_the_end_is_rescinded() -> None:
+    c = control(validity_duration=30)
+    features = doic_request(oc_supported_features().data)
+
+    def olr(now: float) -> Avp | None:
+        raw = append_avps(ecr_message().encode(), c.doic_avps(features, now))
+        return decode_message(raw).find(623)
+
+    c.update(0.2, 0.0)
+    c.update(0.2, 0.0)
+    first = olr(0.0)
+    assert first is not None and first.find(627).value == 20  # type: ignore[union-attr]
+    c.update(0.2, 0.1)
+    second = olr(0.1)
+    assert second is not None
+    assert second.find(624).value > first.find(624).value  # type: ignore[union-attr]
+    assert olr(0.15).encode() == second.encode()  # unchanged content: same sequence number
+    for step in range(8):  # falls back to 0
+        c.update(0.0, 1.0 + step)
+    ended = olr(9.0)
+    # RFC 7683 §5.5.2: the end of the overload: a report with OC-Validity-Duration 0.
+    assert ended is not None
+    assert ended.find(625).value == 0 and ended.find(627).value == 0  # type: ignore[union-attr]
+    assert ended.find(624).value > second.find(624).value  # type: ignore[union-attr]
+    assert olr(8.0 + 30.5) is None  # once a validity period has passed, no report at all
+
+
+def test_doic_avps_are_valid_in_an_s13_request_and_answer() -> None:
+    # TS 29.272's grammars end in *[ AVP ]: OC-Supported-Features is accepted in a MICR.
+    c = control()
+    c.update(1.0, 0.0)
+    c.update(1.0, 0.0)
+    message = request(oc_supported_features())
+    assert check_request(decode_message(message.encode()), ECR_COMMAND) is None
+    olr = decode_message(c.too_busy(message.encode(), 0.0)).find(623)
+    assert olr is not None and olr.flags == 0  # M and V clear (RFC 7683 §7.7)
+
+
+# -- the reacting node ---------------------------------------------------------------------------
+def answer_with_olr(sequence: int, reduction: int, validity: int | None = 30) -> bytes:
+    children = [
+        Avp.new("OC-Sequence-Number", sequence),
+        Avp.new("OC-Report-Type", OcReportType.HOST_REPORT),
+        Avp.new("OC-Reduction-Percentage", reduction),
+    ]
+    if validity is not None:
+        children.append(Avp.new("OC-Validity-Duration", validity))
+    message = Message(324, 16777252, FLAG_PROXIABLE, 1, 1)
+    message.add("Session-Id", "s").add("Result-Code", 2001)
+    message.add("Origin-Host", "EIR.test").add("Origin-Realm", "test")
+    message.add("OC-OLR", children)
+    return message.encode()
+
+
+def test_reacting_node_abates_the_reported_share_until_the_report_ends() -> None:
+    node = ReactingNode()
+    assert all(node.admit("eir.test", 0.0) for _ in range(10))
+    node.on_answer(answer_with_olr(5, 40), 1.0)
+    assert sum(not node.admit("eir.test", 1.0) for _ in range(100)) == 40
+    assert all(node.admit("other.test", 1.0) for _ in range(10))  # a host report: that host only
+    node.on_answer(answer_with_olr(4, 100), 2.0)  # older sequence number: ignored
+    assert node.reports["eir.test"].reduction == 40
+    node.on_answer(answer_with_olr(6, 0, validity=0), 3.0)  # rescinded (§5.5.3)
+    assert "eir.test" not in node.reports
+    node.on_answer(answer_with_olr(7, 100, validity=None), 4.0)  # validity absent: 30 s
+    assert not node.admit("eir.test", 33.9)
+    assert node.admit("eir.test", 34.0) and "eir.test" not in node.reports  # expired
+    assert node.throttled == 41
+
+
+def test_reacting_node_follows_our_reporting_node() -> None:
+    reporting = control()
+    reacting = ReactingNode()
+    reporting.update(0.35, 0.0)
+    reporting.update(0.35, 0.0)
+    raw = reporting.too_busy(request(oc_supported_features()).encode(), 0.0)
+    reacting.on_answer(raw, 0.0)
+    assert reacting.reports["eir.test"].reduction == 30
+    for step in range(6):
+        reporting.update(0.0, 1.0 + step)
+    reacting.on_answer(reporting.too_busy(request(oc_supported_features()).encode(), 7.0), 7.0)
+    assert reacting.reports == {}

@@ -1,0 +1,125 @@
+"""The peer core under overload and abuse (sans-IO, fake clock): requests refused with 3004
+before decoding, base messages never refused, DOIC AVPs on answers to DOIC requests only, and
+a peer sending malformed requests past the limit disconnected with DPR."""
+
+from __future__ import annotations
+
+from diameter.codec import Avp
+from diameter.dictionary.base_rfc6733 import DisconnectCause
+from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
+from diameter.events import PeerDown, RequestReceived
+from diameter.overload import OverloadControl, OverloadSettings
+from diameter.peer import PeerState
+from tests.diameter.test_peer_helpers import (
+    answers,
+    base_request,
+    ecr,
+    ecr_message,
+    eir_node,
+    open_responder,
+    serve,
+)
+
+DWR, DPR = 280, 282
+
+
+def overloaded_node(reduction: int, **settings: object):  # type: ignore[no-untyped-def]
+    node = eir_node(**settings)
+    node.overload = OverloadControl(OverloadSettings(target_delay=0.1), node.identity, 1)
+    node.overload.reduction = reduction
+    return node
+
+
+def doic_ecr(hop_by_hop: int) -> bytes:
+    message = ecr_message(hop_by_hop=hop_by_hop, end_to_end=hop_by_hop)
+    message.avps.append(
+        Avp.new("OC-Supported-Features", [Avp.new("OC-Feature-Vector", OLR_DEFAULT_ALGO)])
+    )
+    return message.encode()
+
+
+def test_overloaded_node_refuses_requests_in_proportion_without_handing_them_over() -> None:
+    peer = open_responder(overloaded_node(50))
+    events = []
+    for i in range(10):
+        events += peer.receive_data(ecr(hop_by_hop=i, end_to_end=i), 1.0)
+    assert len(events) == 5  # the loss algorithm: every other request
+    refused = answers(peer)
+    assert len(refused) == 5
+    assert {a.get("Result-Code") for a in refused} == {3004}
+    assert all(a.is_error for a in refused)
+    assert peer.node.overload.refused == 5
+
+
+def test_base_messages_are_never_refused() -> None:
+    peer = open_responder(overloaded_node(100))
+    peer.receive_data(base_request(DWR), 1.0)
+    (dwa,) = answers(peer)
+    assert dwa.command_code == DWR and dwa.get("Result-Code") == 2001
+    peer.receive_data(base_request(DPR, extra=[Avp.new("Disconnect-Cause", 0)]), 1.0)
+    (dpa,) = answers(peer)
+    assert dpa.command_code == DPR and dpa.get("Result-Code") == 2001
+
+
+def test_answers_to_doic_requests_carry_doic_avps_and_others_none() -> None:
+    node = overloaded_node(0)
+    peer = open_responder(node)
+    node.overload.update(0.5, 1.0)  # overloaded now; requests below are admitted by the credit
+    node.overload.reduction = 1
+    (plain,) = peer.receive_data(ecr(hop_by_hop=1, end_to_end=1), 1.0)
+    serve(peer, plain, 1.0)
+    (answer,) = answers(peer)
+    assert answer.get("Result-Code") == 2001
+    assert answer.find(621) is None and answer.find(623) is None
+    (doic,) = peer.receive_data(doic_ecr(2), 1.0)
+    assert isinstance(doic, RequestReceived)
+    serve(peer, doic, 1.0)
+    (answer,) = answers(peer)
+    assert answer.problem is None and answer.get("Result-Code") == 2001
+    assert answer.find(621) is not None
+    olr = answer.find(623)
+    assert olr is not None and olr.find(627).value == 1  # type: ignore[union-attr]
+
+
+def malformed(i: int) -> bytes:
+    # Destination-Realm missing: 5005, answered by the Diameter layer.
+    return ecr(hop_by_hop=i, end_to_end=i, destination_realm=None)
+
+
+def test_malformed_requests_past_the_limit_end_in_dpr_then_close() -> None:
+    peer = open_responder(eir_node(malformed_limit=3, malformed_window=10.0))
+    for i in range(3):
+        peer.receive_data(malformed(i), 1.0)
+    assert [a.get("Result-Code") for a in answers(peer)] == [5005] * 3
+    assert peer.state is PeerState.R_OPEN  # within the limit: errors only
+    peer.receive_data(malformed(3), 1.1)
+    out = answers(peer)
+    assert out[0].get("Result-Code") == 5005  # its error first, then the DPR
+    assert out[1].command_code == DPR and out[1].is_request
+    assert out[1].get("Disconnect-Cause") == DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU
+    assert peer.state is PeerState.CLOSING
+    assert peer.node.malformed_disconnects == 1
+    # A well-formed request during Closing is still served (RFC 6733 §5.6 Closing: Process).
+    (event,) = peer.receive_data(ecr(hop_by_hop=9, end_to_end=9), 1.2)
+    serve(peer, event, 1.2)
+    assert answers(peer)[0].get("Result-Code") == 2001
+    # Malformed requests going on after our DPR: closed at once.
+    events = peer.receive_data(malformed(10), 1.3)
+    assert any(isinstance(e, PeerDown) for e in events)
+    assert peer.should_close
+
+
+def test_malformed_requests_spread_over_windows_are_tolerated() -> None:
+    peer = open_responder(eir_node(malformed_limit=3, malformed_window=10.0))
+    for i in range(12):
+        peer.receive_data(malformed(i), 1.0 + 4.0 * i)  # at most 3 per 10 s
+    assert peer.state is PeerState.R_OPEN
+    assert len(answers(peer)) == 12
+
+
+def test_malformed_limit_zero_is_off() -> None:
+    peer = open_responder(eir_node(malformed_limit=0))
+    for i in range(500):
+        peer.receive_data(malformed(i), 1.0)
+    assert peer.state is PeerState.R_OPEN
+    assert [a.get("Result-Code") for a in answers(peer)] == [5005] * 500

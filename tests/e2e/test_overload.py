@@ -1,0 +1,190 @@
+"""Overload control, DOIC and abusive peers against a real gateway over loopback sockets.
+
+No timings are asserted: waits are bounded only so that a hang fails instead of stalling.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from diameter.codec import Avp, Message
+from diameter.dictionary.base_rfc6733 import DisconnectCause
+from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
+from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
+from tests.e2e.test_conformance_edges import DPR
+from tests.e2e.test_robustness import (
+    _recv_message,
+    cer_as,
+    dwr_as,
+    ecr_as,
+    open_as,
+    spawn_gateway,
+)
+from tests.simulator.test_doic import hold_overload
+
+
+def with_oc_supported_features(message: Message) -> Message:
+    message.avps.append(
+        Avp.new("OC-Supported-Features", [Avp.new("OC-Feature-Vector", OLR_DEFAULT_ALGO)])
+    )
+    return message
+
+
+def malformed_ecr(host: str, n: int) -> Message:
+    message = ecr_as(host)
+    message.hop_by_hop = message.end_to_end = n
+    message.avps = [a for a in message.avps if a.code != 283]  # no Destination-Realm: 5005
+    return message
+
+
+async def test_doic_answers_only_to_peers_that_ask(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    mme = await connect_mme(gateway)
+    try:
+        plain = await mme.check("35693803564380", sv="01")
+        assert plain.get("Result-Code") == 2001
+        assert plain.find(621) is None and plain.find(623) is None
+        asking = await mme.send(with_oc_supported_features(mme.micr("35693803564380", sv="01")))
+        assert asking.get("Result-Code") == 2001
+        features = asking.find(621)
+        assert features is not None and features.find(622).value == OLR_DEFAULT_ALGO  # type: ignore[union-attr]
+        assert asking.find(623) is None  # not overloaded: no report
+    finally:
+        await mme.close()
+
+
+async def test_overloaded_gateway_answers_3004_and_reports_to_doic_peers(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway()
+    hold_overload(gateway, 100)
+    mme = await connect_mme(gateway)
+    try:
+        plain = await mme.check("35693803564380", sv="01")
+        assert plain.get("Result-Code") == 3004 and plain.is_error
+        assert plain.find(621) is None and plain.find(623) is None
+        asking = await mme.send(with_oc_supported_features(mme.micr("35693803564380", sv="01")))
+        assert asking.get("Result-Code") == 3004
+        olr = asking.find(623)
+        assert olr is not None
+        assert olr.find(627).value == 100  # type: ignore[union-attr]
+        assert olr.find(625).value == 30  # type: ignore[union-attr]
+    finally:
+        await mme.close()
+    # Capabilities exchange and watchdog are never refused.
+    raw = await open_as(gateway, "dw.test")
+    assert (await raw.ask(dwr_as("dw.test"))).get("Result-Code") == 2001
+    _, text = await scrape(gateway)
+    assert metric_value(text, "diameter_overload_state") == 1
+    assert metric_value(text, "diameter_overload_reduction_percent") == 100
+    assert metric_value(text, "diameter_overload_rejected_total") == 2
+    assert metric_value(text, "diameter_messages_total", direction="out", command="ECA", result="3004") == 2
+
+
+async def test_a_real_backlog_turns_overload_control_on(start_gateway: StartGateway) -> None:
+    # 20,000 requests pipelined at once, a 1 ms target: the backlog measured (unread octets over
+    # the handling rate) exceeds it, so part of the requests get 3004; every one is answered.
+    gateway = await start_gateway(EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0.001")
+    peer = await open_as(gateway, "burst.test")
+    total = 20_000
+    template = ecr_as("burst.test")
+    data = bytearray()
+    for i in range(total):
+        template.hop_by_hop = template.end_to_end = i
+        data += template.encode()
+    peer.send(bytes(data))
+    codes: dict[int, int] = {}
+    for _ in range(total):
+        answer = await peer.recv(timeout=60)
+        assert answer is not None
+        code = answer.get("Result-Code")
+        codes[code] = codes.get(code, 0) + 1
+    assert set(codes) <= {2001, 3004}, codes
+    assert codes.get(3004, 0) > 0, codes
+    _, text = await scrape(gateway)
+    assert metric_value(text, "diameter_overload_rejected_total") == codes[3004]
+
+
+async def test_malformed_peer_is_disconnected_then_may_come_back(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway(EIR_DIAMETER_MALFORMED_LIMIT="5")
+    healthy = await open_as(gateway, "good.test")
+    peer = await open_as(gateway, "bad.test")
+    for i in range(6):
+        peer.send(malformed_ecr("bad.test", i))
+    codes = []
+    dpr = None
+    while dpr is None:
+        message = await peer.recv(timeout=10)
+        assert message is not None
+        if message.is_request:
+            dpr = message
+        else:
+            codes.append(message.get("Result-Code"))
+    assert codes == [5005] * 6  # every malformed request got its error first
+    assert dpr.command_code == DPR
+    assert dpr.get("Disconnect-Cause") == DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU
+    # Our DPA; the gateway then closes (RFC 6733 §5.4).
+    dpa = Message(DPR, 0, 0, dpr.hop_by_hop, dpr.end_to_end)
+    dpa.add("Result-Code", 2001).add("Origin-Host", "bad.test").add("Origin-Realm", "test")
+    peer.send(dpa)
+    assert await peer.closed_within(10)
+    # The healthy peer was not touched; the bad one may connect again and is served.
+    assert (await healthy.ask(ecr_as("good.test"))).get("Result-Code") == 2001
+    again = await open_as(gateway, "bad.test")
+    assert (await again.ask(ecr_as("bad.test"))).get("Result-Code") == 2001
+    _, text = await scrape(gateway)
+    assert metric_value(text, "diameter_malformed_disconnects_total") == 1
+
+
+def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
+    # `eir-gateway run` as a process; two admitted peers pipeline malformed and well-formed
+    # requests without reading answers; SIGTERM must end the process (DPR, then close at the
+    # DPA timeout). The wait is bounded so a hang fails the test; no duration is asserted.
+    process, first, log = spawn_gateway(
+        tmp_path, EIR_DIAMETER_DPA_TIMEOUT_SECONDS="1.0", EIR_DIAMETER_MALFORMED_LIMIT="0"
+    )
+    port = first.getpeername()[1]
+    first.close()
+    stop = threading.Event()
+    flooders: list[threading.Thread] = []
+    try:
+        def flood(host: str) -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(cer_as(host).encode())
+                _recv_message(sock)
+                batch = b"".join(
+                    (malformed_ecr(host, i) if i % 2 else ecr_as(host)).encode() for i in range(500)
+                )
+                sock.settimeout(0.5)
+                sent = 0
+                while not stop.is_set() and sent < 200:  # at most 100,000 requests
+                    try:
+                        sock.sendall(batch)
+                        sent += 1
+                    except TimeoutError:
+                        continue  # the gateway reads no faster: keep it loaded
+                    except OSError:
+                        return  # closed by the gateway (stopping)
+
+        flooders = [threading.Thread(target=flood, args=(f"flood{i}.test",)) for i in range(2)]
+        for thread in flooders:
+            thread.start()
+        time.sleep(1.0)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(60)
+        assert status == 0, log.read_text()[-3000:]
+    finally:
+        stop.set()
+        for thread in flooders:
+            thread.join(10)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
