@@ -91,6 +91,7 @@ _DIRECT_PROCESS = frozenset(
 )
 _BASE_COMMANDS = frozenset({CER, DWR, DPR})
 
+_OC_SUPPORTED_FEATURES_CODE = OC_SUPPORTED_FEATURES.to_bytes(4, "big")
 _CER_COMMAND = DICTIONARY.commands[(0, CER)]
 _DWR_COMMAND = DICTIONARY.commands[(0, DWR)]
 _DPR_COMMAND = DICTIONARY.commands[(0, DPR)]
@@ -156,7 +157,7 @@ class Peer:
         self.partner: Peer | None = None  # responder connection linked during an election
         self.owner: Peer | None = None  # the initiator connection we are linked to
         self._key = peer_host.lower() if peer_host else None
-        self._framer = Framer()
+        self._framer = Framer(self.settings.max_message_size)
         self._out: list[bytes] = []
         self._events: list[Event] = []
         self._sent: dict[int, int] = {}  # Hop-by-Hop of our requests -> command code
@@ -340,7 +341,12 @@ class Peer:
         """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
         self._release(request)
         raw = answer if isinstance(answer, bytes) else answer.encode()
-        features = request.message.find(OC_SUPPORTED_FEATURES)
+        # A substring test first (C speed): the AVP walk only when its code's octets are there.
+        features = (
+            request.message.find(OC_SUPPORTED_FEATURES)
+            if _OC_SUPPORTED_FEATURES_CODE in request.raw
+            else None
+        )
         if features is not None:
             # RFC 7683 §5.3: DOIC AVPs only for a request that carried OC-Supported-Features.
             doic = self.node.overload.doic_avps(doic_request(features.data), now)

@@ -42,6 +42,9 @@ class PeerSettings:
     # and the connection closes; it may connect again. 0 turns the limit off.
     malformed_limit: int = 100
     malformed_window: float = 10.0
+    # Longest message accepted (RFC 6733 §3 allows 2**24 - 1): each costs work in proportion to
+    # its AVPs; a longer one is answered 5015 and the connection closed (§2.1: no resync).
+    max_message_size: int = 1 << 20
     # Destination-Realm values we serve; empty means our own origin_realm only.
     served_realms: tuple[str, ...] = ()
     # Peer admission (RFC 6733 §5.3: unknown peer -> 3010). Empty host/realm tuples admit any;

@@ -170,6 +170,11 @@ _T = TransportSettings()
 _O = OverloadSettings()
 
 
+def _message_size(value: int) -> str | None:
+    # RFC 6733 §3: a 24-bit Message Length, a multiple of 4; a CER needs a few hundred octets.
+    return None if 4096 <= value < 1 << 24 else "must be 4096 to 16777215 (RFC 6733 §3)"
+
+
 def _doic_validity(value: int) -> str | None:
     # RFC 7683 §7.5: OC-Validity-Duration 1..86,400 s for a report in force (0 rescinds one).
     return None if 1 <= value <= 86_400 else "must be 1 to 86400 (RFC 7683 §7.5)"
@@ -210,6 +215,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "write_high_water_bytes": Key("int", _T.write_high_water, _positive),
         "write_low_water_bytes": Key("int", _T.write_low_water, _non_negative),
         "read_budget_messages": Key("int", _T.read_budget, _positive),
+        "max_message_size_bytes": Key("int", 65_536, _message_size),
         "malformed_limit": Key("int", _D.malformed_limit, _non_negative),
         "malformed_window_seconds": Key("float", _D.malformed_window, _positive),
         "overload_target_delay_seconds": Key("float", 0.1, _non_negative),
@@ -743,6 +749,7 @@ def _build(
         duplicate_cache_size=v["diameter.duplicate_cache_size"],
         max_in_flight_per_peer=v["diameter.max_in_flight_per_peer"],
         malformed_limit=v["diameter.malformed_limit"],
+        max_message_size=v["diameter.max_message_size_bytes"],
         malformed_window=v["diameter.malformed_window_seconds"],
         served_realms=tuple(v["diameter.served_realms"]),
         allowed_hosts=tuple(v["diameter.allowed_hosts"]),

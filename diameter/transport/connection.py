@@ -24,6 +24,10 @@ from diameter.transport.sockets import set_nodelay
 
 log = logging.getLogger(__name__)
 
+# Besides read_budget messages, a callback hands the loop back after this many octets of
+# messages: a few large messages cost as much as many small ones.
+READ_BUDGET_OCTETS = 1 << 16
+
 
 class PeerConnection(asyncio.Protocol):
     """Drives one ``Peer`` core from an asyncio transport."""
@@ -104,9 +108,9 @@ class PeerConnection(asyncio.Protocol):
         self._serve(peer.receive_each(data, self._loop.time()))
 
     def _serve(self, each: Iterator[list[Event]]) -> None:
-        """Handle the messages of one read, at most ``read_budget`` of them per callback: a
-        read of thousands of small messages must not hold the loop while other connections
-        (and new ones, and signals) wait. The rest is served from a later callback, with
+        """Handle the messages of one read, at most ``read_budget`` of them (and about
+        READ_BUDGET_OCTETS) per callback: a read of thousands of small messages must not hold
+        the loop while other connections (and new ones, and signals) wait. The rest is served from a later callback, with
         reading paused meanwhile so that nothing overtakes it."""
         peer = self.peer
         assert peer is not None
@@ -126,6 +130,7 @@ class PeerConnection(asyncio.Protocol):
         # a large read is processed, for a few writes per read rather than one per answer.
         dispatch = self._dispatch
         handled = 0
+        octets = peer.processed_bytes + READ_BUDGET_OCTETS
         while True:
             try:
                 events = next(each, None)
@@ -140,7 +145,7 @@ class PeerConnection(asyncio.Protocol):
             for event in events:
                 dispatch(event)
             handled += 1
-            if handled >= budget:
+            if handled >= budget or peer.processed_bytes >= octets:
                 self._defer(each)
                 self._flush()
                 return

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.e2e.test_robustness import (
     ecr_as,
     open_as,
     spawn_gateway,
+    with_extra_avps,
 )
 from tests.simulator.test_doic import hold_overload
 
@@ -188,3 +190,18 @@ def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
             process.wait()
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
+
+
+async def test_messages_past_the_size_limit_are_refused_and_closed(
+    start_gateway: StartGateway,
+) -> None:
+    # 64 KiB by default: every message's work (proportional to its AVPs) stays bounded.
+    gateway = await start_gateway()
+    unknown = struct.pack("!II", 99999, 8)  # unknown, not mandatory: ignored
+    peer = await open_as(gateway, "big.test")
+    fits = with_extra_avps(ecr_as("big.test"), unknown * 7_000)  # ~56 KiB
+    assert (await peer.ask(fits)).get("Result-Code") == 2001
+    too_big = with_extra_avps(ecr_as("big.test"), unknown * 8_200)  # ~66 KiB
+    answer = await peer.ask(too_big)
+    assert answer.get("Result-Code") == 5015
+    assert await peer.closed_within(10)
