@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench clean interop-venv
+.PHONY: run test lint typecheck unit bench fuzz clean interop-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/registry_faults.py
 	$(BIN)/python bench/e2e.py
+
+# Coverage-guided fuzzing (atheris) of framing, decoding, validation, the peer state machine and
+# the S13 handler; FUZZ_SECONDS long, corpus and crashes under var/fuzz/ (tests/fuzz/run.py).
+FUZZ_SECONDS ?= 600
+
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) $(INTEROP_VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from diameter.answer import answer_to
+from diameter.application import Application
 from diameter.codec import FLAG_PROXIABLE, Avp, Message, encode_message
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.base_rfc6733 import AuthSessionState, ResultCode
@@ -121,6 +122,16 @@ class MeIdentityCheck:
             ).encode()
             + auth_session_state
             + origin
+        )
+
+    def application(self) -> Application:
+        """S13 as the Diameter node serves it: ``handle`` for command 324, vendor 3GPP."""
+        return Application(
+            S13_APPLICATION_ID,
+            {ME_IDENTITY_CHECK: self.handle},
+            vendor_id=VENDOR_3GPP,
+            error_answer_body=tuple(self.error_answer_body),
+            name="S13",
         )
 
     # -- the handler registered for (16777252, 324) ----------------------------------------------

@@ -16,10 +16,7 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from diameter.application import Application
 from diameter.dictionary.base_rfc6733 import DisconnectCause
-from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
-from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
 from diameter.node import Node
 from diameter.transport import Server, origin_state_now
 from gateway import aio, registry_source
@@ -31,7 +28,7 @@ from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
 from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
-from gateway.s13 import ME_IDENTITY_CHECK, MeIdentityCheck
+from gateway.s13 import MeIdentityCheck
 from registry_client.model import VerdictSource
 
 log = logging.getLogger("eir.gateway")
@@ -129,13 +126,7 @@ class Gateway:
             self.observations,
             mask_imsis=config.logging.mask_imsi,
         )
-        application = Application(
-            S13_APPLICATION_ID,
-            {ME_IDENTITY_CHECK: s13.handle},
-            vendor_id=VENDOR_3GPP,
-            error_answer_body=tuple(s13.error_answer_body),
-            name="S13",
-        )
+        application = s13.application()
         self.node = Node(
             config.peer,
             [application],
