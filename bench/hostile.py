@@ -427,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         process, queue = run_abuse(port, argparse.Namespace(**{**vars(args), "frames": 1 << 40}), 8.0, 2)
         time.sleep(3.0)
         t0 = time.perf_counter()
+        result["sigterm_sent_at"] = time.strftime("%H:%M:%S", time.localtime()) + f"{time.time() % 1:.3f}"[1:]
         gateway.send_signal(signal.SIGTERM)
         try:
             gateway.wait(60)

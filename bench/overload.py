@@ -7,7 +7,7 @@ Method.
   with two or more CPUs it is pinned to CPU 1 and this process to CPU 0.
 * The simulator (gateway.simulator) runs in this process. First a warm-up (the pool of
   ``--pool`` checks twice, so registry verdicts and decisions are cached, as for handsets that
-  attach again), then the capacity: closed loop, window 256 x 4 connections, ``--capacity-
+  attach again), then the capacity: closed loop, window 64 x 4 connections, ``--capacity-
   seconds``; its answered MICR/s is the capacity C.
 * Then open loop at ``--factor`` x C (default 2) over 4 connections for ``--seconds`` (default
   20), 5 s timeout per request, ``max_outstanding`` large enough that the simulator never drops
@@ -110,11 +110,11 @@ def _percentile(values: list[float], q: float) -> float:
 async def measure(args: argparse.Namespace, port: int) -> dict[str, Any]:
     config = load_config()
     checks = ImeiGenerator(GatewayData.from_config(config), config.policy, seed=1).take(args.pool)
-    warm = await warm_up(port, checks, True)
+    warm = await warm_up(port, checks, 2 * len(checks), True)
     if not warm.ok:
         raise RuntimeError(f"warm-up failed: {warm.render_text()}")
     capacity_settings = SimulatorSettings(
-        port=port, connections=4, window=256, duration=args.capacity_seconds,
+        port=port, connections=4, window=64, duration=args.capacity_seconds,
         max_duration=args.capacity_seconds + 30, timeout=5.0,
     )
     capacity_report, _ = await simulate(capacity_settings, checks)

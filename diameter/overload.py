@@ -32,6 +32,8 @@ from diameter.settings import LocalIdentity
 SESSION_ID, PROXY_INFO = 263, 284
 OC_SUPPORTED_FEATURES, OC_FEATURE_VECTOR = 621, 622
 _AVP_HEADER = struct.Struct("!II")
+_PROXY_INFO_CODE = PROXY_INFO.to_bytes(4, "big")
+_OC_SUPPORTED_FEATURES_CODE = OC_SUPPORTED_FEATURES.to_bytes(4, "big")
 _HEADER = struct.Struct("!B3sB3sIII")
 _U64 = struct.Struct("!Q")
 
@@ -180,6 +182,16 @@ class OverloadControl:
         doic: DoicRequest | None = None
         end = len(raw)
         offset = HEADER_LENGTH
+        if _PROXY_INFO_CODE not in raw and _OC_SUPPORTED_FEATURES_CODE not in raw:
+            # The common case, told by a substring test (C speed): only a leading Session-Id
+            # to copy, no AVP walk.
+            end = 0
+            if len(raw) >= HEADER_LENGTH + 8:
+                code, flags_length = _AVP_HEADER.unpack_from(raw, HEADER_LENGTH)
+                length = flags_length & 0xFFFFFF
+                if code == SESSION_ID and not flags_length >> 31 and 8 <= length:
+                    if HEADER_LENGTH + length <= len(raw):
+                        session = raw[HEADER_LENGTH : HEADER_LENGTH + ((length + 3) & ~3)]
         while offset + 8 <= end:
             code, flags_length = _AVP_HEADER.unpack_from(raw, offset)
             length = flags_length & 0xFFFFFF

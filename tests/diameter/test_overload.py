@@ -114,8 +114,12 @@ def test_too_busy_without_oc_supported_features_has_no_doic_avp() -> None:
     c = control()
     c.update(1.0, 0.0)
     c.update(1.0, 0.0)
-    answer = decode_message(c.too_busy(request().encode(), 0.0))
+    raw = request().encode()
+    answer = decode_message(c.too_busy(raw, 0.0))
     assert not {621, 623} & {a.code for a in answer.avps}
+    # No Proxy-Info either (the walk is skipped): the Session-Id is still copied first.
+    assert answer.problem is None and [a.code for a in answer.avps] == [263, 268, 264, 296]
+    assert answer.get("Session-Id") == decode_message(raw).get("Session-Id")
 
 
 def test_too_busy_to_a_doic_peer_carries_the_overload_report() -> None:
