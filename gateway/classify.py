@@ -258,7 +258,8 @@ class Classifier:
         *,
         full: bool = False,
     ) -> Decision | Pending:
-        """Classify without waiting. ``full`` consults the registry even when already decided."""
+        """Classify without waiting. ``full`` is a diagnostic check: it consults the registry
+        even when already decided, and records nothing (no clone-detection sighting)."""
         snapshot, policy = self.lists.snapshot, self.policy
         memo = self._memo
         # Clone detection counts every check, so a check it sees is never answered from memory.
@@ -312,7 +313,8 @@ class Classifier:
             findings.append(Finding(Reason.TAC_UNKNOWN, f"TAC {body[:8]}"))
         clone = self.clone
         if clone is not None and imsi:
-            n = clone.suspected(body, imsi, now)
+            # A full check is a diagnostic (check CLI, API): it must not count as a sighting.
+            n = clone.peek(body, imsi, now) if full else clone.suspected(body, imsi, now)
             if n:
                 findings.append(
                     Finding(Reason.CLONE_SUSPECTED, f"{n} IMSIs within {clone.window:g} s")

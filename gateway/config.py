@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from diameter.overload import OverloadSettings
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
+from gateway.api.tokens import Token, check_unique, parse_token, read_token_file
 from gateway.n5g_eir.oauth2 import OAuth2Unavailable, load_public_keys
 from gateway.n5g_eir.settings import EQUIPMENT_UNKNOWN, REJECT, HttpEndpoint, N5gEirSettings
 from gateway.policy import EquipmentStatus, Policy, Reason
@@ -158,6 +159,13 @@ def _reasons(v: Any) -> str | None:
         if item not in names:
             return f"{item!r} is not a reason ({', '.join(sorted(names))})"
     return None
+
+
+def _tokens(v: Any) -> str | None:
+    try:
+        return check_unique([parse_token(t) for t in v])
+    except ValueError as exc:
+        return str(exc)
 
 
 def _uint32(v: Any) -> str | None:
@@ -305,6 +313,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mirror_page_size": Key("int", _R.mirror_page_size, _positive),
         "mirror_max_staleness_seconds": Key("float", _R.mirror_max_staleness, _non_negative),
         "max_connections": Key("int", _R.max_connections, _positive),
+    },
+    "api": {
+        "listen": Key("str", "127.0.0.1:9869", lambda v: None if v == "" else _hostport(v)),
+        "tokens": Key("strs", [], _tokens),
+        "token_file": Key("str", ""),
+        "tls_cert": Key("str", ""),
+        "tls_key": Key("str", ""),
+        "max_import_bytes": Key("int", 2**31, _positive),
     },
     "logging": {
         "level": Key("str", "INFO", lambda v: None if v.upper() in _LOG_LEVELS
@@ -469,6 +485,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The provisioning API (gateway/api); ``host`` None: not served."""
+
+    host: str | None = None
+    port: int = 0
+    tokens: tuple[Token, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    max_import_bytes: int = 2**31
+    imports_dir: Path = Path("var/imports")  # uploads wait here for their import job
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     source: Path  # the TOML file loaded
     state_dir: Path
@@ -485,6 +514,7 @@ class GatewayConfig:
     registry: RegistrySettings
     logging: LoggingConfig
     n5g_eir: N5gEirSettings = field(default_factory=N5gEirSettings)
+    api: ApiConfig = field(default_factory=ApiConfig)
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)  # "section.key" -> value
     # "section.key" -> the EIR_* variable that set it: errors found later name the variable.
     env_vars: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -527,6 +557,29 @@ def with_workers(config: GatewayConfig, text: str) -> GatewayConfig:
         value, config.clone_detection.enabled, lambda key: f"--workers {text}: {config.where(key)}"
     )
     return replace(config, process=ProcessConfig(workers))
+
+
+def _api(
+    v: dict[str, Any], inp: Callable[[str], Path], state: Path, where: Callable[[str], str]
+) -> ApiConfig:
+    tokens = [parse_token(t) for t in v["api.tokens"]]
+    if v["api.token_file"]:
+        try:
+            tokens += read_token_file(inp(v["api.token_file"]))
+        except ValueError as exc:
+            raise ConfigError(f"{where('api.token_file')}: {exc}") from None
+    problem = check_unique(tokens)
+    if problem:
+        raise ConfigError(f"{where('api.token_file')}: {problem}")
+    cert, key = v["api.tls_cert"], v["api.tls_key"]
+    if bool(cert) != bool(key):
+        raise ConfigError(f"{where('api.tls_cert')}: TLS needs both api.tls_cert and api.tls_key")
+    host, port = parse_host_port(v["api.listen"]) if v["api.listen"] else (None, 0)
+    return ApiConfig(
+        host, port, tuple(tokens),
+        str(inp(cert)) if cert else None, str(inp(key)) if key else None,
+        v["api.max_import_bytes"], state / "imports",
+    )
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -625,6 +678,7 @@ _INPUT_FILES = (
     "diameter.tls_cert", "diameter.tls_key", "diameter.tls_ca", "tac.file", "lists.import_files",
     "n5g_eir.tls_cert", "n5g_eir.tls_key", "n5g_eir.tls_ca", "n5g_eir.oauth2_keys",
     "registry.seed_files", "registry.tls_ca", "registry.tls_cert", "registry.tls_key",
+    "api.token_file", "api.tls_cert", "api.tls_key",
 )
 
 
@@ -717,10 +771,10 @@ def _build(
         raise ConfigError(
             f"{where('n5g_eir.tls_cert')}: an https:// listener needs tls_cert and tls_key"
         )
-    for prefix in ("diameter.", "registry.", "n5g_eir."):
+    for prefix in ("diameter.", "registry.", "n5g_eir.", "api."):
         problem = _tls_problem(
             prefix, opt(v[f"{prefix}tls_cert"]), opt(v[f"{prefix}tls_key"]),
-            opt(v[f"{prefix}tls_ca"]),
+            opt(v.get(f"{prefix}tls_ca", "")),
         )
         if problem is not None:
             raise ConfigError(f"{where(problem[0])}: {problem[1]}")
@@ -864,6 +918,7 @@ def _build(
         logging=LoggingConfig(
             v["logging.level"].upper(), v["logging.format"], v["logging.mask_imsi"]
         ),
+        api=_api(v, inp, state, where),
         values=dict(v),
         env_vars=dict(env_vars),
     )

@@ -43,21 +43,24 @@ from __future__ import annotations
 import csv
 import dataclasses
 import enum
-import io
+import hashlib
+import json
 import logging
 import sqlite3
 import threading
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from gateway import audit
 from gateway.imei import Imei, is_decimal, parse_imei
+from gateway.progress import Progress
 
 log = logging.getLogger("eir.lists")
 
@@ -76,7 +79,16 @@ class EntryKind(enum.Enum):
 
 
 class ListError(ValueError):
-    """A bad entry or a bad CSV row (the message names file and row)."""
+    """A bad entry or a bad CSV row (the message names file and row); ``field`` names the
+    entry field at fault when one is (list, kind, value, imsi, reason, created, updated)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class EntryExists(ListError):
+    """A creation of an entry that is already stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +101,7 @@ class ListEntry:
     reason: str | None = None  # None: not loaded (exact IMEIs; see ListStore.describe)
     created: float | None = None
     updated: float | None = None
+    source: str | None = None  # None: manual (CLI, API, lists import); else the import file
 
     @property
     def value(self) -> str:
@@ -134,6 +147,26 @@ ON CONFLICT (kind, colour, first, last, imsi) DO UPDATE SET
 """
 
 _KEY_WHERE = "kind=? AND colour=? AND first=? AND last=? AND imsi=?"
+_COLUMNS = "colour, kind, first, last, imsi, reason, created, updated, source"
+
+# Bulk imports: rows are staged first (the primary key finds repeats), then upserted together.
+_STAGING = """
+CREATE TEMP TABLE staging (
+    row INTEGER NOT NULL, colour TEXT, kind TEXT, first INTEGER, last INTEGER, imsi TEXT,
+    reason TEXT, created REAL, updated REAL, PRIMARY KEY (kind, colour, first, last, imsi)
+) WITHOUT ROWID
+"""
+_STAGE = (
+    "INSERT INTO staging (row, colour, kind, first, last, imsi, reason, created, updated) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+# "WHERE true": SQLite needs it to tell an upsert's ON CONFLICT from a join (lang_upsert.html).
+_FROM_STAGING = _UPSERT.replace(
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "SELECT colour, kind, first, last, imsi, reason, created, updated, NULL FROM staging "
+    "WHERE true",
+)
+MANUAL_ACTOR = "cli"  # audit actor of writes made through ListStore without a named actor
 
 Key = tuple[str, str, int, int, str]  # (kind, colour, first, last, imsi): the primary key
 
@@ -145,9 +178,11 @@ _BUMP = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version
 def _body(text: str, what: str) -> int:
     parsed = parse_imei(text)
     if not isinstance(parsed, Imei) or len(text) == 16:
-        raise ListError(f"{what} {text!r} is not a 14- or 15-digit IMEI")
+        raise ListError(f"{what} {text!r} is not a 14- or 15-digit IMEI", "value")
     if not parsed.check_digit_ok:
-        raise ListError(f"{what} {text!r} has a wrong check digit (expected {parsed.check_digit})")
+        raise ListError(
+            f"{what} {text!r} has a wrong check digit (expected {parsed.check_digit})", "value"
+        )
     return parsed.as_int
 
 
@@ -158,30 +193,30 @@ def make_entry(
     try:
         c = ListColour(colour.strip().lower())
     except ValueError:
-        raise ListError(f"list {colour!r} is not black, grey or white") from None
+        raise ListError(f"list {colour!r} is not black, grey or white", "list") from None
     try:
         k = EntryKind(kind.strip().lower())
     except ValueError:
-        raise ListError(f"kind {kind!r} is not imei, range, tac or pair") from None
+        raise ListError(f"kind {kind!r} is not imei, range, tac or pair", "kind") from None
     value, imsi = value.strip(), imsi.strip()
     if k is EntryKind.TAC:
         if len(value) != 8 or not is_decimal(value):
-            raise ListError(f"TAC {value!r} is not 8 decimal digits")
+            raise ListError(f"TAC {value!r} is not 8 decimal digits", "value")
         first = last = int(value)
     elif k is EntryKind.RANGE:
         ends = value.split("-")
         if len(ends) != 2:
-            raise ListError(f"range {value!r} is not FIRST-LAST")
+            raise ListError(f"range {value!r} is not FIRST-LAST", "value")
         first, last = _body(ends[0].strip(), "range start"), _body(ends[1].strip(), "range end")
         if first > last:
-            raise ListError(f"range {value!r} ends before it starts")
+            raise ListError(f"range {value!r} ends before it starts", "value")
     else:
         first = last = _body(value, "IMEI")
     if k is EntryKind.PAIR:
         if not (6 <= len(imsi) <= 15 and is_decimal(imsi)):
-            raise ListError(f"IMSI {imsi!r} is not 6 to 15 decimal digits")
+            raise ListError(f"IMSI {imsi!r} is not 6 to 15 decimal digits", "imsi")
     elif imsi:
-        raise ListError(f"an IMSI is only allowed for kind pair, not {k.value}")
+        raise ListError(f"an IMSI is only allowed for kind pair, not {k.value}", "imsi")
     return ListEntry(c, k, first, last, imsi, reason.strip())
 
 
@@ -196,7 +231,7 @@ def _timestamp(text: str, what: str) -> float | None:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ListError(f"{what} {text!r} is not an ISO 8601 time") from None
+        raise ListError(f"{what} {text!r} is not an ISO 8601 time", what) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # export writes UTC; a bare time is read the same way
     return when.timestamp()
@@ -328,6 +363,7 @@ class ListStore:
         self._lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+        self._conn.executescript(audit.SCHEMA)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -386,10 +422,163 @@ class ListStore:
 
     def import_csv(self, path: str | Path) -> int:
         """Validate every row first, then write all in one transaction; returns the row count."""
-        entries = list(read_csv(path))
-        if entries:
-            self._write(entries)
-        return len(entries)
+        return self.import_entries(iter_csv(LineReader(path)), str(path), MANUAL_ACTOR)
+
+    # -- provisioning: single entries with their audit record, pages, queries, bulk imports --
+
+    def _select(self, entry: ListEntry) -> ListEntry | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE {_KEY_WHERE}", _key(entry)
+        ).fetchone()
+        return None if row is None else _row_entry(row)
+
+    def get(self, entry: ListEntry) -> ListEntry | None:
+        """The stored entry with the key of ``entry`` (list, kind, value, IMSI), or None."""
+        with self._lock:
+            return self._select(entry)
+
+    def put(
+        self, entry: ListEntry, actor: str, *, create_only: bool = False, now: float | None = None
+    ) -> tuple[ListEntry | None, ListEntry]:
+        """Create or update one entry (a manual entry from then on) and append its audit record,
+        in one transaction. Returns (before, after); ``create_only`` raises :class:`EntryExists`
+        instead of updating."""
+        ts = time.time() if now is None else now
+        with self._lock, self._conn:
+            before = self._select(entry)
+            if before is not None and create_only:
+                raise EntryExists(f"{entry_target(entry)} exists")
+            self._conn.execute(_UPSERT, next(_rows((entry,), ts, None)))
+            self._conn.execute(_BUMP)
+            after = self._select(entry)
+            assert after is not None
+            audit.append(self._conn, ts, actor, "update" if before else "create",
+                         entry_target(entry), entry_json(before), entry_json(after))
+        return before, after
+
+    def delete(self, entry: ListEntry, actor: str, now: float | None = None) -> ListEntry | None:
+        """Remove one entry with its audit record; returns what was removed (None: nothing)."""
+        ts = time.time() if now is None else now
+        with self._lock, self._conn:
+            before = self._select(entry)
+            if before is None:
+                return None
+            self._conn.execute(f"DELETE FROM entries WHERE {_KEY_WHERE}", _key(entry))
+            self._conn.execute(_BUMP)
+            audit.append(self._conn, ts, actor, "delete", entry_target(entry),
+                         entry_json(before), None)
+        return before
+
+    def page(
+        self,
+        colour: ListColour | None = None,
+        kind: EntryKind | None = None,
+        after: Key | None = None,
+        limit: int = 100,
+    ) -> list[ListEntry]:
+        """Entries in key order after ``after`` (keyset pagination: stable under writes)."""
+        where, args = _filters(colour, kind)
+        if after is not None:
+            where.append("(kind, colour, first, last, imsi) > (?, ?, ?, ?, ?)")
+            args.extend(after)
+        sql = f"SELECT {_COLUMNS} FROM entries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY kind, colour, first, last, imsi LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*args, limit)).fetchall()
+        return [_row_entry(r) for r in rows]
+
+    def matching(self, body: int) -> list[ListEntry]:
+        """Every stored entry an IMEI body matches: exact, pair (any IMSI), TAC and range.
+        Point lookups on the primary key (kind, colour, first, ...) per colour; ranges are
+        scanned from the lowest start up to the IMEI."""
+        tac = body // 1_000_000
+        sql: list[str] = []
+        args: list[object] = []
+        for colour in ListColour:
+            c = colour.value
+            sql.append(f"SELECT {_COLUMNS} FROM entries WHERE kind = 'imei' AND colour = ? "
+                       "AND first = ?")
+            sql.append(f"SELECT {_COLUMNS} FROM entries WHERE kind = 'pair' AND colour = ? "
+                       "AND first = ?")
+            sql.append(f"SELECT {_COLUMNS} FROM entries WHERE kind = 'tac' AND colour = ? "
+                       "AND first = ?")
+            sql.append(f"SELECT {_COLUMNS} FROM entries WHERE kind = 'range' AND colour = ? "
+                       "AND first <= ? AND last >= ?")
+            args.extend((c, body, c, body, c, tac, c, body, body))
+        with self._lock:
+            rows = self._conn.execute(" UNION ALL ".join(sql), args).fetchall()
+        return [_row_entry(r) for r in rows]
+
+    def import_entries(
+        self,
+        rows: Iterable[tuple[int, ListEntry]],
+        label: str,
+        actor: str,
+        progress: Progress | None = None,
+        position: Callable[[], int] | None = None,
+        chunk: int = 10_000,
+    ) -> int:
+        """Import (row number, entry) pairs, all or nothing, as manual entries; returns the count.
+
+        Streams: rows are staged in a temporary table (its primary key finds a repeated entry,
+        named with both rows) on a connection of their own, then upserted into ``entries`` in
+        the same transaction as the version bump and one audit record. Nothing is held in memory
+        but a chunk, so a 10-million-row file imports in bounded memory; until the final
+        statement other readers and writers of the database are not held up."""
+        ts = time.time()
+        digest = hashlib.sha256()
+        conn = sqlite3.connect(str(self.path), timeout=60.0)
+        n = 0
+        try:
+            conn.execute(_STAGING)
+            pending: list[tuple[Any, ...]] = []
+
+            def stage() -> None:
+                cur = conn.executemany(_STAGE, pending)
+                if cur.rowcount != len(pending):
+                    for values in pending:
+                        row, colour, kind, first, last, imsi = values[:6]
+                        earlier = conn.execute(
+                            f"SELECT row FROM staging WHERE {_KEY_WHERE}",
+                            (kind, colour, first, last, imsi),
+                        ).fetchone()[0]
+                        if earlier != row:
+                            entry = _row_entry(values[1:])
+                            raise ListError(f"{label}: {_repeat(row, earlier, entry)}")
+                pending.clear()
+                if progress is not None:
+                    progress.advance(position() if position is not None else n, n)
+
+            try:
+                for row_number, entry in rows:
+                    created = ts if entry.created is None else entry.created
+                    updated = ts if entry.updated is None else entry.updated
+                    pending.append((row_number, entry.colour.value, entry.kind.value, entry.first,
+                                    entry.last, entry.imsi, entry.reason or "", created, updated))
+                    digest.update(f"{_key(entry)}".encode())
+                    n += 1
+                    if len(pending) >= chunk:
+                        stage()
+                    elif progress is not None and n % 1000 == 0:
+                        progress.advance(position() if position is not None else n, n)
+            except ListError:
+                stage()  # a repeat of an earlier row is the earlier problem: report it first
+                raise
+            stage()
+            if n:
+                conn.execute(_FROM_STAGING)
+                conn.execute(_BUMP)
+                audit.append(conn, ts, actor, "import", f"import:{label}", None,
+                             {"file": label, "entries": n, "sha256": digest.hexdigest()})
+            conn.commit()
+        finally:
+            conn.rollback()
+            conn.close()
+        if progress is not None:
+            progress.finish()
+        return n
 
     def import_csv_once(self, path: str | Path) -> int | None:
         """Import ``path`` as an import file unless this exact file (mtime and size) was
@@ -459,13 +648,7 @@ class ListStore:
         limit: int | None = None,
     ) -> Iterator[ListEntry]:
         sql = "SELECT colour, kind, first, last, imsi, reason, created, updated FROM entries"
-        where, args = [], []
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind.value)
-        if colour is not None:
-            where.append("colour = ?")
-            args.append(colour.value)
+        where, args = _filters(colour, kind)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY kind, colour, first, last, imsi"
@@ -483,15 +666,17 @@ class ListStore:
 
     def export_csv(self, out: TextIO) -> int:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["list", "kind", "value", "imsi", "reason", "created", "updated"])
+        writer.writerow(CSV_HEADER)
         n = 0
         for e in self.entries():
-            writer.writerow(
-                [e.colour.value, e.kind.value, e.value, e.imsi, e.reason,
-                 _iso(e.created or 0.0), _iso(e.updated or 0.0)]
-            )
+            writer.writerow(csv_row(e))
             n += 1
         return n
+
+    def audit(self, **filters: Any) -> list[audit.AuditRecord]:
+        """Audit log records; filters as :func:`gateway.audit.query`."""
+        with self._lock:
+            return audit.query(self._conn, **filters)
 
     def describe(self, match: ListMatch) -> ListEntry:
         """The stored entry behind a match, with its reason and timestamps."""
@@ -539,40 +724,125 @@ class ListStore:
         return ListSnapshot(version, colours)
 
 
+def _filters(
+    colour: ListColour | None, kind: EntryKind | None
+) -> tuple[list[str], list[object]]:
+    """WHERE terms and arguments selecting one list and/or kind."""
+    where: list[str] = []
+    args: list[object] = []
+    if kind is not None:
+        where.append("kind = ?")
+        args.append(kind.value)
+    if colour is not None:
+        where.append("colour = ?")
+        args.append(colour.value)
+    return where, args
+
+
 def _row_entry(row: tuple) -> ListEntry:
-    colour, kind, first, last, imsi, reason, created, updated = row
+    """An entry from (colour, kind, first, last, imsi, reason, created, updated[, source])."""
+    colour, kind, first, last, imsi, reason, created, updated = row[:8]
     return ListEntry(
-        ListColour(colour), EntryKind(kind), first, last, imsi, reason, created, updated
+        ListColour(colour), EntryKind(kind), first, last, imsi, reason, created, updated,
+        row[8] if len(row) > 8 else None,
     )
 
 
-def read_csv(path: str | Path) -> Iterator[ListEntry]:
-    """Parse a lists CSV; raises ListError naming the file and row on the first bad row."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ListError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        # Typically an Excel "CSV" export in a legacy code page: say where, not a traceback.
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ListError(
-            f"{path}: line {line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
-            "save the file as UTF-8 CSV"
-        ) from None
-    nul = raw.find(b"\0")
-    if nul >= 0:  # UTF-16 ("Unicode text") or binary; the csv module would take NULs as text
-        line = raw.count(b"\n", 0, nul) + 1
-        raise ListError(f"{path}: line {line}: a NUL byte: not a UTF-8 text file") from None
-    seen: dict[Key, int] = {}
-    reader = csv.reader(io.StringIO(text, newline=""))
+CSV_HEADER = ("list", "kind", "value", "imsi", "reason", "created", "updated")
+
+
+def csv_row(e: ListEntry) -> list[str]:
+    """An entry as a row of the export (and import) CSV format."""
+    return [e.colour.value, e.kind.value, e.value, e.imsi, e.reason or "",
+            _iso(e.created or 0.0), _iso(e.updated or 0.0)]
+
+
+def entry_id(entry: ListEntry) -> str:
+    """An entry's name within its list: ``imei:V``, ``range:A-B``, ``tac:T``, ``pair:V:IMSI``."""
+    name = f"{entry.kind.value}:{entry.value}"
+    return f"{name}:{entry.imsi}" if entry.kind is EntryKind.PAIR else name
+
+
+def parse_entry_id(colour: str, text: str, reason: str = "") -> ListEntry:
+    """The inverse of :func:`entry_id` (raises ListError)."""
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        raise ListError(f"entry {text!r} is not KIND:VALUE (imei:, range:, tac:, pair:IMEI:IMSI)")
+    value, _, imsi = rest.partition(":") if kind == EntryKind.PAIR.value else (rest, "", "")
+    return make_entry(colour, kind, value, imsi, reason)
+
+
+def entry_target(entry: ListEntry) -> str:
+    """How the audit log names an entry: ``LIST/ID``."""
+    return f"{entry.colour.value}/{entry_id(entry)}"
+
+
+def entry_json(entry: ListEntry | None) -> dict[str, object] | None:
+    """An entry as the API, JSON lines export and the audit log show it."""
+    if entry is None:
+        return None
+    return {
+        "list": entry.colour.value,
+        "kind": entry.kind.value,
+        "value": entry.value,
+        "imsi": entry.imsi or None,
+        "reason": entry.reason or "",
+        "created": None if entry.created is None else _iso(entry.created),
+        "updated": None if entry.updated is None else _iso(entry.updated),
+        "source": entry.source,
+    }
+
+
+class LineReader:
+    """The decoded lines of a UTF-8 file, read as a stream (a 10-million-row file is never held
+    whole); ``line`` and ``position`` (bytes read) follow the iteration, for errors and progress.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self.line = 0
+        self.position = 0
+        try:
+            self.size = Path(path).stat().st_size
+        except OSError as exc:
+            raise ListError(f"{path}: cannot read: {exc.strerror}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        path = self.path
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise ListError(f"{path}: cannot read: {exc.strerror}") from None
+        with handle:
+            for raw in handle:
+                self.line += 1
+                self.position += len(raw)
+                if self.line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 BOM (Excel writes one)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    # Typically an Excel "CSV" export in a legacy code page: say where.
+                    raise ListError(
+                        f"{path}: line {self.line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); "
+                        "save the file as UTF-8 CSV"
+                    ) from None
+                if "\0" in text:  # UTF-16 ("Unicode text") or binary
+                    raise ListError(f"{path}: line {self.line}: a NUL byte: not a UTF-8 text file")
+                yield text
+
+
+def iter_csv(lines: LineReader) -> Iterator[tuple[int, ListEntry]]:
+    """(row number, entry) of a lists CSV; raises ListError naming the file and row on the first
+    bad row. Repeated entries are not looked for here (see :func:`read_csv`)."""
+    path = lines.path
+    reader = csv.reader(iter(lines))
     row_number = 0
     while True:
         row_number += 1
         try:
             row = next(reader, None)
-        except csv.Error as exc:  # a NUL byte, an unterminated quote at the end, ...
+        except csv.Error as exc:  # an unterminated quote at the end, ...
             raise ListError(f"{path}: row {row_number}: {exc}") from None
         if row is None:
             return
@@ -595,14 +865,67 @@ def read_csv(path: str | Path) -> Iterator[ListEntry]:
                 )
         except ListError as exc:
             raise ListError(f"{path}: row {row_number}: {exc}") from None
+        yield row_number, entry
+
+
+JSON_FIELDS = ("list", "kind", "value", "imsi", "reason", "created", "updated")
+
+
+def entry_from_json(item: object) -> ListEntry:
+    """One entry as the API and JSON lines carry it: ``{"list", "kind", "value"[, "imsi",
+    "reason", "created", "updated"]}``; a problem names the field."""
+    if not isinstance(item, dict):
+        raise ListError("an entry is a JSON object", "body")
+    unknown = sorted(set(item) - set(JSON_FIELDS))
+    if unknown:
+        raise ListError(f"{unknown[0]}: unknown field", unknown[0])
+    for name, value in item.items():
+        # null only for "imsi" (what the export writes for entries that are not pairs)
+        if not isinstance(value, str) and not (name == "imsi" and value is None):
+            raise ListError(f"{name}: must be a string", name)
+    for name in ("list", "kind", "value"):
+        if not item.get(name):
+            raise ListError(f"{name}: required", name)
+    for name in ("created", "updated"):
+        if item.get(name) == "":
+            raise ListError(f"{name}: empty (leave it out, or give an ISO 8601 time)", name)
+    entry = make_entry(item["list"], item["kind"], item["value"], item.get("imsi") or "",
+                       item.get("reason") or "")
+    created = _timestamp(item.get("created") or "", "created")
+    updated = _timestamp(item.get("updated") or "", "updated")
+    if created is not None or updated is not None:
+        entry = dataclasses.replace(entry, created=created, updated=updated)
+    return entry
+
+
+def iter_jsonl(lines: LineReader) -> Iterator[tuple[int, ListEntry]]:
+    """(line number, entry) of a JSON lines file, one :func:`entry_from_json` object a line."""
+    for text in lines:
+        if not text.strip():
+            continue
+        try:
+            entry = entry_from_json(json.loads(text))
+        except ValueError as exc:  # ListError and json.JSONDecodeError
+            raise ListError(f"{lines.path}: line {lines.line}: {exc}") from None
+        yield lines.line, entry
+
+
+def read_csv(path: str | Path) -> Iterator[ListEntry]:
+    """Parse a lists CSV; raises ListError naming the file and row on the first bad row or
+    the first repeat of an earlier row's entry."""
+    seen: dict[Key, int] = {}
+    for row_number, entry in iter_csv(LineReader(path)):
         earlier = seen.setdefault(_key(entry), row_number)
         if earlier != row_number:
-            # Two rows for one entry: which reason should win is the operator's call.
-            raise ListError(
-                f"{path}: row {row_number} repeats row {earlier} ({entry.colour.value} "
-                f"{entry.kind.value} {entry.value}{' ' + entry.imsi if entry.imsi else ''})"
-            )
+            raise ListError(f"{path}: {_repeat(row_number, earlier, entry)}")
         yield entry
+
+
+def _repeat(row: int, earlier: int, entry: ListEntry) -> str:
+    # Two rows for one entry: which reason should win is the operator's call.
+    imsi = " " + entry.imsi if entry.imsi else ""
+    return (f"row {row} repeats row {earlier} ({entry.colour.value} {entry.kind.value} "
+            f"{entry.value}{imsi})")
 
 
 class OperatorLists:

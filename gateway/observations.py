@@ -286,7 +286,37 @@ class CloneTracker:
             self.observe(imei, imsi, seen)
         return len(rows)
 
+    def imsis(self, imei: str, now: float) -> dict[str, float]:
+        """IMSI -> last seen, of the IMSIs seen with ``imei`` within the window (no change)."""
+        horizon = now - self.window
+        return {k: t for k, t in self._seen.get(imei, {}).items() if t >= horizon}
+
+    def peek(self, imei: str, imsi: str, now: float) -> int:
+        """What :meth:`suspected` would answer, without recording anything (a diagnostic check
+        must not count as a sighting)."""
+        seen = self.imsis(imei, now)
+        n = len(seen) + (imsi not in seen)
+        return n if n > self.threshold else 0
+
     def suspected(self, imei: str, imsi: str, now: float) -> int:
         """The distinct count when it exceeds the threshold, else 0."""
         n = self.observe(imei, imsi, now)
         return n if n > self.threshold else 0
+
+
+def history(database: str | Path, imei: str) -> list[tuple[str, float, float, int]]:
+    """(imsi, first_seen, last_seen, count) of an IMEI body in the log, oldest first, read
+    through a read-only connection of its own (the log as last written; blocking)."""
+    path = Path(database)
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT imsi, first_seen, last_seen, count FROM observations WHERE imei = ? "
+            "ORDER BY first_seen",
+            (imei,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [(str(a), float(b), float(c), int(d)) for a, b, c, d in rows]

@@ -20,6 +20,7 @@ from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.node import Node
 from diameter.transport import Server, origin_state_now
 from gateway import aio, registry_source
+from gateway.api.app import ApiServer, start_api
 from gateway.classify import Classifier
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.loop_lag import LoopLagProbe
@@ -88,6 +89,7 @@ class Gateway:
         self.server: Server | None = None
         self.n5g_eir: N5gEirServer | None = None
         self.operations: OperationsServer | None = None
+        self.api: ApiServer | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag.observe)
         self._stopping = False
@@ -155,6 +157,7 @@ class Gateway:
             self.n5g_eir = N5gEirServer(check, config.n5g_eir)
             self.metrics.registry.register(self.n5g_eir.http)
             await self.n5g_eir.start(self._n5g_eir_listeners)
+        self.api = await start_api(config, self.classifier, self._lists_changed)
         self._update_gauges()
         self._collector_thresholds = young_collections_only()
         self._collect_task = asyncio.create_task(self._collect(FULL_COLLECTION_INTERVAL))
@@ -182,6 +185,8 @@ class Gateway:
                     await task
         if self.n5g_eir is not None:
             await self.n5g_eir.stop()
+        if self.api is not None:
+            await self.api.stop()
         if self.server is not None:
             # Bounded by the DPA timeout, whatever the load: the peers' DPAs, or a close.
             await self.server.stop(DisconnectCause.REBOOTING, self.config.peer.dpa_timeout)
@@ -227,6 +232,12 @@ class Gateway:
         self.metrics.reloads.labels("ok").inc()
         self.metrics.last_reload.set_to_current_time()
         log.info("lists and policy reloaded (lists version %s)", self.lists_version)
+
+    async def _lists_changed(self) -> None:
+        """A write through the API: load the new lists now rather than at the next poll."""
+        assert self.classifier is not None
+        if await asyncio.to_thread(self.classifier.lists.poll):
+            self._update_gauges()
 
     async def _poll_lists(self, interval: float) -> None:
         assert self.classifier is not None

@@ -15,7 +15,9 @@ import sys
 from gateway.cli._common import EXIT_BROKEN_PIPE
 
 # Sub-command modules inside gateway.cli, registered in this order.
-COMMAND_MODULES: tuple[str, ...] = ("run", "registry", "check", "lists", "tac", "simulate")
+COMMAND_MODULES: tuple[str, ...] = (
+    "run", "api", "registry", "check", "lists", "tac", "simulate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

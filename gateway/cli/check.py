@@ -24,7 +24,7 @@ import sys
 from typing import Any
 
 from gateway import registry_source
-from gateway.classify import Classifier, Decision
+from gateway.classify import Classifier
 from gateway.cli._common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -45,6 +45,17 @@ from gateway.n5g_eir.identities import Invalid, Pei, parse_pei
 from gateway.n5g_eir.problem import InvalidParam, Response, problem
 from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus
+from gateway.report import (
+    CLONE_FROM_LOG,
+    CLONE_NO_LOG,
+    EQUIPMENT_UNKNOWN,
+    INVALID_SV,
+    check_report,
+    clone_note,
+    imsi_problem,
+    invalid_sv_report,
+    status_name,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -63,28 +74,13 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-# 3GPP TS 23.003 §2.2: an IMSI is MCC (3) + MNC (2-3) + MSIN, at most 15 digits; 5 is the
-# shortest the MCC+MNC masking in the output can keep.
-IMSI_LENGTHS = range(5, 16)
-INVALID_SV = 5004  # RFC 6733 §7.1.5 DIAMETER_INVALID_AVP_VALUE, as gateway/s13.py answers
-EQUIPMENT_UNKNOWN = 5422  # TS 29.272 §7.4.3.1, an Experimental-Result-Code
-CLONE_FROM_LOG = (
-    "evaluated against the observation log (IMSIs the gateway saw with this IMEI within the"
-    " window, as last written)"
-)
-CLONE_NO_LOG = (
-    "not evaluated: observations are off, so the IMSIs seen per IMEI live only in the running"
-    " gateway's memory"
-)
-
-
 def run(args: argparse.Namespace) -> int:
     imsi = args.imsi
     if imsi is not None:
         imsi = imsi.strip()
-        if not (len(imsi) in IMSI_LENGTHS and imsi.isascii() and imsi.isdigit()):
-            return fail(f"--imsi {args.imsi!r}: an IMSI is 5 to 15 decimal digits "
-                        "(TS 23.003 §2.2)", EXIT_USAGE)
+        problem = imsi_problem(imsi)
+        if problem is not None:
+            return fail(f"--imsi {problem}", EXIT_USAGE)
     config = config_or_none(args)
     if config is None:
         return EXIT_USAGE
@@ -94,13 +90,16 @@ def run(args: argparse.Namespace) -> int:
     if args.interface == "n5g-eir" and args.sv is not None:
         return fail("--sv: on N5g-eir the Software Version is part of an imeisv- PEI",
                     EXIT_USAGE)
+    mask = config.logging.mask_imsi
     try:
         if args.interface == "n5g-eir":
             report = _check_pei(config, args.imei.strip(), imsi)
         elif args.sv is not None and not is_svn(args.sv):
-            report = invalid_sv_report(args.imei.strip(), imsi, args.sv, config)
+            # Refused before any classification, as S13 does: no store needs opening.
+            report = invalid_sv_report(args.imei.strip(), imsi, args.sv,
+                                       config.policy.monitor_mode, mask)
         else:
-            report = asyncio.run(_check(config, args.imei.strip(), imsi, args.sv))
+            report = asyncio.run(_check(config, args.imei.strip(), imsi, args.sv, mask))
     except Exception as exc:  # a store that cannot be opened or read: report, exit 1
         return fail(f"check failed: {exc}")
     report["clone_detection"] = clone_note(config, imsi)
@@ -113,14 +112,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _check(
-    config: GatewayConfig, imei: str, imsi: str | None, sv: str | None
+    config: GatewayConfig, imei: str, imsi: str | None, sv: str | None, mask: bool
 ) -> dict[str, Any]:
     registry = registry_source.build(config.registry)
     classifier: Classifier | None = None
     try:
         classifier = Classifier.from_config(config, registry)
-        decision = await classifier.classify(imei, imsi, sv, full=True)
-        return decision_report(decision, classifier, config.logging.mask_imsi)
+        return await check_report(config, classifier, imei, imsi, sv, mask)
     finally:
         if registry is not None:
             await registry.close()
@@ -134,7 +132,7 @@ def _check_pei(config: GatewayConfig, text: str, imsi: str | None) -> dict[str, 
     if isinstance(pei, Invalid) or not pei.has_imei:
         return pei_report(text, pei, imsi, config)
     imei, sv = pei.imei_and_sv
-    report = asyncio.run(_check(config, imei, imsi, sv))
+    report = asyncio.run(_check(config, imei, imsi, sv, config.logging.mask_imsi))
     status = report["equipment_status"]
     report["pei"] = text
     report["n5g_eir"] = http_answer(response_for(None if status is None else
@@ -171,10 +169,10 @@ def pei_report(text: str, pei: Pei | Invalid, imsi: str | None,
         "imsi": (mask_imsi(imsi) if mask else imsi) or None,
         "result_code": None,
         "result_avp": None,
-        "answer": None if status is None else _status_name(status),
+        "answer": None if status is None else status_name(status),
         "equipment_status": None if status is None else status.name,
         "monitor_mode": monitor,
-        "enforcement": None if enforcement is None else _status_name(enforcement),
+        "enforcement": None if enforcement is None else status_name(enforcement),
         "decided_by": decided_by,
         "reasons": [{"reason": decided_by, "detail": detail}],
         "list_entries": [],
@@ -182,104 +180,6 @@ def pei_report(text: str, pei: Pei | Invalid, imsi: str | None,
         "registry": None,
         "n5g_eir": http_answer(response),
     }
-
-
-def clone_note(config: GatewayConfig, imsi: str | None) -> str | None:
-    """The ``clone_detection`` field: None when it does not apply to this check."""
-    if not config.clone_detection.enabled:
-        return "disabled"
-    if not imsi:
-        return None
-    return CLONE_FROM_LOG if config.observations.enabled else CLONE_NO_LOG
-
-
-def invalid_sv_report(
-    imei: str, imsi: str | None, sv: str, config: GatewayConfig
-) -> dict[str, Any]:
-    """The S13 answer to a Software-Version that is not 2 digits: 5004, no Equipment-Status."""
-    detail = f"Software-Version {sv!r} is not 2 decimal digits"
-    mask = config.logging.mask_imsi
-    return {
-        "input_valid": False,
-        "imei": None,
-        "imsi": (mask_imsi(imsi) if mask else imsi) or None,
-        "result_code": INVALID_SV,
-        "result_avp": "Result-Code",
-        "answer": f"DIAMETER_INVALID_AVP_VALUE ({INVALID_SV})",
-        "equipment_status": None,
-        "monitor_mode": config.policy.monitor_mode,
-        "enforcement": None,
-        "decided_by": "invalid_software_version",
-        "reasons": [{"reason": "invalid_software_version", "detail": detail}],
-        "list_entries": [],
-        "tac": None,
-        "registry": None,
-    }
-
-
-def _status_name(status: EquipmentStatus | None) -> str:
-    return "EQUIPMENT_UNKNOWN (5422)" if status is None else f"{status.name} ({status.value})"
-
-
-def decision_report(decision: Decision, classifier: Classifier, mask: bool) -> dict[str, Any]:
-    """A JSON-ready description of a decision (also the source of the text output)."""
-    imei = decision.imei
-    out: dict[str, Any] = {
-        "input_valid": imei is not None,
-        "imei": None,
-        "imsi": (mask_imsi(decision.imsi) if mask else decision.imsi) or None,
-        "result_code": decision.result_code,
-        # 5422 travels in Experimental-Result (TS 29.272 §7.4.3.1), the rest in Result-Code.
-        "result_avp": "Experimental-Result-Code"
-        if decision.result_code == EQUIPMENT_UNKNOWN else "Result-Code",
-        "answer": _status_name(decision.status),
-        "equipment_status": None if decision.status is None else decision.status.name,
-        "monitor_mode": decision.monitor_mode,
-        "enforcement": _status_name(decision.enforcement),
-        "decided_by": decision.decisive.value,
-        "reasons": [{"reason": f.reason.value, "detail": f.detail} for f in decision.findings],
-        "list_entries": [],
-        "tac": None,
-        "registry": None,
-    }
-    if imei is not None:
-        out["imei"] = {
-            "body": imei.body,
-            "tac": imei.tac,
-            "snr": imei.snr,
-            "check_digit": imei.check_digit,
-            "check_digit_received": imei.given_check_digit,
-            "imei15": imei.imei15,
-            "svn": imei.svn,
-            "imeisv": imei.imeisv,
-        }
-        if classifier.tac is not None:
-            info = classifier.tac.lookup(imei.tac)
-            if info is not None:
-                out["tac"] = {"manufacturer": info.manufacturer, "model": info.model}
-    for match in decision.list_matches:
-        e = classifier.lists.describe(match)
-        out["list_entries"].append(
-            {"list": e.colour.value, "kind": e.kind.value, "value": e.value,
-             "imsi": (mask_imsi(e.imsi) if mask else e.imsi) or None, "reason": e.reason}
-        )
-    v = decision.registry
-    if v is not None:
-        out["registry"] = {
-            "status": v.status.value,
-            "manufacturer": v.manufacturer,
-            "source": v.source,
-            "origin": v.origin.value,
-            "age_seconds": decision.registry_age,
-            "reports": [
-                {"type": r.type.value, "country": r.country, "since": r.since,
-                 "withdrawn": r.withdrawn}
-                for r in v.reports
-            ],
-        }
-    elif classifier.registry is None:
-        out["registry"] = "not configured"
-    return out
 
 
 def render_text(r: dict[str, Any]) -> str:

@@ -81,6 +81,10 @@ def _worker(config: GatewayConfig, spec: dict[str, Any]) -> Coroutine[Any, Any, 
         for transport, host, port, extra in spec["listen"]
     )
     config = replace(config, transport=replace(config.transport, listen=endpoints))
+    if spec["index"] != 0:
+        # One API port: worker 0 serves the provisioning API; the other workers see its writes
+        # through their lists version poll.
+        config = replace(config, api=replace(config.api, host=None))
     gateway = Gateway(
         config,
         listeners=[socket.socket(fileno=fd) for fd in spec["listeners"]],

@@ -64,3 +64,29 @@ def test_tac_replace_with_empty_file_refused(
     assert code == EXIT_FAILED and "EMPTY.txt: no valid rows" in err
     code, out, _ = run(capsys, "tac", "show", "35209900")  # the TAC table is intact
     assert code == EXIT_OK and "Example Handsets Ltd" in out
+
+
+def test_lists_changes_are_audited_and_imports_show_progress(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(capsys, "lists", "add", "black", "imei", "35209900176148", "--reason", "a")[0] == 0
+    assert run(capsys, "lists", "remove", "black", "imei", "35209900176148")[0] == 0
+    src = tmp_path / "many.csv"
+    src.write_text("".join(f"grey,imei,{10**13 + i:014d},,bulk\n" for i in range(5000)))
+    code, out, err = run(capsys, "lists", "import", str(src))
+    assert code == EXIT_OK and "5000 entries imported" in out and "entries/s" in out
+    # Not a terminal: one line per 10%, ending at 100% with the rate.
+    steps = [line for line in err.splitlines() if line.startswith(f"{src}: ")]
+    assert steps[-1].startswith(f"{src}: 100.0% 5000 rows") and "rows/s" in steps[-1]
+    assert 2 <= len(steps) <= 11
+    code, out, _ = run(capsys, "lists", "audit")
+    actions = [line.split()[3] for line in out.splitlines()]
+    assert code == EXIT_OK and actions == ["create", "delete", "import"]
+    assert all(line.split()[2].startswith("cli:") for line in out.splitlines())
+    code, out, _ = run(capsys, "lists", "audit", "--target", "black/imei:35209900176148")
+    assert len(out.splitlines()) == 2 and '"reason":"a"' in out.splitlines()[1]
+    dump = tmp_path / "dump.jsonl"
+    assert run(capsys, "lists", "export", str(dump))[0] == EXIT_OK
+    assert dump.read_text().startswith('{"list":')
+    code, out, _ = run(capsys, "lists", "import", str(dump))
+    assert code == EXIT_OK and "5000 entries imported" in out
