@@ -120,6 +120,10 @@ class GatewayMetrics:
         """Export a Classifier's decision cache counters (read at scrape time)."""
         self.registry.register(DecisionCacheCollector(classifier))
 
+    def watch_readiness(self, readiness: Callable[[], dict[str, bool]]) -> None:
+        """Export eir_ready: what /readyz answers, for alerting (read at scrape time)."""
+        self.registry.register(ReadinessCollector(readiness))
+
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
         if new_state is None:
             self.connections_gone += 1  # diameter.peer: None is "the connection is gone"
@@ -317,6 +321,19 @@ class DecisionCacheCollector:
         )
         yield GaugeMetricFamily(
             "eir_decision_cache_entries", "Decisions held for reuse.", value=c.decision_cache_len
+        )
+
+
+class ReadinessCollector:
+    """eir_ready: 1 when /readyz answers 200 (listening, stores loaded), else 0."""
+
+    def __init__(self, readiness: Callable[[], dict[str, bool]]) -> None:
+        self._readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "eir_ready", "1 when /readyz answers 200 (listening, stores loaded), else 0.",
+            value=1 if all(self._readiness().values()) else 0,
         )
 
 

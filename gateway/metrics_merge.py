@@ -28,6 +28,7 @@ SampleKey = tuple[str, tuple[tuple[str, str], ...]]  # sample name, sorted label
 # Gauges whose workers hold the same state: summing them would mean nothing.
 _GAUGES: dict[str, Combine] = {
     "eir_lists_version": min,  # the version every worker serves
+    "eir_ready": min,  # 1 only when every worker is ready (as /readyz)
     "eir_list_entries": max,
     "eir_tac_entries": max,
     "eir_monitor_mode": max,  # 1 while any worker answers in monitor mode

@@ -104,6 +104,7 @@ class Gateway:
         # or list takes a while, and a liveness probe must not kill the process meanwhile.
         self.loop_lag.start()
         self.operations = OperationsServer(self.metrics, self.readiness)
+        self.metrics.watch_readiness(self.readiness)
         await self.operations.start(
             config.metrics.host, config.metrics.port, self._operations_socket
         )

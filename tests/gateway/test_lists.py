@@ -429,7 +429,8 @@ def test_old_database_gets_source_column_rows_stay_manual(tmp_path: Path) -> Non
     ListStore(db).close()  # opening a migrated database again is fine
 
 
-@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# deadline=None: each example opens a database; a loaded machine must not fail it on time.
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.integers(0, 10**8 - 1), st.integers(0, 4_000_000_000),
                           st.integers(0, 10**6)), min_size=1, max_size=15,
                 unique_by=lambda t: t[0]))
