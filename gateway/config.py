@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
@@ -31,6 +32,8 @@ from urllib.parse import urlsplit
 from diameter.overload import OverloadSettings
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
 from gateway.api.tokens import Token, check_unique, parse_token, read_token_file
+from gateway.events.model import EventType
+from gateway.events.syslog import FACILITIES
 from gateway.n5g_eir.oauth2 import OAuth2Unavailable, load_public_keys
 from gateway.n5g_eir.settings import EQUIPMENT_UNKNOWN, REJECT, HttpEndpoint, N5gEirSettings
 from gateway.policy import EquipmentStatus, Policy, Reason
@@ -166,6 +169,31 @@ def _tokens(v: Any) -> str | None:
         return check_unique([parse_token(t) for t in v])
     except ValueError as exc:
         return str(exc)
+
+
+def _event_types(v: Any) -> str | None:
+    names = [t.value for t in EventType]
+    for item in v:
+        if item not in names:
+            return f"{item!r} is not an event type ({', '.join(names)})"
+    return None
+
+
+_SD_ID = re.compile(r"^(?=.{1,32}$)[A-Za-z0-9._-]+@[0-9]+(\.[0-9]+)*$")  # RFC 5424 §6.3.2, §7.2.2
+
+
+def _syslog_url(v: str) -> str | None:
+    """``udp://HOST:PORT`` (RFC 5426), ``tcp://`` (RFC 6587), ``tls://`` (RFC 5425)."""
+    parts = urlsplit(v)
+    if parts.scheme not in ("udp", "tcp", "tls"):
+        return f"{v!r}: scheme must be udp, tcp or tls"
+    try:
+        port = parts.port
+    except ValueError:
+        return f"{v!r}: bad port"
+    if not parts.hostname or port is None or parts.path not in ("", "/"):
+        return f"{v!r}: expected {parts.scheme}://HOST:PORT"
+    return None
 
 
 def _uint32(v: Any) -> str | None:
@@ -321,6 +349,24 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_cert": Key("str", ""),
         "tls_key": Key("str", ""),
         "max_import_bytes": Key("int", 2**31, _positive),
+    },
+    "events": {
+        "types": Key("strs", [], _event_types),
+        "queue_size": Key("int", 10_000, _positive),
+        "mask_imsi": Key("bool", True),
+        "new_imsi_memory": Key("int", 100_000, _positive),
+        "syslog": Key("str", "", lambda v: None if v == "" else _syslog_url(v)),
+        "syslog_facility": Key("str", "local0", _one_of(*FACILITIES)),
+        "syslog_hostname": Key("str", ""),
+        "syslog_sd_id": Key("str", "eir@32473", lambda v: None if _SD_ID.match(v) else
+                            "must be NAME@ENTERPRISE-NUMBER (RFC 5424 §7.2.2), e.g. eir@32473"),
+        "syslog_tls_ca": Key("str", ""),
+        "webhook_url": Key("str", "", lambda v: None if v == "" or urlsplit(v).scheme in (
+            "http", "https") else "must be an http:// or https:// URL"),
+        "webhook_secret": Key("str", ""),
+        "webhook_timeout_seconds": Key("float", 5.0, _positive),
+        "webhook_retries": Key("int", 3, _non_negative),
+        "webhook_backoff_seconds": Key("float", 0.5, _non_negative),
     },
     "logging": {
         "level": Key("str", "INFO", lambda v: None if v.upper() in _LOG_LEVELS
@@ -485,6 +531,26 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """Decision events (gateway/events); no types or no sink: off."""
+
+    types: tuple[str, ...] = ()
+    queue_size: int = 10_000
+    mask_imsi: bool = True
+    new_imsi_memory: int = 100_000
+    syslog: str = ""  # udp:// | tcp:// | tls:// HOST:PORT; "" = none
+    syslog_facility: str = "local0"
+    syslog_hostname: str = ""
+    syslog_sd_id: str = "eir@32473"
+    syslog_tls_ca: str | None = None
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_timeout: float = 5.0
+    webhook_retries: int = 3
+    webhook_backoff: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
 class ApiConfig:
     """The provisioning API (gateway/api); ``host`` None: not served."""
 
@@ -515,6 +581,7 @@ class GatewayConfig:
     logging: LoggingConfig
     n5g_eir: N5gEirSettings = field(default_factory=N5gEirSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)  # "section.key" -> value
     # "section.key" -> the EIR_* variable that set it: errors found later name the variable.
     env_vars: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -579,6 +646,26 @@ def _api(
         host, port, tuple(tokens),
         str(inp(cert)) if cert else None, str(inp(key)) if key else None,
         v["api.max_import_bytes"], state / "imports",
+    )
+
+
+def _events(
+    v: dict[str, Any], inp: Callable[[str], Path], where: Callable[[str], str]
+) -> EventsConfig:
+    types = tuple(v["events.types"])
+    if types and not (v["events.syslog"] or v["events.webhook_url"]):
+        raise ConfigError(f"{where('events.types')}: events need a sink "
+                          "(events.syslog or events.webhook_url)")
+    if v["events.webhook_url"] and len(v["events.webhook_secret"]) < 16:
+        raise ConfigError(f"{where('events.webhook_secret')}: a webhook needs a secret of at "
+                          "least 16 characters (the HMAC-SHA256 key)")
+    ca = v["events.syslog_tls_ca"]
+    return EventsConfig(
+        types, v["events.queue_size"], v["events.mask_imsi"], v["events.new_imsi_memory"],
+        v["events.syslog"], v["events.syslog_facility"], v["events.syslog_hostname"],
+        v["events.syslog_sd_id"], str(inp(ca)) if ca else None, v["events.webhook_url"],
+        v["events.webhook_secret"], v["events.webhook_timeout_seconds"],
+        v["events.webhook_retries"], v["events.webhook_backoff_seconds"],
     )
 
 
@@ -678,7 +765,7 @@ _INPUT_FILES = (
     "diameter.tls_cert", "diameter.tls_key", "diameter.tls_ca", "tac.file", "lists.import_files",
     "n5g_eir.tls_cert", "n5g_eir.tls_key", "n5g_eir.tls_ca", "n5g_eir.oauth2_keys",
     "registry.seed_files", "registry.tls_ca", "registry.tls_cert", "registry.tls_key",
-    "api.token_file", "api.tls_cert", "api.tls_key",
+    "api.token_file", "api.tls_cert", "api.tls_key", "events.syslog_tls_ca",
 )
 
 
@@ -919,6 +1006,7 @@ def _build(
             v["logging.level"].upper(), v["logging.format"], v["logging.mask_imsi"]
         ),
         api=_api(v, inp, state, where),
+        events=_events(v, inp, where),
         values=dict(v),
         env_vars=dict(env_vars),
     )

@@ -28,6 +28,7 @@ from diameter.dictionary.ts29272_s13 import (
 from diameter.errors import DecodeError
 from diameter.settings import LocalIdentity
 from gateway.classify import Classifier, Decision, Pending
+from gateway.events.bus import EventBus
 from gateway.imei import is_svn
 from gateway.metrics import GatewayMetrics
 from gateway.observations import ObservationLog
@@ -84,12 +85,14 @@ class MeIdentityCheck:
         metrics: GatewayMetrics | None = None,
         observations: ObservationLog | None = None,
         mask_imsis: bool = True,
+        events: EventBus | None = None,
     ) -> None:
         self.identity = identity
         self.classifier = classifier
         self.metrics = metrics
         self.observations = observations
         self.mask_imsis = mask_imsis
+        self.events = events
         self.error_answer_body = application_avps()
         vsai, auth_session_state = (a.encode() for a in self.error_answer_body)
         origin = (
@@ -246,9 +249,21 @@ class MeIdentityCheck:
                 decision.decisive.value,
                 time.perf_counter() - started,
             )
+        if self.events is not None:
+            self._raise_events(request, decision)
         if log.isEnabledFor(logging.DEBUG):
             self._log_decision(request, decision)
         return answer
+
+    def _raise_events(self, request: Message, decision: Decision) -> None:
+        """Hand the decision to the event bus (detection and queueing only, never waits)."""
+        assert self.events is not None
+        avp = request.find(_ORIGIN_HOST.code)
+        try:
+            origin_host = None if avp is None else avp.value
+        except DecodeError:
+            origin_host = None
+        self.events.on_decision(decision, origin_host, "s13")
 
     def _log_decision(self, request: Message, decision: Decision) -> None:
         """One structured line per decision (DESIGN.md §6): which request (Session-Id, the

@@ -23,6 +23,8 @@ from gateway import aio, registry_source
 from gateway.api.app import ApiServer, start_api
 from gateway.classify import Classifier
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.events.bus import EventBus, EventsCollector
+from gateway.events.factory import build_bus
 from gateway.loop_lag import LoopLagProbe
 from gateway.metrics import GatewayMetrics, OperationsServer
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
@@ -90,6 +92,7 @@ class Gateway:
         self.n5g_eir: N5gEirServer | None = None
         self.operations: OperationsServer | None = None
         self.api: ApiServer | None = None
+        self.events: EventBus | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag.observe)
         self._stopping = False
@@ -122,12 +125,17 @@ class Gateway:
             )
             self.observations.start()
             self.metrics.watch_observations(self.observations.stats)
+        self.events = build_bus(config.events)
+        if self.events is not None:
+            self.events.start()
+            self.metrics.registry.register(EventsCollector(self.events))
         s13 = MeIdentityCheck(
             config.peer.identity,
             self.classifier,
             self.metrics,
             self.observations,
             mask_imsis=config.logging.mask_imsi,
+            events=self.events,
         )
         application = s13.application()
         self.node = Node(
@@ -193,6 +201,8 @@ class Gateway:
             await self.server.stop(DisconnectCause.REBOOTING, self.config.peer.dpa_timeout)
         if self.operations is not None:
             await self.operations.stop()
+        if self.events is not None:
+            await self.events.close()
         if self.observations is not None:
             await asyncio.to_thread(self.observations.close)
         if self.registry is not None:

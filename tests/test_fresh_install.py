@@ -15,6 +15,7 @@ DISTRIBUTIONS = {
     "aiohttp": "aiohttp",
     "prometheus_client": "prometheus-client",
     "uvloop": "uvloop",
+    "asyncio_dgram": "asyncio-dgram",
     "scapy": "scapy",
     "sctp": "pysctp",
     "hpack": "hpack",

@@ -55,6 +55,16 @@ def concrete(expr: str) -> str:
     return expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server the test started, SIGKILL it after 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,12 +144,7 @@ async def prometheus_for(
             yield start
         finally:
             for p in processes:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                stop_process(p)
 
 
 async def test_real_prometheus_scrapes_evaluates_and_alerts(
