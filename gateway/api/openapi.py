@@ -376,7 +376,8 @@ def document() -> dict[str, Any]:
             "/v1/audit": {"get": {
                 "operationId": "audit", "summary": "The audit log, oldest first",
                 "parameters": [
-                    _query("after", {"type": "integer", "minimum": 0}, "records after this seq"),
+                    _query("after", {"type": "integer", "minimum": 0, "maximum": 2**62},
+                           "records after this seq"),
                     _query("limit", limit, "records per page"),
                     _query("actor", {"type": "string"}, "api:NAME or cli:USER"),
                     _query("action", {"type": "string", "enum": list(ACTIONS)}, "action"),
