@@ -134,6 +134,9 @@ class Pending:
     findings: tuple[Finding, ...]
     list_matches: tuple[ListMatch, ...]
     now: float
+    # Clone detection shared across gateways: the shared count, not yet known (else None).
+    clone_count: asyncio.Future[int] | None = None
+    full: bool = False
 
 
 # The findings of a verdict without reports depend on its status and source alone (a handful of
@@ -168,6 +171,10 @@ def _registry_findings(verdict: RegistryVerdict) -> tuple[Finding, ...]:
     if verdict.status is RegistryStatus.UNKNOWN and not out:
         out.append(Finding(Reason.REGISTRY_UNKNOWN, "TAC owner not participating"))
     return tuple(out)
+
+
+def _clone_finding(n: int, window: float) -> Finding:
+    return Finding(Reason.CLONE_SUSPECTED, f"{n} IMSIs within {window:g} s")
 
 
 def _list_detail(match: ListMatch) -> str:
@@ -316,9 +323,12 @@ class Classifier:
             # A full check is a diagnostic (check CLI, API): it must not count as a sighting.
             n = clone.peek(body, imsi, now) if full else clone.suspected(body, imsi, now)
             if n:
-                findings.append(
-                    Finding(Reason.CLONE_SUSPECTED, f"{n} IMSIs within {clone.window:g} s")
-                )
+                findings.append(_clone_finding(n, clone.window))
+            else:
+                shared = clone.shared_count(body)
+                # Other gateways' sightings may push it over: wait for them, unless decided.
+                if shared is not None and (full or not self._decided(findings)):
+                    return Pending(parsed, imsi, tuple(findings), tuple(matches), now, shared, full)
         registry = self.registry
         if registry is not None and (full or not self._decided(findings)):
             verdict = registry.cached(body)
@@ -367,6 +377,14 @@ class Classifier:
         findings = list(pending.findings)
         verdict: RegistryVerdict | None = None
         registry = self.registry
+        clone = self.clone
+        if pending.clone_count is not None and clone is not None:
+            n = await clone.wait_shared(pending.clone_count)
+            if n > clone.threshold:
+                findings.append(_clone_finding(n, clone.window))
+            if registry is None or not (pending.full or not self._decided(findings)):
+                now = self.clock()
+                return self._decide(findings, pending.imei, pending.imsi, pending.list_matches, now)
         if registry is None:
             findings.append(Finding(Reason.REGISTRY_UNAVAILABLE, "no registry configured"))
         else:

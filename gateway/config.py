@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -44,6 +45,7 @@ ENV_PREFIX = "EIR_"
 _DEFAULT_PORTS = {"tcp": 3868, "sctp": 3868, "tls": 5868}  # RFC 6733 §2.1
 MAX_WORKERS = 256
 _HTTP_PORTS = {"http": 80, "https": 443}  # n5g_eir.listen: h2c, TLS (RFC 9113 §3)
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -306,6 +308,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "window_seconds": Key("float", 86_400.0, _positive),
         "max_imeis": Key("int", 100_000, _positive),
     },
+    "shared": {
+        "redis_url": Key("str", "", lambda v: None if not v or urlsplit(v).scheme in _REDIS_SCHEMES
+                         else "must be a redis://, rediss:// or unix:// URL, or \"\""),
+        "key_prefix": Key("str", "eir", lambda v: None if v else "must not be empty"),
+        "budget_seconds": Key("float", 0.05, _positive),
+        "timeout_seconds": Key("float", 1.0, _positive),
+        "retry_seconds": Key("float", 1.0, _positive),
+    },
     "observations": {
         "enabled": Key("bool", True),
         "database": Key("str", "observations.sqlite"),
@@ -524,6 +534,17 @@ class ObservationsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedConfig:
+    """State shared by every worker and host: Redis for clone detection (off: "")."""
+
+    redis_url: str = ""
+    key_prefix: str = "eir"
+    budget: float = 0.05  # the most a check waits for the shared clone count
+    timeout: float = 1.0  # one round trip
+    retry_interval: float = 1.0  # while Redis is unreachable
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "text"  # "text" | "json"
@@ -577,6 +598,7 @@ class GatewayConfig:
     policy: Policy
     clone_detection: CloneDetectionConfig
     observations: ObservationsConfig
+    shared: SharedConfig
     registry: RegistrySettings
     logging: LoggingConfig
     n5g_eir: N5gEirSettings = field(default_factory=N5gEirSettings)
@@ -600,13 +622,16 @@ def _where(file: Path, env_vars: Mapping[str, str], dotted: str) -> str:
     return f"environment variable {var} ({dotted})" if var else f"{file}: {dotted}"
 
 
-def _process_workers(value: int | str, clone_detection: bool, where: Callable[[str], str]) -> int:
+def _process_workers(
+    value: int | str, clone_detection: bool, shared: bool, where: Callable[[str], str]
+) -> int:
     workers = available_cores() if value == "auto" else int(value)
-    if workers > 1 and clone_detection:
-        # The tracker lives in each process: a worker would count only the IMSIs it saw itself.
+    if workers > 1 and clone_detection and not shared:
+        # Its own tracker, a worker would count only the IMSIs it saw itself.
         raise ConfigError(
-            f"{where('clone_detection.enabled')}: clone detection counts in one process; "
-            f"it cannot run with {workers} workers (process.workers)"
+            f"{where('clone_detection.enabled')}: clone detection with {workers} workers "
+            "(process.workers) needs shared.redis_url: in one process it counts that "
+            "process's checks only"
         )
     return workers
 
@@ -621,7 +646,8 @@ def with_workers(config: GatewayConfig, text: str) -> GatewayConfig:
     if problem:
         raise ConfigError(f"--workers {text}: {problem}")
     workers = _process_workers(
-        value, config.clone_detection.enabled, lambda key: f"--workers {text}: {config.where(key)}"
+        value, config.clone_detection.enabled, bool(config.shared.redis_url),
+        lambda key: f"--workers {text}: {config.where(key)}",
     )
     return replace(config, process=ProcessConfig(workers))
 
@@ -911,7 +937,14 @@ def _build(
         read_budget=v["diameter.read_budget_messages"],
     )
     host, port = parse_host_port(v["metrics.listen"])
-    workers = _process_workers(v["process.workers"], v["clone_detection.enabled"], where)
+    if v["shared.redis_url"] and importlib.util.find_spec("redis") is None:
+        raise ConfigError(
+            f"{where('shared.redis_url')}: needs the redis package "
+            "(pip install 'eir-gateway[shared]')"
+        )
+    workers = _process_workers(
+        v["process.workers"], v["clone_detection.enabled"], bool(v["shared.redis_url"]), where
+    )
     n5g_eir = N5gEirSettings(
         listen=tuple(parse_http_listen(u) for u in v["n5g_eir.listen"]),
         tls_cert=opt(v["n5g_eir.tls_cert"]),
@@ -1000,6 +1033,13 @@ def _build(
             v["observations.queue_size"],
             v["observations.batch_size"],
             v["observations.flush_interval_seconds"],
+        ),
+        shared=SharedConfig(
+            v["shared.redis_url"],
+            v["shared.key_prefix"],
+            v["shared.budget_seconds"],
+            v["shared.timeout_seconds"],
+            v["shared.retry_seconds"],
         ),
         registry=registry,
         logging=LoggingConfig(

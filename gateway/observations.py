@@ -303,6 +303,14 @@ class CloneTracker:
         n = self.observe(imei, imsi, now)
         return n if n > self.threshold else 0
 
+    def shared_count(self, imei: str) -> asyncio.Future[int] | None:
+        """The count over every gateway sharing the tracker, once the observation
+        :meth:`suspected` just made is stored there; None when this process's is the whole."""
+        return None
+
+    async def wait_shared(self, count: asyncio.Future[int]) -> int:
+        return await count
+
 
 def history(database: str | Path, imei: str) -> list[tuple[str, float, float, int]]:
     """(imsi, first_seen, last_seen, count) of an IMEI body in the log, oldest first, read

@@ -31,6 +31,7 @@ from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
 from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
+from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
 from gateway.s13 import MeIdentityCheck
 from registry_client.model import VerdictSource
 
@@ -117,6 +118,10 @@ class Gateway:
         if start is not None:
             await start()
         self.classifier = await asyncio.to_thread(Classifier.from_config, config, self.registry)
+        if config.shared.redis_url and self.classifier.clone is not None:
+            self.classifier.clone = shared_clone_tracker(
+                self.classifier.clone, config.shared, self.metrics.registry
+            )
         self.metrics.watch_decision_cache(self.classifier)
         if config.observations.enabled:
             obs = config.observations
@@ -212,6 +217,9 @@ class Gateway:
             gc.set_threshold(*self._collector_thresholds)
             gc.unfreeze()
             self._collector_thresholds = None
+        clone = self.classifier.clone if self.classifier is not None else None
+        if isinstance(clone, SharedCloneTracker):
+            await clone.close()
         log.info("EIR gateway stopped")
         self._stopped.set()
 

@@ -20,11 +20,13 @@ DISTRIBUTIONS = {
     "sctp": "pysctp",
     "hpack": "hpack",
     "cryptography": "cryptography",
+    "redis": "redis",
 }
 
 PROGRAM = """
 import sys
-for name in ("pytest", "hypothesis", "schemathesis", "mypy", "ruff", "scapy", "scapy.utils"):
+for name in ("pytest", "hypothesis", "schemathesis", "mypy", "ruff", "scapy", "scapy.utils",
+             "redis"):
     sys.modules[name] = None  # importing it fails, as where it is not installed
 from gateway.cli import build_parser
 from gateway.service import Gateway
@@ -61,8 +63,9 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         return {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requirements}
 
     base = names(project["dependencies"])
-    optional = (names(project["optional-dependencies"]["sctp"])  # SCTP: where the kernel has it
-                | names(project["optional-dependencies"]["oauth2"]))  # N5g-eir OAuth2, when on
+    # SCTP: where the kernel has it; N5g-eir OAuth2, when on; shared: with [shared] redis_url.
+    extras = project["optional-dependencies"]
+    optional = names(extras["sctp"]) | names(extras["oauth2"]) | names(extras["shared"])
     imported: dict[str, str] = {}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):

@@ -29,11 +29,15 @@ from diameter.transport import Client
 from gateway.imei import luhn_check_digit
 from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from tests.e2e.conftest import Mme
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture
 
 REPO = Path(__file__).resolve().parents[2]
 BLACK_IMEI = "35693803564380"  # on the sample blacklist
-OTHER_IMEI = "35209900176148"  # a known TAC, on no list
-BLACKLISTED, WHITELISTED = 1, 0
+OTHER_IMEI = "35209900100007"  # a known TAC, on no list, clean in the sample registry
+CLONED_IMEI = "35209900123456"  # known TAC, on no list, clean in the sample registry
+WHITELISTED, BLACKLISTED, GREYLISTED = 0, 1, 2
 
 
 class GatewayProcess:
@@ -185,6 +189,7 @@ async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
         assert value(merged, "eir_lists_version") >= 1
 
         # A list change (another process writes the lists database) reaches every worker.
+        assert await statuses(mmes, OTHER_IMEI) == {WHITELISTED}
         subprocess.run(
             [sys.executable, "-m", "gateway.cli", "lists", "add", "black", "imei", OTHER_IMEI,
              "--config", str(config_dir / "gateway.toml")],
@@ -249,3 +254,43 @@ def test_workers_option_is_checked(start: Callable[..., GatewayProcess]) -> None
     gateway = start("--workers", "0")
     assert gateway.process.wait(60) == 2
     gateway.wait_for(r"--workers 0: must be 1 to 256")
+
+
+async def test_clone_detection_counts_across_workers_through_redis(
+    start: Callable[..., GatewayProcess], redis_server: RedisServer, config_dir: Path
+) -> None:
+    toml = config_dir / "gateway.toml"
+    text = toml.read_text().replace('redis_url = ""', f'redis_url = "{redis_server.url}"')
+    text = text.replace("[clone_detection]\nenabled = false\nthreshold = 10",
+                        "[clone_detection]\nenabled = true\nthreshold = 2")
+    toml.write_text(text)
+    gateway = start("--workers", "2")
+    ready = gateway.wait_for(r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+)")[0]
+    port = int(ready.group(1))
+    urls = [m.group(1) for m in gateway.wait_for(r"ready; its own metrics on (\S+)", count=2)]
+    # Connect one MME at a time and see which worker took it, until each worker has one.
+    on_worker: dict[int, Mme] = {}
+    spare: list[Mme] = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(32):
+            before = [value(await scrape(session, u), "diameter_peers", state="R_OPEN")
+                      for u in urls]
+            mme = await connect(port, f"mme{i}.test")
+            after = [value(await scrape(session, u), "diameter_peers", state="R_OPEN")
+                     for u in urls]
+            worker = next(w for w in range(2) if after[w] > before[w])
+            if worker in on_worker:
+                spare.append(mme)
+            else:
+                on_worker[worker] = mme
+            if len(on_worker) == 2:
+                break
+    assert len(on_worker) == 2, "every connection went to one worker"
+    # Two IMSIs through worker 0, a third through worker 1, which saw one only itself.
+    for imsi in ("001010000000011", "001010000000022"):
+        answer = await on_worker[0].check(CLONED_IMEI, sv="01", imsi=imsi)
+        assert answer.get("Equipment-Status") == WHITELISTED
+    answer = await on_worker[1].check(CLONED_IMEI, sv="01", imsi="001010000000033")
+    assert answer.get("Equipment-Status") == GREYLISTED
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(60) == 0, gateway.text

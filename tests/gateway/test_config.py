@@ -166,6 +166,8 @@ X-Operator = "example"
         ("[registry]\nbudget_ms = 50\n", "registry.budget_ms", "unknown key"),
         ("[logging]\nformat = \"xml\"\n", "logging.format", "not one of"),
         ("[observations]\nqueue_size = 0\n", "observations.queue_size", "greater than 0"),
+        ("[shared]\nredis_url = \"http://127.0.0.1:6379\"\n", "shared.redis_url", "redis://"),
+        ("[shared]\nbudget_seconds = 0\n", "shared.budget_seconds", "greater than 0"),
         ("[diameter]\nwatchdog_seconds = \n", "", "not valid TOML"),
     ],
 )
@@ -337,6 +339,9 @@ def test_workers_option_and_clone_detection(tmp_path: Path) -> None:
     clone = write(tmp_path, "[clone_detection]\nenabled = true\n[process]\nworkers = 2\n")
     with pytest.raises(ConfigError, match=r"clone_detection\.enabled: .*2 workers"):
         load_config(clone, env={})
+    # ... unless they count together in Redis.
+    shared = load_config(clone, env={"EIR_SHARED_REDIS_URL": "redis://127.0.0.1:6379/0"})
+    assert shared.process.workers == 2 and shared.shared.redis_url.startswith("redis://")
     single = load_config(None, env={"EIR_CLONE_DETECTION_ENABLED": "true"})
     with pytest.raises(ConfigError, match=r"EIR_CLONE_DETECTION_ENABLED.*2 workers"):
         with_workers(single, "2")

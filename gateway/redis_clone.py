@@ -1,0 +1,269 @@
+"""Clone detection shared by every worker and host through Redis (Valkey-compatible).
+
+:class:`SharedCloneTracker` is a :class:`~gateway.observations.CloneTracker` whose count spans
+every gateway using the same Redis. Per IMEI, one sorted set of the IMSIs seen with it, scored by
+when each was last seen, trimmed to the window and to ``threshold + 1`` members and expiring
+with the window; one Lua script updates it atomically and returns the distinct count. Keys are
+hash-tagged by IMEI (``eir:clone:{35693803564380}``) so that Redis Cluster places each on one
+slot. IMSIs are stored as keyed digests, never in clear.
+
+The hot path stays synchronous: :meth:`suspected` answers from this process's own tracker at
+once and queues the observation; the observations of one event loop tick go to Redis in one
+pipeline (one round trip however many checks), and :meth:`shared_count` gives the check a future
+of the shared count, which the classifier awaits at most ``budget`` seconds.
+
+Redis unreachable: checks go on with the local count (no waiting), observations are kept
+(bounded) and replayed once Redis answers again; tried again every ``retry_interval`` seconds;
+``eir_shared_state_up`` and ``eir_shared_state_requests_total`` count it, and one log line is
+written per transition (down, up again), like the registry client's circuit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gateway.config import SharedConfig
+from gateway.observations import CloneTracker
+
+log = logging.getLogger("eir.shared")
+
+# KEYS[1] the IMEI's set; ARGV: IMSI digest, now (s), window (s), members kept (threshold + 1).
+# ZADD GT: a replayed (older) sighting never moves a later one back.
+_OBSERVE = """
+redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[3])))
+local n = redis.call('ZCARD', KEYS[1])
+local keep = tonumber(ARGV[4])
+if n > keep then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
+  n = keep
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
+return n
+"""
+
+MAX_PIPELINE = 1_000  # observations per round trip
+MAX_PENDING = 100_000  # kept while Redis is unreachable; the oldest go first
+
+
+class SharedStateMetrics:
+    """eir_shared_state_up{store} and eir_shared_state_requests_total{store,outcome}."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.up = Gauge(
+            "eir_shared_state_up",
+            "1 while the shared store answers, 0 while checks use this process's own state.",
+            ("store",),
+            registry=registry,
+        )
+        self.requests = Counter(
+            "eir_shared_state_requests",
+            "Round trips to the shared store by outcome (ok, error, timeout); one round trip "
+            "carries the observations of one event loop tick.",
+            ("store", "outcome"),
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "eir_shared_state_dropped",
+            "Observations not sent to the shared store: more than "
+            f"{MAX_PENDING} were waiting while it was unreachable.",
+            ("store",),
+            registry=registry,
+        )
+
+
+class SharedCloneTracker(CloneTracker):
+    def __init__(
+        self,
+        threshold: int,
+        window: float,
+        max_imeis: int,
+        redis: Any,  # redis.asyncio.Redis
+        metrics: SharedStateMetrics,
+        *,
+        key_prefix: str = "eir",
+        budget: float = 0.05,
+        timeout: float = 1.0,
+        retry_interval: float = 1.0,
+        secret: bytes = b"",
+    ) -> None:
+        super().__init__(threshold, window, max_imeis)
+        self.redis = redis
+        self.budget = budget
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self._prefix = key_prefix
+        self._secret = secret
+        self._script = redis.register_script(_OBSERVE)
+        self._up = metrics.up.labels("redis")
+        self._requests = {
+            outcome: metrics.requests.labels("redis", outcome)
+            for outcome in ("ok", "error", "timeout")
+        }
+        self._dropped = metrics.dropped.labels("redis")
+        self._pending: deque[tuple[str, str, float]] = deque()
+        self._futures: dict[str, asyncio.Future[int]] = {}  # IMEI -> count, this batch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._task: asyncio.Task[None] | None = None
+        self._available = True
+        self._retry_at = 0.0
+        self._up.set(1)
+
+    @classmethod
+    def taking_over(cls, local: CloneTracker, redis: Any, metrics: SharedStateMetrics,
+                    **options: Any) -> SharedCloneTracker:
+        """Built from the process's tracker, keeping what it was seeded with: the fallback."""
+        shared = cls(local.threshold, local.window, local.max_imeis, redis, metrics, **options)
+        shared._seen = local._seen
+        return shared
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    def key(self, imei: str) -> str:
+        return f"{self._prefix}:clone:{{{imei}}}"
+
+    def _digest(self, imsi: str) -> str:
+        return hashlib.blake2b(imsi.encode(), digest_size=8, key=self._secret).hexdigest()
+
+    # -- the hot path --------------------------------------------------------------------------
+    def suspected(self, imei: str, imsi: str, now: float) -> int:
+        """The local answer at once; the observation goes to Redis with this tick's batch."""
+        n = super().suspected(imei, imsi, now)
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            pending.popleft()
+            self._dropped.inc()
+        pending.append((imei, self._digest(imsi), now))
+        if self._available and imei not in self._futures:
+            self._futures[imei] = self._event_loop().create_future()
+        self._schedule()
+        return n
+
+    def shared_count(self, imei: str) -> asyncio.Future[int] | None:
+        """The distinct IMSIs of ``imei`` over every gateway, once the observation
+        :meth:`suspected` just queued is stored; None while Redis is unreachable."""
+        return self._futures.get(imei)
+
+    async def wait_shared(self, count: asyncio.Future[int]) -> int:
+        """The shared count, or 0 (the local answer stands) past ``budget`` seconds."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(count), self.budget)
+        except TimeoutError:
+            return 0
+
+    # -- batching ------------------------------------------------------------------------------
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _schedule(self) -> None:
+        if self._scheduled or (self._task is not None and not self._task.done()):
+            return  # the round trip under way schedules the next one when it ends
+        loop = self._event_loop()
+        self._scheduled = True
+        delay = 0.0 if self._available else max(0.0, self._retry_at - time.monotonic())
+        loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_PIPELINE))]
+        futures = {imei: f for imei, _, _ in batch if (f := self._futures.pop(imei, None))}
+        self._task = self._event_loop().create_task(self._send(batch, futures))
+
+    async def _send(
+        self, batch: list[tuple[str, str, float]], futures: dict[str, asyncio.Future[int]]
+    ) -> None:
+        counts: dict[str, int] = {}
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for imei, digest, seen in batch:
+                    await self._script(
+                        keys=[self.key(imei)],
+                        args=[digest, seen, self.window, self.threshold + 1],
+                        client=pipe,
+                    )
+                replies = await asyncio.wait_for(pipe.execute(), self.timeout)
+            for (imei, _, _), n in zip(batch, replies, strict=True):
+                counts[imei] = int(n)
+        except Exception as exc:  # any failure of the store: checks go on locally
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+            self._requests[outcome].inc()
+            # Nothing was lost: the batch goes back, ahead of what came meanwhile.
+            self._pending.extendleft(reversed(batch))
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popleft()
+                self._dropped.inc()
+            self._transition(False, exc)
+        else:
+            self._requests["ok"].inc()
+            self._transition(True, None)
+        finally:
+            for imei, future in futures.items():
+                if not future.done():
+                    future.set_result(counts.get(imei, 0))
+            self._task = None
+            if self._pending:
+                self._schedule()
+
+    def _transition(self, available: bool, exc: BaseException | None) -> None:
+        if not available:
+            self._retry_at = time.monotonic() + self.retry_interval
+        if available == self._available:
+            return
+        self._available = available
+        self._up.set(1 if available else 0)
+        if available:
+            log.warning("Redis answers again: clone detection counts over every gateway")
+        else:
+            log.error("Redis unreachable (%s): clone detection counts this process's "
+                      "checks only until it answers; retried every %g s",
+                      exc or "no answer", self.retry_interval)
+
+    async def flush(self) -> None:
+        """Send what is queued now (while Redis answers), each round trip bounded by timeout."""
+        while True:
+            if self._task is not None:
+                await asyncio.gather(self._task, return_exceptions=True)
+            if not (self._pending and self._available):
+                return
+            self._flush()
+
+    async def close(self) -> None:
+        """Send what is queued (one last try), then disconnect."""
+        await self.flush()
+        await self.redis.aclose()
+
+
+def shared_clone_tracker(
+    local: CloneTracker, config: SharedConfig, registry: CollectorRegistry
+) -> SharedCloneTracker:
+    """``local`` (seeded from the observation log) shared through ``config.redis_url``."""
+    import redis.asyncio  # the "shared" extra: imported only when configured
+
+    client = redis.asyncio.from_url(
+        config.redis_url,
+        socket_timeout=config.timeout,
+        socket_connect_timeout=config.timeout,
+    )
+    return SharedCloneTracker.taking_over(
+        local,
+        client,
+        SharedStateMetrics(registry),
+        key_prefix=config.key_prefix,
+        budget=config.budget,
+        timeout=config.timeout,
+        retry_interval=config.retry_interval,
+    )

@@ -1,0 +1,70 @@
+"""Two gateways sharing a real redis-server (and one state directory): clone detection, list
+changes, monitor mode and observations seen across both, over real S13 connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from gateway.lists import make_entry
+from tests.e2e.conftest import StartGateway, connect_mme
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture
+
+IMEI = "35209900123456"
+WHITELISTED, BLACKLISTED, GREYLISTED = 0, 1, 2
+
+
+async def test_two_gateways_share_clone_counts_lists_and_observations(
+    start_gateway: StartGateway, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = {
+        "EIR_SHARED_REDIS_URL": redis_server.url,
+        "EIR_CLONE_DETECTION_ENABLED": "true",
+        "EIR_CLONE_DETECTION_THRESHOLD": "2",
+        "EIR_STATE_DIRECTORY": str(tmp_path / "state"),
+        "EIR_OBSERVATIONS_FLUSH_INTERVAL_SECONDS": "0.1",
+    }
+    first = await start_gateway(**env)
+    second = await start_gateway(**env)
+    a, b = await connect_mme(first, "mme-a.test"), await connect_mme(second, "mme-b.test")
+    try:
+        # Two IMSIs through the first gateway, the third through the second: flagged there.
+        for imsi in ("001010000000011", "001010000000022"):
+            answer = await a.check(IMEI, sv="01", imsi=imsi)
+            assert answer.get("Equipment-Status") == WHITELISTED
+        answer = await b.check(IMEI, sv="01", imsi="001010000000033")
+        assert answer.get("Equipment-Status") == GREYLISTED
+        # ... and so is a further check through the first one, which saw only two itself.
+        answer = await a.check(IMEI, sv="01", imsi="001010000000011")
+        assert answer.get("Equipment-Status") == GREYLISTED
+
+        # A list change written by one side reaches both (the lists version poll).
+        assert first.classifier is not None and first.classifier.lists.store is not None
+        first.classifier.lists.store.add(make_entry("black", "imei", "35209900100007"))
+        deadline = time.monotonic() + 10
+        statuses: set[int] = set()
+        while time.monotonic() < deadline:
+            statuses = {
+                (await mme.check("35209900100007", sv="01")).get("Equipment-Status")
+                for mme in (a, b)
+            }
+            if statuses == {BLACKLISTED}:
+                break
+            await asyncio.sleep(0.1)
+        assert statuses == {BLACKLISTED}
+
+        # Both write their observations to the one log.
+        assert second.observations is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = {row[0] for row in second.observations.lookup(IMEI)}
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert seen == {"001010000000011", "001010000000022", "001010000000033"}
+    finally:
+        await a.close()
+        await b.close()

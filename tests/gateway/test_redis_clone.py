@@ -1,0 +1,144 @@
+"""Clone detection shared through a real redis-server (started on a free loopback port)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.classify import Classifier, Decision, Pending
+from gateway.config import SharedConfig
+from gateway.observations import CloneTracker
+from gateway.policy import EquipmentStatus, Policy, Reason
+from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
+from gateway.tac import TacDatabase
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture, used by the tests below
+
+IMEI = "35209900176148"
+TACS = TacDatabase.from_records({35209900: ("Example", "One")})
+THRESHOLD = 2
+Make = Callable[..., tuple[Classifier, SharedCloneTracker, CollectorRegistry]]
+
+
+@pytest.fixture
+async def make(redis_server: RedisServer) -> AsyncIterator[Make]:
+    made: list[SharedCloneTracker] = []
+
+    def build(url: str | None = None, **options: float) -> tuple[
+        Classifier, SharedCloneTracker, CollectorRegistry
+    ]:
+        registry = CollectorRegistry()
+        config = SharedConfig(url or redis_server.url, "test", **options)  # type: ignore[arg-type]
+        tracker = shared_clone_tracker(CloneTracker(THRESHOLD, 3600.0), config, registry)
+        made.append(tracker)
+        return Classifier(Policy(), TACS, clone=tracker), tracker, registry
+
+    yield build
+    for tracker in made:
+        await tracker.close()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+async def check(classifier: Classifier, imsi: str) -> Decision:
+    return await classifier.classify(IMEI, imsi, "01")
+
+
+async def test_two_gateways_count_one_imei_together(make: Make) -> None:
+    first, _, _ = make()
+    second, _, registry = make()
+    # Two IMSIs on the first gateway, a third on the second: more than the threshold overall,
+    # though each gateway saw at most two. The check that crosses it is the one flagged.
+    for imsi in ("001010000000001", "001010000000002"):
+        assert (await check(first, imsi)).status is EquipmentStatus.WHITELISTED
+    pending = second.classify_sync(IMEI, "001010000000003", "01")
+    assert isinstance(pending, Pending) and pending.clone_count is not None
+    decision = await second.resolve(pending)
+    assert decision.status is EquipmentStatus.GREYLISTED
+    assert decision.decisive is Reason.CLONE_SUSPECTED
+    assert "3 IMSIs within 3600 s" in decision.findings[-1].detail
+    assert value(registry, "eir_shared_state_up", store="redis") == 1
+    assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") >= 1
+
+
+async def test_one_round_trip_per_tick_hash_tagged_keys_window_ttl(
+    make: Make, redis_server: RedisServer
+) -> None:
+    classifier, tracker, registry = make()
+    imeis = [f"3520990017{n:04d}" for n in range(300)]
+    pendings = [classifier.classify_sync(imei, "001010000000001", "01") for imei in imeis]
+    assert all(isinstance(p, Pending) for p in pendings)
+    decisions = await asyncio.gather(*(classifier.resolve(p) for p in pendings))  # type: ignore[arg-type]
+    assert {d.status for d in decisions} == {EquipmentStatus.WHITELISTED}
+    # 300 checks of one tick: one pipelined round trip.
+    assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") == 1
+    key = tracker.key(imeis[0])
+    assert key == f"test:clone:{{{imeis[0]}}}"
+    assert 3_500_000 < await tracker.redis.pttl(key) <= 3_600_000
+    members = await tracker.redis.zrange(key, 0, -1)
+    assert len(members) == 1 and b"001010000000001" not in members[0]  # a digest, not the IMSI
+
+
+async def test_the_set_keeps_threshold_plus_one_imsis(make: Make) -> None:
+    classifier, tracker, _ = make()
+    for n in range(6):
+        await check(classifier, f"00101000000001{n}")
+    await tracker.flush()  # the checks past the threshold did not wait for Redis
+    assert await tracker.redis.zcard(tracker.key(IMEI)) == THRESHOLD + 1
+
+
+async def test_redis_down_checks_go_on_locally_then_replay(
+    make: Make, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "eir.shared")
+    classifier, tracker, registry = make(retry_interval=0.2, timeout=0.5)
+    await check(classifier, "001010000000001")
+    redis_server.stop()
+    # The first check after the loss still waits (at most the budget); then none does.
+    await check(classifier, "001010000000002")
+    for _ in range(50):
+        if not tracker.available:
+            break
+        await asyncio.sleep(0.05)
+    assert not tracker.available
+    assert value(registry, "eir_shared_state_up", store="redis") == 0
+    result = classifier.classify_sync(IMEI, "001010000000003", "01")
+    assert isinstance(result, Decision)  # answered at once, from this process's own count
+    assert result.decisive is Reason.CLONE_SUSPECTED  # 3 IMSIs seen here: over the threshold
+    errors = value(registry, "eir_shared_state_requests_total", store="redis", outcome="error")
+    assert errors >= 1
+    redis_server.start()  # same port: an empty Redis
+    for _ in range(100):
+        if tracker.available:
+            break
+        await asyncio.sleep(0.05)
+    assert tracker.available and value(registry, "eir_shared_state_up", store="redis") == 1
+    # What was seen while it was away was replayed (the first IMSI went with the old Redis).
+    await tracker.flush()
+    assert await tracker.redis.zcard(tracker.key(IMEI)) == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Redis unreachable" in m for m in messages) == 1  # once per transition
+    assert sum("Redis answers again" in m for m in messages) == 1
+
+
+async def test_an_unreachable_redis_at_start_costs_one_budget_then_nothing(
+    make: Make, redis_server: RedisServer
+) -> None:
+    port = redis_server.port
+    redis_server.stop()
+    classifier, tracker, _ = make(f"redis://127.0.0.1:{port}/0", budget=0.05, timeout=0.5)
+    decision = await check(classifier, "001010000000001")
+    assert decision.status is EquipmentStatus.WHITELISTED
+    for _ in range(50):
+        if not tracker.available:
+            break
+        await asyncio.sleep(0.05)
+    assert isinstance(classifier.classify_sync(IMEI, "001010000000002", "01"), Decision)
