@@ -347,6 +347,7 @@ class RelayedMme:
         realm: str = "localdomain",
         destination_host: str | None = None,
         extra: Sequence[Avp] = (),
+        timeout: float = 5.0,
     ) -> Message:
         """An ECR in the TS 29.272 §7.2.19 order, built from parts (edge cases leave some out)."""
         assert self.writer is not None
@@ -366,9 +367,13 @@ class RelayedMme:
             request.add("Terminal-Information", terminal)
         request.avps.extend(extra)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self.pending[self.hop] = future
+        hop = self.hop
+        self.pending[hop] = future
         self.writer.write(request.encode())
-        return await asyncio.wait_for(future, 5)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.pending.pop(hop, None)  # answered, or given up: a late answer is dropped
 
 
 async def start_relay(
