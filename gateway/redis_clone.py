@@ -101,7 +101,10 @@ class SharedCloneTracker(CloneTracker):
         self.retry_interval = retry_interval
         self._prefix = key_prefix
         self._secret = secret
-        self._script = redis.register_script(_OBSERVE)
+        self._sha: str | None = None  # of _OBSERVE, once loaded into Redis
+        from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
+
+        self._no_script = NoScriptError
         self._up = metrics.up.labels("redis")
         self._requests = {
             outcome: metrics.requests.labels("redis", outcome)
@@ -188,14 +191,12 @@ class SharedCloneTracker(CloneTracker):
     ) -> None:
         counts: dict[str, int] = {}
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for imei, digest, seen in batch:
-                    await self._script(
-                        keys=[self.key(imei)],
-                        args=[digest, seen, self.window, self.threshold + 1],
-                        client=pipe,
-                    )
-                replies = await asyncio.wait_for(pipe.execute(), self.timeout)
+            try:
+                replies = await asyncio.wait_for(self._observe(batch), self.timeout)
+            except self._no_script:
+                # Redis restarted (or SCRIPT FLUSH): its script cache is empty. Load it again.
+                self._sha = None
+                replies = await asyncio.wait_for(self._observe(batch), self.timeout)
             for (imei, _, _), n in zip(batch, replies, strict=True):
                 counts[imei] = int(n)
         except Exception as exc:  # any failure of the store: checks go on locally
@@ -217,6 +218,18 @@ class SharedCloneTracker(CloneTracker):
             self._task = None
             if self._pending:
                 self._schedule()
+
+    async def _observe(self, batch: list[tuple[str, str, float]]) -> list[Any]:
+        """One round trip: EVALSHA per observation, pipelined (not MULTI: each script call is
+        atomic by itself, and one IMEI's failure must not undo the others')."""
+        if self._sha is None:
+            self._sha = await self.redis.script_load(_OBSERVE)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for imei, digest, seen in batch:
+                pipe.evalsha(self._sha, 1, self.key(imei), digest, seen, self.window,
+                             self.threshold + 1)
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     def _transition(self, available: bool, exc: BaseException | None) -> None:
         if not available:
@@ -253,11 +266,9 @@ def shared_clone_tracker(
     """``local`` (seeded from the observation log) shared through ``config.redis_url``."""
     import redis.asyncio  # the "shared" extra: imported only when configured
 
-    client = redis.asyncio.from_url(
-        config.redis_url,
-        socket_timeout=config.timeout,
-        socket_connect_timeout=config.timeout,
-    )
+    # No socket_timeout: each round trip is bounded as a whole (asyncio.wait_for), which costs
+    # one timer per round trip instead of one per reply.
+    client = redis.asyncio.from_url(config.redis_url, socket_connect_timeout=config.timeout)
     return SharedCloneTracker.taking_over(
         local,
         client,

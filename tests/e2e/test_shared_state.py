@@ -26,6 +26,8 @@ async def test_two_gateways_share_clone_counts_lists_and_observations(
         "EIR_CLONE_DETECTION_THRESHOLD": "2",
         "EIR_STATE_DIRECTORY": str(tmp_path / "state"),
         "EIR_OBSERVATIONS_FLUSH_INTERVAL_SECONDS": "0.1",
+        # Not about the budget: a loaded machine must not turn a shared count into a local one.
+        "EIR_SHARED_BUDGET_SECONDS": "5",
     }
     first = await start_gateway(**env)
     second = await start_gateway(**env)
