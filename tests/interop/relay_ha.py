@@ -93,6 +93,7 @@ class GatewayProcess:
             EIR_DIAMETER_HOST_IP_ADDRESSES="127.0.0.1",
             EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{self.port}",
             EIR_METRICS_LISTEN=f"127.0.0.1:{self.metrics_port}",
+            EIR_N5G_EIR_LISTEN="",  # S13 only
             EIR_STATE_DIRECTORY=str(self.state),
             EIR_LOGGING_LEVEL="WARNING",
         )
