@@ -27,7 +27,7 @@ from diameter.codec import FLAG_ERROR, FLAG_REQUEST, Avp, Message, decode_messag
 from diameter.dictionary import DICTIONARY
 from diameter.errors import DiameterError, FramingError
 from diameter.events import RequestReceived
-from diameter.framing import Framer
+from diameter.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer
 from diameter.node import Node
 from diameter.peer import Peer, Role
 from diameter.routing import first_problem
@@ -52,8 +52,10 @@ def _cer() -> bytes:
     return message.encode()
 
 
-def _frame(data: bytes, pieces: int) -> tuple[list[bytes], FramingError | None]:
-    framer, messages = Framer(), []
+def _frame(
+    data: bytes, pieces: int, max_size: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> tuple[list[bytes], FramingError | None]:
+    framer, messages = Framer(max_size), []
     step = max(1, -(-len(data) // pieces))
     try:
         for start in range(0, len(data), step):
@@ -86,8 +88,9 @@ class Harness:
         self._state.cleanup()
 
     def run(self, data: bytes) -> None:
-        messages, error = _frame(data, 1)
-        split, split_error = _frame(data, 2)
+        limit = self.config.peer.max_message_size  # as the peer frames them
+        messages, error = _frame(data, 1, limit)
+        split, split_error = _frame(data, 2, limit)
         assert split == messages, "framing depends on how the bytes were split"
         assert (error is None) == (split_error is None)
         hops = {int.from_bytes(raw[12:16], "big") for raw in messages}

@@ -1,7 +1,8 @@
 """The seed corpus: the golden wire vectors of tests/diameter/vectors.py (well-formed and
 malformed), and ME-Identity-Check-Requests aimed at the embedded default configuration (realm
 ``localdomain``) so that mutations start from inputs that reach the S13 handler: each outcome of
-the default lists and TAC file, Software-Version, User-Name, Proxy-Info, and a stream of several
+the default lists and TAC file, Software-Version, User-Name, Proxy-Info, OC-Supported-Features
+(RFC 7683), and a stream of several
 messages (ECR, DWR, a second CER, DPR) as one read."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ MME_HOST = "mme.fuzz.test"
 
 
 def micr(imei: str | None, n: int, *, sv: str | None = None, imsi: str | None = None,
-         proxy: bool = False) -> bytes:
+         proxy: bool = False, doic: bool = False) -> bytes:
     message = Message(324, S13_APPLICATION_ID, FLAG_REQUEST | FLAG_PROXIABLE, n, n)
     message.add("Session-Id", f"{MME_HOST};1;{n}")
     message.add(
@@ -35,6 +36,8 @@ def micr(imei: str | None, n: int, *, sv: str | None = None, imsi: str | None = 
     if proxy:
         message.add("Proxy-Info", [Avp.new("Proxy-Host", "dra.fuzz.test"),
                                    Avp.new("Proxy-State", b"\x00state")])
+    if doic:  # RFC 7683 §5.1: a reacting node offering the loss algorithm
+        message.add("OC-Supported-Features", [Avp.new("OC-Feature-Vector", 1)])
     return message.encode()
 
 
@@ -55,6 +58,7 @@ def seeds() -> dict[str, bytes]:
         "micr-check-digit": micr("353320119001235", 4, sv="77", proxy=True),
         "micr-no-imei": micr(None, 5),
         "micr-bad-sv": micr("35209900123456", 6, sv="1x"),
+        "micr-doic": micr("35209900123456", 12, doic=True),
         "stream": b"".join((
             micr("35111111123456", 7, imsi="00101999"),
             base(280, 8),
