@@ -67,7 +67,8 @@ class PrebuiltAnswer:
 
     answer: Response = STATUS_RESPONSES[EquipmentStatus.WHITELISTED]
 
-    def handle(self, method: bytes, path: bytes, connection_in_flight: int = 0) -> Response:
+    def handle(self, method: bytes, path: bytes, connection_in_flight: int = 0,
+               authorization: bytes | None = None) -> Response:
         return self.answer
 
 
@@ -201,6 +202,13 @@ def s13_simulator(port: int, rate: int, seconds: float) -> subprocess.Popen[str]
     )
 
 
+def simulator_summary(simulator: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
+    out, err = simulator.communicate(timeout=seconds + 120)
+    s13 = json.loads(out) if out.strip().startswith("{") else {"error": err[-500:]}
+    return {k: s13[k] for k in ("answered", "latency_ms", "errors", "timeouts", "sent")
+            if k in s13} or s13
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "python": platform.python_version(),
@@ -233,13 +241,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "-D", str(args.seconds)]
             results["open_loop_rate"] = args.rate
             results["open_loop_gateway_alone"] = h2load(open_loop, uri_file, log, 600)
+            alone = s13_simulator(ports["s13"], args.rate, args.seconds)
+            results["s13_alone"] = simulator_summary(alone, args.seconds)
             simulator = s13_simulator(ports["s13"], args.rate, args.seconds + 1)
             results["open_loop_gateway_beside_s13"] = h2load(open_loop, uri_file, log, 600)
-            out, err = simulator.communicate(timeout=args.seconds + 120)
-            s13 = json.loads(out) if out.strip().startswith("{") else {"error": err[-500:]}
-            results["s13_beside"] = {k: s13.get(k) for k in ("rate", "answered", "latency_ms",
-                                                             "errors", "timeouts", "sent")
-                                     if k in s13} or s13
+            results["s13_beside"] = simulator_summary(simulator, args.seconds)
         finally:
             stop(processes)
     return results
@@ -283,7 +289,8 @@ def main() -> None:
         r = results[key]
         print(f"  {key:32} {r['per_second']:>7,}/s  latency ms {r['latency_ms']}  "
               f"failed {r['failed']}")
-    print(f"  S13 beside it: {results['s13_beside']}")
+    print(f"  S13 alone at the same rate: {results['s13_alone']}")
+    print(f"  S13 beside the open loop: {results['s13_beside']}")
 
 
 if __name__ == "__main__":
