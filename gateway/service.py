@@ -29,6 +29,7 @@ from gateway.loop_lag import LoopLagProbe
 from gateway.metrics import GatewayMetrics, OperationsServer
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
+from gateway.n5g_eir.overload import DiameterOverload
 from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
 from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
@@ -165,6 +166,7 @@ class Gateway:
                 n5g,
                 self.metrics,
                 self.observations,
+                overload=DiameterOverload(self.node.overload, n5g.retry_after_seconds),
                 mask_imsis=config.logging.mask_imsi,
                 verifier=verifier,
             )

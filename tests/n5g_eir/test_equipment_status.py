@@ -20,6 +20,7 @@ from gateway.imei import luhn_check_digit
 from gateway.lists import OperatorLists
 from gateway.metrics import GatewayMetrics
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
+from gateway.n5g_eir.overload import DiameterOverload
 from gateway.n5g_eir.problem import Response
 from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from gateway.n5g_eir.settings import N5gEirSettings
@@ -244,3 +245,25 @@ async def test_a_handset_seen_on_s13_is_the_same_key_on_n5g_eir(lists: OperatorL
     hits = classifier.decision_cache_hits
     await n5g_answer(EquipmentIdentityCheck(classifier), f"imeisv-{KNOWN}07", IMSI)
     assert classifier.decision_cache_hits == hits + 1
+
+
+async def test_the_diameter_overload_reduction_sheds_the_same_share(lists: OperatorLists) -> None:
+    class Control:
+        reduction = 0
+
+    control = Control()
+    check = EquipmentIdentityCheck(Classifier(Policy(), TACS, lists),
+                                   overload=DiameterOverload(control, 2.0))
+
+    async def statuses(n: int) -> list[int]:
+        return [(await respond(check.handle(b"GET", path(f"imei-{KNOWN}1")))).status
+                for _ in range(n)]
+
+    assert set(await statuses(10)) == {200}
+    control.reduction = 50  # RFC 7683 §6 loss algorithm: every other one, evenly
+    got = await statuses(10)
+    assert got.count(503) == 5 and got.count(200) == 5
+    control.reduction = 100
+    refused = await respond(check.handle(b"GET", path(f"imei-{KNOWN}1")))
+    assert refused.status == 503 and (b"retry-after", b"2") in refused.headers
+    assert body(refused)["cause"] == "NF_CONGESTION"

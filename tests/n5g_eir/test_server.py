@@ -225,3 +225,20 @@ async def test_tls_without_alpn_h2_is_closed(start_gateway: StartGateway,
     writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
     writer.close()
+
+
+async def test_503_with_retry_after_while_the_diameter_side_sheds(
+    start_gateway: StartGateway,
+) -> None:
+    # The measured control off (target 0) so that the reduction set below stays as set.
+    gateway = await start_gateway(EIR_N5G_EIR_RETRY_AFTER_SECONDS="3",
+                                  EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0")
+    assert gateway.node is not None
+    async with h2c_client(gateway) as amf:
+        gateway.node.overload.reduction = 100  # as diameter.overload sets it past its target
+        shed = await amf.get(EQUIPMENT_STATUS_PATH, params={"pei": "imei-352099001234563"})
+        assert shed.status_code == 503 and shed.headers["retry-after"] == "3"
+        assert shed.json()["cause"] == "NF_CONGESTION"
+        gateway.node.overload.reduction = 0
+        ok = await amf.get(EQUIPMENT_STATUS_PATH, params={"pei": "imei-352099001234563"})
+        assert ok.status_code == 200
