@@ -326,6 +326,7 @@ def start_gateway(
         os.environ,
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics}",
+        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=state,
         PYTHONPATH=str(ROOT),
         **overrides,
