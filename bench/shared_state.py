@@ -62,6 +62,8 @@ def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> float:
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
         EIR_METRICS_LISTEN="127.0.0.1:0",
         EIR_N5G_EIR_LISTEN="",
+        # Closed loop at saturation measures capacity: no shedding by queueing delay.
+        EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0",
         EIR_STATE_DIRECTORY=str(state),
         EIR_CLONE_DETECTION_ENABLED="true",
         EIR_SHARED_REDIS_URL=redis_url,

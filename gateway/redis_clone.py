@@ -113,6 +113,7 @@ class SharedCloneTracker(CloneTracker):
         self._dropped = metrics.dropped.labels("redis")
         self._pending: deque[tuple[str, str, float]] = deque()
         self._futures: dict[str, asyncio.Future[int]] = {}  # IMEI -> count, this batch
+        self._expiring: list[asyncio.Future[int]] = []  # this tick's, under one budget timer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None
@@ -148,7 +149,14 @@ class SharedCloneTracker(CloneTracker):
             self._dropped.inc()
         pending.append((imei, self._digest(imsi), now))
         if self._available and imei not in self._futures:
-            self._futures[imei] = self._event_loop().create_future()
+            loop = self._event_loop()
+            future = self._futures[imei] = loop.create_future()
+            # One timer per tick, not one per check: the checks of this tick stop waiting
+            # together, ``budget`` seconds from now, if Redis has not answered by then.
+            if not self._expiring:
+                loop.call_later(self.budget, self._expire, self._expiring)
+                loop.call_soon(self._next_tick)
+            self._expiring.append(future)
         self._schedule()
         return n
 
@@ -159,10 +167,15 @@ class SharedCloneTracker(CloneTracker):
 
     async def wait_shared(self, count: asyncio.Future[int]) -> int:
         """The shared count, or 0 (the local answer stands) past ``budget`` seconds."""
-        try:
-            return await asyncio.wait_for(asyncio.shield(count), self.budget)
-        except TimeoutError:
-            return 0
+        return await count
+
+    def _next_tick(self) -> None:
+        self._expiring = []  # the timer holds the list of the tick that ended
+
+    def _expire(self, futures: list[asyncio.Future[int]]) -> None:
+        for future in futures:
+            if not future.done():
+                future.set_result(0)  # the round trip may still finish: it only counts then
 
     # -- batching ------------------------------------------------------------------------------
     def _event_loop(self) -> asyncio.AbstractEventLoop:
