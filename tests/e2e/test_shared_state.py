@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from gateway.lists import make_entry
-from tests.e2e.conftest import StartGateway, connect_mme
+from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture
@@ -67,6 +67,38 @@ async def test_two_gateways_share_clone_counts_lists_and_observations(
                 break
             await asyncio.sleep(0.1)
         assert seen == {"001010000000011", "001010000000022", "001010000000033"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_monitor_mode_records_a_clone_seen_across_gateways(
+    start_gateway: StartGateway, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = {
+        "EIR_SHARED_REDIS_URL": redis_server.url,
+        "EIR_SHARED_BUDGET_SECONDS": "5",
+        "EIR_CLONE_DETECTION_ENABLED": "true",
+        "EIR_CLONE_DETECTION_THRESHOLD": "1",
+    }
+    enforcing = await start_gateway(**env)
+    monitoring = await start_gateway(**env, EIR_POLICY_MONITOR_MODE="true")
+    a, b = await connect_mme(enforcing, "mme-a.test"), await connect_mme(monitoring, "mme-b.test")
+    try:
+        answer = await a.check(IMEI, sv="01", imsi="001010000000011")
+        assert answer.get("Equipment-Status") == WHITELISTED
+        # The second IMSI arrives at the gateway in monitor mode: answered WHITELISTED, and
+        # counted as what enforcement would have answered.
+        answer = await b.check(IMEI, sv="01", imsi="001010000000022")
+        assert answer.get("Equipment-Status") == WHITELISTED
+        _, text = await scrape(monitoring)
+        assert metric_value(
+            text, "eir_checks_total", interface="s13", status="greylisted", reason="clone_suspected"
+        ) == 1
+        assert metric_value(text, "eir_monitor_mode") == 1
+        # The enforcing one, which saw one IMSI itself, greylists the next check.
+        answer = await a.check(IMEI, sv="01", imsi="001010000000011")
+        assert answer.get("Equipment-Status") == GREYLISTED
     finally:
         await a.close()
         await b.close()
