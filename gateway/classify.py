@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -213,8 +214,11 @@ class Classifier:
         # TAU) gets the same decision while the lists snapshot, the policy and the registry
         # verdict it was decided with are unchanged (checked on every reuse). 0 turns it off.
         self.decision_cache_size = decision_cache_size
-        self._memo: dict[tuple[str, str | None, str | None], tuple[Decision, ListSnapshot, Policy]]
-        self._memo = {}
+        # An OrderedDict: evicting the oldest of a plain dict means iterating past every slot
+        # deleted before it (bench/fresh_path.py: 15-20 µs more per fresh check once 65,536 are held).
+        self._memo: OrderedDict[
+            tuple[str, str | None, str | None], tuple[Decision, ListSnapshot, Policy]
+        ] = OrderedDict()
         self.decision_cache_hits = 0
 
     @classmethod
@@ -290,7 +294,7 @@ class Classifier:
         result = self._classify(imei, imsi, sv, False, snapshot)
         if type(result) is Decision:
             if len(memo) >= self.decision_cache_size:
-                del memo[next(iter(memo))]  # the oldest goes
+                memo.popitem(last=False)  # the oldest goes
             memo[key] = (result, snapshot, policy)
         return result
 
