@@ -215,7 +215,7 @@ class Classifier:
         # verdict it was decided with are unchanged (checked on every reuse). 0 turns it off.
         self.decision_cache_size = decision_cache_size
         # An OrderedDict: evicting the oldest of a plain dict means iterating past every slot
-        # deleted before it (bench/fresh_path.py: 15-20 µs more per fresh check once 65,536 are held).
+        # deleted before it (bench/fresh_path.py: 15-20 µs more per fresh check once full).
         self._memo: OrderedDict[
             tuple[str, str | None, str | None], tuple[Decision, ListSnapshot, Policy]
         ] = OrderedDict()
