@@ -40,13 +40,13 @@ import csv
 import json
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry_client.bounded import ShardedFifo
 from registry_client.model import (
     RegistryUnavailable,
     RegistryVerdict,
@@ -159,8 +159,7 @@ class LocalRegistry:
         # Verdicts handed out, so a re-check gets the very same object while nothing changed
         # (the classifier's decision cache relies on that). Bounded, oldest out; an entry made
         # before the index last changed (_generation) counts as absent.
-        self._verdict_memo: OrderedDict[str, tuple[int, RegistryVerdict]] = OrderedDict()
-        self._memo_size = max(0, memo_size)
+        self._verdict_memo: ShardedFifo[str, tuple[int, RegistryVerdict]] = ShardedFifo(memo_size)
         self._generation = 0
         self._load_index()
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -424,10 +423,7 @@ class LocalRegistry:
         if entry is not None and entry[0] == self._generation:
             return entry[1]
         verdict = self._verdict(body, self._reports.get(body, ()), self._origin, time.time())
-        if self._memo_size:
-            if entry is None and len(memo) >= self._memo_size:
-                memo.popitem(last=False)  # the oldest goes: O(1), never a bulk clear
-            memo[body] = (self._generation, verdict)
+        memo.put(body, (self._generation, verdict))  # the oldest goes; never a bulk clear
         return verdict
 
     async def check(self, imei: str) -> RegistryVerdict:
