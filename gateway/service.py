@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
+import sys
 from collections.abc import Sequence
 
 from diameter.dictionary.base_rfc6733 import DisconnectCause
@@ -22,6 +22,7 @@ from diameter.transport import Server, origin_state_now
 from gateway import aio, registry_source
 from gateway.api.app import ApiServer, start_api
 from gateway.classify import Classifier
+from gateway.collector import CollectorSchedule
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.events.bus import EventBus, EventsCollector
 from gateway.events.factory import build_bus
@@ -43,28 +44,7 @@ log = logging.getLogger("eir.gateway")
 _RELOADED = frozenset({"policy.monitor_mode", "policy.unknown_equipment"})
 
 
-def young_collections_only() -> tuple[int, int, int]:
-    """Keep the cyclic garbage collector off the long-lived heap; returns the old thresholds.
-
-    Measured under real traffic: the caches (decisions, registry verdicts, clone tracker) hold
-    about a million GC-tracked objects, and every full (generation 2) collection walked them
-    all, holding the event loop 25-470 ms, every few seconds while they filled. The checks
-    themselves leave no cyclic garbage (3,000 checks: 2 objects), a closed connection a few
-    dozen objects. So: what start-up loaded is frozen out of the collector, the young
-    generations are collected as usual (sub-millisecond), and a full collection runs only when
-    connections have closed, at most every FULL_COLLECTION_INTERVAL (Gateway._collect).
-    """
-    old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(old[0], old[1], _NO_AUTOMATIC_FULL_COLLECTION)
-    return old
-
-
-# generation 2 is collected after this many generation 1 collections: never, in practice
-_NO_AUTOMATIC_FULL_COLLECTION = 1 << 30
-# A full collection reclaims closed connections' cycles, and stalls the loop: at most this often.
-FULL_COLLECTION_INTERVAL = 600.0
+GIL_SWITCH_INTERVAL = 0.0005  # seconds (sys.setswitchinterval)
 
 
 class Gateway:
@@ -99,8 +79,8 @@ class Gateway:
         self.loop_lag = LoopLagProbe(self.metrics.loop_lag.observe)
         self._stopping = False
         self._stopped = asyncio.Event()
-        self._collector_thresholds: tuple[int, int, int] | None = None
-        self._collect_task: asyncio.Task[None] | None = None
+        self.collector = CollectorSchedule(lambda: self.metrics.connections_gone)
+        self._switch_interval = sys.getswitchinterval()
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -175,8 +155,11 @@ class Gateway:
             await self.n5g_eir.start(self._n5g_eir_listeners)
         self.api = await start_api(config, self.classifier, self._lists_changed)
         self._update_gauges()
-        self._collector_thresholds = young_collections_only()
-        self._collect_task = asyncio.create_task(self._collect(FULL_COLLECTION_INTERVAL))
+        self.collector.start()
+        # A thread running Python (a /metrics render, a lists reload) gives the GIL back to a
+        # waiting event loop after this long instead of the default 5 ms.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         if config.lists.poll_interval > 0:
             self._poll_task = asyncio.create_task(self._poll_lists(config.lists.poll_interval))
         log.info(
@@ -194,11 +177,10 @@ class Gateway:
             await self._stopped.wait()
             return
         self._stopping = True
-        for task in (self._poll_task, self._collect_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
         if self.n5g_eir is not None:
             await self.n5g_eir.stop()
         if self.api is not None:
@@ -215,10 +197,8 @@ class Gateway:
         if self.registry is not None:
             await self.registry.close()
         await self.loop_lag.stop()
-        if self._collector_thresholds is not None:
-            gc.set_threshold(*self._collector_thresholds)
-            gc.unfreeze()
-            self._collector_thresholds = None
+        await self.collector.stop()
+        sys.setswitchinterval(self._switch_interval)
         clone = self.classifier.clone if self.classifier is not None else None
         if isinstance(clone, SharedCloneTracker):
             await clone.close()
@@ -271,16 +251,6 @@ class Gateway:
                     log.info("operator lists changed, now version %s", self.lists_version)
             except Exception:
                 log.exception("polling the operator lists failed")
-
-    async def _collect(self, interval: float) -> None:
-        """A full garbage collection when peer connections closed since the last one (their
-        objects are the only cyclic garbage measured), at most every ``interval`` seconds."""
-        seen = self.metrics.connections_gone
-        while True:
-            await asyncio.sleep(interval)
-            if self.metrics.connections_gone != seen:
-                seen = self.metrics.connections_gone
-                gc.collect()
 
     # -- state ---------------------------------------------------------------------------------
     @property

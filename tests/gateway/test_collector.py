@@ -1,59 +1,56 @@
-"""The gateway keeps full garbage collections off the hot path (gateway.service)."""
+"""The gateway schedules Python's garbage collector (gateway.collector, gateway.service)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from pathlib import Path
 
 import pytest
 
+from gateway.collector import CollectorSchedule
 from gateway.config import load_config
-from gateway.service import Gateway, young_collections_only
+from gateway.service import GIL_SWITCH_INTERVAL, Gateway
 from tests.e2e.conftest import connect_mme, gateway_env
 
 
-def test_young_collections_only_and_restored() -> None:
-    before = gc.get_threshold()
-    old = young_collections_only()
-    try:
-        assert old == before
-        now = gc.get_threshold()
-        assert now[:2] == before[:2] and now[2] >= 1 << 30
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
-
-
-async def test_full_collection_only_after_connections_closed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_young_collections_on_a_timer_full_only_after_connections_closed(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gateway = Gateway(load_config(None, env=gateway_env(tmp_path)))
-    collections: list[int] = []
-    monkeypatch.setattr(gc, "collect", lambda generation=2: collections.append(generation) or 0)
-    task = asyncio.create_task(gateway._collect(0.01))
+    closed = 0
+    calls: list[int] = []
+    real_collect = gc.collect
+    schedule = CollectorSchedule(lambda: closed, young_interval=0.005, full_interval=0.02)
+    schedule.start()  # the real collect freezes start-up's heap
+    monkeypatch.setattr(gc, "collect", lambda generation=2: calls.append(generation) or 0)
     try:
-        await asyncio.sleep(0.05)
-        assert collections == []  # nothing closed: nothing to reclaim
-        gateway.metrics.on_peer_state(object(), "CLOSED", None)  # a connection is gone
-        for _ in range(100):
-            if collections:
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+        for _ in range(1000):
+            if len(calls) >= 10:
                 break
-            await asyncio.sleep(0.01)
-        assert collections == [2]
+            await asyncio.sleep(0.005)
+        assert set(calls) == {1}  # nothing closed: young generations only
+        closed = 1  # a connection is gone
+        for _ in range(200):
+            if 2 in calls:
+                break
+            await asyncio.sleep(0.005)
+        assert calls.count(2) == 1 and schedule.full_collections == 1
         await asyncio.sleep(0.05)
-        assert collections == [2]  # once per batch of closes
+        assert calls.count(2) == 1  # once per change, not at every interval
     finally:
-        task.cancel()
+        monkeypatch.setattr(gc, "collect", real_collect)
+        await schedule.stop()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
-async def test_serving_gateway_restores_the_collector(tmp_path: Path) -> None:
-    before = gc.get_threshold()
+async def test_serving_gateway_schedules_and_restores_the_collector(tmp_path: Path) -> None:
+    switch = sys.getswitchinterval()
     gateway = Gateway(load_config(None, env=gateway_env(tmp_path)))
     await gateway.start()
     try:
-        assert gc.get_threshold()[2] >= 1 << 30
+        assert not gc.isenabled() and sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL)
         mme = await connect_mme(gateway)
         await mme.check("35209900123456")
         await mme.close()
@@ -62,6 +59,12 @@ async def test_serving_gateway_restores_the_collector(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.01)
         assert gateway.metrics.connections_gone == 1
+        young = gateway.collector.young_collections
+        for _ in range(500):  # one every 50 ms
+            if gateway.collector.young_collections > young:
+                break
+            await asyncio.sleep(0.01)
+        assert gateway.collector.young_collections > young
     finally:
         await gateway.stop()
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0 and sys.getswitchinterval() == switch
