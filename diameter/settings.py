@@ -69,6 +69,24 @@ class ListenEndpoint:
     # SCTP multi-homing (RFC 6733 §2.1.1): further local addresses bound with the first.
     extra_addresses: tuple[str, ...] = ()
 
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.host, *self.extra_addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class SctpSettings:
+    """SCTP association parameters (RFC 4960 §15 defaults), applied to every SCTP socket."""
+
+    streams_out: int = 10  # sinit_num_ostreams (we send on stream 0; peers may use more)
+    streams_in: int = 65535  # sinit_max_instreams: the streams a peer may open towards us
+    rto_initial: float = 3.0  # RTO.Initial, seconds
+    rto_min: float = 1.0  # RTO.Min
+    rto_max: float = 60.0  # RTO.Max
+    heartbeat_interval: float = 30.0  # HB.interval; 0 turns heartbeats off
+    path_max_retransmissions: int = 5  # Path.Max.Retrans: then the path is inactive
+    nodelay: bool = True  # SCTP_NODELAY: no bundling delay (the Nagle-like algorithm)
+
 
 @dataclass(frozen=True, slots=True)
 class TransportSettings:
@@ -86,3 +104,4 @@ class TransportSettings:
     # Messages of one connection handled per event loop callback before the others are served
     # (fair reading: a peer pipelining thousands of small messages cannot hold the loop).
     read_budget: int = 64
+    sctp: SctpSettings = SctpSettings()

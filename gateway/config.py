@@ -9,7 +9,8 @@
 * Environment variables override keys: ``EIR_<SECTION>_<KEY>`` upper-cased, dots of nested
   sections as ``_`` (``EIR_DIAMETER_ORIGIN_HOST``, ``EIR_POLICY_MONITOR_MODE=true``,
   ``EIR_POLICY_STATUS_TAC_UNKNOWN=WHITELISTED``). Values are parsed to the key's type: booleans
-  ``true/false/1/0/yes/no/on/off``, lists comma-separated. ``[registry.extra_headers]`` has no
+  ``true/false/1/0/yes/no/on/off``, lists comma-separated (lists of URLs: before each
+  ``scheme://``, so ``sctp://10.0.0.1,10.0.0.2:3868`` stays whole). ``[registry.extra_headers]`` has no
   variables. An ``EIR_`` variable naming no key of a known section is an error.
 * Relative paths: ``state.directory`` against the current directory; databases (``*.database``,
   ``registry.mirror_database``) against the state directory; input files (``tac.file``,
@@ -31,7 +32,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from diameter.overload import OverloadSettings
-from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
+from diameter.settings import (
+    ListenEndpoint,
+    LocalIdentity,
+    PeerSettings,
+    SctpSettings,
+    TransportSettings,
+)
 from gateway.api.tokens import Token, check_unique, parse_token, read_token_file
 from gateway.events.model import EventType
 from gateway.events.syslog import FACILITIES
@@ -108,12 +115,13 @@ def _listen_list(v: Any) -> str | None:
             return f"{item!r}: {exc}"
         if e.port == 0:  # any free port: two such listeners never collide
             continue
-        # tcp:// and tls:// are both TCP sockets: the same address and port cannot serve both.
-        key = ("sctp" if e.transport == "sctp" else "tcp", ipaddress.ip_address(e.host).compressed,
-               e.port)
-        if key in seen:
-            return f"{item!r}: same address and port as {seen[key]!r} (listed twice)"
-        seen[key] = item
+        for host in e.addresses:
+            # tcp:// and tls:// are both TCP sockets: one address and port cannot serve both.
+            key = ("sctp" if e.transport == "sctp" else "tcp",
+                   ipaddress.ip_address(host).compressed, e.port)
+            if key in seen:
+                return f"{item!r}: same address and port as {seen[key]!r} (listed twice)"
+            seen[key] = item
     return None
 
 
@@ -202,9 +210,27 @@ def _uint32(v: Any) -> str | None:
     return None if 0 <= v < 2**32 else "must be between 0 and 4294967295"
 
 
+def _streams(v: Any) -> str | None:
+    return None if 1 <= v <= 65535 else "must be between 1 and 65535"
+
+
+def _milliseconds(v: Any) -> str | None:
+    # The kernel takes whole milliseconds, and 0 would mean "leave unchanged".
+    return None if 0.001 <= v <= 4_294_967 else "must be between 0.001 and 4294967 seconds"
+
+
+def _heartbeat(v: Any) -> str | None:
+    return None if v == 0 else _milliseconds(v)
+
+
+def _retransmissions(v: Any) -> str | None:
+    return None if 1 <= v <= 65535 else "must be between 1 and 65535"
+
+
 _D = PeerSettings()
 _I = LocalIdentity()
 _T = TransportSettings()
+_S = SctpSettings()
 _O = OverloadSettings()
 
 
@@ -264,7 +290,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allowed_hosts": Key("strs", []),
         "allowed_realms": Key("strs", []),
         "allowed_networks": Key("strs", list(_D.allowed_networks), _cidr_list),
-        "sctp_extra_addresses": Key("strs", [], _ip_list),
+        "sctp_streams_out": Key("int", _S.streams_out, _streams),
+        "sctp_streams_in": Key("int", _S.streams_in, _streams),
+        "sctp_rto_initial_seconds": Key("float", _S.rto_initial, _milliseconds),
+        "sctp_rto_min_seconds": Key("float", _S.rto_min, _milliseconds),
+        "sctp_rto_max_seconds": Key("float", _S.rto_max, _milliseconds),
+        "sctp_heartbeat_interval_seconds": Key("float", _S.heartbeat_interval, _heartbeat),
+        "sctp_path_max_retransmissions": Key("int", _S.path_max_retransmissions, _retransmissions),
+        "sctp_nodelay": Key("bool", _S.nodelay),
         "strict_avp_flags": Key("bool", _D.strict_avp_flags),
     },
     "process": {"workers": Key("count", 1, _workers)},
@@ -397,8 +430,30 @@ def env_name(section: str, key: str) -> str:
 
 
 def parse_listen_url(url: str) -> ListenEndpoint:
-    """``tcp://127.0.0.1:3868``, ``sctp://[::1]:3868``, ``tls://0.0.0.0:5868`` (port optional)."""
-    return ListenEndpoint(*_parse_address_url(url, _DEFAULT_PORTS))
+    """``tcp://127.0.0.1:3868``, ``sctp://[::1]:3868``, ``tls://0.0.0.0:5868`` (port optional);
+    SCTP may list several local addresses of one endpoint (multi-homing, RFC 4960 §6.4):
+    ``sctp://10.0.0.1,10.0.0.2:3868``."""
+    scheme, _, rest = url.partition("://")
+    hosts, port = _split_port(rest)
+    if "," not in hosts:
+        return ListenEndpoint(*_parse_address_url(url, _DEFAULT_PORTS))
+    if scheme != "sctp":
+        raise ValueError("several addresses: only sctp:// (multi-homing)")
+    each = [_parse_address_url(f"sctp://{h}{port}", _DEFAULT_PORTS) for h in hosts.split(",")]
+    addresses = [host for _, host, _ in each]
+    if len({ipaddress.ip_address(a).version for a in addresses}) > 1:
+        raise ValueError("mixes IPv4 and IPv6 addresses")
+    if len(set(addresses)) < len(addresses):
+        raise ValueError("lists an address twice")
+    return ListenEndpoint("sctp", addresses[0], each[0][2], tuple(addresses[1:]))
+
+
+def _split_port(netloc: str) -> tuple[str, str]:
+    """``HOSTS:PORT`` -> (``HOSTS``, ``:PORT``); a colon inside brackets belongs to an address."""
+    colon = netloc.rfind(":")
+    if colon > netloc.rfind("]"):
+        return netloc[:colon], netloc[colon:]
+    return netloc, ""
 
 
 def parse_http_listen(url: str) -> HttpEndpoint:
@@ -461,7 +516,12 @@ def _from_env(text: str, kind: str) -> Any:
     if kind == "count":
         text = text.strip()
         return text if text == "auto" else int(text)
-    return [item.strip() for item in text.split(",") if item.strip()]
+    # A list of URLs is cut before each scheme only: sctp://10.0.0.1,10.0.0.2:3868 is one item.
+    separator = _URL_SEPARATOR if "://" in text else ","
+    return [item.strip() for item in re.split(separator, text) if item.strip()]
+
+
+_URL_SEPARATOR = r",(?=\s*[a-z][a-z0-9+.-]*://)"
 
 
 def _type_problem(value: Any, kind: str) -> str | None:
@@ -867,11 +927,23 @@ def _build(
             if name and not inp(name).is_file():
                 raise ConfigError(f"{where(dotted)}: file {inp(name)} does not exist")
 
-    # RFC 6733 §2.1.1 / RFC 4960 multi-homing: every SCTP listener also binds these addresses.
-    extra = tuple(v["diameter.sctp_extra_addresses"])
-    listen = tuple(
-        replace(e, extra_addresses=extra) if e.transport == "sctp" else e
-        for e in (parse_listen_url(u) for u in v["diameter.listen"])
+    listen = tuple(parse_listen_url(u) for u in v["diameter.listen"])
+    # RFC 4960 §15: RTO.Min <= RTO.Initial <= RTO.Max.
+    if not v["diameter.sctp_rto_min_seconds"] <= v["diameter.sctp_rto_initial_seconds"] \
+            <= v["diameter.sctp_rto_max_seconds"]:
+        raise ConfigError(
+            f"{where('diameter.sctp_rto_initial_seconds')}: sctp_rto_min_seconds <= "
+            "sctp_rto_initial_seconds <= sctp_rto_max_seconds does not hold"
+        )
+    sctp = SctpSettings(
+        streams_out=v["diameter.sctp_streams_out"],
+        streams_in=v["diameter.sctp_streams_in"],
+        rto_initial=v["diameter.sctp_rto_initial_seconds"],
+        rto_min=v["diameter.sctp_rto_min_seconds"],
+        rto_max=v["diameter.sctp_rto_max_seconds"],
+        heartbeat_interval=v["diameter.sctp_heartbeat_interval_seconds"],
+        path_max_retransmissions=v["diameter.sctp_path_max_retransmissions"],
+        nodelay=v["diameter.sctp_nodelay"],
     )
     tls_cert, tls_key = opt(v["diameter.tls_cert"]), opt(v["diameter.tls_key"])
     if any(e.transport == "tls" for e in listen) and not (tls_cert and tls_key):
@@ -934,6 +1006,7 @@ def _build(
         max_in_flight_total=v["diameter.max_in_flight_total"],
         write_high_water=v["diameter.write_high_water_bytes"],
         write_low_water=v["diameter.write_low_water_bytes"],
+        sctp=sctp,
         read_budget=v["diameter.read_budget_messages"],
     )
     host, port = parse_host_port(v["metrics.listen"])

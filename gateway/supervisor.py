@@ -198,7 +198,7 @@ class Supervisor:
         ]
         for n, endpoint in enumerate(endpoints):
             try:
-                sock = listening_socket(endpoint)
+                sock = listening_socket(endpoint, sctp_options=config.transport.sctp)
             except BaseException:
                 self._close_sockets()
                 raise

@@ -63,9 +63,9 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         return {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requirements}
 
     base = names(project["dependencies"])
-    # SCTP: where the kernel has it; N5g-eir OAuth2, when on; shared: with [shared] redis_url.
+    # N5g-eir OAuth2, when on; shared: with [shared] redis_url.
     extras = project["optional-dependencies"]
-    optional = names(extras["sctp"]) | names(extras["oauth2"]) | names(extras["shared"])
+    optional = names(extras["oauth2"]) | names(extras["shared"])
     imported: dict[str, str] = {}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):

@@ -18,7 +18,8 @@ from diameter.node import Node
 from diameter.peer import Peer, Role
 from diameter.settings import TransportSettings
 from diameter.transport.connection import PeerConnection
-from diameter.transport.sockets import bind_sctp, pysctp, sctp_socket, sctp_unavailable
+from diameter.transport.sctp import SctpTransport
+from diameter.transport.sockets import bind_sctp, connect_sctp, sctp_socket, sctp_unavailable
 
 
 class ClientClosed(DiameterError):
@@ -85,8 +86,8 @@ class Client:
         client.connection = connection
         try:
             if transport == "sctp":
-                sock = await client._sctp_connect(hosts, port, local_addresses)
-                await loop.create_connection(lambda: connection, sock=sock)
+                sock = await client._sctp_connect(hosts, port, local_addresses, settings)
+                SctpTransport(loop, sock, connection)
             else:
                 local_addr = (local_addresses[0], 0) if local_addresses else None
                 await loop.create_connection(
@@ -109,26 +110,24 @@ class Client:
         return client
 
     async def _sctp_connect(
-        self, hosts: list[str], port: int, local_addresses: tuple[str, ...]
+        self,
+        hosts: list[str],
+        port: int,
+        local_addresses: tuple[str, ...],
+        settings: TransportSettings | None,
     ) -> socket.socket:
         reason = sctp_unavailable()
         if reason is not None:
             raise DiameterError(f"cannot connect over SCTP: {reason}")
         family = socket.AF_INET6 if ":" in hosts[0] else socket.AF_INET
-        sock = sctp_socket(family)
-        if local_addresses:
-            bind_sctp(sock, local_addresses, 0)
-        if len(hosts) > 1:
-            sctp = pysctp()
-            if sctp is None:
-                raise DiameterError("SCTP multi-homing needs pysctp (the 'sctp' extra)")
-            sock.setblocking(True)
-            await asyncio.to_thread(
-                sctp.sctpsocket_tcp(family, sock).connectx, [(h, port) for h in hosts]
-            )
-            sock.setblocking(False)
-        else:
-            await self._loop.sock_connect(sock, (hosts[0], port))
+        sock = sctp_socket(family, (settings or TransportSettings()).sctp)
+        try:
+            if local_addresses:
+                bind_sctp(sock, local_addresses, 0)
+            await connect_sctp(sock, hosts, port)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
     # -- events ---------------------------------------------------------------------------------

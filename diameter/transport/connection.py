@@ -191,6 +191,12 @@ class PeerConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            # The transport dropped the connection (reset, ABORT, a failed write): say so, or a
+            # connection that dies this way leaves no trace.
+            log.warning(
+                "%s connection %s lost: %s", self.transport_name, self.peer or "(no peer)", exc
+            )
         self._backlog = None
         if self._timer is not None:
             self._timer.cancel()

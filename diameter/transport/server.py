@@ -16,9 +16,10 @@ from diameter.errors import DiameterError
 from diameter.events import Event, PeerDown, PeerUp
 from diameter.node import Node
 from diameter.peer import Role
-from diameter.settings import ListenEndpoint, TransportSettings
+from diameter.settings import ListenEndpoint, SctpSettings, TransportSettings
 from diameter.transport.connection import PeerConnection
 from diameter.transport.load import LoadSampler
+from diameter.transport.sctp import SctpListener
 from diameter.transport.sockets import bind_sctp, sctp_socket, sctp_unavailable, server_ssl_context
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,13 @@ log = logging.getLogger(__name__)
 # reconnecting together after a restart must not wait a SYN retransmission (1 s) each.
 LISTEN_BACKLOG = 1024
 
-def listening_socket(endpoint: ListenEndpoint, backlog: int = LISTEN_BACKLOG) -> socket.socket:
-    """A bound, listening, non-blocking socket for ``endpoint`` (TLS is TCP underneath).
+def listening_socket(
+    endpoint: ListenEndpoint,
+    backlog: int = LISTEN_BACKLOG,
+    sctp_options: SctpSettings | None = None,
+) -> socket.socket:
+    """A bound, listening, non-blocking socket for ``endpoint`` (TLS is TCP underneath); an
+    SCTP one gets ``sctp_options``, which every association it accepts inherits.
 
     Made apart from any event loop so that a supervising process can bind once and hand the
     socket to its worker processes, which then share the one accept queue."""
@@ -40,7 +46,7 @@ def listening_socket(endpoint: ListenEndpoint, backlog: int = LISTEN_BACKLOG) ->
         reason = sctp_unavailable()
         if reason is not None:
             raise DiameterError(f"cannot listen on SCTP: {reason}")
-        sock = sctp_socket(family)
+        sock = sctp_socket(family, sctp_options)
     else:
         sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -49,7 +55,7 @@ def listening_socket(endpoint: ListenEndpoint, backlog: int = LISTEN_BACKLOG) ->
             # As asyncio does: [::] serves IPv6 only, so 0.0.0.0 can be listed beside it.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if endpoint.transport == "sctp":
-            bind_sctp(sock, (endpoint.host, *endpoint.extra_addresses), endpoint.port)
+            bind_sctp(sock, endpoint.addresses, endpoint.port)
         else:
             sock.bind((endpoint.host, endpoint.port))
         sock.listen(backlog)
@@ -81,7 +87,7 @@ class Server:
         if sockets is not None and len(sockets) != len(self.settings.listen):
             raise ValueError("one listening socket per endpoint of settings.listen")
         self._inherited = sockets
-        self._servers: list[tuple[ListenEndpoint, asyncio.Server]] = []
+        self._servers: list[tuple[ListenEndpoint, asyncio.Server | SctpListener]] = []
         self.connections: set[PeerConnection] = set()
         overload = node.overload.settings
         # Queueing delay measured for the node's overload control (3004, DOIC).
@@ -97,7 +103,7 @@ class Server:
             for i, endpoint in enumerate(self.settings.listen):
                 sock = (
                     self._inherited[i] if self._inherited is not None
-                    else listening_socket(endpoint)
+                    else listening_socket(endpoint, sctp_options=self.settings.sctp)
                 )
                 try:
                     server = await self._serve(loop, endpoint, sock)
@@ -106,7 +112,10 @@ class Server:
                         sock.close()
                     raise
                 self._servers.append((endpoint, server))
-                log.info("listening on %s", [s.getsockname() for s in server.sockets])
+                log.info("listening on %s", ", ".join(
+                    f"{t}://{h if ':' not in h else f'[{h}]'}:{p}"
+                    for t, h, p in self._bound(endpoint, server)
+                ))
         except BaseException:
             # All or nothing: an endpoint that cannot listen leaves no other one open.
             for _, started in self._servers:
@@ -118,16 +127,19 @@ class Server:
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint, sock: socket.socket
-    ) -> asyncio.Server:
+    ) -> asyncio.Server | SctpListener:
         name = endpoint.transport
         if name == "tls":
             context = self._ssl_context or server_ssl_context(self.settings)
             return await loop.create_server(
                 lambda: self._protocol("tls"), sock=sock, ssl=context, backlog=LISTEN_BACKLOG
             )
-        local = (endpoint.host, *endpoint.extra_addresses) if name == "sctp" else ()
+        if name == "sctp":
+            # Not loop.create_server: see diameter.transport.sctp (uvloop closes SCTP sockets).
+            addresses = endpoint.addresses
+            return SctpListener(loop, sock, lambda: self._protocol("sctp", addresses), addresses)
         return await loop.create_server(
-            lambda: self._protocol(name, local), sock=sock, backlog=LISTEN_BACKLOG
+            lambda: self._protocol(name), sock=sock, backlog=LISTEN_BACKLOG
         )
 
     def _protocol(self, name: str, local: tuple[str, ...] = ()) -> PeerConnection:
@@ -156,11 +168,18 @@ class Server:
     @property
     def sockets(self) -> list[tuple[str, str, int]]:
         """(transport, host, port) of every bound socket (port 0 resolved)."""
-        out = []
-        for endpoint, server in self._servers:
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                out.append((endpoint.transport, str(host), int(port)))
+        return [bound for endpoint, server in self._servers for bound in self._bound(endpoint, server)]
+
+    @staticmethod
+    def _bound(
+        endpoint: ListenEndpoint, server: asyncio.Server | SctpListener
+    ) -> list[tuple[str, str, int]]:
+        out: list[tuple[str, str, int]] = []
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            # A multi-homed SCTP socket names one address; it listens on every one it bound.
+            hosts = endpoint.addresses if isinstance(server, SctpListener) else (host,)
+            out.extend((endpoint.transport, str(h), int(port)) for h in hosts)
         return out
 
     @property

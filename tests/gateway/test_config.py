@@ -152,6 +152,23 @@ X-Operator = "example"
          "diameter.listen", "listed twice"),
         ("[diameter]\nlisten = [\"tcp://[::1]:3868\", \"tcp://[0:0::1]:3868\"]\n",
          "diameter.listen", "listed twice"),
+        ("[diameter]\nlisten = [\"sctp://10.0.0.1:3868\", \"sctp://10.0.0.2,10.0.0.1:3868\"]\n",
+         "diameter.listen", "listed twice"),
+        ("[diameter]\nlisten = [\"tcp://10.0.0.1,10.0.0.2:3868\"]\n", "diameter.listen",
+         "only sctp://"),
+        ("[diameter]\nlisten = [\"sctp://10.0.0.1,[::1]:3868\"]\n", "diameter.listen",
+         "mixes IPv4 and IPv6"),
+        ("[diameter]\nlisten = [\"sctp://10.0.0.1,10.0.0.1:3868\"]\n", "diameter.listen",
+         "address twice"),
+        ("[diameter]\nlisten = [\"sctp://10.0.0.1,:3868\"]\n", "diameter.listen", "no address"),
+        ("[diameter]\nsctp_streams_out = 0\n", "diameter.sctp_streams_out", "between 1 and"),
+        ("[diameter]\nsctp_rto_min_seconds = 0\n", "diameter.sctp_rto_min_seconds", "0.001"),
+        ("[diameter]\nsctp_rto_min_seconds = 5.0\n", "diameter.sctp_rto_initial_seconds",
+         "sctp_rto_min_seconds <= sctp_rto_initial_seconds"),
+        ("[diameter]\nsctp_path_max_retransmissions = 0\n",
+         "diameter.sctp_path_max_retransmissions", "between 1 and"),
+        ("[diameter]\nsctp_extra_addresses = [\"10.0.0.2\"]\n", "diameter.sctp_extra_addresses",
+         "unknown key"),
         ("[diameter]\nhost_ip_addresses = [\"10.0.0.300\"]\n", "diameter.host_ip_addresses",
          "not an IP address"),
         ("[diameter]\nallowed_networks = [\"10.0.0.0/33\"]\n", "diameter.allowed_networks",
@@ -245,6 +262,25 @@ def test_parse_listen_url_default_ports() -> None:
     assert parse_listen_url("sctp://[::1]").port == 3868
     with pytest.raises(ValueError):
         parse_listen_url("tcp://127.0.0.1:3868/path")
+
+
+def test_sctp_multihomed_listener_and_options(tmp_path: Path) -> None:
+    """One sctp:// URL lists every local address of a multi-homed endpoint (RFC 4960 §6.4);
+    in an EIR_ variable the commas inside a URL do not split the list."""
+    c = load_config(None, env={
+        "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:3868, sctp://10.0.0.1,10.0.0.2:3869,"
+                               "sctp://[::1],[::2]",
+        "EIR_DIAMETER_SCTP_RTO_MIN_SECONDS": "0.2",
+        "EIR_DIAMETER_SCTP_HEARTBEAT_INTERVAL_SECONDS": "0",
+    })
+    tcp, v4, v6 = c.transport.listen
+    assert (tcp.transport, tcp.addresses, tcp.port) == ("tcp", ("127.0.0.1",), 3868)
+    assert (v4.transport, v4.addresses, v4.port) == ("sctp", ("10.0.0.1", "10.0.0.2"), 3869)
+    assert (v6.addresses, v6.port) == (("::1", "::2"), 3868)
+    sctp = c.transport.sctp
+    assert (sctp.rto_min, sctp.rto_initial, sctp.rto_max) == (0.2, 3.0, 60.0)
+    assert sctp.heartbeat_interval == 0 and sctp.nodelay
+    assert (sctp.streams_out, sctp.streams_in, sctp.path_max_retransmissions) == (10, 65535, 5)
 
 
 def test_same_port_on_other_transports_or_port_0_is_allowed(tmp_path: Path) -> None:
