@@ -11,7 +11,6 @@ from diameter.transport import Server, sctp_unavailable
 from tests.diameter.test_peer_helpers import eir_node
 
 REASON = sctp_unavailable()
-needs_sctp = pytest.mark.skipif(REASON is not None, reason=f"SCTP: {REASON}")
 
 
 @pytest.mark.skipif(REASON is None, reason="the kernel has SCTP: nothing to refuse")

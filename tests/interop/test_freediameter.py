@@ -162,9 +162,11 @@ async def start_fd(
         tw: int = 6,
         *,
         tls: tuple[Path, Path, Path] | None = None,
+        sctp_to: tuple[str, str] | None = None,
     ) -> FreeDiameter:
         """``tls``: (certificate, key, CA) for TLS from the first byte (RFC 6733 §2.1 TLS/TCP)
-        towards every peer; without it the peers are No_TLS."""
+        towards every peer; without it the peers are No_TLS. ``sctp_to``: (identity, address)
+        of the one peer reached over SCTP, at that address (the others: TCP on 127.0.0.1)."""
         cert, key = certificate
         ca = cert
         if tls is not None:
@@ -174,7 +176,7 @@ async def start_fd(
             'Realm = "fd.test";',
             "Port = 0;",  # no listener at all
             "SecPort = 0;",
-            "No_SCTP;",
+            *([] if sctp_to else ["No_SCTP;"]),
             f"TwTimer = {tw};",
             "TcTimer = 6;",
             f'TLS_Cred = "{cert}", "{key}";',
@@ -184,9 +186,12 @@ async def start_fd(
             lines.append(f'LoadExtension = "{EXTENSIONS / extension}.fdx";')
         lines.append(f'LoadExtension = "{EXTENSIONS}/dbg_msg_dumps.fdx" : "0x0080";')
         for identity, realm, port in peers:
+            address, transport = "127.0.0.1", "No_SCTP; " if sctp_to else ""
+            if sctp_to is not None and sctp_to[0] == identity:
+                address, transport = sctp_to[1], "No_TCP; "
             lines.append(
-                f'ConnectPeer = "{identity}" {{ ConnectTo = "127.0.0.1"; Port = {port}; '
-                f'{"" if tls else "No_TLS; "}Realm = "{realm}"; }};'
+                f'ConnectPeer = "{identity}" {{ ConnectTo = "{address}"; Port = {port}; '
+                f'{transport}{"" if tls else "No_TLS; "}Realm = "{realm}"; }};'
             )
         conf = tmp_path / f"fd{len(started)}.conf"
         conf.write_text("\n".join(lines) + "\n")
@@ -377,21 +382,34 @@ class RelayedMme:
 
 
 async def start_relay(
-    start_fd: StartFd, gateway: Gateway, mme: RelayedMme, server: asyncio.Server
+    start_fd: StartFd,
+    gateway: Gateway,
+    mme: RelayedMme,
+    server: asyncio.Server,
+    *,
+    sctp_address: str | None = None,
 ) -> FreeDiameter:
-    """freeDiameter between ``mme`` (listening on ``server``) and the gateway, both peers open."""
+    """freeDiameter between ``mme`` (listening on ``server``) and the gateway, both peers open;
+    ``sctp_address``: the gateway is reached there over SCTP."""
     mme_port = server.sockets[0].getsockname()[1]
+    if sctp_address is None:
+        gateway_port = diameter_port(gateway)
+    else:
+        (transport, _, gateway_port), *_ = gateway.diameter_sockets
+        assert transport == "sctp"
     fd = await start_fd(
         [
-            ("eir.localdomain", "localdomain", diameter_port(gateway)),
+            ("eir.localdomain", "localdomain", gateway_port),
             ("mme.relay.test", "relay.test", mme_port),
         ],
         tw=30,
+        sctp_to=("eir.localdomain", sctp_address) if sctp_address else None,
     )
-    await asyncio.wait_for(mme.connected.wait(), 10)
-    await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 10, "open peer on the gateway")
+    # Bounds, not expectations: generous for an emulated guest (tests/sctp).
+    await fd.wait(mme.connected.is_set, 30, "connection to the MME")
+    await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 30, "open peer on the gateway")
     await fd.wait(
-        lambda: "'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'mme.relay.test'" in fd.text(), 5, "MME open"
+        lambda: "'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'mme.relay.test'" in fd.text(), 10, "MME open"
     )
     return fd
 

@@ -1,5 +1,5 @@
-"""The simulator over TLS (RFC 6733 §13, certificates made for the test) and SCTP (when the
-kernel has it), against the real gateway."""
+"""The simulator over TLS (RFC 6733 §13, certificates made for the test) against the real
+gateway. Over SCTP: tests/sctp/guest/test_gateway.py, in a kernel with SCTP."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from diameter.transport import sctp_unavailable
 from gateway.config import load_config
 from gateway.service import Gateway
 from gateway.simulator.pcap import split_messages
@@ -92,19 +91,3 @@ async def test_tls_untrusted_certificate_fails(tls_gateway: tuple[Gateway, str])
     settings = SimulatorSettings(port=port, transport="tls", count=1, connect_timeout=5.0)
     with pytest.raises(OSError):  # ssl.SSLCertVerificationError: no CA given, self-signed
         await simulate(settings, CHECKS)
-
-
-async def test_sctp(tmp_path: Path) -> None:
-    reason = sctp_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    gw = await _gateway(tmp_path, {"EIR_DIAMETER_LISTEN": "sctp://127.0.0.1:0"})
-    try:
-        port = gw.diameter_sockets[0][2]
-        settings = SimulatorSettings(
-            port=port, transport="sctp", connections=2, window=4, count=20, max_duration=30.0
-        )
-        report, _ = await simulate(settings, CHECKS)
-        assert report.ok, report.render_text()
-    finally:
-        await gw.stop()

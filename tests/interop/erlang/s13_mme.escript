@@ -21,6 +21,7 @@
 %%   {tls, CertFile, KeyFile, CaFile}.   (optional: TLS with OTP's ssl, client certificate)
 %%   {watchdog_timer_ms, N}.   (optional: OTP's Tw, default 6000)
 %%   {await_gateway_dpr_ms, N}.   (optional: no DPR of ours; wait up to N ms for the gateway's)
+%%   {transport, sctp}.   (optional: diameter_sctp instead of diameter_tcp)
 %% Output: one line per fact, tab-separated KEY=VALUE fields, values as Erlang terms (~0p).
 
 -module(s13_mme).
@@ -122,8 +123,12 @@ run(Dia, Host, Port, SpecFile) ->
                   [{ssl_options, true}, {certfile, Cert}, {keyfile, Key}, {cacertfile, Ca},
                    {verify, verify_peer}, {server_name_indication, "eir.localdomain"}]
           end,
+    Module = case proplists:get_value(transport, Spec, tcp) of
+                 tcp -> diameter_tcp;
+                 sctp -> diameter_sctp
+             end,
     {ok, Ref} = diameter:add_transport(?SVC,
-           {connect, [{transport_module, diameter_tcp},
+           {connect, [{transport_module, Module},
                       {transport_config, [{raddr, Addr}, {rport, Port},
                                           {ip, {127,0,0,1}}, {reuseaddr, true} | Tls]},
                       {watchdog_timer, proplists:get_value(watchdog_timer_ms, Spec, 6000)},

@@ -12,6 +12,9 @@ import uvloop
 
 from diameter.transport import sctp_unavailable
 
+# The gateway on port 0, as the end-to-end and interop tests start it.
+from tests.e2e.conftest import start_gateway  # noqa: F401
+
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
