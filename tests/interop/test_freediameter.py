@@ -166,7 +166,9 @@ async def start_fd(
     ) -> FreeDiameter:
         """``tls``: (certificate, key, CA) for TLS from the first byte (RFC 6733 §2.1 TLS/TCP)
         towards every peer; without it the peers are No_TLS. ``sctp_to``: (identity, address)
-        of the one peer reached over SCTP, at that address (the others: TCP on 127.0.0.1)."""
+        of the one peer reached over SCTP, at that address (the others: TCP on 127.0.0.1);
+        freeDiameter's own address (ListenOn, also its SCTP endpoint) is then that address
+        too: it takes no loopback address as its own."""
         cert, key = certificate
         ca = cert
         if tls is not None:
@@ -176,7 +178,7 @@ async def start_fd(
             'Realm = "fd.test";',
             "Port = 0;",  # no listener at all
             "SecPort = 0;",
-            *([] if sctp_to else ["No_SCTP;"]),
+            *([f'ListenOn = "{sctp_to[1]}";'] if sctp_to else ["No_SCTP;"]),
             f"TwTimer = {tw};",
             "TcTimer = 6;",
             f'TLS_Cred = "{cert}", "{key}";',

@@ -7,7 +7,9 @@ boots ONCE for the whole stage (Python under emulation is slow to start): one py
 it writes a JUnit report to a shared directory, and each guest test becomes one test here.
 
 Skipped, with the reason, where QEMU or the built guest is missing (``.ci/run`` installs and
-builds both; locally: ``tests/sctp/vm/build.sh --fetch``).
+builds both; locally: ``tests/sctp/vm/build.sh --fetch``). ``EIR_SCTP_GUEST_ARGS`` adds pytest
+arguments to the guest's run (``-k freediameter`` while working on one test); the guest's
+console, pytest output and JUnit report stay in ``.cache/sctp-stage/``.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ def guest_run() -> Iterator[GuestRun]:
         f"cd {REPO} && EIR_SCTP_GUEST=1 PYTHONDONTWRITEBYTECODE=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
         f"{sys.executable} -m pytest -p asyncio -p timeout -p no:cacheprovider -q -rs "
         f"--durations=15 --junitxml={report} --basetemp=/tmp/pytest {GUEST_TESTS} "
-        f"> {work}/pytest.txt 2>&1"
+        f"{os.environ.get('EIR_SCTP_GUEST_ARGS', '')} > {work}/pytest.txt 2>&1"
     )
     env = {**os.environ, "EIR_SCTP_VM_DIR": str(VM_DIR), "VM_TIMEOUT": str(BOOT_TIMEOUT)}
     done = subprocess.run(

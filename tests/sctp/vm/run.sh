@@ -18,7 +18,7 @@ shift
 printf '%s\n' "$*" > "$WORK/.vm-cmd.sh"
 rm -f "$WORK/.vm-rc"
 # TCG: KVM is not usable on these machines. -nic none: the guest has only its loopback.
-timeout "${VM_TIMEOUT:-900}" qemu-system-x86_64 -accel "${VM_ACCEL:-tcg}" -cpu qemu64 -m "${VM_MEMORY:-768}" \
+timeout "${VM_TIMEOUT:-900}" qemu-system-x86_64 -accel "${VM_ACCEL:-tcg}" -cpu "${VM_CPU:-qemu64}" -m "${VM_MEMORY:-768}" \
   -smp "${VM_CPUS:-2}" -nic none -nographic -no-reboot \
   -kernel "$DIR/vmlinuz" -initrd "$DIR/initrd.gz" \
   -append "console=ttyS0 quiet panic=-1 workdir=$WORK" \
