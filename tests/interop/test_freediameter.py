@@ -410,9 +410,10 @@ async def start_relay(
     # Bounds, not expectations: generous for an emulated guest (tests/sctp).
     await fd.wait(mme.connected.is_set, 30, "connection to the MME")
     await fd.wait(lambda: open_peer(gateway, FD_IDENTITY), 30, "open peer on the gateway")
-    await fd.wait(
-        lambda: "'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'mme.relay.test'" in fd.text(), 10, "MME open"
-    )
+    # Both peers open on freeDiameter's side too, or it has no route yet (3002).
+    for peer in ("eir.localdomain", "mme.relay.test"):
+        line = f"'STATE_WAITCEA'\t-> 'STATE_OPEN'\t'{peer}'"
+        await fd.wait(lambda line=line: line in fd.text(), 10, f"{peer} open")
     return fd
 
 
