@@ -54,7 +54,7 @@ def _otp_has_diameter(escript_path: str) -> bool:
             "halt(case code:lib_dir(diameter) of {error, _} -> 1; _ -> 0 end).",
         ],
         capture_output=True,
-        timeout=30,
+        timeout=180,  # a bound: erl starts in a second here, in a minute in the emulated SCTP guest
         check=False,
     )
     return probe.returncode == 0
