@@ -64,6 +64,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     env = {
         "EIR_DIAMETER_LISTEN": "tcp://127.0.0.1:0,sctp://127.0.0.1:0",
         "EIR_METRICS_LISTEN": "127.0.0.1:0",
+        "EIR_N5G_EIR_LISTEN": "",  # S13 only: no N5g-eir listener to collide with
         "EIR_STATE_DIRECTORY": str(state),
         "EIR_LOGGING_LEVEL": "WARNING",
     }
