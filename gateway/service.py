@@ -149,6 +149,7 @@ class Gateway:
                 overload=DiameterOverload(self.node.overload, n5g.retry_after_seconds),
                 mask_imsis=config.logging.mask_imsi,
                 verifier=verifier,
+                events=self.events,
             )
             self.n5g_eir = N5gEirServer(check, config.n5g_eir)
             self.metrics.registry.register(self.n5g_eir.http)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable
 
 from gateway.classify import Classifier, Decision, Pending
+from gateway.events.bus import EventBus
 from gateway.metrics import GatewayMetrics
 from gateway.n5g_eir.identities import Pei
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier
@@ -62,8 +63,10 @@ class EquipmentIdentityCheck:
         overload: OverloadSignal | None = None,
         mask_imsis: bool = True,
         verifier: AccessTokenVerifier | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.classifier = classifier
+        self.events = events
         self.settings = settings = settings if settings is not None else N5gEirSettings()
         self.metrics = metrics
         self.observations = observations
@@ -133,6 +136,9 @@ class EquipmentIdentityCheck:
         if self.observations is not None and imei is not None and decision.imsi:
             self.observations.record(imei.body, decision.imsi)
         self._count(_STATUS_LABEL[decision.enforcement], decision.decisive.value, started)
+        if self.events is not None:
+            # Decision events (gateway/events): queued, never awaited; no Origin-Host on HTTP.
+            self.events.on_decision(decision, None, INTERFACE)
         if log.isEnabledFor(logging.DEBUG):
             fields: dict[str, object] = {"pei": _pei_text(query.pei)}
             fields.update(decision.log_fields(self.mask_imsis))

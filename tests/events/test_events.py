@@ -30,8 +30,12 @@ from gateway.events.sinks import (
     Webhook,
 )
 from gateway.events.syslog import SyslogFormatter, octet_counted
+from gateway.imei import luhn_check_digit
 from gateway.lists import ListStore, OperatorLists, make_entry
+from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from gateway.policy import Policy
+from tests.e2e.conftest import StartGateway, connect_mme, start_gateway  # noqa: F401
+from tests.n5g_eir.test_server import h2c_client
 
 IMEI = "35209900000018"
 SECRET = "webhook-secret-0123456789"
@@ -276,3 +280,29 @@ async def test_webhook_signed_retried_and_bounded() -> None:
 def test_delivered_time_is_the_decision_time() -> None:
     e = event()
     assert datetime.fromisoformat(e.as_json(True)["time"]) == datetime.fromtimestamp(e.at, UTC)
+
+
+async def test_gateway_raises_events_on_both_interfaces(
+    udp_listener: tuple[asyncio_dgram.aio.DatagramServer, int],
+    start_gateway: StartGateway,  # noqa: F811
+) -> None:
+    server, port = udp_listener
+    gateway = await start_gateway(EIR_EVENTS_TYPES="listed",
+                                  EIR_EVENTS_SYSLOG=f"udp://127.0.0.1:{port}")
+    blacklisted = "35693803564380"  # the sample list
+    mme = await connect_mme(gateway, origin_host="mme2.example.net")
+    try:
+        await mme.check(blacklisted, imsi="001010000000001")
+    finally:
+        await mme.close()
+    async with h2c_client(gateway) as amf:
+        response = await amf.get(EQUIPMENT_STATUS_PATH, params={
+            "pei": f"imei-{blacklisted}{luhn_check_digit(blacklisted)}",
+            "supi": "imsi-001010000000002"})
+        assert response.json() == {"status": "BLACKLISTED"}
+    s13 = parse_syslog((await asyncio.wait_for(server.recv(), 5))[0].decode())
+    n5g = parse_syslog((await asyncio.wait_for(server.recv(), 5))[0].decode())
+    assert s13["params"]["interface"] == "s13"
+    assert s13["params"]["originHost"] == "mme2.example.net"
+    assert n5g["params"]["interface"] == "n5g_eir" and "originHost" not in n5g["params"]
+    assert n5g["params"]["imsi"] == "00101**********" and n5g["params"]["imei"] == blacklisted
