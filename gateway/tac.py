@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import sqlite3
 import sys
-import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from gateway.imei import is_decimal
+from gateway.progress import Progress, ProgressPrinter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tac (
@@ -173,7 +173,8 @@ def parse_tac_file(
     else:
         summary.format = "csv"
         rows = _parse_csv(_chain_first(first, numbered))
-    bar = _Progress(progress, total)
+    # A bar with rate and ETA on a terminal, one line per 10% otherwise (gateway.progress).
+    bar = None if progress is None else Progress(total, ProgressPrinter(progress, str(path)))
     records: dict[int, tuple[str, str]] = {}
     for number, row in rows:
         summary.lines += 1
@@ -186,8 +187,10 @@ def parse_tac_file(
             if key in records:
                 summary.duplicates += 1
             records[key] = (row[1], row[2])
-        bar.update(number)
-    bar.done()
+        if bar is not None:
+            bar.advance(number, summary.lines)
+    if bar is not None:
+        bar.finish()
     summary.imported = len(records)
     return records, summary
 
@@ -197,33 +200,6 @@ def _chain_first(
 ) -> Iterator[tuple[int, str]]:
     yield first
     yield from rest
-
-
-class _Progress:
-    """A one-line bar on a TTY (stderr by default); silent otherwise."""
-
-    def __init__(self, stream: TextIO | None, total: int) -> None:
-        self.stream = stream if stream is not None and stream.isatty() else None
-        self.total = max(total, 1)
-        self.last = 0.0
-
-    def update(self, n: int) -> None:
-        if self.stream is None:
-            return
-        now = time.monotonic()
-        if now - self.last < 0.1:
-            return
-        self.last = now
-        filled = 30 * n // self.total
-        self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {n}/{self.total} lines")
-        self.stream.flush()
-
-    def done(self) -> None:
-        if self.stream is not None:
-            self.update(self.total)
-            self.last = 0.0
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def connect(database: str | Path) -> sqlite3.Connection:

@@ -40,7 +40,7 @@ import csv
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,12 +293,28 @@ class LocalRegistry:
         """Store records in one transaction; returns how many were new or changed."""
         return self.apply_with_meta(records, {})
 
-    def import_files(self, paths: Iterable[str | Path]) -> ImportSummary:
-        """Import JSON/CSV files (formats in the module docstring) all-or-nothing."""
+    def import_files(
+        self, paths: Iterable[str | Path], progress: Callable[[int, int], None] | None = None
+    ) -> ImportSummary:
+        """Import JSON/CSV files (formats in the module docstring) all-or-nothing.
+        ``progress(records written, records in all)`` is called every 1,000 records and at
+        the end (a long import shows it is moving)."""
         records: list[TacDeclaration | Report] = []
         for path in paths:
             records.extend(read_declaration_file(path))
-        changed = self.apply(records)
+        if progress is None:
+            changed = self.apply(records)
+        else:
+            total = len(records)
+
+            def reporting() -> Iterator[TacDeclaration | Report]:
+                for n, record in enumerate(records, 1):
+                    yield record
+                    if n % 1000 == 0:
+                        progress(n, total)
+
+            changed = self.apply(reporting())
+            progress(total, total)
         tacs = sum(isinstance(r, TacDeclaration) for r in records)
         return ImportSummary(tacs=tacs, reports=len(records) - tacs, changed=changed)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import DEFAULT_CONFIG
+from gateway.progress import Progress, ProgressPrinter
 from registry_client.client import HttpRegistryClient
 from registry_client.local import DeclarationFileError, LocalRegistry
 from registry_client.model import RegistryUnavailable, RegistryVerdict
@@ -135,13 +136,24 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     registry = LocalRegistry(args.database)
+    # A bar with rate and ETA on a terminal, a line per 10% otherwise (gateway.progress).
+    printer = ProgressPrinter(sys.stderr, "registry import")
+    bars: list[Progress] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(Progress(total, printer))
+        bars[0].advance(done, done)
+
     try:
-        summary = registry.import_files(args.files)
+        summary = registry.import_files(args.files, progress)
     except DeclarationFileError as exc:
         print(f"eir-gateway registry import: {exc} (nothing imported)", file=sys.stderr)
         return 1
     finally:
         registry.close_sync()
+    if bars:
+        bars[0].finish()
     print(
         f"imported {summary.tacs} TACs and {summary.reports} reports into {args.database}"
         f" ({summary.changed} new or changed)"

@@ -151,16 +151,23 @@ def test_open_imports_changed_source_once(tmp_path: Path) -> None:
     assert len(open_tac_database(db_path, src)) == 2
 
 
-def test_progress_bar_only_on_tty(tmp_path: Path) -> None:
+def test_progress_bar_on_a_tty_lines_otherwise(tmp_path: Path) -> None:
     class Tty(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    path = write(tmp_path, "p.csv", "35209900,Ex,One\n")
+    path = write(tmp_path, "p.csv", "".join(f"{35209900 + i},Ex,One\n" for i in range(200)))
     tty, pipe = Tty(), io.StringIO()
     parse_tac_file(path, progress=tty)
     parse_tac_file(path, progress=pipe)
-    assert "1/1 lines" in tty.getvalue() and pipe.getvalue() == ""
+    # A terminal: one bar redrawn in place (carriage returns), with rate and ETA.
+    assert tty.getvalue().startswith("\r[") and "rows/s, ETA" in tty.getvalue()
+    assert tty.getvalue().endswith(f"{path}: 100.0% 200 rows, " + tty.getvalue().split(
+        "200 rows, ")[-1]) and tty.getvalue().endswith("\n")
+    # Not a terminal: a line per 10% (no carriage returns), the last at 100%.
+    lines = pipe.getvalue().splitlines()
+    assert "\r" not in pipe.getvalue() and 10 <= len(lines) <= 11
+    assert lines[-1].startswith(f"{path}: 100.0% 200 rows, ") and "rows/s" in lines[-1]
 
 
 def test_sample_file_loads_with_coordinated_tacs() -> None:

@@ -80,7 +80,10 @@ def test_cli_import_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     """Through the eir-gateway dispatcher (COMMAND_MODULES holds "registry")."""
     db = str(tmp_path / "cli.sqlite")
     assert main(["registry", "import", str(SAMPLE), "--database", db]) == 0
-    assert "3 TACs and 3 reports" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "3 TACs and 3 reports" in out
+    # Not a terminal: progress as lines, the last at 100% (gateway.progress).
+    assert err.splitlines()[-1].startswith("registry import: 100.0% 6 rows")
     assert main(["registry", "check", OUTSIDE + "00", "--database", db]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert (shown["imei"], shown["status"], shown["origin"]) == (
