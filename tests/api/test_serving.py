@@ -1,0 +1,93 @@
+"""The API over TLS, and standalone (`eir-gateway api`, a real process beside the lists
+database the gateway uses)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.api.conftest import OPS, TOKENS, Api, api_env
+from tests.e2e.conftest import StartGateway, gateway_env, start_gateway  # noqa: F401
+from tests.monitoring.test_prometheus import free_port, until
+from tests.n5g_eir.test_server import pki  # noqa: F401 - the module's certificates fixture
+
+
+async def test_api_over_tls(
+    start_gateway: StartGateway,  # noqa: F811
+    pki: dict[str, tuple[str, str]],  # noqa: F811
+) -> None:
+    cert, key = pki["eir"]
+    gateway = await start_gateway(**api_env(EIR_API_TLS_CERT=cert, EIR_API_TLS_KEY=key))
+    assert gateway.api is not None
+    context = ssl.create_default_context(cafile=cert)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
+        api = Api(gateway, session, f"https://127.0.0.1:{gateway.api.port}")
+        status, body, _ = await api.call("GET", "/v1/lists/entries?limit=1")
+        assert status == 200 and body["entries"]
+    async with aiohttp.ClientSession() as session:  # plain HTTP to the TLS port: refused
+        with pytest.raises(aiohttp.ClientError):
+            async with session.get(f"http://127.0.0.1:{gateway.api.port}/openapi.json") as r:
+                await r.read()
+
+
+def _cli_env(state: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EIR_")}
+    env.update(gateway_env(state))
+    env.update(extra)
+    return env
+
+
+async def test_standalone_api_serves_and_stops(tmp_path: Path) -> None:
+    port = free_port()
+    env = _cli_env(tmp_path / "var", EIR_API_LISTEN=f"127.0.0.1:{port}", EIR_API_TOKENS=TOKENS)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "api", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {OPS}"}
+        ) as session:
+            base = f"http://127.0.0.1:{port}"
+
+            async def serving() -> bool:
+                try:
+                    async with session.get(base + "/openapi.json") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await until(serving, "eir-gateway api to serve", 60)
+            new = {"list": "black", "kind": "imei", "value": "35209900000018", "reason": "x"}
+            async with session.post(base + "/v1/lists/entries", json=new) as r:
+                assert r.status == 201
+            async with session.get(base + "/v1/checks/35209900000018") as r:
+                assert (await r.json())["decided_by"] == "blacklisted"
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    # The change is in the lists database a gateway uses, with its audit record.
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "lists", "audit"], env=_cli_env(tmp_path / "var"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert " api:ops create black/imei:35209900000018 " in done.stdout, done.stdout
+
+
+def test_standalone_api_without_tokens_refuses(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "api"], env=_cli_env(tmp_path / "var"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "no token is configured" in done.stderr
