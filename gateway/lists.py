@@ -167,6 +167,7 @@ _FROM_STAGING = _UPSERT.replace(
     "WHERE true",
 )
 MANUAL_ACTOR = "cli"  # audit actor of writes made through ListStore without a named actor
+IMPORT_FILES_ACTOR = "config:lists.import_files"  # audit actor of the configured import files
 
 Key = tuple[str, str, int, int, str]  # (kind, colour, first, last, imsi): the primary key
 
@@ -627,17 +628,22 @@ class ListStore:
                     (source,),
                 ).fetchall()
                 mine = listed_in(path)
+                removed = 0
                 for key in owned:
                     if key in mine:
                         continue
                     owner = next((o for o in files if o != path and key in listed_in(o)), None)
                     if owner is None:
                         conn.execute(f"DELETE FROM entries WHERE {_KEY_WHERE}", key)
+                        removed += 1
                     else:
                         conn.execute(
                             f"UPDATE entries SET source = ? WHERE {_KEY_WHERE}", (str(owner), *key)
                         )
                 conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"import:{path}", stamp))
+                # Audited like every other write, in the same transaction (gateway/audit.py).
+                audit.append(conn, ts, IMPORT_FILES_ACTOR, "import", f"import:{path}", None,
+                             {"file": source, "entries": len(parsed[path]), "removed": removed})
             conn.execute(_BUMP)
         return {path: len(parsed[path]) for path, _ in changed}
 

@@ -298,7 +298,7 @@ async def test_import_job_is_atomic_and_reports_progress(api: Api, tmp_path: Pat
     assert job["state"] == "failed" and "t.jsonl: row 2 repeats row 1" in job["error"], job
     _, body, _ = await api.call("GET", "/v1/lists/entries?list=black&limit=1")
     assert body["version"] == version
-    _, body, _ = await api.call("GET", "/v1/audit?action=import")
+    _, body, _ = await api.call("GET", "/v1/audit?action=import&actor=api:ops")
     [record] = body["records"]
     assert record["after"]["entries"] == 20_000 and record["actor"] == "api:ops"
     assert not any(api.gateway.config.api.imports_dir.iterdir())  # uploads removed

@@ -90,3 +90,25 @@ def test_lists_changes_are_audited_and_imports_show_progress(
     assert dump.read_text().startswith('{"list":')
     code, out, _ = run(capsys, "lists", "import", str(dump))
     assert code == EXIT_OK and "5000 entries imported" in out
+
+
+def test_configured_import_files_are_audited(tmp_path: Path) -> None:
+    from gateway.lists import IMPORT_FILES_ACTOR, ListStore
+
+    src = tmp_path / "file.csv"
+    src.write_text("black,imei,35209900176148,,a\ngrey,tac,35000001,,b\n")
+    store = ListStore(tmp_path / "l.sqlite")
+    try:
+        store.import_files([src])
+        src.write_text("black,imei,35209900176148,,a\n")  # one entry less
+        st = src.stat()
+        import os
+
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        store.import_files([src])
+        first, second = store.audit(actor=IMPORT_FILES_ACTOR)
+        assert first.action == "import" and first.target == f"import:{src.resolve()}"
+        assert first.after == {"file": str(src.resolve()), "entries": 2, "removed": 0}
+        assert second.after == {"file": str(src.resolve()), "entries": 1, "removed": 1}
+    finally:
+        store.close()
