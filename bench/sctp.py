@@ -7,7 +7,8 @@ Method.
   ``--in-guest``. The figures are emulated: only their ratio means something. It answers one
   question: does a MICR cost more over the SCTP transport than over TCP?
 * In the guest, one process on uvloop (the loop ``eir-gateway run`` uses): the gateway on its
-  embedded default configuration, listening on ``tcp://127.0.0.1:0`` and ``sctp://127.0.0.1:0``
+  embedded default configuration (overload control off: under emulation every request queues),
+  listening on ``tcp://127.0.0.1:0`` and ``sctp://127.0.0.1:0``
   at once, and the simulator (gateway.simulator) as the MME. Client and server share the
   process, so each transport's cost is paid on both sides.
 * IMEIs: the simulator's generator with its default mix, a pool of ``--pool`` checks sent in
@@ -67,6 +68,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "EIR_N5G_EIR_LISTEN": "",  # S13 only: no N5g-eir listener to collide with
         "EIR_STATE_DIRECTORY": str(state),
         "EIR_LOGGING_LEVEL": "WARNING",
+        # Emulated, everything queues: overload control would answer 3004 to part of the load.
+        "EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS": "0",
     }
     config = load_config(None, env=env)
     gateway = Gateway(config)

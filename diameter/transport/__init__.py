@@ -11,7 +11,8 @@ as they finish) and close the transport when ``Peer.should_close`` says so.
 
 TCP_NODELAY on every connection; reading pauses while a peer's writes do not drain
 (``write_high_water`` / ``write_low_water``). SCTP: one-to-one sockets, payload protocol id 46
-(RFC 6733 §2.1.1, §11.5), several local addresses (multi-homing) through pysctp when installed.
+(RFC 6733 §2.1.1, §11.5), one Diameter message per SCTP message, several local addresses
+(multi-homing) through pysctp, on its own transport (``diameter.transport.sctp``).
 Messages go on stream 0 with ordered delivery: RFC 6733 §2.1.1 recommends the U flag, but
 unordered delivery could let a request overtake the CER (§5.6.1 closes on that) or a DPR overtake
 the answers before it; a receiver accepts any stream either way.
