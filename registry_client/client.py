@@ -12,8 +12,10 @@ Path of one ``check``:
 5. otherwise the IMEI joins the pending batch, flushed after ``batch_window`` or at
    ``batch_max`` (<= 1000) as one ``POST /v1/imeis:check`` (a batch of one is a
    ``GET /v1/imeis/{imei}``) -> origin ONLINE. At most ``max_connections`` batches are out at
-   once, each with at most one request on the wire: the rest wait, and are dropped unsent once
-   no check waits for them any more.
+   once, and no more than would open the circuit breaker should they all fail (its
+   ``breaker_failure_threshold``, less the failures so far), each with at most one request on
+   the wire: the rest wait, growing into the next batch, and are dropped unsent once no check
+   waits for them any more.
 
 Every check waits at most ``budget`` seconds (its own timer), then gets RegistryUnavailable.
 The round trip itself is bounded by ``request_timeout`` and may outlive the budget: an answer
@@ -342,7 +344,9 @@ class HttpRegistryClient:
 
     def _enqueue(self, flight: _Flight, loop: asyncio.AbstractEventLoop) -> None:
         self._pending.append(flight)
-        if len(self._pending) >= self._batch_max and self._batches_out < self._max_batches_out:
+        if self._batches_out >= self._max_batches_out or self.breaker.holding_back():
+            return  # the end of a request out flushes (_attempt, _batch_done): no timer
+        if len(self._pending) >= self._batch_max:
             self._flush()
         elif self._flush_handle is None:
             self._flush_handle = loop.call_later(self.settings.batch_window, self._flush)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from registry_client.breaker import BreakerState
@@ -41,8 +42,10 @@ async def test_late_answers_do_not_close_the_circuit(
     results = await asyncio.gather(*(client.check(i) for i in batch), return_exceptions=True)
     assert all(isinstance(r, RegistryUnavailable) for r in results)
     await wait_until(lambda: client.breaker.state is BreakerState.OPEN)
-    # All ten answers arrive (late) and fill the cache ...
-    await wait_until(lambda: all(client.cached(i) is not None for i in batch), timeout=5.0)
+    # Three went out (enough to open it; the others were held back, then refused) ...
+    assert faults.hits[Fault.SLOW] == 3
+    # ... their answers arrive (late) and fill the cache ...
+    await wait_until(lambda: sum(client.cached(i) is not None for i in batch) == 3, timeout=5.0)
     # ... but were asked before it opened: it stays open, opened once.
     assert client.breaker.state is BreakerState.OPEN and client.breaker.transitions == 1
 
@@ -63,13 +66,13 @@ async def test_no_retries_while_open(
         breaker_reset_timeout=30.0,
         metrics_registry=registry,
     )
-    # 20 requests go out at once (all admitted while closed); they all fail and open the
-    # circuit, so none of their retries may go out.
+    # 20 checks at once: 5 requests go out (as many as open the circuit), they all fail and
+    # open it, so none of their retries may go out, nor the 15 requests held back.
     results = await asyncio.gather(*(client.check(i) for i in imeis(20)), return_exceptions=True)
     assert all(isinstance(r, RegistryUnavailable) for r in results)
     assert client.breaker.state is BreakerState.OPEN
-    assert faults.hits[Fault.SERVER_ERROR] == 20
-    assert registry.get_sample_value("registry_requests_total", {"outcome": "server_error"}) == 20
+    assert faults.hits[Fault.SERVER_ERROR] == 5
+    assert registry.get_sample_value("registry_requests_total", {"outcome": "server_error"}) == 5
     assert registry.get_sample_value("registry_requests_total", {"outcome": "circuit_open"}) == 20
 
 
@@ -110,10 +113,13 @@ async def test_max_connections_is_a_hard_limit(
     assert 0 < verdicts <= faults.hits[Fault.SLOW]
 
 
-async def test_a_hanging_registry_opens_the_circuit_before_any_request_times_out(
-    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+@pytest.mark.parametrize("fault", [Fault.HANG, Fault.SLOW])
+async def test_a_registry_that_stops_answering_gets_threshold_requests_then_none(
+    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory, fault: Fault
 ) -> None:
-    faults.set_mode(Fault.HANG)
+    """Hanging, or answering past the budget: seen only when a request outlives its budget."""
+    faults.set_mode(fault)
+    faults.delay = 0.5
     registry = CollectorRegistry()
     client = make_client(
         faulty.url,
@@ -123,19 +129,24 @@ async def test_a_hanging_registry_opens_the_circuit_before_any_request_times_out
         breaker_reset_timeout=30.0,
         metrics_registry=registry,
     )
-    for imei in imeis(30):  # a steady trickle, one check every 10 ms
-        asyncio.get_running_loop().create_task(_quietly(client.check(imei)))
-        await asyncio.sleep(0.01)
-    await wait_until(lambda: client.breaker.state is BreakerState.OPEN, timeout=5.0)
-    # Open on unanswered requests past the budget, long before the first one timed out ...
+    # A steady 300 checks/s for 0.2 s: 15 checks within the first budget alone.
+    loop = asyncio.get_running_loop()
+    checks = [loop.create_task(_quietly(client.check(imei))) for imei in imeis(1)]
+    for imei in imeis(60)[1:]:
+        await asyncio.sleep(1 / 300)
+        checks.append(loop.create_task(_quietly(client.check(imei))))
+    await asyncio.gather(*checks)
+    assert client.breaker.state is BreakerState.OPEN
+    # Open on requests unanswered past the budget, long before the first one timed out ...
     assert registry.get_sample_value("registry_requests_total", {"outcome": "timeout"}) == 0
-    # ... and the checks after the first failure sent nothing: held back, then refused.
-    assert faults.hits[Fault.HANG] < 30
+    # ... having sent no more than it takes to open: the other checks were held back (and
+    # dropped unsent when their budget ran out), then refused.
+    assert faults.hits[fault] == 3
     unsent = sum(
         registry.get_sample_value("registry_requests_total", {"outcome": outcome}) or 0
         for outcome in ("circuit_open", "pool_exhausted")
     )
-    assert unsent + faults.hits[Fault.HANG] == 30
+    assert unsent + faults.hits[fault] == 60
 
 
 async def test_a_hung_probe_reopens_and_the_next_one_closes(
