@@ -404,6 +404,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "syslog_sd_id": Key("str", "eir@32473", lambda v: None if _SD_ID.match(v) else
                             "must be NAME@ENTERPRISE-NUMBER (RFC 5424 §7.2.2), e.g. eir@32473"),
         "syslog_tls_ca": Key("str", ""),
+        "syslog_tls_cert": Key("str", ""),
+        "syslog_tls_key": Key("str", ""),
         "webhook_url": Key("str", "", lambda v: None if v == "" or urlsplit(v).scheme in (
             "http", "https") else "must be an http:// or https:// URL"),
         "webhook_secret": Key("str", ""),
@@ -624,6 +626,8 @@ class EventsConfig:
     syslog_hostname: str = ""
     syslog_sd_id: str = "eir@32473"
     syslog_tls_ca: str | None = None
+    syslog_tls_cert: str | None = None  # the gateway's own certificate (RFC 5425 §4.2.1)
+    syslog_tls_key: str | None = None
     webhook_url: str = ""
     webhook_secret: str = ""
     webhook_timeout: float = 5.0
@@ -735,6 +739,16 @@ def _api(
     )
 
 
+def _check_syslog_tls(v: dict[str, Any], where: Callable[[str], str]) -> None:
+    """TLS files only with a tls:// receiver (before their contents are checked)."""
+    ca, cert, key = (v[f"events.syslog_tls_{k}"] for k in ("ca", "cert", "key"))
+    if (ca or cert or key) and not v["events.syslog"].startswith("tls:"):
+        name = "ca" if ca else "cert" if cert else "key"
+        raise ConfigError(f"{where(f'events.syslog_tls_{name}')}: only for a tls:// syslog")
+    if key and not cert:
+        raise ConfigError(f"{where('events.syslog_tls_key')}: needs syslog_tls_cert")
+
+
 def _events(
     v: dict[str, Any], inp: Callable[[str], Path], where: Callable[[str], str]
 ) -> EventsConfig:
@@ -745,12 +759,13 @@ def _events(
     if v["events.webhook_url"] and len(v["events.webhook_secret"]) < 16:
         raise ConfigError(f"{where('events.webhook_secret')}: a webhook needs a secret of at "
                           "least 16 characters (the HMAC-SHA256 key)")
-    ca = v["events.syslog_tls_ca"]
+    ca, cert, key = (v[f"events.syslog_tls_{k}"] for k in ("ca", "cert", "key"))
     return EventsConfig(
         types, v["events.queue_size"], v["events.mask_imsi"], v["events.new_imsi_memory"],
         v["events.syslog"], v["events.syslog_facility"], v["events.syslog_hostname"],
-        v["events.syslog_sd_id"], str(inp(ca)) if ca else None, v["events.webhook_url"],
-        v["events.webhook_secret"], v["events.webhook_timeout_seconds"],
+        v["events.syslog_sd_id"], str(inp(ca)) if ca else None,
+        str(inp(cert)) if cert else None, str(inp(key)) if key else None,
+        v["events.webhook_url"], v["events.webhook_secret"], v["events.webhook_timeout_seconds"],
         v["events.webhook_retries"], v["events.webhook_backoff_seconds"],
     )
 
@@ -852,6 +867,7 @@ _INPUT_FILES = (
     "n5g_eir.tls_cert", "n5g_eir.tls_key", "n5g_eir.tls_ca", "n5g_eir.oauth2_keys",
     "registry.seed_files", "registry.tls_ca", "registry.tls_cert", "registry.tls_key",
     "api.token_file", "api.tls_cert", "api.tls_key", "events.syslog_tls_ca",
+    "events.syslog_tls_cert", "events.syslog_tls_key",
 )
 
 
@@ -956,7 +972,8 @@ def _build(
         raise ConfigError(
             f"{where('n5g_eir.tls_cert')}: an https:// listener needs tls_cert and tls_key"
         )
-    for prefix in ("diameter.", "registry.", "n5g_eir.", "api."):
+    _check_syslog_tls(v, where)
+    for prefix in ("diameter.", "registry.", "n5g_eir.", "api.", "events.syslog_"):
         problem = _tls_problem(
             prefix, opt(v[f"{prefix}tls_cert"]), opt(v[f"{prefix}tls_key"]),
             opt(v.get(f"{prefix}tls_ca", "")),

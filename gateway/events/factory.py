@@ -27,6 +27,9 @@ def build_bus(config: EventsConfig) -> EventBus | None:
             context = None
             if url.scheme == "tls":
                 context = ssl.create_default_context(cafile=config.syslog_tls_ca)
+                if config.syslog_tls_cert:
+                    # RFC 5425 §4.2.1: the receiver may authenticate us by certificate.
+                    context.load_cert_chain(config.syslog_tls_cert, config.syslog_tls_key)
             sinks.append(StreamSyslog(url.hostname, url.port, formatter, context))
     if config.webhook_url:
         sinks.append(Webhook(config.webhook_url, config.webhook_secret, config.mask_imsi,

@@ -66,7 +66,10 @@ class UdpSyslog:
 
 class StreamSyslog:
     """RFC 6587 octet counting over TCP, or over TLS (RFC 5425). One connection, opened again
-    after a failure; an event that failed to be written is tried once more on a new one."""
+    after a failure, or when the receiver closed it (seen as EOF before writing: a write into a
+    connection the receiver already closed would succeed and the event be lost); an event that
+    failed to be written is tried once more on a new one. With TLS the receiver's certificate
+    is verified against ``ssl_context``'s CAs and the host name (RFC 5425 §5.2)."""
 
     def __init__(
         self, host: str, port: int, formatter: SyslogFormatter,
@@ -79,11 +82,17 @@ class StreamSyslog:
         self.timeout = timeout
         self.stats = SinkStats()
         self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
 
     async def _send(self, frame: bytes) -> None:
-        writer: asyncio.StreamWriter | None = self._writer
+        reader, writer = self._reader, self._writer
+        if reader is not None and writer is not None and (
+            reader.at_eof() or reader.exception() is not None or writer.is_closing()
+        ):
+            await self.close()  # the receiver closed or reset it (restart, idle timeout)
+        writer = self._writer
         if writer is None:
-            _, writer = await asyncio.wait_for(
+            self._reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, ssl=self.ssl_context),
                 self.timeout,
             )
@@ -106,7 +115,7 @@ class StreamSyslog:
                 self.stats.retries += 1
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
+        writer, self._writer, self._reader = self._writer, None, None
         if writer is not None:
             writer.close()
             with contextlib.suppress(Exception):

@@ -194,20 +194,30 @@ async def test_udp_syslog_one_message_per_datagram(
         await sink.close()
 
 
-async def test_tcp_syslog_octet_counted_and_reconnects() -> None:
-    frames: asyncio.Queue[bytes] = asyncio.Queue()
-    connections = 0
+class OctetCountedReceiver:
+    """A TCP syslog receiver (RFC 6587 octet counting): frames received, connections taken;
+    ``per_connection`` messages, then it closes the connection (None: until the sender does)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
+    def __init__(self, per_connection: int | None = None) -> None:
+        self.frames: asyncio.Queue[bytes] = asyncio.Queue()
+        self.connections = 0
+        self.per_connection = per_connection
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        taken = 0
         with contextlib.suppress(asyncio.IncompleteReadError):
-            while True:
+            while self.per_connection is None or taken < self.per_connection:
                 length = int((await reader.readuntil(b" "))[:-1])
-                await frames.put(await reader.readexactly(length))
+                await self.frames.put(await reader.readexactly(length))
+                taken += 1
         writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+
+async def test_tcp_syslog_octet_counted_and_reconnects() -> None:
+    receiver = OctetCountedReceiver()
+    frames = receiver.frames
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     sink = StreamSyslog("127.0.0.1", port, SyslogFormatter(hostname="eir"))
     try:
@@ -222,13 +232,35 @@ async def test_tcp_syslog_octet_counted_and_reconnects() -> None:
         await asyncio.sleep(0.1)
         await sink.deliver(event(EventType.NEW_IMSI, previous_imsi="001010000000000"))
         third = parse_syslog((await asyncio.wait_for(frames.get(), 5)).decode())
-        assert third["msgid"] == "new_imsi" and connections == 2
+        assert third["msgid"] == "new_imsi" and receiver.connections == 2
     finally:
         await sink.close()
         server.close()
         await server.wait_closed()
     with pytest.raises(DeliveryFailed):
         await StreamSyslog("127.0.0.1", port, SyslogFormatter(), timeout=2).deliver(event())
+
+
+async def test_tcp_syslog_receiver_closing_loses_no_event() -> None:
+    """A receiver that closes the connection (a restart, an idle timeout): the next event is
+    written on a new connection, not into the closed one (where the write would succeed and
+    the event vanish)."""
+    receiver = OctetCountedReceiver(per_connection=1)
+    frames = receiver.frames
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sink = StreamSyslog("127.0.0.1", port, SyslogFormatter(hostname="eir"))
+    try:
+        for kind in (EventType.LISTED, EventType.CLONE_SUSPECTED, EventType.REGISTRY_REPORTED):
+            await sink.deliver(event(kind))
+            got = parse_syslog((await asyncio.wait_for(frames.get(), 5)).decode())
+            assert got["msgid"] == kind.value
+            await asyncio.sleep(0.05)  # the receiver's FIN arrives
+        assert receiver.connections == 3 and sink.stats.retries == 0
+    finally:
+        await sink.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_webhook_signed_retried_and_bounded() -> None:

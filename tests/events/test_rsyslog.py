@@ -6,6 +6,7 @@ blacklisted handset reaches it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,12 +28,7 @@ pytestmark = pytest.mark.skipif(RSYSLOGD is None,
                                 reason="Debian package rsyslog not installed (.ci/run installs it)")
 
 # One line per message: the properties rsyslog's RFC 5424 parser filled in, "|"-separated.
-CONFIG = """
-global(workDirectory="{work}")
-module(load="imudp")
-module(load="imtcp")
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="events")
-input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="events")
+OUTPUT = """
 template(name="fields" type="list") {{
   property(name="inputname") constant(value="|")
   property(name="pri") constant(value="|")
@@ -49,20 +45,31 @@ ruleset(name="events") {{
   action(type="omfile" file="{out}" template="fields")
 }}
 """
+CONFIG = """
+global(workDirectory="{work}")
+module(load="imudp")
+module(load="imtcp")
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="events")
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="events")
+"""
+
+Lines = Callable[[int], Awaitable[list[list[str]]]]
 
 
-@pytest.fixture
-async def rsyslog(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[int, int, Callable[[int], Awaitable[list[list[str]]]]]]:
-    udp, tcp = free_port(), free_port()
-    out = tmp_path / "events.log"
-    conf = tmp_path / "rsyslog.conf"
-    conf.write_text(CONFIG.format(work=tmp_path, udp=udp, tcp=tcp, out=out))
+@contextlib.asynccontextmanager
+async def running_rsyslog(
+    directory: Path, config: str, tcp_port: int
+) -> AsyncIterator[Lines]:
+    """rsyslogd on ``config`` (inputs; messages go to the ruleset ``events``) until the block
+    ends; ready once ``tcp_port`` accepts. Yields ``lines(n)``: the first n messages received,
+    as their fields, waiting (bounded) for them."""
+    out = directory / "events.log"
+    conf = directory / "rsyslog.conf"
+    conf.write_text(config + OUTPUT.format(out=out))
     assert RSYSLOGD is not None
-    with open(tmp_path / "rsyslogd.err", "wb") as err:
+    with open(directory / "rsyslogd.err", "ab") as err:
         process = subprocess.Popen(
-            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(tmp_path / "rsyslogd.pid")],
+            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(directory / "rsyslogd.pid")],
             stdout=subprocess.DEVNULL, stderr=err,
         )
 
@@ -74,19 +81,26 @@ async def rsyslog(
         return list(await until(enough, f"{n} lines from rsyslog (see rsyslogd.err)", 30))
 
     try:
-        # Ready once its TCP input accepts.
         async def listening() -> bool:
             try:
-                _, w = await asyncio.open_connection("127.0.0.1", tcp)
+                _, w = await asyncio.open_connection("127.0.0.1", tcp_port)
             except OSError:
                 return False
             w.close()
             return True
 
         await until(listening, "rsyslogd to listen", 30)
-        yield udp, tcp, lines
+        yield lines
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+async def rsyslog(tmp_path: Path) -> AsyncIterator[tuple[int, int, Lines]]:
+    udp, tcp = free_port(), free_port()
+    config = CONFIG.format(work=tmp_path, udp=udp, tcp=tcp)
+    async with running_rsyslog(tmp_path, config, tcp) as lines:
+        yield udp, tcp, lines
 
 
 async def test_rsyslog_parses_every_field(rsyslog: Any) -> None:

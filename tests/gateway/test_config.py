@@ -186,6 +186,12 @@ X-Operator = "example"
         ("[shared]\nredis_url = \"http://127.0.0.1:6379\"\n", "shared.redis_url", "redis://"),
         ("[shared]\nbudget_seconds = 0\n", "shared.budget_seconds", "greater than 0"),
         ("[diameter]\nwatchdog_seconds = \n", "", "not valid TOML"),
+        ("[events]\nsyslog = \"udp://127.0.0.1:514\"\nsyslog_tls_cert = \"gw.toml\"\n",
+         "events.syslog_tls_cert", "only for a tls:// syslog"),
+        ("[events]\nsyslog = \"tls://127.0.0.1:6514\"\nsyslog_tls_key = \"gw.toml\"\n",
+         "events.syslog_tls_key", "needs syslog_tls_cert"),
+        ("[events]\nsyslog = \"tls://127.0.0.1:6514\"\nsyslog_tls_cert = \"gw.toml\"\n",
+         "events.syslog_tls_cert", "not a PEM certificate"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
