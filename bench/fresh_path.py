@@ -16,7 +16,11 @@ longest CPU time the loop's thread spent on one read (16 requests) over every ru
 the gateway's own making (a garbage collection, a bulk eviction) shows there.
 ``--profile FILE`` writes a cProfile of one run.
 
-Run: ``.venv/bin/python bench/fresh_path.py [--requests N] [--repeat R] [--json] [--profile F]``.
+``--recheck POOL`` measures re-checks instead: POOL handsets checked twice first, then again in
+turn, so the decision cache answers (each still recorded in the observation log).
+
+Run: ``.venv/bin/python bench/fresh_path.py [--requests N] [--repeat R] [--recheck POOL] [--json]
+[--profile F]``.
 """
 
 from __future__ import annotations
@@ -60,12 +64,15 @@ from gateway.simulator.traffic import RequestFactory, RequestIdentity  # noqa: E
 PER_READ = 16
 
 
-def requests(traffic: RealTraffic, start: int, count: int) -> list[bytes]:
+def requests(traffic: RealTraffic, start: int, count: int, pool: int = 0) -> list[bytes]:
+    """``count`` MICRs from handset ``start`` on; with ``pool``, handsets ``start % pool`` on,
+    cycling through the first ``pool`` (re-checks). Identifiers are distinct either way."""
     factory = RequestFactory(RequestIdentity("mme.example.net", "example.net", "localdomain"))
     out = []
     for i in range(count):
-        raw = RequestFactory.build(factory.prepare(traffic[start + i]), start + i, start + i)
-        raw[12:16] = (start + i).to_bytes(4, "big")  # Hop-by-Hop: distinct
+        n = start + i
+        raw = RequestFactory.build(factory.prepare(traffic[n % pool if pool else n]), n, n)
+        raw[12:16] = n.to_bytes(4, "big")  # Hop-by-Hop: distinct
         out.append(bytes(raw))
     return out
 
@@ -73,7 +80,8 @@ def requests(traffic: RealTraffic, start: int, count: int) -> list[bytes]:
 async def main_async(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="eir-fresh-") as state:
         policy = load_config().policy
-        traffic, files = generate(policy, Path(state) / "data", args.requests * (args.repeat + 1))
+        handsets = args.recheck or args.requests * (args.repeat + 1)
+        traffic, files = generate(policy, Path(state) / "data", handsets)
         env = {
             "EIR_STATE_DIRECTORY": state,
             "EIR_TAC_FILE": str(files["tac"]),
@@ -120,8 +128,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             gc.disable()
         young_every = max(1, int(YOUNG_INTERVAL * 10_000 / PER_READ))
         profiler = cProfile.Profile() if args.profile else None
+        if args.recheck:
+            # Every handset of the pool checked twice before measuring: the registry verdicts
+            # and the decisions are cached, as for handsets attaching again.
+            warm = requests(traffic, 0, 2 * args.recheck, args.recheck)
+            for i in range(0, len(warm), PER_READ):
+                connection.data_received(b"".join(warm[i : i + PER_READ]))
+                await asyncio.sleep(0)  # registry look-ups of the first sight complete
+            base = len(warm)
+        else:
+            base = 0
         for r in range(args.repeat + 1):  # the first run warms up
-            raws = requests(traffic, r * args.requests, args.requests)
+            raws = requests(traffic, base + r * args.requests, args.requests, args.recheck)
             reads = [b"".join(raws[i : i + PER_READ]) for i in range(0, len(raws), PER_READ)]
             before = transport.writes
             receive = connection.data_received
@@ -160,6 +178,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
                     )
         answered = sum(metrics.hot._checks.values())
         assert answered >= args.requests * (args.repeat + 1), answered
+        if args.recheck:
+            hits = classifier.decision_cache_hits
+            assert hits >= args.requests * (args.repeat + 1), f"only {hits} decision cache hits"
         if connection._timer is not None:
             connection._timer.cancel()
         observations.close()
@@ -174,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000, help="per run (default 50000)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--recheck",
+        type=int,
+        default=0,
+        metavar="POOL",
+        help="re-checks instead: POOL handsets checked twice first, then again in turn "
+        "(the decision cache answers)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the last run into FILE")
     parser.add_argument(
@@ -189,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         out["python"] = platform.python_version()  # type: ignore[assignment]
         print(json.dumps(out))
     else:
+        kind = f"re-check (pool of {args.recheck:,})" if args.recheck else "fresh check"
         print(
-            f"fresh check, whole server path: {result['loop_cpu_us']:.1f} µs CPU on the loop "
+            f"{kind}, whole server path: {result['loop_cpu_us']:.1f} µs CPU on the loop "
             f"thread, {result['process_cpu_us']:.1f} µs CPU in the process, "
             f"{result['wall_us']:.1f} µs wall (best of {args.repeat}); the longest read of "
             f"{PER_READ} requests took {result['longest_read_cpu_ms']:.2f} ms CPU on the loop, "
