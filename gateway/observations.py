@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,22 @@ class ObservationStats:
 
 # (IMEI, IMSI) -> [first seen, last seen, count]
 Aggregate = dict[tuple[str, str], list[float]]
+# The last IMSI an IMEI was seen with, and when; None when never seen.
+LastImsi = tuple[str, float] | None
+LastImsiReply = Callable[[LastImsi, bool], None]  # (what was found, whether the lookup failed)
+
+
+@dataclass(slots=True)
+class _LastImsiLookup:
+    imei: str
+    before: float
+    reply: LastImsiReply
+
+
+_LAST_IMSI = (
+    "SELECT imsi, last_seen FROM observations WHERE imei = ? AND last_seen < ? "
+    "ORDER BY last_seen DESC LIMIT 1"
+)
 
 
 class ObservationLog:
@@ -96,7 +113,7 @@ class ObservationLog:
         self.flush_interval = flush_interval
         self.stats = ObservationStats()
         self._pending: Aggregate = {}
-        self._handed: queue.SimpleQueue[Aggregate] = queue.SimpleQueue()
+        self._handed: queue.SimpleQueue[Aggregate | _LastImsiLookup] = queue.SimpleQueue()
         self._handed_pairs = 0  # written by the recording thread only
         self._written_pairs = 0  # written by the writer only
         self._stop = False
@@ -155,17 +172,74 @@ class ObservationLog:
             self._handed_pairs += len(batch)
             self._handed.put(batch)
 
+    def last_imsi(self, imei: str, before: float, reply: LastImsiReply) -> None:
+        """Ask (from the recording thread, never blocking) which IMSI the IMEI body was last
+        seen with before ``before``, among the observations handed to the writer so far;
+        ``reply`` is called later on the event loop (at once when there is none). The writer
+        answers in order with its writes, several lookups in a row together."""
+        if self._conn is None or self._stop:
+            reply(None, True)
+            return
+        self._handed.put(_LastImsiLookup(imei, before, reply))
+
     def _run(self) -> None:
+        held: Aggregate | None = None  # an aggregate taken while gathering lookups
         while not self._stop:
-            try:
-                batch = self._handed.get(timeout=self.flush_interval)
-            except queue.Empty:
-                loop = self._loop
-                if self._pending and loop is not None and not loop.is_closed():
-                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                        loop.call_soon_threadsafe(self._hand_over)
+            if held is not None:
+                item: Aggregate | _LastImsiLookup = held
+                held = None
+            else:
+                try:
+                    item = self._handed.get(timeout=self.flush_interval)
+                except queue.Empty:
+                    loop = self._loop
+                    if self._pending and loop is not None and not loop.is_closed():
+                        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                            loop.call_soon_threadsafe(self._hand_over)
+                    continue
+            if isinstance(item, dict):
+                self._write(item)
                 continue
-            self._write(batch)
+            lookups = [item]
+            while len(lookups) < 1_000:
+                try:
+                    more = self._handed.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(more, dict):
+                    held = more
+                    break
+                lookups.append(more)
+            self._answer(lookups)
+        if held is not None:
+            self._write(held)
+
+    def _answer(self, lookups: list[_LastImsiLookup]) -> None:
+        """Run lookups (writer thread: one indexed read each, SQLite releasing the GIL) and
+        call their replies on the loop in one callback."""
+        answers: list[tuple[LastImsiReply, LastImsi, bool]] = []
+        with self._write_lock:
+            for lookup in lookups:
+                try:
+                    if self._conn is None:
+                        raise sqlite3.ProgrammingError("closed")
+                    row = self._conn.execute(_LAST_IMSI, (lookup.imei, lookup.before)).fetchone()
+                except sqlite3.Error:
+                    answers.append((lookup.reply, None, True))
+                else:
+                    found = None if row is None else (str(row[0]), float(row[1]))
+                    answers.append((lookup.reply, found, False))
+
+        def deliver() -> None:
+            for reply, found, failed in answers:
+                reply(found, failed)
+
+        loop = self._loop
+        if loop is None:
+            deliver()
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(deliver)
 
     def _write(self, batch: Aggregate) -> int:
         """Upsert one aggregate; the number of observations it held (0 when refused)."""
@@ -201,7 +275,10 @@ class ObservationLog:
                 batch = self._handed.get_nowait()
             except queue.Empty:
                 return written
-            written += self._write(batch)
+            if isinstance(batch, dict):
+                written += self._write(batch)
+            else:
+                self._answer([batch])
 
     def close(self) -> None:
         """Stop the writer, write what is pending, close the database."""

@@ -240,6 +240,9 @@ class MeIdentityCheck:
             request.end_to_end,
             body,
         )
+        if self.events is not None:
+            # Before the observation is recorded: new_imsi asks the log what came before it.
+            self._raise_events(request, decision)
         imei = decision.imei
         if self.observations is not None and imei is not None and decision.imsi:
             self.observations.record(imei.body, decision.imsi)
@@ -249,8 +252,6 @@ class MeIdentityCheck:
                 decision.decisive.value,
                 time.perf_counter() - started,
             )
-        if self.events is not None:
-            self._raise_events(request, decision)
         if log.isEnabledFor(logging.DEBUG):
             self._log_decision(request, decision)
         return answer

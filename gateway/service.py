@@ -111,7 +111,7 @@ class Gateway:
             )
             self.observations.start()
             self.metrics.watch_observations(self.observations.stats)
-        self.events = build_bus(config.events)
+        self.events = build_bus(config.events, self.observations)
         if self.events is not None:
             self.events.start()
             self.metrics.registry.register(EventsCollector(self.events))

@@ -1,7 +1,8 @@
 """The event bus: decisions in (from the check path, O(1), never blocking), events out to each
 sink from its own task through its own bounded queue. A full queue drops the event for that
 sink and counts it; a sink that fails counts it and goes on. Metrics: ``eir_events_total{type}``
-and ``eir_events_{delivered,failed,dropped,retries}_total{sink}``, ``eir_events_queued{sink}``.
+and ``eir_events_{delivered,failed,dropped,retries}_total{sink}``, ``eir_events_queued{sink}``,
+``eir_events_new_imsi_lookups_total{outcome}``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.classify import Decision
-from gateway.events.model import DecisionEvent, EventDetector, EventType
+from gateway.events.detector import EventDetector
+from gateway.events.model import DecisionEvent, EventType
+from gateway.events.new_imsi import LookupOutcome
 from gateway.events.sinks import DeliveryFailed, SinkStats
 
 log = logging.getLogger("eir.events")
@@ -44,6 +47,7 @@ class EventBus:
         self._queues: list[asyncio.Queue[DecisionEvent]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_failure_log: dict[str, float] = {}
+        detector.later = self._publish  # new_imsi events decided after a lookup
 
     def start(self) -> None:
         for sink in self.sinks:
@@ -59,12 +63,15 @@ class EventBus:
         events = self.detector.detect(decision, origin_host, interface,
                                       time.time() if now is None else now)
         for event in events:
-            self.raised[event.type] += 1
-            for sink, queue in zip(self.sinks, self._queues, strict=True):
-                try:
-                    queue.put_nowait(event)
-                except asyncio.QueueFull:
-                    sink.stats.dropped += 1
+            self._publish(event)
+
+    def _publish(self, event: DecisionEvent) -> None:
+        self.raised[event.type] += 1
+        for sink, queue in zip(self.sinks, self._queues, strict=True):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sink.stats.dropped += 1
 
     async def _run(self, sink: Sink, queue: asyncio.Queue[DecisionEvent]) -> None:
         while True:
@@ -129,6 +136,15 @@ class EventsCollector:
             for sink in bus.sinks:
                 family.add_metric((sink.name,), getattr(sink.stats, field))
             yield family
+        new_imsi = bus.detector.new_imsi
+        if new_imsi.history is not None:
+            lookups = CounterMetricFamily(
+                "eir_events_new_imsi_lookups",
+                "IMEIs asked of the observation log for their last IMSI (new_imsi), by outcome.",
+                labels=("outcome",))
+            for outcome in LookupOutcome:
+                lookups.add_metric((outcome.value,), new_imsi.lookups[outcome])
+            yield lookups
         queued = GaugeMetricFamily("eir_events_queued", "Events waiting in a sink's queue.",
                                    labels=("sink",))
         for i, sink in enumerate(bus.sinks):

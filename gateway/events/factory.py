@@ -7,12 +7,15 @@ from urllib.parse import urlsplit
 
 from gateway.config import EventsConfig
 from gateway.events.bus import EventBus, Sink
-from gateway.events.model import EventDetector, EventType
+from gateway.events.detector import EventDetector
+from gateway.events.model import EventType
+from gateway.events.new_imsi import ImsiHistory
 from gateway.events.sinks import StreamSyslog, UdpSyslog, Webhook
 from gateway.events.syslog import SyslogFormatter
 
 
-def build_bus(config: EventsConfig) -> EventBus | None:
+def build_bus(config: EventsConfig, history: ImsiHistory | None = None) -> EventBus | None:
+    """``history``: the observation log, which new_imsi asks about IMEIs it does not remember."""
     if not config.types:
         return None
     sinks: list[Sink] = []
@@ -37,5 +40,6 @@ def build_bus(config: EventsConfig) -> EventBus | None:
                              config.webhook_backoff))
     if not sinks:
         return None
-    detector = EventDetector((EventType(t) for t in config.types), config.new_imsi_memory)
+    detector = EventDetector((EventType(t) for t in config.types), config.new_imsi_memory,
+                             history)
     return EventBus(detector, sinks, config.queue_size)

@@ -1,17 +1,13 @@
-"""Decision events and how a decision is turned into them (sans-IO: no I/O, time passed in)."""
+"""Decision events: their types and what one carries."""
 
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.classify import Decision
 from gateway.observations import mask_imsi
-from gateway.policy import EquipmentStatus, Reason
 
 
 class EventType(enum.Enum):
@@ -48,53 +44,3 @@ class DecisionEvent:
             "origin_host": self.origin_host,
             "interface": self.interface,
         }
-
-
-class EventDetector:
-    """Which events a decision raises. ``NEW_IMSI`` remembers the last IMSI of up to ``memory``
-    IMEIs (least recently seen forgotten first): a restart forgets them, so the first sighting
-    after it raises nothing."""
-
-    def __init__(self, types: Iterable[EventType], memory: int = 100_000) -> None:
-        self.types = frozenset(types)
-        self.memory = memory
-        self._last_imsi: OrderedDict[str, str] = OrderedDict()
-
-    def detect(
-        self, decision: Decision, origin_host: str | None, interface: str, now: float
-    ) -> list[DecisionEvent]:
-        imei = decision.imei
-        if imei is None or not self.types:
-            return []
-        types = self.types
-        enforcement = decision.enforcement
-        status = "EQUIPMENT_UNKNOWN" if enforcement is None else enforcement.name
-        out: list[DecisionEvent] = []
-
-        def raise_(kind: EventType, previous: str | None = None) -> None:
-            out.append(DecisionEvent(kind, now, imei.body, decision.imsi, status,
-                                     decision.decisive.value, origin_host, interface, previous))
-
-        if EventType.LISTED in types and enforcement in (
-            EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED
-        ):
-            raise_(EventType.LISTED)
-        reasons = decision.reasons
-        if EventType.CLONE_SUSPECTED in types and Reason.CLONE_SUSPECTED in reasons:
-            raise_(EventType.CLONE_SUSPECTED)
-        if EventType.REGISTRY_REPORTED in types and Reason.REGISTRY_REPORTED in reasons:
-            raise_(EventType.REGISTRY_REPORTED)
-        imsi = decision.imsi
-        if EventType.NEW_IMSI in types and imsi:
-            seen = self._last_imsi
-            previous = seen.get(imei.body)
-            if previous is None:
-                seen[imei.body] = imsi
-                if len(seen) > self.memory:
-                    seen.popitem(last=False)
-            else:
-                seen.move_to_end(imei.body)
-                if previous != imsi:
-                    seen[imei.body] = imsi
-                    raise_(EventType.NEW_IMSI, previous)
-        return out

@@ -132,13 +132,14 @@ class EquipmentIdentityCheck:
         return self._answer(query, decision, started)
 
     def _answer(self, query: EquipmentStatusQuery, decision: Decision, started: float) -> Response:
+        if self.events is not None:
+            # Decision events (gateway/events): queued, never awaited; no Origin-Host on HTTP.
+            # Before the observation is recorded: new_imsi asks the log what came before it.
+            self.events.on_decision(decision, None, INTERFACE)
         imei = decision.imei
         if self.observations is not None and imei is not None and decision.imsi:
             self.observations.record(imei.body, decision.imsi)
         self._count(_STATUS_LABEL[decision.enforcement], decision.decisive.value, started)
-        if self.events is not None:
-            # Decision events (gateway/events): queued, never awaited; no Origin-Host on HTTP.
-            self.events.on_decision(decision, None, INTERFACE)
         if log.isEnabledFor(logging.DEBUG):
             fields: dict[str, object] = {"pei": _pei_text(query.pei)}
             fields.update(decision.log_fields(self.mask_imsis))

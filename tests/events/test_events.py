@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway.classify import Classifier
 from gateway.events.bus import EventBus, EventsCollector
-from gateway.events.model import DecisionEvent, EventDetector, EventType
+from gateway.events.detector import EventDetector
+from gateway.events.model import DecisionEvent, EventType
 from gateway.events.sinks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.config import EventsConfig
 from gateway.events.bus import EventBus, EventsCollector
+from gateway.events.detector import EventDetector
 from gateway.events.factory import build_bus
-from gateway.events.model import EventDetector, EventType
+from gateway.events.model import EventType
 from gateway.events.sinks import DeliveryFailed, StreamSyslog
 from gateway.events.syslog import SyslogFormatter
 from tests.certs import TestCa
