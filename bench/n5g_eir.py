@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 from e2e import _wait_port, _wait_ready, free_port  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
-from gateway.imei import luhn_check_digit  # noqa: E402
 from gateway.n5g_eir.problem import STATUS_RESPONSES, Response  # noqa: E402
-from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH  # noqa: E402
 from gateway.n5g_eir.server import N5gEirServer  # noqa: E402
 from gateway.n5g_eir.settings import HttpEndpoint, N5gEirSettings  # noqa: E402
 from gateway.policy import EquipmentStatus  # noqa: E402
+from gateway.simulator.amf import query_of  # noqa: E402
 from gateway.simulator.traffic import GatewayData, ImeiGenerator  # noqa: E402
 
 # The simulator's mix without malformed IMEIs, which no PEI can carry.
@@ -88,20 +88,13 @@ async def serve_ceiling(port: int) -> None:
 # --- traffic ----------------------------------------------------------------------------------
 
 def pei_uris(base: str, pool: int, seed: int) -> list[str]:
+    """The simulator's PEIs (gateway.simulator.amf): one check in two an ``imeisv-`` with a
+    Software Version."""
     config = load_config(None)
     generator = ImeiGenerator(GatewayData.from_config(config), config.policy, MIX, imsi=True,
                               seed=seed)
-    uris = []
-    for n, check in enumerate(generator.take(pool)):
-        imei = check.imei
-        if len(imei) == 15 and n % 2 and check.category != "bad_check_digit":
-            pei = f"imeisv-{imei[:14]}{n % 100:02d}"  # the same handset with a Software Version
-        elif len(imei) == 14:
-            pei = f"imei-{imei}{luhn_check_digit(imei)}"
-        else:
-            pei = f"imei-{imei}"
-        uris.append(f"{base}{EQUIPMENT_STATUS_PATH}?pei={pei}&supi=imsi-{check.imsi}")
-    return uris
+    return [f"{base}{query_of(replace(c, sv=f'{n % 100:02d}') if n % 2 else c)}"
+            for n, c in enumerate(generator.take(pool))]
 
 
 # --- h2load ---------------------------------------------------------------------------------

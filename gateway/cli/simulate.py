@@ -1,6 +1,8 @@
-"""`eir-gateway simulate`: simulated MMEs sending ME-Identity-Check-Requests (TS 29.272 §5.3.2.2).
+"""`eir-gateway simulate`: simulated MMEs sending ME-Identity-Check-Requests (TS 29.272 §5.3.2.2),
+or with ``--interface n5g-eir`` simulated AMFs sending GetEquipmentStatus (TS 29.511 §5.2.2.2).
 
-    eir-gateway simulate [--host H] [--port P] [--transport tcp|sctp|tls] [--connections N]
+    eir-gateway simulate [--interface s13|n5g-eir] [--host H] [--port P]
+        [--transport tcp|sctp|tls] [--connections N]
         [--window W | --rate R] [--count N] [--duration S] [--max-duration S] [--timeout S]
         [--imei-file FILE | --mix valid=70,bad_check_digit=5,... --imsi --sv NN --seed N]
         [--origin-host PATTERN] [--origin-realm R] [--destination-realm R]
@@ -16,6 +18,12 @@ one) and knows what that configuration answers; every answer is verified unless
 ``--no-verify``. Exit status: 0 when every request was answered as expected and matched its
 request, 1 otherwise, 2 on usage or configuration errors, 3 when the EIR ended the run early
 (it sent DPR or closed a connection; the report says which and why).
+
+N5g-eir: each connection is an AMF's HTTP/2 connection, h2c with prior knowledge (``--transport
+tcp``, default port 8080) or TLS with ALPN h2 (``tls``, default port 443); each check becomes a
+PEI (``imei-``/``imeisv-``) with a SUPI ``imsi-`` when it has an IMSI
+(gateway/simulator/amf.py). The generator leaves malformed IMEIs out unless ``--mix`` names them
+(no PEI carries one: the 5G-EIR answers 400).
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from gateway.cli._common import EXIT_CUT_SHORT, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from gateway.config import ConfigError, load_config
 from gateway.simulator.pcap import write_pcap
 from gateway.simulator.runner import SimulatorSettings, simulate
+from gateway.simulator.settings import INTERFACES, N5G_EIR, S13
 from gateway.simulator.traffic import (
     CATEGORIES,
+    DEFAULT_MIX,
     Check,
     GatewayData,
     ImeiFileError,
@@ -52,6 +62,12 @@ Examples:
   eir-gateway simulate --count 10000 --window 64 --connections 4
   eir-gateway simulate --rate 5000 --duration 10 --imsi --pcap run.pcap
   eir-gateway simulate --imei-file checks.csv --json
+  eir-gateway simulate --interface n5g-eir --imsi --sv 01 --connections 4 --window 32
+  eir-gateway simulate --interface n5g-eir --transport tls --tls-ca ca.pem --rate 2000 \
+      --duration 10 --imsi
+
+N5g-eir: the IMEI column may also hold a PEI (imei-..., imeisv-..., mac-..., eui-...), sent as
+it is.
 """
 
 DEFAULT_COUNT = 1000
@@ -61,19 +77,24 @@ DEFAULT_POOL = 10_000
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "simulate",
-        help="simulated MMEs: send ME-Identity-Check-Requests and report",
+        help="simulated MMEs (S13) or AMFs (N5g-eir): send checks and report",
         description="Act as one or more MMEs (CER/CEA, DWR/DWA, DPR/DPA) and send "
-        "ME-Identity-Check-Requests in a closed loop (--window) or at a fixed rate (--rate); "
-        "verify every answer and report counts, result codes, Equipment-Status and latency.",
+        "ME-Identity-Check-Requests, or with --interface n5g-eir as AMFs sending "
+        "GetEquipmentStatus over HTTP/2, in a closed loop (--window) or at a fixed rate "
+        "(--rate); verify every answer and report counts, result codes, statuses and latency.",
         epilog=IMEI_FILE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     target = parser.add_argument_group("target")
+    target.add_argument("--interface", choices=INTERFACES, default=S13,
+                        help="s13: MMEs over Diameter (default); n5g-eir: AMFs over HTTP/2")
     target.add_argument("--host", default="127.0.0.1", help="EIR address (default 127.0.0.1)")
-    target.add_argument("--port", type=int, default=None, help="default 3868 (5868 for tls)")
-    target.add_argument("--transport", choices=("tcp", "sctp", "tls"), default="tcp")
+    target.add_argument("--port", type=int, default=None, help="default 3868 (5868 for tls); n5g-eir: 8080 (443 for tls)")
+    target.add_argument("--transport", choices=("tcp", "sctp", "tls"), default="tcp",
+                        help="n5g-eir: tcp is h2c (prior knowledge), tls is h2 (ALPN)")
     target.add_argument("--connections", type=int, default=1, metavar="N",
-                        help="MME connections, one Origin-Host each (default 1)")
+                        help="MME connections, one Origin-Host each, or AMF connections "
+                        "(default 1)")
     target.add_argument("--origin-host", default="mme{n}.sim.local", metavar="PATTERN",
                         help="Origin-Host; {n} is the connection number (default mme{n}.sim.local)")
     target.add_argument("--origin-realm", default="sim.local")
@@ -138,6 +159,8 @@ def _checks(args: argparse.Namespace, count: int | None) -> tuple[list[Check], s
     if args.sv is not None and not (len(args.sv) == 2 and args.sv.isdigit()):
         raise ValueError(f"--sv {args.sv!r} is not 2 digits")
     mix = parse_mix(args.mix) if args.mix else None
+    if mix is None and args.interface == N5G_EIR:
+        mix = {**DEFAULT_MIX, "malformed": 0}  # no PEI carries a malformed IMEI
     generator = ImeiGenerator(
         GatewayData.from_config(config), config.policy, mix, imsi=args.imsi, sv=args.sv,
         seed=args.seed,
@@ -152,11 +175,18 @@ def settings_from_args(args: argparse.Namespace, realm: str) -> SimulatorSetting
     count = args.count
     if count is None and args.duration is None:
         count = DEFAULT_COUNT
-    port = args.port if args.port is not None else (5868 if args.transport == "tls" else 3868)
+    tls = args.transport == "tls"
+    if args.port is not None:
+        port = args.port
+    elif args.interface == N5G_EIR:
+        port = 443 if tls else 8080
+    else:
+        port = 5868 if tls else 3868
     progress = {"on": True, "off": False}.get(args.progress, sys.stderr.isatty())
     settings = SimulatorSettings(
         host=args.host,
         port=port,
+        interface=args.interface,
         transport=args.transport,
         connections=args.connections,
         origin_host=args.origin_host,

@@ -66,6 +66,52 @@ class Setting(enum.IntEnum):
     MAX_HEADER_LIST_SIZE = 0x6
 
 
+class Http2Error(Exception):
+    """A connection error (§5.4.1): the connection ends with GOAWAY carrying ``code``."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def unpad(flags: int, payload: bytes) -> tuple[int, int]:
+    """(start, end) of the content of a DATA or HEADERS frame, without its padding (§6.1,
+    §6.2)."""
+    if not flags & PADDED:
+        return 0, len(payload)
+    if not payload or payload[0] >= len(payload):
+        raise Http2Error(ErrorCode.PROTOCOL_ERROR, "padding longer than the frame")
+    return 1, len(payload) - payload[0]
+
+
+def header_fragment(flags: int, payload: bytes) -> bytes:
+    """The header block fragment of a HEADERS frame: padding and priority fields off (§6.2)."""
+    start, end = unpad(flags, payload)
+    if flags & PRIORITY_FLAG:
+        start += 5
+        if start > end:
+            raise Http2Error(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short")
+    return payload[start:end]
+
+
+_SETTING = struct.Struct(">HI")
+
+
+def settings_values(payload: bytes) -> list[tuple[int, int]]:
+    """(identifier, value) of a SETTINGS frame, each value within §6.5.2's bounds."""
+    if len(payload) % 6:
+        raise Http2Error(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length")
+    values = [_SETTING.unpack_from(payload, offset) for offset in range(0, len(payload), 6)]
+    for setting, value in values:
+        if setting == Setting.INITIAL_WINDOW_SIZE and value > MAX_WINDOW:
+            raise Http2Error(ErrorCode.FLOW_CONTROL_ERROR, "initial window")
+        if setting == Setting.MAX_FRAME_SIZE and not DEFAULT_MAX_FRAME_SIZE <= value <= 16_777_215:
+            raise Http2Error(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE")
+        if setting == Setting.ENABLE_PUSH and value > 1:
+            raise Http2Error(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH")
+    return values
+
+
 class Rule(NamedTuple):
     """What §6 says of a frame type as received by a server."""
 

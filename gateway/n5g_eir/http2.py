@@ -31,17 +31,19 @@ from gateway.n5g_eir.frames import (
     HEADER,
     HEADER_SIZE,
     MAX_WINDOW,
-    PADDED,
     PREFACE,
-    PRIORITY_FLAG,
     RULES,
     ErrorCode,
     FrameType,
+    Http2Error,
     Setting,
     frame,
     goaway_frame,
+    header_fragment,
     rst_stream_frame,
     settings_frame,
+    settings_values,
+    unpad,
     window_update_frame,
 )
 from gateway.n5g_eir.hpack import HpackDecoder, HpackError, encode_headers, table_size_update
@@ -67,10 +69,7 @@ class RequestReceived:
     authorization: bytes | None = None  # the Authorization field (OAuth2 bearer token)
 
 
-class _ConnectionError(Exception):
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
+_ConnectionError = Http2Error
 
 
 class _StreamError(Exception):
@@ -262,15 +261,6 @@ class Http2Session:
         self._blocked.pop(stream_id, None)
         self._reset.append(stream_id)
 
-    @staticmethod
-    def _unpad(flags: int, payload: bytes) -> tuple[int, int]:
-        """(start, end) of the content of a padded frame (§6.1, §6.2)."""
-        if not flags & PADDED:
-            return 0, len(payload)
-        if not payload or payload[0] >= len(payload):
-            raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "padding longer than the frame")
-        return 1, len(payload) - payload[0]
-
     # §6.1
     def _on_data(self, flags: int, stream_id: int, payload: bytes,
                  out: list[RequestReceived]) -> None:
@@ -279,7 +269,7 @@ class Http2Session:
             # The body is dropped at once, so its bytes go straight back to the connection
             # window: a client that sends one can never stall the others.
             self._out.append(window_update_frame(0, length))
-        start, end = self._unpad(flags, payload)
+        start, end = unpad(flags, payload)
         stream = self._streams.get(stream_id)
         if stream is None:
             if stream_id > self._last_stream_id:
@@ -304,12 +294,7 @@ class Http2Session:
                     out: list[RequestReceived]) -> None:
         if stream_id % 2 == 0:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")
-        start, end = self._unpad(flags, payload)
-        if flags & PRIORITY_FLAG:
-            start += 5
-            if start > end:
-                raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS too short")
-        fragment = payload[start:end]
+        fragment = header_fragment(flags, payload)
         if flags & END_HEADERS:
             self._header_block(stream_id, bool(flags & END_STREAM), fragment, out)
         else:
@@ -393,14 +378,10 @@ class Http2Session:
             if payload:
                 raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
-        if len(payload) % 6:
-            raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS length")
+        values = settings_values(payload)
         self._settings_seen = True
-        for offset in range(0, len(payload), 6):
-            setting, value = struct.unpack_from(">HI", payload, offset)
+        for setting, value in values:
             if setting == Setting.INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "initial window")
                 delta = value - self._peer_initial_window
                 self._peer_initial_window = value
                 for stream in self._streams.values():  # §6.9.2
@@ -408,12 +389,7 @@ class Http2Session:
                     if stream.send_window > MAX_WINDOW:
                         raise _ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "window overflow")
             elif setting == Setting.MAX_FRAME_SIZE:
-                if not DEFAULT_MAX_FRAME_SIZE <= value <= 16_777_215:
-                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "MAX_FRAME_SIZE")
                 self._peer_max_frame = value
-            elif setting == Setting.ENABLE_PUSH:
-                if value > 1:
-                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH")
             elif setting == Setting.HEADER_TABLE_SIZE and value < 4096:
                 # Our encoder's table (always empty) must shrink within it: say so (RFC 7541
                 # §4.2) at the start of our next header block.

@@ -16,6 +16,18 @@ PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p99.9", 0.999))
 # Latency histogram bucket upper bounds, in milliseconds (the last bucket is open).
 HISTOGRAM_BOUNDS_MS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
 MAX_EXAMPLES = 10
+S13_GOOD_RESULTS = frozenset(("2001", "5422"))
+
+# How each interface names what the report shows: what a result key is, the answers' status,
+# and what requests are matched by (RFC 6733 §6.2 for S13; the stream, RFC 9113 §5.1, for
+# HTTP/2).
+_WORDING = {
+    "s13": ("results", "Equipment-Status",
+            "{ids} End-to-End/Session-Id mismatches, {unmatched} answers with an unknown "
+            "Hop-by-Hop"),
+    "n5g-eir": ("HTTP status (cause)", "EquipmentStatus",
+                "{unmatched} responses on an unknown stream"),
+}
 
 
 def percentile(ordered: array | list[float], q: float) -> float:
@@ -80,11 +92,15 @@ class Stats:
     mismatch_by_check: dict[tuple[int, str], dict[str, Any] | None] = field(
         default_factory=dict
     )
+    # Result keys that are answers rather than errors: S13's 2001 and 5422; N5g-eir's 200 and
+    # 404 ERROR_EQUIPMENT_UNKNOWN.
+    good_results: frozenset[str] = S13_GOOD_RESULTS
 
     @property
     def errors(self) -> int:
-        """Answers that are neither 2001 nor 5422, plus requests never answered."""
-        bad_answers = sum(n for code, n in self.results.items() if code not in ("2001", "5422"))
+        """Answers that are not good results, plus requests never answered."""
+        good = self.good_results
+        bad_answers = sum(n for code, n in self.results.items() if code not in good)
         return bad_answers + self.timed_out + self.lost + self.dropped + self.send_errors
 
     def add_mismatch(
@@ -171,7 +187,8 @@ class Report:
             "achieved_rate": round(self.achieved_rate, 1),
             "results": dict(sorted(s.results.items())),
             "equipment_status": {
-                k: v for k, v in sorted(s.outcomes.items()) if not k.startswith("RESULT_")
+                k: v for k, v in sorted(s.outcomes.items())
+                if not k.startswith(("RESULT_", "HTTP_"))
             },
             "outcomes": dict(sorted(s.outcomes.items())),
             "categories": dict(sorted(s.categories.items())),
@@ -200,7 +217,9 @@ class Report:
         d = self.to_dict()
         m = self.method
         lat = d["latency_ms"]
+        results_name, status_name, matching = _WORDING[m.get("interface") or "s13"]
         lines = [
+            f"interface {m.get('interface') or 's13'}  "
             f"mode {m.get('mode')}  connections {m.get('connections')}  "
             + (f"window {m.get('window')}" if m.get("mode") == "closed" else f"rate {m.get('rate')}/s")
             + f"  transport {m.get('transport')}  target {m.get('target')}",
@@ -209,14 +228,14 @@ class Report:
             + (f"throttled (DOIC) {d['throttled']}  " if m.get("doic") else "")
             + f"errors {d['errors']}",
             f"achieved {d['achieved_rate']:.1f} answers/s",
-            "results: " + ", ".join(f"{k}: {v}" for k, v in d["results"].items()),
-            "Equipment-Status: "
+            f"{results_name}: " + ", ".join(f"{k}: {v}" for k, v in d["results"].items()),
+            f"{status_name}: "
             + (", ".join(f"{k}: {v}" for k, v in d["equipment_status"].items()) or "none"),
             "latency ms: "
             + "  ".join(f"{k} {lat[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
-            f"matching: {d['matching']['id_mismatches']} End-to-End/Session-Id mismatches, "
-            f"{d['matching']['unmatched_answers']} answers with an unknown Hop-by-Hop, "
-            f"{d['late_answers']} late",
+            "matching: " + matching.format(ids=d["matching"]["id_mismatches"],
+                                           unmatched=d["matching"]["unmatched_answers"])
+            + f", {d['late_answers']} late",
             f"verification: {d['verification']['verified']} verified, "
             f"{d['verification']['mismatches']} mismatches"
             + (f" ({d['verification']['mismatching_checks']} distinct checks)"

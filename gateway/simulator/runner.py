@@ -6,31 +6,18 @@ are queued with ``Client.submit`` and written together (``flush``, or by the con
 end of the read being processed); when a pcap is asked for, the connection records the bytes it
 sends and receives.
 
-Two drivers:
-
-* closed loop: each connection keeps ``window`` requests outstanding and sends the next one when
-  an answer (or a timeout) frees a slot: the capacity of the server.
-* open loop: requests are scheduled at ``rate`` per second over all connections, whatever the
-  answers do, and latency is measured from the *scheduled* send time, so a stalled server shows
-  as latency instead of silently lowering the load (coordinated omission). The scheduler spins
-  (``asyncio.sleep(0)``) during the last 2 ms before a send, since the event loop's timers are
-  only millisecond-precise; the report gives the send lag it achieved.
-
-A run stops by itself: after ``count`` requests, after ``duration`` seconds, and in any case at
-``max_duration``; requests still outstanding then are given their answer timeout to finish.
+The open and closed loops, limits and the report are gateway.simulator.loops', shared with
+the AMFs of :mod:`gateway.simulator.amf`; :func:`simulate` runs either.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import gc
 import ssl
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from diameter.application import Application, NullObserver
@@ -43,9 +30,14 @@ from diameter.overload import ReactingNode
 from diameter.peer import command_name
 from diameter.settings import LocalIdentity, PeerSettings
 from diameter.transport import Client, PeerConnection, client_ssl_context
+from gateway.simulator.amf import AmfSimulation
+from gateway.simulator.loops import Link, LoadRun, Outstanding
 from gateway.simulator.pcap import Capture
-from gateway.simulator.report import Report, Stats
+from gateway.simulator.report import Report
+from gateway.simulator.settings import N5G_EIR, SimulatorSettings
 from gateway.simulator.traffic import (
+    EQUIPMENT_UNKNOWN,
+    SUCCESS,
     AnswerScanner,
     Check,
     PreparedCheck,
@@ -54,78 +46,11 @@ from gateway.simulator.traffic import (
     outcome_of,
 )
 
+__all__ = ["Simulation", "SimulatorSettings", "open_client", "simulate"]
+
 _ANSWER_NAME = command_name(324, False)
-_SPIN = 0.002  # open loop: spin instead of sleeping this close to the next send
 # Checks encoded before the run (per connection) up to this many; beyond, each when it is sent.
 _PREPARED_AHEAD = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorSettings:
-    host: str = "127.0.0.1"
-    port: int = 3868
-    transport: str = "tcp"  # tcp | sctp | tls
-    connections: int = 1
-    origin_host: str = "mme{n}.sim.local"  # {n}: the connection number, from 1
-    origin_realm: str = "sim.local"
-    destination_realm: str = "localdomain"
-    destination_host: str | None = None
-    mode: str = "closed"  # closed | open
-    window: int = 16  # closed loop: outstanding requests per connection
-    rate: float = 1000.0  # open loop: requests per second over all connections
-    count: int | None = None
-    duration: float | None = None
-    max_duration: float = 300.0  # hard stop, whatever count and duration say
-    timeout: float = 5.0  # per request
-    connect_timeout: float = 10.0
-    watchdog: float = 30.0  # Tw of our side (RFC 3539 §3.4.1)
-    max_outstanding: int = 65_536  # open loop: beyond it, requests are dropped (and counted)
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_server_name: str | None = None
-    tls_verify: bool = True
-    verify: bool = True  # compare outcomes with expected ones when checks carry them
-    progress: bool = False  # once a second on stderr
-    capture: bool = False  # record bytes for a pcap
-    # RFC 7683 reacting node: send OC-Supported-Features, honour the EIR's OC-OLR (loss).
-    doic: bool = False
-
-    def origin_host_of(self, index: int) -> str:
-        return self.origin_host.format(n=index + 1)
-
-    def validate(self) -> None:
-        if self.mode not in ("closed", "open"):
-            raise ValueError(f"mode {self.mode!r} is not closed or open")
-        if self.transport not in ("tcp", "sctp", "tls"):
-            raise ValueError(f"transport {self.transport!r} is not tcp, sctp or tls")
-        if self.connections < 1 or self.window < 1:
-            raise ValueError("connections and window must be at least 1")
-        if self.mode == "open" and not self.rate > 0:
-            raise ValueError("open loop needs a rate above 0")
-        if self.count is None and self.duration is None:
-            raise ValueError("give a count or a duration (or both)")
-        if self.count is not None and self.count < 1:
-            raise ValueError("count must be at least 1")
-        if self.duration is not None and not self.duration > 0:
-            raise ValueError("duration must be above 0")
-        if not self.timeout > 0 or not self.max_duration > 0:
-            raise ValueError("timeout and max_duration must be above 0")
-
-    def method(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "connections": self.connections,
-            "window": self.window if self.mode == "closed" else None,
-            "rate": self.rate if self.mode == "open" else None,
-            "count": self.count,
-            "duration": self.duration,
-            "timeout": self.timeout,
-            "transport": self.transport,
-            "target": f"{self.host}:{self.port}",
-            "doic": self.doic,
-            "python": sys.version.split()[0],
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,12 +170,9 @@ class _Counter(NullObserver):
 
 
 @dataclass(slots=True)
-class _Outstanding:
-    started: float  # send time (closed loop) or scheduled time (open loop)
+class _Outstanding(Outstanding):
     end_to_end: int
     session_id: bytes
-    index: int  # into the checks
-    check: Check
 
 
 def _why(conn: _Connection) -> str:
@@ -274,50 +196,37 @@ def _no_answer_handler(hop_by_hop: int, raw: bytes) -> None:
     raise AssertionError("answer handler not set")
 
 
-@dataclass(slots=True)
-class _Connection:
-    index: int
-    client: Client
-    factory: RequestFactory
-    observer: _Counter
-    prepared: list[PreparedCheck] | None  # None: prepared when sent (a large sequence)
-    outstanding: dict[int, _Outstanding] = field(default_factory=dict)
-    timed_out: set[int] = field(default_factory=set)
-    alive: bool = True
-    session_counter: int = 0
-    on_answer: Callable[[int, bytes], None] = _no_answer_handler
+class _Connection(Link):
+    __slots__ = ("client", "factory", "observer", "on_answer", "prepared", "session_counter")
+
+    def __init__(self, index: int, client: Client, factory: RequestFactory, observer: _Counter,
+                 prepared: list[PreparedCheck] | None) -> None:
+        super().__init__(index)
+        self.client = client
+        self.factory = factory
+        self.observer = observer
+        self.prepared = prepared  # None: prepared when sent (a large sequence)
+        self.session_counter = 0
+        self.on_answer: Callable[[int, bytes], None] = _no_answer_handler
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
-class Simulation:
-    """One run: connect, drive, drain, disconnect, report."""
+class Simulation(LoadRun[_Connection]):
+    """One run of simulated MMEs."""
+
+    good_results = frozenset((str(SUCCESS), str(EQUIPMENT_UNKNOWN)))
 
     def __init__(self, settings: SimulatorSettings, checks: Sequence[Check]) -> None:
-        settings.validate()
-        if not checks:
-            raise ValueError("no checks to send")
-        self.settings = settings
-        # A Sequence is used as it is (bench/real_traffic.py builds a million checks on demand).
-        self.checks = checks if isinstance(checks, Sequence) else list(checks)
-        self.stats = Stats()
+        super().__init__(settings, checks)
         self._reacting: ReactingNode | None = ReactingNode() if settings.doic else None
-        self.connections: list[_Connection] = []
         self.captures: list[Capture] = []
-        self.cut_short: list[str] = []
-        self._loop = asyncio.get_running_loop()
-        self._seq = 0  # requests started (closed loop budget)
-        self._stopping = False  # no new requests
-        self._closing = False  # the run is over: connections closing on our DPR
-        self._started = 0.0
-        self._last_answer = 0.0
-        self._done: asyncio.Future[None] = self._loop.create_future()
         self._scanner = AnswerScanner()
         # (Result-Code, Experimental-Result-Code, Equipment-Status) -> (result key, outcome)
         self._names: dict[tuple[int | None, int | None, int | None], tuple[str, str]] = {}
-        self._verify = settings.verify and any(c.expected is not None for c in self.checks)
+        self._session_high = int(time.time()) & 0xFFFFFFFF
 
     # -- set-up and tear-down --------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -326,7 +235,7 @@ class Simulation:
             return None
         return client_ssl_context(s.tls_ca, s.tls_cert, s.tls_key, check_hostname=s.tls_verify)
 
-    async def _connect(self, index: int, session_high: int) -> _Connection:
+    async def _connect(self, index: int) -> _Connection:
         s = self.settings
         origin_host = s.origin_host_of(index)
         identity = LocalIdentity(
@@ -368,7 +277,7 @@ class Simulation:
                 s.origin_realm,
                 s.destination_realm,
                 s.destination_host,
-                session_high,
+                self._session_high,
                 doic=s.doic,
             )
         )
@@ -380,106 +289,30 @@ class Simulation:
         conn = _Connection(index, client, factory, observer, prepared)
         conn.on_answer = functools.partial(self._on_answer, conn)
         assert client.connection is not None
-        client.connection.closed.add_done_callback(lambda _: self._connection_closed(conn))
+        client.connection.closed.add_done_callback(
+            lambda _: self._connection_closed(
+                conn, f"{self.settings.origin_host_of(conn.index)}: {_why(conn)}"
+            )
+        )
         return conn
 
-    def _connection_closed(self, conn: _Connection) -> None:
-        if not conn.alive:
-            return
-        conn.alive = False
-        if not self._closing and not self._done.done():
-            # Not our DPR at the end of the run: the EIR ended it early (it is stopping, or it
-            # dropped us); the report must say so, not "OK" over fewer requests.
-            self.cut_short.append(f"{self.settings.origin_host_of(conn.index)}: {_why(conn)}")
-        lost = len(conn.outstanding)
-        conn.outstanding.clear()
-        if not self._closing:  # our own DPR at the end loses nothing
-            self.stats.lost += lost
-        self._check_done()
+    async def _close(self, conn: _Connection) -> None:
+        await conn.client.close(DisconnectCause.REBOOTING, timeout=2.0)
 
-    async def run(self) -> Report:
-        s = self.settings
-        session_high = int(time.time()) & 0xFFFFFFFF
-        results = await asyncio.gather(
-            *(self._connect(i, session_high) for i in range(s.connections)),
-            return_exceptions=True,
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        self.connections = [r for r in results if isinstance(r, _Connection)]
-        if failures:
-            await self._close_all()
-            raise failures[0]
-        # The checks, templates and connections live for the whole run: move them out of the
-        # collector's way, so its passes over the heap do not stall the hot path for
-        # milliseconds (every request allocates a few tracked objects).
-        gc.collect()
-        gc.freeze()
-        progress = self._loop.create_task(self._progress()) if s.progress else None
-        sweeper = self._loop.create_task(self._sweep())
-        self._started = time.perf_counter()
-        hard_stop = self._loop.call_later(s.max_duration, self._stop_sending)
-        duration_stop = (
-            self._loop.call_later(s.duration, self._stop_sending) if s.duration else None
-        )
-        driver: asyncio.Task[None] | None = None
-        try:
-            if s.mode == "closed":
-                self._start_closed()
-            else:
-                driver = self._loop.create_task(self._open_loop())
-            # Outstanding requests get their answer timeout after sending stops.
-            await asyncio.wait_for(asyncio.shield(self._done), s.max_duration + s.timeout + 1.0)
-        except TimeoutError:
-            pass
-        finally:
-            self._stopping = True
-            hard_stop.cancel()
-            if duration_stop is not None:
-                duration_stop.cancel()
-            for task in (driver, sweeper, progress):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if progress is not None:
-                sys.stderr.write("\n")
-            gc.unfreeze()
-        end = self._last_answer or time.perf_counter()
-        duration = max(end - self._started, 1e-9)
-        unmatched = sum(c.observer.answers_in for c in self.connections) - (
+    def _flush(self, conn: _Connection) -> None:
+        conn.client.flush()
+
+    def _unmatched(self) -> int:
+        return sum(c.observer.answers_in for c in self.connections) - (
             self.stats.answered + self.stats.late
         )
-        up = sum(1 for c in self.connections if c.alive)
-        self._closing = True
-        await self._close_all()
-        return Report(
-            s.method(), self.stats, duration, max(unmatched, 0), up, list(self.cut_short)
-        )
 
-    async def _close_all(self) -> None:
-        async def close(conn: _Connection) -> None:
-            with contextlib.suppress(Exception):
-                await conn.client.close(DisconnectCause.REBOOTING, timeout=2.0)
-
-        await asyncio.gather(*(close(c) for c in self.connections))
-
-    # -- limits ------------------------------------------------------------------------------
-    def _stop_sending(self) -> None:
-        self._stopping = True
-        self._check_done()
-
-    def _check_done(self) -> None:
-        if self._done.done():
-            return
-        alive = [c for c in self.connections if c.alive]
-        if not alive or (
-            self._stopping and not any(c.outstanding for c in alive)
-        ):
-            self._done.set_result(None)
+    def _refill_on_sweep(self) -> bool:
+        # With --doic a window left short by abated requests is topped up by the sweep.
+        return self._reacting is not None
 
     # -- sending -----------------------------------------------------------------------------
     def _send(self, conn: _Connection, seq: int, started: float) -> bool:
-        """Queue request number ``seq`` on ``conn``; False when the connection cannot send."""
         client = conn.client
         reacting = self._reacting
         if reacting is not None and client.info is not None:
@@ -504,7 +337,7 @@ class Simulation:
         so = prepared.template.session_offset
         session = bytes(raw[so - len(conn.factory.session_prefix) : so + 10])
         conn.outstanding[hop_by_hop] = _Outstanding(
-            started, end_to_end, session, index, prepared.check
+            started, index, prepared.check, end_to_end, session
         )
         self.stats.sent += 1
         self.stats.categories[prepared.check.category] += 1
@@ -515,15 +348,11 @@ class Simulation:
         stats = self.stats
         request = conn.outstanding.pop(hop_by_hop, None)
         if request is None:
-            if hop_by_hop in conn.timed_out:
-                conn.timed_out.discard(hop_by_hop)
-                stats.late += 1
+            self._late(conn, hop_by_hop)
             return
-        stats.answered += 1
-        self._last_answer = now
+        assert isinstance(request, _Outstanding)
         if self._reacting is not None:
             self._reacting.on_answer(raw, now)
-        stats.latencies.append(now - request.started)
         # RFC 6733 §6.2: the answer carries the request's End-to-End and Session-Id.
         end_to_end = int.from_bytes(raw[16:20], "big")
         if end_to_end != request.end_to_end:
@@ -543,144 +372,15 @@ class Simulation:
                 str(code) if code is not None else "none",
                 outcome_of(result, experimental, status),
             )
-        code_name, outcome = named
-        stats.results[code_name] += 1
-        stats.outcomes[outcome] += 1
-        if self._verify:
-            check = request.check
-            if check.expected is not None:
-                stats.verified += 1
-                if outcome != check.expected:
-                    stats.add_mismatch(
-                        check.imei, check.expected, outcome, request.index, check.line
-                    )
-        if self.settings.mode == "closed":
-            self._refill(conn)
-        if self._stopping:
-            self._check_done()
-
-    # -- closed loop -------------------------------------------------------------------------
-    def _budget_left(self) -> bool:
-        count = self.settings.count
-        return not self._stopping and (count is None or self._seq < count)
-
-    def _refill(self, conn: _Connection) -> None:
-        window = self.settings.window
-        while conn.alive and len(conn.outstanding) < window and self._budget_left():
-            seq = self._seq
-            self._seq += 1
-            if not self._send(conn, seq, time.perf_counter()):
-                break
-        if not self._budget_left() and not self._stopping:
-            count = self.settings.count
-            if count is not None and self._seq >= count:
-                self._stopping = True
-        if self._stopping:
-            self._check_done()
-
-    def _start_closed(self) -> None:
-        # Fill the windows round-robin, so a count smaller than the windows spreads out.
-        window = self.settings.window
-        for _ in range(window):
-            for conn in self.connections:
-                if conn.alive and len(conn.outstanding) < window and self._budget_left():
-                    seq = self._seq
-                    self._seq += 1
-                    self._send(conn, seq, time.perf_counter())
-        count = self.settings.count
-        if count is not None and self._seq >= count:
-            self._stopping = True
-        for conn in self.connections:
-            conn.client.flush()
-        self._check_done()
-
-    # -- open loop ---------------------------------------------------------------------------
-    async def _open_loop(self) -> None:
-        s = self.settings
-        interval = 1.0 / s.rate
-        start = self._started
-        conns = self.connections
-        n = len(conns)
-        limit = s.count
-        seq = 0
-        stats = self.stats
-        lag = stats.send_lag
-        while not self._stopping:
-            now = time.perf_counter()
-            due = start + seq * interval
-            if due > now:
-                delay = due - now
-                await asyncio.sleep(delay - _SPIN if delay > _SPIN * 1.5 else 0)
-                continue
-            touched: set[int] = set()
-            while due <= now:
-                if limit is not None and seq >= limit:
-                    self._stopping = True
-                    break
-                if s.duration is not None and due - start >= s.duration:
-                    self._stopping = True
-                    break
-                conn = conns[seq % n]
-                if conn.alive:
-                    if len(conn.outstanding) >= s.max_outstanding:
-                        stats.dropped += 1
-                    elif self._send(conn, seq, due):
-                        lag.append(now - due)
-                        touched.add(seq % n)
-                else:
-                    stats.lost += 1
-                seq += 1
-                due = start + seq * interval
-            for i in touched:
-                conns[i].client.flush()
-            await asyncio.sleep(0)
-        self._check_done()
-
-    # -- timeouts and progress ---------------------------------------------------------------
-    async def _sweep(self) -> None:
-        timeout = self.settings.timeout
-        tick = min(max(timeout / 4, 0.005), 0.1)
-        while True:
-            await asyncio.sleep(tick)
-            now = time.perf_counter()
-            for conn in self.connections:
-                outstanding = conn.outstanding
-                expired = 0
-                while outstanding:
-                    hop_by_hop = next(iter(outstanding))
-                    if now - outstanding[hop_by_hop].started < timeout:
-                        break
-                    del outstanding[hop_by_hop]
-                    conn.timed_out.add(hop_by_hop)
-                    expired += 1
-                closed_loop = self.settings.mode == "closed" and conn.alive
-                if expired:
-                    self.stats.timed_out += expired
-                if closed_loop and (expired or self._reacting is not None):
-                    # With --doic a window left short by abated requests is topped up here.
-                    self._refill(conn)
-                    conn.client.flush()
-            self._check_done()
-
-    async def _progress(self) -> None:
-        stream = sys.stderr
-        last_answered, last = 0, time.perf_counter()
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.perf_counter()
-            s = self.stats
-            rate = (s.answered - last_answered) / (now - last)
-            last_answered, last = s.answered, now
-            stream.write(
-                f"\r{now - self._started:6.1f} s  sent {s.sent}  answered {s.answered}  "
-                f"{rate:,.0f}/s  timed out {s.timed_out}  errors {s.errors}  "
-                f"mismatches {s.mismatches + s.id_mismatches}   "
-            )
-            stream.flush()
+        self._answered(conn, request, named[0], named[1], now)
 
 
 async def simulate(settings: SimulatorSettings, checks: Sequence[Check]) -> tuple[Report, list[Capture]]:
-    """Run one simulation; returns the report and the captures (empty unless asked for)."""
+    """Run one simulation (MMEs over S13, or AMFs over N5g-eir as ``settings.interface``
+    says); returns the report and the captures (empty unless asked for)."""
+    if settings.interface == N5G_EIR:
+        amf_run = AmfSimulation(settings, checks)
+        return await amf_run.run(), []
     simulation = Simulation(settings, checks)
     report = await simulation.run()
     return report, simulation.captures
