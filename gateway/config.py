@@ -317,9 +317,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "non_imei_pei": Key("str", _N.non_imei_pei, _one_of(
             *EquipmentStatus.__members__, EQUIPMENT_UNKNOWN, REJECT)),
         "shutdown_grace_seconds": Key("float", _N.shutdown_grace_seconds, _non_negative),
+        "idle_timeout_seconds": Key("float", _N.idle_timeout_seconds, _non_negative),
+        "ping_interval_seconds": Key("float", _N.ping_interval_seconds, _non_negative),
+        "ping_timeout_seconds": Key("float", _N.ping_timeout_seconds, _positive),
         "oauth2": Key("bool", _N.oauth2),
         "oauth2_keys": Key("strs", []),
         "oauth2_audience": Key("strs", list(_N.oauth2_audience)),
+        "oauth2_issuers": Key("strs", []),
+        "oauth2_subjects": Key("strs", []),
     },
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
     "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
@@ -1050,9 +1055,14 @@ def _build(
         retry_after_seconds=v["n5g_eir.retry_after_seconds"],
         non_imei_pei=v["n5g_eir.non_imei_pei"],
         shutdown_grace_seconds=v["n5g_eir.shutdown_grace_seconds"],
+        idle_timeout_seconds=v["n5g_eir.idle_timeout_seconds"],
+        ping_interval_seconds=v["n5g_eir.ping_interval_seconds"],
+        ping_timeout_seconds=v["n5g_eir.ping_timeout_seconds"],
         oauth2=v["n5g_eir.oauth2"],
         oauth2_keys=tuple(str(inp(p)) for p in v["n5g_eir.oauth2_keys"]),
         oauth2_audience=tuple(v["n5g_eir.oauth2_audience"]),
+        oauth2_issuers=tuple(v["n5g_eir.oauth2_issuers"]),
+        oauth2_subjects=tuple(v["n5g_eir.oauth2_subjects"]),
     )
     if n5g_eir.oauth2:
         _check_oauth2(n5g_eir, where)

@@ -140,7 +140,9 @@ class Gateway:
             verifier = None
             if n5g.oauth2:
                 keys = load_public_keys(n5g.oauth2_keys)
-                verifier = AccessTokenVerifier(keys, n5g.oauth2_audience)
+                verifier = AccessTokenVerifier(keys, n5g.oauth2_audience,
+                                               issuers=n5g.oauth2_issuers,
+                                               subjects=n5g.oauth2_subjects)
             check = EquipmentIdentityCheck(
                 self.classifier,
                 n5g,

@@ -56,6 +56,11 @@ _CONNECTION_SPECIFIC = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
+_MAX_STREAM_ID = 2**31 - 1
+# PING payloads (§6.7: 8 opaque octets) of our own, told apart when their ACK comes back.
+PING_DRAIN = b"eirdrain"  # graceful shutdown's round trip (§6.8)
+PING_LIVENESS = b"eiralive"  # is the client still there?
+DRAIN_ACK_WAIT = 1.0  # seconds: the final GOAWAY goes out after this even without the PING ACK
 _ENCODED_CACHE_SIZE = 256
 
 
@@ -137,6 +142,9 @@ def _request_head(
 
 class Http2Session:
     def __init__(self, settings: N5gEirSettings) -> None:
+        self._idle_timeout = settings.idle_timeout_seconds
+        self._ping_interval = settings.ping_interval_seconds
+        self._ping_timeout = settings.ping_timeout_seconds
         self._max_streams = settings.max_concurrent_streams
         self._max_header_list = settings.max_header_list_bytes
         self._recv_initial = settings.initial_window_bytes
@@ -158,13 +166,25 @@ class Http2Session:
         self._blocked: dict[int, bytes] = {}
         self._encoded: dict[Response, bytes] = {}
         self._goaway_received = False
-        self._goaway_sent = False
+        self._goaway_sent = False  # for a connection error: nothing more is read or sent
+        self._draining_since: float | None = None  # graceful shutdown, first GOAWAY sent
+        self._final_goaway = False  # GOAWAY naming the last stream: only those are answered
+        # Timers (tick): what happened since the last tick, and when it last did.
+        self._heard = False  # any bytes from the client
+        self._new_stream = False  # a request opened a stream
+        self._last_heard: float | None = None
+        self._last_active: float | None = None
+        self._ping_sent: float | None = None  # a liveness PING waiting for its ACK, since
+        self.dead = False  # the client did not acknowledge our PING in time: drop it
         self.error: str | None = None  # why the connection failed, for the log
+        self.closing_reason: str | None = None  # why we started to close it (idle), for the log
 
     @property
     def closed(self) -> bool:
-        """Nothing more to do on this connection: GOAWAY sent, or received and all answered."""
-        return self._goaway_sent or (self._goaway_received and not self._streams)
+        """Nothing more to do on this connection: a connection error's GOAWAY sent, or a GOAWAY
+        received or our final one sent, and every stream answered."""
+        return self._goaway_sent or (
+            (self._goaway_received or self._final_goaway) and not self._streams)
 
     def initiate(self) -> None:
         """The server connection preface: our SETTINGS (§3.4)."""
@@ -187,6 +207,7 @@ class Http2Session:
         """Feed bytes from the peer; returns the requests they completed, oldest first."""
         if self._goaway_sent:
             return []
+        self._heard = True
         buf = self._buffer
         buf += data
         out: list[RequestReceived] = []
@@ -273,6 +294,8 @@ class Http2Session:
         stream = self._streams.get(stream_id)
         if stream is None:
             if stream_id > self._last_stream_id:
+                if self._final_goaway:
+                    return  # a stream our final GOAWAY ignored (§6.8)
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
             if stream_id in self._reset:
                 return
@@ -333,7 +356,10 @@ class Http2Session:
             if stream_id in self._reset:
                 return
             raise _ConnectionError(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")
+        if self._final_goaway:
+            return  # §6.8: a stream above the last one our GOAWAY named is ignored
         self._last_stream_id = stream_id
+        self._new_stream = True
         if len(self._streams) >= self._max_streams:
             raise _StreamError(ErrorCode.REFUSED_STREAM, "concurrent stream limit")
         stream = _Stream(self._peer_initial_window, self._recv_initial)
@@ -367,7 +393,7 @@ class Http2Session:
     # §6.4
     def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes,
                        out: list[RequestReceived]) -> None:
-        if stream_id > self._last_stream_id:
+        if stream_id > self._last_stream_id and not self._final_goaway:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         self._forget(stream_id)
 
@@ -407,6 +433,10 @@ class Http2Session:
                  out: list[RequestReceived]) -> None:
         if not flags & ACK:
             self._out.append(frame(FrameType.PING, ACK, 0, payload))
+        elif payload == PING_DRAIN and self._draining_since is not None:
+            self.shutdown()  # a round trip after our first GOAWAY: the client has seen it
+        elif payload == PING_LIVENESS:
+            self._ping_sent = None
 
     # §6.8
     def _on_goaway(self, flags: int, stream_id: int, payload: bytes,
@@ -431,7 +461,7 @@ class Http2Session:
         else:
             stream = self._streams.get(stream_id)
             if stream is None:
-                if stream_id > self._last_stream_id:
+                if stream_id > self._last_stream_id and not self._final_goaway:
                     raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE, idle stream")
                 return  # a stream just closed: late updates are fine
             if not increment:
@@ -498,12 +528,59 @@ class Http2Session:
             if stream is not None:
                 self._send_body(stream_id, stream, body)
 
+    def begin_shutdown(self, now: float, reason: str | None = None) -> None:
+        """Graceful shutdown (§6.8), first step: GOAWAY NO_ERROR with the highest stream id
+        (open no new streams) and a PING. Its ACK (or DRAIN_ACK_WAIT seconds, at a tick) brings
+        the final GOAWAY naming the last stream, so requests the client sent before it saw the
+        first one are still served; the streams at or below it are answered, then
+        :attr:`closed`."""
+        if self._goaway_sent or self._draining_since is not None or self._final_goaway:
+            return
+        self._draining_since = now
+        self.closing_reason = reason
+        self._out.append(goaway_frame(_MAX_STREAM_ID, ErrorCode.NO_ERROR))
+        self._out.append(frame(FrameType.PING, 0, 0, PING_DRAIN))
+
     def shutdown(self) -> None:
-        """Close (§6.8): GOAWAY NO_ERROR naming the last stream we processed. The server calls
-        this once the answers in flight are out."""
-        if not self._goaway_sent:
+        """The final GOAWAY NO_ERROR (§6.8) naming the last stream we processed: later streams
+        are ignored, the ones in flight still answered."""
+        if not self._goaway_sent and not self._final_goaway:
             self._out.append(goaway_frame(self._last_stream_id, ErrorCode.NO_ERROR))
-            self._goaway_sent = True
+            self._final_goaway = True
+
+    def tick(self, now: float) -> None:
+        """The connection's timers, called about once a second with a monotonic ``now``:
+
+        * idle timeout: no stream open and no request for ``idle_timeout_seconds``: graceful
+          shutdown;
+        * liveness (§6.7): nothing heard from the client for ``ping_interval_seconds``: PING;
+          no ACK (nor anything else) within ``ping_timeout_seconds``: :attr:`dead`, to drop
+          (a crashed AMF or a lost path leaves a half-open TCP connection otherwise);
+        * the final GOAWAY of a graceful shutdown whose PING ACK has not come.
+        """
+        if self._goaway_sent:
+            return
+        if self._heard or self._last_heard is None:
+            self._last_heard = now
+            self._heard = False
+            self._ping_sent = None  # anything from the client shows it is alive
+        if self._new_stream or self._streams or self._last_active is None:
+            self._last_active = now
+            self._new_stream = False
+        if self._draining_since is not None:
+            if not self._final_goaway and now - self._draining_since >= DRAIN_ACK_WAIT:
+                self.shutdown()
+        elif self._idle_timeout and now - self._last_active >= self._idle_timeout:
+            self.begin_shutdown(now, f"idle for {self._idle_timeout:g} s")
+        if not self._ping_interval:
+            return
+        if self._ping_sent is None:
+            if now - self._last_heard >= self._ping_interval:
+                self._out.append(frame(FrameType.PING, 0, 0, PING_LIVENESS))
+                self._ping_sent = now
+        elif now - self._ping_sent >= self._ping_timeout:
+            self.dead = True
+            self.error = f"no PING ACK within {self._ping_timeout:g} s"
 
 
 _HANDLERS = {

@@ -2,12 +2,15 @@
 (RFC 6750) in ``Authorization``, a JWT (RFC 7519) signed by the NRF (JWS compact, RFC 7515;
 RS256 or ES256, RFC 7518 §3.3, §3.4), with the AccessTokenClaims of TS 29.510 §6.3.5.2.4.
 
-Checked: the signature against the configured public keys, ``exp`` (and ``nbf`` when present)
-with a small leeway, ``scope`` naming ``n5g-eir-eic`` (the service's scope in TS 29.511's
-securitySchemes), and ``aud`` naming one of the configured audiences (the NF type ``5G_EIR``
-and/or this NF's instance ID). A missing token gets 401 with ``WWW-Authenticate: Bearer``; an
-invalid one 401 with ``error="invalid_token"``; a valid one without the scope 403 with
-``error="insufficient_scope"`` (RFC 6750 §3.1).
+Checked as TS 33.501 §13.4.1.1.2 lists it: the signature against the configured public keys,
+``exp`` (and ``nbf`` when present) with a small leeway, ``aud`` naming one of the configured
+audiences (the NF type ``5G_EIR`` and/or this NF's instance ID), ``scope`` naming
+``n5g-eir-eic`` (the service's scope in TS 29.511's securitySchemes); and as far as configured,
+``iss`` naming one of the NRFs (their NF instance IDs) whose tokens are accepted, and ``sub``
+one of the NF service consumers (AMF instance IDs) allowed to ask. A missing token gets 401
+with ``WWW-Authenticate: Bearer``; an invalid one (signature, time, audience, issuer) 401 with
+``error="invalid_token"``; a valid one without the scope, or of a consumer not allowed, 403
+with ``error="insufficient_scope"`` (RFC 6750 §3.1: it does not grant this request).
 
 AMFs reuse a token until it expires: a verified token is remembered (bounded) with its expiry,
 so its signature is checked once, not per request.
@@ -72,12 +75,16 @@ class _Invalid(Exception):
 
 class AccessTokenVerifier:
     def __init__(self, keys: Sequence[Any], audiences: Sequence[str],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, issuers: Sequence[str] = (),
+                 subjects: Sequence[str] = ()) -> None:
+        """``issuers``, ``subjects``: the accepted ``iss`` and ``sub`` values; empty: any."""
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
         self._rsa = [k for k in keys if isinstance(k, rsa.RSAPublicKey)]
         self._ec = [k for k in keys if isinstance(k, ec.EllipticCurvePublicKey)]
         self._audiences = frozenset(audiences)
+        self._issuers = frozenset(issuers)
+        self._subjects = frozenset(subjects)
         self._clock = clock
         self._verified: dict[bytes, float] = {}  # token -> exp
         self._missing = problem(401, "an OAuth2 access token is required",
@@ -102,6 +109,9 @@ class AccessTokenVerifier:
             return _rejected(401, "invalid_token", str(exc))
         if SCOPE not in str(claims.get("scope", "")).split():
             return _rejected(403, "insufficient_scope", f"the token's scope lacks {SCOPE}")
+        if self._subjects and claims.get("sub") not in self._subjects:
+            return _rejected(403, "insufficient_scope",
+                             "the token's subject (sub) is not a consumer allowed here")
         if len(self._verified) >= _CACHE_SIZE:
             del self._verified[next(iter(self._verified))]
         self._verified[token] = exp
@@ -161,6 +171,8 @@ class AccessTokenVerifier:
         audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
         if not audiences & self._audiences:
             raise _Invalid("the token is not meant for this NF (aud)")
+        if self._issuers and claims.get("iss") not in self._issuers:
+            raise _Invalid("the token was not issued by an accepted NRF (iss)")
         return float(exp)
 
 

@@ -6,6 +6,8 @@ It only feeds bytes to the session, dispatches the requests the session complete
 what the session wants sent. A check decided at once is answered within the same
 ``data_received``; one waiting for the registry becomes a task, answered when it finishes.
 While the socket's write buffer is above its high-water mark, the connection stops reading.
+One timer for all connections ticks their sessions once a second (idle timeout, PING liveness,
+the final GOAWAY of a graceful shutdown).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gateway.n5g_eir.settings import N5gEirSettings
 log = logging.getLogger("eir.n5g_eir")
 
 ALPN_H2 = "h2"  # RFC 9113 §3.2
+TICK_SECONDS = 1.0  # resolution of the idle timeout, PING liveness and the drain's final GOAWAY
 
 
 def tls_context(settings: N5gEirSettings) -> ssl.SSLContext:
@@ -86,10 +89,25 @@ class _Connection(asyncio.Protocol):
             self._dispatch(request)
         self._flush()
         if session.closed:
-            if session.error:
-                log.info("N5g-eir connection %s closed: %s",
-                         self._peername(), session.error)
-            self._close()
+            self._closed_by_session()
+
+    def _closed_by_session(self) -> None:
+        session = self._session
+        reason = session.error or session.closing_reason
+        if reason:
+            log.info("N5g-eir connection %s closed: %s", self._peername(), reason)
+        self._close()
+
+    def tick(self, now: float) -> None:
+        session = self._session
+        session.tick(now)
+        if session.dead:
+            log.info("N5g-eir connection %s dropped: %s", self._peername(), session.error)
+            self.abort_transport()
+            return
+        self._flush()
+        if session.closed:
+            self._closed_by_session()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self._server.connections:
@@ -135,10 +153,8 @@ class _Connection(asyncio.Protocol):
             response = task.result()
         self._respond(stream_id, method, response, started)
         self._flush()
-        if self._session.closed:  # the client's GOAWAY, and this was its last stream
-            self._close()
-        elif not self._tasks and self._server.stopping:
-            self.shutdown()
+        if self._session.closed:  # a GOAWAY either way, and this was the last stream
+            self._closed_by_session()
 
     def _respond(self, stream_id: int, method: bytes, response: Response, started: float) -> None:
         if self._session.respond(stream_id, response):
@@ -160,20 +176,27 @@ class _Connection(asyncio.Protocol):
     def _peername(self) -> Any:
         return None if self._transport is None else self._transport.get_extra_info("peername")
 
-    def shutdown(self) -> None:
-        """GOAWAY and close, once no check of this connection is waiting."""
-        if self._tasks:
-            return  # _finished calls again when the last one is answered
-        self._session.shutdown()
+    def shutdown(self, now: float) -> None:
+        """Graceful shutdown (RFC 9113 §6.8): GOAWAY and PING now, the final GOAWAY a round trip
+        later; closed once the streams it names are answered."""
+        self._session.begin_shutdown(now)
         self._flush()
-        self._close()
+        if self._session.closed:
+            self._close()
 
     def abort(self) -> None:
         """Shutdown grace over: the checks still waiting are dropped, the connection closed."""
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        self.shutdown()
+        self._session.shutdown()
+        self._flush()
+        self._close()
+
+    def abort_transport(self) -> None:
+        """The client is gone (no PING ACK): nothing more can be sent to it."""
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class N5gEirServer:
@@ -186,6 +209,7 @@ class N5gEirServer:
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._servers: list[tuple[str, asyncio.Server]] = []
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
         """Listen on ``settings.listen``, or serve ``sockets`` (one per entry, already bound
@@ -208,6 +232,16 @@ class N5gEirServer:
                     factory, endpoint.host, endpoint.port, ssl=ssl_context, backlog=1024
                 )
             self._servers.append((endpoint.scheme, server))
+        self._ticker = loop.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Once a second, every connection's timers (a few AMF connections: a short walk)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.tick(now)
 
     @property
     def sockets(self) -> list[tuple[str, str, int]]:
@@ -220,18 +254,26 @@ class N5gEirServer:
         return out
 
     async def stop(self) -> None:
-        """Stop accepting, let checks waiting for the registry answer (at most
-        ``shutdown_grace_seconds``), then GOAWAY NO_ERROR and close every connection."""
+        """Stop accepting; on every connection GOAWAY NO_ERROR in two steps (RFC 9113 §6.8: the
+        streams the client opened before it saw the first are served too); the streams in
+        flight are answered (checks waiting for the registry: at most
+        ``shutdown_grace_seconds``), then each connection closes."""
         self.stopping = True
         for _, server in self._servers:
             server.close()
+        now = asyncio.get_running_loop().time()
         for connection in list(self.connections):
-            connection.shutdown()
-        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace_seconds
+            connection.shutdown(now)
+        deadline = now + self.settings.shutdown_grace_seconds
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):
             connection.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         for _, server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()

@@ -36,11 +36,19 @@ class N5gEirSettings:
     non_imei_pei: str = EQUIPMENT_UNKNOWN
     # Grace given to streams in flight after GOAWAY at shutdown.
     shutdown_grace_seconds: float = 5.0
+    # A connection without a stream open or a request for this long is closed (GOAWAY); 0: never.
+    idle_timeout_seconds: float = 600.0
+    # RFC 9113 §6.7 PING after this long without a byte from the client; no ACK within
+    # ping_timeout_seconds: the connection is dropped. 0: no liveness PINGs.
+    ping_interval_seconds: float = 60.0
+    ping_timeout_seconds: float = 20.0
     # OAuth2 access tokens (TS 33.501 §13.4.1): off, as TS 29.511's empty security alternative
     # allows; on, every request needs a bearer JWT signed by one of these public keys.
     oauth2: bool = False
     oauth2_keys: tuple[str, ...] = ()
     oauth2_audience: tuple[str, ...] = ("5G_EIR",)
+    oauth2_issuers: tuple[str, ...] = ()  # accepted iss (NRF instance IDs); empty: any
+    oauth2_subjects: tuple[str, ...] = ()  # accepted sub (consumer NF instance IDs); empty: any
 
 
 class OverloadSignal(Protocol):

@@ -89,6 +89,23 @@ def test_rejected(authorization: bytes | None, status: int, error: str | None) -
     assert json.loads(response.body)["status"] == status
 
 
+def test_issuer_and_subject_as_far_as_configured() -> None:
+    v = AccessTokenVerifier([RSA_KEY.public_key()], ["5G_EIR"], clock=lambda: NOW,
+                            issuers=["nrf-instance"], subjects=["amf-instance", "amf-2"])
+    assert v.check(bearer(token())) is None
+    assert v.check(bearer(token(sub="amf-2"))) is None
+    for bad_issuer in ("rogue-nrf", None):
+        response = v.check(bearer(token(iss=bad_issuer)))
+        assert response is not None and response.status == 401
+        assert b"(iss)" in dict(response.headers)[b"www-authenticate"]
+    for bad_subject in ("smf-instance", None):
+        response = v.check(bearer(token(sub=bad_subject)))
+        assert response is not None and response.status == 403
+        assert b'error="insufficient_scope"' in dict(response.headers)[b"www-authenticate"]
+    # Not configured: any iss and sub (TS 33.501 requires neither check).
+    assert verifier().check(bearer(token(iss="rogue-nrf", sub=None))) is None
+
+
 def test_alg_none_is_refused() -> None:
     header = b64(json.dumps({"alg": "none"}).encode())
     claims = b64(json.dumps({"aud": "5G_EIR", "scope": "n5g-eir-eic", "exp": NOW + 60}).encode())
