@@ -1,27 +1,33 @@
-"""N5g-eir benchmark: GetEquipmentStatus over h2c, driven by h2load, beside S13 in one process.
+"""N5g-eir benchmark: GetEquipmentStatus over h2c beside S13 in one process, real traffic.
 
 Method.
 
 * On loopback, two server processes: (1) the gateway, ``python -m gateway.cli run`` on its
   embedded default configuration (N5g-eir and S13 listeners, metrics port and state directory
   overridden); (2) the "ceiling": this script with ``--serve-ceiling``, the same HTTP/2 stack
-  (``gateway.n5g_eir.server`` over h2) answering every request with a pre-built 200
-  EirResponseData without parsing or classifying anything: the best this HTTP/2 server can do.
-* Load: ``h2load`` (Debian ``nghttp2-client``), h2c with prior knowledge, its URIs taken in turn
-  from a file of ``--pool`` distinct checks: the S13 simulator's generator (known and unknown
-  TACs, list hits, bad check digits, registry verdicts of the default config) turned into PEIs
-  (``imei-`` 15 digits, or ``imeisv-`` 16 digits for one check in two) with a SUPI ``imsi-``.
-  Latency per request comes from h2load's ``--log-file``; p50/p99/p99.9/max are computed here.
-* Warm-up: the gateway gets the whole pool twice first, so registry verdicts and decisions
-  come from the caches (re-checks of known handsets, as in bench/e2e.py); ``--fresh`` turns the
-  decision cache off so that every check is classified afresh.
-* Scenarios: closed loop (``-c`` connections x ``-m`` streams, ``--count`` requests) against
-  the gateway and the ceiling; open loop at ``--rate`` requests/s for ``--seconds`` while the S13
-  simulator (``eir-gateway simulate --rate``) sends the same rate of MICRs to the same process.
-  h2load's ``--rps`` schedules requests per connection; latency is measured from when h2load
-  sent each request.
+  (``gateway.n5g_eir.server``) answering every request with a pre-built 200 EirResponseData
+  without parsing or classifying anything: the best this HTTP/2 server can do. Both servers
+  are pinned to CPU 1 and the load generators to CPU 0 (``taskset``-style affinity, where the
+  machine has 2 CPUs), so that the servers' figures are one core's.
+* Load: the AMF simulator (``eir-gateway simulate --interface n5g-eir``): 8 connections, real
+  traffic: every request a PEI never sent before in the run (``imei-`` or ``imeisv-``) with a
+  SUPI ``imsi-``, from the S13 simulator's generator (known and unknown TACs, list hits, bad
+  check digits, registry verdicts of the default config; a different seed per run), every
+  answer verified (against the ceiling: not verified, it answers WHITELISTED to all).
+* CPU time per request: the server process's user + system time (``/proc/PID/stat``) over a
+  run, divided by the requests answered; the ratio to the ceiling's in the same round.
+* Scenarios: closed loop (``--connections`` x ``--window``, ``--count`` requests) against the
+  gateway and the ceiling alternately, ``--rounds`` times; cross-check with h2load (Debian
+  ``nghttp2-client``), 8 connections x 10 streams as 8 processes of ``-c1 -m10``, each on its
+  own file of distinct URIs (one h2load process walks its URI file from the start on every
+  connection: a single ``-c8`` would send each PEI 8 times);
+  open loop at ``--rate`` checks/s for ``--seconds``, alone and while the S13 simulator sends
+  ``--rate`` MICR/s to the same gateway process (latency from the scheduled send time).
+* Warm-up: one closed-loop pass of other PEIs, so the process and its caches of TACs and
+  registry declarations are warm, but no measured PEI has been seen before.
 
-Run: ``.venv/bin/python bench/n5g_eir.py [--quick] [--json]``. Needs h2load on PATH.
+Run: ``.venv/bin/python bench/n5g_eir.py [--quick] [--json]``. Needs h2load on PATH for the
+cross-check (skipped without it).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import _wait_port, _wait_ready, free_port  # noqa: E402
+from e2e import _pin, _wait_port, _wait_ready, free_port  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
 from gateway.n5g_eir.problem import STATUS_RESPONSES, Response  # noqa: E402
@@ -99,33 +105,45 @@ def pei_uris(base: str, pool: int, seed: int) -> list[str]:
 
 # --- h2load ---------------------------------------------------------------------------------
 
-def h2load(args: list[str], uri_file: Path, log_file: Path, timeout: float) -> dict[str, Any]:
-    log_file.unlink(missing_ok=True)  # h2load appends to an existing log
-    command = ["h2load", *args, "-i", str(uri_file), "--log-file", str(log_file)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    text = done.stdout
-    if done.returncode != 0:
-        raise RuntimeError(f"h2load failed: {done.stderr or text}")
-    match = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
-                      r"(\d+) failed, (\d+) errored", text)
-    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
-    assert match and codes, text
+def h2load(args: list[str], uri_files: list[Path], work: Path, timeout: float) -> dict[str, Any]:
+    """One h2load process per URI file, all at once (h2load walks its URI file from the start on
+    each connection: with one connection per process and a file each, every request of the run
+    carries a PEI no other request has). Counts summed, latencies from the per-request logs
+    (start time in microseconds since the epoch, so comparable across processes)."""
+    logs = [work / f"h2load-{n}.log" for n in range(len(uri_files))]
+    for log in logs:
+        log.unlink(missing_ok=True)  # h2load appends to an existing log
+    processes = [subprocess.Popen(["h2load", *args, "-i", str(uri_file), "--log-file", str(log)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for uri_file, log in zip(uri_files, logs, strict=True)]
+    totals = [0] * 8
+    for process in processes:
+        text, err = process.communicate(timeout=timeout)
+        if process.returncode != 0:
+            raise RuntimeError(f"h2load failed: {err or text}")
+        match = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+                          r"(\d+) failed, (\d+) errored", text)
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+        assert match and codes, text
+        for n, value in enumerate((*match.groups()[1:], *codes.groups()[:1], *codes.groups()[2:])):
+            totals[n] += int(value)
     latencies, first, last = [], None, None
-    for line in log_file.read_text().splitlines():
-        start_us, _status, duration_us = line.split("\t")[:3]
-        start, duration = int(start_us), int(duration_us)
-        latencies.append(duration / 1000.0)
-        first = start if first is None else min(first, start)
-        last = start + duration if last is None else max(last, start + duration)
+    for log in logs:
+        for line in log.read_text().splitlines():
+            start_us, _status, duration_us = line.split("\t")[:3]
+            start, duration = int(start_us), int(duration_us)
+            latencies.append(duration / 1000.0)
+            first = start if first is None else min(first, start)
+            last = start + duration if last is None else max(last, start + duration)
     latencies.sort()
     elapsed = ((last or 0) - (first or 0)) / 1e6 or 1e-9
+    done, succeeded, failed, errored, ok, _client_errors, server_errors = totals[:7]
     return {
-        "requests": int(match.group(2)),
-        "succeeded": int(match.group(3)),
-        "failed": int(match.group(4)) + int(match.group(5)),
-        "status_2xx": int(codes.group(1)),
-        "status_4xx": int(codes.group(3)),
-        "status_5xx": int(codes.group(4)),
+        "requests": done,
+        "succeeded": succeeded,
+        "failed": failed + errored,
+        "status_2xx": ok,
+        "status_5xx": server_errors,
         "per_second": round(len(latencies) / elapsed),
         "latency_ms": percentiles(latencies),
     }
@@ -143,13 +161,20 @@ def percentiles(sorted_ms: list[float]) -> dict[str, float]:
 
 # --- processes --------------------------------------------------------------------------------
 
-def start(state: str, fresh: bool) -> tuple[list[subprocess.Popen[bytes]], dict[str, int]]:
-    ports = {name: free_port() for name in ("s13", "n5g", "metrics", "ceiling")}
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(state: str, fresh: bool) -> tuple[list[subprocess.Popen[bytes]], dict[str, int], bool]:
+    ports = {name: free_port() for name in ("s13", "n5g", "metrics", "ceiling", "api")}
     env = dict(os.environ)
     env.update(
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{ports['s13']}",
         EIR_N5G_EIR_LISTEN=f"http://127.0.0.1:{ports['n5g']}",
         EIR_METRICS_LISTEN=f"127.0.0.1:{ports['metrics']}",
+        EIR_API_LISTEN=f"127.0.0.1:{ports['api']}",
         EIR_STATE_DIRECTORY=state,
         PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     )
@@ -170,7 +195,9 @@ def start(state: str, fresh: bool) -> tuple[list[subprocess.Popen[bytes]], dict[
     except BaseException:
         stop([gateway, ceiling])
         raise
-    return [gateway, ceiling], ports
+    # Servers on CPU 1, load generators (this process's children started later) on CPU 0.
+    pinned = _pin(gateway.pid, 1) and _pin(ceiling.pid, 1) and _pin(0, 0)
+    return [gateway, ceiling], ports, pinned
 
 
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -185,60 +212,109 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def s13_simulator(port: int, rate: int, seconds: float) -> subprocess.Popen[str]:
+def simulator(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--port", str(port), "--rate",
-         str(rate), "--duration", str(seconds), "--imsi", "--connections", "2", "--json",
-         "--progress", "off"],
+        [sys.executable, "-m", "gateway.cli", "simulate", "--json", "--progress", "off", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
 
 
-def simulator_summary(simulator: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
-    out, err = simulator.communicate(timeout=seconds + 120)
-    s13 = json.loads(out) if out.strip().startswith("{") else {"error": err[-500:]}
-    return {k: s13[k] for k in ("answered", "latency_ms", "errors", "timeouts", "sent")
-            if k in s13} or s13
+def amf_args(port: int, count: int | None, seed: int, *load: str, pool: int = 0) -> list[str]:
+    """Real traffic: distinct PEIs (``pool``, by default ``count`` of them), each with a SUPI."""
+    return ["--interface", "n5g-eir", "--port", str(port), "--imsi", "--sv", "01",
+            "--pool", str(pool or count), "--seed", str(seed), *load] + (
+        ["--count", str(count)] if count is not None else [])
+
+
+def summary(process: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    out, err = process.communicate(timeout=timeout)
+    report = json.loads(out) if out.strip().startswith("{") else {"error": err[-500:]}
+    keep = ("sent", "answered", "errors", "timed_out", "achieved_rate", "latency_ms",
+            "send_lag_ms", "verification", "ok")
+    return {k: report[k] for k in keep if k in report} or report
+
+
+def measured(server: subprocess.Popen[bytes], run: subprocess.Popen[str],
+             timeout: float) -> dict[str, Any]:
+    before = cpu_seconds(server.pid)
+    result = summary(run, timeout)
+    used = cpu_seconds(server.pid) - before
+    answered = result.get("answered") or 0
+    result["server_cpu_us_per_request"] = round(used / answered * 1e6, 1) if answered else None
+    if isinstance(result.get("verification"), dict):
+        result["verification"] = {k: result["verification"][k]
+                                  for k in ("verified", "mismatches")}
+    return result
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
-        "pool": args.pool,
         "decision_cache": "off" if args.fresh else "on",
+        "load_average_at_start": os.getloadavg()[0],
     }
     with tempfile.TemporaryDirectory() as state:
-        processes, ports = start(state, args.fresh)
+        processes, ports, pinned = start(state, args.fresh)
+        gateway, ceiling = processes
+        results["pinned"] = "generators CPU 0, servers CPU 1" if pinned else "no"
+        closed = ["--connections", str(args.connections), "--window", str(args.window)]
+        seed = args.seed
         try:
-            work = Path(state)
-            uri_file = work / "uris.txt"
-            uri_file.write_text("\n".join(pei_uris(f"http://127.0.0.1:{ports['n5g']}", args.pool,
-                                                   args.seed)) + "\n")
-            ceiling_file = work / "ceiling-uris.txt"
-            ceiling_file.write_text(uri_file.read_text().replace(
-                f":{ports['n5g']}/", f":{ports['ceiling']}/"))
-            log = work / "h2load.log"
-            closed = ["-c", str(args.connections), "-m", str(args.streams), "-n", str(args.count)]
-            # Warm-up: the pool twice (registry verdicts cached; decisions cached unless fresh).
-            h2load(["-c", "4", "-m", "10", "-n", str(2 * args.pool)], uri_file, log, 600)
-            h2load(["-c", "4", "-m", "10", "-n", str(args.pool)], ceiling_file, log, 600)
-            for _ in range(args.rounds):
-                results.setdefault("closed_loop_gateway", []).append(
-                    h2load(closed, uri_file, log, 600))
-                results.setdefault("closed_loop_ceiling", []).append(
-                    h2load(closed, ceiling_file, log, 600))
-            clients = max(1, args.rate // 500)
-            open_loop = ["-c", str(clients), "-m", "100", "--rps", str(args.rate // clients),
-                         "-D", str(args.seconds)]
+            # Warm-up: other PEIs (a seed of their own), so the measured ones are all new.
+            summary(simulator(amf_args(ports["n5g"], args.count // 2, seed + 1000, *closed)),
+                    600)
+            summary(simulator(amf_args(ports["ceiling"], args.count // 2, seed + 1000,
+                                       "--no-verify", *closed)), 600)
+            for n in range(args.rounds):
+                gw = measured(gateway, simulator(
+                    amf_args(ports["n5g"], args.count, seed + n, *closed)), 600)
+                top = measured(ceiling, simulator(
+                    amf_args(ports["ceiling"], args.count, seed + n, "--no-verify", *closed)),
+                    600)
+                ratio = {
+                    "rate": round(gw.get("achieved_rate", 0) / top["achieved_rate"], 3)
+                    if top.get("achieved_rate") else None,
+                    "cpu_per_request": round(gw["server_cpu_us_per_request"]
+                                             / top["server_cpu_us_per_request"], 2)
+                    if gw.get("server_cpu_us_per_request")
+                    and top.get("server_cpu_us_per_request") else None,
+                }
+                results.setdefault("closed_loop", []).append(
+                    {"gateway": gw, "ceiling": top, "ratio_to_ceiling": ratio})
+            if shutil.which("h2load"):
+                # -c8 -m10 as 8 processes of -c1 -m10, each on its own distinct PEIs.
+                work = Path(state)
+                per = args.count // 8
+                uris = pei_uris("http://127.0.0.1:{port}", per * 8, seed + 500)
+                for who, server, port in (("gateway", gateway, ports["n5g"]),
+                                          ("ceiling", ceiling, ports["ceiling"])):
+                    files = []
+                    for n in range(8):
+                        files.append(work / f"uris-{n}.txt")
+                        files[-1].write_text("\n".join(uris[n * per:(n + 1) * per])
+                                             .replace("{port}", str(port)) + "\n")
+                    before = cpu_seconds(server.pid)
+                    cross = h2load(["-c", "1", "-m", "10", "-n", str(per)], files, work, 600)
+                    cross["server_cpu_us_per_request"] = round(
+                        (cpu_seconds(server.pid) - before) / max(cross["requests"], 1) * 1e6, 1)
+                    results[f"h2load_c8_m10_{who}"] = cross
             results["open_loop_rate"] = args.rate
-            results["open_loop_gateway_alone"] = h2load(open_loop, uri_file, log, 600)
-            alone = s13_simulator(ports["s13"], args.rate, args.seconds)
-            results["s13_alone"] = simulator_summary(alone, args.seconds)
-            simulator = s13_simulator(ports["s13"], args.rate, args.seconds + 1)
-            results["open_loop_gateway_beside_s13"] = h2load(open_loop, uri_file, log, 600)
-            results["s13_beside"] = simulator_summary(simulator, args.seconds)
+            open_args = ["--connections", "4", "--rate", str(args.rate), "--duration",
+                         str(args.seconds)]
+            pool = args.rate * (args.seconds + 1)
+            results["open_loop_alone"] = measured(gateway, simulator(
+                amf_args(ports["n5g"], None, seed + 2000, *open_args, pool=pool)),
+                args.seconds + 120)
+            s13 = simulator(["--port", str(ports["s13"]), "--rate", str(args.rate),
+                             "--duration", str(args.seconds + 1), "--imsi", "--pool",
+                             str(pool), "--seed", str(seed + 3000),
+                             "--connections", "2"])
+            results["open_loop_beside_s13"] = measured(gateway, simulator(
+                amf_args(ports["n5g"], None, seed + 4000, *open_args, pool=pool)),
+                args.seconds + 120)
+            results["s13_beside"] = summary(s13, args.seconds + 120)
         finally:
             stop(processes)
     return results
@@ -250,10 +326,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (smoke)")
     parser.add_argument("--fresh", action="store_true", help="decision cache off")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--pool", type=int, default=10_000)
     parser.add_argument("--count", type=int, default=60_000)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--streams", type=int, default=10)
+    parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--rate", type=int, default=5_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
@@ -264,26 +339,33 @@ def main() -> None:
 
         aio_run(serve_ceiling(args.serve_ceiling))
         return
-    if shutil.which("h2load") is None:
-        sys.exit("h2load not found: install Debian's nghttp2-client")
     if args.quick:
-        args.pool, args.count, args.seconds, args.rounds, args.rate = 2000, 10_000, 3, 1, 2000
+        args.count, args.seconds, args.rounds, args.rate = 10_000, 3, 1, 2000
     results = run(args)
     if args.json:
         print(json.dumps(results))
         return
-    print(f"N5g-eir over h2c, h2load; pool {args.pool} PEIs with SUPIs, decision cache "
-          f"{results['decision_cache']}; Python {results['python']}, {results['machine']}")
-    for key in ("closed_loop_gateway", "closed_loop_ceiling"):
-        for r in results[key]:
-            print(f"  {key:32} {r['per_second']:>7,}/s  latency ms {r['latency_ms']}  "
-                  f"failed {r['failed']}")
-    for key in ("open_loop_gateway_alone", "open_loop_gateway_beside_s13"):
-        r = results[key]
-        print(f"  {key:32} {r['per_second']:>7,}/s  latency ms {r['latency_ms']}  "
-              f"failed {r['failed']}")
-    print(f"  S13 alone at the same rate: {results['s13_alone']}")
-    print(f"  S13 beside the open loop: {results['s13_beside']}")
+    print(f"N5g-eir over h2c, real traffic (distinct PEIs with SUPIs), decision cache "
+          f"{results['decision_cache']}; Python {results['python']}, {results['machine']}, "
+          f"pinned: {results['pinned']}, load average {results['load_average_at_start']:.1f}")
+    for r in results["closed_loop"]:
+        for who in ("gateway", "ceiling"):
+            x = r[who]
+            print(f"  closed {who:8} {x.get('achieved_rate', 0):>9,.0f}/s  "
+                  f"CPU {x.get('server_cpu_us_per_request')} us/request  "
+                  f"latency ms {x.get('latency_ms')}  errors {x.get('errors')}")
+        print(f"  ratio to the ceiling: {r['ratio_to_ceiling']}")
+    for who in ("gateway", "ceiling"):
+        x = results.get(f"h2load_c8_m10_{who}")
+        if x:
+            print(f"  h2load 8 x (-c1 -m10) {who:8} {x['per_second']:>7,}/s  CPU "
+                  f"{x['server_cpu_us_per_request']} us/request  latency ms {x['latency_ms']}  "
+                  f"failed {x['failed']}")
+    for key in ("open_loop_alone", "open_loop_beside_s13"):
+        x = results[key]
+        print(f"  {key:22} {results['open_loop_rate']}/s: answered {x.get('answered')}  "
+              f"latency ms {x.get('latency_ms')}  send lag ms {x.get('send_lag_ms', {}).get('p99')}")
+    print(f"  S13 beside it: {results['s13_beside']}")
 
 
 if __name__ == "__main__":
