@@ -2,8 +2,9 @@
 
 * :class:`ObservationLog`: first seen, last seen and count per (IMEI, IMSI), aggregated in memory
   and written to SQLite (var/observations.sqlite) in batches by a background thread that never
-  holds the GIL for long. ``record`` is O(1), never blocks and never raises: past
-  ``queue_size`` pairs waiting to be written it drops and counts the drop.
+  holds the GIL for long and yields the CPU to the event loop. ``record`` is O(1), never blocks
+  and never raises: past ``queue_size`` pairs waiting to be written it drops and counts the
+  drop.
 * :class:`CloneTracker`: distinct IMSIs per IMEI within a time window, bounded LRU in memory;
   the classifier's ``clone_suspected`` reason (DIRBS ``duplicate_threshold``, standards.md §6.2).
 * :func:`mask_imsi`: the only form in which an IMSI may appear in a log line.
@@ -13,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS observations (
@@ -65,8 +69,25 @@ class ObservationStats:
     errors: int = 0
 
 
-# (IMEI, IMSI) -> [first seen, last seen, count]
-Aggregate = dict[tuple[str, str], list[float]]
+# (IMEI, IMSI) -> (first seen, last seen, count). A tuple of numbers, replaced on each sighting:
+# the garbage collector stops tracking it at its first young collection, where a list would be
+# walked by every collection until written.
+Aggregate = dict[tuple[str, str], tuple[float, float, int]]
+
+# Most aggregates merged into one transaction when the writer fell behind: an upsert of random
+# (IMEI, IMSI) keys dirties about one B-tree page per pair, shared by the pairs of a transaction
+# that fall on it, so a backlog is written for less per pair.
+MERGE_AGGREGATES = 16
+
+
+def yield_cpu_to_event_loop() -> None:
+    """Lowest CPU priority for the calling thread (Linux: niceness is per thread), so a core
+    shared with the event loop runs the loop first; elsewhere, or when refused, nothing."""
+    if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 # The last IMSI an IMEI was seen with, and when; None when never seen.
 LastImsi = tuple[str, float] | None
 LastImsiReply = Callable[[LastImsi, bool], None]  # (what was found, whether the lookup failed)
@@ -78,6 +99,9 @@ class _LastImsiLookup:
     before: float
     reply: LastImsiReply
 
+
+# What the writer's queue carries: aggregates to write and lookups to answer, in order.
+_Item = TypeVar("_Item", Aggregate, _LastImsiLookup)
 
 _LAST_IMSI = (
     "SELECT imsi, last_seen FROM observations WHERE imei = ? AND last_seen < ? "
@@ -94,9 +118,12 @@ class ObservationLog:
     (one reference swap) and a new one started. The writer thread turns it into SQLite upserts
     through ``executemany`` over a generator: SQLite releases the GIL inside every row's step
     and only one row's Python runs between two releases, so the writer never holds the GIL (and
-    with it the event loop) for more than a few microseconds. Pairs waiting to be written (in
-    the aggregate or handed over) are bounded by ``queue_size``; a new pair past it is dropped
-    and counted, an already pending pair is still counted in.
+    with it the event loop) for more than a few microseconds. It runs at the lowest CPU
+    priority: on a core shared with the event loop, its SQLite work (tens of ms a batch,
+    measured to delay the loop by as much when it had the same priority) waits for the loop to
+    be idle. Aggregates that waited meanwhile are written in one transaction. Pairs waiting to
+    be written (in the aggregate or handed over) are bounded by ``queue_size``; a new pair past
+    it is dropped and counted, an already pending pair is still counted in.
     ``start()`` once, ``close()`` at shutdown.
     """
 
@@ -152,15 +179,16 @@ class ObservationLog:
             if self.waiting >= self.queue_size:
                 self.stats.dropped += 1
                 return False
-            pending[(imei, imsi)] = [ts, ts, 1.0]
+            pending[(imei, imsi)] = (ts, ts, 1)
             if len(pending) >= self.batch_size:
                 self._hand_over()
         else:
-            if ts < agg[0]:
-                agg[0] = ts
-            if ts > agg[1]:
-                agg[1] = ts
-            agg[2] += 1
+            first, last, count = agg
+            pending[(imei, imsi)] = (
+                ts if ts < first else first,
+                ts if ts > last else last,
+                count + 1,
+            )
         self.stats.recorded += 1
         return True
 
@@ -183,7 +211,8 @@ class ObservationLog:
         self._handed.put(_LastImsiLookup(imei, before, reply))
 
     def _run(self) -> None:
-        held: Aggregate | None = None  # an aggregate taken while gathering lookups
+        yield_cpu_to_event_loop()
+        held: Aggregate | _LastImsiLookup | None = None  # taken while gathering the other kind
         while not self._stop:
             if held is not None:
                 item: Aggregate | _LastImsiLookup = held
@@ -198,21 +227,32 @@ class ObservationLog:
                             loop.call_soon_threadsafe(self._hand_over)
                     continue
             if isinstance(item, dict):
-                self._write(item)
-                continue
-            lookups = [item]
-            while len(lookups) < 1_000:
-                try:
-                    more = self._handed.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(more, dict):
-                    held = more
-                    break
-                lookups.append(more)
-            self._answer(lookups)
+                batches, held = self._gather(item, MERGE_AGGREGATES)
+                self._write(batches)
+            else:
+                lookups, held = self._gather(item, 1_000)
+                self._answer(lookups)
         if held is not None:
-            self._write(held)
+            if isinstance(held, dict):
+                self._write([held])
+            else:
+                self._answer([held])
+
+    def _gather(
+        self, first: _Item, limit: int
+    ) -> tuple[list[_Item], Aggregate | _LastImsiLookup | None]:
+        """``first`` and the items of its kind (aggregates, lookups) queued after it, at most
+        ``limit`` in all; and the first item of the other kind met, taken meanwhile."""
+        run = [first]
+        while len(run) < limit:
+            try:
+                more = self._handed.get_nowait()
+            except queue.Empty:
+                return run, None
+            if isinstance(more, dict) is not isinstance(first, dict):
+                return run, more
+            run.append(cast(_Item, more))
+        return run, None
 
     def _answer(self, lookups: list[_LastImsiLookup]) -> None:
         """Run lookups (writer thread: one indexed read each, SQLite releasing the GIL) and
@@ -241,28 +281,30 @@ class ObservationLog:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(deliver)
 
-    def _write(self, batch: Aggregate) -> int:
-        """Upsert one aggregate; the number of observations it held (0 when refused)."""
+    def _write(self, batches: list[Aggregate]) -> int:
+        """Upsert aggregates in one transaction; the number of observations they held (0 when
+        refused)."""
         with self._write_lock:
             if self._conn is None:
                 return 0
             observations = 0
             try:
                 with self._conn:
-                    self._conn.executemany(
-                        _UPSERT,
-                        (
-                            (imei, imsi, agg[0], agg[1], int(agg[2]))
-                            for (imei, imsi), agg in batch.items()
-                        ),
-                    )
-                observations = int(sum(agg[2] for agg in batch.values()))
+                    for batch in batches:
+                        self._conn.executemany(
+                            _UPSERT,
+                            (
+                                (imei, imsi, agg[0], agg[1], agg[2])
+                                for (imei, imsi), agg in batch.items()
+                            ),
+                        )
+                observations = sum(agg[2] for batch in batches for agg in batch.values())
             except sqlite3.Error:
                 self.stats.errors += 1
             else:
                 self.stats.written += observations
                 self.stats.batches += 1
-            self._written_pairs += len(batch)
+            self._written_pairs += sum(len(batch) for batch in batches)
             return observations
 
     def flush(self) -> int:
@@ -276,7 +318,7 @@ class ObservationLog:
             except queue.Empty:
                 return written
             if isinstance(batch, dict):
-                written += self._write(batch)
+                written += self._write([batch])
             else:
                 self._answer([batch])
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from gateway.observations import CloneTracker, ObservationLog, mask_imsi
 
@@ -88,6 +93,43 @@ async def test_every_pair_is_recorded_while_the_writer_runs(tmp_path: Path) -> N
     ).fetchone()
     assert rows == (6_000, 6_000, 0.0, 5_999.0)
     assert log.stats.recorded == log.stats.written == 6_000 and log.stats.dropped == 0
+
+
+def test_aggregates_waiting_for_the_writer_are_written_in_one_transaction(tmp_path: Path) -> None:
+    db = tmp_path / "o.sqlite"
+    log = ObservationLog(db, queue_size=1000, batch_size=10, flush_interval=60)
+    for i in range(35):  # 3 aggregates of 10 handed over, 5 pending
+        log.record(f"35209900{i:06d}", "001010000000001", now=float(i))
+    log.record("35209900000000", "001010000000001", now=100.0)  # pending: its second sighting
+    log.start()
+    for _ in range(500):
+        if log.stats.written == 30:
+            break
+        time.sleep(0.01)
+    assert log.stats.written == 30 and log.stats.batches == 1  # the 3 merged
+    log.close()
+    rows = sqlite3.connect(db).execute(
+        "SELECT count(*), sum(count), max(last_seen) FROM observations"
+    ).fetchone()
+    assert rows == (35, 36, 100.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_writer_thread_yields_the_cpu_to_the_event_loop(tmp_path: Path) -> None:
+    log = ObservationLog(tmp_path / "o.sqlite")
+    log.start()
+    try:
+        assert log._thread is not None and log._thread.native_id is not None
+        for _ in range(200):  # the thread sets its own priority as it starts
+            stat = Path(f"/proc/self/task/{log._thread.native_id}/stat").read_text()
+            nice = int(stat.rpartition(")")[2].split()[16])  # field 19 of proc(5)
+            if nice == 19:
+                break
+            time.sleep(0.01)
+        assert nice == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19  # only it
+    finally:
+        log.close()
 
 
 def test_clone_tracker_window_and_threshold() -> None:
