@@ -223,7 +223,8 @@ LAG_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25
 
 
 class LoopLagHistogram:
-    """eir_event_loop_lag_seconds: ``observe`` from the loop (gateway.loop_lag), read at scrape."""
+    """eir_event_loop_lag_seconds: ``observe`` from the loop (the Diameter server's load
+    sampler, diameter.transport.load), read at scrape."""
 
     def __init__(self, buckets: tuple[float, ...] = LAG_BUCKETS) -> None:
         self.bounds = buckets
@@ -242,8 +243,9 @@ class LoopLagHistogram:
     def collect(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(
             "eir_event_loop_lag_seconds",
-            "How late a timer on the event loop fired (sampled five times a second): how long "
-            "any check arriving then waited behind whatever held the loop.",
+            "How late a timer on the event loop fired (sampled every "
+            "diameter.overload_interval_seconds): how long any check arriving then waited "
+            "behind whatever held the loop.",
             buckets=cumulative_buckets(self.bounds, list(self.counts)),
             sum_value=self.sum,
         )

@@ -26,7 +26,6 @@ from gateway.collector import CollectorSchedule
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.events.bus import EventBus, EventsCollector
 from gateway.events.factory import build_bus
-from gateway.loop_lag import LoopLagProbe
 from gateway.metrics import GatewayMetrics, OperationsServer
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
@@ -76,7 +75,6 @@ class Gateway:
         self.api: ApiServer | None = None
         self.events: EventBus | None = None
         self._poll_task: asyncio.Task[None] | None = None
-        self.loop_lag = LoopLagProbe(self.metrics.loop_lag.observe)
         self._stopping = False
         self._stopped = asyncio.Event()
         self.collector = CollectorSchedule(lambda: self.metrics.connections_gone)
@@ -87,7 +85,6 @@ class Gateway:
         config = self.config
         # /healthz answers (and /readyz says 503) from the first moment: loading a large TAC file
         # or list takes a while, and a liveness probe must not kill the process meanwhile.
-        self.loop_lag.start()
         self.operations = OperationsServer(self.metrics, self.readiness)
         self.metrics.watch_readiness(self.readiness)
         await self.operations.start(
@@ -134,6 +131,8 @@ class Gateway:
         )
         self.metrics.watch_overload(self.node)
         self.server = Server(self.node, config.transport, sockets=self._listeners)
+        # eir_event_loop_lag_seconds: the overload sampler's timer measures the lag anyway.
+        self.server.load.lag_observers.append(self.metrics.loop_lag.observe)
         await self.server.start()
         if config.n5g_eir.listen:
             n5g = config.n5g_eir
@@ -199,7 +198,6 @@ class Gateway:
             await asyncio.to_thread(self.observations.close)
         if self.registry is not None:
             await self.registry.close()
-        await self.loop_lag.stop()
         await self.collector.stop()
         sys.setswitchinterval(self._switch_interval)
         clone = self.classifier.clone if self.classifier is not None else None

@@ -5,7 +5,9 @@ plus the octets received but not yet handled (the kernel's receive queue of each
 a connection has read and not served yet) divided by the rate octets are handled at while the
 loop handles them: how long a request arriving now waits before it is served. Connections paused because
 their peer does not read its answers are left out (their wait is the peer's doing). The core
-gets ``update(delay, now)``; ``lag`` stays readable for metrics.
+gets ``update(delay, now)``; ``lag`` stays readable for metrics. The same timer is the
+process's event loop lag probe: each of ``lag_observers`` gets every lag measured (a metric), with
+overload control on or off.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import fcntl
 import termios
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from diameter.node import Node
 from diameter.transport.connection import PeerConnection
@@ -44,7 +46,8 @@ _MIN_OCTETS = 1 << 16
 
 
 class LoadSampler:
-    """Feeds ``node.overload`` a queueing-delay measurement every ``interval`` seconds."""
+    """Every ``interval`` seconds: the event loop's lag to each of ``lag_observers``, and a
+    queueing-delay measurement to ``node.overload`` when it is enabled."""
 
     def __init__(self, node: Node, connections: Iterable[PeerConnection], interval: float) -> None:
         self.node = node
@@ -58,6 +61,7 @@ class LoadSampler:
         self.rate = 0.0  # octets handled per second spent handling them (0: not measured yet)
         self._last_octets = 0
         self._last_busy = 0.0
+        self.lag_observers: list[Callable[[float], None]] = []
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -79,6 +83,11 @@ class LoadSampler:
         node = self.node
         now = self._loop.time()
         self.lag = lag = max(0.0, now - self._expected)
+        for observe in self.lag_observers:
+            observe(lag)
+        if not node.overload.enabled:
+            self._schedule(now)
+            return
         octets, busy = node.processed_bytes, node.busy_seconds
         if busy - self._last_busy >= _MIN_BUSY and octets - self._last_octets >= _MIN_OCTETS:
             # Octets handled per second of handling them: what the backlog drains at, however

@@ -89,13 +89,8 @@ class Server:
         self._inherited = sockets
         self._servers: list[tuple[ListenEndpoint, asyncio.Server | SctpListener]] = []
         self.connections: set[PeerConnection] = set()
-        overload = node.overload.settings
-        # Queueing delay measured for the node's overload control (3004, DOIC).
-        self.load: LoadSampler | None = (
-            LoadSampler(node, self.connections, overload.interval)
-            if node.overload.enabled
-            else None
-        )
+        # Event loop lag, and the queueing delay for the node's overload control (3004, DOIC).
+        self.load = LoadSampler(node, self.connections, node.overload.settings.interval)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,8 +117,7 @@ class Server:
                 started.close()
             self._servers.clear()
             raise
-        if self.load is not None:
-            self.load.start()
+        self.load.start()
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint, sock: socket.socket
@@ -197,8 +191,7 @@ class Server:
         deadline = loop.time() + timeout
         for _, server in self._servers:
             server.close()
-        if self.load is not None:
-            self.load.stop()
+        self.load.stop()
         tasks = {t for c in self.connections for t in c.tasks}
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 2)

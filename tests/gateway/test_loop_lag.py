@@ -1,4 +1,4 @@
-"""Event loop lag: the probe sees a stall, the histogram exports it."""
+"""Event loop lag: the Diameter server's load sampler sees a stall, the histogram exports it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import time
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gateway.loop_lag import LoopLagProbe
+from diameter.node import Node
+from diameter.overload import OverloadSettings
+from diameter.settings import PeerSettings
+from diameter.transport.load import LoadSampler
 from gateway.metrics import LoopLagHistogram
 
 
@@ -25,7 +28,7 @@ def test_histogram_buckets_and_exposition() -> None:
     assert "eir_event_loop_lag_seconds_count 6.0" in text
 
 
-async def test_probe_samples_and_sees_a_blocked_loop() -> None:
+async def test_load_sampler_feeds_the_histogram_and_sees_a_blocked_loop() -> None:
     histogram = LoopLagHistogram()
     samples: list[float] = []
 
@@ -33,8 +36,11 @@ async def test_probe_samples_and_sees_a_blocked_loop() -> None:
         samples.append(lag)
         histogram.observe(lag)
 
-    probe = LoopLagProbe(observe, interval=0.01)
-    probe.start()
+    # Overload control off: the sampler still measures the lag for the metric.
+    node = Node(PeerSettings(), [], overload=OverloadSettings(target_delay=0.0))
+    sampler = LoadSampler(node, [], interval=0.01)
+    sampler.lag_observers.append(observe)
+    sampler.start()
     try:
         while len(samples) < 2:
             await asyncio.sleep(0.01)
@@ -43,8 +49,7 @@ async def test_probe_samples_and_sees_a_blocked_loop() -> None:
         while len(samples) == count:
             await asyncio.sleep(0.01)
     finally:
-        await probe.stop()
+        sampler.stop()
     # The timer was due at most one interval into the stall: it fired at least 50 ms late.
     assert max(samples) >= 0.05
     assert sum(histogram.counts[histogram.bounds.index(0.05) :]) >= 1
-    assert probe._task is None
