@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, cast
 
+from registry_client.bounded import SHARD_SIZE
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS observations (
     imei TEXT NOT NULL,
@@ -349,7 +351,8 @@ class ObservationLog:
 
 
 class CloneTracker:
-    """Distinct IMSIs seen with one IMEI within ``window`` seconds (bounded LRU of IMEIs).
+    """Distinct IMSIs seen with one IMEI within ``window`` seconds (bounded LRU of IMEIs; above
+    SHARD_SIZE IMEIs, the least recently seen of its shard goes first).
 
     Each IMEI keeps at most ``threshold + 1`` IMSIs (enough to tell "more than threshold").
     """
@@ -358,7 +361,17 @@ class CloneTracker:
         self.threshold = threshold
         self.window = window
         self.max_imeis = max_imeis
-        self._seen: OrderedDict[str, dict[str, float]] = OrderedDict()
+        # IMEIs in shards of at most SHARD_SIZE by hash, each its own LRU: one OrderedDict of
+        # 100,000 IMEIs under churn rebuilt its table inside one check (registry_client.bounded).
+        count = max(1, -(-max_imeis // SHARD_SIZE))
+        self._per_shard = max(1, max_imeis // count)
+        self._shards: list[OrderedDict[str, dict[str, float]]] = [
+            OrderedDict() for _ in range(count)
+        ]
+
+    def __len__(self) -> int:
+        """IMEIs held."""
+        return sum(len(shard) for shard in self._shards)
 
     def observe(self, imei: str, imsi: str, now: float) -> int:
         """Note (imei, imsi) at ``now``; return how many distinct IMSIs the IMEI has.
@@ -366,11 +379,12 @@ class CloneTracker:
         Expired IMSIs are pruned only once the count passes the threshold, so the number is
         exact whenever it is above the threshold (the only case that matters) and an upper
         bound below it."""
-        seen = self._seen
+        shards = self._shards
+        seen = shards[hash(imei) % len(shards)]
         imsis = seen.get(imei)
         if imsis is None:
             imsis = seen[imei] = {}
-            if len(seen) > self.max_imeis:
+            if len(seen) > self._per_shard:
                 seen.popitem(last=False)
         else:
             seen.move_to_end(imei)
@@ -408,7 +422,9 @@ class CloneTracker:
     def imsis(self, imei: str, now: float) -> dict[str, float]:
         """IMSI -> last seen, of the IMSIs seen with ``imei`` within the window (no change)."""
         horizon = now - self.window
-        return {k: t for k, t in self._seen.get(imei, {}).items() if t >= horizon}
+        shards = self._shards
+        seen = shards[hash(imei) % len(shards)].get(imei, {})
+        return {k: t for k, t in seen.items() if t >= horizon}
 
     def peek(self, imei: str, imsi: str, now: float) -> int:
         """What :meth:`suspected` would answer, without recording anything (a diagnostic check

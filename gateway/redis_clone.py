@@ -126,7 +126,7 @@ class SharedCloneTracker(CloneTracker):
                     **options: Any) -> SharedCloneTracker:
         """Built from the process's tracker, keeping what it was seeded with: the fallback."""
         shared = cls(local.threshold, local.window, local.max_imeis, redis, metrics, **options)
-        shared._seen = local._seen
+        shared._shards, shared._per_shard = local._shards, local._per_shard
         return shared
 
     @property

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.observations import CloneTracker, ObservationLog, mask_imsi
+from registry_client.bounded import SHARD_SIZE
 
 
 def test_mask_imsi() -> None:
@@ -148,8 +149,25 @@ def test_clone_tracker_is_bounded() -> None:
         t.observe(f"{i:014d}", "1", 0.0)
         for j in range(20):
             t.observe("99999999999999", str(j), float(j))
-    assert len(t._seen) <= 10
-    assert len(t._seen["99999999999999"]) <= 4
+    assert len(t) <= 10
+    assert len(t.imsis("99999999999999", 20.0)) <= 4
+
+
+def test_large_clone_tracker_forgets_the_least_recently_seen_of_each_shard() -> None:
+    t = CloneTracker(threshold=1, window=1e9, max_imeis=3 * SHARD_SIZE)
+    assert len(t._shards) == 3
+    imeis = [f"{i:014d}" for i in range(10 * SHARD_SIZE)]
+    for i, imei in enumerate(imeis):
+        t.observe(imei, "001010000000001", float(i))
+        t.observe(imeis[0], "001010000000002", float(i))  # seen again and again: kept
+        assert len(t) <= 3 * SHARD_SIZE
+    assert len(t) == 3 * SHARD_SIZE
+    assert t.peek(imeis[0], "001010000000003", 1.0) == 3
+    for shard in range(3):
+        mine = [m for m in imeis[1:] if hash(m) % 3 == shard]
+        kept = mine[-(SHARD_SIZE - 1) :] if hash(imeis[0]) % 3 == shard else mine[-SHARD_SIZE:]
+        assert all(t.imsis(m, 0.0) for m in kept)
+        assert not any(t.imsis(m, 0.0) for m in mine[: -len(kept)])
 
 
 def test_clone_tracker_seeded_from_the_log_within_its_window(tmp_path: Path) -> None:
@@ -171,4 +189,4 @@ def test_clone_tracker_seeded_from_the_log_within_its_window(tmp_path: Path) -> 
     assert fresh.suspected(imei, "001010000000002", 1000.0) == 0  # the same IMSI again
     # Bounded: at most max_imeis x (threshold + 1) pairs are read, the newest.
     small = CloneTracker(threshold=1, window=1e9, max_imeis=1)
-    assert small.seed(db, 1000.0) == 2 and list(small._seen) == [other]
+    assert small.seed(db, 1000.0) == 2 and list(small._shards[0]) == [other]
