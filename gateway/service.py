@@ -14,7 +14,7 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.node import Node
@@ -59,8 +59,13 @@ class Gateway:
         listeners: Sequence[socket.socket] | None = None,
         operations_socket: socket.socket | None = None,
         n5g_eir_listeners: Sequence[socket.socket] | None = None,
+        api_socket: socket.socket | None = None,
+        lists_written: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self._api_socket = api_socket
+        # Called after a write through the API: the supervisor tells the other workers.
+        self._lists_written = lists_written
         self._listeners = listeners
         self._operations_socket = operations_socket
         self._n5g_eir_listeners = n5g_eir_listeners
@@ -155,7 +160,7 @@ class Gateway:
             self.n5g_eir = N5gEirServer(check, config.n5g_eir)
             self.metrics.registry.register(self.n5g_eir.http)
             await self.n5g_eir.start(self._n5g_eir_listeners)
-        self.api = await start_api(config, self.classifier, self._lists_changed)
+        self.api = await start_api(config, self.classifier, self._api_wrote, self._api_socket)
         self._update_gauges()
         self.collector.start()
         # A thread running Python (a /metrics render, a lists reload) gives the GIL back to a
@@ -235,11 +240,21 @@ class Gateway:
         self.metrics.last_reload.set_to_current_time()
         log.info("lists and policy reloaded (lists version %s)", self.lists_version)
 
-    async def _lists_changed(self) -> None:
-        """A write through the API: load the new lists now rather than at the next poll."""
-        assert self.classifier is not None
+    async def _api_wrote(self) -> None:
+        """A write through the API: load the new lists now rather than at the next poll, and
+        have the other workers (if any) do the same."""
+        await self.lists_changed()
+        if self._lists_written is not None:
+            self._lists_written()
+
+    async def lists_changed(self) -> None:
+        """The lists database was written (by our API, or another worker's): load it now
+        rather than at the next poll."""
+        if self.classifier is None:
+            return
         if await asyncio.to_thread(self.classifier.lists.poll):
             self._update_gauges()
+            log.info("operator lists changed, now version %s", self.lists_version)
 
     async def _poll_lists(self, interval: float) -> None:
         assert self.classifier is not None

@@ -15,6 +15,11 @@ Diameter identity, so MMEs see one EIR. The parent:
 * on SIGHUP re-imports changed ``lists.import_files`` (one writer), then signals every worker;
 * on SIGTERM/SIGINT signals every worker, which stops as a single gateway does (DPR to each of
   its peers), and waits ``STOP_GRACE`` seconds before SIGKILL;
+* binds the provisioning API's ``api.listen`` and hands it to worker 0, which alone serves
+  the API (one job table, one writer of imports); a worker 0 that is restarted serves it on
+  the same socket, requests meanwhile waiting in its accept queue. A write through the API
+  reaches worker 0's lists at once; worker 0 then signals the parent (SIGUSR1), which signals
+  every other ready worker to reload its lists now, whatever ``lists.poll_interval_seconds``;
 * serves ``metrics.listen``: ``/metrics`` merges the workers' own endpoints (bound by the parent
   on loopback ports, see :mod:`gateway.metrics_merge`), ``/readyz`` is ready when every worker
   answers ready, ``/healthz`` while the parent lives.
@@ -42,6 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from diameter.settings import ListenEndpoint
 from diameter.transport.server import listening_socket
 from gateway import aio
+from gateway.api.app import api_served
 from gateway.config import GatewayConfig
 from gateway.lists import ListError, ListStore
 from gateway.metrics import OperationsServer
@@ -175,6 +181,7 @@ class Supervisor:
         self.expositions = WorkerExpositions()
         self.listeners: list[socket.socket] = []
         self.n5g_eir_listeners: list[socket.socket] = []
+        self.api_listener: socket.socket | None = None
         self.slots: list[WorkerSlot] = []
         self.operations: _Operations | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -206,6 +213,16 @@ class Supervisor:
                 self.listeners.append(sock)
             else:
                 self.n5g_eir_listeners.append(sock)
+        if api_served(config):
+            assert config.api.host is not None
+            try:
+                self.api_listener = listening_socket(
+                    ListenEndpoint("tcp", config.api.host, config.api.port))
+            except BaseException:
+                self._close_sockets()
+                raise
+        # Worker 0's API writes: the other workers reload their lists now (SIGUSR1 both ways).
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._lists_written)
         self.slots = [WorkerSlot(i, _loopback_socket()) for i in range(self.workers)]
         self._watchers = [asyncio.create_task(self._watch(slot)) for slot in self.slots]
         await asyncio.gather(*(slot.first_start for slot in self.slots))
@@ -222,6 +239,17 @@ class Supervisor:
             config.metrics.host,
             self.operations.port,
         )
+        if self.api_listener is not None:
+            host, port = self.api_listener.getsockname()[:2]
+            log.info("provisioning API on %s://%s:%s (worker 0)",
+                     "https" if config.api.tls_cert else "http", host, port)
+
+    def _lists_written(self) -> None:
+        """SIGUSR1 from worker 0: the API wrote the lists; every other ready worker reloads."""
+        for slot in self.slots[1:]:
+            if slot.ready and slot.running and slot.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGUSR1)
 
     async def stop(self) -> None:
         """SIGTERM to every worker (each DPRs its peers), SIGKILL after STOP_GRACE."""
@@ -246,6 +274,8 @@ class Supervisor:
             slot.first_start.cancel()  # a start cut short: nobody waits for the others
         for slot in self.slots:
             self._close_pipe(slot)
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         if self.operations is not None:
             await self.operations.stop()
         if self._session is not None:
@@ -281,6 +311,7 @@ class Supervisor:
         read_end, write_end = os.pipe()
         listeners = [s.fileno() for s in self.listeners]
         n5g_eir = [s.fileno() for s in self.n5g_eir_listeners]
+        api = [self.api_listener.fileno()] if self.api_listener and slot.index == 0 else []
         spec = {
             "index": slot.index,
             "listeners": listeners,
@@ -291,6 +322,8 @@ class Supervisor:
             ],
             "operations": slot.operations.fileno(),
             "parent": read_end,
+            "parent_pid": os.getpid(),
+            "api": api[0] if api else None,
         }
         command = [
             sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config.source),
@@ -300,7 +333,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,
-                pass_fds=(*listeners, *n5g_eir, slot.operations.fileno(), read_end),
+                pass_fds=(*listeners, *n5g_eir, *api, slot.operations.fileno(), read_end),
             )
         except BaseException:
             os.close(write_end)
@@ -359,6 +392,9 @@ class Supervisor:
         for sock in [*self.listeners, *self.n5g_eir_listeners,
                      *(slot.operations for slot in self.slots)]:
             sock.close()
+        if self.api_listener is not None:
+            self.api_listener.close()
+            self.api_listener = None
         self.listeners.clear()
         self.n5g_eir_listeners.clear()
 

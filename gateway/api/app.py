@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -77,8 +78,10 @@ class ApiServer:
         classifier: Classifier,
         service: Provisioning,
         on_change: OnChange | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.config = config
+        self.sock = sock  # a listening socket bound by a supervisor; None: bind api.listen
         self.classifier = classifier
         self.service = service
         self.on_change = on_change
@@ -119,7 +122,11 @@ class ApiServer:
             context.load_cert_chain(api.tls_cert, api.tls_key)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, api.host, api.port, ssl_context=context)
+        site: web.BaseSite
+        if self.sock is not None:
+            site = web.SockSite(self._runner, self.sock, ssl_context=context)
+        else:
+            site = web.TCPSite(self._runner, api.host, api.port, ssl_context=context)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else api.port
@@ -489,21 +496,27 @@ def _audit_json(r: AuditRecord, clear: bool) -> dict[str, Any]:
     }
 
 
+def api_served(config: GatewayConfig) -> bool:
+    """Whether ``api.listen`` is set and a token exists (without one nobody could use the API,
+    so nothing is bound)."""
+    return config.api.host is not None and bool(config.api.tokens)
+
+
 async def start_api(
-    config: GatewayConfig, classifier: Classifier, on_change: OnChange | None = None
+    config: GatewayConfig, classifier: Classifier, on_change: OnChange | None = None,
+    sock: socket.socket | None = None,
 ) -> ApiServer | None:
-    """Serve the API when ``api.listen`` is set and a token exists (without one nobody could use
-    it, so nothing is bound); None otherwise."""
+    """Serve the API when :func:`api_served` (on ``sock`` when given); None otherwise."""
     api = config.api
     if api.host is None:
         return None
-    if not api.tokens:
+    if not api_served(config):
         log.info("provisioning API not served: no api.tokens or api.token_file")
         return None
     store = classifier.lists.store
     if store is None:
         return None
-    server = ApiServer(config, classifier, Provisioning(store), on_change)
+    server = ApiServer(config, classifier, Provisioning(store), on_change, sock)
     await server.start()
     log.info("provisioning API on %s://%s:%s (%d tokens)",
              "https" if api.tls_cert else "http", api.host, server.port, len(api.tokens))

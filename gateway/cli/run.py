@@ -81,20 +81,42 @@ def _worker(config: GatewayConfig, spec: dict[str, Any]) -> Coroutine[Any, Any, 
         for transport, host, port, extra in spec["listen"]
     )
     config = replace(config, transport=replace(config.transport, listen=endpoints))
-    if spec["index"] != 0:
-        # One API port: worker 0 serves the provisioning API; the other workers see its writes
-        # through their lists version poll.
+    if spec["api"] is None:
+        # One API, on the socket the supervisor gave worker 0 (see gateway.supervisor).
         config = replace(config, api=replace(config.api, host=None))
+
+    def lists_written() -> None:
+        """Worker 0's API wrote the lists: the supervisor has the other workers reload."""
+        if os.getppid() == spec["parent_pid"]:  # never signal whoever adopted an orphan
+            os.kill(spec["parent_pid"], signal.SIGUSR1)
+
     gateway = Gateway(
         config,
         listeners=[socket.socket(fileno=fd) for fd in spec["listeners"]],
         operations_socket=socket.socket(fileno=spec["operations"]),
         n5g_eir_listeners=[socket.socket(fileno=fd) for fd in spec["n5g_eir_listeners"]],
+        api_socket=None if spec["api"] is None else socket.socket(fileno=spec["api"]),
+        lists_written=lists_written,
     )
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
         parent = spec["parent"]
+        reloads: set[asyncio.Task[None]] = set()
+
+        async def lists_changed() -> None:
+            try:
+                await gateway.lists_changed()
+            except Exception:  # as a failed poll: logged, the next poll tries again
+                logging.getLogger("eir.gateway").exception("reloading the operator lists failed")
+
+        def reload_lists() -> None:  # SIGUSR1 from the supervisor: another worker's API wrote
+            task = loop.create_task(lists_changed())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        # Before the worker is ready: the supervisor signals only ready workers.
+        loop.add_signal_handler(signal.SIGUSR1, reload_lists)
 
         def parent_gone() -> None:  # the pipe's other end closed: the supervisor exited
             loop.remove_reader(parent)

@@ -91,11 +91,11 @@ def start(config_dir: Path) -> Iterator[Callable[..., GatewayProcess]]:
         EIR_LISTS_POLL_INTERVAL_SECONDS="0.2",
     )
 
-    def run(*args: str) -> GatewayProcess:
+    def run(*args: str, **extra_env: str) -> GatewayProcess:
         command = [sys.executable, "-m", "gateway.cli", "run", "--config",
                    str(config_dir / "gateway.toml"), *args]
-        process = subprocess.Popen(command, cwd=config_dir, env=env, stderr=subprocess.PIPE,
-                                   text=True)
+        process = subprocess.Popen(command, cwd=config_dir, env={**env, **extra_env},
+                                   stderr=subprocess.PIPE, text=True)
         started.append(GatewayProcess(process))
         return started[-1]
 
@@ -234,6 +234,71 @@ async def test_two_workers_share_listeners_state_changes_restarts_and_drain(
         assert mme.client.down_reason is not None
         assert "DPR received" in mme.client.down_reason, mme.client.down_reason
     gateway.wait_for(r"EIR gateway stopped \(2 workers\)")
+
+
+async def test_api_served_by_worker_0_and_its_writes_reach_every_worker(
+    start: Callable[..., GatewayProcess],
+) -> None:
+    """The provisioning API under --workers 2: the supervisor binds api.listen, worker 0 alone
+    serves it; a write reaches both workers' lists at once (lists polling is off here: only the
+    SIGUSR1 relay through the supervisor can bring it to worker 1) and the merged /metrics; a
+    killed worker 0 serves it again on the same port, a request made meanwhile answered."""
+    secret = "workers-test-secret-0123456789"
+    gateway = start("--workers", "2", EIR_API_LISTEN="127.0.0.1:0",
+                    EIR_API_TOKENS=f"ops:read+write:{secret}",
+                    EIR_LISTS_POLL_INTERVAL_SECONDS="0")
+    ready = gateway.wait_for(r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+), .* metrics on "
+                             r"127\.0\.0\.1:(\d+)")[0]
+    port, metrics = int(ready.group(1)), f"http://127.0.0.1:{ready.group(2)}"
+    api_port = int(gateway.wait_for(
+        r"provisioning API on http://127\.0\.0\.1:(\d+) \(worker 0\)")[0].group(1))
+    api = f"http://127.0.0.1:{api_port}"
+    workers = {int(m.group(1)): (int(m.group(2)), m.group(3)) for m in gateway.wait_for(
+        r"worker (\d) \(pid (\d+)\) ready; its own metrics on (\S+)", count=2)}
+    gateway.wait_for(r"\[worker 0\] eir\.api: provisioning API on")
+    assert "[worker 1] eir.api: provisioning API" not in gateway.text
+    mmes = [await connect(port, f"mme{i}.test") for i in range(16)]
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession(headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        per_worker = [value(await scrape(session, url), "diameter_peers", state="R_OPEN")
+                      for _, url in workers.values()]
+        assert min(per_worker) >= 1, per_worker  # both workers answer some of the MMEs
+        assert await statuses(mmes, OTHER_IMEI) == {WHITELISTED}
+        version = value(await scrape(session, metrics + "/metrics"), "eir_lists_version")
+
+        entry = {"list": "black", "kind": "imei", "value": OTHER_IMEI, "reason": "stolen"}
+        async with session.post(api + "/v1/lists/entries", json=entry) as response:
+            assert response.status == 201, await response.text()
+        await eventually(lambda: _all(mmes, OTHER_IMEI, BLACKLISTED))
+
+        async def every_worker_at(at_least: float) -> bool:
+            own = [value(await scrape(session, url), "eir_lists_version")
+                   for _, url in workers.values()]
+            merged = value(await scrape(session, metrics + "/metrics"), "eir_lists_version")
+            return min(own) >= at_least and merged == min(own)
+
+        await eventually(lambda: every_worker_at(version + 1))
+
+        # Worker 0 killed: the API's socket is the supervisor's, so a request made now waits
+        # in its accept queue and the restarted worker 0 answers it.
+        os.kill(workers[0][0], signal.SIGKILL)
+        gateway.wait_for(r"worker 0 \(pid \d+\) was killed by SIGKILL")
+        async with session.get(f"{api}/v1/checks/{OTHER_IMEI}") as response:
+            assert response.status == 200
+            assert (await response.json())["decided_by"] == "blacklisted"
+        gateway.wait_for(r"worker 0 \(pid \d+\) ready", count=2)
+        survivors = [mme for mme in mmes if mme.client.is_open]
+        async with session.delete(f"{api}/v1/lists/black/entries/imei:{OTHER_IMEI}") as response:
+            assert response.status in (200, 204), await response.text()
+        await eventually(lambda: _all(survivors, OTHER_IMEI, WHITELISTED))
+        async with session.get(api + "/v1/audit", params={"actor": "api:ops"}) as response:
+            actions = [r["action"] for r in (await response.json())["records"]]
+        assert actions == ["create", "delete"]
+    for mme in survivors:
+        await mme.close()
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(60) == 0, gateway.text
 
 
 async def _all(mmes: list[Mme], imei: str, status: int) -> bool:
