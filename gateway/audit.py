@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,8 +70,16 @@ def _dump(value: Mapping[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def query(
-    conn: sqlite3.Connection,
+def query(conn: sqlite3.Connection, **filters: Any) -> list[AuditRecord]:
+    """Records with ``seq > after`` matching every filter given (``after``, ``limit``,
+    ``actor``, ``action``, ``target``, ``since``, ``until``: see :func:`query_sql`), oldest
+    first, at most ``limit``."""
+    sql, args = query_sql(lambda n: "?", **filters)
+    return records(conn.execute(sql, args).fetchall())
+
+
+def query_sql(
+    placeholder: Callable[[int], str],
     *,
     after: int = 0,
     limit: int = 100,
@@ -80,29 +88,38 @@ def query(
     target: str | None = None,
     since: float | None = None,
     until: float | None = None,
-) -> list[AuditRecord]:
-    """Records with ``seq > after`` matching every filter given, oldest first, at most ``limit``."""
-    where: list[str] = ["seq > ?"]
+) -> tuple[str, list[object]]:
+    """The SELECT of :func:`query` and its arguments; ``placeholder(n)`` writes the n-th
+    parameter as the database wants it (``?`` for SQLite, ``$n`` for PostgreSQL)."""
     args: list[object] = [after]
+    where: list[str] = [f"seq > {placeholder(1)}"]
     for column, value in (("actor", actor), ("action", action), ("target", target)):
         if value is not None:
-            where.append(f"{column} = ?")
             args.append(value)
+            where.append(f"{column} = {placeholder(len(args))}")
     if since is not None:
-        where.append("at >= ?")
         args.append(since)
+        where.append(f"at >= {placeholder(len(args))}")
     if until is not None:
-        where.append("at < ?")
         args.append(until)
-    rows = conn.execute(
-        "SELECT seq, at, actor, action, target, before, after FROM audit "
-        f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-        (*args, limit),
-    ).fetchall()
+        where.append(f"at < {placeholder(len(args))}")
+    args.append(limit)
+    sql = ("SELECT seq, at, actor, action, target, before, after FROM audit "
+           f"WHERE {' AND '.join(where)} ORDER BY seq LIMIT {placeholder(len(args))}")
+    return sql, args
+
+
+def records(rows: Iterable[Sequence[Any]]) -> list[AuditRecord]:
+    """Records from (seq, at, actor, action, target, before, after) rows."""
     return [
         AuditRecord(seq, at, who, what, target_, _load(b), _load(a))
         for seq, at, who, what, target_, b, a in rows
     ]
+
+
+def dump(value: Mapping[str, Any] | None) -> str | None:
+    """``before``/``after`` as stored."""
+    return _dump(value)
 
 
 def _load(text: str | None) -> dict[str, Any] | None:

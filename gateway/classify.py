@@ -23,17 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from gateway import state
 from gateway.imei import Imei, Malformed, parse_imei
 from gateway.lists import (
     ListColour,
     ListMatch,
     ListSnapshot,
     OperatorLists,
-    open_operator_lists,
 )
 from gateway.observations import CloneTracker, mask_imsi
 from gateway.policy import EquipmentStatus, Policy, Reason
-from gateway.tac import TacDatabase, open_tac_database
+from gateway.tac import TacDatabase
 from registry_client.bounded import ShardedFifo
 from registry_client.model import (
     RegistryStatus,
@@ -226,15 +226,15 @@ class Classifier:
         cls, config: GatewayConfig, registry: VerdictSource | None = None
     ) -> Classifier:
         """Open the stores named by the config (importing changed source files) and load them."""
-        tac = open_tac_database(config.tac.database, config.tac.file)
-        lists = open_operator_lists(config.lists.database, config.lists.import_files)
+        tac = state.open_tac(config)
+        lists = state.open_operator_lists(config)
         cd = config.clone_detection
         clone = None
         if cd.enabled:
             clone = CloneTracker(cd.threshold, cd.window, cd.max_imeis)
             if config.observations.enabled:
                 # The IMSIs seen per IMEI survive a restart (and inform `eir-gateway check`).
-                seeded = clone.seed(config.observations.database, time.time())
+                seeded = state.seed_clone_tracker(config, clone, time.time())
                 log.info("clone detection: %d recent IMEI-IMSI pairs from the log", seeded)
         cache_size = int(config.values.get("policy.decision_cache_size", DEFAULT_DECISION_CACHE_SIZE))
         return cls(

@@ -53,6 +53,7 @@ _DEFAULT_PORTS = {"tcp": 3868, "sctp": 3868, "tls": 5868}  # RFC 6733 §2.1
 MAX_WORKERS = 256
 _HTTP_PORTS = {"http": 80, "https": 443}  # n5g_eir.listen: h2c, TLS (RFC 9113 §3)
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_PG_SCHEMES = ("postgresql", "postgres")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -327,7 +328,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "oauth2_subjects": Key("strs", []),
     },
     "metrics": {"listen": Key("str", "127.0.0.1:9868", _hostport)},
-    "state": {"directory": Key("str", "var", lambda v: None if v else "must not be empty")},
+    "state": {
+        "directory": Key("str", "var", lambda v: None if v else "must not be empty"),
+        "backend": Key("str", "sqlite", _one_of("sqlite", "postgresql")),
+        "dsn": Key("str", "", lambda v: None if not v or urlsplit(v).scheme in _PG_SCHEMES
+                   else "must be a postgresql:// or postgres:// URL, or \"\""),
+    },
     "tac": {"file": Key("str", ""), "database": Key("str", "tac.sqlite")},
     "lists": {
         "database": Key("str", "lists.sqlite"),
@@ -601,6 +607,19 @@ class ObservationsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Where lists, observations and the TAC database live: SQLite files in the state
+    directory, or one PostgreSQL database shared by every worker and host."""
+
+    backend: str = "sqlite"  # "sqlite" | "postgresql"
+    dsn: str = ""  # postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE
+
+    @property
+    def postgresql(self) -> bool:
+        return self.backend == "postgresql"
+
+
+@dataclass(frozen=True, slots=True)
 class SharedConfig:
     """State shared by every worker and host: Redis for clone detection (off: "")."""
 
@@ -673,6 +692,7 @@ class GatewayConfig:
     n5g_eir: N5gEirSettings = field(default_factory=N5gEirSettings)
     api: ApiConfig = field(default_factory=ApiConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     values: Mapping[str, Any] = field(default_factory=dict, compare=False)  # "section.key" -> value
     # "section.key" -> the EIR_* variable that set it: errors found later name the variable.
     env_vars: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -1037,6 +1057,24 @@ def _build(
             f"{where('shared.redis_url')}: needs the redis package "
             "(pip install 'eir-gateway[shared]')"
         )
+    if v["state.backend"] == "postgresql":
+        if not v["state.dsn"]:
+            raise ConfigError(f"{where('state.dsn')}: required with state.backend = \"postgresql\"")
+        if importlib.util.find_spec("asyncpg") is None:
+            raise ConfigError(
+                f"{where('state.backend')}: needs the asyncpg package "
+                "(pip install 'eir-gateway[postgresql]')"
+            )
+    if v["state.backend"] == "postgresql":
+        if not v["state.dsn"]:
+            raise ConfigError(
+                f"{where('state.dsn')}: required with state.backend = \"postgresql\""
+            )
+        if importlib.util.find_spec("asyncpg") is None:
+            raise ConfigError(
+                f"{where('state.backend')}: needs the asyncpg package "
+                "(pip install 'eir-gateway[postgresql]')"
+            )
     workers = _process_workers(
         v["process.workers"], v["clone_detection.enabled"], bool(v["shared.redis_url"]), where
     )
@@ -1147,6 +1185,7 @@ def _build(
         ),
         api=_api(v, inp, state, where),
         events=_events(v, inp, where),
+        state=StateConfig(v["state.backend"], v["state.dsn"]),
         values=dict(v),
         env_vars=dict(env_vars),
     )

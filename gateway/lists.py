@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from gateway import audit
 from gateway.imei import Imei, is_decimal, parse_imei
@@ -304,6 +304,28 @@ class _Colour:
     ranges: _Ranges
     tacs: dict[int, ListEntry]
     pairs: dict[tuple[int, str], ListEntry]
+    # Exact IMEIs changed since ``imeis`` was loaded (ListSnapshot.apply): inserting into a
+    # sorted array of 100 million moves 800 MB, a set takes one entry in O(1).
+    added: frozenset[int] = frozenset()  # listed, not in ``imeis``
+    removed: frozenset[int] = frozenset()  # in ``imeis``, no longer listed
+
+    @property
+    def imei_count(self) -> int:
+        return len(self.imeis) + len(self.added) - len(self.removed)
+
+
+@dataclass(frozen=True, slots=True)
+class ListChange:
+    """One entry written (``removed`` False) or removed at store version ``version``; ``entry``
+    None: a bulk write, which only a full load brings in."""
+
+    version: int
+    entry: ListEntry | None
+    removed: bool = False
+
+
+# Exact IMEIs a snapshot may hold outside its sorted arrays before a full load is cheaper.
+MAX_OVERLAY = 100_000
 
 
 class ListSnapshot:
@@ -322,7 +344,7 @@ class ListSnapshot:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for colour, c in self._colours.items():
-            out[f"{colour.value}.imei"] = len(c.imeis)
+            out[f"{colour.value}.imei"] = c.imei_count
             out[f"{colour.value}.range"] = len(c.ranges.entries)
             out[f"{colour.value}.tac"] = len(c.tacs)
             out[f"{colour.value}.pair"] = len(c.pairs)
@@ -336,8 +358,10 @@ class ListSnapshot:
             imeis = c.imeis
             if imeis:
                 i = bisect_right(imeis, imei) - 1
-                if i >= 0 and imeis[i] == imei:
+                if i >= 0 and imeis[i] == imei and not (c.removed and imei in c.removed):
                     out.append(ListMatch(ListEntry(colour, EntryKind.IMEI, imei, imei)))
+            if c.added and imei in c.added:
+                out.append(ListMatch(ListEntry(colour, EntryKind.IMEI, imei, imei)))
             if c.ranges.entries:
                 out.extend(ListMatch(e) for e in c.ranges.find(imei))
             if c.tacs:
@@ -349,6 +373,91 @@ class ListSnapshot:
                 if e is not None:
                     out.append(ListMatch(e))
         return out
+
+    def apply(self, changes: Iterable[ListChange]) -> ListSnapshot | None:
+        """This snapshot with ``changes`` (versions above this one, in order) applied, as a new
+        snapshot; None when only a full load can bring them: a bulk write, a version missing
+        (the change log was pruned past it) or more than :data:`MAX_OVERLAY` exact IMEIs
+        changed since the last full load. Costs the changed colours' small tables (ranges,
+        TACs, pairs) and overlays, never the sorted arrays."""
+        version = self.version
+        touched: dict[ListColour, _ColourEdit] = {}
+        for change in changes:
+            if change.version == version + 1:
+                version += 1
+            elif change.version != version:
+                return None  # a hole: versions are gapless, so a change was pruned
+            entry = change.entry
+            if entry is None:
+                return None
+            edit = touched.get(entry.colour)
+            if edit is None:
+                edit = touched[entry.colour] = _ColourEdit(self._colours.get(entry.colour))
+            edit.apply(entry, change.removed)
+            if edit.overlay > MAX_OVERLAY:
+                return None
+        if version == self.version:
+            return self
+        colours = dict(self._colours)
+        for colour, edit in touched.items():
+            colours[colour] = edit.colour()
+        # Whitelist first, as a full load orders them (match lists whites first).
+        ordered = {c: colours[c] for c in ListColour if c in colours}
+        return ListSnapshot(version, ordered)
+
+
+def _in_array(imeis: array[int], value: int) -> bool:
+    i = bisect_right(imeis, value) - 1
+    return i >= 0 and imeis[i] == value
+
+
+class _ColourEdit:
+    """A colour's tables being changed by :meth:`ListSnapshot.apply` (copies, never the
+    snapshot's own)."""
+
+    def __init__(self, base: _Colour | None) -> None:
+        self.imeis = base.imeis if base is not None else array("Q")
+        self.added = set(base.added) if base is not None else set()
+        self.removed = set(base.removed) if base is not None else set()
+        self.ranges = {_key(e): e for e in base.ranges.entries} if base is not None else {}
+        self.tacs = dict(base.tacs) if base is not None else {}
+        self.pairs = dict(base.pairs) if base is not None else {}
+
+    @property
+    def overlay(self) -> int:
+        return len(self.added) + len(self.removed)
+
+    def apply(self, entry: ListEntry, removed: bool) -> None:
+        kind = entry.kind
+        if kind is EntryKind.IMEI:
+            value = entry.first
+            stored = _in_array(self.imeis, value)
+            if removed:
+                if stored:
+                    self.removed.add(value)
+                self.added.discard(value)
+            else:
+                self.removed.discard(value)
+                if not stored:
+                    self.added.add(value)
+        elif kind is EntryKind.RANGE:
+            if removed:
+                self.ranges.pop(_key(entry), None)
+            else:
+                self.ranges[_key(entry)] = entry
+        elif kind is EntryKind.TAC:
+            if removed:
+                self.tacs.pop(entry.first, None)
+            else:
+                self.tacs[entry.first] = entry
+        elif removed:
+            self.pairs.pop((entry.first, entry.imsi), None)
+        else:
+            self.pairs[(entry.first, entry.imsi)] = entry
+
+    def colour(self) -> _Colour:
+        return _Colour(self.imeis, _Ranges(list(self.ranges.values())), self.tacs, self.pairs,
+                       frozenset(self.added), frozenset(self.removed))
 
 
 # --- the SQLite store ------------------------------------------------------------------------
@@ -377,6 +486,10 @@ class ListStore:
                 self._conn.execute("ALTER TABLE entries ADD COLUMN source TEXT")
             self._conn.execute(_SOURCE_INDEX)
 
+    @property
+    def location(self) -> str:
+        return str(self.path.resolve())
+
     def close(self) -> None:
         self._conn.close()
 
@@ -384,6 +497,16 @@ class ListStore:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
         return int(row[0])
+
+    def changes(self, after: int) -> list[ListChange] | None:
+        """What changed after version ``after``: None, this store keeps no change log (a
+        running gateway loads it whole when the version moves)."""
+        return None
+
+    def watch(self, wake: Callable[[], None]) -> bool:
+        """Call ``wake`` when another process changed the store: False, SQLite cannot tell;
+        the gateway polls :meth:`version`."""
+        return False
 
     def _write(self, entries: Iterable[ListEntry], now: float | None = None) -> int:
         ts = time.time() if now is None else now
@@ -528,15 +651,11 @@ class ListStore:
         the same transaction as the version bump and one audit record. Nothing is held in memory
         but a chunk, so a 10-million-row file imports in bounded memory; until the final
         statement other readers and writers of the database are not held up."""
-        ts = time.time()
-        digest = hashlib.sha256()
+        staging = Staging(rows, time.time(), chunk, progress, position)
         conn = sqlite3.connect(str(self.path), timeout=60.0)
-        n = 0
         try:
             conn.execute(_STAGING)
-            pending: list[tuple[Any, ...]] = []
-
-            def stage() -> None:
+            for pending in staging.chunks():
                 cur = conn.executemany(_STAGE, pending)
                 if cur.rowcount != len(pending):
                     for values in pending:
@@ -548,38 +667,18 @@ class ListStore:
                         if earlier != row:
                             entry = _row_entry(values[1:])
                             raise ListError(f"{label}: {_repeat(row, earlier, entry)}")
-                pending.clear()
-                if progress is not None:
-                    progress.advance(position() if position is not None else n, n)
-
-            try:
-                for row_number, entry in rows:
-                    created = ts if entry.created is None else entry.created
-                    updated = ts if entry.updated is None else entry.updated
-                    pending.append((row_number, entry.colour.value, entry.kind.value, entry.first,
-                                    entry.last, entry.imsi, entry.reason or "", created, updated))
-                    digest.update(f"{_key(entry)}".encode())
-                    n += 1
-                    if len(pending) >= chunk:
-                        stage()
-                    elif progress is not None and n % 1000 == 0:
-                        progress.advance(position() if position is not None else n, n)
-            except ListError:
-                stage()  # a repeat of an earlier row is the earlier problem: report it first
-                raise
-            stage()
-            if n:
+            if staging.count:
                 conn.execute(_FROM_STAGING)
                 conn.execute(_BUMP)
-                audit.append(conn, ts, actor, "import", f"import:{label}", None,
-                             {"file": label, "entries": n, "sha256": digest.hexdigest()})
+                audit.append(conn, staging.ts, actor, "import", f"import:{label}", None,
+                             staging.summary(label))
             conn.commit()
         finally:
             conn.rollback()
             conn.close()
         if progress is not None:
             progress.finish()
-        return n
+        return staging.count
 
     def import_csv_once(self, path: str | Path) -> int | None:
         """Import ``path`` as an import file unless this exact file (mtime and size) was
@@ -596,43 +695,33 @@ class ListStore:
         longer in it is removed, unless another of ``paths`` still lists it (that file then
         owns it). Manual entries are never removed. Every changed file is validated before
         anything is written. Returns ``{resolved path: entries in the file}`` per import."""
-        files = [Path(p).resolve() for p in paths]
-        changed: list[tuple[Path, str]] = []
-        for path in files:
-            stamp = _file_stamp(path)  # before reading: a write during the read shows next time
+        def stored(path: Path) -> str | None:
             with self._lock:
                 row = self._conn.execute(
                     "SELECT value FROM meta WHERE key = ?", (f"import:{path}",)
                 ).fetchone()
-            if row is None or row[0] != stamp:
-                changed.append((path, stamp))
-        if not changed:
+            return None if row is None else str(row[0])
+
+        plan = ImportFiles(paths, stored)
+        if not plan.changed:
             return {}
-        parsed = {path: list(read_csv(path)) for path, _ in changed}
-        keys: dict[Path, set[Key]] = {}
-
-        def listed_in(path: Path) -> set[Key]:  # parsed lazily: only when entries disappear
-            if path not in keys:
-                entries = parsed[path] if path in parsed else list(read_csv(path))
-                keys[path] = {_key(e) for e in entries}
-            return keys[path]
-
+        parsed = plan.parsed
         ts = time.time()
         with self._lock, self._conn:
             conn = self._conn
-            for path, stamp in changed:
+            for path, stamp in plan.changed:
                 source = str(path)
                 conn.executemany(_UPSERT, _rows(parsed[path], ts, source))
                 owned = conn.execute(
                     "SELECT kind, colour, first, last, imsi FROM entries WHERE source = ?",
                     (source,),
                 ).fetchall()
-                mine = listed_in(path)
+                mine = plan.listed_in(path)
                 removed = 0
                 for key in owned:
                     if key in mine:
                         continue
-                    owner = next((o for o in files if o != path and key in listed_in(o)), None)
+                    owner = plan.owner(path, key)
                     if owner is None:
                         conn.execute(f"DELETE FROM entries WHERE {_KEY_WHERE}", key)
                         removed += 1
@@ -645,7 +734,7 @@ class ListStore:
                 audit.append(conn, ts, IMPORT_FILES_ACTOR, "import", f"import:{path}", None,
                              {"file": source, "entries": len(parsed[path]), "removed": removed})
             conn.execute(_BUMP)
-        return {path: len(parsed[path]) for path, _ in changed}
+        return plan.counts()
 
     def entries(
         self,
@@ -728,6 +817,92 @@ class ListStore:
             finally:
                 conn.execute("COMMIT")
         return ListSnapshot(version, colours)
+
+
+class Staging:
+    """The rows of an import as staging-table tuples (row, colour, kind, first, last, imsi,
+    reason, created, updated), ``chunk`` at a time; counts them, hashes their entries for the
+    audit record and advances the progress. A bad row (ListError) is raised after the chunk
+    before it was handed out: a repeat of an earlier row is the earlier problem."""
+
+    def __init__(
+        self, rows: Iterable[tuple[int, ListEntry]], ts: float, chunk: int = 10_000,
+        progress: Progress | None = None, position: Callable[[], int] | None = None,
+    ) -> None:
+        self.rows = rows
+        self.ts = ts
+        self.chunk = chunk
+        self.progress = progress
+        self.position = position
+        self.count = 0
+        self.digest = hashlib.sha256()
+
+    def _advance(self) -> None:
+        if self.progress is not None:
+            n = self.count
+            self.progress.advance(self.position() if self.position is not None else n, n)
+
+    def chunks(self) -> Iterator[list[tuple[Any, ...]]]:
+        ts = self.ts
+        pending: list[tuple[Any, ...]] = []
+        error: ListError | None = None
+        try:
+            for row_number, entry in self.rows:
+                created = ts if entry.created is None else entry.created
+                updated = ts if entry.updated is None else entry.updated
+                pending.append((row_number, entry.colour.value, entry.kind.value, entry.first,
+                                entry.last, entry.imsi, entry.reason or "", created, updated))
+                self.digest.update(f"{_key(entry)}".encode())
+                self.count += 1
+                if len(pending) >= self.chunk:
+                    yield pending
+                    pending = []
+                    self._advance()
+                elif self.count % 1000 == 0:
+                    self._advance()
+        except ListError as exc:
+            error = exc
+        if pending:
+            yield pending
+        self._advance()
+        if error is not None:
+            raise error
+
+    def summary(self, label: str) -> dict[str, object]:
+        """The audit record's ``after`` of the import."""
+        return {"file": label, "entries": self.count, "sha256": self.digest.hexdigest()}
+
+
+class ImportFiles:
+    """The configured ``lists.import_files`` whose stamp (mtime and size) differs from the one
+    ``stored`` gives, each parsed, so all are validated before anything is written; and which
+    file lists a key."""
+
+    def __init__(self, paths: Iterable[str | Path], stored: Callable[[Path], str | None]
+                 ) -> None:
+        self.files = [Path(p).resolve() for p in paths]
+        self.changed: list[tuple[Path, str]] = []
+        for path in self.files:
+            stamp = _file_stamp(path)  # before reading: a write during the read shows next time
+            if stored(path) != stamp:
+                self.changed.append((path, stamp))
+        self.parsed = {path: list(read_csv(path)) for path, _ in self.changed}
+        self._keys: dict[Path, set[Key]] = {}
+
+    def listed_in(self, path: Path) -> set[Key]:
+        """The keys a file lists (parsed lazily: only when entries disappear)."""
+        if path not in self._keys:
+            entries = self.parsed[path] if path in self.parsed else list(read_csv(path))
+            self._keys[path] = {_key(e) for e in entries}
+        return self._keys[path]
+
+    def owner(self, path: Path, key: Key) -> Path | None:
+        """Another configured file still listing ``key`` (it takes the entry over), or None:
+        the entry ``path`` no longer lists is removed."""
+        return next((o for o in self.files if o != path and key in self.listed_in(o)), None)
+
+    def counts(self) -> dict[Path, int]:
+        return {path: len(self.parsed[path]) for path, _ in self.changed}
 
 
 def _filters(
@@ -934,6 +1109,44 @@ def _repeat(row: int, earlier: int, entry: ListEntry) -> str:
             f"{entry.value}{imsi})")
 
 
+class ListBackend(Protocol):
+    """What the lists service layer, the CLI and a running gateway ask of a store: the SQLite
+    :class:`ListStore`, or :class:`gateway.pg.lists.PgListStore`."""
+
+    @property
+    def location(self) -> str: ...  # the database, as messages name it
+    def close(self) -> None: ...
+    def version(self) -> int: ...
+    def changes(self, after: int) -> list[ListChange] | None: ...
+    def watch(self, wake: Callable[[], None]) -> bool: ...
+    def load(self) -> ListSnapshot: ...
+    def describe(self, match: ListMatch) -> ListEntry: ...
+    def get(self, entry: ListEntry) -> ListEntry | None: ...
+    def put(
+        self, entry: ListEntry, actor: str, *, create_only: bool = False,
+        now: float | None = None,
+    ) -> tuple[ListEntry | None, ListEntry]: ...
+    def delete(
+        self, entry: ListEntry, actor: str, now: float | None = None
+    ) -> ListEntry | None: ...
+    def page(
+        self, colour: ListColour | None = None, kind: EntryKind | None = None,
+        after: Key | None = None, limit: int = 100,
+    ) -> list[ListEntry]: ...
+    def matching(self, body: int) -> list[ListEntry]: ...
+    def entries(
+        self, colour: ListColour | None = None, kind: EntryKind | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ListEntry]: ...
+    def import_entries(
+        self, rows: Iterable[tuple[int, ListEntry]], label: str, actor: str,
+        progress: Progress | None = None, position: Callable[[], int] | None = None,
+        chunk: int = 10_000,
+    ) -> int: ...
+    def import_files(self, paths: Iterable[str | Path]) -> dict[Path, int]: ...
+    def audit(self, **filters: Any) -> list[audit.AuditRecord]: ...
+
+
 class OperatorLists:
     """What the classifier holds: the current snapshot, swapped whole on reload.
 
@@ -943,7 +1156,9 @@ class OperatorLists:
     indexed read). Both block on SQLite: from asyncio run them with ``asyncio.to_thread``.
     """
 
-    def __init__(self, store: ListStore | None, import_files: Iterable[str | Path] = ()) -> None:
+    def __init__(
+        self, store: ListBackend | None, import_files: Iterable[str | Path] = ()
+    ) -> None:
         self.store = store
         self.import_files = tuple(import_files)
         self.import_error: str | None = None  # the last failed re-import, None once one works
@@ -964,9 +1179,21 @@ class OperatorLists:
         return self.snapshot
 
     def poll(self) -> bool:
-        if self.store is None or self.store.version() == self.snapshot.version:
+        """Bring the snapshot to the store's version: the changes since this snapshot applied
+        to it where the store keeps them (PostgreSQL), else a full load."""
+        store = self.store
+        if store is None:
             return False
-        self.reload()
+        snapshot = self.snapshot
+        version = store.version()
+        if version == snapshot.version:
+            return False
+        changes = store.changes(snapshot.version)
+        updated = snapshot.apply(changes) if changes is not None else None
+        if updated is None:
+            self.snapshot = store.load()  # the files are SIGHUP's business (reload)
+        else:
+            self.snapshot = updated
         return True
 
     def describe(self, match: ListMatch) -> ListEntry:

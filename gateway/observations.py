@@ -151,7 +151,11 @@ class ObservationLog:
         self._conn: sqlite3.Connection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self) -> None:
+    STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)  # a batch refused: counted
+
+    # -- the store: SQLite here; gateway.pg.observations overrides these hooks ---------------
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -159,11 +163,44 @@ class ObservationLog:
         # the last transactions; no fsync per batch.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
-        try:
-            # The aggregate belongs to the loop's thread: the writer asks it for a hand-over.
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._loop = None
+
+    @property
+    def _is_open(self) -> bool:
+        return self._conn is not None
+
+    def _upsert(self, batches: list[Aggregate]) -> None:
+        """Write aggregates in one transaction; raises one of :attr:`STORE_ERRORS`."""
+        assert self._conn is not None
+        with self._conn:
+            for batch in batches:
+                self._conn.executemany(
+                    _UPSERT,
+                    ((imei, imsi, agg[0], agg[1], agg[2]) for (imei, imsi), agg in batch.items()),
+                )
+
+    def _last_seen_with(self, imei: str, before: float) -> LastImsi:
+        """The IMSI the IMEI was last seen with before ``before``; raises STORE_ERRORS."""
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("closed")
+        row = self._conn.execute(_LAST_IMSI, (imei, before)).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def _close_store(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Open the store and start the writer. ``loop``: the loop that records (default: the
+        running one), when this is called from another thread (opening may block)."""
+        self._open()
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        # The aggregate belongs to the loop's thread: the writer asks it for a hand-over.
+        self._loop = loop
         self._thread = threading.Thread(target=self._run, name="observation-log", daemon=True)
         self._thread.start()
 
@@ -207,7 +244,7 @@ class ObservationLog:
         seen with before ``before``, among the observations handed to the writer so far;
         ``reply`` is called later on the event loop (at once when there is none). The writer
         answers in order with its writes, several lookups in a row together."""
-        if self._conn is None or self._stop:
+        if not self._is_open or self._stop:
             reply(None, True)
             return
         self._handed.put(_LastImsiLookup(imei, before, reply))
@@ -263,13 +300,10 @@ class ObservationLog:
         with self._write_lock:
             for lookup in lookups:
                 try:
-                    if self._conn is None:
-                        raise sqlite3.ProgrammingError("closed")
-                    row = self._conn.execute(_LAST_IMSI, (lookup.imei, lookup.before)).fetchone()
-                except sqlite3.Error:
+                    found = self._last_seen_with(lookup.imei, lookup.before)
+                except self.STORE_ERRORS:
                     answers.append((lookup.reply, None, True))
                 else:
-                    found = None if row is None else (str(row[0]), float(row[1]))
                     answers.append((lookup.reply, found, False))
 
         def deliver() -> None:
@@ -287,21 +321,13 @@ class ObservationLog:
         """Upsert aggregates in one transaction; the number of observations they held (0 when
         refused)."""
         with self._write_lock:
-            if self._conn is None:
+            if not self._is_open:
                 return 0
             observations = 0
             try:
-                with self._conn:
-                    for batch in batches:
-                        self._conn.executemany(
-                            _UPSERT,
-                            (
-                                (imei, imsi, agg[0], agg[1], agg[2])
-                                for (imei, imsi), agg in batch.items()
-                            ),
-                        )
+                self._upsert(batches)
                 observations = sum(agg[2] for batch in batches for agg in batch.values())
-            except sqlite3.Error:
+            except self.STORE_ERRORS:
                 self.stats.errors += 1
             else:
                 self.stats.written += observations
@@ -333,9 +359,7 @@ class ObservationLog:
             self._thread = None
         self.flush()
         with self._write_lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._close_store()
 
     def lookup(self, imei: str) -> list[tuple[str, float, float, int]]:
         """(imsi, first_seen, last_seen, count) rows stored for an IMEI body."""

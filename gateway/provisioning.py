@@ -22,10 +22,10 @@ from gateway.lists import (
     EntryKind,
     Key,
     LineReader,
+    ListBackend,
     ListColour,
     ListEntry,
     ListError,
-    ListStore,
     csv_row,
     entry_json,
     iter_csv,
@@ -59,9 +59,9 @@ def decode_cursor(text: str) -> Key:
 
 
 class Provisioning:
-    """List operations with their audit records over one :class:`ListStore`."""
+    """List operations with their audit records over one store (SQLite or PostgreSQL)."""
 
-    def __init__(self, store: ListStore) -> None:
+    def __init__(self, store: ListBackend) -> None:
         self.store = store
 
     def version(self) -> int:

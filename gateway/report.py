@@ -13,10 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import state
 from gateway.classify import Classifier, Decision
 from gateway.config import GatewayConfig
 from gateway.imei import Imei, is_svn, parse_imei
-from gateway.observations import history, mask_imsi
+from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus
 
 # 3GPP TS 23.003 §2.2: an IMSI is MCC (3) + MNC (2-3) + MSIN, at most 15 digits; 5 is the
@@ -177,7 +178,7 @@ def tac_report(classifier: Classifier, tac: str) -> dict[str, Any] | None:
 def observations_report(config: GatewayConfig, imei: Imei, mask: bool) -> dict[str, Any]:
     """The IMSIs seen with an IMEI (first, last seen, count) as last written to the log.
     Blocking (SQLite): from asyncio, call in a thread."""
-    rows = history(config.observations.database, imei.body) if config.observations.enabled else []
+    rows = state.history(config, imei.body) if config.observations.enabled else []
     return {
         "imei": imei.body,
         "enabled": config.observations.enabled,
@@ -205,7 +206,7 @@ def clone_report(
     if cd.enabled and not seen and config.observations.enabled:
         horizon = now - cd.window
         seen = {imsi: last for imsi, _, last, _ in
-                history(config.observations.database, imei.body) if last >= horizon}
+                state.history(config, imei.body) if last >= horizon}
         source = "observation log"
     return {
         "imei": imei.body,

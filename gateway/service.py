@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.node import Node
 from diameter.transport import Server, origin_state_now
-from gateway import aio, registry_source
+from gateway import aio, registry_source, state
 from gateway.api.app import ApiServer, start_api
 from gateway.classify import Classifier
 from gateway.collector import CollectorSchedule
@@ -34,6 +34,7 @@ from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
 from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
 from gateway.s13 import MeIdentityCheck
+from gateway.state import StateError
 from registry_client.model import VerdictSource
 
 log = logging.getLogger("eir.gateway")
@@ -107,11 +108,8 @@ class Gateway:
             )
         self.metrics.watch_decision_cache(self.classifier)
         if config.observations.enabled:
-            obs = config.observations
-            self.observations = ObservationLog(
-                obs.database, obs.queue_size, obs.batch_size, obs.flush_interval
-            )
-            self.observations.start()
+            self.observations = state.observation_log(config)
+            await asyncio.to_thread(self.observations.start, asyncio.get_running_loop())
             self.metrics.watch_observations(self.observations.stats)
         self.events = build_bus(config.events, self.observations)
         if self.events is not None:
@@ -208,6 +206,9 @@ class Gateway:
         clone = self.classifier.clone if self.classifier is not None else None
         if isinstance(clone, SharedCloneTracker):
             await clone.close()
+        store = self.classifier.lists.store if self.classifier is not None else None
+        if store is not None:
+            await asyncio.to_thread(store.close)
         log.info("EIR gateway stopped")
         self._stopped.set()
 
@@ -257,16 +258,40 @@ class Gateway:
             log.info("operator lists changed, now version %s", self.lists_version)
 
     async def _poll_lists(self, interval: float) -> None:
+        """Poll the lists version every ``interval``; a store that announces changes
+        (PostgreSQL's NOTIFY) wakes the poll at once and is polled at least every second
+        besides, as the hint can be lost."""
         assert self.classifier is not None
         lists = self.classifier.lists
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def hint() -> None:  # on the store's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(wake.set)
+
+        if lists.store is not None and lists.store.watch(hint):
+            interval = min(interval, 1.0)
+        failing = False
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+            wake.clear()
             try:
                 if await asyncio.to_thread(lists.poll):
                     self._update_gauges()
                     log.info("operator lists changed, now version %s", self.lists_version)
+            except StateError as exc:  # PostgreSQL away: logged once until it answers again
+                if not failing:
+                    log.error("polling the operator lists failed, serving version %s: %s",
+                              self.lists_version, exc)
+                failing = True
+                continue
             except Exception:
                 log.exception("polling the operator lists failed")
+            if failing:
+                log.info("operator lists polled again, version %s", self.lists_version)
+            failing = False
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -46,13 +46,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from diameter.settings import ListenEndpoint
 from diameter.transport.server import listening_socket
-from gateway import aio
+from gateway import aio, state
 from gateway.api.app import api_served
 from gateway.config import GatewayConfig
-from gateway.lists import ListError, ListStore
+from gateway.lists import ListError
 from gateway.metrics import OperationsServer
 from gateway.metrics_merge import WorkerExpositions, parse
-from gateway.observations import ObservationLog
 from gateway.tac import import_if_changed
 from registry_client.local import LocalRegistry
 
@@ -89,7 +88,7 @@ def describe_exit(returncode: int) -> str:
 
 def import_lists(config: GatewayConfig) -> None:
     """Import the changed ``lists.import_files`` (blocking; raises ListError for a bad file)."""
-    store = ListStore(config.lists.database)
+    store = state.open_list_store(config)
     try:
         store.import_files(config.lists.import_files)
     finally:
@@ -103,13 +102,16 @@ def prepare_state(config: GatewayConfig) -> None:
     DeclarationFileError, sqlite3.DatabaseError), so ``run`` reports them the same way."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     if config.tac.file is not None:
-        import_if_changed(config.tac.database, config.tac.file)
+        if config.state.postgresql:
+            state.open_tac(config)  # imports a changed file
+        else:
+            import_if_changed(config.tac.database, config.tac.file)
     import_lists(config)
     registry = config.registry
     if registry.backend == "local":
         LocalRegistry.open(registry.database, registry.seed_files).close_sync()
     if config.observations.enabled:
-        observations = ObservationLog(config.observations.database)
+        observations = state.observation_log(config)
         observations.start()
         observations.close()
 

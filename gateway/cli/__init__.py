@@ -16,7 +16,7 @@ from gateway.cli._common import EXIT_BROKEN_PIPE
 
 # Sub-command modules inside gateway.cli, registered in this order.
 COMMAND_MODULES: tuple[str, ...] = (
-    "run", "api", "registry", "check", "lists", "tac", "simulate",
+    "run", "api", "registry", "check", "lists", "tac", "state", "simulate",
 )
 
 

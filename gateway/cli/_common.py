@@ -44,9 +44,11 @@ def fail(message: str, code: int = EXIT_FAILED) -> int:
 
 def databases(config: GatewayConfig) -> list[tuple[str, Path]]:
     """(key, file) of the SQLite databases this configuration uses."""
-    out = [("tac.database", config.tac.database), ("lists.database", config.lists.database)]
-    if config.observations.enabled:
-        out.append(("observations.database", config.observations.database))
+    out: list[tuple[str, Path]] = []
+    if not config.state.postgresql:
+        out += [("tac.database", config.tac.database), ("lists.database", config.lists.database)]
+        if config.observations.enabled:
+            out.append(("observations.database", config.observations.database))
     if config.registry.backend == "local":
         out.append(("registry.database", Path(config.registry.database)))
     elif config.registry.backend == "http" and config.registry.mirror:

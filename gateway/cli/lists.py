@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway import state
 from gateway.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,9 +34,10 @@ from gateway.cli._common import (
     config_or_none,
     fail,
 )
-from gateway.lists import EntryKind, ListColour, ListError, ListStore, make_entry
+from gateway.lists import EntryKind, ListColour, ListError, make_entry
 from gateway.progress import Progress, ProgressPrinter
 from gateway.provisioning import FORMATS, Provisioning
+from gateway.state import StateError
 
 _COLOURS = [c.value for c in ListColour]
 _KINDS = [k.value for k in EntryKind]
@@ -98,20 +100,22 @@ def _format(args: argparse.Namespace) -> str:
 
 
 def _with_store(args: argparse.Namespace, body: Callable[[Provisioning], int]) -> int:
-    """Open the configured store, run ``body``, close; a store SQLite cannot use (corrupt, not
-    a database, locked, unwritable) is a clean error naming the file, exit 1."""
+    """Open the configured store (SQLite or PostgreSQL, ``[state] backend``), run ``body``,
+    close; a store that cannot be used (SQLite: corrupt, not a database, locked, unwritable;
+    PostgreSQL: unreachable, refused) is a clean error naming it, exit 1."""
     config = config_or_none(args)
     if config is None:
         return EXIT_USAGE
-    path = Path(config.lists.database).resolve()
+    where = (state.where(config) if config.state.postgresql
+             else str(Path(config.lists.database).resolve()))
     try:
-        store = ListStore(path)
-    except (sqlite3.Error, OSError) as exc:
-        return fail(f"{path}: cannot open the lists database: {exc}", EXIT_FAILED)
+        store = state.open_list_store(config)
+    except (sqlite3.Error, OSError, StateError) as exc:
+        return fail(f"{where}: cannot open the lists database: {exc}", EXIT_FAILED)
     try:
         return body(Provisioning(store))
-    except sqlite3.Error as exc:
-        return fail(f"{path}: lists database error: {exc}", EXIT_FAILED)
+    except (sqlite3.Error, StateError) as exc:
+        return fail(f"{where}: lists database error: {exc}", EXIT_FAILED)
     finally:
         store.close()
 
@@ -126,7 +130,7 @@ def _add(args: argparse.Namespace) -> int:
         service.put(entry, _actor())
         # The path: a relative state directory makes a new store wherever the CLI runs.
         print(f"added {entry.colour.value} {entry.kind.value} {entry.value} to "
-              f"{service.store.path}; version {service.version()}")
+              f"{service.store.location}; version {service.version()}")
         return EXIT_OK
 
     return _with_store(args, body)
@@ -140,7 +144,7 @@ def _remove(args: argparse.Namespace) -> int:
 
     def body(service: Provisioning) -> int:
         what = f"{entry.colour.value} {entry.kind.value} {entry.value}"
-        path = service.store.path
+        path = service.store.location
         if service.delete(entry, _actor()) is None:
             return fail(f"no {entry.colour.value} {entry.kind.value} entry {entry.value} "
                         f"in {path}")
@@ -159,7 +163,7 @@ def _import(args: argparse.Namespace) -> int:
             if progress.done and sys.stderr.isatty():
                 sys.stderr.write("\n")  # end the bar's line before the message
             return fail(f"import failed, nothing imported: {exc}")
-        print(f"{args.file}: {n} entries imported into {service.store.path}; "
+        print(f"{args.file}: {n} entries imported into {service.store.location}; "
               f"version {service.version()} ({progress.rate:,.0f} entries/s)")
         return EXIT_OK
 
@@ -182,7 +186,7 @@ def _export(args: argparse.Namespace) -> int:
                 n = service.export(out, fmt)
         except OSError as exc:  # disk full, ...: the file is incomplete, say so
             return fail(f"cannot write {args.file} (incomplete): {exc.strerror}")
-        print(f"{args.file}: {n} entries exported from {service.store.path}", file=sys.stderr)
+        print(f"{args.file}: {n} entries exported from {service.store.location}", file=sys.stderr)
         return EXIT_OK
 
     return _with_store(args, body)

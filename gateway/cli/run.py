@@ -40,6 +40,7 @@ from gateway.cli._common import (
 from gateway.config import ConfigError, GatewayConfig, with_workers
 from gateway.lists import ListError
 from gateway.service import Gateway
+from gateway.state import StateError
 from gateway.supervisor import Supervisor, WorkerFailed
 from gateway.tac import TacImportError
 from registry_client.local import DeclarationFileError
@@ -183,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
             f"cannot start: TLS: {exc} ({config.where('diameter.tls_cert')} = {t.tls_cert}, "
             f"diameter.tls_key = {t.tls_key})", EXIT_USAGE,
         )
-    except (DiameterError, OSError) as exc:
-        # Cannot bind, no SCTP in the kernel, TLS files unreadable: the environment.
+    except (DiameterError, OSError, StateError) as exc:
+        # Cannot bind, no SCTP in the kernel, TLS files unreadable, PostgreSQL unreachable
+        # (named by its DSN): the environment.
         return stop(f"cannot start: {exc}", EXIT_FAILED)
     return EXIT_OK

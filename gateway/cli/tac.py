@@ -11,8 +11,10 @@ import argparse
 import sys
 from typing import Any
 
+from gateway import state
 from gateway.cli._common import EXIT_OK, EXIT_USAGE, add_config_argument, config_or_none, fail
-from gateway.tac import TacImportError, import_tac_file, open_tac_database
+from gateway.state import StateError
+from gateway.tac import TacImportError
 
 
 def register(subparsers: Any) -> None:
@@ -37,10 +39,10 @@ def _import(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     try:
-        summary = import_tac_file(
-            config.tac.database, args.file, args.skip_bad, args.replace, progress=sys.stderr
+        summary = state.import_tac(
+            config, args.file, args.skip_bad, args.replace, progress=sys.stderr
         )
-    except TacImportError as exc:
+    except (TacImportError, StateError) as exc:
         return fail(f"import failed, nothing imported: {exc}")
     print(summary.render())
     return EXIT_OK
@@ -51,8 +53,12 @@ def _show(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     tac = args.tac.strip()[:8]
-    info = open_tac_database(config.tac.database, config.tac.file).lookup(tac)
+    try:
+        info = state.open_tac(config).lookup(tac)
+    except StateError as exc:
+        return fail(str(exc))
     if info is None:
-        return fail(f"TAC {tac} is not in {config.tac.database}")
+        where = state.where(config) if config.state.postgresql else config.tac.database
+        return fail(f"TAC {tac} is not in {where}")
     print(f"{info.tac}  {info.manufacturer}  {info.model}")
     return EXIT_OK

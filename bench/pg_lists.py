@@ -1,0 +1,142 @@
+"""Operator lists in PostgreSQL at scale (not a test; prints figures): how far toward 100 million
+entries, and what a worker pays per entry.
+
+Method: a throwaway PostgreSQL on a free loopback port (tests/postgres_server.py: initdb +
+postgres, fsync and synchronous_commit off: the load is CPU- and disk-bandwidth-bound here, not
+bound by WAL flushes), or ``--dsn`` of an existing one. ``--entries`` exact IMEIs (one colour)
+are loaded in one transaction through ``PgListStore.bulk_add_imeis`` (COPY into a staging
+table, then one INSERT ... ON CONFLICT into ``entries``); then:
+
+* COPY rate (entries per second, wall and this process's CPU) and the database's size per
+  entry (``pg_total_relation_size('entries')``: heap and primary key);
+* a worker's full load (``PgListStore.load``: COPY TO of the sorted IMEIs straight into an
+  ``array('Q')``): entries per second, and the snapshot's memory per entry (the array's
+  buffer, plus what tracemalloc sees allocated beside it);
+* one list change brought to a worker (``OperatorLists.poll``: read the version and the
+  change rows, apply them to the snapshot) vs that full load;
+* the hot-path lookup (``ListSnapshot.match``) on 200,000 IMEIs, half listed, with no
+  overlay and with 1,000 changed IMEIs in the overlay.
+
+Run: ``.venv/bin/python bench/pg_lists.py --entries 10000000`` (needs PostgreSQL, Debian
+postgresql, and asyncpg); ``df -h`` first: the table takes about 100 bytes per entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.lists import EntryKind, ListColour, ListEntry, OperatorLists  # noqa: E402
+from gateway.pg.database import Database  # noqa: E402
+from gateway.pg.lists import PgListStore  # noqa: E402
+from tests.postgres_server import PostgresServer, _binaries  # noqa: E402
+
+BASE = 35209900000000
+STEP = 7  # listed IMEIs are every 7th body: half of the lookups below miss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--dsn", help="an existing, empty database (default: a throwaway one)")
+    args = parser.parse_args()
+    print(f"# Python {platform.python_version()}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    server = None
+    directory = None
+    dsn = args.dsn
+    if dsn is None:
+        binaries = _binaries()
+        if binaries is None:
+            sys.exit("PostgreSQL is not installed (Debian postgresql), or give --dsn")
+        directory = Path(tempfile.mkdtemp(prefix="eir-pg-bench-", dir=os.environ.get("TMPDIR")))
+        server = PostgresServer(*binaries, directory)
+        server.start()
+        dsn = server.dsn()
+    try:
+        run(dsn, args.entries)
+    finally:
+        if server is not None:
+            server.stop()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(dsn: str, n: int) -> None:
+    store = PgListStore(Database(dsn))
+    try:
+        bodies = range(BASE, BASE + n * STEP, STEP)
+        wall, cpu = time.perf_counter(), time.process_time()
+        store.bulk_add_imeis(ListColour.BLACK, bodies, "bench")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        size = store.db.run(lambda c: c.fetchval("SELECT pg_total_relation_size('entries')"))
+        print(f"COPY load of {n:,} entries: {wall:.1f} s, {n / wall:,.0f} entries/s "
+              f"(client CPU {cpu:.1f} s, {n / max(cpu, 1e-9):,.0f} entries per CPU-second)")
+        print(f"PostgreSQL table + primary key: {size / 2**20:,.0f} MiB, "
+              f"{size / n:.0f} bytes per entry")
+
+        tracemalloc.start()
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        wall = time.perf_counter()
+        snapshot = store.load()
+        wall = time.perf_counter() - wall
+        traced, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        counted = snapshot.counts()["black.imei"]
+        assert counted == n, (counted, n)
+        print(f"full load into a snapshot: {wall:.1f} s, {n / wall:,.0f} entries/s; "
+              f"memory {traced / n:.1f} bytes per entry (tracemalloc), peak RSS grew "
+              f"{(rss1 - rss0) / 1024:,.0f} MiB")
+
+        lists = OperatorLists(store)
+        lists.snapshot = snapshot
+        entry = ListEntry(ListColour.BLACK, EntryKind.IMEI, BASE + 1, BASE + 1)
+        store.put(entry, "bench")
+        wall = time.perf_counter()
+        assert lists.poll()
+        wall = time.perf_counter() - wall
+        assert lists.snapshot.match(BASE + 1)
+        print(f"one change brought to the worker (poll: version, change rows, apply): "
+              f"{wall * 1e3:.1f} ms")
+
+        rng = random.Random(1)
+        probes = [BASE + rng.randrange(n * STEP) for _ in range(200_000)]
+        for label, snap in (("no overlay", snapshot), ("1,000 IMEIs in the overlay",
+                                                      _with_overlay(snapshot, 1_000))):
+            match = snap.match
+            t = time.perf_counter()
+            hits = sum(1 for p in probes if match(p))
+            t = time.perf_counter() - t
+            print(f"lookup, {label}: {t / len(probes) * 1e6:.2f} µs per IMEI "
+                  f"({hits:,} of {len(probes):,} listed)")
+    finally:
+        store.close()
+
+
+def _with_overlay(snapshot: object, count: int) -> object:
+    from gateway.lists import ListChange, ListSnapshot
+
+    assert isinstance(snapshot, ListSnapshot)
+    changes = [ListChange(snapshot.version + 1,
+                          ListEntry(ListColour.BLACK, EntryKind.IMEI, BASE + 1 + i * STEP * 3,
+                                    BASE + 1 + i * STEP * 3)) for i in range(count)]
+    applied = snapshot.apply(changes)
+    assert applied is not None
+    return applied
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,524 @@
+"""The operator lists in PostgreSQL: :class:`gateway.lists.ListBackend`, as the SQLite
+:class:`gateway.lists.ListStore` does it, plus the change sequence (gateway/pg/schema.py) that
+lets a running gateway apply each change to its snapshot instead of loading every entry again.
+
+Bulk writes use COPY: an import streams its rows into a temporary staging table in chunks
+(parsed in the calling thread, copied on the pool's loop), finds a repeated entry there, and
+upserts all of it in the transaction of the version bump and its audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from gateway import audit
+from gateway.lists import (
+    IMPORT_FILES_ACTOR,
+    MAX_OVERLAY,
+    EntryExists,
+    EntryKind,
+    ImportFiles,
+    Key,
+    ListChange,
+    ListColour,
+    ListEntry,
+    ListError,
+    ListMatch,
+    ListSnapshot,
+    Staging,
+    _Colour,
+    _key,
+    _Ranges,
+    _repeat,
+    _row_entry,
+    entry_json,
+    entry_target,
+)
+from gateway.pg.database import CONNECT_TIMEOUT, Database
+from gateway.pg.schema import CHANGES_KEPT, CHANNEL
+from gateway.progress import Progress
+
+_COLUMNS = "colour, kind, first, last, imsi, reason, created, updated, source"
+_KEY_WHERE = "kind = $1 AND colour = $2 AND first = $3 AND last = $4 AND imsi = $5"
+_UPSERT_SET = """
+ON CONFLICT (kind, colour, first, last, imsi) DO UPDATE SET
+    reason = excluded.reason, updated = excluded.updated,
+    created = LEAST(entries.created, excluded.created),
+    source = CASE WHEN entries.source IS NULL THEN NULL ELSE excluded.source END
+"""
+_UPSERT = f"INSERT INTO entries ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)" + _UPSERT_SET
+_STAGING = """
+CREATE TEMP TABLE staging (
+    row INTEGER NOT NULL, colour TEXT, kind TEXT, first BIGINT, last BIGINT, imsi TEXT,
+    reason TEXT, created DOUBLE PRECISION, updated DOUBLE PRECISION
+) ON COMMIT DROP
+"""
+_STAGING_COLUMNS = ["row", "colour", "kind", "first", "last", "imsi", "reason", "created",
+                    "updated"]
+# The first row whose entry an earlier row already had (what SQLite's staging key finds).
+_FIRST_REPEAT = """
+SELECT row, earlier, colour, kind, first, last, imsi FROM (
+    SELECT row, colour, kind, first, last, imsi,
+           min(row) OVER (PARTITION BY kind, colour, first, last, imsi) AS earlier
+    FROM staging) AS s
+WHERE row <> earlier ORDER BY row LIMIT 1
+"""
+_FROM_STAGING = (
+    f"INSERT INTO entries ({_COLUMNS}) SELECT colour, kind, first, last, imsi, reason, "
+    "created, updated, NULL FROM staging" + _UPSERT_SET
+)
+log = logging.getLogger("eir.lists")
+
+LISTEN_RETRY = 1.0  # seconds between attempts to LISTEN again
+DELTA_LIMIT = 10_000  # a write of more entries is announced as a reload, not entry by entry
+
+Change = tuple[str, ListEntry | None]  # ("upsert" | "delete", entry) or ("reload", None)
+
+
+async def bump(conn: asyncpg.Connection, changes: Iterable[Change]) -> int:
+    """Bump the version, record what it changed and send the wake-up hint; in the caller's
+    transaction. More than :data:`DELTA_LIMIT` changes are recorded as one reload."""
+    version = await conn.fetchval("UPDATE list_meta SET version = version + 1 RETURNING version")
+    rows: list[tuple[object, ...]] = []
+    for seq, (op, e) in enumerate(changes):
+        if e is None or seq >= DELTA_LIMIT:
+            rows = [(version, 0, "reload", None, None, None, None, None, None, None, None)]
+            break
+        rows.append((version, seq, op, e.colour.value, e.kind.value, e.first, e.last, e.imsi,
+                     e.reason or "", e.created, e.updated))
+    if not rows:  # every version has a row: a hole means pruned
+        rows = [(version, 0, "reload", None, None, None, None, None, None, None, None)]
+    await conn.copy_records_to_table(
+        "list_changes", records=rows,
+        columns=["version", "seq", "op", "colour", "kind", "first", "last", "imsi", "reason",
+                 "created", "updated"],
+    )
+    await conn.execute("DELETE FROM list_changes WHERE version <= $1", version - CHANGES_KEPT)
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(version))
+    return int(version)
+
+
+async def _append_audit(
+    conn: asyncpg.Connection, at: float, actor: str, action: str, target: str,
+    before: Any, after: Any,
+) -> None:
+    await conn.execute(
+        "INSERT INTO audit (at, actor, action, target, before, after) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        at, actor, action, target, audit.dump(before), audit.dump(after),
+    )
+
+
+def _args(e: ListEntry, ts: float, source: str | None) -> tuple[object, ...]:
+    created = ts if e.created is None else e.created
+    updated = ts if e.updated is None else e.updated
+    return (e.colour.value, e.kind.value, e.first, e.last, e.imsi, e.reason or "", created,
+            updated, source)
+
+
+def _filters(
+    colour: ListColour | None, kind: EntryKind | None, args: list[object]
+) -> list[str]:
+    where: list[str] = []
+    if kind is not None:
+        args.append(kind.value)
+        where.append(f"kind = ${len(args)}")
+    if colour is not None:
+        args.append(colour.value)
+        where.append(f"colour = ${len(args)}")
+    return where
+
+
+class _ImeiReader:
+    """COPY TO output (text, one integer a line) straight into an ``array('Q')``: no row
+    objects for lists of a hundred million."""
+
+    def __init__(self) -> None:
+        self.values = array("Q")
+        self._tail = b""
+
+    async def __call__(self, data: bytes) -> None:
+        data = self._tail + data
+        cut = data.rfind(b"\n") + 1
+        self._tail = data[cut:]
+        self.values.extend(map(int, data[:cut].split()))
+
+
+class PgListStore:
+    """The lists store of ``[state] backend = "postgresql"``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.path = db.name  # what messages name, as ListStore.path
+        self._watch: Future[None] | None = None
+        self._listen_failed = False
+
+    @property
+    def location(self) -> str:
+        return self.db.name
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self.db.close()
+
+    def watch(self, wake: Callable[[], None]) -> bool:
+        """LISTEN on a connection of its own: ``wake()`` (called on the pool's thread) at each
+        NOTIFY, and after each (re)connection, since nothing sent meanwhile is replayed."""
+        if self._watch is None:
+            self._watch = self.db.submit(self._listen(wake))
+        return True
+
+    async def _listen(self, wake: Callable[[], None]) -> None:
+        while True:
+            closed = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.db.dsn, timeout=CONNECT_TIMEOUT)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                if not self._listen_failed:
+                    log.warning("%s: LISTEN %s: %s; polling the version meanwhile",
+                                self.db.name, CHANNEL, exc)
+                self._listen_failed = True
+                await asyncio.sleep(LISTEN_RETRY)
+                continue
+            try:
+                conn.add_termination_listener(_setter(closed))
+                await conn.add_listener(CHANNEL, lambda *_args: wake())
+                if self._listen_failed:
+                    log.info("%s: LISTEN %s again", self.db.name, CHANNEL)
+                self._listen_failed = False
+                wake()
+                await closed.wait()
+            finally:
+                conn.terminate()
+            await asyncio.sleep(LISTEN_RETRY)
+
+    def version(self) -> int:
+        return int(self.db.run(lambda c: c.fetchval("SELECT version FROM list_meta")))
+
+    def changes(self, after: int) -> list[ListChange] | None:
+        """The changes of the versions after ``after``, in order; None when only a full load
+        can bring the snapshot up to date (too many, or pruned)."""
+
+        async def read(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(
+                "SELECT version, op, colour, kind, first, last, imsi, reason, created, updated "
+                "FROM list_changes WHERE version > $1 ORDER BY version, seq LIMIT $2",
+                after, MAX_OVERLAY + 1,
+            )
+
+        rows = self.db.run(read)
+        if not rows or len(rows) > MAX_OVERLAY:
+            return None
+        out: list[ListChange] = []
+        for r in rows:
+            if r["op"] == "reload":
+                return None
+            entry = _row_entry((r["colour"], r["kind"], r["first"], r["last"], r["imsi"],
+                                r["reason"], r["created"], r["updated"]))
+            out.append(ListChange(int(r["version"]), entry, r["op"] == "delete"))
+        return out
+
+    def load(self) -> ListSnapshot:
+        """Every entry, at one version (a repeatable-read transaction)."""
+
+        async def read(conn: asyncpg.Connection) -> ListSnapshot:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                version = int(await conn.fetchval("SELECT version FROM list_meta"))
+                colours: dict[ListColour, _Colour] = {}
+                for colour in ListColour:  # WHITE first: whitelist matches come first
+                    reader = _ImeiReader()
+                    await conn.copy_from_query(
+                        "SELECT first FROM entries WHERE kind = 'imei' AND colour = $1 "
+                        "ORDER BY first", colour.value, output=reader,
+                    )
+                    others = [
+                        _row_entry(tuple(r)) for r in await conn.fetch(
+                            "SELECT colour, kind, first, last, imsi, reason, created, updated "
+                            "FROM entries WHERE kind <> 'imei' AND colour = $1", colour.value,
+                        )
+                    ]
+                    ranges = [e for e in others if e.kind is EntryKind.RANGE]
+                    tacs = {e.first: e for e in others if e.kind is EntryKind.TAC}
+                    pairs = {(e.first, e.imsi): e for e in others if e.kind is EntryKind.PAIR}
+                    if reader.values or ranges or tacs or pairs:
+                        colours[colour] = _Colour(reader.values, _Ranges(ranges), tacs, pairs)
+            return ListSnapshot(version, colours)
+
+        async def with_connection() -> ListSnapshot:
+            async with self.db.pool.acquire() as conn:
+                return await read(conn)
+
+        return self.db.call(with_connection())
+
+    # -- single entries --------------------------------------------------------------------
+
+    @staticmethod
+    async def _select(conn: asyncpg.Connection, entry: ListEntry) -> ListEntry | None:
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM entries WHERE {_KEY_WHERE}", *_key(entry)
+        )
+        return None if row is None else _row_entry(tuple(row))
+
+    def describe(self, match: ListMatch) -> ListEntry:
+        found = self.get(match.entry)
+        return match.entry if found is None else found
+
+    def get(self, entry: ListEntry) -> ListEntry | None:
+        return self.db.run(lambda c: self._select(c, entry))
+
+    def put(
+        self, entry: ListEntry, actor: str, *, create_only: bool = False,
+        now: float | None = None,
+    ) -> tuple[ListEntry | None, ListEntry]:
+        ts = time.time() if now is None else now
+
+        async def body(conn: asyncpg.Connection) -> tuple[ListEntry | None, ListEntry]:
+            before = await self._select(conn, entry)
+            if before is not None and create_only:
+                raise EntryExists(f"{entry_target(entry)} exists")
+            await conn.execute(_UPSERT, *_args(entry, ts, None))
+            after = await self._select(conn, entry)
+            assert after is not None
+            await bump(conn, [("upsert", after)])
+            await _append_audit(conn, ts, actor, "update" if before else "create",
+                                entry_target(entry), entry_json(before), entry_json(after))
+            return before, after
+
+        return self.db.run(body)
+
+    def delete(self, entry: ListEntry, actor: str, now: float | None = None) -> ListEntry | None:
+        ts = time.time() if now is None else now
+
+        async def body(conn: asyncpg.Connection) -> ListEntry | None:
+            before = await self._select(conn, entry)
+            if before is None:
+                return None
+            await conn.execute(f"DELETE FROM entries WHERE {_KEY_WHERE}", *_key(entry))
+            await bump(conn, [("delete", before)])
+            await _append_audit(conn, ts, actor, "delete", entry_target(entry),
+                                entry_json(before), None)
+            return before
+
+        return self.db.run(body)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def page(
+        self, colour: ListColour | None = None, kind: EntryKind | None = None,
+        after: Key | None = None, limit: int = 100,
+    ) -> list[ListEntry]:
+        """Entries in key order after ``after`` (keyset pagination, as ListStore.page)."""
+        args: list[object] = []
+        where = _filters(colour, kind, args)
+        if after is not None:
+            args.extend(after)
+            n = len(args)
+            where.append(f"(kind, colour, first, last, imsi) > (${n - 4}, ${n - 3}, ${n - 2}, "
+                         f"${n - 1}, ${n})")
+        args.append(limit)
+        sql = f"SELECT {_COLUMNS} FROM entries"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY kind, colour, first, last, imsi LIMIT ${len(args)}"
+        rows = self.db.run(lambda c: c.fetch(sql, *args))
+        return [_row_entry(tuple(r)) for r in rows]
+
+    def entries(
+        self, colour: ListColour | None = None, kind: EntryKind | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ListEntry]:
+        """Every entry in key order, read page by page (bounded memory)."""
+        after: Key | None = None
+        left = limit
+        while left is None or left > 0:
+            size = 10_000 if left is None else min(left, 10_000)
+            page = self.page(colour, kind, after, size)
+            yield from page
+            if len(page) < size:
+                return
+            after = _key(page[-1])
+            if left is not None:
+                left -= len(page)
+
+    def matching(self, body: int) -> list[ListEntry]:
+        """Every stored entry an IMEI body matches: exact, pair (any IMSI), TAC and range."""
+        sql = (
+            f"SELECT {_COLUMNS} FROM entries WHERE kind IN ('imei', 'pair') AND first = $1 "
+            f"UNION ALL SELECT {_COLUMNS} FROM entries WHERE kind = 'tac' AND first = $2 "
+            f"UNION ALL SELECT {_COLUMNS} FROM entries WHERE kind = 'range' AND first <= $1 "
+            "AND last >= $1"
+        )
+        rows = self.db.run(lambda c: c.fetch(sql, body, body // 1_000_000))
+        return [_row_entry(tuple(r)) for r in rows]
+
+    def audit(self, **filters: Any) -> list[audit.AuditRecord]:
+        sql, args = audit.query_sql(lambda n: f"${n}", **filters)
+        return audit.records(self.db.run(lambda c: c.fetch(sql, *args)))
+
+    # -- bulk writes -----------------------------------------------------------------------
+
+    def import_entries(
+        self,
+        rows: Iterable[tuple[int, ListEntry]],
+        label: str,
+        actor: str,
+        progress: Progress | None = None,
+        position: Callable[[], int] | None = None,
+        chunk: int = 10_000,
+    ) -> int:
+        """Import (row number, entry) pairs, all or nothing, as manual entries (as
+        ListStore.import_entries): COPY into a staging table chunk by chunk, a repeated
+        entry named with both rows, one upsert, version bump and audit record."""
+        staging = Staging(rows, time.time(), chunk, progress, position)
+        with self.db.session() as session:
+            session.call(lambda c: c.execute(_STAGING))
+
+            def check_repeats() -> None:
+                row = session.call(lambda c: c.fetchrow(_FIRST_REPEAT))
+                if row is not None:
+                    entry = _row_entry((row["colour"], row["kind"], row["first"], row["last"],
+                                        row["imsi"], "", None, None))
+                    raise ListError(f"{label}: {_repeat(row['row'], row['earlier'], entry)}")
+
+            try:
+                for pending in staging.chunks():
+                    session.call(_copy_staging(pending))
+            except ListError:
+                check_repeats()  # a repeat of an earlier row is the earlier problem
+                raise
+            check_repeats()
+            n = staging.count
+            if n:
+
+                async def write(conn: asyncpg.Connection) -> None:
+                    await conn.execute(_FROM_STAGING)
+                    changes: list[Change] = [("reload", None)]
+                    if n <= DELTA_LIMIT:
+                        changes = [("upsert", _row_entry(tuple(r))) for r in await conn.fetch(
+                            f"SELECT {_COLUMNS} FROM entries e WHERE EXISTS (SELECT 1 FROM "
+                            "staging s WHERE (s.kind, s.colour, s.first, s.last, s.imsi) = "
+                            "(e.kind, e.colour, e.first, e.last, e.imsi))")]
+                    await bump(conn, changes)
+                    await _append_audit(conn, staging.ts, actor, "import", f"import:{label}",
+                                        None, staging.summary(label))
+
+                session.call(write)
+        if progress is not None:
+            progress.finish()
+        return n
+
+    def bulk_add_imeis(
+        self, colour: ListColour, bodies: Iterable[int], reason: str = "",
+        now: float | None = None, chunk: int = 100_000,
+    ) -> int:
+        """Upsert many exact IMEIs of one colour with COPY, in one transaction (no per-entry
+        objects: for lists of a hundred million)."""
+        ts = time.time() if now is None else now
+        c = colour.value
+        n = 0
+        with self.db.session() as session:
+            session.call(lambda conn: conn.execute(
+                "CREATE TEMP TABLE bulk_imeis (first BIGINT NOT NULL) ON COMMIT DROP"))
+            batch: list[tuple[int]] = []
+
+            def copy() -> None:
+                records = list(batch)
+                batch.clear()
+                session.call(lambda conn: conn.copy_records_to_table("bulk_imeis",
+                                                                     records=records))
+
+            for body in bodies:
+                batch.append((body,))
+                n += 1
+                if len(batch) >= chunk:
+                    copy()
+            copy()
+
+            async def write(conn: asyncpg.Connection) -> None:
+                await conn.execute(
+                    f"INSERT INTO entries ({_COLUMNS}) SELECT DISTINCT $1, 'imei', first, first, "
+                    "'', $2, $3::float8, $3::float8, NULL::text FROM bulk_imeis" + _UPSERT_SET,
+                    c, reason, ts,
+                )
+                await bump(conn, [("reload", None)])
+
+            session.call(write)
+        return n
+
+    def import_files(self, paths: Iterable[str | Path]) -> dict[Path, int]:
+        """The configured ``lists.import_files`` whose mtime or size changed, as
+        ListStore.import_files: each authoritative for the entries it brought, one transaction
+        and one version bump, audited."""
+        stamps = dict(self.db.run(lambda c: c.fetch("SELECT path, stamp FROM import_stamps")))
+        plan = ImportFiles(paths, lambda path: stamps.get(str(path)))
+        if not plan.changed:
+            return {}
+        parsed = plan.parsed
+        ts = time.time()
+
+        async def write(conn: asyncpg.Connection) -> None:
+            changes: list[Change] = []
+            for path, stamp in plan.changed:
+                source = str(path)
+                await conn.executemany(_UPSERT, [_args(e, ts, source) for e in parsed[path]])
+                changes.extend(("upsert", e) for e in parsed[path])
+                owned = await conn.fetch(
+                    "SELECT kind, colour, first, last, imsi FROM entries WHERE source = $1",
+                    source,
+                )
+                mine = plan.listed_in(path)
+                removed = 0
+                for record in owned:
+                    key: Key = (record[0], record[1], record[2], record[3], record[4])
+                    if key in mine:
+                        continue
+                    owner = plan.owner(path, key)
+                    if owner is None:
+                        gone = await conn.fetchrow(
+                            f"DELETE FROM entries WHERE {_KEY_WHERE} RETURNING {_COLUMNS}", *key
+                        )
+                        changes.append(("delete", _row_entry(tuple(gone))))
+                        removed += 1
+                    else:
+                        await conn.execute(
+                            f"UPDATE entries SET source = $6 WHERE {_KEY_WHERE}", *key, str(owner)
+                        )
+                await conn.execute(
+                    "INSERT INTO import_stamps VALUES ($1, $2) ON CONFLICT (path) DO UPDATE "
+                    "SET stamp = excluded.stamp", str(path), stamp,
+                )
+                await _append_audit(conn, ts, IMPORT_FILES_ACTOR, "import", f"import:{path}",
+                                    None, {"file": source, "entries": len(parsed[path]),
+                                           "removed": removed})
+            # The entries as stored (created keeps the earlier time), for the snapshots.
+            await bump(conn, [(op, e if op == "delete" else e and _stored(e, ts))
+                              for op, e in changes])
+
+        self.db.run(write)
+        return plan.counts()
+
+
+def _copy_staging(rows: list[tuple[Any, ...]]) -> Callable[[asyncpg.Connection], Any]:
+    return lambda conn: conn.copy_records_to_table("staging", records=rows,
+                                                   columns=_STAGING_COLUMNS)
+
+
+def _setter(event: asyncio.Event) -> Callable[[object], None]:
+    return lambda _conn: event.set()
+
+
+def _stored(entry: ListEntry, ts: float) -> ListEntry:
+    """An entry written at ``ts`` as a snapshot holds it (only the fields it uses matter)."""
+    return ListEntry(entry.colour, entry.kind, entry.first, entry.last, entry.imsi,
+                     entry.reason or "", entry.created if entry.created is not None else ts,
+                     entry.updated if entry.updated is not None else ts)

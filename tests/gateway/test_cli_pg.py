@@ -1,0 +1,119 @@
+"""The command line against ``[state] backend = "postgresql"`` (a real PostgreSQL): lists, tac
+and check answer as with SQLite; ``state migrate`` copies an SQLite state whole, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cli._common import EXIT_FAILED, EXIT_OK
+from gateway.lists import ListStore, entry_json
+from tests.gateway.test_cli import _in_tmp, run  # noqa: F401 - _in_tmp: autouse fixture
+from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
+
+pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")
+
+from gateway.pg.database import Database  # noqa: E402
+from gateway.pg.lists import PgListStore  # noqa: E402
+
+__all__ = ["postgres_dsn", "postgres_server"]  # the fixtures
+
+
+def _postgresql(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:
+    monkeypatch.setenv("EIR_STATE_BACKEND", "postgresql")
+    monkeypatch.setenv("EIR_STATE_DSN", dsn)
+
+
+def test_lists_tac_and_check_against_postgresql(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, postgres_dsn: str,
+    tmp_path: Path,
+) -> None:
+    _postgresql(monkeypatch, postgres_dsn)
+    code, out, _ = run(capsys, "check", "35209900111111", "--json")
+    assert code == EXIT_OK and '"decided_by": "clean"' in out
+    code, out, _ = run(capsys, "lists", "add", "black", "imei", "35209900111111", "--reason", "x")
+    assert code == EXIT_OK and out.startswith(f"added black imei 35209900111111 to {postgres_dsn}")
+    code, out, _ = run(capsys, "lists", "show", "--list", "black", "--kind", "imei")
+    assert code == EXIT_OK and "black imei  35209900111111  x" in out
+    code, out, _ = run(capsys, "check", "35209900111111", "--json")
+    assert code == EXIT_OK and '"decided_by": "blacklisted"' in out
+    # The sample TAC file of the embedded config was imported into PostgreSQL by check.
+    code, out, _ = run(capsys, "tac", "show", "35209900")
+    assert code == EXIT_OK
+    assert not (tmp_path / "var" / "tac.sqlite").exists()
+    assert not (tmp_path / "var" / "lists.sqlite").exists()
+    code, _, err = run(capsys, "lists", "remove", "grey", "tac", "35000001")
+    assert code == EXIT_FAILED and postgres_dsn in err
+
+
+def test_unreachable_database_is_a_clean_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    postgres_server: PostgresServer,
+) -> None:
+    from tests.redis_server import free_port
+
+    _postgresql(monkeypatch, f"postgresql://eir:secret@127.0.0.1:{free_port()}/x")
+    code, _, err = run(capsys, "lists", "show")
+    assert code == EXIT_FAILED and "cannot open the lists database" in err
+    assert "secret" not in err and "Traceback" not in err
+
+
+def test_state_migrate_copies_everything_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, postgres_dsn: str,
+    tmp_path: Path,
+) -> None:
+    # An SQLite state, as the embedded default makes it (sample TAC file and lists imported),
+    # plus a manual change and an observation.
+    assert run(capsys, "lists", "add", "grey", "tac", "35000001", "--reason", "watch")[0] == 0
+    assert run(capsys, "check", "35209900176148", "--imsi", "001010000000001")[0] == 0
+    from gateway.observations import ObservationLog
+
+    log = ObservationLog(tmp_path / "var" / "observations.sqlite")
+    log.start()
+    log.record("35209900176148", "001010000000001", 1_800_000_000.0)
+    log.close()
+    sqlite = ListStore(tmp_path / "var" / "lists.sqlite")
+    expected = [entry_json(e) for e in sqlite.page(limit=1000)]
+    audit = [(r.seq, r.actor, r.action, r.target) for r in sqlite.audit(limit=1000)]
+    version = sqlite.version()
+    sqlite.close()
+
+    monkeypatch.setenv("EIR_STATE_DSN", postgres_dsn)
+    code, out, _ = run(capsys, "state", "migrate")
+    assert code == EXIT_OK, out
+    assert f"lists version {version}" in out and "observations 1" in out
+    pg = PgListStore(Database(postgres_dsn))
+    try:
+        assert [entry_json(e) for e in pg.page(limit=1000)] == expected
+        assert [(r.seq, r.actor, r.action, r.target) for r in pg.audit(limit=1000)] == audit
+        assert pg.version() == version and pg.changes(0) is None
+        assert pg.load().counts() == ListStore(tmp_path / "var" / "lists.sqlite").load().counts()
+    finally:
+        pg.close()
+    # Served from PostgreSQL now: the same answers, the next audit record numbered after.
+    _postgresql(monkeypatch, postgres_dsn)
+    code, out, _ = run(capsys, "tac", "show", "35209900")
+    assert code == EXIT_OK
+    assert run(capsys, "lists", "add", "black", "imei", "35693803564380")[0] == EXIT_OK
+    code, out, _ = run(capsys, "lists", "audit", "--after", str(audit[-1][0]))
+    assert code == EXIT_OK and "35693803564380" in out
+    # A second migration into the same (no longer empty) database is refused.
+    code, _, err = run(capsys, "state", "migrate")
+    assert code == EXIT_FAILED and "already holds" in err and "nothing written" in err
+
+
+def test_run_without_its_database_stops_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    postgres_server: PostgresServer,
+) -> None:
+    from tests.redis_server import free_port
+
+    dsn = f"postgresql://eir:secret@127.0.0.1:{free_port()}/x"
+    _postgresql(monkeypatch, dsn)
+    for key, value in (("DIAMETER_LISTEN", "tcp://127.0.0.1:0"), ("METRICS_LISTEN", "127.0.0.1:0"),
+                       ("N5G_EIR_LISTEN", "http://127.0.0.1:0")):
+        monkeypatch.setenv(f"EIR_{key}", value)
+    code, _, err = run(capsys, "run")
+    assert code == EXIT_FAILED and "cannot start" in err
+    assert dsn.replace("secret", "***") in err and "secret" not in err
