@@ -21,12 +21,13 @@ DISTRIBUTIONS = {
     "hpack": "hpack",
     "cryptography": "cryptography",
     "redis": "redis",
+    "asyncpg": "asyncpg",
 }
 
 PROGRAM = """
 import sys
 for name in ("pytest", "hypothesis", "schemathesis", "mypy", "ruff", "scapy", "scapy.utils",
-             "redis"):
+             "redis", "asyncpg"):
     sys.modules[name] = None  # importing it fails, as where it is not installed
 from gateway.cli import build_parser
 from gateway.service import Gateway
@@ -63,9 +64,9 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         return {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requirements}
 
     base = names(project["dependencies"])
-    # N5g-eir OAuth2, when on; shared: with [shared] redis_url.
+    # N5g-eir OAuth2, when on; shared: with [shared] redis_url; postgresql: [state] backend.
     extras = project["optional-dependencies"]
-    optional = names(extras["oauth2"]) | names(extras["shared"])
+    optional = names(extras["oauth2"]) | names(extras["shared"]) | names(extras["postgresql"])
     imported: dict[str, str] = {}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
