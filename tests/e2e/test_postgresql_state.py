@@ -60,7 +60,7 @@ async def test_two_gateways_share_lists_and_observations(
             "--imsi", "001010000000099",
             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(cli.communicate(), 60)
+        _, err = await asyncio.wait_for(cli.communicate(), 60)
         assert cli.returncode == 0, err.decode()
         for mme in (a, b):
             deadline = time.monotonic() + 10

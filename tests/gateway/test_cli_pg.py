@@ -14,8 +14,8 @@ from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
 
 pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")
 
-from gateway.pg.database import Database  # noqa: E402
-from gateway.pg.lists import PgListStore  # noqa: E402
+from gateway.pg.database import Database
+from gateway.pg.lists import PgListStore
 
 __all__ = ["postgres_dsn", "postgres_server"]  # the fixtures
 
