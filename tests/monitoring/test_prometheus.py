@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncio_dgram
 import pytest
 
 from tests.e2e.conftest import StartGateway, connect_mme, start_gateway  # noqa: F401
@@ -151,7 +152,10 @@ async def test_real_prometheus_scrapes_evaluates_and_alerts(
     start_gateway: StartGateway,  # noqa: F811
     prometheus_for: Callable[[int], Awaitable[Prometheus]],
 ) -> None:
-    gateway = await start_gateway()
+    # Decision events on (to a UDP syslog receiver bound here), so their series exist too.
+    receiver = await asyncio_dgram.bind(("127.0.0.1", 0))
+    gateway = await start_gateway(EIR_EVENTS_TYPES="listed",
+                                  EIR_EVENTS_SYSLOG=f"udp://127.0.0.1:{receiver.sockname[1]}")
     assert gateway.metrics_port
     prometheus = await prometheus_for(gateway.metrics_port)
     # Simulated traffic until the checks are seen: clean, blacklisted (sample list), unknown
@@ -198,6 +202,7 @@ async def test_real_prometheus_scrapes_evaluates_and_alerts(
         with contextlib.suppress(asyncio.CancelledError):
             await sender
         await mme.close()
+        receiver.close()
 
     async def firing(name: str) -> list[dict[str, Any]]:
         alerts = (await prometheus.get("/api/v1/alerts"))["data"]["alerts"]
