@@ -195,19 +195,26 @@ def clone_report(
     now: float | None = None,
 ) -> dict[str, Any]:
     """The IMSIs counted for an IMEI within the clone-detection window and whether it is
-    suspected. From the tracker of the running gateway when there is one with the IMEI, else
-    from the observation log as last written. Blocking (SQLite): call in a thread."""
+    suspected: those of the running gateway's tracker and those of the observation log as last
+    written, together (under ``--workers N`` the log also holds what the other workers saw,
+    which this process's tracker does not). Blocking (the database): call in a thread."""
     cd = config.clone_detection
     now = time.time() if now is None else now
     seen: dict[str, float] = {}
-    source = "disabled"
+    sources: list[str] = []
     if cd.enabled and classifier.clone is not None:
-        seen, source = classifier.clone.imsis(imei.body, now), "tracker"
-    if cd.enabled and not seen and config.observations.enabled:
+        seen = dict(classifier.clone.imsis(imei.body, now))
+        if seen:
+            sources.append("tracker")
+    if cd.enabled and config.observations.enabled:
         horizon = now - cd.window
-        seen = {imsi: last for imsi, _, last, _ in
-                state.history(config, imei.body) if last >= horizon}
-        source = "observation log"
+        logged = {imsi: last for imsi, _, last, _ in
+                  state.history(config, imei.body) if last >= horizon}
+        if logged or not sources:
+            sources.append("observation log")
+        for imsi, last in logged.items():
+            seen[imsi] = max(last, seen.get(imsi, last))
+    source = " and ".join(sources) or "tracker" if cd.enabled else "disabled"
     return {
         "imei": imei.body,
         "enabled": cd.enabled,

@@ -189,7 +189,8 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "imei": {"type": "string"},
             "enabled": {"type": "boolean"},
-            "source": {"type": "string", "enum": ["disabled", "tracker", "observation log"]},
+            "source": {"type": "string", "enum": ["disabled", "tracker", "observation log",
+                                                  "tracker and observation log"]},
             "threshold": {"type": "integer"},
             "window_seconds": {"type": "number"},
             "distinct_imsis": {"type": "integer"},

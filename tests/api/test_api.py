@@ -255,7 +255,9 @@ async def test_clone_detection_state_and_checks_record_nothing(start_gateway: An
             _, body, _ = await api.call("GET", f"/v1/checks/{IMEI}?imsi=00101000000009{n}")
             assert body["decided_by"] == "clone_suspected"
         _, body, _ = await api.call("GET", f"/v1/imeis/{IMEI}/clone-detection", ADMIN)
-        assert body["source"] == "tracker" and body["distinct_imsis"] == 2
+        # The log may have been written meanwhile: it holds the same two.
+        assert body["source"] in ("tracker", "tracker and observation log")
+        assert body["distinct_imsis"] == 2
         assert not body["suspected"] and body["threshold"] == 2
         assert {i["imsi"] for i in body["imsis"]} == {"001010000000000", "001010000000001"}
         # Had those checks been counted, a known IMSI would now be suspected too.

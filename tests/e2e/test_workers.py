@@ -331,9 +331,12 @@ async def test_clone_detection_counts_across_workers_through_redis(
     text = text.replace("[clone_detection]\nenabled = false\nthreshold = 10",
                         "[clone_detection]\nenabled = true\nthreshold = 2")
     toml.write_text(text)
-    gateway = start("--workers", "2")
+    secret = "workers-test-secret-0123456789"
+    gateway = start("--workers", "2", EIR_API_LISTEN="127.0.0.1:0",
+                    EIR_API_TOKENS=f"ops:read+pii:{secret}")
     ready = gateway.wait_for(r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+)")[0]
     port = int(ready.group(1))
+    api = "http://127.0.0.1:" + gateway.wait_for(r"provisioning API on http://\S+:(\d+)")[0][1]
     urls = [m.group(1) for m in gateway.wait_for(r"ready; its own metrics on (\S+)", count=2)]
     # Connect one MME at a time and see which worker took it, until each worker has one.
     on_worker: dict[int, Mme] = {}
@@ -359,5 +362,16 @@ async def test_clone_detection_counts_across_workers_through_redis(
         assert answer.get("Equipment-Status") == WHITELISTED
     answer = await on_worker[1].check(CLONED_IMEI, sv="01", imsi="001010000000033")
     assert answer.get("Equipment-Status") == GREYLISTED
+    # The API (worker 0, which saw two of them) shows all three once worker 1's observation is
+    # written to the log they share.
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {secret}"}) as session:
+        async def all_three() -> bool:
+            url = f"{api}/v1/imeis/{CLONED_IMEI}/clone-detection"
+            async with session.get(url) as response:
+                body = await response.json()
+            return bool(body["distinct_imsis"] == 3 and body["suspected"]
+                        and body["source"] == "tracker and observation log")
+
+        await eventually(all_three)
     gateway.process.send_signal(signal.SIGTERM)
     assert gateway.process.wait(60) == 0, gateway.text
