@@ -7,6 +7,10 @@ Start-up failures end with one line on stderr and no traceback: a bad input file
 (TAC file, list CSV, registry seed, corrupt SQLite file) exits 2 like a configuration error,
 since the operator has to fix a file; an environment problem (address in use, no SCTP in the
 kernel, a state directory that cannot be created) exits 1.
+
+A gateway (or worker) that stopped cleanly ends the process at once (``os._exit``): every store
+is flushed and closed by then, and tearing the interpreter down object by object took another
+0.5-1.1 s under load, past the DPA timeout that bounds the stop.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import signal
 import socket
 import sqlite3
 import ssl
+import sys
 from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import Any, NoReturn
 
 from diameter.errors import DiameterError
 from diameter.settings import ListenEndpoint
@@ -63,6 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # Set by the supervisor when it starts a worker (see gateway.supervisor): not for operators.
     parser.add_argument("--worker-spec", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """End the process without the interpreter's teardown (module by module, with garbage
+    collections): all that is left to write is the log."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _state_directory_problem(config: GatewayConfig) -> str | None:
@@ -166,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
             aio.run(_worker(config, spec))
         else:
             aio.run(Gateway(config).serve())
+        if not supervise:
+            _exit_now(EXIT_OK)
     except WorkerFailed as exc:
         # The worker printed why; a bad file (status 2) stays a configuration error.
         return stop(f"cannot start: {exc}", exc.status if exc.status > 0 else EXIT_FAILED)

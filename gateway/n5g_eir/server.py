@@ -253,18 +253,21 @@ class N5gEirServer:
                 out.append((scheme, host, port))
         return out
 
-    async def stop(self) -> None:
+    async def stop(self, limit: float | None = None) -> None:
         """Stop accepting; on every connection GOAWAY NO_ERROR in two steps (RFC 9113 §6.8: the
         streams the client opened before it saw the first are served too); the streams in
         flight are answered (checks waiting for the registry: at most
-        ``shutdown_grace_seconds``), then each connection closes."""
+        ``shutdown_grace_seconds``, and at most ``limit``), then each connection closes."""
         self.stopping = True
         for _, server in self._servers:
             server.close()
         now = asyncio.get_running_loop().time()
         for connection in list(self.connections):
             connection.shutdown(now)
-        deadline = now + self.settings.shutdown_grace_seconds
+        grace = self.settings.shutdown_grace_seconds
+        if limit is not None:
+            grace = min(grace, limit)
+        deadline = now + grace
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):

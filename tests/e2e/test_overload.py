@@ -5,6 +5,7 @@ No timings are asserted: waits are bounded only so that a hang fails instead of 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import struct
@@ -12,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from diameter.codec import Avp, Message
+from diameter.codec import Avp, Message, decode_message
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
 from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
@@ -146,8 +147,10 @@ async def test_malformed_peer_is_disconnected_then_may_come_back(
 
 def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
     # `eir-gateway run` as a process; two admitted peers pipeline malformed and well-formed
-    # requests without reading answers; SIGTERM must end the process (DPR, then close at the
-    # DPA timeout). The wait is bounded so a hang fails the test; no duration is asserted.
+    # requests without reading answers, a third reads and never answers our DPR. SIGTERM must
+    # end the process, status 0, after a DPR to each peer and a clean stop; the connections
+    # whose DPA never comes are closed at the DPA timeout. The wait is bounded so a hang fails
+    # the test; no duration is asserted (bench/hostile.py measures it).
     process, first, log = spawn_gateway(
         tmp_path, EIR_DIAMETER_DPA_TIMEOUT_SECONDS="1.0", EIR_DIAMETER_MALFORMED_LIMIT="0"
     )
@@ -155,6 +158,7 @@ def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
     first.close()
     stop = threading.Event()
     flooders: list[threading.Thread] = []
+    received: list[Message] = []
     try:
         def flood(host: str) -> None:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -174,7 +178,17 @@ def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
                     except OSError:
                         return  # closed by the gateway (stopping)
 
+        watcher = socket.create_connection(("127.0.0.1", port), timeout=30)
+        watcher.sendall(cer_as("watcher.test").encode())
+        assert decode_message(_recv_message(watcher)).get("Result-Code") == 2001
+
+        def watch() -> None:  # every message until the gateway closes (DWRs unanswered too)
+            with contextlib.suppress(OSError, ConnectionError):
+                while True:
+                    received.append(decode_message(_recv_message(watcher)))
+
         flooders = [threading.Thread(target=flood, args=(f"flood{i}.test",)) for i in range(2)]
+        flooders.append(threading.Thread(target=watch))
         for thread in flooders:
             thread.start()
         time.sleep(1.0)
@@ -190,6 +204,10 @@ def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
             process.wait()
     text = log.read_text()
     assert "Traceback" not in text, text[-3000:]
+    dprs = [m for m in received if m.command_code == DPR and m.is_request]
+    assert len(dprs) == 1 and dprs[0].get("Disconnect-Cause") == DisconnectCause.REBOOTING
+    assert "watcher.test Closed> closed: stopped" in text, text[-3000:]  # by us, unanswered
+    assert "EIR gateway stopped" in text  # the whole stop ran: observation log, registry, stores
 
 
 async def test_messages_past_the_size_limit_are_refused_and_closed(
