@@ -652,7 +652,9 @@ class Peer:
 
     def _check(self, request: Message, command: CommandDef) -> Problem | None:
         """``check_request`` of a base request (CER, DWR, DPR), lenient on flags unless strict."""
-        problem = check_request(request, command, DICTIONARY, self._deviations)
+        problem = check_request(
+            request, command, DICTIONARY, self._deviations, self.settings.max_avps
+        )
         if self._deviations:
             self._report_deviations()
         return problem

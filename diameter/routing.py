@@ -73,7 +73,9 @@ def first_problem(
         text = f"Destination-Realm {destination_realm}"
         return _problem(ResultCode.DIAMETER_REALM_NOT_SERVED, text), app, command
     # check_request without its first two checks, done above (problem, header bits).
-    return check_avps(message.avps, command.request, DICTIONARY, (), deviations), app, command
+    max_avps = node.settings.max_avps
+    problem = check_avps(message.avps, command.request, DICTIONARY, (), deviations, max_avps)
+    return problem, app, command
 
 
 def _problem(result_code: int, text: str) -> Problem:

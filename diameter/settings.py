@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# AVPs in one list (a message, or one Grouped AVP) past which a request is refused with 5009
+# (validate.check_request): every message's walk stays bounded whatever its shape. Real
+# requests carry a dozen or two per level; a CER with many Host-IP-Address,
+# Supported-Vendor-Id and Vendor-Specific-Application-Id AVPs stays well under.
+MAX_AVPS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class LocalIdentity:
@@ -45,6 +51,8 @@ class PeerSettings:
     # Longest message accepted (RFC 6733 §3 allows 2**24 - 1): each costs work in proportion to
     # its AVPs; a longer one is answered 5015 and the connection closed (§2.1: no resync).
     max_message_size: int = 1 << 20
+    # Most AVPs in a request, and in each of its Grouped AVPs; one more: 5009 (see MAX_AVPS).
+    max_avps: int = MAX_AVPS
     # Destination-Realm values we serve; empty means our own origin_realm only.
     served_realms: tuple[str, ...] = ()
     # Peer admission (RFC 6733 §5.3: unknown peer -> 3010). Empty host/realm tuples admit any;

@@ -42,6 +42,7 @@ from diameter.dictionary import (
 )
 from diameter.dictionary.base_rfc6733 import EXACTLY_ONE_OF, NOT_VALIDATED, ResultCode
 from diameter.errors import DecodeError
+from diameter.settings import MAX_AVPS
 
 
 def _key(name: str) -> tuple[int, int]:
@@ -78,15 +79,17 @@ def check_request(
     command: CommandDef,
     dictionary: Dictionary = DICTIONARY,
     deviations: list[AvpDef] | None = None,
+    max_avps: int = MAX_AVPS,
 ) -> Problem | None:
     """First problem of a request against its command's CCF, or None when it is well formed.
-    With ``deviations``, M bits set against the rules are collected there, not refused."""
+    With ``deviations``, M bits set against the rules are collected there, not refused. More
+    than ``max_avps`` AVPs in the message or in one Grouped AVP: 5009 (see ``too_many_avps``)."""
     if message.problem is not None:
         return message.problem
     problem = check_header(message, command)
     if problem is not None:
         return problem
-    return check_avps(message.avps, command.request, dictionary, (), deviations)
+    return check_avps(message.avps, command.request, dictionary, (), deviations, max_avps)
 
 
 def check_avps(
@@ -95,13 +98,17 @@ def check_avps(
     dictionary: Dictionary,
     parents: tuple[Avp, ...],
     deviations: list[AvpDef] | None = None,
+    max_avps: int = MAX_AVPS,
 ) -> Problem | None:
     """First problem of ``avps`` against ``grammar`` (a CCF or a Grouped AVP's definition)."""
+    if len(avps) > max_avps:
+        return too_many_avps(avps, max_avps, parents)
     compiled = _compile(grammar, dictionary)
-    if not parents and _fast_ok(avps, compiled, dictionary, 0):
+    # Learnt shapes have at most MAX_LEARNED_AVPS AVPs per level: under a lower cap, the walk.
+    if not parents and max_avps >= MAX_LEARNED_AVPS and _fast_ok(avps, compiled, dictionary, 0):
         return None
     seen = len(deviations) if deviations is not None else 0
-    problem = _walk(avps, compiled, dictionary, parents, deviations)
+    problem = _walk(avps, compiled, dictionary, parents, deviations, max_avps)
     # A shape with a deviation is never learnt: the walk must see it again to report it (and
     # a strict check of the same shape must still refuse it).
     if problem is None and not parents and (deviations is None or len(deviations) == seen):
@@ -296,12 +303,29 @@ def _learn(avps: list[Avp], compiled: _Compiled, dictionary: Dictionary) -> None
         shapes[shape] = _checker(avps, plan, dictionary)
 
 
+def too_many_avps(avps: list[Avp], max_avps: int, parents: tuple[Avp, ...]) -> Problem:
+    """5009 DIAMETER_AVP_OCCURS_TOO_MANY_TIMES for a list of more than ``max_avps`` AVPs.
+
+    A CCF's ``*[ AVP ]`` (and ``*[ Proxy-Info ]``, ``*[ Route-Record ]``...) has no maximum
+    (RFC 6733 §3.2: "the default value is infinity"); this node sets one on the whole list, so
+    the AVP past it "appeared more often than permitted in the message definition" and goes in
+    Failed-AVP as the first instance that exceeded it (§7.1.5), inside its Grouped parents.
+    """
+    return _fail(
+        ResultCode.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
+        avps[max_avps],
+        parents,
+        f"more than {max_avps} AVPs in {'a Grouped AVP' if parents else 'the message'}",
+    )
+
+
 def _walk(
     avps: list[Avp],
     grammar: _Compiled,
     dictionary: Dictionary,
     parents: tuple[Avp, ...],
     deviations: list[AvpDef] | None = None,
+    max_avps: int = MAX_AVPS,
 ) -> Problem | None:
     lookup, known, required, extensible, keys, n_rules, _, _, _, _ = grammar
     counts = [0] * n_rules
@@ -375,7 +399,7 @@ def _walk(
                 if problem is not None:
                     return problem
         elif kind == _GROUPED:
-            problem = _check_grouped(avp, defn, arg, dictionary, parents, deviations)
+            problem = _check_grouped(avp, defn, arg, dictionary, parents, deviations, max_avps)
             if problem is not None:
                 return problem
         elif kind == _ENUM:
@@ -422,11 +446,14 @@ def _check_grouped(
     dictionary: Dictionary,
     parents: tuple[Avp, ...],
     deviations: list[AvpDef] | None,
+    max_avps: int,
 ) -> Problem | None:
     try:
         children = avp.children
     except DecodeError as exc:
         return _fail(exc.result_code, avp, parents, str(exc))
+    if len(children) > max_avps:
+        return too_many_avps(children, max_avps, (*parents, avp))
     grammar = defn.grammar
     if grammar is None:
         return None
@@ -441,7 +468,7 @@ def _check_grouped(
     compiled = slot[0]
     if compiled is None:
         compiled = slot[0] = _compile(grammar, dictionary)
-    problem = _walk(children, compiled, dictionary, (*parents, avp), deviations)
+    problem = _walk(children, compiled, dictionary, (*parents, avp), deviations, max_avps)
     if problem is not None:
         return problem
     alternatives = _ONE_OF.get((avp.code, avp.vendor))

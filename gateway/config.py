@@ -240,6 +240,11 @@ def _message_size(value: int) -> str | None:
     return None if 4096 <= value < 1 << 24 else "must be 4096 to 16777215 (RFC 6733 §3)"
 
 
+def _avp_count(value: int) -> str | None:
+    # A CER needs about ten AVPs; 2**21 8-octet AVPs fill the longest message (RFC 6733 §3, §4.1).
+    return None if 16 <= value <= 1 << 21 else "must be 16 to 2097152"
+
+
 def _doic_validity(value: int) -> str | None:
     # RFC 7683 §7.5: OC-Validity-Duration 1..86,400 s for a report in force (0 rescinds one).
     return None if 1 <= value <= 86_400 else "must be 1 to 86400 (RFC 7683 §7.5)"
@@ -281,6 +286,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "write_low_water_bytes": Key("int", _T.write_low_water, _non_negative),
         "read_budget_messages": Key("int", _T.read_budget, _positive),
         "max_message_size_bytes": Key("int", 65_536, _message_size),
+        "max_avps": Key("int", _D.max_avps, _avp_count),
         "malformed_limit": Key("int", _D.malformed_limit, _non_negative),
         "malformed_window_seconds": Key("float", _D.malformed_window, _positive),
         "overload_target_delay_seconds": Key("float", 0.1, _non_negative),
@@ -1031,6 +1037,7 @@ def _build(
         max_in_flight_per_peer=v["diameter.max_in_flight_per_peer"],
         malformed_limit=v["diameter.malformed_limit"],
         max_message_size=v["diameter.max_message_size_bytes"],
+        max_avps=v["diameter.max_avps"],
         malformed_window=v["diameter.malformed_window_seconds"],
         served_realms=tuple(v["diameter.served_realms"]),
         allowed_hosts=tuple(v["diameter.allowed_hosts"]),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diameter.codec import (
     FLAG_ERROR,
@@ -19,6 +21,7 @@ from diameter.codec import (
     encode_message,
 )
 from diameter.dictionary import DICTIONARY, CommandDef
+from diameter.settings import MAX_AVPS
 from diameter.validate import MAX_GROUPED_DEPTH, check_avps, check_header, check_request
 from tests.diameter import vectors as v
 from tests.diameter.builders import S13, TGPP, command
@@ -537,3 +540,81 @@ def test_repeatable(mutate: Callable[[list[Avp]], list[Avp]]) -> None:
     first = check_ecr(mutate(ecr_avps()))
     second = check_ecr(mutate(ecr_avps()))
     assert (first and first.result_code) == (second and second.result_code)
+
+
+# -- the AVP count limit (5009) -------------------------------------------------------------------
+
+
+def _unknown(n: int) -> Avp:
+    return Avp(9000 + n, 0, 0, n.to_bytes(4, "big"))  # unknown, M clear: ignored by the grammar
+
+
+def check_ecr_with_limit(avps: list[Avp], max_avps: int) -> Problem | None:
+    wire = Message(ECR.code, ECR.application_id, FLAG_REQUEST | FLAG_PROXIABLE, 1, 2, avps).encode()
+    return check_request(decode_message(wire), ECR, max_avps=max_avps)
+
+
+def test_5009_more_avps_than_the_limit_names_the_first_past_it() -> None:
+    base = ecr_avps()
+    extra = [_unknown(n) for n in range(300 - len(base))]
+    problem = check_ecr(base + extra)  # 300 AVPs, the default limit is 256
+    assert problem is not None and problem.result_code == 5009
+    assert problem.failed_avp is not None
+    assert problem.failed_avp.encode() == (base + extra)[MAX_AVPS].encode()
+    assert check_ecr(base + extra[: MAX_AVPS - len(base)]) is None  # exactly at the limit
+
+
+def test_5009_inside_a_grouped_avp_wraps_the_parent() -> None:
+    # Proxy-Info ends in *[ AVP ] (RFC 6733 §6.7.2): an unbounded list inside a Grouped AVP.
+    members = [a("Proxy-Host", "dra.example.net"), a("Proxy-State", b"ps")]
+    members += [_unknown(n) for n in range(20)]
+    avps = replace(ecr_avps(), 284, a("Proxy-Info", members))
+    assert check_ecr_with_limit(avps, 22) is None
+    problem = check_ecr_with_limit(avps, 21)
+    assert problem is not None and problem.result_code == 5009
+    failed = problem.failed_avp
+    assert failed is not None and failed.code == 284  # a copy of the Proxy-Info ...
+    assert [c.encode() for c in failed.children] == [members[21].encode()]  # ... with the AVP
+
+
+def test_a_limit_below_the_learnt_shapes_is_still_enforced() -> None:
+    # Shapes learnt under a high limit (the fast path) do not let a longer list pass a lower one.
+    avps = ecr_avps()
+    for _ in range(8):
+        assert check_ecr_with_limit(avps, MAX_AVPS) is None
+    problem = check_ecr_with_limit(avps, 16)
+    assert problem is None  # 9 AVPs: under 16
+    members = [a("Proxy-Host", "dra.example.net"), a("Proxy-State", b"ps")]
+    members += [_unknown(n) for n in range(18)]
+    grouped = replace(ecr_avps(), 284, a("Proxy-Info", members))
+    for _ in range(8):
+        assert check_ecr_with_limit(grouped, MAX_AVPS) is None
+    problem = check_ecr_with_limit(grouped, 16)
+    assert problem is not None and problem.result_code == 5009
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    extra=st.integers(0, 80),
+    inside=st.integers(0, 40),
+    limit=st.integers(16, 64),
+)
+def test_property_5009_exactly_when_a_list_passes_the_limit(
+    extra: int, inside: int, limit: int
+) -> None:
+    """Well formed but for its length: 5009 iff the message or the Proxy-Info holds more than
+    ``limit`` AVPs, the top level first, with the first AVP past the limit in Failed-AVP."""
+    members = [a("Proxy-Host", "dra.example.net"), a("Proxy-State", b"ps")]
+    members += [_unknown(n) for n in range(inside)]
+    avps = replace(ecr_avps(), 284, a("Proxy-Info", members)) + [_unknown(n) for n in range(extra)]
+    problem = check_ecr_with_limit(avps, limit)
+    if len(avps) > limit:
+        assert problem is not None and problem.result_code == 5009
+        assert problem.failed_avp is not None
+        assert problem.failed_avp.encode() == avps[limit].encode()
+    elif len(members) > limit:
+        assert problem is not None and problem.result_code == 5009
+        assert problem.failed_avp is not None and problem.failed_avp.code == 284
+        assert problem.failed_avp.children[0].encode() == members[limit].encode()
+    else:
+        assert problem is None

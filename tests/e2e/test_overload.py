@@ -215,11 +215,30 @@ async def test_messages_past_the_size_limit_are_refused_and_closed(
 ) -> None:
     # 64 KiB by default: every message's work (proportional to its AVPs) stays bounded.
     gateway = await start_gateway()
-    unknown = struct.pack("!II", 99999, 8)  # unknown, not mandatory: ignored
+    unknown = struct.pack("!II", 99999, 8 + 1016) + bytes(1016)  # unknown, not mandatory: ignored
     peer = await open_as(gateway, "big.test")
-    fits = with_extra_avps(ecr_as("big.test"), unknown * 7_000)  # ~56 KiB
+    fits = with_extra_avps(ecr_as("big.test"), unknown * 55)  # ~56 KiB
     assert (await peer.ask(fits)).get("Result-Code") == 2001
-    too_big = with_extra_avps(ecr_as("big.test"), unknown * 8_200)  # ~66 KiB
+    too_big = with_extra_avps(ecr_as("big.test"), unknown * 65)  # ~66 KiB
     answer = await peer.ask(too_big)
     assert answer.get("Result-Code") == 5015
     assert await peer.closed_within(10)
+
+
+async def test_more_avps_than_the_limit_get_5009_and_the_connection_stays(
+    start_gateway: StartGateway,
+) -> None:
+    # diameter.max_avps (256 by default): 5009 with the first AVP past it; the peer is served on.
+    gateway = await start_gateway(EIR_DIAMETER_MAX_AVPS="64")
+    peer = await open_as(gateway, "many.test")
+    request = ecr_as("many.test")
+    room = 64 - len(request.avps)
+    extra = [struct.pack("!II", 99000 + n, 12) + n.to_bytes(4, "big") for n in range(room + 1)]
+    assert (await peer.ask(with_extra_avps(request, b"".join(extra[:room])))).get(
+        "Result-Code"
+    ) == 2001
+    answer = await peer.ask(with_extra_avps(ecr_as("many.test"), b"".join(extra)))
+    assert answer.get("Result-Code") == 5009
+    failed = answer.find(279)  # Failed-AVP: the 65th AVP
+    assert failed is not None and failed.children[0].encode() == extra[room]
+    assert (await peer.ask(ecr_as("many.test"))).get("Result-Code") == 2001

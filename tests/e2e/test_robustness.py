@@ -576,10 +576,11 @@ UNKNOWN_OPTIONAL = struct.pack("!II", 99999, 8)  # unknown AVP, M bit clear, no 
 async def test_large_avp_lists_are_answered_and_not_learnt(start_gateway: StartGateway) -> None:
     # Each new AVP count is a new shape. Learning one wrote out a checker AVP by AVP (seconds of
     # exec with the event loop blocked for every peer, ~160 B per AVP kept, up to 256 shapes per
-    # grammar): lists longer than validate.MAX_LEARNED_AVPS take the full walk and are not kept.
+    # grammar): lists longer than validate.MAX_LEARNED_AVPS take the full walk and are not kept
+    # (diameter.max_avps raised: by default 256 AVPs at most reach the walk).
     from diameter import validate
 
-    gateway = await start_gateway()
+    gateway = await start_gateway(EIR_DIAMETER_MAX_AVPS="4096")
     peer = await open_as(gateway, "shapes.test")
     before = sum(len(c[6]) for c in _compiled_grammars(validate))
     for n in range(2000, 2010):
