@@ -467,12 +467,18 @@ def main(argv: list[str] | None = None) -> int:
         log.close()
     text = (Path(state) / "gateway.log").read_text(errors="replace")
     result["tracebacks"] = text.count("Traceback")
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:24} {value}")
+    print_figures(result, args.json)
     return 0
+
+
+def print_figures(result: dict[str, Any], as_json: bool) -> None:
+    """One JSON line, or one ``key value`` line per figure."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(map(len, result), default=0) + 2
+    for key, value in result.items():
+        print(f"{key:{width}}{value}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Run: ``.venv/bin/python bench/overload.py [--seconds 20] [--factor 2] [--doic] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -46,7 +45,16 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from e2e import _pin, summary, warm_up  # noqa: E402
-from hostile import _handshake, _recv_message, _result_code, _rss_mib, micr, scrape, start_gateway  # noqa: E402
+from hostile import (  # noqa: E402
+    _handshake,
+    _recv_message,
+    _result_code,
+    _rss_mib,
+    micr,
+    print_figures,
+    scrape,
+    start_gateway,
+)
 
 from gateway import aio  # noqa: E402
 from gateway.config import load_config  # noqa: E402
@@ -219,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_3004_total": final.get("diameter_overload_rejected_total"),
         "rss_growth_mib": round(rss_after - rss_before, 1),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:32} {value}")
+    print_figures(result, args.json)
     return 0
 
 

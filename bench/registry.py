@@ -22,49 +22,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import platform
 import statistics
 import sys
-import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from registry_client.client import HttpRegistryClient
-from registry_client.local import LocalRegistry
 from registry_client.model import RegistryUnavailable
-from registry_client.server import RegistryServer
 from registry_client.settings import RegistrySettings
 
-REPO = Path(__file__).resolve().parents[1]
-SEED = REPO / "config" / "registry-declarations.json"
-TOKEN = "bench-token"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from registry_process import TOKEN, RegistryProcess
+
 TACS = ("35209900", "35332011", "86000001", "99000001")
-
-
-def _serve(conn: Connection, database: str) -> None:
-    """Child process: run the reference server; answer "counts" and "stop" on the pipe."""
-
-    async def main() -> None:
-        registry = LocalRegistry.open(database, [SEED])
-        server = RegistryServer(registry, tokens=[TOKEN])
-        await server.start()
-        conn.send(server.port)
-        loop = asyncio.get_running_loop()
-        while True:
-            command = await loop.run_in_executor(None, conn.recv)
-            if command == "counts":
-                conn.send(dict(server.request_counts))
-            else:
-                break
-        await server.stop()
-        registry.close_sync()
-
-    asyncio.run(main())
 
 
 def imeis(count: int) -> list[str]:
@@ -154,27 +128,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
 
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    with tempfile.TemporaryDirectory() as tmp:
-        process = context.Process(target=_serve, args=(child, f"{tmp}/registry.sqlite"))
-        process.start()
-        try:
-            if not parent.poll(30):
-                raise RuntimeError("reference server did not start")
-            port = parent.recv()
+    with RegistryProcess() as registry:
 
-            def counts() -> dict[str, int]:
-                parent.send("counts")
-                result: dict[str, int] = parent.recv()
-                return result
+        def counts() -> dict[str, int]:
+            result: dict[str, int] = registry.call("counts")
+            return result
 
-            results = asyncio.run(asyncio.wait_for(run(args, port, counts), args.timeout))
-        finally:
-            parent.send("stop")
-            process.join(10)
-            if process.is_alive():
-                process.terminate()
+        results = asyncio.run(asyncio.wait_for(run(args, registry.port, counts), args.timeout))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

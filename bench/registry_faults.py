@@ -37,12 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import platform
 import sys
-import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -50,43 +47,14 @@ from prometheus_client import CollectorRegistry
 
 from registry_client.breaker import BreakerState
 from registry_client.client import HttpRegistryClient
-from registry_client.faults import Fault, FaultInjector
-from registry_client.local import LocalRegistry
+from registry_client.faults import Fault
 from registry_client.model import RegistryUnavailable
-from registry_client.server import RegistryServer
 from registry_client.settings import RegistrySettings
 
-REPO = Path(__file__).resolve().parents[1]
-SEED = REPO / "config" / "registry-declarations.json"
-TOKEN = "bench-token"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from registry_process import TOKEN, RegistryProcess
+
 FAULTS = [f for f in Fault if f is not Fault.OK]
-
-
-def _serve(conn: Connection, database: str) -> None:
-    """Child process: the reference registry with a fault injector, driven over the pipe."""
-
-    async def main() -> None:
-        registry = LocalRegistry.open(database, [SEED])
-        faults = FaultInjector()
-        faults.delay, faults.flap_period = 0.5, 0.5
-        server = RegistryServer(registry, tokens=[TOKEN], faults=faults)
-        await server.start()
-        conn.send(server.port)
-        loop = asyncio.get_running_loop()
-        while True:
-            command, argument = await loop.run_in_executor(None, conn.recv)
-            if command == "mode":
-                faults.set_mode(argument)
-                conn.send(time.monotonic())
-            elif command == "stats":  # arrivals since the given time, most served at once
-                conn.send(([t for t in faults.arrivals if t >= argument], faults.max_concurrent))
-                faults.max_concurrent = faults.concurrent
-            else:
-                break
-        await server.stop()
-        registry.close_sync()
-
-    asyncio.run(main())
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -206,29 +174,12 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
 
-    context = multiprocessing.get_context("spawn")
-    parent, child = context.Pipe()
-    with tempfile.TemporaryDirectory() as tmp:
-        process = context.Process(target=_serve, args=(child, f"{tmp}/registry.sqlite"))
-        process.start()
-        try:
-            if not parent.poll(30):
-                raise RuntimeError("reference server did not start")
-            port = parent.recv()
+    with RegistryProcess() as registry:
 
-            def call(command: str, argument: Any) -> Any:
-                parent.send((command, argument))
-                return parent.recv()
+        async def run_all() -> list[dict[str, Any]]:
+            return [await run_mode(args, Fault(f), registry.port, registry.call) for f in args.faults]
 
-            async def run_all() -> list[dict[str, Any]]:
-                return [await run_mode(args, Fault(f), port, call) for f in args.faults]
-
-            rows = asyncio.run(asyncio.wait_for(run_all(), args.timeout))
-        finally:
-            parent.send(("stop", None))
-            process.join(10)
-            if process.is_alive():
-                process.terminate()
+        rows = asyncio.run(asyncio.wait_for(run_all(), args.timeout))
     results = {
         "benchmark": "registry client through fault modes, open loop",
         "python": platform.python_version(),

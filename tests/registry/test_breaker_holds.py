@@ -8,16 +8,44 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from registry_client.breaker import BreakerState
+from registry_client.client import HttpRegistryClient
 from registry_client.faults import Fault, FaultInjector
 from registry_client.model import RegistryUnavailable, RegistryVerdict
 from registry_client.server import RegistryServer
 from tests.registry.conftest import OUTSIDE, STOLEN, ClientFactory, wait_until
+
+Against = Callable[..., tuple[HttpRegistryClient, CollectorRegistry]]
+
+
+@pytest.fixture
+def against(faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory) -> Against:
+    """``client, metrics = against(Fault.X, delay=..., **settings)``: the faulty registry now
+    misbehaving so (answers ``delay`` s late when slow), and a client of it with its own metrics."""
+
+    def build(
+        fault: Fault, delay: float | None = None, **settings: Any
+    ) -> tuple[HttpRegistryClient, CollectorRegistry]:
+        faults.set_mode(fault)
+        if delay is not None:
+            faults.delay = delay
+        metrics = CollectorRegistry()
+        return make_client(faulty.url, metrics_registry=metrics, **settings), metrics
+
+    return build
+
+
+def requests(metrics: CollectorRegistry, *outcomes: str) -> float:
+    """registry_requests_total summed over ``outcomes``."""
+    return sum(
+        metrics.get_sample_value("registry_requests_total", {"outcome": o}) or 0 for o in outcomes
+    )
 
 
 def imeis(count: int, tac: str = "35209900") -> list[str]:
@@ -25,17 +53,11 @@ def imeis(count: int, tac: str = "35209900") -> list[str]:
 
 
 async def test_late_answers_do_not_close_the_circuit(
-    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+    faults: FaultInjector, against: Against
 ) -> None:
     """Slow answers open it (past the budget); their late successes leave it open."""
-    faults.set_mode(Fault.SLOW)
-    faults.delay = 0.3
-    client = make_client(
-        faulty.url,
-        budget=0.05,
-        request_timeout=2.0,
-        batch_max=1,
-        breaker_failure_threshold=3,
+    client, _ = against(
+        Fault.SLOW, 0.3, budget=0.05, batch_max=1, breaker_failure_threshold=3,
         breaker_reset_timeout=30.0,
     )
     batch = imeis(10)
@@ -50,21 +72,10 @@ async def test_late_answers_do_not_close_the_circuit(
     assert client.breaker.state is BreakerState.OPEN and client.breaker.transitions == 1
 
 
-async def test_no_retries_while_open(
-    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
-) -> None:
-    faults.set_mode(Fault.SERVER_ERROR)
-    registry = CollectorRegistry()
-    client = make_client(
-        faulty.url,
-        budget=1.0,
-        retries=3,
-        backoff_base=0.01,
-        backoff_max=0.02,
-        batch_max=1,
-        breaker_failure_threshold=5,
-        breaker_reset_timeout=30.0,
-        metrics_registry=registry,
+async def test_no_retries_while_open(faults: FaultInjector, against: Against) -> None:
+    client, metrics = against(
+        Fault.SERVER_ERROR, budget=1.0, retries=3, backoff_base=0.01, backoff_max=0.02,
+        batch_max=1, breaker_failure_threshold=5, breaker_reset_timeout=30.0,
     )
     # 20 checks at once: 5 requests go out (as many as open the circuit), they all fail and
     # open it, so none of their retries may go out, nor the 15 requests held back.
@@ -72,8 +83,8 @@ async def test_no_retries_while_open(
     assert all(isinstance(r, RegistryUnavailable) for r in results)
     assert client.breaker.state is BreakerState.OPEN
     assert faults.hits[Fault.SERVER_ERROR] == 5
-    assert registry.get_sample_value("registry_requests_total", {"outcome": "server_error"}) == 5
-    assert registry.get_sample_value("registry_requests_total", {"outcome": "circuit_open"}) == 20
+    assert requests(metrics, "server_error") == 5
+    assert requests(metrics, "circuit_open") == 20
 
 
 async def test_a_reset_get_is_not_resent_behind_the_breaker(
@@ -87,27 +98,17 @@ async def test_a_reset_get_is_not_resent_behind_the_breaker(
     assert faults.hits[Fault.RESET] == 1
 
 
-async def test_max_connections_is_a_hard_limit(
-    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
-) -> None:
-    faults.set_mode(Fault.SLOW)
-    faults.delay = 0.2
-    registry = CollectorRegistry()
-    client = make_client(
-        faulty.url,
-        budget=0.5,
-        request_timeout=2.0,
-        batch_max=1,
-        max_connections=4,
+async def test_max_connections_is_a_hard_limit(faults: FaultInjector, against: Against) -> None:
+    client, metrics = against(
+        Fault.SLOW, 0.2, budget=0.5, batch_max=1, max_connections=4,
         breaker_failure_threshold=1000,
-        metrics_registry=registry,
     )
     results = await asyncio.gather(*(client.check(i) for i in imeis(60)), return_exceptions=True)
     assert all(isinstance(r, RegistryVerdict | RegistryUnavailable) for r in results)
     await wait_until(lambda: faults.concurrent == 0 and not client._tasks, timeout=5.0)
     assert faults.max_concurrent == 4  # reached, never passed
     # Requests for checks that gave up while all four were out were never sent.
-    dropped = registry.get_sample_value("registry_requests_total", {"outcome": "pool_exhausted"})
+    dropped = requests(metrics, "pool_exhausted")
     assert dropped and dropped + faults.hits[Fault.SLOW] == 60
     verdicts = sum(isinstance(r, RegistryVerdict) for r in results)
     assert 0 < verdicts <= faults.hits[Fault.SLOW]
@@ -115,19 +116,12 @@ async def test_max_connections_is_a_hard_limit(
 
 @pytest.mark.parametrize("fault", [Fault.HANG, Fault.SLOW])
 async def test_a_registry_that_stops_answering_gets_threshold_requests_then_none(
-    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory, fault: Fault
+    faults: FaultInjector, against: Against, fault: Fault
 ) -> None:
     """Hanging, or answering past the budget: seen only when a request outlives its budget."""
-    faults.set_mode(fault)
-    faults.delay = 0.5
-    registry = CollectorRegistry()
-    client = make_client(
-        faulty.url,
-        budget=0.05,
-        request_timeout=10.0,
-        breaker_failure_threshold=3,
+    client, metrics = against(
+        fault, 0.5, budget=0.05, request_timeout=10.0, breaker_failure_threshold=3,
         breaker_reset_timeout=30.0,
-        metrics_registry=registry,
     )
     # A steady 300 checks/s for 0.2 s: 15 checks within the first budget alone.
     loop = asyncio.get_running_loop()
@@ -138,26 +132,18 @@ async def test_a_registry_that_stops_answering_gets_threshold_requests_then_none
     await asyncio.gather(*checks)
     assert client.breaker.state is BreakerState.OPEN
     # Open on requests unanswered past the budget, long before the first one timed out ...
-    assert registry.get_sample_value("registry_requests_total", {"outcome": "timeout"}) == 0
+    assert requests(metrics, "timeout") == 0
     # ... having sent no more than it takes to open: the other checks were held back (and
     # dropped unsent when their budget ran out), then refused.
     assert faults.hits[fault] == 3
-    unsent = sum(
-        registry.get_sample_value("registry_requests_total", {"outcome": outcome}) or 0
-        for outcome in ("circuit_open", "pool_exhausted")
-    )
-    assert unsent + faults.hits[fault] == 60
+    assert requests(metrics, "circuit_open", "pool_exhausted") + faults.hits[fault] == 60
 
 
 async def test_a_hung_probe_reopens_and_the_next_one_closes(
-    faulty: RegistryServer, faults: FaultInjector, make_client: ClientFactory
+    faults: FaultInjector, against: Against
 ) -> None:
-    faults.set_mode(Fault.HANG)
-    client = make_client(
-        faulty.url,
-        budget=0.05,
-        request_timeout=10.0,
-        breaker_failure_threshold=1,
+    client, _ = against(
+        Fault.HANG, budget=0.05, request_timeout=10.0, breaker_failure_threshold=1,
         breaker_reset_timeout=0.2,
     )
     await _quietly(client.check("35209900000001"))
