@@ -62,11 +62,14 @@ def main() -> None:
         if binaries is None:
             sys.exit("PostgreSQL is not installed (Debian postgresql), or give --dsn")
         directory = Path(tempfile.mkdtemp(prefix="eir-pg-bench-", dir=os.environ.get("TMPDIR")))
-        server = PostgresServer(*binaries, directory)
+        # Sized for a bulk load, as a production server would be (the tests' is tiny).
+        server = PostgresServer(*binaries, directory, {
+            "shared_buffers": "2GB", "maintenance_work_mem": "1GB", "work_mem": "256MB",
+            "max_wal_size": "16GB", "checkpoint_timeout": "30min"})
         server.start()
         dsn = server.dsn()
     try:
-        run(dsn, args.entries)
+        run(dsn, args.entries, server.process.pid if server and server.process else None)
     finally:
         if server is not None:
             server.stop()
@@ -74,32 +77,58 @@ def main() -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(dsn: str, n: int) -> None:
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds of the postmaster and its backends (live and reaped); 0 without a server."""
+    if pid is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(p: int) -> list[str]:
+        with open(f"/proc/{p}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+
+    total = sum(int(x) for x in fields(pid)[11:15])  # utime stime cutime cstime
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                f = fields(int(entry))
+            except OSError:
+                continue
+            if int(f[1]) == pid:
+                total += int(f[11]) + int(f[12])
+    return total / tick
+
+
+def run(dsn: str, n: int, pid: int | None) -> None:
     store = PgListStore(Database(dsn))
     try:
         bodies = range(BASE, BASE + n * STEP, STEP)
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, sql = time.perf_counter(), time.process_time(), server_cpu(pid)
         store.bulk_add_imeis(ListColour.BLACK, bodies, "bench")
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        sql = server_cpu(pid) - sql
         size = store.db.run(lambda c: c.fetchval("SELECT pg_total_relation_size('entries')"))
-        print(f"COPY load of {n:,} entries: {wall:.1f} s, {n / wall:,.0f} entries/s "
-              f"(client CPU {cpu:.1f} s, {n / max(cpu, 1e-9):,.0f} entries per CPU-second)")
+        print(f"COPY load of {n:,} entries: {wall:.1f} s, {n / wall:,.0f} entries/s; "
+              f"client CPU {cpu:.1f} s ({n / max(cpu, 1e-9):,.0f} entries per CPU-second)"
+              + (f", server CPU {sql:.1f} s ({n / max(sql, 1e-9):,.0f} entries per CPU-second)"
+                 if pid else ""))
         print(f"PostgreSQL table + primary key: {size / 2**20:,.0f} MiB, "
               f"{size / n:.0f} bytes per entry")
 
         tracemalloc.start()
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        wall = time.perf_counter()
+        wall, cpu, sql = time.perf_counter(), time.process_time(), server_cpu(pid)
         snapshot = store.load()
-        wall = time.perf_counter() - wall
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        sql = server_cpu(pid) - sql
         traced, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         counted = snapshot.counts()["black.imei"]
         assert counted == n, (counted, n)
-        print(f"full load into a snapshot: {wall:.1f} s, {n / wall:,.0f} entries/s; "
-              f"memory {traced / n:.1f} bytes per entry (tracemalloc), peak RSS grew "
-              f"{(rss1 - rss0) / 1024:,.0f} MiB")
+        print(f"full load into a snapshot: {wall:.1f} s, {n / wall:,.0f} entries/s; client CPU "
+              f"{cpu:.1f} s, server CPU {sql:.1f} s; memory {traced / n:.1f} bytes per entry "
+              f"(tracemalloc), peak RSS grew {(rss1 - rss0) / 1024:,.0f} MiB")
 
         lists = OperatorLists(store)
         lists.snapshot = snapshot

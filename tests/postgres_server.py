@@ -55,7 +55,9 @@ def _owner() -> pwd.struct_passwd | None:
 class PostgresServer:
     """A throwaway cluster: trust authentication on 127.0.0.1 only, no Unix socket, no fsync."""
 
-    def __init__(self, initdb: str, binary: str, directory: Path) -> None:
+    def __init__(
+        self, initdb: str, binary: str, directory: Path, settings: dict[str, str] | None = None
+    ) -> None:
         self.initdb = initdb
         self.binary = binary
         self.directory = directory
@@ -64,6 +66,8 @@ class PostgresServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._owner = _owner()
         self._names = itertools.count(1)
+        self.settings = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                         "max_connections": "200", "shared_buffers": "32MB", **(settings or {})}
 
     def _as_owner(self) -> Callable[[], None] | None:
         owner = self._owner
@@ -87,9 +91,7 @@ class PostgresServer:
         )
         self.process = subprocess.Popen(
             [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", "", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200",
-             "-c", "shared_buffers=32MB"],
+             "-k", "", *(f"-c{k}={v}" for k, v in self.settings.items())],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._as_owner(),
         )
         deadline = time.monotonic() + 60

@@ -72,10 +72,30 @@ SELECT row, earlier, colour, kind, first, last, imsi FROM (
     FROM staging) AS s
 WHERE row <> earlier ORDER BY row LIMIT 1
 """
-_FROM_STAGING = (
-    f"INSERT INTO entries ({_COLUMNS}) SELECT colour, kind, first, last, imsi, reason, "
-    "created, updated, NULL FROM staging" + _UPSERT_SET
+# The upsert of a staged import, as _UPSERT's rules (manual: source NULL; created: the earlier),
+# in two statements: entries that exist are updated, the others inserted by an anti-join. An
+# INSERT ... ON CONFLICT probes the index row by row (measured 3-5 times slower in bulk).
+_MERGE_STAGING = (
+    "ANALYZE staging",
+    "UPDATE entries e SET reason = s.reason, updated = s.updated, "
+    "created = LEAST(e.created, s.created), source = NULL FROM staging s "
+    "WHERE (e.kind, e.colour, e.first, e.last, e.imsi) = (s.kind, s.colour, s.first, s.last, s.imsi)",
+    f"INSERT INTO entries ({_COLUMNS}) SELECT colour, kind, first, last, imsi, reason, created, "
+    "updated, NULL FROM staging s WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE "
+    "(e.kind, e.colour, e.first, e.last, e.imsi) = (s.kind, s.colour, s.first, s.last, s.imsi))",
 )
+# bulk_add_imeis: exact IMEIs of one colour ($1), reason $2, at $3; repeats allowed.
+_MERGE_IMEIS = (
+    "ANALYZE bulk_imeis",
+    "UPDATE entries e SET reason = $2, updated = $3, source = NULL "
+    "FROM (SELECT DISTINCT first FROM bulk_imeis) b WHERE e.kind = 'imei' AND e.colour = $1 "
+    "AND e.first = b.first AND e.last = b.first AND e.imsi = ''",
+    f"INSERT INTO entries ({_COLUMNS}) SELECT $1, 'imei', first, first, '', $2, $3, $3, NULL "
+    "FROM (SELECT DISTINCT first FROM bulk_imeis) b WHERE NOT EXISTS (SELECT 1 FROM entries e "
+    "WHERE e.kind = 'imei' AND e.colour = $1 AND e.first = b.first AND e.last = b.first "
+    "AND e.imsi = '')",
+)
+
 log = logging.getLogger("eir.lists")
 
 LISTEN_RETRY = 1.0  # seconds between attempts to LISTEN again
@@ -401,7 +421,8 @@ class PgListStore:
             if n:
 
                 async def write(conn: asyncpg.Connection) -> None:
-                    await conn.execute(_FROM_STAGING)
+                    for statement in _MERGE_STAGING:
+                        await conn.execute(statement)
                     changes: list[Change] = [("reload", None)]
                     if n <= DELTA_LIMIT:
                         changes = [("upsert", _row_entry(tuple(r))) for r in await conn.fetch(
@@ -445,11 +466,9 @@ class PgListStore:
             copy()
 
             async def write(conn: asyncpg.Connection) -> None:
-                await conn.execute(
-                    f"INSERT INTO entries ({_COLUMNS}) SELECT DISTINCT $1, 'imei', first, first, "
-                    "'', $2, $3::float8, $3::float8, NULL::text FROM bulk_imeis" + _UPSERT_SET,
-                    c, reason, ts,
-                )
+                await conn.execute(_MERGE_IMEIS[0])
+                for statement in _MERGE_IMEIS[1:]:
+                    await conn.execute(statement, c, reason, ts)
                 await bump(conn, [("reload", None)])
 
             session.call(write)
