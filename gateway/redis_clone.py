@@ -34,22 +34,33 @@ from gateway.observations import CloneTracker
 
 log = logging.getLogger("eir.shared")
 
-# KEYS[1] the IMEI's set; ARGV: IMSI digest, now (s), window (s), members kept (threshold + 1).
-# ZADD GT: a replayed (older) sighting never moves a later one back.
+# Several observations per call: KEYS[i] the i-th IMEI's set; ARGV: window (s), members kept
+# (threshold + 1), then per observation its IMSI digest and when it was seen (s). Returns the
+# distinct count of each. ZADD GT: a replayed (older) sighting never moves a later one back.
 _OBSERVE = """
-redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (tonumber(ARGV[2]) - tonumber(ARGV[3])))
-local n = redis.call('ZCARD', KEYS[1])
-local keep = tonumber(ARGV[4])
-if n > keep then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1)
-  n = keep
+local window = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local counts = {}
+for i, key in ipairs(KEYS) do
+  local seen = tonumber(ARGV[2 * i + 2])
+  redis.call('ZADD', key, 'GT', seen, ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (seen - window))
+  local n = redis.call('ZCARD', key)
+  if n > keep then
+    redis.call('ZREMRANGEBYRANK', key, 0, n - keep - 1)
+    n = keep
+  end
+  redis.call('PEXPIRE', key, math.ceil(window * 1000))
+  counts[i] = n
 end
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) * 1000))
-return n
+return counts
 """
 
 MAX_PIPELINE = 1_000  # observations per round trip
+# Observations per script call: the client's cost is per command (building it, parsing its
+# reply: measured 25-50 µs in redis-py), Redis's per observation; a call of 100 holds Redis
+# for about 1 ms.
+PER_CALL = 100
 MAX_PENDING = 100_000  # kept while Redis is unreachable; the oldest go first
 
 
@@ -233,16 +244,22 @@ class SharedCloneTracker(CloneTracker):
                 self._schedule()
 
     async def _observe(self, batch: list[tuple[str, str, float]]) -> list[Any]:
-        """One round trip: EVALSHA per observation, pipelined (not MULTI: each script call is
-        atomic by itself, and one IMEI's failure must not undo the others')."""
+        """One round trip: an EVALSHA per :data:`PER_CALL` observations, pipelined (not MULTI:
+        each script call is atomic by itself, and one call's failure must not undo the
+        others'). The keys of one call may lie in different Redis Cluster slots: a standalone
+        Redis (or a proxy) is what this client talks to."""
         if self._sha is None:
             self._sha = await self.redis.script_load(_OBSERVE)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for imei, digest, seen in batch:
-                pipe.evalsha(self._sha, 1, self.key(imei), digest, seen, self.window,
-                             self.threshold + 1)
-            replies: list[Any] = await pipe.execute()
-        return replies
+            for start in range(0, len(batch), PER_CALL):
+                part = batch[start:start + PER_CALL]
+                args: list[object] = [self.window, self.threshold + 1]
+                for _, digest, seen in part:
+                    args += (digest, seen)
+                pipe.evalsha(self._sha, len(part), *(self.key(imei) for imei, _, _ in part),
+                             *args)
+            replies: list[list[Any]] = await pipe.execute()
+        return [n for counts in replies for n in counts]
 
     def _transition(self, available: bool, exc: BaseException | None) -> None:
         if not available:
