@@ -14,7 +14,7 @@ table, then one INSERT ... ON CONFLICT into ``entries``); then:
   buffer, plus what tracemalloc sees allocated beside it);
 * one list change brought to a worker (``OperatorLists.poll``: read the version and the
   change rows, apply them to the snapshot) vs that full load;
-* the hot-path lookup (``ListSnapshot.match``) on 200,000 IMEIs, half listed, with no
+* the hot-path lookup (``ListSnapshot.match``) on 200,000 IMEIs, one in seven listed, with no
   overlay and with 1,000 changed IMEIs in the overlay.
 
 Run: ``.venv/bin/python bench/pg_lists.py --entries 10000000`` (needs PostgreSQL, Debian
@@ -44,7 +44,7 @@ from gateway.pg.lists import PgListStore  # noqa: E402
 from tests.postgres_server import PostgresServer, _binaries  # noqa: E402
 
 BASE = 35209900000000
-STEP = 7  # listed IMEIs are every 7th body: half of the lookups below miss
+STEP = 7  # listed IMEIs are every 7th body: one lookup in seven below finds one
 
 
 def main() -> None:
