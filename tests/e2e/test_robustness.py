@@ -119,7 +119,11 @@ class Healthy:
 
 @pytest.fixture
 async def gateway(start_gateway: StartGateway) -> Gateway:
-    return await start_gateway(EIR_DIAMETER_CER_TIMEOUT_SECONDS="1.0")
+    # Overload control off: these tests check fair reading and backpressure, and a starved test
+    # machine would have it answer the healthy peer 3004 (test_overload.py covers it).
+    return await start_gateway(
+        EIR_DIAMETER_CER_TIMEOUT_SECONDS="1.0", EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0"
+    )
 
 
 @pytest.fixture
