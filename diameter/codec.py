@@ -366,6 +366,41 @@ def decode_avps(buf: bytes, offset: int, end: int) -> tuple[list[Avp], Problem |
     """Split ``buf[offset:end]`` into AVPs; stop at the first structural problem."""
     avps: list[Avp] = []
     append = avps.append
+    new_avp = Avp
+    if end == len(buf):
+        # Well-formed AVPs first, with fewer checks per AVP: a header cut short raises
+        # struct.error, a length out of bounds stops the loop. Where either happens, the careful
+        # loop below resumes from that AVP and reports the problem.
+        unpack_head = _AVP_HEADER.unpack_from
+        unpack_vendor_id = _U32.unpack_from
+        try:
+            while offset < end:
+                code, flags_length = unpack_head(buf, offset)
+                length = flags_length & 0xFFFFFF
+                stop = offset + length
+                if flags_length & 0x80000000:  # V bit (RFC 6733 §4.1): a Vendor-ID follows
+                    start = offset + 12
+                    vendor = unpack_vendor_id(buf, offset + 8)[0]
+                else:
+                    start = offset + 8
+                    vendor = 0
+                if stop < start or stop > end:
+                    break
+                append(new_avp(code, flags_length >> 24, vendor, buf[start:stop]))
+                offset = stop + (-length & 3)
+            else:
+                if offset == end:
+                    return avps, None
+        except struct.error:
+            pass
+    return _decode_avps_checked(buf, offset, end, avps)
+
+
+def _decode_avps_checked(
+    buf: bytes, offset: int, end: int, avps: list[Avp]
+) -> tuple[list[Avp], Problem | None]:
+    """decode_avps's loop with every check, from ``offset`` on, appending to ``avps``."""
+    append = avps.append
     unpack_plain = _AVP_HEADER.unpack_from
     unpack_vendor = _AVP_VENDOR_HEADER.unpack_from
     new_avp = Avp
@@ -539,6 +574,21 @@ def identity_lower(data: bytes) -> str:
 def is_known_identity(data: bytes) -> bool:
     """True when ``data`` was already found a valid DiameterIdentity (False: not known)."""
     return data in _IDENTITY_LOWER
+
+
+# The same, for code that tests membership inline (validate's checkers): read, never written.
+KNOWN_IDENTITIES: Mapping[bytes, str] = _IDENTITY_LOWER
+
+
+def utf8_value(data: bytes) -> str:
+    """A UTF8String's value (RFC 6733 §4.3.1), as ``decode_value`` gives it (5004 when the
+    octets are not UTF-8), without its dispatch on the type: for a handler's hot path."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(
+            f"invalid UTF-8 in {AvpType.UTF8_STRING.value}: {exc}", _INVALID_AVP_VALUE
+        ) from None
 
 
 def _decode_uri(data: bytes) -> str:

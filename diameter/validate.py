@@ -24,6 +24,7 @@ from diameter.codec import (
     FLAG_ERROR,
     FLAG_PROXIABLE,
     FLAG_REQUEST,
+    KNOWN_IDENTITIES,
     Avp,
     Message,
     Problem,
@@ -231,6 +232,8 @@ def _checker(
         ]
     namespace: dict[str, Any] = {
         "_utf8_ok": _utf8_ok,
+        "_identity_ok": _identity_ok,
+        "_known_identities": KNOWN_IDENTITIES,
         "_grouped_ok": _grouped_ok,
         "_enum_ok": _enum_ok,
         "dictionary": dictionary,
@@ -242,6 +245,9 @@ def _checker(
             test = f"len({avp}.data) != {int(arg)}"
         elif kind == _TEST and arg is _utf8_ok:
             test = f"not ({avp}.data.isascii() or _utf8_ok({avp}.data))"
+        elif kind == _TEST and arg is _identity_ok:
+            # Requests repeat a handful of hosts and realms: a dict look-up, no call.
+            test = f"not ({avp}.data in _known_identities or _identity_ok({avp}.data))"
         elif kind == _TEST:
             test = f"not {value}({avp}.data)"
         elif kind == _GROUPED:

@@ -14,7 +14,7 @@ from typing import Any
 
 from diameter.answer import answer_to
 from diameter.application import Application
-from diameter.codec import FLAG_PROXIABLE, Avp, Message, encode_message
+from diameter.codec import FLAG_PROXIABLE, Avp, Message, encode_message, utf8_value
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.base_rfc6733 import AuthSessionState, ResultCode
 from diameter.dictionary.ts29272_s13 import (
@@ -167,10 +167,12 @@ class MeIdentityCheck:
                 started,
             )
         try:
-            imei = imei_avp.value
+            # IMEI, Software-Version and User-Name are UTF8String (TS 29.272 §7.3.4, §7.3.5;
+            # RFC 6733 §8.14): decoded as Avp.value would, without its look-up of the type.
+            imei = utf8_value(imei_avp.data)
             sv_avp = terminal.find(_SOFTWARE_VERSION.code, VENDOR_3GPP) if terminal else None
-            sv = None if sv_avp is None else sv_avp.value
-            imsi = None if user_name is None else user_name.value
+            sv = None if sv_avp is None else utf8_value(sv_avp.data)
+            imsi = None if user_name is None else utf8_value(user_name.data)
         except DecodeError as exc:
             return self._error(request, exc.result_code, str(exc), None, started)
         if sv is not None and not is_svn(sv):

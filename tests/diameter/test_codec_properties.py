@@ -15,15 +15,17 @@ from diameter.codec import (
     HEADER_LENGTH,
     Avp,
     Message,
+    _decode_avps_checked,
     decode_avps,
     decode_message,
     decode_value,
     encode_avp,
     encode_message,
     encode_value,
+    utf8_value,
 )
 from diameter.dictionary import DICTIONARY, AvpType
-from diameter.errors import DiameterError
+from diameter.errors import DecodeError, DiameterError
 from diameter.framing import Framer
 from diameter.validate import check_avps, check_request
 from tests.diameter import vectors as v
@@ -304,6 +306,36 @@ def test_decode_avps_of_arbitrary_bytes(data: bytes) -> None:
             avp.children  # noqa: B018
         except DiameterError:
             pass
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=24), st.text(max_size=12).map(str.encode)))
+def test_utf8_value_is_decode_value_of_a_utf8string(data: bytes) -> None:
+    # The S13 handler's shortcut: the same value, or the same error (5004, same text).
+    try:
+        expected: Any = decode_value(AvpType.UTF8_STRING, data)
+    except DecodeError as exc:
+        expected = (exc.result_code, str(exc))
+    try:
+        got: Any = utf8_value(data)
+    except DecodeError as exc:
+        got = (exc.result_code, str(exc))
+    assert got == expected
+
+
+def _fields(avps: list[Avp]) -> list[tuple[int, int, int, bytes]]:
+    return [(a.code, a.flags, a.vendor, bytes(a.data)) for a in avps]
+
+
+@settings(max_examples=800)
+@given(st.one_of(st.binary(max_size=120), mutated_vectors().map(lambda w: w[HEADER_LENGTH:])))
+def test_decode_avps_fast_loop_matches_the_checked_loop(data: bytes) -> None:
+    # decode_avps splits well-formed AVPs with fewer checks per AVP and hands any problem to
+    # the checked loop: same AVPs and the same first problem either way.
+    avps, problem = decode_avps(data, 0, len(data))
+    expected, expected_problem = _decode_avps_checked(data, 0, len(data), [])
+    assert _fields(avps) == _fields(expected)
+    assert problem == expected_problem
 
 
 @settings(max_examples=200)
