@@ -365,6 +365,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "budget_seconds": Key("float", 0.05, _positive),
         "timeout_seconds": Key("float", 1.0, _positive),
         "retry_seconds": Key("float", 1.0, _positive),
+        "observation_stream": Key("bool", False),
     },
     "observations": {
         "enabled": Key("bool", True),
@@ -634,6 +635,7 @@ class SharedConfig:
     budget: float = 0.05  # the most a check waits for the shared clone count
     timeout: float = 1.0  # one round trip
     retry_interval: float = 1.0  # while Redis is unreachable
+    observation_stream: bool = False  # observations through the stream PREFIX:observations
 
 
 @dataclass(frozen=True, slots=True)
@@ -1185,6 +1187,7 @@ def _build(
             v["shared.budget_seconds"],
             v["shared.timeout_seconds"],
             v["shared.retry_seconds"],
+            v["shared.observation_stream"],
         ),
         registry=registry,
         logging=LoggingConfig(

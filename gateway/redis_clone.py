@@ -90,6 +90,42 @@ class SharedStateMetrics:
         )
 
 
+class Availability:
+    """Whether a shared store answers: ``eir_shared_state_up{store}``, the round trips by
+    outcome, when to try again, and one log line per transition (lost, back), like the
+    registry client's circuit. ``lost`` and ``back`` say what the process does meanwhile."""
+
+    def __init__(self, metrics: SharedStateMetrics, store: str, retry_interval: float,
+                 lost: str, back: str) -> None:
+        self.available = True
+        self.retry_at = 0.0
+        self.retry_interval = retry_interval
+        self._lost, self._back = lost, back
+        self._up = metrics.up.labels(store)
+        self._requests = {o: metrics.requests.labels(store, o) for o in ("ok", "error", "timeout")}
+        self._up.set(1)
+
+    def ok(self) -> None:
+        self._requests["ok"].inc()
+        self._set(True, None)
+
+    def failed(self, exc: BaseException) -> None:
+        self._requests["timeout" if isinstance(exc, TimeoutError) else "error"].inc()
+        self.retry_at = time.monotonic() + self.retry_interval
+        self._set(False, exc)
+
+    def _set(self, available: bool, exc: BaseException | None) -> None:
+        if available == self.available:
+            return
+        self.available = available
+        self._up.set(1 if available else 0)
+        if available:
+            log.warning("Redis answers again: %s", self._back)
+        else:
+            log.error("Redis unreachable (%s): %s until it answers; retried every %g s",
+                      exc or "no answer", self._lost, self.retry_interval)
+
+
 class SharedCloneTracker(CloneTracker):
     def __init__(
         self,
@@ -116,11 +152,11 @@ class SharedCloneTracker(CloneTracker):
         from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
 
         self._no_script = NoScriptError
-        self._up = metrics.up.labels("redis")
-        self._requests = {
-            outcome: metrics.requests.labels("redis", outcome)
-            for outcome in ("ok", "error", "timeout")
-        }
+        self._state = Availability(
+            metrics, "redis", retry_interval,
+            "clone detection counts this process's checks only",
+            "clone detection counts over every gateway",
+        )
         self._dropped = metrics.dropped.labels("redis")
         self._pending: deque[tuple[str, str, float]] = deque()
         self._futures: dict[str, asyncio.Future[int]] = {}  # IMEI -> count, this batch
@@ -128,9 +164,6 @@ class SharedCloneTracker(CloneTracker):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None
-        self._available = True
-        self._retry_at = 0.0
-        self._up.set(1)
 
     @classmethod
     def taking_over(cls, local: CloneTracker, redis: Any, metrics: SharedStateMetrics,
@@ -142,7 +175,7 @@ class SharedCloneTracker(CloneTracker):
 
     @property
     def available(self) -> bool:
-        return self._available
+        return self._state.available
 
     def key(self, imei: str) -> str:
         return f"{self._prefix}:clone:{{{imei}}}"
@@ -159,7 +192,7 @@ class SharedCloneTracker(CloneTracker):
             pending.popleft()
             self._dropped.inc()
         pending.append((imei, self._digest(imsi), now))
-        if self._available and imei not in self._futures:
+        if self._state.available and imei not in self._futures:
             loop = self._event_loop()
             future = self._futures[imei] = loop.create_future()
             # One timer per tick, not one per check: the checks of this tick stop waiting
@@ -199,7 +232,7 @@ class SharedCloneTracker(CloneTracker):
             return  # the round trip under way schedules the next one when it ends
         loop = self._event_loop()
         self._scheduled = True
-        delay = 0.0 if self._available else max(0.0, self._retry_at - time.monotonic())
+        delay = 0.0 if self._state.available else max(0.0, self._state.retry_at - time.monotonic())
         loop.call_later(delay, self._flush)
 
     def _flush(self) -> None:
@@ -224,17 +257,14 @@ class SharedCloneTracker(CloneTracker):
             for (imei, _, _), n in zip(batch, replies, strict=True):
                 counts[imei] = int(n)
         except Exception as exc:  # any failure of the store: checks go on locally
-            outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
-            self._requests[outcome].inc()
             # Nothing was lost: the batch goes back, ahead of what came meanwhile.
             self._pending.extendleft(reversed(batch))
             while len(self._pending) > MAX_PENDING:
                 self._pending.popleft()
                 self._dropped.inc()
-            self._transition(False, exc)
+            self._state.failed(exc)
         else:
-            self._requests["ok"].inc()
-            self._transition(True, None)
+            self._state.ok()
         finally:
             for imei, future in futures.items():
                 if not future.done():
@@ -261,26 +291,12 @@ class SharedCloneTracker(CloneTracker):
             replies: list[list[Any]] = await pipe.execute()
         return [n for counts in replies for n in counts]
 
-    def _transition(self, available: bool, exc: BaseException | None) -> None:
-        if not available:
-            self._retry_at = time.monotonic() + self.retry_interval
-        if available == self._available:
-            return
-        self._available = available
-        self._up.set(1 if available else 0)
-        if available:
-            log.warning("Redis answers again: clone detection counts over every gateway")
-        else:
-            log.error("Redis unreachable (%s): clone detection counts this process's "
-                      "checks only until it answers; retried every %g s",
-                      exc or "no answer", self.retry_interval)
-
     async def flush(self) -> None:
         """Send what is queued now (while Redis answers), each round trip bounded by timeout."""
         while True:
             if self._task is not None:
                 await asyncio.gather(self._task, return_exceptions=True)
-            if not (self._pending and self._available):
+            if not (self._pending and self._state.available):
                 return
             self._flush()
 
@@ -291,7 +307,7 @@ class SharedCloneTracker(CloneTracker):
 
 
 def shared_clone_tracker(
-    local: CloneTracker, config: SharedConfig, registry: CollectorRegistry
+    local: CloneTracker, config: SharedConfig, metrics: SharedStateMetrics | CollectorRegistry
 ) -> SharedCloneTracker:
     """``local`` (seeded from the observation log) shared through ``config.redis_url``."""
     import redis.asyncio  # the "shared" extra: imported only when configured
@@ -302,7 +318,7 @@ def shared_clone_tracker(
     return SharedCloneTracker.taking_over(
         local,
         client,
-        SharedStateMetrics(registry),
+        metrics if isinstance(metrics, SharedStateMetrics) else SharedStateMetrics(metrics),
         key_prefix=config.key_prefix,
         budget=config.budget,
         timeout=config.timeout,

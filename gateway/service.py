@@ -32,7 +32,8 @@ from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
 from gateway.n5g_eir.overload import DiameterOverload
 from gateway.n5g_eir.server import N5gEirServer
 from gateway.observations import ObservationLog
-from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
+from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics, shared_clone_tracker
+from gateway.redis_observations import ObservationStream, observation_stream
 from gateway.s13 import MeIdentityCheck
 from gateway.state import StateError
 from registry_client.model import VerdictSource
@@ -105,14 +106,22 @@ class Gateway:
         if start is not None:
             await start()
         self.classifier = await asyncio.to_thread(Classifier.from_config, config, self.registry)
-        if config.shared.redis_url and self.classifier.clone is not None:
+        shared_metrics = (SharedStateMetrics(self.metrics.registry) if config.shared.redis_url
+                          else None)
+        if shared_metrics is not None and self.classifier.clone is not None:
             self.classifier.clone = shared_clone_tracker(
-                self.classifier.clone, config.shared, self.metrics.registry
+                self.classifier.clone, config.shared, shared_metrics
             )
         self.metrics.watch_decision_cache(self.classifier)
         if config.observations.enabled:
             self.observations = state.observation_log(config)
+            if shared_metrics is not None and config.shared.observation_stream:
+                self.observations = observation_stream(
+                    self.observations, config.shared, shared_metrics
+                )
             await asyncio.to_thread(self.observations.start, asyncio.get_running_loop())
+            if isinstance(self.observations, ObservationStream):
+                await self.observations.start_consuming()
             self.metrics.watch_observations(self.observations.stats)
         self.events = build_bus(config.events, self.observations)
         if self.events is not None:
@@ -208,6 +217,8 @@ class Gateway:
             await self.operations.stop()
         if self.events is not None:
             await self.events.close(max(0.0, deadline - loop.time()))
+        if isinstance(self.observations, ObservationStream):
+            await self.observations.aclose()
         if self.observations is not None:
             await asyncio.to_thread(self.observations.close)
         if self.registry is not None:

@@ -26,6 +26,8 @@ async def test_two_gateways_share_clone_counts_lists_and_observations(
         "EIR_CLONE_DETECTION_THRESHOLD": "2",
         "EIR_STATE_DIRECTORY": str(tmp_path / "state"),
         "EIR_OBSERVATIONS_FLUSH_INTERVAL_SECONDS": "0.1",
+        # Observations through the Redis stream, drained by the two gateways' consumers.
+        "EIR_SHARED_OBSERVATION_STREAM": "true",
         # Not about the budget: a loaded machine must not turn a shared count into a local one.
         "EIR_SHARED_BUDGET_SECONDS": "5",
     }
@@ -58,7 +60,7 @@ async def test_two_gateways_share_clone_counts_lists_and_observations(
             await asyncio.sleep(0.1)
         assert statuses == {BLACKLISTED}
 
-        # Both write their observations to the one log.
+        # Both write their observations to the one log (through the stream).
         assert second.observations is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -1,0 +1,243 @@
+"""The IMEI-IMSI observation stream through Redis Streams (``[shared] observation_stream``).
+
+Every gateway appends its observations to one stream, ``PREFIX:observations``: the
+observations of one event loop tick in one pipelined round trip (XADD, the stream capped at
+:data:`MAX_LENGTH` entries). One consumer group, ``eir``, drains it into the durable
+observation log (gateway.observations, SQLite or PostgreSQL): each gateway process is a
+consumer of the group (XREADGROUP), folds what it reads into its log's aggregate (written by
+the log's writer thread) and acknowledges it (XACK). Each entry is read by one consumer, so a
+sighting is counted once whichever gateway made it; entries a consumer read and never
+acknowledged (it died) are claimed by another after :data:`CLAIM_IDLE` seconds (XAUTOCLAIM).
+
+Redis unreachable: observations go straight to this process's own log (local state, nothing
+lost), ``eir_shared_state_up{store="redis_stream"}`` turns 0 and one line is logged per
+transition (down, up again), as for the shared clone tracker; Redis is tried again every
+``retry_interval``.
+
+The object stands where an :class:`~gateway.observations.ObservationLog` does: ``record`` is
+O(1) on the event loop and never blocks; reads (``lookup``, ``last_imsi``) go to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from typing import Any
+
+from gateway.config import SharedConfig
+from gateway.observations import LastImsiReply, ObservationLog
+from gateway.redis_clone import MAX_PENDING, Availability, SharedStateMetrics
+
+log = logging.getLogger("eir.shared")
+
+GROUP = "eir"
+MAX_LENGTH = 1_000_000  # entries kept in the stream (XADD MAXLEN ~): read ones are trimmed first
+PER_ROUND_TRIP = 1_000  # XADDs per pipeline, entries per XREADGROUP
+CLAIM_IDLE = 60.0  # seconds an entry may stay read and unacknowledged before another takes it
+
+
+class ObservationStream(ObservationLog):
+    """An observation log whose sightings travel through a Redis stream (see the module); the
+    log it wraps (``local``) does the writing and the reading."""
+
+    def __init__(
+        self,
+        local: ObservationLog,
+        redis: Any,  # redis.asyncio.Redis
+        metrics: SharedStateMetrics,
+        *,
+        key_prefix: str = "eir",
+        timeout: float = 1.0,
+        retry_interval: float = 1.0,
+        consumer: str | None = None,
+    ) -> None:
+        super().__init__(local.path, local.queue_size, local.batch_size, local.flush_interval)
+        self.local = local
+        self.stats = local.stats
+        self.redis = redis
+        self.key = f"{key_prefix}:observations"
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+        self._state = Availability(
+            metrics, "redis_stream", retry_interval,
+            "observations go to this process's own log",
+            f"observations go through the stream {self.key}",
+        )
+        self._queued: deque[tuple[str, str, float]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+        self._sending: asyncio.Task[None] | None = None
+        self._consuming: asyncio.Task[None] | None = None
+
+    # -- what the gateway asks of an observation log ---------------------------------------
+    @property
+    def waiting(self) -> int:
+        return len(self._queued) + self.local.waiting
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start the log (blocking: may be called in a thread with the loop given)."""
+        self.local.start(loop)
+        self._loop = loop
+
+    async def start_consuming(self) -> None:
+        """On the event loop, once started: join the group and drain the stream."""
+        self._loop = asyncio.get_running_loop()
+        self._consuming = asyncio.create_task(self._consume())
+
+    def record(self, imei: str, imsi: str, now: float | None = None) -> bool:
+        ts = time.time() if now is None else now
+        if not self._state.available or len(self._queued) >= MAX_PENDING:
+            return self.local.record(imei, imsi, ts)
+        self._queued.append((imei, imsi, ts))
+        self._schedule()
+        return True
+
+    def last_imsi(self, imei: str, before: float, reply: LastImsiReply) -> None:
+        self.local.last_imsi(imei, before, reply)
+
+    def lookup(self, imei: str) -> list[tuple[str, float, float, int]]:
+        return self.local.lookup(imei)
+
+    def flush(self) -> int:
+        return self.local.flush()
+
+    def close(self) -> None:
+        """The log's close (blocking); :meth:`aclose` first, on the loop."""
+        self.local.close()
+
+    async def aclose(self) -> None:
+        """Send what is queued (one last try; what fails goes to the log), stop consuming."""
+        if self._sending is not None:
+            await asyncio.gather(self._sending, return_exceptions=True)
+        while self._queued and self._state.available:
+            self._send_now()
+            assert self._sending is not None
+            await asyncio.gather(self._sending, return_exceptions=True)
+        self._to_local(list(self._queued))
+        self._queued.clear()
+        if self._consuming is not None:
+            self._consuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._consuming
+        await self.redis.aclose()
+
+    # -- appending: one pipelined round trip per loop tick ---------------------------------
+    def _schedule(self) -> None:
+        if self._scheduled or (self._sending is not None and not self._sending.done()):
+            return  # the round trip under way schedules the next when it ends
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        self._scheduled = True
+        loop.call_soon(self._send_now)
+
+    def _send_now(self) -> None:
+        self._scheduled = False
+        if not self._queued:
+            return
+        count = min(len(self._queued), PER_ROUND_TRIP)
+        batch = [self._queued.popleft() for _ in range(count)]
+        assert self._loop is not None
+        self._sending = self._loop.create_task(self._send(batch))
+
+    async def _send(self, batch: list[tuple[str, str, float]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for imei, imsi, ts in batch:
+                    pipe.xadd(self.key, {"imei": imei, "imsi": imsi, "ts": repr(ts)},
+                              maxlen=MAX_LENGTH, approximate=True)
+                await asyncio.wait_for(pipe.execute(), self.timeout)
+        except Exception as exc:  # any failure of Redis: the observations stay local
+            self._state.failed(exc)
+            self._to_local(batch)
+        else:
+            self._state.ok()
+        finally:
+            self._sending = None
+            if self._queued:
+                if self._state.available:
+                    self._schedule()
+                else:
+                    self._to_local(list(self._queued))
+                    self._queued.clear()
+
+    def _to_local(self, batch: list[tuple[str, str, float]]) -> None:
+        for imei, imsi, ts in batch:
+            self.local.record(imei, imsi, ts)
+
+    # -- draining into the durable log -----------------------------------------------------
+    async def _consume(self) -> None:
+        claimed_at = 0.0
+        while True:
+            if not self._state.available and time.monotonic() < self._state.retry_at:
+                await asyncio.sleep(self._state.retry_at - time.monotonic())
+            try:
+                await self._join_group()
+                if time.monotonic() - claimed_at >= CLAIM_IDLE:
+                    await self._claim_abandoned()
+                    claimed_at = time.monotonic()
+                replies = await asyncio.wait_for(
+                    self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"},
+                                          count=PER_ROUND_TRIP, block=int(self.timeout * 500)),
+                    self.timeout * 2,
+                )
+                for _, entries in replies or ():
+                    await self._take(entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._state.failed(exc)
+            else:
+                self._state.ok()
+
+    async def _join_group(self) -> None:
+        from redis.exceptions import ResponseError
+
+        try:
+            await self.redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _claim_abandoned(self) -> None:
+        """Entries another consumer read and never acknowledged for CLAIM_IDLE seconds."""
+        start = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(self.key, GROUP, self.consumer,
+                                                int(CLAIM_IDLE * 1000), start,
+                                                count=PER_ROUND_TRIP)
+            start, entries = reply[0], reply[1]
+            await self._take(entries)
+            if start in (b"0-0", "0-0") or not entries:
+                return
+
+    async def _take(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            try:
+                imei, imsi = fields[b"imei"].decode(), fields[b"imsi"].decode()
+                ts = float(fields[b"ts"])
+            except (KeyError, ValueError, AttributeError):
+                log.warning("observation stream: entry %s is not an observation; skipped",
+                            entry_id)
+                continue
+            self.local.record(imei, imsi, ts)
+        if ids:
+            await self.redis.xack(self.key, GROUP, *ids)
+
+
+def observation_stream(
+    local: ObservationLog, config: SharedConfig, metrics: SharedStateMetrics
+) -> ObservationStream:
+    """``local`` fed through the stream of ``config.redis_url``."""
+    import redis.asyncio  # the "shared" extra: imported only when configured
+
+    client = redis.asyncio.from_url(config.redis_url, socket_connect_timeout=config.timeout)
+    return ObservationStream(local, client, metrics, key_prefix=config.key_prefix,
+                             timeout=config.timeout, retry_interval=config.retry_interval)

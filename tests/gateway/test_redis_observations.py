@@ -1,0 +1,110 @@
+"""The observation stream (``[shared] observation_stream``) against a real redis-server: two
+gateways' sightings are each written once, by whichever consumer of the group reads them; with
+Redis away they go to the process's own log at once, one log line per transition."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.config import SharedConfig
+from gateway.observations import ObservationLog
+from gateway.redis_clone import SharedStateMetrics
+from gateway.redis_observations import GROUP, ObservationStream, observation_stream
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]  # the fixture
+
+IMEI = "35209900176148"
+Make = Callable[..., ObservationStream]
+
+
+@pytest.fixture
+async def make(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Make]:
+    made: list[ObservationStream] = []
+
+    def build(name: str) -> ObservationStream:
+        local = ObservationLog(tmp_path / f"{name}.sqlite", flush_interval=0.05)
+        config = SharedConfig(redis_server.url, "test", timeout=1.0, retry_interval=0.2)
+        stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()))
+        stream.consumer = name
+        made.append(stream)
+        return stream
+
+    yield build
+    for stream in made:
+        await stream.aclose()
+        stream.close()
+
+
+async def _started(stream: ObservationStream) -> ObservationStream:
+    stream.start(asyncio.get_running_loop())
+    await stream.start_consuming()
+    return stream
+
+
+async def _eventually(condition: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
+async def test_each_sighting_is_written_once_by_one_consumer(
+    make: Make, redis_server: RedisServer
+) -> None:
+    a, b = await _started(make("a")), await _started(make("b"))
+    now = time.time()
+    for i in range(30):
+        (a if i % 2 else b).record(IMEI, f"0010100000000{i:02d}", now + i)
+    a.record(IMEI, "001010000000000", now + 100)  # a second sighting of a pair b made
+
+    def written() -> int:
+        return a.local.stats.written + b.local.stats.written
+
+    assert await _eventually(lambda: written() == 31)
+    rows = a.lookup(IMEI) + b.lookup(IMEI)
+    assert sum(count for *_, count in rows) == 31
+    assert {imsi for imsi, *_ in rows} == {f"0010100000000{i:02d}" for i in range(30)}
+    # Everything read was acknowledged; nothing was left to the other's log by accident.
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(redis_server.url)
+    try:
+        summary = await client.xpending(a.key, GROUP)
+        assert summary["pending"] == 0
+        assert await client.xlen(a.key) == 31
+    finally:
+        await client.aclose()
+
+
+async def test_redis_away_observations_stay_local_one_line_per_transition(
+    make: Make, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = await _started(make("a"))
+    caplog.set_level(logging.WARNING, "eir.shared")
+    redis_server.stop()
+    now = time.time()
+    for i in range(5):
+        stream.record(IMEI, f"00101000000001{i}", now + i)
+        await asyncio.sleep(0.1)
+    assert await _eventually(lambda: stream.local.stats.written == 5)
+    assert not stream._state.available
+    up = stream._state._up  # the gauge of store="redis_stream"
+    assert up._value.get() == 0  # type: ignore[attr-defined]
+    downs = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(downs) == 1
+    redis_server.start()  # same port, an empty Redis
+    assert await _eventually(lambda: up._value.get() == 1)  # type: ignore[attr-defined]
+    assert len([r for r in caplog.records if "answers again" in r.getMessage()]) == 1
+    stream.record(IMEI, "001010000000099", now + 10)
+    assert await _eventually(lambda: stream.local.stats.written == 6)
+    assert "001010000000099" in {imsi for imsi, *_ in stream.lookup(IMEI)}
