@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.n5g_eir.frames import (
     ACK,
@@ -64,9 +64,9 @@ DRAIN_ACK_WAIT = 1.0  # seconds: the final GOAWAY goes out after this even witho
 _ENCODED_CACHE_SIZE = 256
 
 
-@dataclass(frozen=True, slots=True)
-class RequestReceived:
-    """A request whose headers (and body, if any: discarded) have all arrived."""
+class RequestReceived(NamedTuple):
+    """A request whose headers (and body, if any: discarded) have all arrived. (A NamedTuple:
+    immutable, and built faster than a frozen dataclass, once per request.)"""
 
     stream_id: int
     method: bytes
@@ -255,9 +255,8 @@ class Http2Session:
             frame_type != FrameType.CONTINUATION or stream_id != self._continuation[0]
         ):
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "header block interrupted")  # §6.10
-        try:
-            kind = FrameType(frame_type)
-        except ValueError:
+        kind = _FRAME_TYPES.get(frame_type)
+        if kind is None:
             return  # §5.5: unknown frame types are ignored
         rule = RULES[kind]
         if rule.on_connection is True and stream_id != 0:
@@ -583,6 +582,7 @@ class Http2Session:
             self.error = f"no PING ACK within {self._ping_timeout:g} s"
 
 
+_FRAME_TYPES = {int(kind): kind for kind in FrameType}  # a dict: FrameType(n) costs more
 _HANDLERS = {
     FrameType.DATA: Http2Session._on_data,
     FrameType.HEADERS: Http2Session._on_headers,

@@ -13,8 +13,8 @@ ignored, so that a consumer of a later release is served.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.resources import files
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from gateway.n5g_eir.identities import (
@@ -40,8 +40,7 @@ _PARAMS = ("pei", "supi", "gpsi", "supported-features")
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
-@dataclass(frozen=True, slots=True)
-class EquipmentStatusQuery:
+class EquipmentStatusQuery(NamedTuple):  # a NamedTuple: built per request (identities.py)
     pei: Pei
     supi: Supi | None = None
     gpsi: Gpsi | None = None
@@ -73,12 +72,16 @@ def parse_query(query: str) -> EquipmentStatusQuery | Response:
     invalid: list[InvalidParam] = []
     for field in query.split("&") if query else ():
         raw_name, _, raw_value = field.partition("=")
-        try:
-            name = unquote(raw_name, errors="strict")
-            value = unquote(raw_value, errors="strict")
-        except UnicodeDecodeError:
-            invalid.append(InvalidParam(f"query {raw_name[:32]}", "not percent-encoded UTF-8"))
-            continue
+        if "%" in field:
+            try:
+                name = unquote(raw_name, errors="strict")
+                value = unquote(raw_value, errors="strict")
+            except UnicodeDecodeError:
+                invalid.append(InvalidParam(f"query {raw_name[:32]}",
+                                            "not percent-encoded UTF-8"))
+                continue
+        else:  # nothing to decode: an AMF's PEI, SUPI and GPSI need no escapes
+            name, value = raw_name, raw_value
         if name not in _PARAMS:
             continue
         if name in values:
