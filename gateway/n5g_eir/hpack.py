@@ -156,8 +156,18 @@ def _string(data: bytes, pos: int) -> tuple[bytes, int]:
     return (huffman_decode(raw) if huffman else raw), end
 
 
+_BLOCK_CACHE_SIZE = 1024
+
+
 class HpackDecoder:
-    """The decoding context of one connection (§2.2): the dynamic table the peer fills."""
+    """The decoding context of one connection (§2.2): the dynamic table the peer fills.
+
+    A block that leaves the dynamic table as it was (indexed fields and literals without
+    indexing: clients that do not index ``:path``, as nghttp2 does not, send such blocks for a
+    handset checked again) is remembered with the table's generation, and the same bytes
+    decode to the same headers while the table has not changed since (§2.3.3: an index means
+    what the table holds at the time).
+    """
 
     def __init__(self, max_table_size: int = 4096) -> None:
         # SETTINGS_HEADER_TABLE_SIZE we announced: the most the peer may set the table to.
@@ -165,6 +175,8 @@ class HpackDecoder:
         self.max_size = max_table_size
         self.size = 0
         self.entries: deque[tuple[bytes, bytes]] = deque()
+        self.generation = 0  # counts the changes of the dynamic table
+        self._blocks: dict[bytes, tuple[int, int, list[tuple[bytes, bytes]], int]] = {}
 
     def _get(self, index: int) -> tuple[bytes, bytes]:
         if index == 0:
@@ -178,6 +190,7 @@ class HpackDecoder:
 
     def _add(self, name: bytes, value: bytes) -> None:
         # §4.4: evict from the end until the new entry fits; larger than the table: empty it.
+        self.generation += 1
         size = len(name) + len(value) + ENTRY_OVERHEAD
         while self.entries and self.size + size > self.max_size:
             old_name, old_value = self.entries.pop()
@@ -190,6 +203,7 @@ class HpackDecoder:
         if size > self.settings_table_size:
             raise HpackError(f"table size update {size} above the announced "
                              f"{self.settings_table_size}")  # §4.2, §6.3
+        self.generation += 1
         self.max_size = size
         while self.entries and self.size > size:
             old_name, old_value = self.entries.pop()
@@ -209,8 +223,21 @@ class HpackDecoder:
         """The header list of one block (§3.2) and its size (§4.1 rule, RFC 9113 §6.5.2).
 
         The whole block is decoded even past ``max_list_size`` (the table must stay in step
-        with the peer's); fields past the limit are not kept.
+        with the peer's); fields past the limit are not kept. The list may be shared with
+        earlier calls for the same block: callers do not change it.
         """
+        cached = self._blocks.get(block)
+        if cached is not None and cached[0] == self.generation and cached[1] == max_list_size:
+            return cached[2], cached[3]
+        generation = self.generation
+        headers, list_size = self._decode(block, max_list_size)
+        if self.generation == generation:
+            if len(self._blocks) >= _BLOCK_CACHE_SIZE:
+                self._blocks.clear()
+            self._blocks[block] = (generation, max_list_size, headers, list_size)
+        return headers, list_size
+
+    def _decode(self, block: bytes, max_list_size: int) -> tuple[list[tuple[bytes, bytes]], int]:
         headers: list[tuple[bytes, bytes]] = []
         list_size = 0
         pos, end = 0, len(block)

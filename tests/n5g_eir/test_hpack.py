@@ -90,3 +90,23 @@ def test_header_list_size_limit_keeps_the_table_in_step() -> None:
     assert size > 100 and headers == []
     again, _ = decoder.decode(encoder.encode(big), 4096)  # now indexed: the table followed
     assert again == big
+
+
+def test_a_repeated_block_decodes_as_the_table_holds_it_now() -> None:
+    """A block of indexes into the dynamic table means what the table holds when it arrives
+    (RFC 7541 §2.3.3): remembered blocks are used only while the table is unchanged."""
+    decoder = HpackDecoder()
+    # Literal with incremental indexing of user-agent (static name 58): dynamic index 62.
+    decoder.decode(bytes([0x40 | 58, 3]) + b"one", 16_384)
+    repeat = bytes([0x80 | 2, 0x80 | 62]) + encode_headers([(b":path", b"/x")])
+    first = decoder.decode(repeat, 16_384)
+    assert first[0] == [(b":method", b"GET"), (b"user-agent", b"one"), (b":path", b"/x")]
+    assert decoder.decode(repeat, 16_384)[0] is first[0]  # remembered, not decoded again
+    decoder.decode(bytes([0x40 | 58, 3]) + b"two", 16_384)  # index 62 is now "two"
+    again = decoder.decode(repeat, 16_384)[0]
+    assert again is not first[0] and again[1] == (b"user-agent", b"two")
+    # A block that changes the table is decoded every time, its entry added each time.
+    adding = bytes([0x40 | 58, 5]) + b"three"
+    decoder.decode(adding, 16_384)
+    decoder.decode(adding, 16_384)
+    assert list(decoder.entries)[:2] == [(b"user-agent", b"three")] * 2
