@@ -1,0 +1,322 @@
+"""Where the event loop's stalls come from: open-loop real traffic, the gateway instrumented.
+
+Method.
+
+* bench/real_traffic.py's handsets (every one new, with IMSI and Software-Version) and data
+  files, the gateway (embedded default configuration, observation log on) started by this script
+  pinned to CPU 1, the simulator (this process) on CPU 0, open loop at ``--rate`` for
+  ``--seconds`` after a warm-up of 20,000 checks, ``--env KEY=VALUE`` for more ``EIR_*``.
+* Inside the gateway (this file run with ``--gateway``: probes installed, then ``eir-gateway
+  run``):
+
+  - a 5 ms loop timer records each lag together with what the loop's thread did over the
+    interval: its CPU time and its time runnable but not running (the kernel's
+    ``/proc/self/task/TID/schedstat``: other processes, or another thread of ours, had the core).
+    The rest of a lag is time the thread slept: waiting for the GIL, or idle;
+  - ``gc.callbacks`` time every collection (CPU of the collecting thread), by generation;
+  - a watchdog thread samples the loop thread's Python stack every 2 ms while the timer is
+    overdue by more than 10 ms (what held the loop, when it was Python), with the thread's
+    scheduler state (``/proc/self/task/TID/stat``): R, running or waiting for a core; S,
+    sleeping: on the GIL, since an overdue loop thread does not wait for its own timer.
+
+* Printed: the latency the simulator measured, the lag percentiles, the stalls (lags over
+  ``--stall-ms``) split into the loop thread's own CPU, run-queue wait and the rest, the
+  collections, and the frames seen most often during stalls. Own CPU in a stall is the gateway's
+  doing (a long callback, a backlog being worked off); run-queue wait is the machine's (or the
+  gateway's other threads); the rest is mostly GIL waits.
+
+Run: ``.venv/bin/python bench/stalls.py [--rate 10000] [--seconds 20] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+TICK = 0.005  # seconds between loop timer samples
+WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late
+WATCH_EVERY = 0.002
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the gateway
+
+
+class Probes:
+    """Installed in the gateway process; ``dump`` writes what they saw as JSON."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.lags: list[tuple[float, float, float, float]] = []  # (time, lag, cpu, run-queue)
+        self.collections: list[tuple[float, int, float]] = []  # (time, generation, cpu)
+        self.stacks: list[tuple[float, str, list[str]]] = []  # (time, state, frames)
+        self._gc_started = 0.0
+        self._last_tick = time.perf_counter()
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            cpu = time.thread_time() - self._gc_started
+            self.collections.append((time.perf_counter(), info["generation"], cpu))
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop's thread, once the gateway serves."""
+        try:
+            fd: int | None = os.open(
+                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
+            )
+        except OSError:
+            fd = None  # a kernel without schedstat: no run-queue split
+
+        def waited() -> float:
+            return int(os.pread(fd, 128, 0).split()[1]) / 1e9 if fd is not None else 0.0
+
+        state = [time.thread_time(), waited()]
+
+        def tick(due: float) -> None:
+            now = time.perf_counter()
+            cpu, queued = time.thread_time(), waited()
+            self.lags.append((now, now - due, cpu - state[0], queued - state[1]))
+            state[:] = [cpu, queued]
+            self._last_tick = now
+            loop.call_later(TICK, tick, time.perf_counter() + TICK)
+
+        loop.call_later(TICK, tick, time.perf_counter() + TICK)
+        main, tid = threading.get_ident(), threading.get_native_id()
+        threading.Thread(
+            target=self._watch, args=(main, tid), name="stall-watch", daemon=True
+        ).start()
+
+    def _watch(self, main: int, tid: int) -> None:
+        stat = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+        while True:
+            time.sleep(WATCH_EVERY)
+            if time.perf_counter() - self._last_tick > TICK + WATCH_AFTER:
+                # Read before taking the GIL for the stack: the state the stall is in.
+                state = os.pread(stat, 512, 0).rpartition(b")")[2].split()[0].decode()
+                frame = sys._current_frames().get(main)
+                if frame is not None:
+                    stack = traceback.extract_stack(frame)
+                    self.stacks.append((
+                        time.perf_counter(),
+                        state,
+                        [f"{Path(f.filename).name}:{f.name}:{f.lineno}" for f in stack[-12:]],
+                    ))
+
+    def dump(self) -> None:
+        Path(self.out).write_text(json.dumps({
+            "lags": self.lags, "collections": self.collections, "stacks": self.stacks,
+        }))
+
+
+def run_gateway(out: str) -> int:
+    import atexit
+
+    from gateway import service
+    from gateway.cli import main
+
+    probes = Probes(out)
+    atexit.register(probes.dump)
+    start = service.Gateway.start
+
+    async def instrumented(self: service.Gateway) -> None:
+        await start(self)
+        probes.start(asyncio.get_running_loop())
+
+    service.Gateway.start = instrumented  # type: ignore[method-assign]
+    return main(["run"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def analyse(probes: dict[str, Any], stall: float, started: float) -> dict[str, Any]:
+    lags = [row for row in probes["lags"] if row[0] >= started]
+    values = [row[1] for row in lags]
+    span = (lags[-1][0] - lags[0][0]) if len(lags) > 1 else 0.0
+    stalls = [row for row in lags if row[1] > stall]
+    stalled = sum(row[1] + TICK for row in stalls)  # the intervals the stalls ended
+    own = sum(min(row[2], row[1] + TICK) for row in stalls)
+    queued = sum(row[3] for row in stalls)
+    out: dict[str, Any] = {
+        "lag_ms": {
+            "samples": len(values),
+            **{k: round(percentile(values, q) * 1e3, 2) for k, q in
+               (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0))},
+        },
+        "loop_thread_cpu_share": round(sum(row[2] for row in lags) / span, 3) if span else None,
+        "run_queue_share": round(sum(row[3] for row in lags) / span, 3) if span else None,
+        "stalls": {
+            "count": len(stalls),
+            "over_ms": stall * 1e3,
+            "intervals_ms": round(stalled * 1e3, 1),
+            # Over a stall's interval (lag + one tick): the loop thread computing, waiting for
+            # a core, or neither (the GIL, or nothing to do).
+            "own_cpu_ms": round(own * 1e3, 1),
+            "run_queue_ms": round(queued * 1e3, 1),
+        },
+        "collections": {},
+    }
+    for generation in (0, 1, 2):
+        cpu = [c for t, g, c in probes["collections"] if g == generation and t >= started]
+        if cpu:
+            out["collections"][f"gen{generation}"] = {
+                "count": len(cpu),
+                "cpu_p50_ms": round(percentile(cpu, 0.5) * 1e3, 3),
+                "cpu_p99_ms": round(percentile(cpu, 0.99) * 1e3, 3),
+                "cpu_max_ms": round(max(cpu) * 1e3, 3),
+            }
+    frames: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for t, state, stack in probes["stacks"]:
+        if t >= started:
+            frames.update(set(stack))
+            leaves[" < ".join(reversed(stack[-3:]))] += 1
+            states[state] += 1
+    out["stall_thread_states"] = dict(states)
+    out["stall_stack_samples"] = sum(leaves.values())
+    out["stall_frames"] = frames.most_common(15)
+    out["stall_leaves"] = leaves.most_common(10)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="stall attribution under open-loop real traffic")
+    parser.add_argument("--gateway", metavar="OUT", help=argparse.SUPPRESS)  # inside the gateway
+    parser.add_argument("--rate", type=float, default=10_000.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--handsets", type=int, default=1_000_000)
+    parser.add_argument("--stall-ms", type=float, default=2.0, help="a lag above this is a stall")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.gateway:
+        return run_gateway(args.gateway)
+
+    from e2e import Scenario, _pin, _wait_port, _wait_ready, drive, free_port, rss_mib, summary
+    from real_traffic import generate
+
+    from gateway import aio
+    from gateway.config import load_config
+
+    with tempfile.TemporaryDirectory(prefix="eir-stalls-") as root:
+        traffic, files = generate(
+            load_config().policy, Path(root) / "data", args.handsets, 100_000, 1
+        )
+        port, metrics_port = free_port(), free_port()
+        env = dict(
+            os.environ,
+            EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
+            EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+            EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
+            EIR_STATE_DIRECTORY=root,
+            EIR_TAC_FILE=str(files["tac"]),
+            EIR_LISTS_IMPORT_FILES=str(files["lists"]),
+            EIR_REGISTRY_SEED_FILES=str(files["registry"]),
+            PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
+        for pair in args.env:
+            key, _, value = pair.partition("=")
+            env[key] = value
+        out = str(Path(root) / "probes.json")
+        with open(Path(root) / "gateway.log", "wb") as log:
+            gateway = subprocess.Popen(
+                [sys.executable, __file__, "--gateway", out], env=env, cwd=root,
+                stdout=log, stderr=log,
+            )
+            try:
+                deadline = time.monotonic() + 300
+                _wait_port(port, gateway, deadline)
+                _wait_ready(metrics_port, deadline)
+                pinned = _pin(gateway.pid, 1) and _pin(0, 0)
+                warm = 20_000
+
+                async def load() -> dict[str, Any]:
+                    from e2e import warm_up
+
+                    await warm_up(port, traffic, warm, True)
+                    rss = rss_mib(gateway.pid)
+                    started = time.perf_counter()
+                    report = await drive(
+                        port, Scenario("open", 4, rate=args.rate), traffic[warm:], args.seconds,
+                        True,
+                    )
+                    result = summary(report)
+                    result["rss_mib"] = [rss, rss_mib(gateway.pid)]
+                    result["started"] = started
+                    return result
+
+                result = aio.run(load())
+            finally:
+                if gateway.poll() is None:
+                    gateway.send_signal(signal.SIGTERM)
+                gateway.wait(60)
+        # perf_counter is CLOCK_MONOTONIC on Linux: the same clock in both processes.
+        analysis = analyse(json.loads(Path(out).read_text()), args.stall_ms / 1e3,
+                           result.pop("started"))
+    report_out = {
+        "method": {
+            "rate": args.rate, "seconds": args.seconds, "pinned": pinned,
+            "load_average": os.getloadavg(), "python": sys.version.split()[0],
+        },
+        "latency_ms": result["latency_ms"], "errors": result["errors"], "ok": result["ok"],
+        "send_lag_p99_ms": result["send_lag_p99_ms"], "rss_mib": result["rss_mib"],
+        **analysis,
+    }
+    if args.json:
+        print(json.dumps(report_out, indent=2))
+        return 0
+    lat, lag, st = report_out["latency_ms"], analysis["lag_ms"], analysis["stalls"]
+    print(f"open loop {args.rate:,.0f}/s for {args.seconds:g} s (load average "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; pinned: {pinned})")
+    print(f"latency ms: p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} "
+          f"max {lat['max']:.2f}; errors {result['errors']}; simulator send lag p99 "
+          f"{result['send_lag_p99_ms']} ms; RSS {result['rss_mib'][0]} -> "
+          f"{result['rss_mib'][1]} MiB")
+    print(f"loop lag ms ({lag['samples']} samples every {TICK * 1e3:g} ms): p50 {lag['p50']} "
+          f"p99 {lag['p99']} p99.9 {lag['p99.9']} max {lag['max']}; loop thread CPU "
+          f"{analysis['loop_thread_cpu_share']} of a core, waiting for a core "
+          f"{analysis['run_queue_share']}")
+    print(f"stalls over {st['over_ms']:g} ms: {st['count']}; over their intervals "
+          f"({st['intervals_ms']} ms) the loop thread computed {st['own_cpu_ms']} ms and waited "
+          f"for a core {st['run_queue_ms']} ms")
+    for name, c in analysis["collections"].items():
+        print(f"  {name}: {c['count']} collections, CPU p50 {c['cpu_p50_ms']} p99 "
+              f"{c['cpu_p99_ms']} max {c['cpu_max_ms']} ms")
+    print(f"stack samples while the loop was over {WATCH_AFTER * 1e3:g} ms late: "
+          f"{analysis['stall_stack_samples']}, loop thread state "
+          f"{analysis['stall_thread_states']} (R: running or waiting for a core, S: sleeping)")
+    for leaf, count in analysis["stall_leaves"]:
+        print(f"  {count:5d}  {leaf}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
