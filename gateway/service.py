@@ -87,7 +87,7 @@ class Gateway:
         self._poll_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
-        self.collector = CollectorSchedule(lambda: self.metrics.connections_gone)
+        self.collector = CollectorSchedule()
         self._switch_interval = sys.getswitchinterval()
 
     # -- life cycle ----------------------------------------------------------------------------

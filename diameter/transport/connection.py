@@ -205,6 +205,11 @@ class PeerConnection(asyncio.Protocol):
             events = self.peer.connection_lost(self._loop.time())
             for event in events:
                 self._dispatch(event)
+            # Nothing reaches this connection any more: drop the references back to it, so
+            # its objects go with their last reference instead of waiting, as a cycle, for a
+            # full garbage collection (one that walks every cached object: gateway.collector).
+            self.peer.on_wakeup = None
+        self.transport = None
         if not self.closed.done():
             self.closed.set_result(None)
 
