@@ -25,7 +25,10 @@ Method.
   doing (a long callback, a backlog being worked off); run-queue wait is the machine's (or the
   gateway's other threads); the rest is mostly GIL waits.
 
-Run: ``.venv/bin/python bench/stalls.py [--rate 10000] [--seconds 20] [--json]``.
+``--bare`` runs the gateway without probes (they keep every sample: tens of MB over minutes)
+for a resident memory check, sampled every 30 s.
+
+Run: ``.venv/bin/python bench/stalls.py [--rate 10000] [--seconds 20] [--bare] [--json]``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ for _path in (ROOT, ROOT / "bench"):
 TICK = 0.005  # seconds between loop timer samples
 WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late
 WATCH_EVERY = 0.002
+RSS_EVERY = 30.0  # seconds between samples of the gateway's resident memory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handsets", type=int, default=1_000_000)
     parser.add_argument("--stall-ms", type=float, default=2.0, help="a lag above this is a stall")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
+    parser.add_argument(
+        "--bare", action="store_true",
+        help="the gateway without probes (which keep every sample): latency and resident "
+        "memory only, for long runs",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.gateway:
@@ -247,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             env[key] = value
         out = str(Path(root) / "probes.json")
         with open(Path(root) / "gateway.log", "wb") as log:
+            command = ["-m", "gateway.cli", "run"] if args.bare else [__file__, "--gateway", out]
             gateway = subprocess.Popen(
-                [sys.executable, __file__, "--gateway", out], env=env, cwd=root,
-                stdout=log, stderr=log,
+                [sys.executable, *command], env=env, cwd=root, stdout=log, stderr=log
             )
             try:
                 deadline = time.monotonic() + 300
@@ -261,15 +270,29 @@ def main(argv: list[str] | None = None) -> int:
                 async def load() -> dict[str, Any]:
                     from e2e import warm_up
 
+                    timeline = [(0.0, rss_mib(gateway.pid))]
                     await warm_up(port, traffic, warm, True)
-                    rss = rss_mib(gateway.pid)
                     started = time.perf_counter()
-                    report = await drive(
-                        port, Scenario("open", 4, rate=args.rate), traffic[warm:], args.seconds,
-                        True,
-                    )
+
+                    async def sample_rss() -> None:
+                        while True:
+                            await asyncio.sleep(RSS_EVERY)
+                            at = round(time.perf_counter() - started)
+                            timeline.append((at, rss_mib(gateway.pid)))
+
+                    timeline.append((0.0, rss_mib(gateway.pid)))
+                    sampler = asyncio.get_running_loop().create_task(sample_rss())
+                    try:
+                        report = await drive(
+                            port, Scenario("open", 4, rate=args.rate), traffic[warm:],
+                            args.seconds, True,
+                        )
+                    finally:
+                        sampler.cancel()
                     result = summary(report)
-                    result["rss_mib"] = [rss, rss_mib(gateway.pid)]
+                    timeline.append((round(time.perf_counter() - started), rss_mib(gateway.pid)))
+                    # At start, after the warm-up, every RSS_EVERY seconds, at the end.
+                    result["rss_mib"] = timeline
                     result["started"] = started
                     return result
 
@@ -279,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                     gateway.send_signal(signal.SIGTERM)
                 gateway.wait(60)
         # perf_counter is CLOCK_MONOTONIC on Linux: the same clock in both processes.
-        analysis = analyse(json.loads(Path(out).read_text()), args.stall_ms / 1e3,
-                           result.pop("started"))
+        started = result.pop("started")
+        analysis = {} if args.bare else analyse(
+            json.loads(Path(out).read_text()), args.stall_ms / 1e3, started
+        )
     report_out = {
         "method": {
             "rate": args.rate, "seconds": args.seconds, "pinned": pinned,
@@ -293,13 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report_out, indent=2))
         return 0
-    lat, lag, st = report_out["latency_ms"], analysis["lag_ms"], analysis["stalls"]
+    lat, rss = report_out["latency_ms"], result["rss_mib"]
     print(f"open loop {args.rate:,.0f}/s for {args.seconds:g} s (load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; pinned: {pinned})")
     print(f"latency ms: p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} "
           f"max {lat['max']:.2f}; errors {result['errors']}; simulator send lag p99 "
-          f"{result['send_lag_p99_ms']} ms; RSS {result['rss_mib'][0]} -> "
-          f"{result['rss_mib'][1]} MiB")
+          f"{result['send_lag_p99_ms']} ms")
+    print(f"RSS MiB: {rss[0][1]} at start, {rss[1][1]} after the warm-up, then (s: MiB) "
+          + ", ".join(f"{at:g}: {mib}" for at, mib in rss[2:]))
+    if args.bare:
+        return 0
+    lag, st = analysis["lag_ms"], analysis["stalls"]
     print(f"loop lag ms ({lag['samples']} samples every {TICK * 1e3:g} ms): p50 {lag['p50']} "
           f"p99 {lag['p99']} p99.9 {lag['p99.9']} max {lag['max']}; loop thread CPU "
           f"{analysis['loop_thread_cpu_share']} of a core, waiting for a core "
