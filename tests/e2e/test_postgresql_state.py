@@ -15,9 +15,6 @@ import pytest
 
 from gateway.lists import ListColour, make_entry
 from tests.e2e.conftest import Mme, StartGateway, connect_mme, metric_value, scrape
-from tests.postgres_server import postgres_dsn, postgres_server
-
-__all__ = ["postgres_dsn", "postgres_server"]  # the fixtures
 
 IMEI = "35209900111111"  # clean under the embedded default
 WHITELISTED, BLACKLISTED, GREYLISTED = 0, 1, 2

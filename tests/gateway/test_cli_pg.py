@@ -10,14 +10,12 @@ import pytest
 from gateway.cli._common import EXIT_FAILED, EXIT_OK
 from gateway.lists import ListStore, entry_json
 from tests.gateway.test_cli import _in_tmp, run  # noqa: F401 - _in_tmp: autouse fixture
-from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
+from tests.postgres_server import PostgresServer
 
 pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")
 
 from gateway.pg.database import Database
 from gateway.pg.lists import PgListStore
-
-__all__ = ["postgres_dsn", "postgres_server"]  # the fixtures
 
 
 def _postgresql(monkeypatch: pytest.MonkeyPatch, dsn: str) -> None:

@@ -23,7 +23,7 @@ from gateway.lists import (
     make_entry,
 )
 from gateway.observations import CloneTracker
-from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
+from tests.postgres_server import PostgresServer
 
 pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")
 
@@ -32,8 +32,6 @@ from gateway.pg import tac as pg_tac
 from gateway.pg.database import Database, StateError
 from gateway.pg.lists import DELTA_LIMIT, PgListStore
 from gateway.pg.observations import PgObservationLog
-
-__all__ = ["postgres_dsn", "postgres_server"]  # the fixtures
 
 IMEI = "35209900176148"
 
