@@ -59,9 +59,15 @@ CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor, seq);
 CREATE INDEX IF NOT EXISTS audit_target ON audit (target, seq);
 CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
-DROP TRIGGER IF EXISTS audit_append_only ON audit;
-CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+DO $$ BEGIN
+    -- Created once: re-creating it at every connection would wait for (and block) any
+    -- transaction using the audit log, such as a long import.
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_append_only'
+                   AND tgrelid = 'audit'::regclass) THEN
+        CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit
+            FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS observations (
     imei TEXT NOT NULL,
     imsi TEXT NOT NULL,
