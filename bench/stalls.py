@@ -134,20 +134,22 @@ class Probes:
 
 
 def run_gateway(out: str) -> int:
-    import atexit
-
     from gateway import service
     from gateway.cli import main
 
     probes = Probes(out)
-    atexit.register(probes.dump)
-    start = service.Gateway.start
+    start, stop = service.Gateway.start, service.Gateway.stop
 
-    async def instrumented(self: service.Gateway) -> None:
+    async def instrumented_start(self: service.Gateway) -> None:
         await start(self)
         probes.start(asyncio.get_running_loop())
 
-    service.Gateway.start = instrumented  # type: ignore[method-assign]
+    async def instrumented_stop(self: service.Gateway) -> None:
+        await stop(self)
+        probes.dump()  # the process ends with os._exit once stopped (gateway.cli.run)
+
+    service.Gateway.start = instrumented_start  # type: ignore[method-assign]
+    service.Gateway.stop = instrumented_stop  # type: ignore[method-assign]
     return main(["run"])
 
 
@@ -303,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                 gateway.wait(60)
         # perf_counter is CLOCK_MONOTONIC on Linux: the same clock in both processes.
         started = result.pop("started")
+        if not args.bare and not Path(out).exists():
+            raise SystemExit("the gateway wrote no probes:\n"
+                             + (Path(root) / "gateway.log").read_text()[-3000:])
         analysis = {} if args.bare else analyse(
             json.loads(Path(out).read_text()), args.stall_ms / 1e3, started
         )
