@@ -1,0 +1,218 @@
+"""Instructions per request on the server path, counted by valgrind: a figure that does not move
+with the load of a shared machine (CPU time does, by tens of per cent).
+
+Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a responder
+``PeerConnection`` over a fake transport (bench/server_path.py), sans-IO:
+
+* ``server``: the Diameter layer alone (framing, decoding, duplicate detection, the RFC 6733
+  checks, watchdog, events, the answer's bookkeeping), a trivial handler answering a
+  pre-encoded header;
+* ``recheck``: the S13 application on the embedded default configuration, 1,000 handsets each
+  checked twice first, then again in turn (the decision cache answers);
+* ``fresh``: the same, every handset never seen before (classified afresh: TAC, lists, registry
+  verdict, decision cache insert).
+
+Every request carries User-Name and Software-Version. The observation log is off (its writer
+thread makes the count vary from run to run); ``--observations`` turns it on and flushes it at
+the end. The count is taken from ``valgrind --tool=cachegrind --cache-sim=no`` (I refs, every
+thread) over two runs of the same mode with ``--small`` and ``--large`` requests, so start-up,
+imports and warm-up cancel out: (I(large) - I(small)) / (large - small). Requests are encoded
+beforehand by this process and loaded by the measured one. ``PYTHONHASHSEED=0``: two runs of
+the same code agree to within 0.1 %.
+
+Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh] [--small N]
+[--large N] [--observations] [--json]``. Needs valgrind (Debian ``valgrind``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from server_path import FakeTransport, cer, make_connection, micr  # noqa: E402
+
+from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message  # noqa: E402
+from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR  # noqa: E402
+from diameter.node import Node  # noqa: E402
+from diameter.peer import Role  # noqa: E402
+from diameter.settings import PeerSettings  # noqa: E402
+from diameter.transport.connection import PeerConnection  # noqa: E402
+from gateway.imei import luhn_check_digit  # noqa: E402
+
+MODES = ("server", "recheck", "fresh")
+POOL = 1_000  # handsets of the recheck mode
+PER_READ = 16
+_IR = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def s13_request(n: int, handset: int) -> bytes:
+    """A MICR as an MME sends it (the simulator's shape), for handset number ``handset``: an
+    IMEI over the sample TAC file's TACs 35209900/35209901, an IMSI and a Software-Version."""
+    a = Avp.new
+    body = f"3520990{handset % 2}{handset % 1_000_000:06d}"
+    avps = [
+        a("Session-Id", f"mme.example.net;1700000000;{n}"),
+        a(
+            "Vendor-Specific-Application-Id",
+            [a("Vendor-Id", VENDOR), a("Auth-Application-Id", S13_APPLICATION_ID)],
+        ),
+        a("Auth-Session-State", 1),
+        a("Origin-Host", "mme.example.net"),
+        a("Origin-Realm", "example.net"),
+        a("Destination-Realm", "localdomain"),
+        a(
+            "Terminal-Information",
+            [
+                a("IMEI", body + str(luhn_check_digit(body))),
+                a("Software-Version", f"{handset % 100:02d}"),
+            ],
+        ),
+        a("User-Name", f"00101{handset:010d}"),
+    ]
+    flags = FLAG_REQUEST | FLAG_PROXIABLE
+    return Message(324, S13_APPLICATION_ID, flags, n, n, avps).encode()
+
+
+def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
+    """(warm-up requests, measured requests) of ``mode``."""
+    if mode == "server":
+        return [], [micr(0x100000 + i) for i in range(count)]
+    warm = [s13_request(i + 1, i % POOL) for i in range(2 * POOL)]
+    if mode == "recheck":
+        return warm, [s13_request(10_000_000 + i, i % POOL) for i in range(count)]
+    return warm, [s13_request(10_000_000 + i, 5_000 + i) for i in range(count)]
+
+
+async def serve(mode: str, path: str, observations_on: bool) -> None:
+    """The measured process: load the requests, serve them, flush the observation log."""
+    with open(path, "rb") as f:
+        warm, measured = pickle.load(f)
+    observations = None
+    with tempfile.TemporaryDirectory(prefix="eir-instructions-") as state:
+        if mode == "server":
+            connection, transport = make_connection(bytes([1, 0, 0, 20, 0]) + micr(0)[5:20])
+        else:
+            from gateway import registry_source
+            from gateway.classify import Classifier
+            from gateway.config import load_config
+            from gateway.metrics import GatewayMetrics
+            from gateway.observations import ObservationLog
+            from gateway.s13 import MeIdentityCheck
+
+            config = load_config(None, env={"EIR_STATE_DIRECTORY": state})
+            registry = registry_source.build(config.registry)
+            classifier = Classifier.from_config(config, registry)
+            if observations_on:
+                obs = config.observations
+                observations = ObservationLog(
+                    obs.database, obs.queue_size, obs.batch_size, obs.flush_interval
+                )
+                observations.start()
+            s13 = MeIdentityCheck(config.peer.identity, classifier, GatewayMetrics(), observations)
+            node = Node(
+                PeerSettings(identity=config.peer.identity),
+                [s13.application()],
+                rng=random.Random(1),
+            )
+            connection = PeerConnection(node, Role.RESPONDER)
+            transport = FakeTransport()
+            connection.connection_made(transport)
+            connection.data_received(cer())
+            for raw in warm:
+                connection.data_received(raw)
+                await asyncio.sleep(0)  # registry look-ups of a first sight complete
+        before = transport.writes
+        for i in range(0, len(measured), PER_READ):
+            connection.data_received(b"".join(measured[i : i + PER_READ]))
+        assert transport.writes > before, "nothing answered"
+        if observations is not None:
+            observations.close()
+        if connection._timer is not None:
+            connection._timer.cancel()
+
+
+def count(valgrind: str, mode: str, n: int, observations: bool, work: str) -> int:
+    path = str(Path(work) / f"{mode}-{n}.pickle")
+    with open(path, "wb") as f:
+        pickle.dump(requests(mode, n), f)
+    command = [
+        valgrind,
+        "--tool=cachegrind",
+        "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        path,
+    ]
+    if observations:
+        command.append("--observations")
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode} ({n} requests) failed:\n{done.stderr[-3000:]}")
+    found = _IR.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--small", type=int, default=400, help="requests of the first run")
+    parser.add_argument("--large", type=int, default=2_000, help="requests of the second run")
+    parser.add_argument("--observations", action="store_true", help="observation log on")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        asyncio.run(serve(args.child[0], args.child[1], args.observations))
+        return 0
+    modes = [m for m in args.modes.split(",") if m]
+    if unknown := [m for m in modes if m not in MODES]:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(MODES)}")
+    if not 0 < args.small < args.large:
+        parser.error("--small must be positive and below --large")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind); nothing measured")
+        return 1
+    results: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="eir-instructions-") as work:
+        for mode in modes:
+            small = count(valgrind, mode, args.small, args.observations, work)
+            large = count(valgrind, mode, args.large, args.observations, work)
+            results[mode] = round((large - small) / (args.large - args.small))
+            if not args.json:
+                print(f"{mode:8} {results[mode]:>9,} instructions/request", flush=True)
+    if args.json:
+        out = {
+            "instructions_per_request": results,
+            "observations": args.observations,
+            "requests": [args.small, args.large],
+            "python": platform.python_version(),
+        }
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
