@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,18 @@ from gateway.simulator.pcap import write_pcap
 from gateway.simulator.report import Report
 from gateway.simulator.runner import SimulatorSettings, simulate
 from gateway.simulator.traffic import Check, GatewayData, ImeiGenerator
-from tests.simulator.conftest import port_of
+from tests.simulator.conftest import gateway_config, port_of, running_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    # Overload control off: every answer is verified against the expected status, and a starved
+    # test machine would have some answered 3004 (tests/simulator/test_doic.py covers that).
+    config = gateway_config(tmp_path / "state", EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0")
+    async for gw in running_gateway(config):
+        yield gw
 
 
 def _checks(n: int, seed: int = 1, imsi: bool = True) -> list[Check]:
