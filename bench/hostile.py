@@ -55,6 +55,8 @@ from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR  # noqa: 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import _wait_port, _wait_ready, free_port  # noqa: E402
 
+from tests.blocking_socket import recv_message  # noqa: E402
+
 ME_IDENTITY_CHECK, CER, DWR = 324, 257, 280
 DPA_TIMEOUT = 5.0  # the embedded default's diameter.dpa_timeout_seconds: SIGTERM to exit
 FLAG_R, FLAG_P = 0x80, 0x40
@@ -174,7 +176,7 @@ def _handshake(port: int, host: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(cer(host))
-    answer = _recv_message(sock)
+    answer = recv_message(sock)
     code = _result_code(answer)
     if code != 2001:
         sock.close()
@@ -260,19 +262,8 @@ def abuse(port: int, peers: int, frames: int, seconds: float, seed: int, out: An
 
 
 # -- the well-behaved MME ---------------------------------------------------------------------
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError("closed")
-        out += chunk
-    return out
 
 
-def _recv_message(sock: socket.socket) -> bytes:
-    head = _recv_exactly(sock, 20)
-    return head + _recv_exactly(sock, int.from_bytes(head[1:4], "big") - 20)
 
 
 def _result_code(raw: bytes) -> int | None:
@@ -300,7 +291,7 @@ class WellBehaved(threading.Thread):
             try:
                 sock.sendall(micr("good.test", serial))
                 while True:
-                    answer = _recv_message(sock)
+                    answer = recv_message(sock)
                     if int.from_bytes(answer[12:16], "big") == serial:
                         break
                 if _result_code(answer) != 2001:

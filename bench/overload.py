@@ -47,7 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import _pin, summary, warm_up  # noqa: E402
 from hostile import (  # noqa: E402
     _handshake,
-    _recv_message,
     _result_code,
     _rss_mib,
     micr,
@@ -60,6 +59,7 @@ from gateway import aio  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.simulator.runner import SimulatorSettings, simulate  # noqa: E402
 from gateway.simulator.traffic import GatewayData, ImeiGenerator  # noqa: E402
+from tests.blocking_socket import recv_message  # noqa: E402
 
 
 class Probe(threading.Thread):
@@ -93,7 +93,7 @@ class Probe(threading.Thread):
                     raise ConnectionError("not connected")
                 sock.sendall(micr(host, serial))
                 while True:
-                    answer = _recv_message(sock)
+                    answer = recv_message(sock)
                     if int.from_bytes(answer[12:16], "big") == serial:
                         break
                 self.samples.append((sent, time.monotonic() - sent, _result_code(answer)))

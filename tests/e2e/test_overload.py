@@ -16,10 +16,10 @@ from pathlib import Path
 from diameter.codec import Avp, Message, decode_message
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
+from tests.blocking_socket import recv_message
 from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
 from tests.e2e.test_conformance_edges import DPR
 from tests.e2e.test_robustness import (
-    _recv_message,
     cer_as,
     dwr_as,
     ecr_as,
@@ -163,7 +163,7 @@ def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
         def flood(host: str) -> None:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                 sock.sendall(cer_as(host).encode())
-                _recv_message(sock)
+                recv_message(sock)
                 batch = b"".join(
                     (malformed_ecr(host, i) if i % 2 else ecr_as(host)).encode() for i in range(500)
                 )
@@ -180,12 +180,12 @@ def test_sigterm_is_honoured_while_peers_flood(tmp_path: Path) -> None:
 
         watcher = socket.create_connection(("127.0.0.1", port), timeout=30)
         watcher.sendall(cer_as("watcher.test").encode())
-        assert decode_message(_recv_message(watcher)).get("Result-Code") == 2001
+        assert decode_message(recv_message(watcher)).get("Result-Code") == 2001
 
         def watch() -> None:  # every message until the gateway closes (DWRs unanswered too)
             with contextlib.suppress(OSError, ConnectionError):
                 while True:
-                    received.append(decode_message(_recv_message(watcher)))
+                    received.append(decode_message(recv_message(watcher)))
 
         flooders = [threading.Thread(target=flood, args=(f"flood{i}.test",)) for i in range(2)]
         flooders.append(threading.Thread(target=watch))

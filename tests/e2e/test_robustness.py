@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from diameter.codec import Avp, Message, decode_message
 from gateway.config import load_config
 from gateway.service import Gateway
+from tests.blocking_socket import recv_message
 from tests.e2e.conftest import StartGateway, gateway_env, metric_value, scrape
 from tests.e2e.test_conformance_edges import DWR, ECR, R, RawPeer, base_request, cer, ecr
 
@@ -392,9 +393,9 @@ def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
     try:
         with sock:
             sock.sendall(cer_as("mem.test").encode())
-            assert decode_message(_recv_message(sock)).get("Result-Code") == 2001
+            assert decode_message(recv_message(sock)).get("Result-Code") == 2001
             sock.sendall(ecr_as("mem.test").encode())  # warm the S13 path before the baseline
-            assert decode_message(_recv_message(sock)).get("Result-Code") == 2001
+            assert decode_message(recv_message(sock)).get("Result-Code") == 2001
             baseline = _rss_kib(process.pid)
             sock.setblocking(False)
             stream = memoryview(b"".join(ecr_as("mem.test").encode() for _ in range(1000)) * 400)
@@ -417,19 +418,8 @@ def test_process_memory_bounded_under_pipelining(tmp_path: Path) -> None:
     assert "Traceback" not in text and "unexpected error" not in text, text[-3000:]
 
 
-def _recv_message(sock: socket.socket) -> bytes:
-    head = _recv_exactly(sock, 20)
-    return head + _recv_exactly(sock, int.from_bytes(head[1:4], "big") - 20)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = sock.recv(n - len(out))
-        if not chunk:
-            raise ConnectionError("closed")
-        out += chunk
-    return out
 
 
 # -- hypothesis: mutated CER / ECR / DWR bytes ---------------------------------------------------
@@ -547,7 +537,7 @@ def test_fuzzed_messages_are_answered_or_closed(
     with socket.create_connection((gw.host, gw.port), timeout=5) as sock:
         if kind != "CER":
             sock.sendall(cer_as(host).encode())
-            assert decode_message(_recv_message(sock)).get("Result-Code") == 2001
+            assert decode_message(recv_message(sock)).get("Result-Code") == 2001
         sock.sendall(raw)
         length = int.from_bytes(raw[1:4], "big") if len(raw) >= 4 else 0
         whole_request = (
@@ -564,9 +554,9 @@ def test_fuzzed_messages_are_answered_or_closed(
     healthy_host = f"healthy{next(_fuzz_ids)}.test"
     with socket.create_connection((gw.host, gw.port), timeout=5) as sock:
         sock.sendall(cer_as(healthy_host).encode())
-        assert decode_message(_recv_message(sock)).get("Result-Code") == 2001
+        assert decode_message(recv_message(sock)).get("Result-Code") == 2001
         sock.sendall(ecr_as(healthy_host).encode())
-        assert decode_message(_recv_message(sock)).get("Result-Code") == 2001
+        assert decode_message(recv_message(sock)).get("Result-Code") == 2001
     assert_clean_logs(caplog)
 
 
