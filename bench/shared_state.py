@@ -16,6 +16,10 @@ through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per 
 observations per second from one process, Redis CPU (``INFO cpu``) per observation and memory
 (``INFO memory``) per IMEI held.
 
+The same through a Redis Cluster of 3 masters (``[shared] redis_cluster``; tests/redis_server.py
+starts it, needs redis-cli too): each script call carries one hash slot's observations there, so
+a tick of 1,000 distinct IMEIs is ~1,000 calls (in one pipeline, one round trip per master).
+
 Run: ``.venv/bin/python bench/shared_state.py`` (needs redis-server, Debian redis-server).
 """
 
@@ -88,8 +92,9 @@ def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> float:
         gateway.wait(30)
 
 
-async def redis_cost(url: str, count: int) -> tuple[float, float, float]:
-    """(observations/s, Redis CPU µs per observation, Redis bytes per IMEI)."""
+async def redis_cost(url: str, count: int, cluster: bool = False) -> tuple[float, float, float]:
+    """(observations/s, Redis CPU µs per observation, Redis bytes per IMEI); CPU and memory
+    of the node of ``url`` only on a cluster."""
     import redis.asyncio
     from prometheus_client import CollectorRegistry
 
@@ -98,7 +103,7 @@ async def redis_cost(url: str, count: int) -> tuple[float, float, float]:
     from gateway.redis_clone import shared_clone_tracker
 
     tracker = shared_clone_tracker(
-        CloneTracker(10, 86_400.0, max_imeis=1_000), SharedConfig(url, "bench"), CollectorRegistry()
+        CloneTracker(10, 86_400.0, max_imeis=1_000), SharedConfig(url, "bench", redis_cluster=cluster), CollectorRegistry()
     )
     probe = redis.asyncio.from_url(url)
 
@@ -157,11 +162,34 @@ def main() -> None:
         finally:
             redis.terminate()
             redis.wait(10)
+    cluster_rate = cluster_observations(args.observations)
     print(f"local clone detection: {max(local):,.0f} checks/s (rounds {local})")
     print(f"shared through Redis:  {max(shared):,.0f} checks/s (rounds {shared})")
     print(f"ratio shared/local: {max(shared) / max(local):.2f}")
     print(f"Redis: {rate:,.0f} observations/s from one process (pipelined, 1,000 per tick); "
           f"{cpu:.1f} µs of Redis CPU per observation; {memory:.0f} bytes per IMEI held")
+    if cluster_rate is not None:
+        print(f"Redis Cluster (3 masters): {cluster_rate:,.0f} observations/s from one process "
+              "(one script call per hash slot)")
+
+
+def cluster_observations(count: int) -> float | None:
+    """Observations/s from one process through a 3-master Redis Cluster; None without
+    redis-cli."""
+    cli, binary = shutil.which("redis-cli"), shutil.which("redis-server")
+    if cli is None or binary is None:
+        print("# no redis-cli: Redis Cluster not measured")
+        return None
+    sys.path.insert(0, str(ROOT))
+    from tests.redis_server import RedisCluster
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = RedisCluster(binary, cli, Path(tmp))
+        cluster.start()
+        try:
+            return asyncio.run(redis_cost(cluster.url, count, cluster=True))[0]
+        finally:
+            cluster.stop()
 
 
 if __name__ == "__main__":

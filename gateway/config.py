@@ -366,6 +366,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "timeout_seconds": Key("float", 1.0, _positive),
         "retry_seconds": Key("float", 1.0, _positive),
         "observation_stream": Key("bool", False),
+        "redis_cluster": Key("bool", False),
     },
     "observations": {
         "enabled": Key("bool", True),
@@ -636,6 +637,7 @@ class SharedConfig:
     timeout: float = 1.0  # one round trip
     retry_interval: float = 1.0  # while Redis is unreachable
     observation_stream: bool = False  # observations through the stream PREFIX:observations
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -1066,6 +1068,14 @@ def _build(
             f"{where('shared.redis_url')}: needs the redis package "
             "(pip install 'eir-gateway[shared]')"
         )
+    if v["shared.redis_cluster"] and v["shared.redis_url"]:
+        cluster_url = urlsplit(v["shared.redis_url"])
+        if cluster_url.scheme not in ("redis", "rediss"):
+            raise ConfigError(f"{where('shared.redis_url')}: shared.redis_cluster needs a "
+                              "redis:// or rediss:// URL naming one node of the cluster")
+        if cluster_url.path not in ("", "/", "/0"):
+            raise ConfigError(f"{where('shared.redis_url')}: a Redis Cluster has database 0 "
+                              "only")
     if v["state.backend"] == "postgresql":
         if not v["state.dsn"]:
             raise ConfigError(f"{where('state.dsn')}: required with state.backend = \"postgresql\"")
@@ -1188,6 +1198,7 @@ def _build(
             v["shared.timeout_seconds"],
             v["shared.retry_seconds"],
             v["shared.observation_stream"],
+            v["shared.redis_cluster"],
         ),
         registry=registry,
         logging=LoggingConfig(

@@ -5,7 +5,7 @@ every gateway using the same Redis. Per IMEI, one sorted set of the IMSIs seen w
 when each was last seen, trimmed to the window and to ``threshold + 1`` members and expiring
 with the window; one Lua script updates it atomically and returns the distinct count. Keys are
 hash-tagged by IMEI (``eir:clone:{35693803564380}``) so that Redis Cluster places each on one
-slot. IMSIs are stored as keyed digests, never in clear.
+slot; with ``[shared] redis_cluster`` each script call carries the observations of one slot. IMSIs are stored as keyed digests, never in clear.
 
 The hot path stays synchronous: :meth:`suspected` answers from this process's own tracker at
 once and queues the observation; the observations of one event loop tick go to Redis in one
@@ -140,6 +140,7 @@ class SharedCloneTracker(CloneTracker):
         timeout: float = 1.0,
         retry_interval: float = 1.0,
         secret: bytes = b"",
+        cluster: bool = False,
     ) -> None:
         super().__init__(threshold, window, max_imeis)
         self.redis = redis
@@ -149,8 +150,11 @@ class SharedCloneTracker(CloneTracker):
         self._prefix = key_prefix
         self._secret = secret
         self._sha: str | None = None  # of _OBSERVE, once loaded into Redis
-        from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
+        self.cluster = cluster  # a Redis Cluster: one script call per hash slot
+        from redis.crc import key_slot  # the "shared" extra: only when configured
+        from redis.exceptions import NoScriptError
 
+        self._key_slot = key_slot
         self._no_script = NoScriptError
         self._state = Availability(
             metrics, "redis", retry_interval,
@@ -255,7 +259,7 @@ class SharedCloneTracker(CloneTracker):
                 self._sha = None
                 replies = await asyncio.wait_for(self._observe(batch), self.timeout)
             for (imei, _, _), n in zip(batch, replies, strict=True):
-                counts[imei] = int(n)
+                counts[imei] = n
         except Exception as exc:  # any failure of the store: checks go on locally
             # Nothing was lost: the batch goes back, ahead of what came meanwhile.
             self._pending.extendleft(reversed(batch))
@@ -273,23 +277,42 @@ class SharedCloneTracker(CloneTracker):
             if self._pending:
                 self._schedule()
 
-    async def _observe(self, batch: list[tuple[str, str, float]]) -> list[Any]:
-        """One round trip: an EVALSHA per :data:`PER_CALL` observations, pipelined (not MULTI:
-        each script call is atomic by itself, and one call's failure must not undo the
-        others'). The keys of one call may lie in different Redis Cluster slots: a standalone
-        Redis (or a proxy) is what this client talks to."""
+    def _calls(self, batch: list[tuple[str, str, float]]) -> list[list[int]]:
+        """The observations (indices into ``batch``) of each script call: :data:`PER_CALL`
+        at most. On a Redis Cluster a script's keys must share one hash slot (CROSSSLOT
+        otherwise), so the calls go by slot there; the pipeline still makes one round trip
+        per master."""
+        if not self.cluster:
+            return [list(range(start, min(start + PER_CALL, len(batch))))
+                    for start in range(0, len(batch), PER_CALL)]
+        by_slot: dict[int, list[int]] = {}
+        for i, (imei, _, _) in enumerate(batch):
+            by_slot.setdefault(self._key_slot(self.key(imei).encode()), []).append(i)
+        return [indices[start:start + PER_CALL] for indices in by_slot.values()
+                for start in range(0, len(indices), PER_CALL)]
+
+    async def _observe(self, batch: list[tuple[str, str, float]]) -> list[int]:
+        """One round trip: the script calls of :meth:`_calls`, pipelined (not MULTI: each
+        script call is atomic by itself, and one call's failure must not undo the others').
+        The distinct count of each observation, in ``batch``'s order."""
         if self._sha is None:
             self._sha = await self.redis.script_load(_OBSERVE)
+        calls = self._calls(batch)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for start in range(0, len(batch), PER_CALL):
-                part = batch[start:start + PER_CALL]
+            for indices in calls:
+                keys: list[str] = []
                 args: list[object] = [self.window, self.threshold + 1]
-                for _, digest, seen in part:
+                for i in indices:
+                    imei, digest, seen = batch[i]
+                    keys.append(self.key(imei))
                     args += (digest, seen)
-                pipe.evalsha(self._sha, len(part), *(self.key(imei) for imei, _, _ in part),
-                             *args)
+                pipe.evalsha(self._sha, len(indices), *keys, *args)
             replies: list[list[Any]] = await pipe.execute()
-        return [n for counts in replies for n in counts]
+        counts = [0] * len(batch)
+        for indices, reply in zip(calls, replies, strict=True):
+            for i, n in zip(indices, reply, strict=True):
+                counts[i] = int(n)
+        return counts
 
     async def flush(self) -> None:
         """Send what is queued now (while Redis answers), each round trip bounded by timeout."""
@@ -306,21 +329,32 @@ class SharedCloneTracker(CloneTracker):
         await self.redis.aclose()
 
 
-def shared_clone_tracker(
-    local: CloneTracker, config: SharedConfig, metrics: SharedStateMetrics | CollectorRegistry
-) -> SharedCloneTracker:
-    """``local`` (seeded from the observation log) shared through ``config.redis_url``."""
+def redis_client(config: SharedConfig) -> Any:
+    """The asyncio client of ``config.redis_url``: with ``redis_cluster``, a Redis Cluster
+    client, which learns every slot's master from the node named (CLUSTER SLOTS) and follows
+    MOVED and ASK redirections."""
     import redis.asyncio  # the "shared" extra: imported only when configured
 
     # No socket_timeout: each round trip is bounded as a whole (asyncio.wait_for), which costs
     # one timer per round trip instead of one per reply.
-    client = redis.asyncio.from_url(config.redis_url, socket_connect_timeout=config.timeout)
+    if config.redis_cluster:
+        return redis.asyncio.RedisCluster.from_url(
+            config.redis_url, socket_connect_timeout=config.timeout
+        )
+    return redis.asyncio.from_url(config.redis_url, socket_connect_timeout=config.timeout)
+
+
+def shared_clone_tracker(
+    local: CloneTracker, config: SharedConfig, metrics: SharedStateMetrics | CollectorRegistry
+) -> SharedCloneTracker:
+    """``local`` (seeded from the observation log) shared through ``config.redis_url``."""
     return SharedCloneTracker.taking_over(
         local,
-        client,
+        redis_client(config),
         metrics if isinstance(metrics, SharedStateMetrics) else SharedStateMetrics(metrics),
         key_prefix=config.key_prefix,
         budget=config.budget,
         timeout=config.timeout,
         retry_interval=config.retry_interval,
+        cluster=config.redis_cluster,
     )

@@ -31,7 +31,7 @@ from typing import Any
 
 from gateway.config import SharedConfig
 from gateway.observations import LastImsiReply, ObservationLog
-from gateway.redis_clone import MAX_PENDING, Availability, SharedStateMetrics
+from gateway.redis_clone import MAX_PENDING, Availability, SharedStateMetrics, redis_client
 
 log = logging.getLogger("eir.shared")
 
@@ -236,8 +236,5 @@ def observation_stream(
     local: ObservationLog, config: SharedConfig, metrics: SharedStateMetrics
 ) -> ObservationStream:
     """``local`` fed through the stream of ``config.redis_url``."""
-    import redis.asyncio  # the "shared" extra: imported only when configured
-
-    client = redis.asyncio.from_url(config.redis_url, socket_connect_timeout=config.timeout)
-    return ObservationStream(local, client, metrics, key_prefix=config.key_prefix,
+    return ObservationStream(local, redis_client(config), metrics, key_prefix=config.key_prefix,
                              timeout=config.timeout, retry_interval=config.retry_interval)

@@ -27,6 +27,7 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.extra: list[str] = []  # more redis-server options
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -36,7 +37,8 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes"],
+             "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes",
+             *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
@@ -74,3 +76,60 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+class RedisCluster:
+    """A Redis Cluster of ``masters`` redis-servers (no replicas) on free loopback ports, its
+    16,384 slots spread by ``redis-cli --cluster create``."""
+
+    def __init__(self, binary: str, cli: str, directory: Path, masters: int = 3) -> None:
+        self.cli = cli
+        self.nodes = [RedisServer(binary, directory / f"node{n}") for n in range(masters)]
+        for node in self.nodes:
+            node.directory.mkdir()
+            # The cluster bus on a port of its own (Redis 7 cluster-port), free like the first.
+            node.extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                          "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [self.cli, "--cluster", "create",
+             *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+        )
+        # Every node must know every slot's owner before a client's first CLUSTER SLOTS.
+        deadline = time.monotonic() + 30
+        for node in self.nodes:
+            while b"cluster_state:ok" not in subprocess.run(
+                [self.cli, "-p", str(node.port), "cluster", "info"],
+                check=True, capture_output=True, timeout=10,
+            ).stdout:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"Redis Cluster node {node.port} never reached state ok")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        pytest.skip("redis-server or redis-cli is not installed (Debian packages redis-server, "
+                    "redis-tools; .ci/run installs them)")
+    if importlib.util.find_spec("redis") is None:
+        pytest.skip("redis-py is not installed (the 'shared' extra)")
+    cluster = RedisCluster(binary, cli, tmp_path)
+    cluster.start()
+    yield cluster
+    cluster.stop()
