@@ -10,7 +10,15 @@ Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a respon
 * ``recheck``: the S13 application on the embedded default configuration, 1,000 handsets each
   checked twice first, then again in turn (the decision cache answers);
 * ``fresh``: the same, every handset never seen before (classified afresh: TAC, lists, registry
-  verdict, decision cache insert).
+  verdict, decision cache insert);
+* ``n5g``: N5g-eir GetEquipmentStatus the same way, 10 requests per read to the server's
+  connection protocol (``gateway.n5g_eir.server``) over a fake transport: HEADERS frames whose
+  header blocks an AMF's HPACK encoder made (the ``hpack`` library: Huffman strings, ``:path``
+  indexed), every PEI never seen before (bench/n5g_eir.py's real traffic, with a SUPI), on the
+  embedded default configuration; the HTTP/2 session, the request and identity parsing, the
+  classifier, the answer, the metrics;
+* ``n5g-http2``: the same requests answered with a pre-built 200 (bench/n5g_eir.py's
+  ceiling): the HTTP/2 server alone.
 
 Every request carries User-Name and Software-Version. The observation log is off (its writer
 thread makes the count vary from run to run); ``--observations`` turns it on and flushes it at
@@ -20,7 +28,7 @@ imports and warm-up cancel out: (I(large) - I(small)) / (large - small). Request
 beforehand by this process and loaded by the measured one. ``PYTHONHASHSEED=0``: two runs of
 the same code agree to within 0.1 %.
 
-Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh] [--small N]
+Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh,n5g,n5g-http2] [--small N]
 [--large N] [--observations] [--json]``. Needs valgrind (Debian ``valgrind``).
 """
 
@@ -55,9 +63,11 @@ from diameter.settings import PeerSettings  # noqa: E402
 from diameter.transport.connection import PeerConnection  # noqa: E402
 from gateway.imei import luhn_check_digit  # noqa: E402
 
-MODES = ("server", "recheck", "fresh")
+MODES = ("server", "recheck", "fresh", "n5g", "n5g-http2")
+N5G_MODES = ("n5g", "n5g-http2")
 POOL = 1_000  # handsets of the recheck mode
 PER_READ = 16
+N5G_PER_READ = 10  # bench/n5g_eir.py's closed loop: 10 streams per connection
 _IR = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
@@ -89,8 +99,21 @@ def s13_request(n: int, handset: int) -> bytes:
     return Message(324, S13_APPLICATION_ID, flags, n, n, avps).encode()
 
 
+def n5g_requests(count: int) -> tuple[list[bytes], list[bytes]]:
+    """HEADERS frames of one AMF connection: 2 * POOL warm-up PEIs, then ``count`` others."""
+    from n5g_eir import pei_uris
+    from n5g_eir_session import client_frames
+
+    warm = pei_uris("", 2 * POOL, 1000)
+    measured = [uri for uri in pei_uris("", 2 * POOL + count, 1) if uri not in set(warm)][:count]
+    frames = client_frames(warm + measured)
+    return frames[:len(warm)], frames[len(warm):]
+
+
 def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
     """(warm-up requests, measured requests) of ``mode``."""
+    if mode in N5G_MODES:
+        return n5g_requests(count)
     if mode == "server":
         return [], [micr(0x100000 + i) for i in range(count)]
     warm = [s13_request(i + 1, i % POOL) for i in range(2 * POOL)]
@@ -99,10 +122,60 @@ def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
     return warm, [s13_request(10_000_000 + i, 5_000 + i) for i in range(count)]
 
 
+async def serve_n5g(mode: str, warm: list[bytes], measured: list[bytes],
+                    observations_on: bool) -> None:
+    """The N5g-eir modes: the server's connection protocol over a fake transport."""
+    from n5g_eir import PrebuiltAnswer
+    from n5g_eir_session import OPEN_WINDOW
+
+    from gateway import registry_source
+    from gateway.classify import Classifier
+    from gateway.config import load_config
+    from gateway.metrics import GatewayMetrics
+    from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
+    from gateway.n5g_eir.frames import PREFACE, settings_frame
+    from gateway.n5g_eir.server import N5gEirServer, _Connection
+    from gateway.observations import ObservationLog
+
+    with tempfile.TemporaryDirectory(prefix="eir-instructions-") as state:
+        config = load_config(None, env={"EIR_STATE_DIRECTORY": state})
+        observations = None
+        handler: object = PrebuiltAnswer()
+        if mode == "n5g":
+            classifier = Classifier.from_config(config, registry_source.build(config.registry))
+            if observations_on:
+                obs = config.observations
+                observations = ObservationLog(
+                    obs.database, obs.queue_size, obs.batch_size, obs.flush_interval
+                )
+                observations.start()
+            handler = EquipmentIdentityCheck(classifier, config.n5g_eir, GatewayMetrics(),
+                                             observations)
+        server = N5gEirServer(handler, config.n5g_eir)  # type: ignore[arg-type]
+        connection = _Connection(server, tls=False)
+        transport = FakeTransport()
+        connection.connection_made(transport)
+        connection.data_received(PREFACE + settings_frame({}) + OPEN_WINDOW)
+        for i in range(0, len(warm), N5G_PER_READ):
+            connection.data_received(b"".join(warm[i : i + N5G_PER_READ]))
+            while connection.waiting:
+                await asyncio.sleep(0)
+        answered = sum(server.http._requests.values())
+        for i in range(0, len(measured), N5G_PER_READ):
+            connection.data_received(b"".join(measured[i : i + N5G_PER_READ]))
+        assert not connection.waiting, "a check waited: not the path measured"
+        assert sum(server.http._requests.values()) - answered == len(measured), "unanswered"
+        if observations is not None:
+            observations.close()
+
+
 async def serve(mode: str, path: str, observations_on: bool) -> None:
     """The measured process: load the requests, serve them, flush the observation log."""
     with open(path, "rb") as f:
         warm, measured = pickle.load(f)
+    if mode in N5G_MODES:
+        await serve_n5g(mode, warm, measured, observations_on)
+        return
     observations = None
     with tempfile.TemporaryDirectory(prefix="eir-instructions-") as state:
         if mode == "server":

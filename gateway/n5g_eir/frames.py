@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Iterator
 from typing import NamedTuple
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # §3.4 client connection preface
@@ -72,6 +73,49 @@ class Http2Error(Exception):
     def __init__(self, code: ErrorCode, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+
+
+# One frame as read (§4.1): type, flags, stream id (the reserved bit cleared: §4.1, it MUST be
+# ignored when received), payload, and where the next frame starts. A plain tuple: one is built
+# per frame, and a NamedTuple's constructor is a Python function.
+Frame = tuple[int, int, int, bytes, int]
+
+
+def read_frames(buffer: bytes | bytearray, pos: int) -> Iterator[Frame]:
+    """The frames from ``buffer[pos]`` on that have all arrived. Both ends of a connection
+    announce the default SETTINGS_MAX_FRAME_SIZE and never raise it, so a longer frame is a
+    FRAME_SIZE_ERROR (§4.2) as soon as its header is read. (A generator: resuming it costs
+    less than a call per frame.)"""
+    size = len(buffer)
+    unpack = HEADER.unpack_from
+    while size - pos >= HEADER_SIZE:
+        high, low, frame_type, flags, stream_id = unpack(buffer, pos)
+        length = (high << 8) | low
+        if length > DEFAULT_MAX_FRAME_SIZE:
+            raise Http2Error(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes")
+        start = pos + HEADER_SIZE
+        pos = start + length
+        if pos > size:
+            return
+        yield frame_type, flags, stream_id & 0x7FFFFFFF, bytes(buffer[start:pos]), pos
+
+
+def unread(buffer: bytearray, data: bytes) -> bytes | bytearray:
+    """What to read frames from: ``data`` itself when nothing was left over from the last read
+    (the usual case: no copy), else ``buffer`` with ``data`` added."""
+    if not buffer:
+        return data
+    buffer += data
+    return buffer
+
+
+def keep_unread(buffer: bytearray, read: bytes | bytearray, pos: int) -> None:
+    """Frames were read from ``read`` (what :func:`unread` gave) up to ``pos``: the rest, a
+    frame not all arrived yet, waits in ``buffer`` for the next read."""
+    if read is buffer:
+        del buffer[:pos]
+    elif pos < len(read):
+        buffer += read[pos:]
 
 
 def unpad(flags: int, payload: bytes) -> tuple[int, int]:

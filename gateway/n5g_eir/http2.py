@@ -28,8 +28,6 @@ from gateway.n5g_eir.frames import (
     DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
-    HEADER,
-    HEADER_SIZE,
     MAX_WINDOW,
     PREFACE,
     RULES,
@@ -40,10 +38,13 @@ from gateway.n5g_eir.frames import (
     frame,
     goaway_frame,
     header_fragment,
+    keep_unread,
+    read_frames,
     rst_stream_frame,
     settings_frame,
     settings_values,
     unpad,
+    unread,
     window_update_frame,
 )
 from gateway.n5g_eir.hpack import HpackDecoder, HpackError, encode_headers, table_size_update
@@ -208,8 +209,7 @@ class Http2Session:
         if self._goaway_sent:
             return []
         self._heard = True
-        buf = self._buffer
-        buf += data
+        buf = unread(self._buffer, data)
         out: list[RequestReceived] = []
         pos = 0
         try:
@@ -217,28 +217,21 @@ class Http2Session:
                 if len(buf) < len(PREFACE):
                     if not PREFACE.startswith(bytes(buf)):
                         raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
+                    keep_unread(self._buffer, buf, 0)
                     return out
                 if not buf.startswith(PREFACE):
                     raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
                 self._preface = True
                 pos = len(PREFACE)
-            end = len(buf)
-            while end - pos >= HEADER_SIZE:
-                high, low, frame_type, flags, stream_id = HEADER.unpack_from(buf, pos)
-                length = (high << 8) | low
-                if length > DEFAULT_MAX_FRAME_SIZE:  # §4.2: we never raise SETTINGS_MAX_FRAME_SIZE
-                    raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes")
-                if end - pos - HEADER_SIZE < length:
-                    break
-                start = pos + HEADER_SIZE
-                payload = bytes(buf[start:start + length])
-                pos = start + length
-                self._frame(frame_type, flags, stream_id & 0x7FFFFFFF, payload, out)
+            for frame_type, flags, stream_id, payload, end in read_frames(buf, pos):
+                pos = end
+                self._frame(frame_type, flags, stream_id, payload, out)
                 if self._goaway_sent:
-                    break
+                    return out
         except _ConnectionError as exc:
             self._fail(exc.code, str(exc))
-        del buf[:pos]
+            return out
+        keep_unread(self._buffer, buf, pos)
         return out
 
     def _fail(self, code: ErrorCode, reason: str) -> None:

@@ -27,8 +27,6 @@ from gateway.n5g_eir.frames import (
     DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
-    HEADER,
-    HEADER_SIZE,
     MAX_WINDOW,
     PREFACE,
     ErrorCode,
@@ -38,9 +36,12 @@ from gateway.n5g_eir.frames import (
     frame,
     goaway_frame,
     header_fragment,
+    keep_unread,
+    read_frames,
     settings_frame,
     settings_values,
     unpad,
+    unread,
     window_update_frame,
 )
 from gateway.n5g_eir.hpack import HpackDecoder, HpackError, encode_headers, table_size_update
@@ -196,28 +197,18 @@ class Http2ClientSession:
     # -- input ----------------------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Event]:
         """Feed bytes from the server; returns what they completed, in order."""
-        buf = self._buffer
-        buf += data
+        buf = unread(self._buffer, data)
         events: list[Event] = []
         pos = 0
-        end = len(buf)
         try:
-            while end - pos >= HEADER_SIZE:
-                high, low, frame_type, flags, stream_id = HEADER.unpack_from(buf, pos)
-                length = (high << 8) | low
-                if length > DEFAULT_MAX_FRAME_SIZE:  # we never raise SETTINGS_MAX_FRAME_SIZE
-                    raise _ProtocolError(ErrorCode.FRAME_SIZE_ERROR, f"frame of {length} bytes")
-                if end - pos - HEADER_SIZE < length:
-                    break
-                start = pos + HEADER_SIZE
-                pos = start + length
-                self._frame(frame_type, flags, stream_id & 0x7FFFFFFF,
-                            bytes(buf[start:pos]), events)
+            for frame_type, flags, stream_id, payload, end in read_frames(buf, pos):
+                pos = end
+                self._frame(frame_type, flags, stream_id, payload, events)
         except _ProtocolError as exc:
             self._fail(exc.code, str(exc), events)
-            buf.clear()
+            self._buffer.clear()
             return events
-        del buf[:pos]
+        keep_unread(self._buffer, buf, pos)
         if self._consumed >= MAX_WINDOW // 2:
             self._out.append(window_update_frame(0, self._consumed))
             self._consumed = 0

@@ -13,6 +13,8 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.settings import SettingCodes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.n5g_eir.frames import END_HEADERS, ErrorCode, FrameType, frame, rst_stream_frame
 from gateway.n5g_eir.hpack import encode_headers
@@ -152,3 +154,32 @@ def test_malformed_request_is_a_stream_error() -> None:
     assert requests == [] or server.closed
     events = exchange(client, server)
     assert any(isinstance(e, (StreamReset, ConnectionTerminated)) for e in events)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2_000), max_size=12))
+def test_requests_split_at_any_byte_are_read_as_whole(cuts: list[int]) -> None:
+    """Reads ending anywhere (inside the preface, a frame header or a payload) give the same
+    requests as one read: what a read leaves over waits for the next (frames.read_frames)."""
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    paths = [PATH + b"&n=%d" % n for n in range(8)]
+    for n, path in enumerate(paths):
+        client.send_headers(2 * n + 1, request_headers(path), end_stream=True)
+    wire = client.data_to_send()
+    server = Http2Session(N5gEirSettings())
+    server.initiate()
+    got: list[RequestReceived] = []
+    start = 0
+    for cut in [*sorted({c % len(wire) for c in cuts}), len(wire)]:
+        got += server.receive(wire[start:cut])
+        start = cut
+    assert [r.path for r in got] == paths
+    assert server.error is None
+
+
+def test_a_frame_past_the_maximum_size_is_refused_from_its_header() -> None:
+    _client, server = pair()
+    oversized = frame(FrameType.HEADERS, END_HEADERS, 1, b"\0" * 16_385)
+    assert server.receive(oversized[:9]) == []  # the header alone: FRAME_SIZE_ERROR already
+    assert server.closed and server.error is not None and "FRAME_SIZE_ERROR" in server.error

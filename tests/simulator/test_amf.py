@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.n5g_eir.frames import END_HEADERS, ErrorCode, FrameType, frame
@@ -370,3 +372,25 @@ def test_command_line_n5g_eir_with_an_imei_file(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2_000), max_size=12))
+def test_responses_split_at_any_byte_are_read_as_whole(cuts: list[int]) -> None:
+    """The client reads frames cut anywhere by the transport as the server wrote them."""
+    server = Http2Session(N5gEirSettings())
+    server.initiate()
+    client = Http2ClientSession()
+    client.initiate()
+    client.receive(server.data_to_send())
+    ids = [client.request(BLOCK) for _ in range(6)]
+    for request in server.receive(client.data_to_send()):
+        server.respond(request.stream_id, WHITELISTED)
+    wire = server.data_to_send()
+    events: list[object] = []
+    start = 0
+    for cut in [*sorted({c % len(wire) for c in cuts}), len(wire)]:
+        events += client.receive(wire[start:cut])
+        start = cut
+    assert events == [ResponseReceived(i, 200, b"application/json", WHITELISTED.body)
+                      for i in ids]
