@@ -3,8 +3,9 @@
 The decoder keeps the dynamic table the client's encoder builds (§2.3, §4), decodes integers
 (§5.1), strings (§5.2) and Huffman codes (§5.2, Appendix B) and every field representation
 (§6); any violation is a :class:`HpackError` (RFC 9113 §4.3: a COMPRESSION_ERROR connection
-error). Huffman strings are decoded four bits at a time through a table of the code tree's
-states, built once at import.
+error). Huffman strings are decoded a byte at a time through a table of the code tree's
+states, built once at import from Appendix B's code; a string that begins with a known prefix
+(the service's request path, given by the caller) resumes after the prefix's code.
 
 The encoder only emits static-table indexes and literals without indexing (§6.2.2), so it never
 touches a dynamic table: a response's header block depends on the response alone and is encoded
@@ -17,6 +18,7 @@ distribution's data, not retyped.
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
@@ -80,44 +82,82 @@ def _huffman_table() -> tuple[list[int], list[int], list[bool]]:
 
 def _byte_table(
     next_state: list[int], emitted: list[int]
-) -> tuple[list[int], list[bytes]]:
-    """Two nibble steps composed: entry ``256 * s + byte`` gives the next state (-1: EOS) and
-    the symbols completed (at most two), so decoding takes one lookup per input byte."""
-    states = len(next_state) // 16
-    nxt, out = [0] * (256 * states), [b""] * (256 * states)
-    for state in range(states):
+) -> list[tuple[int, bytes] | None]:
+    """Two nibble steps composed, so decoding takes one look-up per input byte. States are
+    kept multiplied by 256: entry ``s + byte`` is (the next state times 256, the symbols
+    completed: at most two), or None where the EOS symbol was decoded. Equal entries are one
+    object (the table has 65,536)."""
+    shared: dict[tuple[int, bytes], tuple[int, bytes]] = {}
+    table: list[tuple[int, bytes] | None] = []
+    for state in range(len(next_state) // 16):
         for high in range(16):
             i = 16 * state + high
             middle = next_state[i]
             first = bytes((emitted[i],)) if emitted[i] >= 0 else b""
             for low in range(16):
-                k = 256 * state + 16 * high + low
                 if middle < 0:
-                    nxt[k] = -1
+                    table.append(None)
                     continue
                 j = 16 * middle + low
-                nxt[k] = next_state[j]
-                out[k] = first + bytes((emitted[j],)) if emitted[j] >= 0 else first
-    return nxt, out
+                if next_state[j] < 0:
+                    table.append(None)
+                    continue
+                entry = (next_state[j] << 8,
+                         first + bytes((emitted[j],)) if emitted[j] >= 0 else first)
+                table.append(shared.setdefault(entry, entry))
+    return table
 
 
 _NIBBLE_NEXT, _NIBBLE_EMIT, _ACCEPTING = _huffman_table()
-_NEXT, _EMIT = _byte_table(_NIBBLE_NEXT, _NIBBLE_EMIT)
+_TRANSITIONS = _byte_table(_NIBBLE_NEXT, _NIBBLE_EMIT)
+_ACCEPTING_AT = frozenset(state << 8 for state, ok in enumerate(_ACCEPTING) if ok)
 
 
-def huffman_decode(data: bytes) -> bytes:
-    out = []
-    state = 0
-    nxt, emit = _NEXT, _EMIT
-    for byte in data:
-        i = (state << 8) | byte
-        state = nxt[i]
-        if state < 0:
-            raise HpackError("Huffman string contains EOS")
-        out.append(emit[i])
-    if not _ACCEPTING[state]:
+class KnownPrefix(NamedTuple):
+    """A string most Huffman literals of a connection begin with (the service's request path),
+    decoded once: a literal that starts with ``code`` resumes in ``state`` after ``decoded``."""
+
+    code: bytes  # the whole bytes of the prefix's Huffman code
+    state: int  # the decoding state after them (times 256)
+    decoded: bytes  # the symbols they complete (the prefix, less a symbol cut by a byte)
+
+
+def known_prefix(text: bytes) -> KnownPrefix:
+    code = bits = 0
+    for symbol in text:
+        code = (code << REQUEST_CODES_LENGTH[symbol]) | REQUEST_CODES[symbol]
+        bits += REQUEST_CODES_LENGTH[symbol]
+    whole = bits // 8
+    encoded = (code >> (bits - 8 * whole)).to_bytes(whole, "big")
+    state, decoded = _run(encoded, 0, [])
+    return KnownPrefix(encoded, state, decoded)
+
+
+def _run(data: bytes, state: int, out: list[bytes]) -> tuple[int, bytes]:
+    """Decode ``data`` from ``state``, after the symbols in ``out``: (state, all symbols)."""
+    table = _TRANSITIONS
+    append = out.append
+    try:
+        for byte in data:
+            state, symbols = table[state | byte]  # type: ignore[misc]
+            append(symbols)
+    except TypeError:  # a None entry: no test per byte on the way
+        raise HpackError("Huffman string contains EOS") from None
+    return state, b"".join(out)
+
+
+def huffman_decode(data: bytes, known: tuple[KnownPrefix, ...] = ()) -> bytes:
+    """§5.2: a Huffman-coded string, one table look-up per byte; from past the prefix when it
+    begins with the code of one of ``known``."""
+    for prefix in known:
+        if data.startswith(prefix.code):
+            state, decoded = _run(data[len(prefix.code):], prefix.state, [prefix.decoded])
+            break
+    else:
+        state, decoded = _run(data, 0, [])
+    if state not in _ACCEPTING_AT:
         raise HpackError("Huffman padding is not a prefix of EOS shorter than 8 bits")
-    return b"".join(out)
+    return decoded
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -143,7 +183,7 @@ def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
         shift += 7
 
 
-def _string(data: bytes, pos: int) -> tuple[bytes, int]:
+def _string(data: bytes, pos: int, known: tuple[KnownPrefix, ...]) -> tuple[bytes, int]:
     """§5.2: a string literal, Huffman-coded when its H bit is set."""
     if pos >= len(data):
         raise HpackError("string missing at the end of the block")
@@ -153,7 +193,7 @@ def _string(data: bytes, pos: int) -> tuple[bytes, int]:
     if end > len(data):
         raise HpackError("string runs past the end of the block")
     raw = data[pos:end]
-    return (huffman_decode(raw) if huffman else raw), end
+    return (huffman_decode(raw, known) if huffman else raw), end
 
 
 _BLOCK_CACHE_SIZE = 1024
@@ -169,7 +209,7 @@ class HpackDecoder:
     what the table holds at the time).
     """
 
-    def __init__(self, max_table_size: int = 4096) -> None:
+    def __init__(self, max_table_size: int = 4096, known_prefixes: tuple[bytes, ...] = ()) -> None:
         # SETTINGS_HEADER_TABLE_SIZE we announced: the most the peer may set the table to.
         self.settings_table_size = max_table_size
         self.max_size = max_table_size
@@ -177,6 +217,9 @@ class HpackDecoder:
         self.entries: deque[tuple[bytes, bytes]] = deque()
         self.generation = 0  # counts the changes of the dynamic table
         self._blocks: dict[bytes, tuple[int, int, list[tuple[bytes, bytes]], int]] = {}
+        # Strings most Huffman literals begin with, longest first (KnownPrefix).
+        self._known = tuple(known_prefix(p) for p in sorted(known_prefixes, key=len,
+                                                               reverse=True))
 
     def _get(self, index: int) -> tuple[bytes, bytes]:
         if index == 0:
@@ -215,8 +258,8 @@ class HpackDecoder:
         if index:
             name = self._get(index)[0]
         else:
-            name, pos = _string(block, pos)
-        value, pos = _string(block, pos)
+            name, pos = _string(block, pos, self._known)
+        value, pos = _string(block, pos, self._known)
         return name, value, pos
 
     def decode(self, block: bytes, max_list_size: int) -> tuple[list[tuple[bytes, bytes]], int]:

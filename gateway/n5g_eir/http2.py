@@ -142,7 +142,8 @@ def _request_head(
 
 
 class Http2Session:
-    def __init__(self, settings: N5gEirSettings) -> None:
+    def __init__(self, settings: N5gEirSettings, path_prefixes: tuple[bytes, ...] = ()) -> None:
+        """``path_prefixes``: how most request paths begin (HpackDecoder's known prefixes)."""
         self._idle_timeout = settings.idle_timeout_seconds
         self._ping_interval = settings.ping_interval_seconds
         self._ping_timeout = settings.ping_timeout_seconds
@@ -151,7 +152,7 @@ class Http2Session:
         self._recv_initial = settings.initial_window_bytes
         # A header block (HEADERS + CONTINUATION) may not grow past this, compressed.
         self._max_block = max(settings.max_header_list_bytes, DEFAULT_MAX_FRAME_SIZE)
-        self._decoder = HpackDecoder()
+        self._decoder = HpackDecoder(known_prefixes=path_prefixes)
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._preface = False

@@ -36,6 +36,11 @@ OPENAPI_PATH = f"/{API_NAME}/{API_VERSION}/openapi.yaml"
 OPENAPI_DOCUMENT = Response(
     200, b"application/yaml", (files("gateway.n5g_eir") / "openapi.yaml").read_bytes()
 )
+# How the :path of nearly every request begins (an IMEI-based PEI first, as AMFs send it; else
+# this API's root): Huffman decoding of a :path resumes after it (hpack.KnownPrefix).
+PATH_PREFIXES = (
+    f"{EQUIPMENT_STATUS_PATH}?pei=imei".encode(), f"/{API_NAME}/{API_VERSION}/".encode()
+)
 _PARAMS = ("pei", "supi", "gpsi", "supported-features")
 _HEX = frozenset("0123456789abcdefABCDEF")
 

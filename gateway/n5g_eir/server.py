@@ -28,6 +28,7 @@ from gateway.n5g_eir.equipment_status import INTERFACE, EquipmentIdentityCheck
 from gateway.n5g_eir.http2 import Http2Session, RequestReceived
 from gateway.n5g_eir.metrics import HttpMetrics
 from gateway.n5g_eir.problem import SYSTEM_FAILURE, Response
+from gateway.n5g_eir.request import PATH_PREFIXES
 from gateway.n5g_eir.settings import N5gEirSettings
 
 log = logging.getLogger("eir.n5g_eir")
@@ -53,7 +54,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: N5gEirServer, tls: bool) -> None:
         self._server = server
         self._tls = tls
-        self._session = Http2Session(server.settings)
+        self._session = Http2Session(server.settings, PATH_PREFIXES)
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[Response]] = {}
         self._started: dict[int, tuple[bytes, float]] = {}

@@ -13,8 +13,13 @@ from gateway.n5g_eir.hpack import (
     HpackError,
     encode_headers,
     huffman_decode,
+    known_prefix,
     table_size_update,
 )
+from gateway.n5g_eir.request import PATH_PREFIXES
+
+HUFFMAN = hpack.huffman.HuffmanEncoder(hpack.huffman_constants.REQUEST_CODES,
+                                       hpack.huffman_constants.REQUEST_CODES_LENGTH)
 
 names = st.one_of(st.sampled_from([b":path", b":method", b"user-agent", b"accept", b"x-a"]),
                   st.binary(min_size=1, max_size=20).map(lambda b: b.lower()))
@@ -58,9 +63,31 @@ def test_rfc7541_c4_requests_with_huffman() -> None:
 
 @given(st.binary(max_size=80))
 def test_huffman_round_trip(data: bytes) -> None:
-    encoder = hpack.huffman.HuffmanEncoder(hpack.huffman_constants.REQUEST_CODES,
-                                           hpack.huffman_constants.REQUEST_CODES_LENGTH)
-    assert huffman_decode(encoder.encode(data)) == data
+    assert huffman_decode(HUFFMAN.encode(data)) == data
+
+
+@given(st.binary(max_size=24), st.binary(max_size=40), st.binary(max_size=40))
+def test_huffman_after_a_known_prefix_as_from_the_start(prefix: bytes, rest: bytes,
+                                                         other: bytes) -> None:
+    """Resuming after a known prefix's code decodes what decoding from the start does, for
+    strings that begin with the prefix and strings that do not."""
+    known = (known_prefix(prefix), *map(known_prefix, PATH_PREFIXES))
+    for text in (prefix + rest, other, PATH_PREFIXES[0] + rest, PATH_PREFIXES[1] + other):
+        assert huffman_decode(HUFFMAN.encode(text), known) == text
+
+
+@pytest.mark.parametrize("tail", [
+    b"\xff\xff\xff\xff",  # EOS (30 ones) after the prefix
+    b"\x00",  # padding of zeros
+    b"\xff",  # 8 bits of padding
+])
+def test_huffman_errors_after_a_known_prefix(tail: bytes) -> None:
+    prefix = known_prefix(PATH_PREFIXES[0])
+    encoded = HUFFMAN.encode(PATH_PREFIXES[0] + b"-3")
+    with pytest.raises(HpackError):
+        huffman_decode(prefix.code + tail, (prefix,))
+    assert encoded.startswith(prefix.code)
+    assert huffman_decode(encoded, (prefix,)) == PATH_PREFIXES[0] + b"-3"
 
 
 @pytest.mark.parametrize(
