@@ -374,6 +374,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "queue_size": Key("int", 100_000, _positive),
         "batch_size": Key("int", 1_000, _positive),
         "flush_interval_seconds": Key("float", 1.0, _positive),
+        "writer": Key("str", "process", _one_of("process", "thread")),
     },
     "registry": {
         "backend": Key("str", _R.backend, _one_of("local", "http", "none")),
@@ -612,6 +613,7 @@ class ObservationsConfig:
     queue_size: int = 100_000
     batch_size: int = 1_000
     flush_interval: float = 1.0
+    writer: str = "process"  # "process" | "thread": who writes the SQLite file
 
 
 @dataclass(frozen=True, slots=True)
@@ -1190,6 +1192,7 @@ def _build(
             v["observations.queue_size"],
             v["observations.batch_size"],
             v["observations.flush_interval_seconds"],
+            v["observations.writer"],
         ),
         shared=SharedConfig(
             v["shared.redis_url"],

@@ -264,6 +264,8 @@ class ObservationCollector:
             ("dropped", stats.dropped, "Observations dropped because the write queue was full."),
             ("written", stats.written, "Observations written to the log database."),
             ("write_errors", stats.errors, "Batches of observations the database refused."),
+            ("writer_restarts", stats.writer_restarts,
+             "Observation writer processes that ended unasked and were started again."),
         ):
             yield CounterMetricFamily(f"eir_observations_{name}", text, value=value)
 

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, cast
@@ -69,6 +69,7 @@ class ObservationStats:
     written: int = 0  # observations persisted (before aggregation)
     batches: int = 0
     errors: int = 0
+    writer_restarts: int = 0  # writer processes that died and were started again
 
 
 # (IMEI, IMSI) -> (first seen, last seen, count). A tuple of numbers, replaced on each sighting:
@@ -148,7 +149,7 @@ class ObservationLog:
         self._stop = False
         self._write_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._conn: SqliteObservations | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)  # a batch refused: counted
@@ -156,13 +157,7 @@ class ObservationLog:
     # -- the store: SQLite here; gateway.pg.observations overrides these hooks ---------------
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # WAL + NORMAL: a commit survives a crash of the process, only a power loss may take
-        # the last transactions; no fsync per batch.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+        self._conn = SqliteObservations(self.path)
 
     @property
     def _is_open(self) -> bool:
@@ -171,19 +166,16 @@ class ObservationLog:
     def _upsert(self, batches: list[Aggregate]) -> None:
         """Write aggregates in one transaction; raises one of :attr:`STORE_ERRORS`."""
         assert self._conn is not None
-        with self._conn:
-            for batch in batches:
-                self._conn.executemany(
-                    _UPSERT,
-                    ((imei, imsi, agg[0], agg[1], agg[2]) for (imei, imsi), agg in batch.items()),
-                )
+        self._conn.upsert(
+            (imei, imsi, agg[0], agg[1], agg[2])
+            for batch in batches for (imei, imsi), agg in batch.items()
+        )
 
     def _last_seen_with(self, imei: str, before: float) -> LastImsi:
         """The IMSI the IMEI was last seen with before ``before``; raises STORE_ERRORS."""
         if self._conn is None:
             raise sqlite3.ProgrammingError("closed")
-        row = self._conn.execute(_LAST_IMSI, (imei, before)).fetchone()
-        return None if row is None else (str(row[0]), float(row[1]))
+        return self._conn.last_seen_with(imei, before)
 
     def _close_store(self) -> None:
         if self._conn is not None:
@@ -350,8 +342,9 @@ class ObservationLog:
             else:
                 self._answer([batch])
 
-    def close(self) -> None:
-        """Stop the writer, write what is pending, close the database."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the writer, write what is pending, close the database (``timeout``: how long
+        the caller can wait, heeded where the writer can go on alone)."""
         self._stop = True
         if self._thread is not None:
             self._handed.put({})  # wakes the writer
@@ -364,14 +357,47 @@ class ObservationLog:
     def lookup(self, imei: str) -> list[tuple[str, float, float, int]]:
         """(imsi, first_seen, last_seen, count) rows stored for an IMEI body."""
         with self._write_lock:
-            if self._conn is None:
-                return []
-            rows = self._conn.execute(
-                "SELECT imsi, first_seen, last_seen, count FROM observations WHERE imei = ? "
-                "ORDER BY first_seen",
-                (imei,),
-            ).fetchall()
+            return [] if self._conn is None else self._conn.history(imei)
+
+
+class SqliteObservations:
+    """The observation log's SQLite file, through one connection: upserts in one transaction
+    and the reads of the log (the writer thread's and the writer process's store)."""
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        if read_only:
+            self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a crash of the process, only a power loss may take
+        # the last transactions; no fsync per batch.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def upsert(self, rows: Iterable[tuple[str, str, float, float, int]]) -> None:
+        """(IMEI, IMSI, first seen, last seen, count) rows folded in, one transaction; raises
+        sqlite3.Error (and nothing is written)."""
+        with self._conn:
+            self._conn.executemany(_UPSERT, rows)
+
+    def last_seen_with(self, imei: str, before: float) -> LastImsi:
+        """The IMSI the IMEI was last seen with before ``before``, and when."""
+        row = self._conn.execute(_LAST_IMSI, (imei, before)).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def history(self, imei: str) -> list[tuple[str, float, float, int]]:
+        """(imsi, first_seen, last_seen, count) of an IMEI body, oldest first."""
+        rows = self._conn.execute(
+            "SELECT imsi, first_seen, last_seen, count FROM observations WHERE imei = ? "
+            "ORDER BY first_seen",
+            (imei,),
+        ).fetchall()
         return [(str(a), float(b), float(c), int(d)) for a, b, c, d in rows]
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class CloneTracker:
@@ -477,13 +503,8 @@ def history(database: str | Path, imei: str) -> list[tuple[str, float, float, in
     path = Path(database)
     if not path.exists():
         return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    store = SqliteObservations(path, read_only=True)
     try:
-        rows = conn.execute(
-            "SELECT imsi, first_seen, last_seen, count FROM observations WHERE imei = ? "
-            "ORDER BY first_seen",
-            (imei,),
-        ).fetchall()
+        return store.history(imei)
     finally:
-        conn.close()
-    return [(str(a), float(b), float(c), int(d)) for a, b, c, d in rows]
+        store.close()

@@ -107,9 +107,9 @@ class ObservationStream(ObservationLog):
     def flush(self) -> int:
         return self.local.flush()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """The log's close (blocking); :meth:`aclose` first, on the loop."""
-        self.local.close()
+        self.local.close(timeout)
 
     async def aclose(self) -> None:
         """Send what is queued (one last try; what fails goes to the log), stop consuming."""

@@ -220,7 +220,11 @@ class Gateway:
         if isinstance(self.observations, ObservationStream):
             await self.observations.aclose()
         if self.observations is not None:
-            await asyncio.to_thread(self.observations.close)
+            # What is left of the DPA timeout, less a little for the rest (the writer process
+            # writes what it was sent even when we stop waiting).
+            await asyncio.to_thread(
+                self.observations.close, max(0.1, deadline - loop.time() - 0.1)
+            )
         if self.registry is not None:
             await self.registry.close()
         await self.collector.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.lists import ListBackend, ListStore, OperatorLists
+from gateway.observation_process import ObservationProcessLog
 from gateway.observations import CloneTracker, ObservationLog
 from gateway.observations import history as sqlite_history
 from gateway.tac import ImportSummary, TacDatabase, open_tac_database
@@ -100,6 +101,9 @@ def observation_log(config: GatewayConfig) -> ObservationLog:
 
         return PgObservationLog(config.state.dsn, obs.queue_size, obs.batch_size,
                                 obs.flush_interval)
+    if obs.writer == "process":
+        return ObservationProcessLog(obs.database, obs.queue_size, obs.batch_size,
+                                     obs.flush_interval)
     return ObservationLog(obs.database, obs.queue_size, obs.batch_size, obs.flush_interval)
 
 

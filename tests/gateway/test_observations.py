@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from gateway.observation_process import ObservationProcessLog
 from gateway.observations import CloneTracker, ObservationLog, mask_imsi
 from registry_client.bounded import SHARD_SIZE
+
+# Both writers keep the log's semantics: a thread of this process, a process of its own.
+WRITERS = pytest.mark.parametrize("Log", [ObservationLog, ObservationProcessLog],
+                                  ids=["thread", "process"])
 
 
 def test_mask_imsi() -> None:
@@ -25,9 +30,10 @@ def test_mask_imsi() -> None:
         assert imsi[-9:] not in mask_imsi(imsi)
 
 
-def test_log_aggregates_first_last_count(tmp_path: Path) -> None:
+@WRITERS
+def test_log_aggregates_first_last_count(Log: type[ObservationLog], tmp_path: Path) -> None:
     db = tmp_path / "obs.sqlite"
-    log = ObservationLog(db, queue_size=100, batch_size=10, flush_interval=60)
+    log = Log(db, queue_size=100, batch_size=10, flush_interval=60)
     log.start()
     log.record("35209900176148", "001010000000001", now=100.0)
     log.record("35209900176148", "001010000000001", now=90.0)
@@ -42,8 +48,11 @@ def test_log_aggregates_first_last_count(tmp_path: Path) -> None:
     assert log.stats.written == 4 and log.stats.dropped == 0
 
 
-def test_record_drops_when_full_and_never_blocks(tmp_path: Path) -> None:
-    log = ObservationLog(tmp_path / "o.sqlite", queue_size=5, batch_size=1000, flush_interval=60)
+@WRITERS
+def test_record_drops_when_full_and_never_blocks(
+    Log: type[ObservationLog], tmp_path: Path
+) -> None:
+    log = Log(tmp_path / "o.sqlite", queue_size=5, batch_size=1000, flush_interval=60)
     # not started: nothing drains the queue
     results = [log.record("35209900176148", f"00101000000000{i}", now=1.0) for i in range(8)]
     assert results == [True] * 5 + [False] * 3
@@ -65,10 +74,11 @@ def test_background_writer_flushes_on_batch(tmp_path: Path) -> None:
     log.close()
 
 
+@WRITERS
 async def test_pending_pairs_are_handed_over_by_the_loop_after_the_interval(
-    tmp_path: Path,
+    Log: type[ObservationLog], tmp_path: Path
 ) -> None:
-    log = ObservationLog(tmp_path / "o.sqlite", queue_size=1000, batch_size=1000, flush_interval=0.05)
+    log = Log(tmp_path / "o.sqlite", queue_size=1000, batch_size=1000, flush_interval=0.05)
     log.start()  # inside a running loop: the writer asks it for the aggregate
     log.record("35209900176148", "001010000000001", now=1.0)
     for _ in range(200):
@@ -79,9 +89,12 @@ async def test_pending_pairs_are_handed_over_by_the_loop_after_the_interval(
     log.close()
 
 
-async def test_every_pair_is_recorded_while_the_writer_runs(tmp_path: Path) -> None:
+@WRITERS
+async def test_every_pair_is_recorded_while_the_writer_runs(
+    Log: type[ObservationLog], tmp_path: Path
+) -> None:
     db = tmp_path / "o.sqlite"
-    log = ObservationLog(db, queue_size=100_000, batch_size=100, flush_interval=0.01)
+    log = Log(db, queue_size=100_000, batch_size=100, flush_interval=0.01)
     log.start()
     for i in range(6_000):
         imei = f"35209900{i % 2_000:06d}"  # 2,000 IMEIs, each seen with 3 IMSIs in turn
@@ -96,9 +109,12 @@ async def test_every_pair_is_recorded_while_the_writer_runs(tmp_path: Path) -> N
     assert log.stats.recorded == log.stats.written == 6_000 and log.stats.dropped == 0
 
 
-def test_aggregates_waiting_for_the_writer_are_written_in_one_transaction(tmp_path: Path) -> None:
+@WRITERS
+async def test_aggregates_waiting_for_the_writer_are_written_in_one_transaction(
+    Log: type[ObservationLog], tmp_path: Path
+) -> None:
     db = tmp_path / "o.sqlite"
-    log = ObservationLog(db, queue_size=1000, batch_size=10, flush_interval=60)
+    log = Log(db, queue_size=1000, batch_size=10, flush_interval=60)
     for i in range(35):  # 3 aggregates of 10 handed over, 5 pending
         log.record(f"35209900{i:06d}", "001010000000001", now=float(i))
     log.record("35209900000000", "001010000000001", now=100.0)  # pending: its second sighting
@@ -106,7 +122,7 @@ def test_aggregates_waiting_for_the_writer_are_written_in_one_transaction(tmp_pa
     for _ in range(500):
         if log.stats.written == 30:
             break
-        time.sleep(0.01)
+        await asyncio.sleep(0.01)
     assert log.stats.written == 30 and log.stats.batches == 1  # the 3 merged
     log.close()
     rows = sqlite3.connect(db).execute(
@@ -170,10 +186,13 @@ def test_large_clone_tracker_forgets_the_least_recently_seen_of_each_shard() -> 
         assert not any(t.imsis(m, 0.0) for m in mine[: -len(kept)])
 
 
-def test_clone_tracker_seeded_from_the_log_within_its_window(tmp_path: Path) -> None:
+@WRITERS
+def test_clone_tracker_seeded_from_the_log_within_its_window(
+    Log: type[ObservationLog], tmp_path: Path
+) -> None:
     db = tmp_path / "obs.sqlite"
     assert CloneTracker(threshold=1, window=100.0).seed(db, 1000.0) == 0  # no log yet
-    log = ObservationLog(db, queue_size=100, batch_size=10, flush_interval=60)
+    log = Log(db, queue_size=100, batch_size=10, flush_interval=60)
     log.start()
     imei, other = "35209900176148", "35209900176155"
     log.record(imei, "001010000000001", now=850.0)  # outside the window at 1000
