@@ -5,7 +5,7 @@ hands each aggregate to a writer process (gateway.observation_writer, its own in
 its SQLite and Python work never holds this process's GIL, and an unpinned gateway lets it run
 on another core). The channel is a Unix SEQPACKET socket pair driven by the event loop without
 ever blocking it: an aggregate goes out as packed slices of at most 1,000 pairs
-(gateway.observation_wire), one ``send`` each; what the socket cannot take yet waits in order
+(gateway.observation_wire, marshal), one ``send`` each; what the socket cannot take yet waits in order
 and is sent when it is writable. Lookups (``last_imsi``) travel the same way, several a tick in
 one message, and are answered after the writes sent before them.
 
@@ -197,7 +197,7 @@ class ObservationProcessLog(ObservationLog):
             return
         self._pending = {}
         self._handed_pairs += len(batch)
-        self._outgoing.extend(wire.encode_slices(list(batch.items())))
+        self._outgoing.extend(wire.encode_slices(batch))
         self._pump()
 
     def last_imsi(self, imei: str, before: float, reply: LastImsiReply) -> None:

@@ -76,7 +76,7 @@ class Writer:
             lookups = wire.decode_lookups(message)
         except wire.WireError as exc:
             print(f"observation writer: lookups not answered: {exc}", file=sys.stderr)
-            return wire.encode_found([(None, True)] * wire.items(message))
+            return wire.encode_found([(None, True)] * wire.lookups_in(message))
         for imei, before in lookups:
             try:
                 answers.append((self.store.last_seen_with(imei, before), False))

@@ -5,6 +5,7 @@ that does not keep up, lookups in order with the writes)."""
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
 import signal
 import sqlite3
@@ -23,26 +24,25 @@ from gateway.observations import LastImsi, SqliteObservations
 
 texts = st.text(max_size=40)
 numbers = st.floats(allow_nan=False, allow_infinity=False)
-items = st.lists(
-    st.tuples(st.tuples(texts, texts), st.tuples(numbers, numbers, st.integers(1, 2**52))),
-    max_size=60,
+aggregates = st.dictionaries(
+    st.tuples(texts, texts), st.tuples(numbers, numbers, st.integers(1, 2**62)), max_size=60
 )
 
 
-@given(items)
-def test_pairs_round_trip(pairs: list[tuple[tuple[str, str], tuple[float, float, int]]]) -> None:
-    decoded = wire.decode_pairs(wire.encode_pairs(pairs))
-    assert decoded == [(imei, imsi, a, b, n) for (imei, imsi), (a, b, n) in pairs]
+@given(aggregates)
+def test_pairs_round_trip(aggregate: dict[tuple[str, str], tuple[float, float, int]]) -> None:
+    decoded = wire.decode_pairs(wire.encode_pairs(aggregate))
+    assert decoded == [(imei, imsi, a, b, n) for (imei, imsi), (a, b, n) in aggregate.items()]
 
 
-@given(st.lists(st.tuples(st.tuples(texts, st.text(max_size=3000)),
-                          st.tuples(numbers, numbers, st.integers(1, 99))), max_size=2_500))
+@given(st.dictionaries(st.tuples(texts, st.text(max_size=3000)),
+                       st.tuples(numbers, numbers, st.integers(1, 99)), max_size=2_500))
 def test_slices_hold_every_pair_in_order_and_fit(
-    pairs: list[tuple[tuple[str, str], tuple[float, float, int]]],
+    aggregate: dict[tuple[str, str], tuple[float, float, int]],
 ) -> None:
-    messages = wire.encode_slices(pairs)
+    messages = wire.encode_slices(aggregate)
     rows = [row for message, _ in messages for row in wire.decode_pairs(message)]
-    assert rows == [(imei, imsi, a, b, n) for (imei, imsi), (a, b, n) in pairs]
+    assert rows == [(imei, imsi, a, b, n) for (imei, imsi), (a, b, n) in aggregate.items()]
     for message, count in messages:
         assert len(wire.decode_pairs(message)) == count <= wire.SLICE_PAIRS
         assert len(message) <= wire.MAX_MESSAGE or count == 1
@@ -63,31 +63,34 @@ def test_answers_round_trip(answers: list[tuple[LastImsi, bool]]) -> None:
 
 
 def test_garbled_messages_are_refused() -> None:
-    message = wire.encode_pairs([(("35209900176148", "001010123456789"), (1.0, 2.0, 3))])
-    for bad in (message[:3], message[:-1], message[:20], message + b"x",
-                bytes((wire.LOOKUPS,)) + message[1:], b""):
+    message = wire.encode_pairs({("35209900176148", "001010123456789"): (1.0, 2.0, 3)})
+    for bad in (message[:3], message[:-1], message[:20], bytes((wire.LOOKUPS,)) + message[1:],
+                b"", bytes((wire.PAIRS,)) + b"\xff\xfe",
+                wire.encode_lookups([("35209900176148", 1.0)]).replace(b"L", b"P", 1)):
         with pytest.raises(wire.WireError):
             wire.decode_pairs(bad)
     with pytest.raises(wire.WireError):
-        wire.decode_found(bytes((wire.FOUND,)) + b"\x01\x00\x00\x00" + b"\x07" + bytes(12))
+        wire.decode_found(bytes((wire.FOUND,)) + marshal.dumps([(1, 2, 3)]))
+    with pytest.raises(wire.WireError):
+        wire.decode_lookups(bytes((wire.LOOKUPS,)) + marshal.dumps({"a": 1}))
     with pytest.raises(wire.WireError):
         wire.decode_written(wire.encode_written(1, 1, True)[:-1])
+    assert wire.lookups_in(b"L") == 0
 
 
 def test_writer_answers_lookups_after_the_writes_before_them(tmp_path: Path) -> None:
     writer = Writer(SqliteObservations(tmp_path / "o.sqlite"))
     imei = "35209900176148"
-    first = wire.encode_pairs([((imei, "001010000000001"), (10.0, 20.0, 2))])
-    second = wire.encode_pairs([((imei, "001010000000002"), (30.0, 30.0, 1))])
+    first = wire.encode_pairs({(imei, "001010000000001"): (10.0, 20.0, 2)})
+    second = wire.encode_pairs({(imei, "001010000000002"): (30.0, 30.0, 1)})
     ask = wire.encode_lookups([(imei, 100.0), (imei, 25.0), ("35209900000000", 100.0)])
     answers = writer.handle([first, ask, second, wire.encode_lookups([(imei, 100.0)])])
-    assert answers == [
-        wire.encode_written(1, 2, True),
-        wire.encode_found([(("001010000000001", 20.0), False), (("001010000000001", 20.0),
-                                                                  False), (None, False)]),
-        wire.encode_written(1, 1, True),
-        wire.encode_found([(("001010000000002", 30.0), False)]),
-    ]
+    assert len(answers) == 4
+    assert wire.decode_written(answers[0]) == (1, 2, True)
+    assert wire.decode_found(answers[1]) == [
+        (("001010000000001", 20.0), False), (("001010000000001", 20.0), False), (None, False)]
+    assert wire.decode_written(answers[2]) == (1, 1, True)
+    assert wire.decode_found(answers[3]) == [(("001010000000002", 30.0), False)]
     # Back-to-back slices are one transaction; one garbled slice fails its transaction only.
     answers = writer.handle([first, first, first[:-2], second])
     assert answers == [wire.encode_written(4, 0, False)]
