@@ -13,6 +13,7 @@ ignored, so that a consumer of a later release is served.
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from typing import NamedTuple
 from urllib.parse import unquote
@@ -21,7 +22,9 @@ from gateway.n5g_eir.identities import (
     Gpsi,
     Invalid,
     Pei,
+    PeiType,
     Supi,
+    SupiType,
     parse_gpsi,
     parse_pei,
     parse_supi,
@@ -42,6 +45,13 @@ PATH_PREFIXES = (
     f"{EQUIPMENT_STATUS_PATH}?pei=imei".encode(), f"/{API_NAME}/{API_VERSION}/".encode()
 )
 _PARAMS = ("pei", "supi", "gpsi", "supported-features")
+# The request nearly every AMF sends: an IMEI-based PEI, then perhaps an IMSI SUPI, nothing
+# escaped. Read by one match; any other request by the general reading below, which gives the
+# same query for these (a property in tests/n5g_eir/test_request.py).
+_USUAL = re.compile(
+    re.escape(EQUIPMENT_STATUS_PATH.encode())
+    + rb"\?pei=(?:imei-([0-9]{15})|imeisv-([0-9]{16}))(?:&supi=imsi-([0-9]{5,15}))?"
+)
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
@@ -55,6 +65,12 @@ class EquipmentStatusQuery(NamedTuple):  # a NamedTuple: built per request (iden
 def parse_request(method: bytes, path: bytes, max_uri_bytes: int) -> EquipmentStatusQuery | Response:
     if len(path) > max_uri_bytes:
         return problem(414, f"the request URI is longer than {max_uri_bytes} bytes")
+    if method == b"GET" and (usual := _USUAL.fullmatch(path)) is not None:
+        imei, imeisv, imsi = usual.groups()
+        pei = (Pei(PeiType.IMEI, imei.decode()) if imei is not None
+               else Pei(PeiType.IMEISV, imeisv.decode()))
+        return EquipmentStatusQuery(pei, None if imsi is None
+                                    else Supi(SupiType.IMSI, imsi.decode()))
     try:
         target = path.decode("ascii")
     except UnicodeDecodeError:

@@ -6,12 +6,17 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.n5g_eir.identities import Gpsi, GpsiType, Pei, PeiType, Supi, SupiType
 from gateway.n5g_eir.problem import Response
-from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH, EquipmentStatusQuery, parse_request
+from gateway.n5g_eir.request import (
+    EQUIPMENT_STATUS_PATH,
+    EquipmentStatusQuery,
+    parse_query,
+    parse_request,
+)
 
 PATH = EQUIPMENT_STATUS_PATH
 PEI = "imei-352099001761481"
@@ -103,3 +108,32 @@ def test_any_target_gets_a_query_or_a_problem(raw: bytes, method: bytes) -> None
         problem_of(result)
     else:
         assert isinstance(result, EquipmentStatusQuery)
+
+
+def _digits(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.integers(low, high).flatmap(
+        lambda n: st.text(alphabet="0123456789", min_size=n, max_size=n))
+
+
+_queries = st.builds(
+    lambda kind, pei, supi, extra: f"pei={kind}{pei}{supi}{extra}",
+    st.sampled_from(["imei-", "imeisv-", "imei", "IMEI-", "mac-", "imei%2D"]),
+    st.one_of(_digits(13, 17), st.text(alphabet="0123456789a-%", max_size=18)),
+    st.one_of(st.just(""), _digits(4, 16).map(lambda d: f"&supi=imsi-{d}"),
+              st.sampled_from(["&supi=nai-a@b", "&supi=imsi-", "&supi=", "&pei=imei-1"])),
+    st.sampled_from(["", "", "", "&", "&gpsi=msisdn-4917", "&x=1", "&supi=imsi-00101"]),
+)
+
+
+@settings(max_examples=400)
+@given(_queries)
+@example("pei=imei-" + "3" * 14)
+@example("pei=imei-" + "3" * 16)
+@example("pei=imeisv-" + "3" * 15)
+@example("pei=imeisv-" + "3" * 17)
+@example("pei=imei-" + "3" * 15 + "&supi=imsi-" + "1" * 4)
+@example("pei=imei-" + "3" * 15 + "&supi=imsi-" + "1" * 16)
+def test_the_usual_request_reads_as_the_general_reading(query: str) -> None:
+    """An AMF's usual GET (IMEI-based PEI, IMSI SUPI) is read by one match: it must give what
+    the general query parser gives, for it and for everything near it."""
+    assert get(query) == parse_query(query)
