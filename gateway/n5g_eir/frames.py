@@ -183,6 +183,12 @@ def frame(frame_type: int, flags: int, stream_id: int, payload: bytes = b"") -> 
     return HEADER.pack(n >> 8, n & 0xFF, frame_type, flags, stream_id) + payload
 
 
+def frame_start(frame_type: int, flags: int, length: int) -> bytes:
+    """The first five octets of a frame header (§4.1): length, type, flags; the stream
+    identifier (four octets) and the payload follow."""
+    return HEADER.pack(length >> 8, length & 0xFF, frame_type, flags, 0)[:5]
+
+
 def settings_frame(values: dict[Setting, int]) -> bytes:
     payload = b"".join(struct.pack(">HI", setting, value) for setting, value in values.items())
     return frame(FrameType.SETTINGS, 0, 0, payload)

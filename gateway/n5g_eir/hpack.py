@@ -25,6 +25,7 @@ from hpack.table import HeaderTable
 
 STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE  # Appendix A, 1-based
 _STATIC_LEN = len(STATIC_TABLE)
+_STATIC_INDEXED = 0x80 + _STATIC_LEN  # §6.1: the last one-byte indexed field of the static table
 ENTRY_OVERHEAD = 32  # §4.1
 _MAX_INTEGER = 1 << 28  # far above any size this server accepts; bounds the loop
 
@@ -187,13 +188,16 @@ def _string(data: bytes, pos: int, known: tuple[KnownPrefix, ...]) -> tuple[byte
     """§5.2: a string literal, Huffman-coded when its H bit is set."""
     if pos >= len(data):
         raise HpackError("string missing at the end of the block")
-    huffman = data[pos] & 0x80
-    length, pos = _integer(data, pos, 7)
+    first = data[pos]
+    if first & 0x7F == 0x7F:
+        length, pos = _integer(data, pos, 7)
+    else:  # a length below 127: its one byte (the usual case, read inline)
+        length, pos = first & 0x7F, pos + 1
     end = pos + length
     if end > len(data):
         raise HpackError("string runs past the end of the block")
     raw = data[pos:end]
-    return (huffman_decode(raw, known) if huffman else raw), end
+    return (huffman_decode(raw, known) if first & 0x80 else raw), end
 
 
 _BLOCK_CACHE_SIZE = 1024
@@ -287,7 +291,10 @@ class HpackDecoder:
         leading = True  # §4.2: size updates only at the start of a block
         while pos < end:
             byte = block[pos]
-            if byte & 0x80:  # §6.1 indexed field
+            if 0x80 < byte <= _STATIC_INDEXED:  # §6.1 a static table entry: one byte
+                name, value = STATIC_TABLE[byte - 0x81]
+                pos += 1
+            elif byte & 0x80:  # §6.1 indexed field
                 index, pos = _integer(block, pos, 7)
                 name, value = self._get(index)
             elif byte & 0x40:  # §6.2.1 literal with incremental indexing

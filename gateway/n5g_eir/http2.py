@@ -36,6 +36,7 @@ from gateway.n5g_eir.frames import (
     Http2Error,
     Setting,
     frame,
+    frame_start,
     goaway_frame,
     header_fragment,
     keep_unread,
@@ -76,6 +77,30 @@ class RequestReceived(NamedTuple):
 
 
 _ConnectionError = Http2Error
+
+
+class _EncodedResponse(NamedTuple):
+    """A response's HEADERS block (HPACK without the dynamic table: the same for every stream)
+    and the first five octets (length, type, flags: §4.1) of its frames' headers, which the
+    stream identifier completes."""
+
+    block: bytes
+    headers_start: bytes
+    data_start: bytes  # one DATA frame with the whole body and END_STREAM
+
+    @classmethod
+    def of(cls, response: Response) -> _EncodedResponse:
+        body = response.body
+        block = encode_headers([
+            (b":status", str(response.status).encode()),
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(body)).encode()),
+            *response.headers,
+        ])
+        # A block this server builds is far below the 16,384-byte minimum frame size (§4.2).
+        flags = END_HEADERS if body else END_HEADERS | END_STREAM
+        return cls(block, frame_start(FrameType.HEADERS, flags, len(block)),
+                   frame_start(FrameType.DATA, END_STREAM, len(body)))
 
 
 class _StreamError(Exception):
@@ -166,7 +191,7 @@ class Http2Session:
         self._size_update = b""  # §4.2 RFC 7541: owed at the start of our next header block
         self._continuation: tuple[int, bool, bytearray] | None = None
         self._blocked: dict[int, bytes] = {}
-        self._encoded: dict[Response, bytes] = {}
+        self._encoded: dict[Response, _EncodedResponse] = {}
         self._goaway_received = False
         self._goaway_sent = False  # for a connection error: nothing more is read or sent
         self._draining_since: float | None = None  # graceful shutdown, first GOAWAY sent
@@ -470,23 +495,30 @@ class Http2Session:
         stream = self._streams.get(stream_id)
         if stream is None or self._goaway_sent:
             return False
-        block = self._encoded.get(response)
-        if block is None:
-            block = encode_headers([
-                (b":status", str(response.status).encode()),
-                (b"content-type", response.content_type),
-                (b"content-length", str(len(response.body)).encode()),
-                *response.headers,
-            ])
+        encoded = self._encoded.get(response)
+        if encoded is None:
+            encoded = _EncodedResponse.of(response)
             if len(self._encoded) < _ENCODED_CACHE_SIZE:
-                self._encoded[response] = block
-        if self._size_update:
-            block = self._size_update + block
-            self._size_update = b""
+                self._encoded[response] = encoded
         body = response.body
-        # A block this server builds is far below the 16,384-byte minimum frame size (§4.2).
-        self._out.append(frame(FrameType.HEADERS, END_HEADERS if body else END_HEADERS | END_STREAM,
-                               stream_id, block))
+        out = self._out
+        if self._size_update:
+            block = self._size_update + encoded.block
+            self._size_update = b""
+            out.append(frame(FrameType.HEADERS,
+                             END_HEADERS if body else END_HEADERS | END_STREAM, stream_id, block))
+        else:
+            sid = _UINT32.pack(stream_id)
+            size = len(body)
+            if (body and size <= self._send_window and size <= stream.send_window
+                    and size <= self._peer_max_frame):
+                # The usual answer: the whole body in one DATA frame, within both windows
+                # (§6.9.1); both frames from pieces built once, the stream id between them.
+                out += (encoded.headers_start, sid, encoded.block, encoded.data_start, sid, body)
+                self._send_window -= size
+                del self._streams[stream_id]  # both sides ended it: closed (§5.1)
+                return True
+            out += (encoded.headers_start, sid, encoded.block)
         if body:
             self._send_body(stream_id, stream, body)
         else:

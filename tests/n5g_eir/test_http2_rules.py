@@ -208,6 +208,23 @@ def test_response_waits_for_windows_and_honours_peer_settings() -> None:
     assert not s.respond(1, RESPONSE)  # the stream is closed now
 
 
+def test_responses_share_the_connection_window() -> None:
+    """Each whole-body DATA frame takes from the connection window (§6.9.1): past 65,535
+    octets the next body waits, split, for the client's WINDOW_UPDATE on stream 0."""
+    s = session()
+    big = Response(200, b"application/json", b"x" * 10_000)
+    for n in range(7):
+        s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 2 * n + 1, GET))
+        assert s.respond(2 * n + 1, big)
+    data = [f for f in frames(s.data_to_send()) if f[0] == FrameType.DATA]
+    assert sum(len(f[3]) for f in data) == 65_535
+    assert [bool(f[1] & END_STREAM) for f in data] == [True] * 6 + [False]
+    assert [f[2] for f in data] == [1, 3, 5, 7, 9, 11, 13]
+    s.receive(window_update_frame(0, 10_000))
+    rest = [f for f in frames(s.data_to_send()) if f[0] == FrameType.DATA]
+    assert [(f[2], len(f[3]), bool(f[1] & END_STREAM)) for f in rest] == [(13, 4_465, True)]
+
+
 def test_reset_by_the_client_drops_the_response() -> None:
     s = session()
     s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET)
