@@ -25,23 +25,23 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# The digit sum of each digit doubled (Annex B: 5 -> 10 -> 1 + 0), as bytes.translate wants it.
+_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
+
+
 def luhn_check_digit(body: str) -> str:
     """Check digit over the 14-digit body, TS 23.003 Annex B (Luhn, ISO/IEC 7812).
 
     Digits D14..D1 (D1 rightmost): double D1, D3, ..., D13, add the digits of the products and
-    D2, D4, ..., D14; CD is what brings the sum to the next multiple of ten.
+    D2, D4, ..., D14; CD is what brings the sum to the next multiple of ten. (Sums of the
+    digits' octets by slices, without a Python loop: it runs for every ``imei-`` PEI.)
     """
-    total = 0
-    double = True  # D1, the rightmost digit of the body, is doubled
-    for ch in reversed(body):
-        d = ord(ch) - 48
-        if double:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-        double = not double
-    return str((10 - total % 10) % 10)
+    digits = body.encode()
+    n = len(digits)
+    doubled = digits[(n - 1) % 2::2].translate(_DOUBLED)  # D1, D3, ...
+    plain = digits[n % 2::2]  # D2, D4, ...
+    total = sum(doubled) + sum(plain) - 48 * n
+    return "0123456789"[-total % 10]
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,16 @@ def test_any_string_parses_or_is_malformed(text: str, sv: str | None) -> None:
 digits = st.text(alphabet="0123456789", min_size=14, max_size=14)
 
 
+@given(st.text(alphabet="0123456789", min_size=1, max_size=20))
+def test_luhn_as_annex_b_states_it(body: str) -> None:
+    """Against Annex B's rule digit by digit, for any length (the slices' parity)."""
+    total = 0
+    for position, ch in enumerate(reversed(body)):  # D1 first
+        d = int(ch) * (2 if position % 2 == 0 else 1)
+        total += d // 10 + d % 10
+    assert luhn_check_digit(body) == str((10 - total % 10) % 10)
+
+
 @given(digits)
 def test_luhn_round_trip(body: str) -> None:
     full = body + luhn_check_digit(body)
