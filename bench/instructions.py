@@ -18,7 +18,9 @@ Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a respon
   embedded default configuration; the HTTP/2 session, the request and identity parsing, the
   classifier, the answer, the metrics;
 * ``n5g-http2``: the same requests answered with a pre-built 200 (bench/n5g_eir.py's
-  ceiling): the HTTP/2 server alone.
+  ceiling): the HTTP/2 server alone;
+* ``refuse``: the Diameter layer of ``server`` with overload control refusing every request
+  (reduction 100 %): what one 3004 DIAMETER_TOO_BUSY costs, refused before decoding.
 
 Every request carries User-Name and Software-Version. The observation log is off (its writer
 thread makes the count vary from run to run); ``--observations`` turns it on and flushes it at
@@ -28,7 +30,7 @@ imports and warm-up cancel out: (I(large) - I(small)) / (large - small). Request
 beforehand by this process and loaded by the measured one. ``PYTHONHASHSEED=0``: two runs of
 the same code agree to within 0.1 %.
 
-Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh,n5g,n5g-http2] [--small N]
+Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh,refuse,n5g,n5g-http2] [--small N]
 [--large N] [--observations] [--json]``. Needs valgrind (Debian ``valgrind``).
 """
 
@@ -58,12 +60,13 @@ from server_path import FakeTransport, cer, make_connection, micr  # noqa: E402
 from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message  # noqa: E402
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR  # noqa: E402
 from diameter.node import Node  # noqa: E402
+from diameter.overload import OverloadSettings  # noqa: E402
 from diameter.peer import Role  # noqa: E402
 from diameter.settings import PeerSettings  # noqa: E402
 from diameter.transport.connection import PeerConnection  # noqa: E402
 from gateway.imei import luhn_check_digit  # noqa: E402
 
-MODES = ("server", "recheck", "fresh", "n5g", "n5g-http2")
+MODES = ("server", "recheck", "fresh", "refuse", "n5g", "n5g-http2")
 N5G_MODES = ("n5g", "n5g-http2")
 POOL = 1_000  # handsets of the recheck mode
 PER_READ = 16
@@ -114,7 +117,7 @@ def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
     """(warm-up requests, measured requests) of ``mode``."""
     if mode in N5G_MODES:
         return n5g_requests(count)
-    if mode == "server":
+    if mode in ("server", "refuse"):
         return [], [micr(0x100000 + i) for i in range(count)]
     warm = [s13_request(i + 1, i % POOL) for i in range(2 * POOL)]
     if mode == "recheck":
@@ -178,8 +181,12 @@ async def serve(mode: str, path: str, observations_on: bool) -> None:
         return
     observations = None
     with tempfile.TemporaryDirectory(prefix="eir-instructions-") as state:
-        if mode == "server":
+        if mode in ("server", "refuse"):
             connection, transport = make_connection(bytes([1, 0, 0, 20, 0]) + micr(0)[5:20])
+            if mode == "refuse":
+                overload = connection.node.overload
+                overload.settings = OverloadSettings(target_delay=0.1)
+                overload.reduction = 100
         else:
             from gateway import registry_source
             from gateway.classify import Classifier
@@ -214,6 +221,8 @@ async def serve(mode: str, path: str, observations_on: bool) -> None:
         for i in range(0, len(measured), PER_READ):
             connection.data_received(b"".join(measured[i : i + PER_READ]))
         assert transport.writes > before, "nothing answered"
+        if mode == "refuse":
+            assert connection.node.overload.refused == len(measured), "not every one refused"
         if observations is not None:
             observations.close()
         if connection._timer is not None:

@@ -64,14 +64,17 @@ class PeerInfo:
 
 class Observer(Protocol):
     """Hook for metrics. ``on_message``: ``direction`` "in" or "out", ``command`` a short name
-    ("CER", "ECA"), ``result_code`` of answers we send (None for requests and received messages).
+    ("CER", "ECA"), ``result_code`` of answers we send (None for requests and received messages),
+    ``count`` such messages (overload control counts a read's refusals at once).
     ``on_peer_state``: ``peer`` is the ``diameter.peer.Peer`` connection (``peer.info`` once
     open), states are ``PeerState`` members; a new connection reports ``None -> CLOSED`` and a
     finished one ``CLOSED -> None``, so a gauge per state adds up to the live connections.
     ``on_avp_flag_deviation``: a received AVP of the dictionary, named ``avp``, had its M bit set
     against its rule (RFC 6733 §4.5) and was accepted (``PeerSettings.strict_avp_flags`` off)."""
 
-    def on_message(self, direction: str, command: str, result_code: int | None) -> None: ...
+    def on_message(
+        self, direction: str, command: str, result_code: int | None, count: int = 1
+    ) -> None: ...
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None: ...
 
@@ -81,7 +84,9 @@ class Observer(Protocol):
 class NullObserver:
     """The default observer: counts nothing."""
 
-    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
+    def on_message(
+        self, direction: str, command: str, result_code: int | None, count: int = 1
+    ) -> None:
         return None
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:

@@ -7,12 +7,15 @@ to answer if it can and close the connection.
 
 from __future__ import annotations
 
+import struct
+
 from diameter.codec import HEADER_LENGTH
 from diameter.errors import FramingError
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 # What an unframeable message keeps of its AVPs, to copy Session-Id and Proxy-Info into the answer.
 _FOLLOWING_KEPT = 4096
+_WORD = struct.Struct("!I")
 
 
 class Framer:
@@ -44,14 +47,20 @@ class Framer:
         out: list[bytes] = []
         offset = 0
         size = len(buf)
+        limit = self.max_message_size
         while size - offset >= HEADER_LENGTH:
-            try:
-                length = self._length(buf, offset)
-            except FramingError as exc:
-                exc.messages = tuple(out)
-                exc.following = bytes(buf[offset + HEADER_LENGTH : offset + _FOLLOWING_KEPT])
-                del buf[:]
-                raise
+            # The header's first word: version 1 and a whole-word length within the limit is
+            # every well-behaved message; anything else is checked (and named) by _length.
+            word = _WORD.unpack_from(buf, offset)[0]
+            length = word & 0xFFFFFF
+            if word >> 24 != 1 or length & 3 or not HEADER_LENGTH <= length <= limit:
+                try:
+                    length = self._length(buf, offset)
+                except FramingError as exc:
+                    exc.messages = tuple(out)
+                    exc.following = bytes(buf[offset + HEADER_LENGTH : offset + _FOLLOWING_KEPT])
+                    del buf[:]
+                    raise
             if size - offset < length:
                 break
             out.append(bytes(buf[offset : offset + length]))

@@ -2,10 +2,17 @@
 
 The transport adapter measures how long a request now arriving would wait before it is served
 (event loop lag plus the received bytes not yet processed, divided by the rate they are being
-processed at) and calls ``update(delay, now)`` every ``interval``. Past ``target_delay`` (twice
-in a row to start) the reduction percentage rises (further the more the target is exceeded);
-below half the target it falls back step by step. Requests are then refused in that proportion, spread evenly, with a
-pre-built 3004 DIAMETER_TOO_BUSY (RFC 6733 §7.1.3) instead of being decoded and classified.
+processed at) and calls ``update(delay, now)`` every ``interval``. Shedding starts once the delay
+has been past ``target_delay`` twice in a row (a single late measurement is a hiccup) and stops
+at the first measurement back under the target: the current delay decides, not an average, so a
+stall that is over costs no more refusals. While the delay stays past the target the reduction
+percentage rises (further the more the target is exceeded). The share that held the delay is
+remembered, a step lower each measurement under the target: a sustained overload that comes back
+within a few measurements resumes there at once instead of climbing again.
+
+Refused requests get a pre-built 3004 DIAMETER_TOO_BUSY (RFC 6733 §7.1.3) instead of being
+decoded and classified, in each connection's own share (``apportion``): under overload the peers
+sending more than their fair share of the traffic are refused first, a peer within it not at all.
 
 RFC 7683 (DOIC), reporting node with the loss algorithm (§6): a request carrying
 OC-Supported-Features whose OC-Feature-Vector offers OLR_DEFAULT_ALGO (or has none: §7.2)
@@ -22,6 +29,7 @@ simulator uses it with ``--doic``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 from diameter.codec import FLAG_ERROR, FLAG_PROXIABLE, HEADER_LENGTH, Avp, decode_avps
@@ -34,7 +42,11 @@ OC_SUPPORTED_FEATURES, OC_FEATURE_VECTOR = 621, 622
 _AVP_HEADER = struct.Struct("!II")
 _PROXY_INFO_CODE = PROXY_INFO.to_bytes(4, "big")
 _OC_SUPPORTED_FEATURES_CODE = OC_SUPPORTED_FEATURES.to_bytes(4, "big")
+_SESSION_ID_CODE = SESSION_ID.to_bytes(4, "big")
 _HEADER = struct.Struct("!B3sB3sIII")
+# Answer headers' first 5 octets (version, length, flags) by (request's P bit, end of the copied
+# Session-Id): a few per peer (Session-Id lengths), bounded all the same.
+_HEADS_SIZE = 256
 _U64 = struct.Struct("!Q")
 
 
@@ -51,8 +63,9 @@ class OverloadSettings:
     validity_duration: int = 30
 
 
-# Points added per update, per multiple of the target exceeded (capped), and removed per update
-# below half the target. Multiples of 5 keep the reports (and their sequence numbers) few.
+# Points added per update, per multiple of the target exceeded (capped), and taken off the
+# remembered share per update under the target. Multiples of 5 keep the reports (and their
+# sequence numbers) few.
 _RISE_PER_TARGET = 10
 _RISE_MAX = 50
 _FALL = 5
@@ -83,11 +96,17 @@ class OverloadControl:
         # RFC 7683 §5.5.2: a new sequence number for each new report content; based on the
         # start time (Origin-State-Id) so that a restarted node's reports are not older.
         self.sequence_number = sequence_base << 32
-        self._credit = 0
         self._over = 0  # measurements past the target in a row
+        # The share that last held the delay, resumed at once when the delay is past the target
+        # again before it has run down (one _FALL per measurement under the target).
+        self._level = 0
         self._ended_at: float | None = None
         self._report: bytes = b""
         self._block = b""
+        self._heads: dict[int, bytes] = {}
+        # Each connection's share of the reduction (``apportion``), keyed by its peer core; one
+        # not in it (new since the last measurement) gets ``reduction``.
+        self.shares: dict[Hashable, int] = {}
         self.supported_features = Avp.new(
             "OC-Supported-Features", [Avp.new("OC-Feature-Vector", OLR_DEFAULT_ALGO)]
         ).encode()
@@ -104,6 +123,7 @@ class OverloadControl:
                 Avp.new("Origin-Realm", identity.origin_realm),
             )
         )
+        self._heads = {}
 
     @property
     def enabled(self) -> bool:
@@ -123,32 +143,58 @@ class OverloadControl:
         before = self.reduction
         if delay > target:
             self._over += 1
-            # A single late measurement (a scheduling hiccup) does not start shedding.
-            if before or self._over >= _ENTER_AFTER:
+            if before:
                 rise = min(_RISE_MAX, _RISE_PER_TARGET * max(1, int(delay / target)))
                 self.reduction = min(100, before + rise)
+            elif self._level:
+                # Back past the target before the last share ran down: the same overload.
+                self.reduction = self._level
+            elif self._over >= _ENTER_AFTER:
+                # A single late measurement (a scheduling hiccup) does not start shedding.
+                self.reduction = min(_RISE_MAX, _RISE_PER_TARGET * max(1, int(delay / target)))
+            self._level = self.reduction
         else:
             self._over = 0
-            if delay < target / 2 and before:
-                self.reduction = max(0, before - _FALL)
+            # Under the target: no request waits too long now, so none is refused. The share
+            # is remembered a step lower (it held the delay; a little less may too).
+            self.reduction = 0
+            self._level = max(0, (before or self._level) - _FALL)
         if self.reduction != before:
             self.sequence_number += 1
             self._report = b""
             self._ended_at = now if self.reduction == 0 else None
+            if not self.reduction:
+                self.shares = {}
 
-    def admit(self) -> bool:
-        """Loss algorithm (RFC 7683 §6): False for ``reduction`` percent of the requests, evenly
-        spread (a credit counter, no randomness: the same proportion over any 20 requests)."""
+    def apportion(self, demands: Mapping[Hashable, int]) -> None:
+        """Spread the reduction over the connections, by what each offered (octets) since the
+        last measurement: the share of the traffic to admit, ``100 - reduction`` percent of
+        it, is divided max-min fairly (water-filling), so that a connection offering less than
+        an equal part of it is admitted whole and only those above give way, each in
+        proportion to its excess (RFC 7683 leaves the choice of what to refuse to the
+        reporting node; a well-behaved MME must not pay for another's flood)."""
         reduction = self.reduction
-        if not reduction:
-            return True
-        credit = self._credit + reduction
-        if credit >= 100:
-            self._credit = credit - 100
-            self.refused += 1
-            return False
-        self._credit = credit
-        return True
+        if not reduction or not demands:
+            self.shares = {}
+            return
+        total = sum(demands.values())
+        if total <= 0:
+            self.shares = {}
+            return
+        remaining = total * (100 - reduction) / 100
+        left = len(demands)
+        shares: dict[Hashable, int] = {}
+        for key, demand in sorted(demands.items(), key=_by_demand):
+            fair = remaining / left
+            left -= 1
+            if demand <= fair:
+                shares[key] = 0
+                remaining -= demand
+            else:
+                # Rounded up: the connections above their part never get more than it.
+                shares[key] = min(100, -int(-100 * (demand - fair) // demand))
+                remaining -= fair
+        self.shares = shares
 
     # -- DOIC ----------------------------------------------------------------------------------
     def report(self, now: float) -> bytes:
@@ -175,23 +221,40 @@ class OverloadControl:
         return self.supported_features + self.report(now)
 
     def too_busy(self, raw: bytes, now: float) -> bytes:
-        """The 3004 answer to the request ``raw`` (not decoded: the AVP headers are walked once
-        for Session-Id, Proxy-Info and OC-Supported-Features). E bit set (§7.1.3)."""
+        """The 3004 answer to the request ``raw``, not decoded (RFC 6733 §7.2 answer-message:
+        E bit set, Session-Id first, Origin-Host, Origin-Realm, Result-Code, every Proxy-Info
+        in order, §6.2: the request's identifiers and P bit)."""
+        cut = 0
+        if _PROXY_INFO_CODE not in raw and _OC_SUPPORTED_FEATURES_CODE not in raw:
+            # The common case, told by substring tests (C speed): no Proxy-Info to copy and no
+            # DOIC, and the Session-Id first (its place in every grammar) or nowhere.
+            code, flags_length = (
+                _AVP_HEADER.unpack_from(raw, HEADER_LENGTH) if len(raw) >= 28 else (0, 0)
+            )
+            if code == SESSION_ID and not flags_length >> 31:
+                length = flags_length & 0xFFFFFF
+                # Framed messages are whole 32-bit words: a Session-Id that fits, padded fits.
+                if 8 <= length and HEADER_LENGTH + length <= len(raw):
+                    cut = HEADER_LENGTH + ((length + 3) & ~3)
+            elif _SESSION_ID_CODE not in raw:
+                cut = HEADER_LENGTH
+        if cut:
+            # The answer is a cached header start, the request's octets from its command code
+            # to the end of the Session-Id (command, application, Hop-by-Hop and End-to-End
+            # identifiers, Session-Id) and the constant block.
+            key = cut | (raw[4] & FLAG_PROXIABLE) << 24
+            head = self._heads.get(key)
+            if head is None:
+                head = bytes((1,)) + (cut + len(self._block)).to_bytes(3, "big")
+                head += bytes(((raw[4] & FLAG_PROXIABLE) | FLAG_ERROR,))
+                if len(self._heads) < _HEADS_SIZE:
+                    self._heads[key] = head
+            return b"".join((head, raw[5:cut], self._block))
         session = b""
         proxies: list[bytes] = []
         doic: DoicRequest | None = None
         end = len(raw)
         offset = HEADER_LENGTH
-        if _PROXY_INFO_CODE not in raw and _OC_SUPPORTED_FEATURES_CODE not in raw:
-            # The common case, told by a substring test (C speed): only a leading Session-Id
-            # to copy, no AVP walk.
-            end = 0
-            if len(raw) >= HEADER_LENGTH + 8:
-                code, flags_length = _AVP_HEADER.unpack_from(raw, HEADER_LENGTH)
-                length = flags_length & 0xFFFFFF
-                if code == SESSION_ID and not flags_length >> 31 and 8 <= length:
-                    if HEADER_LENGTH + length <= len(raw):
-                        session = raw[HEADER_LENGTH : HEADER_LENGTH + ((length + 3) & ~3)]
         while offset + 8 <= end:
             code, flags_length = _AVP_HEADER.unpack_from(raw, offset)
             length = flags_length & 0xFFFFFF
@@ -219,6 +282,10 @@ class OverloadControl:
             end_to_end,
         )
         return header + body
+
+
+def _by_demand(item: tuple[Hashable, int]) -> int:
+    return item[1]
 
 
 def doic_request(data: bytes) -> DoicRequest:

@@ -90,6 +90,9 @@ _DIRECT_PROCESS = frozenset(
     if TRANSITIONS.get((state, RCV_MESSAGE[role])) == ((Action.PROCESS,), state)
 )
 _BASE_COMMANDS = frozenset({CER, DWR, DPR})
+_TOO_BUSY = int(ResultCode.DIAMETER_TOO_BUSY)
+_WORD = struct.Struct("!I")
+_REQUEST_BIT = FLAG_REQUEST << 24  # in the header's second word (flags, command code)
 
 _OC_SUPPORTED_FEATURES_CODE = OC_SUPPORTED_FEATURES.to_bytes(4, "big")
 _CER_COMMAND = DICTIONARY.commands[(0, CER)]
@@ -175,6 +178,7 @@ class Peer:
         # Octets fed to receive_each / handled so far (their difference waits to be served).
         self.received_bytes = 0
         self.processed_bytes = 0
+        self._shed_credit = 0  # overload control's loss algorithm (_shed)
         self._malformed_count = 0
         self.watchdog = Watchdog(
             WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
@@ -239,6 +243,8 @@ class Peer:
             if not self.closed:
                 self._framing_error(exc, now)
             return self._take_events()
+        if self._direct and self.node.overload.reduction:
+            messages = self._shed(messages, now)
         for raw in messages:
             if self.closed:
                 break
@@ -260,6 +266,8 @@ class Peer:
             # Whole messages before the bad bytes are processed first (they were well framed).
             error, messages = exc, exc.messages
         node = self.node
+        if self._direct and node.overload.reduction and messages:
+            messages = self._shed(messages, now)
         for raw in messages:
             if self.closed:
                 break
@@ -424,11 +432,6 @@ class Peer:
             actions = self.watchdog.receive(False, now)
             if actions:
                 self._watchdog_actions(actions, now)
-            overload = self.node.overload
-            if overload.reduction and not overload.admit():
-                # Overloaded: refused before decoding, with a pre-built 3004 (diameter.overload).
-                self._write_answer(overload.too_busy(raw, now))
-                return
             self._process_request(raw, now)
             return
         if self.owner is not None:
@@ -465,6 +468,63 @@ class Peer:
             self._fire(event, now, raw=raw, reason="stopped: DPA received")
         else:
             self._fire(event, now, raw=raw)
+
+    def _shed(self, messages: list[bytes] | tuple[bytes, ...], now: float) -> list[bytes]:
+        """Overload control's share of this read refused before decoding: each application
+        request is refused or admitted by the loss algorithm (RFC 7683 §6: a credit counter,
+        the connection's share evenly spread) and refused ones get the pre-built 3004, written
+        together; the rest (answers and base requests never refused) is returned in order to
+        be processed. Decided per read, not per message: one refusal must cost much less
+        than a classification, or an overloaded node could not even refuse. A DPR ends the
+        refusals (in Closing later requests are dropped instead)."""
+        node = self.node
+        overload = node.overload
+        reduction = overload.shares.get(self, overload.reduction)
+        if not reduction or self.owner is not None or self.closed:
+            return list(messages)
+        credit = self._shed_credit
+        too_busy = overload.too_busy
+        refused: list[bytes] = []
+        admitted: list[bytes] = []
+        commands: dict[int, int] = {}
+        octets = 0
+        for index, raw in enumerate(messages):
+            flags_code = _WORD.unpack_from(raw, 4)[0]
+            code = flags_code & 0xFFFFFF
+            if not flags_code & _REQUEST_BIT or code in _BASE_COMMANDS:
+                if code == DPR and flags_code & _REQUEST_BIT:
+                    # Closing follows: what comes after is dropped, not refused.
+                    admitted += messages[index:]
+                    break
+                admitted.append(raw)  # never refused: answers, CER, DWR
+                continue
+            credit += reduction
+            if credit < 100:
+                admitted.append(raw)
+                continue
+            credit -= 100
+            refused.append(too_busy(raw, now))
+            octets += len(raw)
+            commands[code] = commands.get(code, 0) + 1
+        self._shed_credit = credit
+        if not refused:
+            return admitted
+        # Bookkeeping once for the refused requests: octets handled, the watchdog (any
+        # received message resets Tw, RFC 3539 §3.4.1; one read, one time), counters.
+        self.processed_bytes += octets
+        node.processed_bytes += octets
+        overload.refused += len(refused)
+        actions = self.watchdog.receive(False, now)
+        if actions:
+            self._watchdog_actions(actions, now)
+        observer = node.observer
+        for code, count in commands.items():
+            observer.on_message("in", command_name(code, True), None, count)
+            observer.on_message(
+                "out", command_name(code, False), _TOO_BUSY, count
+            )
+        self._out.append(b"".join(refused))
+        return admitted
 
     def _on_cer(self, raw: bytes, now: float) -> None:
         """R-Conn-CER: Process-CER's checks decide between accepting and rejecting (§5.3)."""

@@ -166,10 +166,12 @@ class HotPathCollector:
         histogram[bisect_left(self._bounds, seconds)] += 1
         histogram[-1] += seconds
 
-    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
+    def on_message(
+        self, direction: str, command: str, result_code: int | None, count: int = 1
+    ) -> None:
         key = (direction, command, result_code)
         messages = self._messages
-        messages[key] = messages.get(key, 0) + 1
+        messages[key] = messages.get(key, 0) + count
 
     def on_avp_flag_deviation(self, avp: str) -> None:
         # ``avp`` is a dictionary name: a bounded label set.

@@ -1,13 +1,15 @@
 """The adapter side of overload control: measures the queueing delay for ``diameter.overload``.
 
 Every ``interval``, when octets wait, it takes the event loop's lag (how late this timer runs)
-plus the octets received but not yet handled (the kernel's receive queue of each connection, FIONREAD, plus what
-a connection has read and not served yet) divided by the rate octets are handled at while the
-loop handles them: how long a request arriving now waits before it is served. Connections paused because
-their peer does not read its answers are left out (their wait is the peer's doing). The core
-gets ``update(delay, now)``; ``lag`` stays readable for metrics. The same timer is the
-process's event loop lag probe: each of ``lag_observers`` gets every lag measured (a metric), with
-overload control on or off.
+plus the octets received but not yet handled (the kernel's receive queue of each connection,
+FIONREAD, plus what a connection has read and not served yet) divided by the rate octets are
+handled at while the loop handles them: how long a request arriving now waits before it is
+served. Connections paused because their peer does not read its answers are left out (their
+wait is the peer's doing). The core gets ``update(delay, now)``, then ``apportion`` with what
+each open connection offered since the last measurement (octets read plus octets waiting), for
+each connection's fair share; ``lag`` stays readable for metrics. The same timer is the
+process's event loop lag probe: each of ``lag_observers`` gets every lag measured (a metric),
+with overload control on or off.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import asyncio
 import contextlib
 import fcntl
 import termios
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 from diameter.node import Node
+from diameter.peer import Peer
 from diameter.transport.connection import PeerConnection
 
 
@@ -62,6 +65,7 @@ class LoadSampler:
         self._last_octets = 0
         self._last_busy = 0.0
         self.lag_observers: list[Callable[[float], None]] = []
+        self._received: dict[Peer, int] = {}  # each open connection's octets read, last time
 
     def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -95,9 +99,27 @@ class LoadSampler:
             rate = (octets - self._last_octets) / (busy - self._last_busy)
             self.rate = rate if not self.rate else 0.5 * (self.rate + rate)
             self._last_octets, self._last_busy = octets, busy
-        waiting = sum(unread_octets(c) for c in self.connections if not c.write_paused)
+        # What each connection offered since the last measurement: octets read plus those
+        # waiting (the fair shares of overload.apportion), and what waits in all.
+        waiting = 0
+        demands: dict[Hashable, int] = {}
+        received: dict[Peer, int] = {}
+        last = self._received
+        for connection in self.connections:
+            peer = connection.peer
+            if peer is None:
+                continue
+            # A connection whose peer does not read its answers is paused: its wait is its own.
+            unread = 0 if connection.write_paused else unread_octets(connection)
+            waiting += unread
+            if peer.is_open:
+                got = received[peer] = peer.received_bytes
+                demands[peer] = got - last.get(peer, 0) + unread
+        self._received = received
         # With nothing waiting no request is delayed, however late this timer ran (the process
         # was not scheduled, a collection ran): only requests waiting make a queueing delay.
         self.delay = lag + waiting / self.rate if waiting and self.rate else (lag if waiting else 0.0)
-        node.overload.update(self.delay, now)
+        overload = node.overload
+        overload.update(self.delay, now)
+        overload.apportion(demands)
         self._schedule(now)

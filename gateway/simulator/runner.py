@@ -164,9 +164,11 @@ class _Counter(NullObserver):
     def __init__(self) -> None:
         self.answers_in = 0
 
-    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
+    def on_message(
+        self, direction: str, command: str, result_code: int | None, count: int = 1
+    ) -> None:
         if direction == "in" and command == _ANSWER_NAME:
-            self.answers_in += 1
+            self.answers_in += count
 
 
 @dataclass(slots=True)

@@ -3,10 +3,13 @@ pre-built 3004 and the RFC 7683 DOIC AVPs, with time passed in."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diameter.codec import FLAG_ERROR, FLAG_PROXIABLE, Avp, Message, decode_message
+from diameter.answer import answer_to
+from diameter.codec import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message, decode_message
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO, OcReportType
 from diameter.overload import (
@@ -42,7 +45,7 @@ def request(*extra: Avp) -> Message:
 
 
 # -- the controller -----------------------------------------------------------------------------
-def test_reduction_rises_past_the_target_and_falls_below_half_of_it() -> None:
+def test_shedding_starts_past_the_target_twice_in_a_row_and_rises_while_it_lasts() -> None:
     c = control()
     c.update(0.05, 0.0)
     assert c.reduction == 0 and not c.overloaded
@@ -51,35 +54,121 @@ def test_reduction_rises_past_the_target_and_falls_below_half_of_it() -> None:
     c.update(0.05, 0.15)
     c.update(0.15, 0.2)  # not twice in a row either
     assert c.reduction == 0
-    c.update(0.15, 0.25)  # twice in a row, 1.5 x target: +10
+    c.update(0.15, 0.25)  # twice in a row, 1.5 x target: 10
     assert c.reduction == 10 and c.overloaded
-    c.update(0.45, 0.2)  # 4.5 x target: +40
+    c.update(0.45, 0.3)  # 4.5 x target: +40
     assert c.reduction == 50
-    c.update(10.0, 0.3)  # far past: the rise is capped, the total at 100
-    c.update(10.0, 0.4)
+    c.update(10.0, 0.4)  # far past: the rise is capped, the total at 100
+    c.update(10.0, 0.5)
     assert c.reduction == 100
-    c.update(0.07, 0.5)  # between half the target and the target: held
-    assert c.reduction == 100
-    for step in range(20):
-        c.update(0.01, 0.6 + step / 10)
+
+
+def test_shedding_ends_at_the_first_measurement_under_the_target() -> None:
+    # A stall: the delay measured right after it is far past the target, the next one is
+    # back under it. Nothing is refused once the delay is under the target (no average, no
+    # slow step-down: the refusals a stall costs are those while requests really wait).
+    c = control()
+    c.update(0.5, 0.0)
+    c.update(0.4, 0.1)  # 4 x the target
+    assert c.reduction == 40
+    c.update(0.09, 0.2)
     assert c.reduction == 0 and not c.overloaded
+
+
+def test_a_sustained_overload_resumes_at_the_share_that_held_it() -> None:
+    c = control()
+    for step in range(4):
+        c.update(0.25, step / 10)
+    assert c.reduction == 60
+    c.update(0.05, 0.4)  # the share held the delay: shedding stops
+    assert c.reduction == 0
+    c.update(0.15, 0.5)  # past the target again at once: resumed a step lower, no re-climb
+    assert c.reduction == 55
+    for step in range(11):  # under the target long enough: the remembered share runs down
+        c.update(0.05, 0.6 + step / 10)
+    assert c.reduction == 0
+    c.update(0.15, 2.0)  # a new overload: past the target twice in a row again
+    assert c.reduction == 0
+    c.update(0.15, 2.1)
+    assert c.reduction == 10
+
+
+@given(delays=st.lists(st.floats(0.0, 2.0), max_size=60))
+def test_nothing_is_refused_while_the_delay_is_under_the_target(delays: list[float]) -> None:
+    c = control()
+    for step, delay in enumerate(delays):
+        c.update(delay, step / 10)
+        assert 0 <= c.reduction <= 100
+        if delay <= 0.1:
+            assert c.reduction == 0
+        if step and delays[step - 1] <= 0.1 and c.reduction:
+            # One measurement past the target starts shedding only within a running overload.
+            assert any(d > 0.1 for d in delays[:step - 1])
 
 
 def test_off_when_the_target_is_zero() -> None:
     c = control(target_delay=0.0)
     assert not c.enabled
     c.update(100.0, 0.0)
-    assert c.reduction == 0 and c.admit()
+    c.update(100.0, 0.1)
+    assert c.reduction == 0
 
 
-@given(reduction=st.integers(0, 100), n=st.integers(1, 500))
-def test_loss_algorithm_refuses_the_reduction_share_evenly(reduction: int, n: int) -> None:
+# -- fairness between peers ---------------------------------------------------------------------
+def test_a_peer_within_its_fair_share_is_not_refused() -> None:
+    c = control()
+    c.reduction = 50
+    c.apportion({"flood": 90_000, "modest": 10_000})
+    # Half of 100,000 octets admitted: 10,000 of the modest peer, 40,000 of the flooding one.
+    assert c.shares == {"modest": 0, "flood": 56}
+
+
+def test_peers_alike_share_the_reduction_alike() -> None:
+    c = control()
+    c.reduction = 30
+    c.apportion({"a": 1_000, "b": 1_000, "c": 1_000})
+    assert c.shares == {"a": 30, "b": 30, "c": 30}
+
+
+def test_shares_are_dropped_when_shedding_ends() -> None:
+    c = control()
+    c.update(1.0, 0.0)
+    c.update(1.0, 0.1)
+    c.apportion({"a": 1_000})
+    assert c.shares == {"a": 50}
+    c.update(0.0, 0.2)
+    assert c.shares == {}
+
+
+@given(
+    demands=st.dictionaries(st.integers(0, 50), st.integers(0, 1_000_000), max_size=12),
+    reduction=st.integers(1, 100),
+)
+def test_fair_shares_admit_the_reduction_and_spare_the_smaller_peers(
+    demands: dict[int, int], reduction: int
+) -> None:
     c = control()
     c.reduction = reduction
-    refused = sum(not c.admit() for _ in range(n))
-    # A credit counter: never more than one request away from the exact share.
-    assert abs(refused - n * reduction / 100) <= 1
-    assert c.refused == refused
+    c.apportion(demands)
+    total = sum(demands.values())
+    if not total:
+        assert c.shares == {}
+        return
+    shares = c.shares
+    assert set(shares) == set(demands) and all(0 <= v <= 100 for v in shares.values())
+    admitted = sum(d * (100 - shares[k]) / 100 for k, d in demands.items())
+    # The node's share is admitted, within the rounding up of the refused shares.
+    assert admitted <= total * (100 - reduction) / 100 + 1e-6 * total
+    assert admitted >= total * (100 - reduction) / 100 - len(demands) * max(demands.values()) / 100
+    # Max-min fairness: a peer offering more is never refused a smaller share; one refused at
+    # all is admitted at least as much as any peer offering less.
+    ordered = sorted(demands, key=demands.__getitem__)
+    for smaller, larger in itertools.pairwise(ordered):
+        if demands[smaller] < demands[larger]:
+            assert shares[smaller] <= shares[larger]
+    if reduction < 100:
+        equal_part = total * (100 - reduction) / 100 / len(demands)
+        assert all(shares[k] == 0 for k, d in demands.items() if d <= equal_part)
 
 
 # -- the pre-built 3004 -------------------------------------------------------------------------
@@ -108,6 +197,35 @@ def _answer_message_command() -> object:
     from dataclasses import replace
 
     return replace(ECR_COMMAND, request=DICTIONARY.answer_message, proxiable=True)
+
+
+@given(
+    session=st.one_of(st.none(), st.text(min_size=0, max_size=40)),
+    session_first=st.booleans(),
+    proxies=st.integers(0, 2),
+    proxiable=st.booleans(),
+    extra=st.binary(max_size=12),
+)
+def test_too_busy_is_the_answer_rfc_6733_builds(
+    session: str | None, session_first: bool, proxies: int, proxiable: bool, extra: bytes
+) -> None:
+    # Cross-check against diameter.answer.answer_to, which builds answers from decoded
+    # messages (RFC 6733 §6.2, §7.2): the same octets, through the template or the AVP walk.
+    avps = [Avp.new("Origin-Host", "mme.test"), Avp.new("Origin-Realm", "test")]
+    if extra:
+        avps.append(Avp.new("User-Name", extra.hex()))
+    if session is not None:
+        avps.insert(0 if session_first else len(avps), Avp.new("Session-Id", session))
+    for n in range(proxies):
+        avps.append(
+            Avp.new("Proxy-Info", [Avp.new("Proxy-Host", f"dra{n}.test"), Avp.new("Proxy-State", b"s")])
+        )
+    flags = FLAG_REQUEST | (FLAG_PROXIABLE if proxiable else 0)
+    raw = Message(324, 16777252, flags, 0xA1B2C3D4, 0x01020304, avps).encode()
+    c = control()
+    expected = answer_to(decode_message(raw), IDENTITY, 3004).encode()
+    assert c.too_busy(raw, 0.0) == expected
+    assert c.too_busy(raw, 0.0) == expected  # the cached header start too
 
 
 def test_too_busy_without_oc_supported_features_has_no_doic_avp() -> None:

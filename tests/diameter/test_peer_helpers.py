@@ -60,8 +60,10 @@ class Recorder:
         self.states: list[tuple[object, object, object]] = []
         self.flag_deviations: list[str] = []
 
-    def on_message(self, direction: str, command: str, result_code: int | None) -> None:
-        self.messages.append((direction, command, result_code))
+    def on_message(
+        self, direction: str, command: str, result_code: int | None, count: int = 1
+    ) -> None:
+        self.messages.extend([(direction, command, result_code)] * count)
 
     def on_peer_state(self, peer: object, old_state: object, new_state: object) -> None:
         self.states.append((peer, old_state, new_state))

@@ -4,6 +4,9 @@ a peer sending malformed requests past the limit disconnected with DPR."""
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from diameter.codec import Avp, Message
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
@@ -13,6 +16,7 @@ from diameter.peer import PeerState
 from tests.diameter.test_peer_helpers import (
     MME_HOST,
     REALM,
+    Recorder,
     answers,
     base_request,
     ecr,
@@ -51,6 +55,73 @@ def test_overloaded_node_refuses_requests_in_proportion_without_handing_them_ove
     assert {a.get("Result-Code") for a in refused} == {3004}
     assert all(a.is_error for a in refused)
     assert peer.node.overload.refused == 5
+
+
+@given(reduction=st.integers(0, 100), n=st.integers(1, 300), per_read=st.integers(1, 40))
+def test_the_loss_algorithm_refuses_the_share_evenly_whatever_the_reads(
+    reduction: int, n: int, per_read: int
+) -> None:
+    peer = open_responder(overloaded_node(reduction))
+    requests = [ecr(hop_by_hop=i, end_to_end=i) for i in range(n)]
+    handed_over = 0
+    for i in range(0, n, per_read):
+        handed_over += len(peer.receive_data(b"".join(requests[i : i + per_read]), 1.0))
+    refused = answers(peer)
+    # A credit counter per connection: never more than one request off the exact share.
+    assert abs(len(refused) - n * reduction / 100) <= 1
+    assert handed_over + len(refused) == n
+    assert all(a.get("Result-Code") == 3004 and a.is_error for a in refused)
+    assert peer.node.overload.refused == len(refused)
+    # Each refused request got its own answer: identifiers copied, none twice.
+    assert len({a.hop_by_hop for a in refused}) == len(refused)
+
+
+def test_refusals_are_counted_like_any_answer() -> None:
+    recorder = Recorder()
+    node = overloaded_node(100)
+    node.observer = recorder
+    peer = open_responder(node)
+    recorder.messages.clear()
+    peer.receive_data(b"".join(ecr(hop_by_hop=i, end_to_end=i) for i in range(7)), 1.0)
+    assert len(answers(peer)) == 7
+    assert sorted(set(recorder.messages)) == [("in", "ECR", None), ("out", "ECA", 3004)]
+    assert len(recorder.messages) == 14
+
+
+def test_each_peer_is_refused_its_own_share() -> None:
+    node = overloaded_node(50)
+    flood = open_responder(node, origin_host="flood.test")
+    modest = open_responder(node, origin_host="modest.test")
+    node.overload.apportion({flood: 90_000, modest: 10_000})
+    for i in range(20):
+        assert modest.receive_data(ecr(hop_by_hop=i, end_to_end=i), 1.0)  # handed over
+    assert answers(modest) == []
+    flood.receive_data(b"".join(ecr(hop_by_hop=i, end_to_end=i) for i in range(100)), 1.0)
+    assert len(answers(flood)) == 56
+    # A connection the last apportioning did not know gets the node's reduction.
+    newcomer = open_responder(node, origin_host="new.test")
+    newcomer.receive_data(b"".join(ecr(hop_by_hop=i, end_to_end=i) for i in range(10)), 1.0)
+    assert len(answers(newcomer)) == 5
+
+
+def test_a_watchdog_request_in_a_refused_read_is_answered_and_a_dpr_ends_refusals() -> None:
+    peer = open_responder(overloaded_node(100))
+    data = b"".join(
+        [
+            ecr(hop_by_hop=1, end_to_end=1),
+            base_request(DWR, hop_by_hop=2),
+            ecr(hop_by_hop=3, end_to_end=3),
+            base_request(DPR, hop_by_hop=4, extra=[Avp.new("Disconnect-Cause", 0)]),
+            ecr(hop_by_hop=5, end_to_end=5),
+        ]
+    )
+    assert peer.receive_data(data, 1.0) == []
+    out = {a.hop_by_hop: a for a in answers(peer)}
+    assert out[1].get("Result-Code") == 3004 and out[3].get("Result-Code") == 3004
+    assert out[2].command_code == DWR and out[2].get("Result-Code") == 2001
+    assert out[4].command_code == DPR and out[4].get("Result-Code") == 2001
+    assert 5 not in out  # after the DPA: Closing, dropped (RFC 6733 §5.6), not refused
+    assert peer.state is PeerState.CLOSING
 
 
 def test_base_messages_are_never_refused() -> None:
