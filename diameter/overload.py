@@ -166,26 +166,35 @@ class OverloadControl:
             if not self.reduction:
                 self.shares = {}
 
-    def apportion(self, demands: Mapping[Hashable, int]) -> None:
+    def apportion(self, demands: Mapping[Hashable, int], capacity: float = 0.0) -> None:
         """Spread the reduction over the connections, by what each offered (octets) since the
-        last measurement: the share of the traffic to admit, ``100 - reduction`` percent of
-        it, is divided max-min fairly (water-filling), so that a connection offering less than
-        an equal part of it is admitted whole and only those above give way, each in
-        proportion to its excess (RFC 7683 leaves the choice of what to refuse to the
-        reporting node; a well-behaved MME must not pay for another's flood)."""
+        last measurement. A connection offering no more than an equal part of ``capacity``
+        (the octets the node can handle in that time; 0: unknown) is within its fair share
+        and admitted whole. The share of the traffic to admit, ``100 - reduction`` percent,
+        less what those bring, is divided max-min fairly (water-filling) among the others: a
+        connection offering less than an equal part of it is admitted whole, those above give
+        way, each in proportion to its excess. RFC 7683 leaves the choice of what to refuse to
+        the reporting node; a well-behaved MME must not pay for another's flood, even when
+        the flood alone calls for refusing everything (the node then refuses a little less
+        than ``reduction``)."""
         reduction = self.reduction
-        if not reduction or not demands:
-            self.shares = {}
-            return
         total = sum(demands.values())
-        if total <= 0:
+        if not reduction or total <= 0:
             self.shares = {}
             return
-        remaining = total * (100 - reduction) / 100
-        left = len(demands)
+        within = capacity / len(demands)
         shares: dict[Hashable, int] = {}
-        for key, demand in sorted(demands.items(), key=_by_demand):
-            fair = remaining / left
+        remaining = total * (100 - reduction) / 100
+        above: list[tuple[Hashable, int]] = []
+        for key, demand in demands.items():
+            if demand <= within:
+                shares[key] = 0
+                remaining -= demand
+            else:
+                above.append((key, demand))
+        left = len(above)
+        for key, demand in sorted(above, key=_by_demand):
+            fair = max(0.0, remaining) / left
             left -= 1
             if demand <= fair:
                 shares[key] = 0

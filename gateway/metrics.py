@@ -272,6 +272,14 @@ class ObservationCollector:
             yield CounterMetricFamily(f"eir_observations_{name}", text, value=value)
 
 
+# Per-peer series stay bounded: only the most refused open peers are exported.
+_REFUSED_PEERS_SHOWN = 16
+
+
+def _by_share(item: tuple[int, object]) -> int:
+    return item[0]
+
+
 class OverloadCollector:
     """diameter_overload_* and diameter_malformed_disconnects_total, read from the node."""
 
@@ -298,6 +306,18 @@ class OverloadCollector:
             "not yet handled over the rate they are handled at.",
             value=overload.delay,
         )
+        peers = GaugeMetricFamily(
+            "diameter_overload_peer_reduction_percent",
+            "Share of its requests overload control refuses from a peer sending more than its "
+            f"fair share (the {_REFUSED_PEERS_SHOWN} most refused open peers, by Origin-Host).",
+            labels=("peer",),
+        )
+        refused = [(share, peer) for peer, share in overload.shares.items() if share]
+        refused.sort(key=_by_share, reverse=True)
+        for share, peer in refused[:_REFUSED_PEERS_SHOWN]:
+            info = getattr(peer, "info", None)
+            peers.add_metric((getattr(info, "origin_host", "unknown"),), share)
+        yield peers
         yield CounterMetricFamily(
             "diameter_overload_rejected",
             "Requests answered 3004 DIAMETER_TOO_BUSY by overload control (not decoded).",

@@ -39,6 +39,7 @@ _GAUGES: dict[str, Combine] = {
     "diameter_overload_state": max,
     "diameter_overload_reduction_percent": max,
     "diameter_queueing_delay_seconds": max,
+    "diameter_overload_peer_reduction_percent": max,  # a peer's connections: the most refused
     "process_start_time_seconds": min,
     "process_max_fds": max,
     "python_info": max,

@@ -121,5 +121,6 @@ class LoadSampler:
         self.delay = lag + waiting / self.rate if waiting and self.rate else (lag if waiting else 0.0)
         overload = node.overload
         overload.update(self.delay, now)
-        overload.apportion(demands)
+        # What the node handles in an interval at the measured rate: its fair shares' sum.
+        overload.apportion(demands, self.rate * self.interval)
         self._schedule(now)

@@ -140,16 +140,24 @@ def test_shares_are_dropped_when_shedding_ends() -> None:
     assert c.shares == {}
 
 
+def test_a_peer_within_an_equal_part_of_the_capacity_is_spared_even_at_100_percent() -> None:
+    c = control()
+    c.reduction = 100  # the flood alone calls for refusing everything
+    c.apportion({"flood": 900_000, "modest": 1_000}, capacity=100_000)
+    assert c.shares == {"modest": 0, "flood": 100}
+
+
 @given(
     demands=st.dictionaries(st.integers(0, 50), st.integers(0, 1_000_000), max_size=12),
     reduction=st.integers(1, 100),
+    capacity=st.sampled_from([0.0, 1_000.0, 100_000.0, 1e7]),
 )
 def test_fair_shares_admit_the_reduction_and_spare_the_smaller_peers(
-    demands: dict[int, int], reduction: int
+    demands: dict[int, int], reduction: int, capacity: float
 ) -> None:
     c = control()
     c.reduction = reduction
-    c.apportion(demands)
+    c.apportion(demands, capacity)
     total = sum(demands.values())
     if not total:
         assert c.shares == {}
@@ -157,17 +165,21 @@ def test_fair_shares_admit_the_reduction_and_spare_the_smaller_peers(
     shares = c.shares
     assert set(shares) == set(demands) and all(0 <= v <= 100 for v in shares.values())
     admitted = sum(d * (100 - shares[k]) / 100 for k, d in demands.items())
-    # The node's share is admitted, within the rounding up of the refused shares.
-    assert admitted <= total * (100 - reduction) / 100 + 1e-6 * total
-    assert admitted >= total * (100 - reduction) / 100 - len(demands) * max(demands.values()) / 100
-    # Max-min fairness: a peer offering more is never refused a smaller share; one refused at
-    # all is admitted at least as much as any peer offering less.
+    allowance = total * (100 - reduction) / 100
+    within = capacity / len(demands)
+    spared = sum(d for d in demands.values() if d <= within)
+    assert all(shares[k] == 0 for k, d in demands.items() if d <= within)
+    # The node's share is admitted (more only for peers within their part of the capacity),
+    # within the rounding up of the refused shares.
+    assert admitted <= max(allowance, spared) + 1e-6 * total
+    assert admitted >= allowance - len(demands) * max(demands.values()) / 100
+    # Max-min fairness: a peer offering more is never refused a smaller share.
     ordered = sorted(demands, key=demands.__getitem__)
     for smaller, larger in itertools.pairwise(ordered):
         if demands[smaller] < demands[larger]:
             assert shares[smaller] <= shares[larger]
     if reduction < 100:
-        equal_part = total * (100 - reduction) / 100 / len(demands)
+        equal_part = allowance / len(demands)
         assert all(shares[k] == 0 for k, d in demands.items() if d <= equal_part)
 
 

@@ -5,6 +5,7 @@ No timings are asserted: waits are bounded only so that a hang fails instead of 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -18,7 +19,7 @@ from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
 from tests.blocking_socket import recv_message
 from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
-from tests.e2e.test_conformance_edges import DPR
+from tests.e2e.test_conformance_edges import DPR, RawPeer
 from tests.e2e.test_robustness import (
     cer_as,
     dwr_as,
@@ -42,6 +43,27 @@ def malformed_ecr(host: str, n: int) -> Message:
     message.hop_by_hop = message.end_to_end = n
     message.avps = [a for a in message.avps if a.code != 283]  # no Destination-Realm: 5005
     return message
+
+
+def pipelined(host: str, total: int) -> bytes:
+    """``total`` ECRs of ``host`` (identifiers 0, 1, ...), to be sent at once."""
+    template = ecr_as(host)
+    data = bytearray()
+    for i in range(total):
+        template.hop_by_hop = template.end_to_end = i
+        data += template.encode()
+    return bytes(data)
+
+
+async def result_codes(peer: RawPeer, total: int) -> dict[int, int]:
+    """How many of the next ``total`` answers carried each Result-Code."""
+    codes: dict[int, int] = {}
+    for _ in range(total):
+        answer = await peer.recv(timeout=60)
+        assert answer is not None
+        code = answer.get("Result-Code")
+        codes[code] = codes.get(code, 0) + 1
+    return codes
 
 
 async def test_doic_answers_only_to_peers_that_ask(start_gateway: StartGateway) -> None:
@@ -94,22 +116,110 @@ async def test_a_real_backlog_turns_overload_control_on(start_gateway: StartGate
     gateway = await start_gateway(EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0.001")
     peer = await open_as(gateway, "burst.test")
     total = 20_000
-    template = ecr_as("burst.test")
-    data = bytearray()
-    for i in range(total):
-        template.hop_by_hop = template.end_to_end = i
-        data += template.encode()
-    peer.send(bytes(data))
-    codes: dict[int, int] = {}
-    for _ in range(total):
-        answer = await peer.recv(timeout=60)
-        assert answer is not None
-        code = answer.get("Result-Code")
-        codes[code] = codes.get(code, 0) + 1
+    peer.send(pipelined("burst.test", total))
+    codes = await result_codes(peer, total)
     assert set(codes) <= {2001, 3004}, codes
     assert codes.get(3004, 0) > 0, codes
     _, text = await scrape(gateway)
     assert metric_value(text, "diameter_overload_rejected_total") == codes[3004]
+
+
+async def test_a_modest_peer_is_answered_while_a_flooding_one_is_refused(
+    start_gateway: StartGateway,
+) -> None:
+    # Two peers over real sockets: one pipelines 20,000 requests at once, the other sends one
+    # at a time. The flood's backlog turns overload control on (1 ms target); its share is
+    # refused, while the modest peer, far within its fair share, is never refused.
+    gateway = await start_gateway(EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0.001")
+    modest = await open_as(gateway, "modest.test")
+    flood = await open_as(gateway, "flood.test")
+    total = 20_000
+    data = pipelined("flood.test", total)
+    done = asyncio.Event()
+    modest_codes: list[int] = []
+
+    async def modest_loop() -> None:
+        n = 0
+        while not done.is_set():
+            n += 1
+            request = ecr_as("modest.test")
+            request.hop_by_hop = request.end_to_end = n
+            modest_codes.append((await modest.ask(request, timeout=60)).get("Result-Code"))
+            await asyncio.sleep(0.01)
+
+    task = asyncio.get_running_loop().create_task(modest_loop())
+    await asyncio.sleep(0.05)
+    flood.send(data)
+    codes = await result_codes(flood, total)
+    done.set()
+    await asyncio.wait_for(task, 70)
+    assert set(codes) <= {2001, 3004} and codes.get(3004, 0) > 0, codes
+    assert modest_codes and set(modest_codes) == {2001}, (len(modest_codes), codes)
+    _, text = await scrape(gateway)
+    assert metric_value(text, "diameter_overload_rejected_total") == codes[3004]
+
+
+async def test_shedding_after_stalls_ends_once_the_delay_is_back_under_the_target(
+    start_gateway: StartGateway,
+) -> None:
+    # Real stalls of the event loop (time.sleep on it, as a long collection or a writer thread
+    # holding the core would) while a peer sends steadily from a thread. Overload control
+    # sheds while requests wait past the target, and not once a measurement finds the delay
+    # back under it: no slow step-down, so a stall costs no refusals after it is over. (This
+    # peer alone offers far less than the gateway handles, so it is within its fair share
+    # and refused nothing at all: bench/overload.py --stall counts what several peers get.)
+    gateway = await start_gateway()
+    loop = asyncio.get_running_loop()
+    control = gateway.node.overload  # type: ignore[union-attr]
+    target = control.settings.target_delay
+    _, host, port = gateway.diameter_sockets[0]
+    seen: list[tuple[float, int]] = []  # (delay, reduction) after each measurement
+    finished = threading.Event()
+    codes: list[int] = []
+    total = 4_000
+
+    def record() -> None:
+        if not seen or seen[-1] != (control.delay, control.reduction):
+            seen.append((control.delay, control.reduction))
+        if not finished.is_set():
+            loop.call_later(0.005, record)
+
+    def client() -> None:
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(cer_as("steady.test").encode())
+            assert decode_message(recv_message(sock)).get("Result-Code") == 2001
+
+            def read() -> None:
+                while len(codes) < total:
+                    codes.append(decode_message(recv_message(sock)).get("Result-Code"))
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            request = ecr_as("steady.test")
+            for n in range(total):  # about 2,000/s for two seconds
+                request.hop_by_hop = request.end_to_end = n + 1
+                sock.sendall(request.encode())
+                time.sleep(0.0005)
+            reader.join(60)
+        finished.set()
+
+    def stall(left: int) -> None:
+        time.sleep(0.25)
+        if left > 1:
+            loop.call_later(0.03, stall, left - 1)
+
+    record()
+    thread = threading.Thread(target=client)
+    thread.start()
+    loop.call_later(0.3, stall, 4)
+    while not finished.is_set():
+        await asyncio.sleep(0.05)
+    thread.join(10)
+    assert len(codes) == total and set(codes) <= {2001, 3004}
+    assert any(reduction for _, reduction in seen), seen  # the stalls did make it shed
+    # The current delay decides: under the target, nothing is refused.
+    assert all(reduction == 0 for delay, reduction in seen if delay <= target), seen
+    assert seen[-1][1] == 0, seen
 
 
 async def test_malformed_peer_is_disconnected_then_may_come_back(
