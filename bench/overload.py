@@ -23,7 +23,14 @@ Method.
 Targets (issue #10): every MICR answered (MICA or 3004) within 5 s; after the load a MICR answered
 within 100 ms within 5 s; RSS growth < 300 MB.
 
-Run: ``.venv/bin/python bench/overload.py [--seconds 20] [--factor 2] [--doic] [--json]``.
+``--stall SECONDS``: what a stall costs instead. No capacity run: open loop at ``--rate`` (default
+10,000/s, under the capacity) for ``--seconds``, and from 1 s on, every ``--stall-every`` seconds
+(default 2), the gateway process is stopped for SECONDS (SIGSTOP, SIGCONT: a real stall, as a
+descheduled process or a long collection); reported are the 3004 answers (refusals the stalls
+cost) and the answers within 5 s.
+
+Run: ``.venv/bin/python bench/overload.py [--seconds 20] [--factor 2] [--doic] [--json]``,
+``.venv/bin/python bench/overload.py --stall 0.4 [--rate 10000] [--seconds 10]``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import socket
 import sys
 import tempfile
@@ -124,6 +132,26 @@ class Watch(threading.Thread):
                 pass
 
 
+class Staller(threading.Thread):
+    """Stops the gateway process for ``seconds`` every ``every`` seconds, from 1 s on."""
+
+    def __init__(self, pid: int, seconds: float, every: float, until: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.seconds, self.every, self.until = pid, seconds, every, until
+        self.stalls = 0
+
+    def run(self) -> None:
+        if self.until.wait(1.0):
+            return
+        while True:
+            os.kill(self.pid, signal.SIGSTOP)
+            time.sleep(self.seconds)
+            os.kill(self.pid, signal.SIGCONT)
+            self.stalls += 1
+            if self.until.wait(self.every - self.seconds):
+                return
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -134,6 +162,26 @@ async def measure(args: argparse.Namespace, port: int) -> dict[str, Any]:
     checks = ImeiGenerator(GatewayData.from_config(config), config.policy, seed=1).take(args.pool)
     # Not verified: on a loaded machine the warm-up itself may meet overload control (3004).
     await warm_up(port, checks, 2 * len(checks), False)
+    if args.stall:
+        stop = threading.Event()
+        staller = Staller(args.gateway_pid, args.stall, args.stall_every, stop)
+        settings = SimulatorSettings(
+            port=port, connections=4, mode="open", rate=args.rate, duration=args.seconds,
+            max_duration=args.seconds + 60, timeout=5.0, max_outstanding=10_000_000,
+            verify=False,
+        )
+        started = time.monotonic()
+        staller.start()
+        try:
+            report, _ = await simulate(settings, checks)
+        finally:
+            stop.set()
+            staller.join(10)
+        return {
+            "capacity": None, "rate": round(args.rate), "report": report,
+            "load_started": started, "load_ended": started + args.seconds,
+            "stalls": staller.stalls,
+        }
     capacity_settings = SimulatorSettings(
         port=port, connections=4, window=64, duration=args.capacity_seconds,
         max_duration=args.capacity_seconds + 30, timeout=5.0,
@@ -165,12 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-seconds", type=float, default=5.0)
     parser.add_argument("--pool", type=int, default=10_000)
     parser.add_argument("--doic", action="store_true", help="the simulator as a reacting node")
+    parser.add_argument("--stall", type=float, default=0.0, help="stop the gateway this long")
+    parser.add_argument("--stall-every", type=float, default=2.0)
+    parser.add_argument("--rate", type=float, default=10_000.0, help="open-loop rate with --stall")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     state = tempfile.mkdtemp(prefix="eir-overload-")
     gateway, port, metrics, log = start_gateway(state)
     pinned = _pin(gateway.pid, 1) and _pin(0, 0)
+    args.gateway_pid = gateway.pid
     stop_probe, stop_watch = threading.Event(), threading.Event()
     probe, watch = Probe(port, stop_probe), Watch(metrics, stop_watch)
     try:
@@ -205,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "pinned": pinned,
         "doic": args.doic,
-        "capacity_micr_per_s": run["capacity"]["micr_per_s"],
+        "capacity_micr_per_s": run["capacity"]["micr_per_s"] if run["capacity"] else None,
+        "stalls": run.get("stalls"),
         "offered_rate": run["rate"],
         "seconds": args.seconds,
         "sent": d["sent"],
