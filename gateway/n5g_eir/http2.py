@@ -58,6 +58,9 @@ _CONNECTION_SPECIFIC = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
+# Fields whose values differ from request to request: checked each time, not remembered.
+_UNREMEMBERED = frozenset((b":path", b"authorization", b"content-length"))
+_CHECKED_FIELDS = 64  # fields remembered as checked, per connection
 _MAX_STREAM_ID = 2**31 - 1
 # PING payloads (§6.7: 8 opaque octets) of our own, told apart when their ACK comes back.
 PING_DRAIN = b"eirdrain"  # graceful shutdown's round trip (§6.8)
@@ -126,26 +129,45 @@ class _Stream:
         self.received = 0
 
 
+def _check_field(name: bytes, value: bytes) -> bool:
+    """§8.2 validity of one request field and §8.3.1's pseudo-header names: True for a
+    pseudo-header field, False for a regular one; raises _StreamError when malformed."""
+    if not name or b"\0" in value or b"\r" in value or b"\n" in value:
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid field")
+    if name[0] == 0x3A:  # ':'
+        if name not in _REQUEST_PSEUDO:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"misplaced or unknown {name!r}")
+        return True
+    if name.lower() != name or name in _CONNECTION_SPECIFIC:
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"field {name!r} not allowed")
+    if name == b"te" and value != b"trailers":
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "te other than trailers")
+    return False
+
+
 def _request_head(
-    headers: list[tuple[bytes, bytes]]
+    headers: list[tuple[bytes, bytes]], checked: dict[tuple[bytes, bytes], bool]
 ) -> tuple[bytes, bytes, int | None, bytes | None]:
-    """§8.3.1 pseudo-header fields, §8.2 field validity; raises _StreamError when malformed."""
+    """§8.3.1 pseudo-header fields, §8.2 field validity; raises _StreamError when malformed.
+    ``checked``: fields of this connection found valid before (:func:`_check_field`'s
+    answer), whose checks need not be repeated: a client sends the same :method, :scheme,
+    :authority and user-agent on every request."""
     pseudo: dict[bytes, bytes] = {}
     regular = False
     content_length = authorization = None
-    for name, value in headers:
-        if not name or b"\0" in value or b"\r" in value or b"\n" in value:
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid field")
-        if name[0] == 0x3A:  # ':'
-            if regular or name not in _REQUEST_PSEUDO or name in pseudo:
+    for field in headers:
+        name, value = field
+        is_pseudo = checked.get(field)
+        if is_pseudo is None:
+            is_pseudo = _check_field(name, value)
+            if name not in _UNREMEMBERED and len(checked) < _CHECKED_FIELDS:
+                checked[field] = is_pseudo
+        if is_pseudo:
+            if regular or name in pseudo:
                 raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"misplaced or unknown {name!r}")
             pseudo[name] = value
             continue
         regular = True
-        if name.lower() != name or name in _CONNECTION_SPECIFIC:
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"field {name!r} not allowed")
-        if name == b"te" and value != b"trailers":
-            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "te other than trailers")
         if name == b"content-length":
             if not value.isdigit() or (content_length is not None
                                        and int(value) != content_length):
@@ -178,6 +200,7 @@ class Http2Session:
         # A header block (HEADERS + CONTINUATION) may not grow past this, compressed.
         self._max_block = max(settings.max_header_list_bytes, DEFAULT_MAX_FRAME_SIZE)
         self._decoder = HpackDecoder(known_prefixes=path_prefixes)
+        self._checked_fields: dict[tuple[bytes, bytes], bool] = {}
         self._buffer = bytearray()
         self._out: list[bytes] = []
         self._preface = False
@@ -390,7 +413,7 @@ class Http2Session:
             self._reset.append(stream_id)  # a body still to come is dropped quietly
             return
         stream.method, stream.path, stream.content_length, stream.authorization = (
-            _request_head(headers)
+            _request_head(headers, self._checked_fields)
         )
         self._streams[stream_id] = stream
         if end_stream:
