@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import _pin, _wait_port, _wait_ready, free_port  # noqa: E402
+from e2e import _pin, _wait_port, _wait_ready, free_port, loop_lag, scrape  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
 from gateway.n5g_eir.problem import STATUS_RESPONSES, Response  # noqa: E402
@@ -304,9 +304,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             open_args = ["--connections", "4", "--rate", str(args.rate), "--duration",
                          str(args.seconds)]
             pool = args.rate * (args.seconds + 1)
+            # The gateway's own event loop lag over each open-loop run (its
+            # eir_event_loop_lag_seconds): a stall in the gateway shows there, one in the
+            # load generators (their send lag) or the kernel does not.
+            before = scrape(ports["metrics"])
             results["open_loop_alone"] = measured(gateway, simulator(
                 amf_args(ports["n5g"], None, seed + 2000, *open_args, pool=pool)),
                 args.seconds + 120)
+            results["open_loop_alone"]["gateway_loop_lag"] = loop_lag(
+                before, scrape(ports["metrics"]))
+            before = scrape(ports["metrics"])
             s13 = simulator(["--port", str(ports["s13"]), "--rate", str(args.rate),
                              "--duration", str(args.seconds + 1), "--imsi", "--pool",
                              str(pool), "--seed", str(seed + 3000),
@@ -315,6 +322,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 amf_args(ports["n5g"], None, seed + 4000, *open_args, pool=pool)),
                 args.seconds + 120)
             results["s13_beside"] = summary(s13, args.seconds + 120)
+            results["open_loop_beside_s13"]["gateway_loop_lag"] = loop_lag(
+                before, scrape(ports["metrics"]))
         finally:
             stop(processes)
     return results
@@ -364,7 +373,8 @@ def main() -> None:
     for key in ("open_loop_alone", "open_loop_beside_s13"):
         x = results[key]
         print(f"  {key:22} {results['open_loop_rate']}/s: answered {x.get('answered')}  "
-              f"latency ms {x.get('latency_ms')}  send lag ms {x.get('send_lag_ms', {}).get('p99')}")
+              f"latency ms {x.get('latency_ms')}  send lag ms {x.get('send_lag_ms', {}).get('p99')}"
+              f"  gateway loop lag {x.get('gateway_loop_lag')}")
     print(f"  S13 beside it: {results['s13_beside']}")
 
 
