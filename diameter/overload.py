@@ -64,13 +64,17 @@ class OverloadSettings:
 
 
 # Points added per update, per multiple of the target exceeded (capped), and taken off the
-# remembered share per update under the target. Multiples of 5 keep the reports (and their
-# sequence numbers) few.
+# share remembered when shedding stops. Multiples of 5 keep the reports (and their sequence
+# numbers) few.
 _RISE_PER_TARGET = 10
 _RISE_MAX = 50
 _FALL = 5
 # Measurements past the target in a row before shedding starts.
 _ENTER_AFTER = 2
+# Measurements under the target after which the remembered share is forgotten: a sustained
+# overload comes back within one or two; stalls seconds apart are separate events, each
+# allowed its single late measurement.
+_REMEMBER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +101,9 @@ class OverloadControl:
         # start time (Origin-State-Id) so that a restarted node's reports are not older.
         self.sequence_number = sequence_base << 32
         self._over = 0  # measurements past the target in a row
-        # The share that last held the delay, resumed at once when the delay is past the target
-        # again before it has run down (one _FALL per measurement under the target).
+        self._under = 0  # and under it
+        # The share that last held the delay (less _FALL), resumed at once when the delay is
+        # past the target again within _REMEMBER measurements.
         self._level = 0
         self._ended_at: float | None = None
         self._report: bytes = b""
@@ -143,6 +148,7 @@ class OverloadControl:
         before = self.reduction
         if delay > target:
             self._over += 1
+            self._under = 0
             if before:
                 rise = min(_RISE_MAX, _RISE_PER_TARGET * max(1, int(delay / target)))
                 self.reduction = min(100, before + rise)
@@ -155,10 +161,14 @@ class OverloadControl:
             self._level = self.reduction
         else:
             self._over = 0
+            self._under += 1
             # Under the target: no request waits too long now, so none is refused. The share
-            # is remembered a step lower (it held the delay; a little less may too).
+            # is remembered a step lower (it held the delay; a little less may too), a while.
             self.reduction = 0
-            self._level = max(0, (before or self._level) - _FALL)
+            if before:
+                self._level = max(0, before - _FALL)
+            elif self._under > _REMEMBER:
+                self._level = 0
         if self.reduction != before:
             self.sequence_number += 1
             self._report = b""

@@ -84,8 +84,12 @@ def test_a_sustained_overload_resumes_at_the_share_that_held_it() -> None:
     assert c.reduction == 0
     c.update(0.15, 0.5)  # past the target again at once: resumed a step lower, no re-climb
     assert c.reduction == 55
-    for step in range(11):  # under the target long enough: the remembered share runs down
+    for step in range(3):  # under the target three times: still the same overload
         c.update(0.05, 0.6 + step / 10)
+    c.update(0.15, 0.9)
+    assert c.reduction == 50
+    for step in range(4):  # four times: forgotten, a separate event
+        c.update(0.05, 1.1 + step / 10)
     assert c.reduction == 0
     c.update(0.15, 2.0)  # a new overload: past the target twice in a row again
     assert c.reduction == 0
