@@ -69,6 +69,8 @@ class OverloadSettings:
 _RISE_PER_TARGET = 10
 _RISE_MAX = 50
 _FALL = 5
+# OC-Sequence-Number units: 2**-32 s (sequence numbers are times, see OverloadControl).
+_TICKS_PER_SECOND = 1 << 32
 # Measurements past the target in a row before shedding starts.
 _ENTER_AFTER = 2
 # Measurements under the target after which the remembered share is forgotten: a sustained
@@ -97,9 +99,15 @@ class OverloadControl:
         self.reduction = 0  # percent of new requests refused (and asked of DOIC peers)
         self.delay = 0.0  # the last queueing delay measured
         self.refused = 0  # requests answered 3004 by this control
-        # RFC 7683 §5.5.2: a new sequence number for each new report content; based on the
-        # start time (Origin-State-Id) so that a restarted node's reports are not older.
-        self.sequence_number = sequence_base << 32
+        # RFC 7683 §5.5.2: a new sequence number for each new report content. It is the time
+        # the report was made, in 2**-32 s since the epoch: the start time (Origin-State-Id,
+        # seconds) plus the time since the first measurement. So a restarted node's reports
+        # are not older, and the reports of the workers of one host (``--workers N``: each
+        # reports its own load, see README) are ordered by when they were made, to about a
+        # second: a peer that reconnects to another worker has that worker's next report
+        # taken as the newer one (§5.5.3), not ignored until the old one's validity ends.
+        self.sequence_number = self._base = sequence_base << 32
+        self._started: float | None = None  # ``now`` at the first measurement
         self._over = 0  # measurements past the target in a row
         self._under = 0  # and under it
         # The share that last held the delay (less _FALL), resumed at once when the delay is
@@ -169,8 +177,11 @@ class OverloadControl:
                 self._level = max(0, before - _FALL)
             elif self._under > _REMEMBER:
                 self._level = 0
+        if self._started is None:
+            self._started = now
         if self.reduction != before:
-            self.sequence_number += 1
+            made = self._base + int((now - self._started) * _TICKS_PER_SECOND)
+            self.sequence_number = max(self.sequence_number + 1, made)
             self._report = b""
             self._ended_at = now if self.reduction == 0 else None
             if not self.reduction:

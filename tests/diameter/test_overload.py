@@ -379,3 +379,23 @@ def test_reacting_node_follows_our_reporting_node() -> None:
         reporting.update(0.0, 1.0 + step)
     reacting.on_answer(reporting.too_busy(request(oc_supported_features()).encode(), 7.0), 7.0)
     assert reacting.reports == {}
+
+
+def test_reports_of_two_workers_are_ordered_by_when_they_were_made() -> None:
+    # --workers N: each worker reports its own load under the host's Origin-Host. A peer whose
+    # connection moves to another worker must take that worker's later report as newer
+    # (RFC 7683 §5.5.3 keeps the highest sequence number), however many reports the first
+    # worker made before.
+    first, second = control(), control()  # one host: the same start time
+    reacting = ReactingNode()
+    for step in range(20):  # the first worker's report changes often
+        first.update(0.15 if step % 2 else 0.5, 1.0 + step / 10)
+    first.update(0.5, 3.0)
+    first.update(0.5, 3.1)
+    reacting.on_answer(first.too_busy(request(oc_supported_features()).encode(), 3.1), 3.1)
+    assert reacting.reports["eir.test"].reduction == 100
+    second.update(0.0, 0.5)  # its first measurement
+    second.update(0.25, 4.0)
+    second.update(0.25, 4.1)  # a report made later, the second worker's first
+    reacting.on_answer(second.too_busy(request(oc_supported_features()).encode(), 4.1), 4.1)
+    assert reacting.reports["eir.test"].reduction == 20
