@@ -2,7 +2,8 @@
 
 The gateway's own pieces on the embedded default configuration plus bench/real_traffic.py's
 generated TAC file (100,000 TACs), lists and registry declarations: Classifier, local registry
-(its in-memory index), observation log on (its writer thread running), S13 application, Node and
+(its in-memory index), observation log on (its writer running: ``EIR_OBSERVATIONS_WRITER``
+chooses the process, the default, or the thread), S13 application, Node and
 a responder ``PeerConnection`` over a fake transport (bench/server_path.py). Requests are the
 simulator's MICRs (gateway.simulator.traffic templates) for handsets never seen before, each with
 IMSI and Software-Version, 16 per read. What is measured per request: framing, decoding, the
@@ -10,7 +11,8 @@ RFC 6733 checks, peer bookkeeping, classification (TAC, lists, registry, decisio
 the observation record, metrics, the answer and the write call.
 
 Printed: CPU µs per request of the event loop's thread (``time.thread_time``), of the whole
-process (the observation writer included), and wall-clock µs; the best of ``--repeat`` runs.
+process (the observation writer included when it is a thread; a writer process is not this
+process), and wall-clock µs; the best of ``--repeat`` runs.
 CPU time is less disturbed than wall time by other processes on a shared machine. And the
 longest CPU time the loop's thread spent on one read (16 requests) over every run: a stall of
 the gateway's own making (a garbage collection, a bulk eviction) shows there.
@@ -58,9 +60,9 @@ from gateway.classify import Classifier  # noqa: E402
 from gateway.collector import YOUNG_INTERVAL  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.metrics import GatewayMetrics  # noqa: E402
-from gateway.observations import ObservationLog  # noqa: E402
 from gateway.s13 import ME_IDENTITY_CHECK, MeIdentityCheck  # noqa: E402
 from gateway.simulator.traffic import RequestFactory, RequestIdentity  # noqa: E402
+from gateway.state import observation_log  # noqa: E402
 
 PER_READ = 16
 
@@ -93,10 +95,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
         metrics = GatewayMetrics()
         registry = registry_source.build(config.registry)
         classifier = Classifier.from_config(config, registry)
-        obs = config.observations
-        observations = ObservationLog(
-            obs.database, obs.queue_size, obs.batch_size, obs.flush_interval
-        )
+        observations = observation_log(config)  # observations.writer decides which
         observations.start()
         s13 = MeIdentityCheck(config.peer.identity, classifier, metrics, observations)
         application = Application(
