@@ -5,6 +5,7 @@ that does not keep up, lookups in order with the writes)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import marshal
 import os
 import signal
@@ -117,7 +118,10 @@ def _record(log: ObservationProcessLog, start: int, n: int) -> None:
         assert log.record(f"35209900{i:06d}", "001010000000001", now=float(i))
 
 
-async def test_a_writer_that_dies_is_restarted_and_nothing_is_lost(tmp_path: Path) -> None:
+async def test_a_writer_that_dies_is_restarted_and_nothing_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "eir.observations")
     db = tmp_path / "o.sqlite"
     log = ObservationProcessLog(db, batch_size=100, flush_interval=0.05)
     log.start()
@@ -134,6 +138,9 @@ async def test_a_writer_that_dies_is_restarted_and_nothing_is_lost(tmp_path: Pat
         log.last_imsi("35209900001500", 1e9, lambda f, failed: found.append((f, failed)))
         await _until(lambda: found)
         assert found == [(("001010000000001", 1500.0), False)]
+        lines = [r.getMessage() for r in caplog.records]
+        assert any(f"process {first} ended" in line and "restarting" in line for line in lines)
+        assert any("started again" in line for line in lines)
     finally:
         log.close()
     assert _count(db) == (2_000, 2_000)
