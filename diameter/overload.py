@@ -69,6 +69,10 @@ class OverloadSettings:
 _RISE_PER_TARGET = 10
 _RISE_MAX = 50
 _FALL = 5
+# The least share of the node's capacity admitted (fairly) however high the reduction: what
+# keeps well-behaved peers served beside a flood. An optimistic capacity (it is measured
+# from the time spent on reads alone) admits at most a little more than the node handles.
+_MIN_ADMITTED = 0.1
 # OC-Sequence-Number units: 2**-32 s (sequence numbers are times, see OverloadControl).
 _TICKS_PER_SECOND = 1 << 32
 # Measurements past the target in a row before shedding starts.
@@ -189,33 +193,24 @@ class OverloadControl:
 
     def apportion(self, demands: Mapping[Hashable, int], capacity: float = 0.0) -> None:
         """Spread the reduction over the connections, by what each offered (octets) since the
-        last measurement. A connection offering no more than an equal part of ``capacity``
-        (the octets the node can handle in that time; 0: unknown) is within its fair share
-        and admitted whole. The share of the traffic to admit, ``100 - reduction`` percent,
-        less what those bring, is divided max-min fairly (water-filling) among the others: a
-        connection offering less than an equal part of it is admitted whole, those above give
-        way, each in proportion to its excess. RFC 7683 leaves the choice of what to refuse to
-        the reporting node; a well-behaved MME must not pay for another's flood, even when
-        the flood alone calls for refusing everything (the node then refuses a little less
-        than ``reduction``)."""
+        last measurement. The share of the traffic to admit, ``100 - reduction`` percent of
+        it, but never less than a tenth of ``capacity`` (the octets the node handles in that
+        time; 0: unknown), is divided max-min fairly (water-filling): a connection offering
+        less than an equal part of it is admitted whole, those above give way, each in
+        proportion to its excess. RFC 7683 leaves the choice of what to refuse to the
+        reporting node; a well-behaved MME must not pay for another's flood, even when the
+        flood alone calls for refusing everything (the node then admits that tenth, fairly
+        shared, and refuses the flood whole)."""
         reduction = self.reduction
         total = sum(demands.values())
         if not reduction or total <= 0:
             self.shares = {}
             return
-        within = capacity / len(demands)
+        remaining = max(total * (100 - reduction) / 100, capacity * _MIN_ADMITTED)
+        left = len(demands)
         shares: dict[Hashable, int] = {}
-        remaining = total * (100 - reduction) / 100
-        above: list[tuple[Hashable, int]] = []
-        for key, demand in demands.items():
-            if demand <= within:
-                shares[key] = 0
-                remaining -= demand
-            else:
-                above.append((key, demand))
-        left = len(above)
-        for key, demand in sorted(above, key=_by_demand):
-            fair = max(0.0, remaining) / left
+        for key, demand in sorted(demands.items(), key=_by_demand):
+            fair = remaining / left
             left -= 1
             if demand <= fair:
                 shares[key] = 0

@@ -121,6 +121,7 @@ class LoadSampler:
         self.delay = lag + waiting / self.rate if waiting and self.rate else (lag if waiting else 0.0)
         overload = node.overload
         overload.update(self.delay, now)
-        # What the node handles in an interval at the measured rate: its fair shares' sum.
+        # What the node handles in an interval at the measured rate (a tenth of it is always
+        # admitted, fairly shared).
         overload.apportion(demands, self.rate * self.interval)
         self._schedule(now)
