@@ -4,15 +4,24 @@ with the loss of the primary path, and peers that misbehave at the transport."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import sctp
 
 from diameter.application import Application
-from diameter.codec import decode_message
+from diameter.codec import Avp, Message, decode_message
+from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR
 from diameter.node import Node
 from diameter.settings import LocalIdentity, PeerSettings, SctpSettings, TransportSettings
@@ -22,7 +31,7 @@ from gateway.simulator.pcap import split_messages
 from gateway.simulator.runner import SimulatorSettings, simulate
 from gateway.simulator.traffic import Check
 from tests.e2e.conftest import Mme, StartGateway
-from tests.e2e.test_conformance_edges import cer, ecr
+from tests.e2e.test_conformance_edges import DPR, cer, ecr
 from tests.sctp.guest import raw
 
 BLACK, WHITE = "35693803564380", "35209900000000"
@@ -228,3 +237,123 @@ async def test_hundred_associations_at_once(start_gateway: StartGateway) -> None
             break
         await asyncio.sleep(0.05)
     assert not gateway.server.connections  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(600)
+def test_sigterm_under_load_sends_dpr_on_every_association(tmp_path: Path) -> None:
+    """`eir-gateway run` (uvloop) on sctp:// with four MMEs' associations, each sending MICRs as
+    fast as the gateway takes them. SIGTERM: a DPR with Disconnect-Cause REBOOTING on every
+    association (RFC 6733 §5.4); the MME that answers with DPA is closed then, the others at
+    the DPA timeout; the process exits 0. The wait is bounded so that a hang fails; how long
+    it took is in the failure message, not asserted (bench/hostile.py measures it over TCP)."""
+    probe = raw.raw_socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    env = dict(
+        os.environ,
+        EIR_DIAMETER_LISTEN=f"sctp://127.0.0.1:{port}",
+        EIR_METRICS_LISTEN="127.0.0.1:0",
+        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
+        EIR_STATE_DIRECTORY=str(tmp_path / "var"),
+        EIR_DIAMETER_DPA_TIMEOUT_SECONDS="3",
+        EIR_DIAMETER_MALFORMED_LIMIT="0",
+    )
+    log = tmp_path / "gateway.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run"],
+            cwd=Path(__file__).resolve().parents[3], env=env, stdout=out, stderr=out,
+        )  # fmt: skip
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    dprs: dict[str, list[int]] = {}
+    try:
+        deadline = time.monotonic() + 300  # Python starts slowly under emulation
+        while True:
+            try:
+                first = raw.raw_socket()
+                first.connect(("127.0.0.1", port))
+                break
+            except OSError:
+                first.close()
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        sockets = [first] + [raw.raw_socket() for _ in range(3)]
+        for n, sock in enumerate(sockets):
+            host = f"mme{n}.stop.test"
+            if n:
+                sock.connect(("127.0.0.1", port))
+            raw.send(sock, cer_as(host).encode())
+            cea = raw.receive(sock)
+            assert cea is not None and decode_message(cea.data).get("Result-Code") == 2001
+            dprs[host] = []
+            threads.append(threading.Thread(target=_flood, args=(sock, host, stop)))
+            threads.append(threading.Thread(target=_read_until_shutdown, args=(sock, n == 0, dprs[host])))
+        for thread in threads:
+            thread.start()
+        time.sleep(3.0)  # under load
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(120)
+        took = time.monotonic() - signalled
+    finally:
+        stop.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for thread in threads:
+            thread.join(30)
+    text = log.read_text()
+    assert status == 0, f"exit {status} {took:.1f} s after SIGTERM\n{text[-3000:]}"
+    assert "Traceback" not in text, text[-3000:]
+    # One DPR on every association, REBOOTING (RFC 6733 §5.4.3).
+    assert dprs == {host: [DisconnectCause.REBOOTING] for host in dprs}, (dprs, f"{took:.1f} s")
+    assert "EIR gateway stopped" in text, text[-3000:]
+
+
+def _as(message: Message, host: str) -> Message:
+    """``message`` with Origin-Host ``host`` (one connection per peer, RFC 6733 §5.6.4)."""
+    message.avps = [Avp.new("Origin-Host", host) if a.code == 264 else a for a in message.avps]
+    return message
+
+
+def cer_as(host: str) -> Message:
+    return _as(cer(), host)
+
+
+def ecr_as(host: str) -> Message:
+    return _as(ecr(), host)
+
+
+def _flood(sock: socket.socket, host: str, stop: threading.Event) -> None:
+    """MICRs, one SCTP message each, until the gateway closes (or stops taking them)."""
+    request = ecr_as(host)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        request.hop_by_hop = request.end_to_end = n
+        try:
+            raw.send(sock, request.encode())
+        except OSError:
+            return
+
+
+def _read_until_shutdown(sock: socket.socket, answer_dpr: bool, dprs: list[int]) -> None:
+    """Every message until SHUTDOWN; a DPR is recorded (and answered with DPA if asked)."""
+    while True:
+        try:
+            received = raw.receive(sock)
+        except OSError:
+            return
+        if received is None:
+            return
+        message = decode_message(received.data)
+        if message.is_request and message.command_code == DPR:
+            dprs.append(message.get("Disconnect-Cause"))
+            if answer_dpr:
+                dpa = Message(DPR, 0, 0, message.hop_by_hop, message.end_to_end)
+                dpa.add("Result-Code", 2001).add("Origin-Host", "mme0.stop.test")
+                dpa.add("Origin-Realm", "test")
+                with contextlib.suppress(OSError):
+                    raw.send(sock, dpa.encode())
