@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit bench fuzz clean interop-venv
+.PHONY: run test lint typecheck unit compile bench fuzz clean interop-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,32 @@ interop-venv: $(INTEROP_VENV)/.installed
 unit: $(VENV)/.installed-test $(INTEROP_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
-test: lint typecheck unit
+# The optional compiled build (mypyc) of the modules listed in eir_compiled/modules.py, written to
+# build/mypyc/ and imported only while it matches its sources (eir_compiled/finder.py).
+$(VENV)/.installed-compile: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[compile]'
+	touch $@ $(VENV)/.installed-run
+
+compile: $(VENV)/.installed-compile
+	$(BIN)/python -m eir_compiled.build
+
+# The whole suite on the compiled build (EIR_REQUIRE_COMPILED: an import error if it is not the
+# one used), then the compiled modules' own tests and the cross-checks with other implementations
+# again on pure Python, what a machine without a C compiler runs. Where no build can be made
+# (exit 69: no C compiler or Python headers), the whole suite on pure Python, saying so.
+PURE_TESTS ?= tests/compiled tests/diameter tests/e2e/test_s13.py tests/interop tests/fuzz
+
+test: lint typecheck $(INTEROP_VENV)/.installed
+	@$(BIN)/python -m eir_compiled.build; built=$$?; \
+	if [ $$built -eq 0 ]; then \
+	  EIR_REQUIRE_COMPILED=1 $(BIN)/python -m pytest -q \
+	  && EIR_PURE_PYTHON=1 $(BIN)/python -m pytest -q $(PURE_TESTS); \
+	elif [ $$built -eq 69 ]; then \
+	  echo "make test: no compiled build can be made here (above); the suite on pure Python only"; \
+	  $(BIN)/python -m pytest -q; \
+	else \
+	  exit $$built; \
+	fi
 
 # Benchmarks (not tests): each prints its method and figures; e2e takes a few minutes.
 bench: $(VENV)/.installed-test
@@ -60,4 +85,4 @@ fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(VENV) $(INTEROP_VENV) var .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP_VENV) var build .mypy_cache .pytest_cache .ruff_cache

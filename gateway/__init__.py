@@ -1,0 +1,3 @@
+from eir_compiled.finder import install
+
+install()  # the compiled build of the hot modules, where one matches the sources (make compile)

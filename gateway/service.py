@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.node import Node
 from diameter.transport import Server, origin_state_now
+from eir_compiled import finder as compiled_build
 from gateway import aio, registry_source, state
 from gateway.api.app import ApiServer, start_api
 from gateway.classify import Classifier
@@ -180,13 +181,14 @@ class Gateway:
         if config.lists.poll_interval > 0:
             self._poll_task = asyncio.create_task(self._poll_lists(config.lists.poll_interval))
         log.info(
-            "EIR gateway %s/%s serving S13 on %s, N5g-eir on %s, metrics on %s:%s",
+            "EIR gateway %s/%s serving S13 on %s, N5g-eir on %s, metrics on %s:%s; hot modules %s",
             config.peer.identity.origin_host,
             config.peer.identity.origin_realm,
             ", ".join(f"{t}://{h}:{p}" for t, h, p in self.diameter_sockets),
             ", ".join(f"{t}://{h}:{p}" for t, h, p in self.n5g_eir_sockets) or "none",
             config.metrics.host,
             self.metrics_port,
+            compiled_build.status(),
         )
 
     async def stop(self) -> None:

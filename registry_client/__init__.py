@@ -10,3 +10,7 @@
 
 Nothing here imports ``gateway``.
 """
+
+from eir_compiled.finder import install
+
+install()  # the compiled build of the hot modules, where one matches the sources (make compile)

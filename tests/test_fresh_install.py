@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("diameter", "gateway", "registry_client")
+PACKAGES = ("diameter", "gateway", "registry_client", "eir_compiled")
 # Import name -> distribution, for the third-party packages the product imports.
 DISTRIBUTIONS = {
     "aiohttp": "aiohttp",
@@ -22,6 +22,8 @@ DISTRIBUTIONS = {
     "cryptography": "cryptography",
     "redis": "redis",
     "asyncpg": "asyncpg",
+    "mypyc": "mypy",
+    "setuptools": "setuptools",
 }
 
 PROGRAM = """
@@ -64,9 +66,11 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         return {r.split(";")[0].split(">")[0].split("=")[0].strip().lower() for r in requirements}
 
     base = names(project["dependencies"])
-    # N5g-eir OAuth2, when on; shared: with [shared] redis_url; postgresql: [state] backend.
+    # N5g-eir OAuth2, when on; shared: with [shared] redis_url; postgresql: [state] backend;
+    # compile: make compile (mypyc).
     extras = project["optional-dependencies"]
     optional = names(extras["oauth2"]) | names(extras["shared"]) | names(extras["postgresql"])
+    optional |= names(extras["compile"])
     imported: dict[str, str] = {}
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):

@@ -1,0 +1,26 @@
+"""The modules ``make compile`` builds with mypyc: one row per module, with why it is there.
+
+Add a row to compile another module (it must type-check under mypyc: no monkeypatched functions,
+no interpreted subclasses of its classes, no ``__dict__`` on its instances). A module belongs
+here only where ``bench/instructions.py`` shows it pays; everything else stays interpreted.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class CompiledModule(NamedTuple):
+    module: str
+    why: str
+
+
+COMPILED_MODULES: tuple[CompiledModule, ...] = (
+    CompiledModule("diameter.codec", "decode and encode of every message"),
+    CompiledModule("diameter.framing", "splits every read into messages"),
+    CompiledModule("diameter.duplicates", "every request's duplicate check"),
+    CompiledModule("diameter.watchdog", "every message resets Tw"),
+    CompiledModule("diameter.routing", "every request's Destination checks"),
+    CompiledModule("diameter.peek", "header peeks before decoding"),
+    CompiledModule("diameter.peer", "the peer state machine: every message"),
+)
