@@ -11,6 +11,13 @@
 Nothing here imports ``gateway``.
 """
 
-from eir_compiled.finder import install
+try:
+    from eir_compiled.finder import install
+except ModuleNotFoundError:  # an editable install made before eir_compiled existed
+    import warnings
 
-install()  # the compiled build of the hot modules, where one matches the sources (make compile)
+    warnings.warn(
+        "eir_compiled not installed (pip install -e .): pure Python", RuntimeWarning, stacklevel=2
+    )
+else:
+    install()  # the compiled build of the hot modules, where one matches the sources
