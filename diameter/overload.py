@@ -358,6 +358,10 @@ class ReactingNode:
 
     def __init__(self) -> None:
         self.reports: dict[str, OverloadReport] = {}
+        # The newest sequence number seen per host, kept after a rescinding report too: an
+        # older report that arrives later (over another connection) must not reinstate an
+        # overload that has ended (§5.5.3). One integer per reporting host.
+        self._newest: dict[str, int] = {}
         self.throttled = 0
         self._credit = 0
 
@@ -387,9 +391,10 @@ class ReactingNode:
         if sequence is None:
             return  # not a usable report (§7.3: the sequence number is required)
         key = host.decode("ascii", "replace").lower()
-        current = self.reports.get(key)
-        if current is not None and sequence <= current.sequence_number:
+        newest = self._newest.get(key)
+        if newest is not None and sequence <= newest:
             return  # §5.5.3: an old or repeated report changes nothing
+        self._newest[key] = sequence
         validity = values.get(OC_VALIDITY_DURATION, DEFAULT_VALIDITY)
         if validity == 0:
             self.reports.pop(key, None)  # §5.5.3: the overload condition has ended

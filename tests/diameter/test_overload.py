@@ -399,3 +399,16 @@ def test_reports_of_two_workers_are_ordered_by_when_they_were_made() -> None:
     second.update(0.25, 4.1)  # a report made later, the second worker's first
     reacting.on_answer(second.too_busy(request(oc_supported_features()).encode(), 4.1), 4.1)
     assert reacting.reports["eir.test"].reduction == 20
+
+
+def test_a_late_older_report_does_not_reinstate_an_ended_overload() -> None:
+    # Answers over several connections arrive out of order: the rescinding report (newer) may
+    # come before an answer still carrying the report it ends (RFC 7683 §5.5.3).
+    node = ReactingNode()
+    node.on_answer(answer_with_olr(5, 90), 1.0)
+    node.on_answer(answer_with_olr(6, 0, validity=0), 1.1)
+    assert node.reports == {}
+    node.on_answer(answer_with_olr(5, 90), 1.2)  # late, older
+    assert node.reports == {} and node.admit("eir.test", 1.2)
+    node.on_answer(answer_with_olr(7, 30), 1.3)  # a new overload
+    assert node.reports["eir.test"].reduction == 30
