@@ -24,6 +24,7 @@ postgresql, and asyncpg); ``df -h`` first: the table takes about 100 bytes per e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import random
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,27 +56,32 @@ def main() -> None:
     args = parser.parse_args()
     print(f"# Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    server = None
-    directory = None
-    dsn = args.dsn
-    if dsn is None:
-        binaries = _binaries()
-        if binaries is None:
-            sys.exit("PostgreSQL is not installed (Debian postgresql), or give --dsn")
-        directory = Path(tempfile.mkdtemp(prefix="eir-pg-bench-", dir=os.environ.get("TMPDIR")))
-        # Sized for a bulk load, as a production server would be (the tests' is tiny).
-        server = PostgresServer(*binaries, directory, {
-            "shared_buffers": "2GB", "maintenance_work_mem": "1GB", "work_mem": "256MB",
-            "max_wal_size": "16GB", "checkpoint_timeout": "30min"})
-        server.start()
-        dsn = server.dsn()
+    # Sized for a bulk load, as a production server would be (the tests' is tiny).
+    with postgres(args.dsn, {"shared_buffers": "2GB", "maintenance_work_mem": "1GB",
+                             "work_mem": "256MB", "max_wal_size": "16GB",
+                             "checkpoint_timeout": "30min"}) as (dsn, pid):
+        run(dsn, args.entries, pid)
+
+
+@contextlib.contextmanager
+def postgres(dsn: str | None, settings: dict[str, str]) -> Iterator[tuple[str, int | None]]:
+    """(DSN, postmaster pid): ``dsn`` as given (pid None), or a throwaway server with
+    ``settings`` on a free loopback port, removed afterwards."""
+    if dsn is not None:
+        yield dsn, None
+        return
+    binaries = _binaries()
+    if binaries is None:
+        sys.exit("PostgreSQL is not installed (Debian postgresql), or give --dsn")
+    directory = Path(tempfile.mkdtemp(prefix="eir-pg-bench-", dir=os.environ.get("TMPDIR")))
+    server = PostgresServer(*binaries, directory, settings)
     try:
-        run(dsn, args.entries, server.process.pid if server and server.process else None)
+        server.start()
+        assert server.process is not None
+        yield server.dsn(), server.process.pid
     finally:
-        if server is not None:
-            server.stop()
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def server_cpu(pid: int | None) -> float:

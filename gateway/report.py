@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import state
 from gateway.classify import Classifier, Decision
@@ -19,6 +19,9 @@ from gateway.config import GatewayConfig
 from gateway.imei import Imei, is_svn, parse_imei
 from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus
+
+if TYPE_CHECKING:
+    from gateway.pg.database import Database
 
 # 3GPP TS 23.003 §2.2: an IMSI is MCC (3) + MNC (2-3) + MSIN, at most 15 digits; 5 is the
 # shortest the MCC+MNC masking in the output can keep.
@@ -175,10 +178,13 @@ def tac_report(classifier: Classifier, tac: str) -> dict[str, Any] | None:
     return {"tac": info.tac, "manufacturer": info.manufacturer, "model": info.model}
 
 
-def observations_report(config: GatewayConfig, imei: Imei, mask: bool) -> dict[str, Any]:
-    """The IMSIs seen with an IMEI (first, last seen, count) as last written to the log.
-    Blocking (SQLite): from asyncio, call in a thread."""
-    rows = state.history(config, imei.body) if config.observations.enabled else []
+def observations_report(
+    config: GatewayConfig, imei: Imei, mask: bool, db: Database | None = None
+) -> dict[str, Any]:
+    """The IMSIs seen with an IMEI (first, last seen, count) as last written to the log (read
+    through ``db``, the process's PostgreSQL pool, when given). Blocking (the database): from
+    asyncio, call in a thread."""
+    rows = state.history(config, imei.body, db) if config.observations.enabled else []
     return {
         "imei": imei.body,
         "enabled": config.observations.enabled,
@@ -192,12 +198,13 @@ def observations_report(config: GatewayConfig, imei: Imei, mask: bool) -> dict[s
 
 def clone_report(
     config: GatewayConfig, classifier: Classifier, imei: Imei, mask: bool,
-    now: float | None = None,
+    now: float | None = None, db: Database | None = None,
 ) -> dict[str, Any]:
     """The IMSIs counted for an IMEI within the clone-detection window and whether it is
     suspected: those of the running gateway's tracker and those of the observation log as last
     written, together (under ``--workers N`` the log also holds what the other workers saw,
-    which this process's tracker does not). Blocking (the database): call in a thread."""
+    which this process's tracker does not; read through ``db`` as in :func:`observations_report`).
+    Blocking (the database): call in a thread."""
     cd = config.clone_detection
     now = time.time() if now is None else now
     seen: dict[str, float] = {}
@@ -209,7 +216,7 @@ def clone_report(
     if cd.enabled and config.observations.enabled:
         horizon = now - cd.window
         logged = {imsi: last for imsi, _, last, _ in
-                  state.history(config, imei.body) if last >= horizon}
+                  state.history(config, imei.body, db) if last >= horizon}
         if logged or not sources:
             sources.append("observation log")
         for imsi, last in logged.items():

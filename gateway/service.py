@@ -27,6 +27,7 @@ from gateway.collector import CollectorSchedule
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.events.bus import EventBus, EventsCollector
 from gateway.events.factory import build_bus
+from gateway.list_updates import follow_lists
 from gateway.metrics import GatewayMetrics, OperationsServer
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
 from gateway.n5g_eir.oauth2 import AccessTokenVerifier, load_public_keys
@@ -36,7 +37,6 @@ from gateway.observations import ObservationLog
 from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics, shared_clone_tracker
 from gateway.redis_observations import ObservationStream, observation_stream
 from gateway.s13 import MeIdentityCheck
-from gateway.state import StateError
 from registry_client.model import VerdictSource
 
 log = logging.getLogger("eir.gateway")
@@ -286,40 +286,14 @@ class Gateway:
             log.info("operator lists changed, now version %s", self.lists_version)
 
     async def _poll_lists(self, interval: float) -> None:
-        """Poll the lists version every ``interval``; a store that announces changes
-        (PostgreSQL's NOTIFY) wakes the poll at once and is polled at least every second
-        besides, as the hint can be lost."""
+        """Poll the lists version every ``interval`` (at once on a NOTIFY hint)."""
         assert self.classifier is not None
-        lists = self.classifier.lists
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
 
-        def hint() -> None:  # on the store's thread
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(wake.set)
+        def changed(version: int) -> None:
+            self._update_gauges()
+            log.info("operator lists changed, now version %s", version)
 
-        if lists.store is not None and lists.store.watch(hint):
-            interval = min(interval, 1.0)
-        failing = False
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
-            wake.clear()
-            try:
-                if await asyncio.to_thread(lists.poll):
-                    self._update_gauges()
-                    log.info("operator lists changed, now version %s", self.lists_version)
-            except StateError as exc:  # PostgreSQL away: logged once until it answers again
-                if not failing:
-                    log.error("polling the operator lists failed, serving version %s: %s",
-                              self.lists_version, exc)
-                failing = True
-                continue
-            except Exception:
-                log.exception("polling the operator lists failed")
-            if failing:
-                log.info("operator lists polled again, version %s", self.lists_version)
-            failing = False
+        await follow_lists(self.classifier.lists, interval, changed)
 
     # -- state ---------------------------------------------------------------------------------
     @property

@@ -16,11 +16,12 @@ from gateway.lists import ListBackend, ListStore, OperatorLists
 from gateway.observation_process import ObservationProcessLog
 from gateway.observations import CloneTracker, ObservationLog
 from gateway.observations import history as sqlite_history
-from gateway.tac import ImportSummary, TacDatabase, open_tac_database
+from gateway.tac import ImportSummary, TacDatabase, TacInfo, open_tac_database
 from gateway.tac import import_tac_file as sqlite_import_tac
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
+    from gateway.pg.database import Database
 
 History = list[tuple[str, float, float, int]]
 
@@ -78,6 +79,23 @@ def open_tac(config: GatewayConfig) -> TacDatabase:
         db.close()
 
 
+def tac_lookup(config: GatewayConfig, tac: str) -> TacInfo | None:
+    """One TAC's record as a gateway would load it (``tac.file`` imported first when it
+    changed); PostgreSQL reads that one row."""
+    if not config.state.postgresql:
+        return open_tac(config).lookup(tac)
+    from gateway.pg import tac as pg_tac
+    from gateway.pg.database import Database
+
+    db = Database(config.state.dsn, max_connections=1)
+    try:
+        if config.tac.file is not None:
+            pg_tac.import_if_changed(db, config.tac.file)
+        return pg_tac.lookup(db, tac)
+    finally:
+        db.close()
+
+
 def import_tac(
     config: GatewayConfig, path: str | Path, skip_bad: bool = False, replace: bool = False,
     progress: TextIO | None = None,
@@ -107,18 +125,33 @@ def observation_log(config: GatewayConfig) -> ObservationLog:
     return ObservationLog(obs.database, obs.queue_size, obs.batch_size, obs.flush_interval)
 
 
-def history(config: GatewayConfig, imei: str) -> History:
-    """(imsi, first_seen, last_seen, count) of an IMEI body in the log as last written."""
+def database_of(store: ListBackend | None) -> Database | None:
+    """The PostgreSQL pool of an open list store, for reads to share (the API's, which would
+    otherwise connect afresh each); None with SQLite."""
+    if store is None or isinstance(store, ListStore):
+        return None
+    from gateway.pg.lists import PgListStore
+
+    return store.db if isinstance(store, PgListStore) else None
+
+
+def history(config: GatewayConfig, imei: str, db: Database | None = None) -> History:
+    """(imsi, first_seen, last_seen, count) of an IMEI body in the log as last written;
+    through ``db`` (an open pool, :func:`database_of`) when given, else a connection of its
+    own for this call."""
     if not config.state.postgresql:
         return sqlite_history(config.observations.database, imei)
     from gateway.pg import observations as pg_observations
+
+    if db is not None:
+        return pg_observations.history(db, imei)
     from gateway.pg.database import Database
 
-    db = Database(config.state.dsn, max_connections=1)
+    own = Database(config.state.dsn, max_connections=1)
     try:
-        return pg_observations.history(db, imei)
+        return pg_observations.history(own, imei)
     finally:
-        db.close()
+        own.close()
 
 
 def seed_clone_tracker(config: GatewayConfig, tracker: CloneTracker, now: float | None = None

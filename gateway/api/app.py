@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import state
 from gateway.api.jobs import ImportJobs, OnChange
 from gateway.api.openapi import document
 from gateway.api.problem import Problem, bad_input, problem_response
@@ -84,6 +85,8 @@ class ApiServer:
         self.sock = sock  # a listening socket bound by a supervisor; None: bind api.listen
         self.classifier = classifier
         self.service = service
+        # Observation reads go through the list store's PostgreSQL pool (None: SQLite).
+        self._db = state.database_of(classifier.lists.store)
         self.on_change = on_change
         self.tokens = TokenTable(config.api.tokens)
         self.jobs = ImportJobs(service, on_change)
@@ -325,14 +328,15 @@ class ApiServer:
     async def observations(self, request: web.Request) -> web.Response:
         imei = self._imei(request)
         report = await asyncio.to_thread(
-            observations_report, self.config, imei, not _clear_imsis(request)
+            observations_report, self.config, imei, not _clear_imsis(request), self._db
         )
         return web.json_response(report)
 
     async def clone_detection(self, request: web.Request) -> web.Response:
         imei = self._imei(request)
         report = await asyncio.to_thread(
-            clone_report, self.config, self.classifier, imei, not _clear_imsis(request)
+            clone_report, self.config, self.classifier, imei, not _clear_imsis(request),
+            None, self._db,
         )
         return web.json_response(report)
 

@@ -1,14 +1,15 @@
 """`eir-gateway api`: the provisioning and query API on its own, without S13.
 
 The same API the gateway serves on ``[api] listen``, over the same stores: run it beside a
-gateway (both see the lists database; the gateway picks changes up by its version poll) or on a
-provisioning host. Needs at least one token (``api.tokens`` or ``api.token_file``).
+gateway (both see the lists database; each picks the other's changes up by its version poll, at
+once on PostgreSQL's NOTIFY hint) or on a provisioning host. Needs at least one token (``api.tokens`` or ``api.token_file``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sqlite3
@@ -26,6 +27,7 @@ from gateway.cli._common import (
     fail,
 )
 from gateway.config import GatewayConfig
+from gateway.list_updates import follow_lists
 from gateway.lists import ListError
 from gateway.tac import TacImportError
 
@@ -60,15 +62,18 @@ async def serve(config: GatewayConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Changes by others (CLI, gateways, their import files) show in checks within a poll, or
+    # at once on PostgreSQL's NOTIFY hint.
+    following = asyncio.create_task(follow_lists(
+        lists, config.lists.poll_interval or 5.0,
+        lambda version: log.info("operator lists changed, now version %s", version),
+    ))
     try:
-        # Changes by others (CLI, the gateway's import files) show in checks within a poll.
-        interval = config.lists.poll_interval or 5.0
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                await changed()
+        await stop.wait()
     finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
         await api.stop()
         if registry is not None:
             await registry.close()

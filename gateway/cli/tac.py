@@ -54,7 +54,7 @@ def _show(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     tac = args.tac.strip()[:8]
     try:
-        info = state.open_tac(config).lookup(tac)
+        info = state.tac_lookup(config, tac)
     except StateError as exc:
         return fail(str(exc))
     if info is None:

@@ -9,8 +9,16 @@ from typing import TextIO
 
 import asyncpg
 
+from gateway.imei import is_decimal
 from gateway.pg.database import Database
-from gateway.tac import ImportSummary, TacDatabase, TacImportError, file_stamp, parse_tac_file
+from gateway.tac import (
+    ImportSummary,
+    TacDatabase,
+    TacImportError,
+    TacInfo,
+    file_stamp,
+    parse_tac_file,
+)
 
 
 def import_tac_file(
@@ -65,3 +73,12 @@ def import_if_changed(db: Database, source: str | Path) -> bool:
 def load(db: Database) -> TacDatabase:
     rows = db.run(lambda conn: conn.fetch("SELECT tac, manufacturer, model FROM tac"))
     return TacDatabase.from_records({r[0]: (r[1], r[2]) for r in rows})
+
+
+def lookup(db: Database, tac: str) -> TacInfo | None:
+    """One TAC's record (8 digits), read alone: ``tac show`` needs no whole table."""
+    if len(tac) != 8 or not is_decimal(tac):
+        return None
+    row = db.run(lambda conn: conn.fetchrow(
+        "SELECT manufacturer, model FROM tac WHERE tac = $1", int(tac)))
+    return None if row is None else TacInfo(tac, row[0], row[1])

@@ -38,7 +38,9 @@ def test_lists_tac_and_check_against_postgresql(
     assert code == EXIT_OK and '"decided_by": "blacklisted"' in out
     # The sample TAC file of the embedded config was imported into PostgreSQL by check.
     code, out, _ = run(capsys, "tac", "show", "35209900")
-    assert code == EXIT_OK
+    assert code == EXIT_OK and "35209900  Example Handsets Ltd" in out
+    code, _, err = run(capsys, "tac", "show", "11111111")
+    assert code == EXIT_FAILED and f"TAC 11111111 is not in {postgres_dsn}" in err
     assert not (tmp_path / "var" / "tac.sqlite").exists()
     assert not (tmp_path / "var" / "lists.sqlite").exists()
     code, _, err = run(capsys, "lists", "remove", "grey", "tac", "35000001")
