@@ -20,7 +20,13 @@ Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a respon
 * ``n5g-http2``: the same requests answered with a pre-built 200 (bench/n5g_eir.py's
   ceiling): the HTTP/2 server alone;
 * ``refuse``: the Diameter layer of ``server`` with overload control refusing every request
-  (reduction 100 %): what one 3004 DIAMETER_TOO_BUSY costs, refused before decoding.
+  (reduction 100 %): what one 3004 DIAMETER_TOO_BUSY costs, refused before decoding;
+* ``clone``: ``fresh`` with clone detection on (``clone_detection.enabled``), counted in this
+  process, and each read's checks answered before the next read (as ``clone-shared``);
+* ``clone-shared``: the same, counted through Redis (``[shared] redis_url``, a redis-server this
+  process starts on a free loopback port): each read of 16 checks (``--per-read``) is one round
+  trip to Redis, answered before the next read. Its ratio to ``clone`` is the shared-state target's (>= 0.8
+  of the local throughput: at most 1.25 times its instructions).
 
 Every request carries User-Name and Software-Version. The observation log is off (its writer
 thread makes the count vary from run to run); ``--observations`` turns it on and flushes it at
@@ -33,14 +39,16 @@ the same code agree to within 0.1 %.
 The compiled build of the hot modules is measured when one matches the sources (``make
 compile``); ``EIR_PURE_PYTHON=1`` measures pure Python. The output names which ran.
 
-Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh,refuse,n5g,n5g-http2] [--small N]
-[--large N] [--observations] [--json]``. Needs valgrind (Debian ``valgrind``).
+Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh,refuse,n5g,n5g-http2,
+clone,clone-shared] [--small N] [--large N] [--per-read N] [--observations] [--json]``. Needs
+valgrind (Debian ``valgrind``); clone-shared needs redis-server too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import pickle
@@ -70,8 +78,9 @@ from diameter.transport.connection import PeerConnection  # noqa: E402
 from eir_compiled import finder as compiled_build  # noqa: E402
 from gateway.imei import luhn_check_digit  # noqa: E402
 
-MODES = ("server", "recheck", "fresh", "refuse", "n5g", "n5g-http2")
+MODES = ("server", "recheck", "fresh", "refuse", "n5g", "n5g-http2", "clone", "clone-shared")
 N5G_MODES = ("n5g", "n5g-http2")
+CLONE_MODES = ("clone", "clone-shared")
 POOL = 1_000  # handsets of the recheck mode
 PER_READ = 16
 N5G_PER_READ = 10  # bench/n5g_eir.py's closed loop: 10 streams per connection
@@ -176,7 +185,7 @@ async def serve_n5g(mode: str, warm: list[bytes], measured: list[bytes],
             observations.close()
 
 
-async def serve(mode: str, path: str, observations_on: bool) -> None:
+async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER_READ) -> None:
     """The measured process: load the requests, serve them, flush the observation log."""
     with open(path, "rb") as f:
         warm, measured = pickle.load(f)
@@ -199,9 +208,23 @@ async def serve(mode: str, path: str, observations_on: bool) -> None:
             from gateway.observations import ObservationLog
             from gateway.s13 import MeIdentityCheck
 
-            config = load_config(None, env={"EIR_STATE_DIRECTORY": state})
+            env = {"EIR_STATE_DIRECTORY": state}
+            if mode in CLONE_MODES:
+                env["EIR_CLONE_DETECTION_ENABLED"] = "true"
+            if mode == "clone-shared":
+                env["EIR_SHARED_REDIS_URL"] = os.environ["EIR_BENCH_REDIS_URL"]
+            config = load_config(None, env=env)
             registry = registry_source.build(config.registry)
             classifier = Classifier.from_config(config, registry)
+            if mode == "clone-shared":
+                from prometheus_client import CollectorRegistry
+
+                from gateway.redis_clone import shared_clone_tracker
+
+                assert classifier.clone is not None
+                clone = classifier.clone = shared_clone_tracker(
+                    classifier.clone, config.shared, CollectorRegistry()
+                )
             if observations_on:
                 obs = config.observations
                 observations = ObservationLog(
@@ -222,8 +245,14 @@ async def serve(mode: str, path: str, observations_on: bool) -> None:
                 connection.data_received(raw)
                 await asyncio.sleep(0)  # registry look-ups of a first sight complete
         before = transport.writes
-        for i in range(0, len(measured), PER_READ):
-            connection.data_received(b"".join(measured[i : i + PER_READ]))
+        for i in range(0, len(measured), per_read):
+            connection.data_received(b"".join(measured[i : i + per_read]))
+            if mode == "clone-shared":
+                # This read's checks answered before the next: its round trip to Redis, then
+                # the few loop iterations their answers take (no per-check waiting of ours).
+                await clone.flush()
+                while connection.tasks:
+                    await asyncio.sleep(0)
         assert transport.writes > before, "nothing answered"
         if mode == "refuse":
             assert connection.node.overload.refused == len(measured), "not every one refused"
@@ -233,7 +262,8 @@ async def serve(mode: str, path: str, observations_on: bool) -> None:
             connection._timer.cancel()
 
 
-def count(valgrind: str, mode: str, n: int, observations: bool, work: str) -> int:
+def count(valgrind: str, mode: str, n: int, observations: bool, work: str,
+          redis_url: str = "", per_read: int = PER_READ) -> int:
     path = str(Path(work) / f"{mode}-{n}.pickle")
     with open(path, "wb") as f:
         pickle.dump(requests(mode, n), f)
@@ -247,10 +277,12 @@ def count(valgrind: str, mode: str, n: int, observations: bool, work: str) -> in
         "--child",
         mode,
         path,
+        "--per-read",
+        str(per_read),
     ]
     if observations:
         command.append("--observations")
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", EIR_BENCH_REDIS_URL=redis_url)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} ({n} requests) failed:\n{done.stderr[-3000:]}")
@@ -267,10 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=2_000, help="requests of the second run")
     parser.add_argument("--observations", action="store_true", help="observation log on")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--per-read", type=int, default=PER_READ,
+                        help="S13 requests per read (default %(default)s)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        asyncio.run(serve(args.child[0], args.child[1], args.observations))
+        asyncio.run(serve(args.child[0], args.child[1], args.observations, args.per_read))
         return 0
     modes = [m for m in args.modes.split(",") if m]
     if unknown := [m for m in modes if m not in MODES]:
@@ -284,13 +318,29 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, int] = {}
     if not args.json:
         print(f"hot modules: {compiled_build.status()}", flush=True)  # the child's too: same env
-    with tempfile.TemporaryDirectory(prefix="eir-instructions-") as work:
+    with tempfile.TemporaryDirectory(prefix="eir-instructions-") as work, \
+            contextlib.ExitStack() as stack:
+        redis_url = ""
+        if "clone-shared" in modes:
+            binary = shutil.which("redis-server")
+            if binary is None:
+                print("redis-server is not installed (Debian redis-server): clone-shared needs it")
+                return 1
+            from tests.redis_server import RedisServer
+
+            redis = RedisServer(binary, Path(work))
+            redis.start()
+            stack.callback(redis.stop)
+            redis_url = redis.url
         for mode in modes:
-            small = count(valgrind, mode, args.small, args.observations, work)
-            large = count(valgrind, mode, args.large, args.observations, work)
+            small, large = (count(valgrind, mode, n, args.observations, work, redis_url,
+                                  args.per_read) for n in (args.small, args.large))
             results[mode] = round((large - small) / (args.large - args.small))
             if not args.json:
-                print(f"{mode:8} {results[mode]:>9,} instructions/request", flush=True)
+                print(f"{mode:12} {results[mode]:>9,} instructions/request", flush=True)
+        if "clone" in results and "clone-shared" in results and not args.json:
+            print(f"clone-shared / clone: {results['clone-shared'] / results['clone']:.2f} "
+                  "(target <= 1.25)")
     if args.json:
         out = {
             "instructions_per_request": results,

@@ -9,7 +9,9 @@ once with ``shared.redis_url``, alternately for ``--rounds`` rounds; each round 
 ``--connections`` connections) for ``--seconds``. With clone detection on, every check that
 carries an IMSI is classified afresh (the decision cache is bypassed: the tracker counts each),
 so this is the fresh-check path with its clone-detection cost, local or shared. The best round
-of each is reported, and the ratio shared/local (target: at least 0.8).
+of each is reported, and the ratio shared/local (target: at least 0.8), in checks per second
+and in the gateway process's CPU per check (/proc/PID/stat, user + system, every thread: the
+figure the load of a shared machine moves least).
 
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
@@ -59,7 +61,15 @@ def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     sys.exit(f"nothing listens on {port}")
 
 
-def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> tuple[float, float]:
+    """(checks/s, the gateway's CPU µs per check)."""
     port = free_port()
     env = dict(
         os.environ,
@@ -76,6 +86,7 @@ def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> float:
     gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run"], cwd=ROOT, env=env)
     try:
         wait_port(port, gateway)
+        cpu = cpu_seconds(gateway.pid)
         result = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "simulate", "--port", str(port), "--imsi",
              "--pool", str(args.pool), "--window", str(args.window), "--connections",
@@ -83,10 +94,11 @@ def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> float:
              "--progress", "off", "--seed", str(args.seed)],
             cwd=ROOT, capture_output=True, text=True, timeout=args.seconds + 120,
         )  # fmt: skip
+        cpu = cpu_seconds(gateway.pid) - cpu
         report = json.loads(result.stdout)
         if report["errors"] or report["lost"]:
             sys.exit(f"the simulator saw errors: {result.stdout[:2000]}")
-        return float(report["achieved_rate"])
+        return float(report["achieved_rate"]), cpu / max(report["answered"], 1) * 1e6
     finally:
         gateway.terminate()
         gateway.wait(30)
@@ -103,7 +115,9 @@ async def redis_cost(url: str, count: int, cluster: bool = False) -> tuple[float
     from gateway.redis_clone import shared_clone_tracker
 
     tracker = shared_clone_tracker(
-        CloneTracker(10, 86_400.0, max_imeis=1_000), SharedConfig(url, "bench", redis_cluster=cluster), CollectorRegistry()
+        CloneTracker(10, 86_400.0, max_imeis=1_000),
+        SharedConfig(url, "bench", redis_cluster=cluster),
+        CollectorRegistry(),
     )
     probe = redis.asyncio.from_url(url)
 
@@ -149,8 +163,8 @@ def main() -> None:
         )
         try:
             wait_port(redis_port, redis)  # type: ignore[arg-type]
-            local: list[float] = []
-            shared: list[float] = []
+            local: list[tuple[float, float]] = []
+            shared: list[tuple[float, float]] = []
             for n in range(args.rounds):
                 local.append(one_round(Path(tmp) / f"local{n}", "", args))
                 shared.append(one_round(
@@ -163,9 +177,14 @@ def main() -> None:
             redis.terminate()
             redis.wait(10)
     cluster_rate = cluster_observations(args.observations)
-    print(f"local clone detection: {max(local):,.0f} checks/s (rounds {local})")
-    print(f"shared through Redis:  {max(shared):,.0f} checks/s (rounds {shared})")
-    print(f"ratio shared/local: {max(shared) / max(local):.2f}")
+    for label, rounds in (("local clone detection", local), ("shared through Redis: ", shared)):
+        print(f"{label}: {max(r for r, _ in rounds):,.0f} checks/s, gateway CPU "
+              f"{min(c for _, c in rounds):.1f} µs/check (best; rounds "
+              + ", ".join(f"{r:,.0f}/s {c:.1f} µs" for r, c in rounds) + ")")
+    by_rate = max(r for r, _ in shared) / max(r for r, _ in local)
+    by_cpu = min(c for _, c in local) / min(c for _, c in shared)
+    print(f"ratio shared/local: {by_rate:.2f} in checks/s, {by_cpu:.2f} in CPU per check "
+          "(local µs / shared µs)")
     print(f"Redis: {rate:,.0f} observations/s from one process (pipelined, 1,000 per tick); "
           f"{cpu:.1f} µs of Redis CPU per observation; {memory:.0f} bytes per IMEI held")
     if cluster_rate is not None:

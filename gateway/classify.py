@@ -138,6 +138,9 @@ class Pending:
     # Clone detection shared across gateways: the shared count, not yet known (else None).
     clone_count: asyncio.Future[int] | None = None
     full: bool = False
+    # The registry's cached verdict when only the shared count is awaited (None: not cached,
+    # or not needed); used only if the count does not decide.
+    verdict: RegistryVerdict | None = None
 
 
 # The findings of a verdict without reports depend on its status and source alone (a handful of
@@ -321,6 +324,7 @@ class Classifier:
         if tac is not None and not tac.contains(int(body[:8])):
             findings.append(Finding(Reason.TAC_UNKNOWN, f"TAC {body[:8]}"))
         clone = self.clone
+        shared = None
         if clone is not None and imsi:
             # A full check is a diagnostic (check CLI, API): it must not count as a sighting.
             n = clone.peek(body, imsi, now) if full else clone.suspected(body, imsi, now)
@@ -329,15 +333,20 @@ class Classifier:
             else:
                 shared = clone.shared_count(body)
                 # Other gateways' sightings may push it over: wait for them, unless decided.
-                if shared is not None and (full or not self._decided(findings)):
-                    return Pending(parsed, imsi, tuple(findings), tuple(matches), now, shared, full)
+                if shared is not None and not (full or not self._decided(findings)):
+                    shared = None
         registry = self.registry
         if registry is not None and (full or not self._decided(findings)):
             verdict = registry.cached(body)
             if verdict is None:
-                return Pending(parsed, imsi, tuple(findings), tuple(matches), now)
+                return Pending(parsed, imsi, tuple(findings), tuple(matches), now, shared, full)
+            if shared is not None:
+                return Pending(parsed, imsi, tuple(findings), tuple(matches), now, shared, full,
+                               verdict)
             findings.extend(registry_findings(verdict))
             return self._decide(findings, parsed, imsi, matches, now, verdict)
+        if shared is not None:
+            return Pending(parsed, imsi, tuple(findings), tuple(matches), now, shared, full)
         return self._decide(findings, parsed, imsi, matches, now)
 
     def _decided(self, findings: list[Finding]) -> bool:
@@ -374,6 +383,31 @@ class Classifier:
 
     # --- asynchronous part ------------------------------------------------------------------
 
+    def counted(self, pending: Pending) -> bool:
+        """Whether the shared clone count is all ``pending`` waits for (its registry verdict
+        cached, or no registry): :meth:`decide_counted` then decides it, no coroutine needed."""
+        return pending.clone_count is not None and (
+            pending.verdict is not None or self.registry is None
+        )
+
+    def decide_counted(self, pending: Pending, n: int) -> Decision | None:
+        """``pending``'s decision once its shared clone count is ``n``; None when the count
+        does not decide and the registry's verdict was not cached (see :meth:`resolve`)."""
+        findings = list(pending.findings)
+        clone = self.clone
+        if clone is not None and n > clone.threshold:
+            findings.append(_clone_finding(n, clone.window))
+        registry = self.registry
+        if registry is None or not (pending.full or not self._decided(findings)):
+            return self._decide(findings, pending.imei, pending.imsi, pending.list_matches,
+                                self.clock())
+        verdict = pending.verdict
+        if verdict is None:
+            return None
+        findings.extend(registry_findings(verdict))
+        return self._decide(findings, pending.imei, pending.imsi, pending.list_matches,
+                            self.clock(), verdict)
+
     async def resolve(self, pending: Pending) -> Decision:
         """Wait (at most ``budget``) for the registry verdict a Pending lacks, then decide."""
         findings = list(pending.findings)
@@ -382,11 +416,11 @@ class Classifier:
         clone = self.clone
         if pending.clone_count is not None and clone is not None:
             n = await clone.wait_shared(pending.clone_count)
+            decision = self.decide_counted(pending, n)
+            if decision is not None:
+                return decision
             if n > clone.threshold:
                 findings.append(_clone_finding(n, clone.window))
-            if registry is None or not (pending.full or not self._decided(findings)):
-                now = self.clock()
-                return self._decide(findings, pending.imei, pending.imsi, pending.list_matches, now)
         if registry is None:
             findings.append(Finding(Reason.REGISTRY_UNAVAILABLE, "no registry configured"))
         else:

@@ -35,15 +35,20 @@ from gateway.observations import CloneTracker
 log = logging.getLogger("eir.shared")
 
 # Several observations per call: KEYS[i] the i-th IMEI's set; ARGV: window (s), members kept
-# (threshold + 1), then per observation its IMSI digest and when it was seen (s). Returns the
-# distinct count of each. ZADD GT: a replayed (older) sighting never moves a later one back.
+# (threshold + 1), then the observations in one argument, "DIGEST SEEN DIGEST SEEN ..." (the
+# i-th IMSI digest and when it was seen, s): the client encodes one argument, not two per
+# observation. Returns the distinct count of each. ZADD GT: a replayed (older) sighting never
+# moves a later one back.
 _OBSERVE = """
 local window = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 local counts = {}
-for i, key in ipairs(KEYS) do
-  local seen = tonumber(ARGV[2 * i + 2])
-  redis.call('ZADD', key, 'GT', seen, ARGV[2 * i + 1])
+local i = 0
+for digest, seen in string.gmatch(ARGV[3], '(%x+) (%S+)') do
+  i = i + 1
+  local key = KEYS[i]
+  seen = tonumber(seen)
+  redis.call('ZADD', key, 'GT', seen, digest)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (seen - window))
   local n = redis.call('ZCARD', key)
   if n > keep then
@@ -52,6 +57,9 @@ for i, key in ipairs(KEYS) do
   end
   redis.call('PEXPIRE', key, math.ceil(window * 1000))
   counts[i] = n
+end
+if i ~= #KEYS then
+  return redis.error_reply('observations and keys differ: ' .. i .. ' vs ' .. #KEYS)
 end
 return counts
 """
@@ -253,11 +261,13 @@ class SharedCloneTracker(CloneTracker):
         counts: dict[str, int] = {}
         try:
             try:
-                replies = await asyncio.wait_for(self._observe(batch), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    replies = await self._observe(batch)
             except self._no_script:
                 # Redis restarted (or SCRIPT FLUSH): its script cache is empty. Load it again.
                 self._sha = None
-                replies = await asyncio.wait_for(self._observe(batch), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    replies = await self._observe(batch)
             for (imei, _, _), n in zip(batch, replies, strict=True):
                 counts[imei] = n
         except Exception as exc:  # any failure of the store: checks go on locally
@@ -292,22 +302,26 @@ class SharedCloneTracker(CloneTracker):
                 for start in range(0, len(indices), PER_CALL)]
 
     async def _observe(self, batch: list[tuple[str, str, float]]) -> list[int]:
-        """One round trip: the script calls of :meth:`_calls`, pipelined (not MULTI: each
-        script call is atomic by itself, and one call's failure must not undo the others').
+        """One round trip: the script calls of :meth:`_calls`, pipelined when several (not
+        MULTI: each call is atomic by itself, and one call's failure must not undo the others').
         The distinct count of each observation, in ``batch``'s order."""
         if self._sha is None:
             self._sha = await self.redis.script_load(_OBSERVE)
         calls = self._calls(batch)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for indices in calls:
-                keys: list[str] = []
-                args: list[object] = [self.window, self.threshold + 1]
-                for i in indices:
-                    imei, digest, seen = batch[i]
-                    keys.append(self.key(imei))
-                    args += (digest, seen)
-                pipe.evalsha(self._sha, len(indices), *keys, *args)
-            replies: list[list[Any]] = await pipe.execute()
+        key, keep = self.key, self.threshold + 1
+        commands = [
+            (len(indices), *(key(batch[i][0]) for i in indices), self.window, keep,
+             " ".join(f"{batch[i][1]} {batch[i][2]!r}" for i in indices))
+            for indices in calls
+        ]
+        replies: list[list[Any]]
+        if len(commands) == 1:  # most ticks: one command, without a pipeline's bookkeeping
+            replies = [await self.redis.evalsha(self._sha, *commands[0])]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command in commands:
+                    pipe.evalsha(self._sha, *command)
+                replies = await pipe.execute()
         counts = [0] * len(batch)
         for indices, reply in zip(calls, replies, strict=True):
             for i, n in zip(indices, reply, strict=True):

@@ -7,9 +7,11 @@ few byte joins; it is answered without creating a task (STYLE.md item 7).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 from diameter.answer import answer_to
@@ -192,8 +194,33 @@ class MeIdentityCheck:
         except Exception:
             return self._unable_to_comply(request, started)
         if isinstance(result, Pending):
+            count = result.clone_count
+            if count is not None and self.classifier.counted(result):
+                # Waiting for the shared clone count only: answered from the count's done
+                # callback (the checks of one round trip to Redis settled together), with no
+                # task or coroutine per check.
+                answer: asyncio.Future[bytes] = count.get_loop().create_future()
+                count.add_done_callback(
+                    partial(self._answer_counted, request, result, started, echo, answer)
+                )
+                return answer
             return self._resolve(request, result, started, echo)
         return self._answer(request, result, started, echo)
+
+    def _answer_counted(
+        self, request: Message, pending: Pending, started: float, echo: bool,
+        answer: asyncio.Future[bytes], count: asyncio.Future[int],
+    ) -> None:
+        if answer.done():  # cancelled: the connection went away
+            return
+        try:
+            n = 0 if count.cancelled() else count.result()
+            decision = self.classifier.decide_counted(pending, n)
+            assert decision is not None  # counted(): nothing else to wait for
+        except Exception:
+            answer.set_result(self._unable_to_comply(request, started))
+            return
+        answer.set_result(self._answer(request, decision, started, echo))
 
     async def _resolve(
         self, request: Message, pending: Pending, started: float, echo: bool

@@ -2,7 +2,8 @@
 feeds bytes, drains events, writes what the core wants sent and keeps one timer).
 
 Application handlers run here: a synchronous answer is written at once, an awaitable runs as one
-task per request and is answered when it finishes; a handler that raises gets 5012.
+task per request (a future is answered from its done callback, no task) and is answered when it
+finishes, the answers finished together written together; a handler that raises gets 5012.
 Backpressure: reading pauses while the peer does not drain our writes (write water marks).
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any, cast
 
 from diameter.codec import Message
@@ -57,7 +59,9 @@ class PeerConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Requests being answered asynchronously: tasks, or futures the handler returned.
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self._flush_scheduled = False  # a write of finished answers is due this iteration
         # Our writes are backed up (the peer does not read its answers): reading is paused.
         self.write_paused = False
         # The rest of a read past its budget of messages (see _serve), reading paused meanwhile.
@@ -246,6 +250,12 @@ class PeerConnection(asyncio.Protocol):
         if isinstance(result, (bytes, Message)):
             peer.send_answer(event, result, self._loop.time())  # synchronous: no task at all
             return
+        if isinstance(result, asyncio.Future):
+            # A future (the handler settles it from a callback): answered from its done
+            # callback, no task. Tracked with the tasks, so that a stop waits for or cancels it.
+            self.tasks.add(result)
+            result.add_done_callback(partial(self._answered, peer, event))
+            return
         if not inspect.isawaitable(result):
             log.error("handler returned %r, neither an answer nor an awaitable", type(result))
             peer.fail_request(event, self._loop.time(), "handler returned no answer")
@@ -264,14 +274,44 @@ class PeerConnection(asyncio.Protocol):
             peer.abandon_request(event)
             raise
         except Exception as exc:
-            log.exception("handler for %r failed", event.message)
-            peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
+            self._failed(peer, event, exc)
         else:
-            if isinstance(answer, (bytes, Message)):
-                peer.send_answer(event, answer, self._loop.time())
-            else:
-                log.error("handler returned %r, not an answer", type(answer))
-                peer.fail_request(event, self._loop.time(), "handler returned no answer")
+            self._deliver(peer, event, answer)
+        self._flush_soon()
+
+    def _answered(self, peer: Peer, event: RequestReceived, future: asyncio.Future[Any]) -> None:
+        self.tasks.discard(future)
+        if future.cancelled():
+            peer.abandon_request(event)
+            return
+        exc = future.exception()
+        if exc is not None:
+            self._failed(peer, event, exc)
+        else:
+            self._deliver(peer, event, future.result())
+        self._flush_soon()
+
+    def _deliver(self, peer: Peer, event: RequestReceived, answer: Any) -> None:
+        if isinstance(answer, (bytes, Message)):
+            peer.send_answer(event, answer, self._loop.time())
+        else:
+            log.error("handler returned %r, not an answer", type(answer))
+            peer.fail_request(event, self._loop.time(), "handler returned no answer")
+
+    def _failed(self, peer: Peer, event: RequestReceived, exc: BaseException) -> None:
+        log.error("handler for %r failed", event.message, exc_info=exc)
+        peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
+
+    def _flush_soon(self) -> None:
+        """Write the answers finished in this loop iteration together, once they all are:
+        one write for the requests that waited on one event (a registry batch, a round trip
+        to Redis), not one per answer."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush_scheduled_answers)
+
+    def _flush_scheduled_answers(self) -> None:
+        self._flush_scheduled = False
         self._flush()
 
     def _wakeup(self) -> None:

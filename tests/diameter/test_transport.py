@@ -347,6 +347,51 @@ async def test_handler_may_return_pre_encoded_bytes() -> None:
         await server.stop(timeout=1.0)
 
 
+async def test_handler_returning_futures_answered_together_from_callbacks() -> None:
+    # A handler may return a future it settles later (the S13 handler does, for checks that
+    # wait on one round trip to Redis): answered with no task, the answers settled in one loop
+    # iteration written in one go; a failed future answers 5012, a cancelled one nothing.
+    node = eir_node({})
+    waiting: list[tuple[Message, asyncio.Future[Message]]] = []
+
+    def handle(request: Message, peer: PeerInfo) -> asyncio.Future[Message]:
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        waiting.append((request, future))
+        return future
+
+    node.applications[S13] = replace(node.applications[S13], handlers={ECR: handle})
+    server, port = await start_server(node)
+    try:
+        raw = await RawPeer.open(port)
+        await raw.handshake()
+        writes: list[int] = []
+        (connection,) = server.connections
+        assert connection.transport is not None
+        write = connection.transport.write
+
+        def counted(data: bytes) -> None:
+            writes.append(len(data))
+            write(data)
+
+        connection.transport.write = counted  # type: ignore[method-assign]
+        for i in range(12):
+            raw.send(ecr(hop_by_hop=i + 1, end_to_end=i + 1))
+        await wait_for(lambda: len(waiting) == 12)
+        assert server.in_flight == 12 and not connection.tasks - {f for _, f in waiting}
+        for request, future in waiting[:10]:
+            future.set_result(answer_to(request, node.identity, 2001,
+                                        body=[Avp.new("Auth-Session-State", 1)]))
+        waiting[10][1].set_exception(RuntimeError("the store broke"))
+        answers = [await raw.read() for _ in range(11)]
+        assert sorted(a.get("Result-Code") for a in answers if a) == [2001] * 10 + [5012]
+        assert len(writes) == 1  # settled together, written together
+        waiting[11][1].cancel()
+        await wait_for(lambda: server.in_flight == 0)
+        assert not connection.tasks
+    finally:
+        await server.stop(timeout=0.3)
+
+
 async def test_client_raw_window(eir: tuple[Server, int]) -> None:
     _, port = eir
     client = await Client.connect(mme_node(), "127.0.0.1", port, max_outstanding=2)

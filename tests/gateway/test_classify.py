@@ -228,6 +228,55 @@ async def test_registry_skipped_when_already_decided_unless_full(lists: Operator
     assert reg.checks == 1 and d.reasons == (Reason.BLACKLISTED, Reason.REGISTRY_UNKNOWN)
 
 
+class SharedCount(CloneTracker):
+    """A tracker whose shared count (another gateway's sightings) the test settles."""
+
+    def __init__(self) -> None:
+        super().__init__(threshold=2, window=3600)
+        self.count: asyncio.Future[int] | None = None
+
+    def shared_count(self, imei: str) -> asyncio.Future[int] | None:
+        self.count = asyncio.get_running_loop().create_future()
+        return self.count
+
+
+@pytest.mark.parametrize("cached", [verdict(RegistryStatus.MANUFACTURED),
+                                    verdict(RegistryStatus.NOT_MANUFACTURED), None])
+@pytest.mark.parametrize("n", [1, 3])
+async def test_shared_count_decides_as_the_coroutine_does(
+    lists: OperatorLists, cached: RegistryVerdict | None, n: int
+) -> None:
+    # A check waiting for the shared clone count with its registry verdict cached is decided
+    # from the count's callback (decide_counted): as resolve() decides it, and the registry
+    # asked nothing; without the cached verdict, resolve() asks the registry after the count.
+    decisions = []
+    for path in ("callback", "coroutine"):
+        reg = FakeRegistry(online=verdict(RegistryStatus.UNKNOWN))
+        if cached is not None:
+            reg.cache[KNOWN] = cached
+        tracker = SharedCount()
+        c = make(lists, registry=reg, clone=tracker)
+        pending = c.classify_sync(KNOWN, "001010000000001")
+        assert isinstance(pending, Pending) and pending.clone_count is tracker.count
+        assert c.counted(pending) is (cached is not None)
+        assert tracker.count is not None
+        tracker.count.set_result(n)
+        if path == "callback" and cached is not None:
+            decision = c.decide_counted(pending, n)
+            assert decision is not None
+        else:
+            decision = await c.resolve(pending)
+        decisions.append(decision)
+        # The registry is asked only when nothing was cached and the count did not decide.
+        assert reg.checks == (1 if cached is None and n <= 2 else 0)
+    a, b = decisions
+    assert (a.status, a.reasons, a.registry) == (b.status, b.reasons, b.registry)
+    if n > 2:
+        assert a.decisive is Reason.CLONE_SUSPECTED and a.registry is None
+    else:
+        assert a.registry is not None and (cached is None or a.registry is cached)
+
+
 async def test_unexpected_registry_error_propagates(lists: OperatorLists) -> None:
     # Not a RegistryUnavailable: the S13 handler answers 5012, it is not silently whitelisted.
     c = make(lists, registry=FakeRegistry(RuntimeError("bug")))
