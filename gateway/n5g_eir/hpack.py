@@ -295,7 +295,10 @@ class HpackDecoder:
                 name, value = STATIC_TABLE[byte - 0x81]
                 pos += 1
             elif byte & 0x80:  # §6.1 indexed field
-                index, pos = _integer(block, pos, 7)
+                if byte == 0xFF:
+                    index, pos = _integer(block, pos, 7)
+                else:  # an index below 127: its one byte
+                    index, pos = byte & 0x7F, pos + 1
                 name, value = self._get(index)
             elif byte & 0x40:  # §6.2.1 literal with incremental indexing
                 name, value, pos = self._literal(block, pos, 6)

@@ -297,10 +297,10 @@ class Http2Session:
             frame_type != FrameType.CONTINUATION or stream_id != self._continuation[0]
         ):
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "header block interrupted")  # §6.10
-        kind = _FRAME_TYPES.get(frame_type)
-        if kind is None:
+        dispatch = _DISPATCH.get(frame_type)
+        if dispatch is None:
             return  # §5.5: unknown frame types are ignored
-        rule = RULES[kind]
+        kind, rule, handler = dispatch
         if rule.on_connection is True and stream_id != 0:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, f"{kind.name} on a stream")
         if rule.on_connection is False and stream_id == 0:
@@ -310,7 +310,7 @@ class Http2Session:
                 if rule.length_is_stream_error:
                     raise _StreamError(ErrorCode.FRAME_SIZE_ERROR, f"{kind.name} length")
                 raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, f"{kind.name} length")
-            _HANDLERS[kind](self, flags, stream_id, payload, out)
+            handler(self, flags, stream_id, payload, out)
         except _StreamError as exc:
             self._reset_stream(stream_id, exc.code)
 
@@ -631,7 +631,6 @@ class Http2Session:
             self.error = f"no PING ACK within {self._ping_timeout:g} s"
 
 
-_FRAME_TYPES = {int(kind): kind for kind in FrameType}  # a dict: FrameType(n) costs more
 _HANDLERS = {
     FrameType.DATA: Http2Session._on_data,
     FrameType.HEADERS: Http2Session._on_headers,
@@ -644,3 +643,5 @@ _HANDLERS = {
     FrameType.WINDOW_UPDATE: Http2Session._on_window_update,
     FrameType.CONTINUATION: Http2Session._on_continuation,
 }
+# By the frame's type octet: its type, §6's rule and the handler, in one look-up per frame.
+_DISPATCH = {int(kind): (kind, RULES[kind], handler) for kind, handler in _HANDLERS.items()}
