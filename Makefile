@@ -52,7 +52,9 @@ compile: $(VENV)/.installed-compile
 # one used), then the compiled modules' own tests and the cross-checks with other implementations
 # again on pure Python, what a machine without a C compiler runs. Where no build can be made
 # (exit 69: no C compiler or Python headers), the whole suite on pure Python, saying so.
-PURE_TESTS ?= tests/compiled tests/diameter tests/e2e/test_s13.py tests/interop tests/fuzz
+PURE_TESTS ?= tests/compiled tests/diameter tests/e2e/test_s13.py tests/interop tests/fuzz \
+	tests/n5g_eir/test_hpack.py tests/n5g_eir/test_http2.py tests/n5g_eir/test_http2_rules.py \
+	tests/n5g_eir/test_request.py tests/n5g_eir/test_identities.py
 
 test: lint typecheck $(INTEROP_VENV)/.installed
 	@$(BIN)/python -m eir_compiled.build; built=$$?; \

@@ -23,4 +23,9 @@ COMPILED_MODULES: tuple[CompiledModule, ...] = (
     CompiledModule("diameter.routing", "every request's Destination checks"),
     CompiledModule("diameter.peek", "header peeks before decoding"),
     CompiledModule("diameter.peer", "the peer state machine: every message"),
+    CompiledModule("gateway.n5g_eir.frames", "splits every N5g-eir read into HTTP/2 frames"),
+    CompiledModule("gateway.n5g_eir.hpack", "every request's header block, Huffman :path"),
+    CompiledModule("gateway.n5g_eir.http2", "the HTTP/2 session: every frame and response"),
+    CompiledModule("gateway.n5g_eir.request", "every GetEquipmentStatus query"),
+    CompiledModule("gateway.n5g_eir.identities", "every PEI and SUPI"),
 )
