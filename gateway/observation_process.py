@@ -35,7 +35,7 @@ from collections import deque
 from pathlib import Path
 
 from gateway import observation_wire as wire
-from gateway.observations import LastImsiReply, ObservationLog, history
+from gateway.observations import LastImsi, LastImsiReply, ObservationLog, history
 
 log = logging.getLogger("eir.observations")
 
@@ -67,6 +67,8 @@ class ObservationProcessLog(ObservationLog):
         self._replies: deque[list[LastImsiReply]] = deque()  # LOOKUPS sent, not answered
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
+        # While close() runs in another thread than the loop's: replies go through the loop.
+        self._replies_via: asyncio.AbstractEventLoop | None = None
 
     @property
     def _is_open(self) -> bool:
@@ -148,6 +150,8 @@ class ObservationProcessLog(ObservationLog):
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stop = True
         loop = self._loop
+        if loop is not None and not _runs_loop(loop) and not loop.is_closed():
+            self._replies_via = loop
         if loop is not None and self._attached:
             if _runs_loop(loop):
                 self._detach()
@@ -295,7 +299,7 @@ class ObservationProcessLog(ObservationLog):
             if len(answers) != len(replies):
                 raise wire.WireError("FOUND does not answer its LOOKUPS")
             for reply, (found, failed) in zip(replies, answers, strict=True):
-                reply(found, failed)
+                self._reply(reply, found, failed)
         else:
             raise wire.WireError(f"unexpected message {kind}")
 
@@ -332,7 +336,16 @@ class ObservationProcessLog(ObservationLog):
                            for item in self._outgoing if isinstance(item, list))
         for replies in waiting:
             for reply in replies:
-                reply(None, True)
+                self._reply(reply, None, True)
+
+    def _reply(self, reply: LastImsiReply, found: LastImsi, failed: bool) -> None:
+        """Call a lookup's reply on the loop's thread."""
+        via = self._replies_via
+        if via is None:
+            reply(found, failed)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            via.call_soon_threadsafe(reply, found, failed)
 
     def _restart(self, old: subprocess.Popen[bytes] | None) -> None:
         """On the loop: a new writer spawned off the loop (process start and the database

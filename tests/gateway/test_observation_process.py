@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,21 @@ def test_the_writer_is_a_process_of_its_own_at_the_lowest_priority(tmp_path: Pat
     finally:
         log.close()
     assert log._process.returncode == 0
+
+
+async def test_lookups_outstanding_at_close_are_answered_on_the_loop_thread(
+    tmp_path: Path,
+) -> None:
+    log = ObservationProcessLog(tmp_path / "o.sqlite", flush_interval=60)
+    log.start()
+    await asyncio.sleep(0.05)
+    _record(log, 0, 10)
+    log._hand_over()
+    answered: list[tuple[LastImsi, bool, int]] = []
+    for imei in ("35209900000003", "35209900999999"):
+        log.last_imsi(imei, 1e9, lambda f, failed: answered.append(
+            (f, failed, threading.get_ident())))
+    await asyncio.to_thread(log.close)  # as the gateway stops: from another thread
+    await _until(lambda: len(answered) == 2)
+    assert answered == [(("001010000000001", 3.0), False, threading.get_ident()),
+                        (None, False, threading.get_ident())]
