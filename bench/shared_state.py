@@ -177,7 +177,7 @@ def main() -> None:
             redis.terminate()
             redis.wait(10)
     cluster_rate = cluster_observations(args.observations)
-    for label, rounds in (("local clone detection", local), ("shared through Redis: ", shared)):
+    for label, rounds in (("local clone detection", local), ("shared through Redis ", shared)):
         print(f"{label}: {max(r for r, _ in rounds):,.0f} checks/s, gateway CPU "
               f"{min(c for _, c in rounds):.1f} µs/check (best; rounds "
               + ", ".join(f"{r:,.0f}/s {c:.1f} µs" for r, c in rounds) + ")")
