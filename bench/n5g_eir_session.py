@@ -49,6 +49,7 @@ from gateway.n5g_eir.frames import (  # noqa: E402
 )
 from gateway.n5g_eir.http2 import Http2Session  # noqa: E402
 from gateway.n5g_eir.problem import Response  # noqa: E402
+from gateway.n5g_eir.request import PATH_PREFIXES  # noqa: E402
 from gateway.registry_source import build  # noqa: E402
 
 # The client opens the connection window once (as real clients do as they read): responses are
@@ -68,7 +69,7 @@ def client_frames(paths: list[str]) -> list[bytes]:
 
 
 def measure(handler: object, frames: list[bytes], count: int) -> float:
-    session = Http2Session(load_config(None).n5g_eir)
+    session = Http2Session(load_config(None).n5g_eir, PATH_PREFIXES)
     session.initiate()
     session.receive(PREFACE + settings_frame({}) + OPEN_WINDOW)
     session.data_to_send()
