@@ -177,13 +177,21 @@ class ObservationProcessLog(ObservationLog):
         self._fail_lookups()
 
     def flush(self) -> int:
-        """Write everything recorded so far and wait for it (blocking; from the loop's thread
-        or once nothing records). Returns how many observations were written."""
+        """Write everything recorded so far and wait for it (blocking). Returns how many
+        observations were written. From another thread than a running loop's that drives the
+        socket, the flush runs on the loop's thread: both waiting on the socket, the loop's
+        reader could take the answer this one waits for."""
+        loop = self._loop
+        if loop is not None and self._attached and loop.is_running() and not _runs_loop(loop):
+            return asyncio.run_coroutine_threadsafe(self._flush_on_loop(), loop).result()
         before = self.stats.written
         self._hand_over()
         if self._sock is not None:
             self._settle(None, finish=False)
         return self.stats.written - before
+
+    async def _flush_on_loop(self) -> int:
+        return self.flush()
 
     # -- the loop's side ----------------------------------------------------------------------
 

@@ -227,3 +227,21 @@ async def test_lookups_outstanding_at_close_are_answered_on_the_loop_thread(
     await _until(lambda: len(answered) == 2)
     assert answered == [(("001010000000001", 3.0), False, threading.get_ident()),
                         (None, False, threading.get_ident())]
+
+
+async def test_flush_from_another_thread_while_the_loop_drives_the_writer(tmp_path: Path) -> None:
+    # The API's reads flush from a worker thread (asyncio.to_thread) while the loop's reader is
+    # attached to the socket: both must not wait for the same answer.
+    db = tmp_path / "o.sqlite"
+    log = ObservationProcessLog(db, batch_size=100, flush_interval=60)
+    log.start()
+    await _until(lambda: log._attached)
+    try:
+        for round_ in range(20):
+            _record(log, round_ * 50, 50)
+            written = await asyncio.wait_for(asyncio.to_thread(log.flush), 10)
+            assert written == 50
+            await asyncio.sleep(0)  # the loop's reader may run between flushes
+    finally:
+        log.close()
+    assert _count(db) == (1_000, 1_000)
