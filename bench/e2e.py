@@ -78,6 +78,7 @@ for _path in (ROOT, ROOT / "bench"):
 
 from real_traffic import CATEGORIES, RealTraffic, generate  # noqa: E402
 
+from eir_compiled import finder as compiled_build  # noqa: E402
 from gateway import aio  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.simulator.report import Report  # noqa: E402
@@ -511,6 +512,8 @@ def method(args: argparse.Namespace, pinned: bool, traffic: RealTraffic) -> dict
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
+        # The gateway's too: the same sources, build and environment (EIR_PURE_PYTHON).
+        "hot_modules": compiled_build.status(),
         "machine": platform.machine(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),

@@ -47,8 +47,9 @@ def luhn_check_digit(body: str) -> int:
     return (10 - total % 10) % 10
 
 
-def normalise_imei(text: str) -> str:
-    """The 14-digit body of an IMEI given as 14, 15 (valid Luhn) or 16 (IMEISV) digits."""
+def normalise_imei(text: object) -> str:
+    """The 14-digit body of an IMEI given as 14, 15 (valid Luhn) or 16 (IMEISV) digits; anything
+    else (any type: JSON gives numbers and nulls too) is InvalidImei."""
     if not isinstance(text, str) or not _DIGITS.fullmatch(text):
         raise InvalidImei(f"IMEI must be decimal digits, got {text!r}")
     if len(text) == 14:
@@ -190,7 +191,7 @@ def parse_report(obj: object, *, strict_imei: bool = False) -> Report:
     if strict_imei and not (isinstance(raw, str) and len(raw) == 14):
         raise RecordError(f"imei must be 14 digits, got {raw!r}")
     try:
-        imei = normalise_imei(raw)  # type: ignore[arg-type]
+        imei = normalise_imei(raw)
     except InvalidImei as exc:
         raise RecordError(f"imei: {exc}") from None
     try:

@@ -47,7 +47,7 @@ def test_luhn_known_vector() -> None:
 )
 def test_malformed_imeis_rejected(raw: object) -> None:
     with pytest.raises(InvalidImei):
-        normalise_imei(raw)  # type: ignore[arg-type]
+        normalise_imei(raw)
 
 
 @given(st.text(alphabet="0123456789", min_size=14, max_size=14), st.integers(0, 99))
