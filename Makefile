@@ -54,7 +54,10 @@ compile: $(VENV)/.installed-compile
 # (exit 69: no C compiler or Python headers), the whole suite on pure Python, saying so.
 PURE_TESTS ?= tests/compiled tests/diameter tests/e2e/test_s13.py tests/interop tests/fuzz \
 	tests/n5g_eir/test_hpack.py tests/n5g_eir/test_http2.py tests/n5g_eir/test_http2_rules.py \
-	tests/n5g_eir/test_request.py tests/n5g_eir/test_identities.py
+	tests/n5g_eir/test_request.py tests/n5g_eir/test_identities.py \
+	tests/gateway/test_classify.py tests/gateway/test_imei.py tests/gateway/test_lists.py \
+	tests/gateway/test_tac.py tests/gateway/test_policy.py tests/registry/test_local.py \
+	tests/registry/test_bounded.py tests/n5g_eir/test_equipment_status.py
 
 test: lint typecheck $(INTEROP_VENV)/.installed
 	@$(BIN)/python -m eir_compiled.build; built=$$?; \
