@@ -1,12 +1,5 @@
 """Diameter base protocol (RFC 6733), sans-IO, with asyncio transports under ``transport``."""
 
-try:
-    from eir_compiled.finder import install
-except ModuleNotFoundError:  # an editable install made before eir_compiled existed
-    import warnings
+from eir_compiled.finder import install
 
-    warnings.warn(
-        "eir_compiled not installed (pip install -e .): pure Python", RuntimeWarning, stacklevel=2
-    )
-else:
-    install()  # the compiled build of the hot modules, where one matches the sources
+install()  # the compiled build of the hot modules, where one matches the sources
