@@ -308,10 +308,11 @@ class WellBehaved(threading.Thread):
 
 # -- the run ----------------------------------------------------------------------------------
 def start_gateway(
-    state: str, profile: str | None = None, **overrides: str
+    state: str, profile: str | None = None, ready_within: float = 60.0, **overrides: str
 ) -> tuple[subprocess.Popen[bytes], int, int, Any]:
-    """``python -m gateway.cli run`` on free loopback ports, state in ``state``, ready; returns
-    the process, its Diameter and metrics ports and its open log file."""
+    """``python -m gateway.cli run`` on free loopback ports, state in ``state``, ready within
+    ``ready_within`` seconds; returns the process, its Diameter and metrics ports and its open
+    log file."""
     port, metrics = free_port(), free_port()
     env = dict(
         os.environ,
@@ -329,7 +330,7 @@ def start_gateway(
     gateway = subprocess.Popen(
         [*command, "-m", "gateway.cli", "run"], env=env, cwd=state, stdout=log, stderr=log
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_within
     try:
         _wait_port(port, gateway, deadline)
         _wait_ready(metrics, deadline)
