@@ -59,6 +59,7 @@ WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late
 WATCH_EVERY = 0.002
 RSS_EVERY = 30.0  # seconds between samples of the gateway's resident memory
 
+from request_trace import GatewayTap, LoopSampler, TracingSimulation, components, load  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Inside the gateway
@@ -69,11 +70,11 @@ class Probes:
 
     def __init__(self, out: str) -> None:
         self.out = out
-        self.lags: list[tuple[float, float, float, float]] = []  # (time, lag, cpu, run-queue)
+        self.sampler = LoopSampler(TICK)
+        self.tap = GatewayTap()
         self.collections: list[tuple[float, int, float]] = []  # (time, generation, cpu)
         self.stacks: list[tuple[float, str, list[str]]] = []  # (time, state, frames)
         self._gc_started = 0.0
-        self._last_tick = time.perf_counter()
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
@@ -85,27 +86,7 @@ class Probes:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop's thread, once the gateway serves."""
-        try:
-            fd: int | None = os.open(
-                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
-            )
-        except OSError:
-            fd = None  # a kernel without schedstat: no run-queue split
-
-        def waited() -> float:
-            return int(os.pread(fd, 128, 0).split()[1]) / 1e9 if fd is not None else 0.0
-
-        state = [time.thread_time(), waited()]
-
-        def tick(due: float) -> None:
-            now = time.perf_counter()
-            cpu, queued = time.thread_time(), waited()
-            self.lags.append((now, now - due, cpu - state[0], queued - state[1]))
-            state[:] = [cpu, queued]
-            self._last_tick = now
-            loop.call_later(TICK, tick, time.perf_counter() + TICK)
-
-        loop.call_later(TICK, tick, time.perf_counter() + TICK)
+        self.sampler.start(loop)
         main, tid = threading.get_ident(), threading.get_native_id()
         threading.Thread(
             target=self._watch, args=(main, tid), name="stall-watch", daemon=True
@@ -115,7 +96,7 @@ class Probes:
         stat = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
         while True:
             time.sleep(WATCH_EVERY)
-            if time.perf_counter() - self._last_tick > TICK + WATCH_AFTER:
+            if time.perf_counter() - self.sampler.last_tick > TICK + WATCH_AFTER:
                 # Read before taking the GIL for the stack: the state the stall is in.
                 state = os.pread(stat, 512, 0).rpartition(b")")[2].split()[0].decode()
                 frame = sys._current_frames().get(main)
@@ -129,8 +110,9 @@ class Probes:
 
     def dump(self) -> None:
         Path(self.out).write_text(json.dumps({
-            "lags": self.lags, "collections": self.collections, "stacks": self.stacks,
+            "lags": self.sampler.lags, "collections": self.collections, "stacks": self.stacks,
         }))
+        self.tap.dump(Path(self.out).parent)
 
 
 def run_gateway(out: str) -> int:
@@ -138,6 +120,7 @@ def run_gateway(out: str) -> int:
     from gateway.cli import main
 
     probes = Probes(out)
+    probes.tap.install()
     start, stop = service.Gateway.start, service.Gateway.stop
 
     async def instrumented_start(self: service.Gateway) -> None:
@@ -155,6 +138,87 @@ def run_gateway(out: str) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # The driver
+
+
+def open_loop(port: int, rate: float, seconds: float) -> Any:
+    from gateway.simulator.settings import SimulatorSettings
+
+    return SimulatorSettings(
+        port=port, connections=4, mode="open", rate=rate, duration=seconds,
+        max_duration=seconds + 30.0, timeout=5.0, verify=True,
+    )
+
+
+class WriterPlacement:
+    """Where the gateway's observation writer process runs, sampled every TICK from the
+    simulator's process: the share of samples it was running or runnable (R) on each CPU."""
+
+    def __init__(self, gateway: int) -> None:
+        self.gateway = gateway
+        self.samples: Counter[str] = Counter()
+        self.pid: int | None = None
+
+    def _find(self) -> int | None:
+        children = []
+        for task in os.listdir(f"/proc/{self.gateway}/task"):
+            with open(f"/proc/{self.gateway}/task/{task}/children") as f:
+                children += [int(pid) for pid in f.read().split()]
+        for pid in children:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"observation_writer" in f.read():
+                    return pid
+        return None
+
+    async def run(self) -> None:
+        try:
+            self.pid = self._find()
+        except OSError:
+            return
+        if self.pid is None:
+            return
+        fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY)
+        try:
+            while True:
+                await asyncio.sleep(TICK)
+                fields = os.pread(fd, 1024, 0).rpartition(b")")[2].split()
+                state, cpu = fields[0].decode(), int(fields[36])  # stat fields 3 and 39
+                self.samples[f"{state} cpu{cpu}" if state == "R" else state] += 1
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+
+    def summary(self) -> dict[str, Any]:
+        total = sum(self.samples.values())
+        policy = None
+        if self.pid is not None:
+            try:
+                policy = {
+                    "scheduler": os.sched_getscheduler(self.pid),
+                    "nice": os.getpriority(os.PRIO_PROCESS, self.pid),
+                    "affinity": sorted(os.sched_getaffinity(self.pid)),
+                }
+            except OSError:
+                pass
+        return {
+            "pid": self.pid, "policy": policy, "samples": total,
+            "shares": {k: round(v / total, 4) for k, v in self.samples.most_common()}
+            if total else {},
+        }
+
+
+def lag_summary(lags: list[Any], stall: float) -> dict[str, Any]:
+    """Percentiles of a LoopSampler's lags (ms), and the stalls' own CPU and run-queue wait."""
+    values = [row[1] for row in lags]
+    stalls = [row for row in lags if row[1] > stall]
+    return {
+        "samples": len(values),
+        **{k: round(percentile(values, q) * 1e3, 2) for k, q in
+           (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0))},
+        "stalls": len(stalls),
+        "stall_own_cpu_ms": round(sum(min(r[2], r[1] + TICK) for r in stalls) * 1e3, 1),
+        "stall_run_queue_ms": round(sum(r[3] for r in stalls) * 1e3, 1),
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -226,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the gateway without probes (which keep every sample): latency and resident "
         "memory only, for long runs",
     )
+    parser.add_argument(
+        "--closed-first", type=float, default=0.0, metavar="SECONDS",
+        help="a saturated closed loop (4 x 64) for SECONDS before the open loop",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.gateway:
@@ -269,11 +337,21 @@ def main(argv: list[str] | None = None) -> int:
                 pinned = _pin(gateway.pid, 1) and _pin(0, 0)
                 warm = 20_000
 
-                async def load() -> dict[str, Any]:
+                async def run_load() -> dict[str, Any]:
                     from e2e import warm_up
 
                     timeline = [(0.0, rss_mib(gateway.pid))]
                     await warm_up(port, traffic, warm, True)
+                    offset = warm
+                    if args.closed_first:
+                        # What a saturated closed loop leaves behind (bench/e2e.py runs the
+                        # open loop after one).
+                        closed = await drive(
+                            port, Scenario("closed", 4, 64), traffic[offset:],
+                            args.closed_first, True,
+                        )
+                        offset += closed.stats.sent
+                        closed_rate[:] = [closed.to_dict()["achieved_rate"]]
                     started = time.perf_counter()
 
                     async def sample_rss() -> None:
@@ -284,21 +362,39 @@ def main(argv: list[str] | None = None) -> int:
 
                     timeline.append((0.0, rss_mib(gateway.pid)))
                     sampler = asyncio.get_running_loop().create_task(sample_rss())
+                    placement = WriterPlacement(gateway.pid)
+                    watcher = asyncio.get_running_loop().create_task(placement.run())
+                    own = LoopSampler(TICK)
+                    own.start(asyncio.get_running_loop())
                     try:
-                        report = await drive(
-                            port, Scenario("open", 4, rate=args.rate), traffic[warm:],
-                            args.seconds, True,
-                        )
+                        if args.bare:
+                            report = await drive(
+                                port, Scenario("open", 4, rate=args.rate), traffic[offset:],
+                                args.seconds, True,
+                            )
+                        else:
+                            simulation = TracingSimulation(
+                                open_loop(port, args.rate, args.seconds), traffic[offset:]
+                            )
+                            report = await simulation.run()
+                            traced[:] = [simulation]
+                            started = simulation._started  # connected, checks prepared
                     finally:
                         sampler.cancel()
+                        watcher.cancel()
+                        own.stop()
                     result = summary(report)
+                    result["simulator_lags"] = own.lags
+                    result["writer"] = placement.summary()
                     timeline.append((round(time.perf_counter() - started), rss_mib(gateway.pid)))
                     # At start, after the warm-up, every RSS_EVERY seconds, at the end.
                     result["rss_mib"] = timeline
                     result["started"] = started
                     return result
 
-                result = aio.run(load())
+                traced: list[TracingSimulation] = []
+                closed_rate: list[float] = []
+                result = aio.run(run_load())
             finally:
                 if gateway.poll() is None:
                     gateway.send_signal(signal.SIGTERM)
@@ -311,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         analysis = {} if args.bare else analyse(
             json.loads(Path(out).read_text()), args.stall_ms / 1e3, started
         )
+        if traced:
+            analysis["requests"] = components(
+                traced[0].trace, traced[0].categories, load(Path(root), "reads.bin"),
+                load(Path(root), "writes.bin"), started,
+            )
+        analysis["simulator_lag_ms"] = lag_summary(
+            [r for r in result.pop("simulator_lags") if r[0] >= started], args.stall_ms / 1e3
+        )
     report_out = {
         "method": {
             "rate": args.rate, "seconds": args.seconds, "pinned": pinned,
@@ -318,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "latency_ms": result["latency_ms"], "errors": result["errors"], "ok": result["ok"],
         "send_lag_p99_ms": result["send_lag_p99_ms"], "rss_mib": result["rss_mib"],
+        "writer": result["writer"],
+        "closed_first_micr_per_s": closed_rate[0] if closed_rate else None,
         **analysis,
     }
     if args.json:
@@ -326,13 +432,35 @@ def main(argv: list[str] | None = None) -> int:
     lat, rss = report_out["latency_ms"], result["rss_mib"]
     print(f"open loop {args.rate:,.0f}/s for {args.seconds:g} s (load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; pinned: {pinned})")
+    if closed_rate:
+        print(f"after a closed loop 4 x 64 for {args.closed_first:g} s: {closed_rate[0]:,.0f}/s")
     print(f"latency ms: p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} "
           f"max {lat['max']:.2f}; errors {result['errors']}; simulator send lag p99 "
           f"{result['send_lag_p99_ms']} ms")
     print(f"RSS MiB: {rss[0][1]} at start, {rss[1][1]} after the warm-up, then (s: MiB) "
           + ", ".join(f"{at:g}: {mib}" for at, mib in rss[2:]))
+    sim = analysis["simulator_lag_ms"]
+    print(f"simulator loop lag ms: p50 {sim['p50']} p99 {sim['p99']} p99.9 {sim['p99.9']} "
+          f"max {sim['max']}; {sim['stalls']} stalls, own CPU {sim['stall_own_cpu_ms']} ms, "
+          f"waiting for a core {sim['stall_run_queue_ms']} ms")
+    writer = report_out["writer"]
+    print(f"observation writer {writer['pid']} {writer['policy']}: {writer['samples']} samples, "
+          + ", ".join(f"{k} {v:.1%}" for k, v in writer["shares"].items()))
     if args.bare:
         return 0
+    requests = analysis.get("requests")
+    if requests:
+        print(f"per request ({requests['requests']} joined, {requests['unjoined']} not), ms:")
+        for name in ("end_to_end", "send_lag", "inbound", "gateway", "outbound"):
+            c = requests[f"{name}_ms"]
+            print(f"  {name:<10} p50 {c['p50']:>7} p99 {c['p99']:>7} p99.9 {c['p99.9']:>7} "
+                  f"max {c['max']:>7}")
+        for label in ("slowest_1pct", "slowest_0.1pct"):
+            top = requests.get(label)
+            if top:
+                print(f"  {label} ({top['count']}, from {top['end_to_end_from_ms']} ms): mean "
+                      + ", ".join(f"{k} {v}" for k, v in top["mean_ms"].items())
+                      + f"; dominant {top['dominant']}; categories {top['categories']}")
     lag, st = analysis["lag_ms"], analysis["stalls"]
     print(f"loop lag ms ({lag['samples']} samples every {TICK * 1e3:g} ms): p50 {lag['p50']} "
           f"p99 {lag['p99']} p99.9 {lag['p99.9']} max {lag['max']}; loop thread CPU "

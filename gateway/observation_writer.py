@@ -15,6 +15,8 @@ when the gateway dies), after writing what it has read.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import sqlite3
@@ -117,12 +119,23 @@ def _send(sock: socket.socket, answer: bytes) -> None:
         pass  # the gateway is gone; what it sent is still written
 
 
+def run_when_idle() -> None:
+    """Linux: the SCHED_IDLE policy (sched(7)), on top of niceness 19. A normal task waking on
+    a core this process holds takes it at once, whereas niceness alone left the event loop
+    runnable behind the writer catching up a backlog (bench/stalls.py). This process shares
+    no lock with the gateway, so waiting for idle cores cannot hold the loop. Refused or not
+    Linux: niceness only."""
+    yield_cpu_to_event_loop()
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
 def main(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     fd, database = int(argv[0]), Path(argv[1])
     sock = socket.socket(fileno=fd)
-    yield_cpu_to_event_loop()
+    run_when_idle()
     try:
         store = SqliteObservations(database)
     except (sqlite3.Error, OSError) as exc:

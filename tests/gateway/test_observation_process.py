@@ -206,6 +206,8 @@ def test_the_writer_is_a_process_of_its_own_at_the_lowest_priority(tmp_path: Pat
         assert log._process is not None and log._process.pid != os.getpid()
         stat = Path(f"/proc/{log._process.pid}/stat").read_text()
         assert int(stat.rpartition(")")[2].split()[16]) == 19  # nice, field 19 of proc(5)
+        # and the idle policy: a waking event loop preempts it at once
+        assert os.sched_getscheduler(log._process.pid) == os.SCHED_IDLE
     finally:
         log.close()
     assert log._process.returncode == 0

@@ -1,0 +1,310 @@
+"""Per-request timestamps on both sides of the wire, joined: where a slow answer spent its time.
+
+bench/stalls.py installs both halves. Every time is ``time.perf_counter()``, CLOCK_MONOTONIC on
+Linux: one clock for the simulator's process and the gateway's.
+
+* In the gateway, :class:`GatewayTap` wraps each accepted connection's protocol (at
+  ``diameter.transport.server.Server._protocol``, so the connection itself is untouched): a read
+  records, for every request it completes, (client port, Hop-by-Hop, time the read was
+  delivered); a write records, for every answer in it, (client port, Hop-by-Hop, time the write
+  returned: the bytes are in the kernel's socket).
+* In the simulator, :class:`TracingSimulation` records per answered MICR (client port,
+  Hop-by-Hop, scheduled send time, actual send time, time the answer was handled, category).
+
+:func:`components` joins them on (port, Hop-by-Hop) and splits each end-to-end latency into
+
+* ``send_lag``: the simulator sent late (its own loop was busy or off its core);
+* ``inbound``: sent, not yet read by the gateway (the gateway's loop was busy with something
+  else, or the gateway was off its core);
+* ``gateway``: read to written (the gateway's own work on the request and on what it was read
+  with);
+* ``outbound``: written, not yet handled by the simulator (the simulator's loop busy or off its
+  core, or its reading).
+
+The taps cost a few microseconds per message on each side; they are for attribution, not for
+the headline figures (bench/e2e.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.simulator.runner import Simulation, _Connection
+
+HEADER = 20  # RFC 6733 §3: the Diameter header
+FLAG_REQUEST = 0x80
+
+
+def _hop_by_hops(data: bytes | bytearray, requests: bool, start: int = 0) -> tuple[list[int], int]:
+    """Hop-by-Hop Identifiers of the whole messages in ``data`` from ``start`` that are
+    requests (``requests``) or answers; and where the first incomplete message begins."""
+    out: list[int] = []
+    pos, end = start, len(data)
+    while end - pos >= HEADER:
+        length = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        if length < HEADER or end - pos < length:
+            break
+        if bool(data[pos + 4] & FLAG_REQUEST) == requests:
+            out.append(int.from_bytes(data[pos + 12 : pos + 16], "big"))
+        pos += length
+    return out, pos
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateway's side
+
+
+class _TapTransport:
+    """The transport a tapped connection writes through: records each answer written."""
+
+    def __init__(self, inner: Any, port: int, writes: array) -> None:
+        self._inner = inner
+        self._port = port
+        self._writes = writes
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._inner.write(data)
+        now = time.perf_counter()
+        port, writes = self._port, self._writes
+        for hop in _hop_by_hops(bytes(data), False)[0]:
+            writes.extend((port, hop, now))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _TapProtocol(asyncio.Protocol):
+    """Forwards to the gateway's connection; records each request as its last byte is read."""
+
+    def __init__(self, inner: Any, reads: array, writes: array) -> None:
+        self.inner = inner
+        self._reads = reads
+        self._writes = writes
+        self._buffer = bytearray()
+        self._port = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._port = int(peer[1]) if peer else 0
+        self.inner.connection_made(_TapTransport(transport, self._port, self._writes))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buffer = self._buffer
+        buffer += data
+        hops, used = _hop_by_hops(buffer, True)
+        del buffer[:used]
+        port, reads = self._port, self._reads
+        for hop in hops:
+            reads.extend((port, hop, now))
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return bool(self.inner.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class GatewayTap:
+    """Installed in the gateway process before it starts serving."""
+
+    def __init__(self) -> None:
+        self.reads = array("d")  # (port, Hop-by-Hop, time) per request
+        self.writes = array("d")  # (port, Hop-by-Hop, time) per answer
+
+    def install(self) -> None:
+        from diameter.transport.server import Server
+
+        protocol = Server._protocol
+        reads, writes = self.reads, self.writes
+
+        def tapped(self: Server, name: str, local: tuple[str, ...] = ()) -> Any:
+            return _TapProtocol(protocol(self, name, local), reads, writes)
+
+        Server._protocol = tapped  # type: ignore[assignment,method-assign]
+
+    def dump(self, directory: Path) -> None:
+        with open(directory / "reads.bin", "wb") as f:
+            self.reads.tofile(f)
+        with open(directory / "writes.bin", "wb") as f:
+            self.writes.tofile(f)
+
+
+def load(directory: Path, name: str) -> array:
+    out = array("d")
+    path = directory / name
+    out.frombytes(path.read_bytes())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulator's side
+
+
+class TracingSimulation(Simulation):
+    """Records each answered request's times (see the module)."""
+
+    def __init__(self, settings: Any, checks: Sequence[Any]) -> None:
+        super().__init__(settings, checks)
+        # (port, Hop-by-Hop, scheduled, sent, answered, category index) per answer
+        self.trace = array("d")
+        self.categories: dict[str, int] = {}
+        self._sent: dict[tuple[int, int], float] = {}
+        self._ports: dict[int, int] = {}
+
+    async def _connect(self, index: int) -> _Connection:
+        conn = await super()._connect(index)
+        connection = conn.client.connection
+        transport = connection.transport if connection is not None else None
+        name = transport.get_extra_info("sockname") if transport is not None else None
+        self._ports[index] = int(name[1]) if name else 0
+        return conn
+
+    def _send(self, conn: _Connection, seq: int, started: float) -> bool:
+        sent = super()._send(conn, seq, started)
+        if sent:
+            hop = next(reversed(conn.outstanding))
+            self._sent[(conn.index, hop)] = time.perf_counter()
+        return sent
+
+    def _on_answer(self, conn: _Connection, hop_by_hop: int, raw: bytes) -> None:
+        now = time.perf_counter()
+        request = conn.outstanding.get(hop_by_hop)
+        sent = self._sent.pop((conn.index, hop_by_hop), None)
+        if request is not None and sent is not None:
+            category = self.categories.setdefault(request.check.category, len(self.categories))
+            self.trace.extend(
+                (self._ports[conn.index], hop_by_hop, request.started, sent, now, category)
+            )
+        super()._on_answer(conn, hop_by_hop, raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop lag, either side
+
+
+class LoopSampler:
+    """A timer every ``tick`` seconds on the loop: each lag with what the loop's thread did over
+    the interval, its CPU time and its time runnable but not running (the kernel's
+    ``/proc/self/task/TID/schedstat``: another process, or another thread, had the core)."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self.lags: list[tuple[float, float, float, float]] = []  # (time, lag, cpu, run-queue)
+        self.last_tick = time.perf_counter()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            fd: int | None = os.open(
+                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
+            )
+        except OSError:
+            fd = None  # a kernel without schedstat: no run-queue split
+
+        def waited() -> float:
+            return int(os.pread(fd, 128, 0).split()[1]) / 1e9 if fd is not None else 0.0
+
+        state = [time.thread_time(), waited()]
+        tick = self.tick
+
+        def sample(due: float) -> None:
+            now = time.perf_counter()
+            cpu, queued = time.thread_time(), waited()
+            self.lags.append((now, now - due, cpu - state[0], queued - state[1]))
+            state[:] = [cpu, queued]
+            self.last_tick = now
+            self._handle = loop.call_later(tick, sample, time.perf_counter() + tick)
+
+        self._handle = loop.call_later(tick, sample, time.perf_counter() + tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The join
+
+COMPONENTS = ("send_lag", "inbound", "gateway", "outbound")
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return {}
+    return {
+        name: round(ordered[min(n - 1, int(q * n))] * 1e3, 3)
+        for name, q in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0))
+    }
+
+
+def components(
+    simulator: array, categories: dict[str, int], reads: array, writes: array, started: float
+) -> dict[str, Any]:
+    """Percentiles of each component (ms), and how the slowest requests split."""
+    read_at = {(int(reads[i]), int(reads[i + 1])): reads[i + 2] for i in range(0, len(reads), 3)}
+    written_at = {
+        (int(writes[i]), int(writes[i + 1])): writes[i + 2] for i in range(0, len(writes), 3)
+    }
+    names = {index: name for name, index in categories.items()}
+    rows: list[tuple[float, float, float, float, float, str]] = []
+    unjoined = 0
+    for i in range(0, len(simulator), 6):
+        port, hop, due, sent, answered, category = simulator[i : i + 6]
+        if due < started:
+            continue
+        key = (int(port), int(hop))
+        read, written = read_at.get(key), written_at.get(key)
+        if read is None or written is None or not sent <= read <= written <= answered:
+            unjoined += 1
+            continue
+        rows.append((
+            answered - due, sent - due, read - sent, written - read, answered - written,
+            names[int(category)],
+        ))
+    out: dict[str, Any] = {"requests": len(rows), "unjoined": unjoined}
+    out["end_to_end_ms"] = _percentiles([r[0] for r in rows])
+    for i, name in enumerate(COMPONENTS, 1):
+        out[f"{name}_ms"] = _percentiles([r[i] for r in rows])
+    rows.sort(key=lambda r: r[0], reverse=True)
+    for label, share in (("slowest_1pct", 0.01), ("slowest_0.1pct", 0.001)):
+        top = rows[: max(1, int(len(rows) * share))] if rows else []
+        if not top:
+            continue
+        dominant: dict[str, int] = dict.fromkeys(COMPONENTS, 0)
+        cats: dict[str, int] = {}
+        for r in top:
+            dominant[COMPONENTS[max(range(4), key=lambda k: r[k + 1])]] += 1
+            cats[r[5]] = cats.get(r[5], 0) + 1
+        out[label] = {
+            "count": len(top),
+            "end_to_end_from_ms": round(top[-1][0] * 1e3, 3),
+            "mean_ms": {
+                name: round(sum(r[i] for r in top) / len(top) * 1e3, 3)
+                for i, name in enumerate(COMPONENTS, 1)
+            },
+            "dominant": dominant,
+            "categories": dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+        }
+    all_cats: dict[str, int] = {}
+    for r in rows:
+        all_cats[r[5]] = all_cats.get(r[5], 0) + 1
+    out["categories_all"] = dict(sorted(all_cats.items(), key=lambda kv: -kv[1]))
+    return out
