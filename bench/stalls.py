@@ -19,6 +19,16 @@ Method.
     scheduler state (``/proc/self/task/TID/stat``): R, running or waiting for a core; S,
     sleeping: on the GIL, since an overdue loop thread does not wait for its own timer.
 
+* Per request (bench/request_trace.py): the simulator and the gateway timestamp every MICR,
+  joined on (client port, Hop-by-Hop), so each end-to-end latency splits into the simulator's
+  send lag, the time before the gateway read it, the gateway's read-to-write time and the
+  time before the simulator handled the answer; the slowest 1 % and 0.1 % are shown by
+  component and by traffic category. The simulator's own loop lag (a 5 ms timer, with its
+  thread's CPU and run-queue wait) and where the gateway's observation writer process runs
+  (sampled every 5 ms) are printed too: a generator that lags, or a writer on the loop's core,
+  shows there.
+* ``--closed-first SECONDS`` runs a saturated closed loop (4 x 64) before the open loop, as
+  bench/e2e.py does: what it leaves behind (a writer backlog) shows in the open loop.
 * Printed: the latency the simulator measured, the lag percentiles, the stalls (lags over
   ``--stall-ms``) split into the loop thread's own CPU, run-queue wait and the rest, the
   collections, and the frames seen most often during stalls. Own CPU in a stall is the gateway's
@@ -28,7 +38,8 @@ Method.
 ``--bare`` runs the gateway without probes (they keep every sample: tens of MB over minutes)
 for a resident memory check, sampled every 30 s.
 
-Run: ``.venv/bin/python bench/stalls.py [--rate 10000] [--seconds 20] [--bare] [--json]``.
+Run: ``.venv/bin/python bench/stalls.py [--rate 10000] [--seconds 20] [--closed-first S]
+[--bare] [--json]``.
 """
 
 from __future__ import annotations
