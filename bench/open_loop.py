@@ -306,8 +306,12 @@ def _sender_main(plan: SenderPlan, checks: Sequence[Check], mine: list[int], cpu
             os.sched_setaffinity(0, {cpu})
     pipe.send(("ready", None))
     start = pipe.recv()
-    sender.run(start)
-    pipe.send(("done", sender.results(start)))
+    try:
+        sender.run(start)
+        pipe.send(("done", sender.results(start)))
+    except BaseException as exc:
+        pipe.send(("error", repr(exc)))
+        raise
 
 
 def run(
@@ -330,16 +334,18 @@ def run(
             child.close()
             pipes.append(parent)
             processes.append(process)
-        for pipe in pipes:
-            kind, detail = pipe.recv()
+        for pipe, process in zip(pipes, processes, strict=True):
+            kind, detail = _receive(pipe, process)
             if kind != "ready":
                 raise RuntimeError(f"sender failed: {detail}")
         start = time.monotonic() + 0.5  # CLOCK_MONOTONIC is one clock for every process
         for pipe in pipes:
             pipe.send(start)
         parts = []
-        for pipe in pipes:
-            kind, detail = pipe.recv()
+        for pipe, process in zip(pipes, processes, strict=True):
+            kind, detail = _receive(pipe, process)
+            if kind != "done":
+                raise RuntimeError(f"sender failed: {detail}")
             parts.append(detail)
     finally:
         for process in processes:
@@ -348,6 +354,18 @@ def run(
                 process.kill()
                 process.join()
     return summarise(plan, start, parts)
+
+
+def _receive(pipe: Any, process: Any) -> tuple[str, Any]:
+    """The sender's next message; an error if it exits without one."""
+    while not pipe.poll(1.0):
+        if not process.is_alive():
+            return "error", f"sender process exited with status {process.exitcode}"
+    try:
+        kind, detail = pipe.recv()
+    except EOFError:
+        return "error", "sender process closed its pipe"
+    return kind, detail
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
