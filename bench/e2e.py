@@ -286,10 +286,11 @@ def scrape(metrics_port: int) -> dict[str, float]:
     return out
 
 
-def loop_lag(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+def loop_lag(before: dict[str, float], after: dict[str, float],
+             prefix: str = 'eir_event_loop_lag_seconds_bucket{le="') -> dict[str, Any]:
     """The eir_event_loop_lag_seconds samples taken between two scrapes: how many, the bucket
-    (upper bound, ms) holding the 99th percentile, and the highest non-empty bucket."""
-    prefix = 'eir_event_loop_lag_seconds_bucket{le="'
+    (upper bound, ms) holding the 99th percentile, and the highest non-empty bucket. Another
+    histogram's buckets with ``prefix`` (its name, ``_bucket{``, its other labels, ``le="``)."""
     buckets = []
     for name, value in after.items():
         if name.startswith(prefix):

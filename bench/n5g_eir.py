@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -53,13 +55,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from e2e import _pin, _wait_port, _wait_ready, free_port, loop_lag, scrape  # noqa: E402
+from loopback_capture import (  # noqa: E402
+    Capture,
+    connections,
+    diameter_exchanges,
+    http2_exchanges,
+    sending_window,
+)
+from loopback_capture import summary as wire_summary  # noqa: E402
 
 from gateway.config import load_config  # noqa: E402
 from gateway.n5g_eir.problem import STATUS_RESPONSES, Response  # noqa: E402
 from gateway.n5g_eir.server import N5gEirServer  # noqa: E402
 from gateway.n5g_eir.settings import HttpEndpoint, N5gEirSettings  # noqa: E402
 from gateway.policy import EquipmentStatus  # noqa: E402
-from gateway.simulator.amf import query_of  # noqa: E402
+from gateway.simulator.amf import expected_of, outcome_of_response, query_of  # noqa: E402
 from gateway.simulator.traffic import GatewayData, ImeiGenerator  # noqa: E402
 
 # The simulator's mix without malformed IMEIs, which no PEI can carry.
@@ -93,14 +103,19 @@ async def serve_ceiling(port: int) -> None:
 
 # --- traffic ----------------------------------------------------------------------------------
 
-def pei_uris(base: str, pool: int, seed: int) -> list[str]:
+def pei_checks(pool: int, seed: int) -> list[tuple[str, str | None]]:
     """The simulator's PEIs (gateway.simulator.amf): one check in two an ``imeisv-`` with a
-    Software Version."""
+    Software Version; (request path, the outcome the default configuration answers)."""
     config = load_config(None)
     generator = ImeiGenerator(GatewayData.from_config(config), config.policy, MIX, imsi=True,
                               seed=seed)
-    return [f"{base}{query_of(replace(c, sv=f'{n % 100:02d}') if n % 2 else c)}"
-            for n, c in enumerate(generator.take(pool))]
+    checks = [replace(c, sv=f"{n % 100:02d}") if n % 2 else c
+              for n, c in enumerate(generator.take(pool))]
+    return [(query_of(c), expected_of(c)) for c in checks]
+
+
+def pei_uris(base: str, pool: int, seed: int) -> list[str]:
+    return [f"{base}{path}" for path, _ in pei_checks(pool, seed)]
 
 
 # --- h2load ---------------------------------------------------------------------------------
@@ -110,12 +125,22 @@ def h2load(args: list[str], uri_files: list[Path], work: Path, timeout: float) -
     each connection: with one connection per process and a file each, every request of the run
     carries a PEI no other request has). Counts summed, latencies from the per-request logs
     (start time in microseconds since the epoch, so comparable across processes)."""
+    return h2load_results(*h2load_start(args, uri_files, work), timeout)
+
+
+def h2load_start(args: list[str], uri_files: list[Path],
+                 work: Path) -> tuple[list[subprocess.Popen[str]], list[Path]]:
     logs = [work / f"h2load-{n}.log" for n in range(len(uri_files))]
     for log in logs:
         log.unlink(missing_ok=True)  # h2load appends to an existing log
     processes = [subprocess.Popen(["h2load", *args, "-i", str(uri_file), "--log-file", str(log)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for uri_file, log in zip(uri_files, logs, strict=True)]
+    return processes, logs
+
+
+def h2load_results(processes: list[subprocess.Popen[str]], logs: list[Path],
+                   timeout: float) -> dict[str, Any]:
     totals = [0] * 8
     for process in processes:
         text, err = process.communicate(timeout=timeout)
@@ -248,6 +273,185 @@ def measured(server: subprocess.Popen[bytes], run: subprocess.Popen[str],
     return result
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's children reaped so far (a generator's, once waited for:
+    this script waits for one at a time)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def helpers_cpu(pid: int) -> float:
+    """CPU seconds of a process's own child processes (the gateway's observation writer)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[1]) == pid:  # field 4, the parent
+                    total += cpu_seconds(int(entry.name))
+    return total
+
+
+def per_request_us(seconds: float, requests: int) -> float | None:
+    return round(seconds / requests * 1e6, 1) if requests else None
+
+
+H2LOAD_OPEN_PROCESSES = 4  # open loop: 4 AMF connections, one h2load process (-c1) each
+
+
+def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subprocess.Popen[bytes],
+              work: Path, seed: int, amf: str, beside_s13: bool) -> dict[str, Any]:
+    """One open-loop run at ``--rate`` checks/s for ``--seconds``: the AMF side driven by the
+    AMF simulator or by h2load (``--rps``, its own timer), alone or while the S13 simulator
+    sends ``--rate`` MICR/s to the same gateway. Reports each side's end-to-end latency (as
+    its generator saw it), the gateway-side latency and each generator's slip (from a capture
+    on lo, where dumpcap is available), the gateway's loop lag and check durations."""
+    rate, seconds = args.rate, args.seconds
+    pool = rate * (seconds + 1)
+    expected: dict[str, str | None] | None = None
+    files: list[Path] = []
+    if amf == "h2load":
+        checks = pei_checks(rate * seconds, seed)
+        expected = dict(checks)
+        per = len(checks) // H2LOAD_OPEN_PROCESSES
+        for n in range(H2LOAD_OPEN_PROCESSES):
+            files.append(work / f"open-uris-{n}.txt")
+            files[-1].write_text("".join(f"http://127.0.0.1:{ports['n5g']}{path}\n"
+                                         for path, _ in checks[n * per:(n + 1) * per]))
+    why_not = Capture.available()
+    capture = None
+    if why_not is None:
+        capture = Capture(work / f"open-{amf}-{'mixed' if beside_s13 else 'alone'}.pcap",
+                          [ports["n5g"], ports["s13"]])
+        capture.start()
+        realtime([capture.pid], args.realtime)
+    out: dict[str, Any] = {"generator": amf}
+    try:
+        before = scrape(ports["metrics"])
+        gateway_before = cpu_seconds(gateway.pid), helpers_cpu(gateway.pid), time.monotonic()
+        s13 = None
+        if beside_s13:
+            # Longer than the N5g-eir run, which starts once MICRs flow; the S13 figures from
+            # the capture are those of the MICRs sent while N5g-eir checks were being sent.
+            s13 = simulator(["--port", str(ports["s13"]), "--rate", str(rate), "--duration",
+                             str(seconds + 8), "--imsi", "--pool", str(pool), "--seed",
+                             str(seed + 1), "--connections", str(S13_CONNECTIONS),
+                             "--spin-ms", "0"])
+            realtime([s13.pid], args.realtime)
+            _wait_for_checks(ports["metrics"], "s13", before, s13)
+        if amf == "h2load":
+            cpu_before = cpu_seconds(gateway.pid)
+            per = rate * seconds // H2LOAD_OPEN_PROCESSES
+            started = h2load_start(["-c", "1", "-m", "100", "-n", str(per), "--rps",
+                                    str(rate // H2LOAD_OPEN_PROCESSES)], files, work)
+            realtime([p.pid for p in started[0]], args.realtime)
+            generator_before = children_cpu()
+            e2e = h2load_results(*started, seconds + 120)
+            e2e["generator_cpu_us_per_request"] = per_request_us(
+                children_cpu() - generator_before, e2e["requests"])
+            e2e["server_cpu_us_per_request"] = per_request_us(
+                cpu_seconds(gateway.pid) - cpu_before, e2e["requests"])
+        else:
+            # Beside the S13 simulator on one core, both sleep on their timers (--spin-ms 0:
+            # two busy-waiting generators take turns in slices of milliseconds); alone, this
+            # one busy-waits for sends on time (unless --realtime).
+            spin = "0" if beside_s13 or args.realtime else "2"
+            amf_run = simulator(amf_args(
+                ports["n5g"], None, seed, "--connections", str(AMF_CONNECTIONS), "--rate",
+                str(rate), "--duration", str(seconds), "--spin-ms", spin, pool=pool))
+            realtime([amf_run.pid], args.realtime)
+            generator_before = children_cpu()
+            e2e = measured(gateway, amf_run, seconds + 120)
+            e2e["generator_cpu_us_per_request"] = per_request_us(
+                children_cpu() - generator_before, e2e.get("answered") or 0)
+        out["n5g_eir"] = e2e
+        if s13 is not None:
+            generator_before = children_cpu()
+            out["s13"] = summary(s13, seconds + 120)
+            out["s13"]["generator_cpu_us_per_request"] = per_request_us(
+                children_cpu() - generator_before, out["s13"].get("answered") or 0)
+        # The gateway's own view over the run: its event loop lag (a stall in the gateway
+        # shows there, one in the generators or the kernel does not) and the time from a
+        # decoded request to its encoded answer (the 99th percentile's bucket).
+        after = scrape(ports["metrics"])
+        elapsed = time.monotonic() - gateway_before[2]
+        out["gateway_cpu_share"] = {
+            "process": round((cpu_seconds(gateway.pid) - gateway_before[0]) / elapsed, 3),
+            "its_child_processes": round(
+                (helpers_cpu(gateway.pid) - gateway_before[1]) / elapsed, 3),
+        }
+        out["gateway_loop_lag"] = loop_lag(before, after)
+        out["gateway_check_duration"] = {
+            interface: loop_lag(before, after, "eir_check_duration_seconds_bucket{interface="
+                                f'"{interface}",le="')
+            for interface in ("n5g_eir", "s13") if interface == "n5g_eir" or beside_s13}
+    finally:
+        dropped = capture.stop() if capture is not None else ""
+    if capture is None:
+        out["wire"] = {"skipped": why_not}
+        return out
+    out["wire"] = wire_figures(capture.path, ports, rate, amf, expected, beside_s13)
+    out["wire"]["capture"] = dropped
+    if args.keep_captures:
+        shutil.move(capture.path, Path(args.keep_captures) / capture.path.name)
+    else:
+        capture.path.unlink()
+    return out
+
+
+AMF_CONNECTIONS = 4
+S13_CONNECTIONS = 2
+REALTIME_PRIORITY = 10  # --realtime: SCHED_FIFO priority of the gateway and the generators
+
+
+def realtime(pids: list[int], on: bool) -> None:
+    """--realtime: the gateway's loop thread and the generators under SCHED_FIFO (each on its
+    pinned core), so that other work on a shared machine cannot delay them; a diagnostic for
+    a machine that is not quiet: only processes that sleep between events may be given it
+    (the simulators therefore sleep on the timer: --spin-ms 0)."""
+    if not on:
+        return
+    for pid in pids:
+        try:
+            os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+        except (OSError, AttributeError) as exc:
+            raise RuntimeError(f"--realtime: SCHED_FIFO refused ({exc}); run as root") from exc
+
+
+def wire_figures(pcap: Path, ports: dict[str, int], rate: int, amf: str,
+                 expected: dict[str, str | None] | None, beside_s13: bool) -> dict[str, Any]:
+    """Gateway-side latency and slip per interface from the capture; the N5g-eir answers
+    checked against ``expected`` (the PEIs h2load sent)."""
+    conns = connections(pcap, {ports["n5g"], ports["s13"]})
+    n5g = [http2_exchanges(c, _outcome) for c in conns if c.server_port == ports["n5g"]]
+    per_connection = rate / (H2LOAD_OPEN_PROCESSES if amf == "h2load" else AMF_CONNECTIONS)
+    out = {"n5g_eir": wire_summary(n5g, per_connection, expected)}
+    if beside_s13:
+        s13 = [diameter_exchanges(c) for c in conns if c.server_port == ports["s13"]]
+        out["s13"] = wire_summary(s13, rate / S13_CONNECTIONS, window=sending_window(n5g))
+    return out
+
+
+def _outcome(status: int, body: bytes) -> str:
+    return outcome_of_response(status, body)[1]
+
+
+def _wait_for_checks(metrics_port: int, interface: str, before: dict[str, float],
+                     process: subprocess.Popen[str]) -> None:
+    """Until the gateway has answered a check on ``interface`` since ``before`` (at most 30 s)."""
+    prefix = f'eir_checks_total{{interface="{interface}"'
+
+    def count(sample: dict[str, float]) -> float:
+        return sum(v for k, v in sample.items() if k.startswith(prefix))
+
+    deadline = time.monotonic() + 30
+    while count(scrape(metrics_port)) <= count(before):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"no {interface} checks answered: "
+                               f"{process.stderr.read() if process.stderr else ''}")
+        time.sleep(0.05)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "python": platform.python_version(),
@@ -259,15 +463,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         processes, ports, pinned = start(state, args.fresh)
         gateway, ceiling = processes
         results["pinned"] = "generators CPU 0, servers CPU 1" if pinned else "no"
+        realtime([gateway.pid, ceiling.pid], args.realtime)
+        results["realtime"] = args.realtime
+        results["ports"] = ports
         closed = ["--connections", str(args.connections), "--window", str(args.window)]
         seed = args.seed
         try:
             # Warm-up: other PEIs (a seed of their own), so the measured ones are all new.
+            # (--open-only: this pass alone, then the open loops.)
             summary(simulator(amf_args(ports["n5g"], args.count // 2, seed + 1000, *closed)),
                     600)
             summary(simulator(amf_args(ports["ceiling"], args.count // 2, seed + 1000,
                                        "--no-verify", *closed)), 600)
-            for n in range(args.rounds):
+            for n in range(0 if args.open_only else args.rounds):
                 gw = measured(gateway, simulator(
                     amf_args(ports["n5g"], args.count, seed + n, *closed)), 600)
                 top = measured(ceiling, simulator(
@@ -283,7 +491,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 results.setdefault("closed_loop", []).append(
                     {"gateway": gw, "ceiling": top, "ratio_to_ceiling": ratio})
-            if shutil.which("h2load"):
+            if shutil.which("h2load") and not args.open_only:
                 # -c8 -m10 as 8 processes of -c1 -m10, each on its own distinct PEIs.
                 work = Path(state)
                 per = args.count // 8
@@ -301,29 +509,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         (cpu_seconds(server.pid) - before) / max(cross["requests"], 1) * 1e6, 1)
                     results[f"h2load_c8_m10_{who}"] = cross
             results["open_loop_rate"] = args.rate
-            open_args = ["--connections", "4", "--rate", str(args.rate), "--duration",
-                         str(args.seconds)]
-            pool = args.rate * (args.seconds + 1)
-            # The gateway's own event loop lag over each open-loop run (its
-            # eir_event_loop_lag_seconds): a stall in the gateway shows there, one in the
-            # load generators (their send lag) or the kernel does not.
-            before = scrape(ports["metrics"])
-            results["open_loop_alone"] = measured(gateway, simulator(
-                amf_args(ports["n5g"], None, seed + 2000, *open_args, pool=pool)),
-                args.seconds + 120)
-            results["open_loop_alone"]["gateway_loop_lag"] = loop_lag(
-                before, scrape(ports["metrics"]))
-            before = scrape(ports["metrics"])
-            s13 = simulator(["--port", str(ports["s13"]), "--rate", str(args.rate),
-                             "--duration", str(args.seconds + 1), "--imsi", "--pool",
-                             str(pool), "--seed", str(seed + 3000),
-                             "--connections", "2"])
-            results["open_loop_beside_s13"] = measured(gateway, simulator(
-                amf_args(ports["n5g"], None, seed + 4000, *open_args, pool=pool)),
-                args.seconds + 120)
-            results["s13_beside"] = summary(s13, args.seconds + 120)
-            results["open_loop_beside_s13"]["gateway_loop_lag"] = loop_lag(
-                before, scrape(ports["metrics"]))
+            work = Path(state)
+            results["open_loop_alone"] = open_loop(args, ports, gateway, work, seed + 2000,
+                                                   "simulator", beside_s13=False)
+            for n, amf in enumerate(args.mixed_amf):
+                results.setdefault("open_loop_beside_s13", {})[amf] = open_loop(
+                    args, ports, gateway, work, seed + 4000 + 100 * n, amf, beside_s13=True)
         finally:
             stop(processes)
     return results
@@ -342,6 +533,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--open-only", action="store_true",
+                        help="the open loops only (after the warm-up)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="diagnostic on a busy machine: the servers' loop threads, the "
+                        "generators and the capture under SCHED_FIFO on their cores (root)")
+    parser.add_argument("--keep-captures", metavar="DIR",
+                        help="keep the open loops' pcap files there (ports in the report)")
+    parser.add_argument("--mixed-amf", nargs="+", choices=("h2load", "simulator"),
+                        help="the AMF side's generator(s) beside S13 (default: h2load, when "
+                        "installed, and the AMF simulator)")
     args = parser.parse_args()
     if args.serve_ceiling is not None:
         from gateway.aio import run as aio_run
@@ -350,6 +551,8 @@ def main() -> None:
         return
     if args.quick:
         args.count, args.seconds, args.rounds, args.rate = 10_000, 3, 1, 2000
+    if args.mixed_amf is None:
+        args.mixed_amf = ["h2load", "simulator"] if shutil.which("h2load") else ["simulator"]
     results = run(args)
     if args.json:
         print(json.dumps(results))
@@ -357,7 +560,7 @@ def main() -> None:
     print(f"N5g-eir over h2c, real traffic (distinct PEIs with SUPIs), decision cache "
           f"{results['decision_cache']}; Python {results['python']}, {results['machine']}, "
           f"pinned: {results['pinned']}, load average {results['load_average_at_start']:.1f}")
-    for r in results["closed_loop"]:
+    for r in results.get("closed_loop", []):
         for who in ("gateway", "ceiling"):
             x = r[who]
             print(f"  closed {who:8} {x.get('achieved_rate', 0):>9,.0f}/s  "
@@ -370,12 +573,37 @@ def main() -> None:
             print(f"  h2load 8 x (-c1 -m10) {who:8} {x['per_second']:>7,}/s  CPU "
                   f"{x['server_cpu_us_per_request']} us/request  latency ms {x['latency_ms']}  "
                   f"failed {x['failed']}")
-    for key in ("open_loop_alone", "open_loop_beside_s13"):
-        x = results[key]
-        print(f"  {key:22} {results['open_loop_rate']}/s: answered {x.get('answered')}  "
-              f"latency ms {x.get('latency_ms')}  send lag ms {x.get('send_lag_ms', {}).get('p99')}"
-              f"  gateway loop lag {x.get('gateway_loop_lag')}")
-    print(f"  S13 beside it: {results['s13_beside']}")
+    print_open(f"open {results['open_loop_rate']}/s alone", results["open_loop_alone"])
+    for amf, x in results.get("open_loop_beside_s13", {}).items():
+        print_open(f"open {results['open_loop_rate']}/s each, beside S13 ({amf})", x)
+
+
+def print_open(title: str, x: dict[str, Any]) -> None:
+    print(f"  {title}: generators {x['generator']} (N5g-eir)"
+          + (", S13 simulator" if "s13" in x else ""))
+    wire = x.get("wire", {})
+    for side in ("n5g_eir", "s13"):
+        if side not in x:
+            continue
+        e2e, seen = x[side], wire.get(side, {})
+        lag = e2e.get("send_lag_ms", {})
+        checked = e2e.get("verification") or (
+            {"verified": seen["verified"], "mismatches": seen["mismatches"]}
+            if "verified" in seen else None)
+        print(f"    {side:8} answered {e2e.get('answered', e2e.get('requests'))}, "
+              f"errors {e2e.get('errors', e2e.get('failed'))}, checked {checked}")
+        print(f"      end to end ms        {e2e.get('latency_ms')}"
+              + (f"  (send lag p99 {lag.get('p99')} ms)" if lag else "")
+              + f"  generator CPU {e2e.get('generator_cpu_us_per_request')} us/request")
+        if seen:
+            print(f"      gateway side ms      {seen.get('gateway_side_ms')}  "
+                  f"({seen.get('requests')} requests, {seen.get('unanswered')} unanswered)")
+            print(f"      generator slip ms    {seen.get('slip_ms')}")
+    if "skipped" in wire:
+        print(f"    no capture: {wire['skipped']}")
+    print(f"    gateway CPU share {x['gateway_cpu_share']}; "
+          f"loop lag {x['gateway_loop_lag']}; check duration "
+          f"{x['gateway_check_duration']}; capture: {wire.get('capture') or 'no drops reported'}")
 
 
 if __name__ == "__main__":

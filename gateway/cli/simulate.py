@@ -113,6 +113,11 @@ def register(subparsers: Any) -> None:
                       help="closed loop: outstanding requests per connection (default 16)")
     load.add_argument("--rate", type=float, default=None, metavar="R",
                       help="open loop: requests per second over all connections")
+    load.add_argument("--spin-ms", type=float, default=2.0, metavar="MS",
+                      help="open loop: busy-wait this close to each send, for sends on time "
+                      "(default 2: above 500/s a core kept busy); 0: sleep on the event loop's "
+                      "timer and send what is due in each tick (about 1 ms), to share a core "
+                      "with another load generator")
     load.add_argument("--count", type=int, default=None, metavar="N",
                       help=f"requests to send (default {DEFAULT_COUNT} without --duration)")
     load.add_argument("--duration", type=float, default=None, metavar="S",
@@ -196,6 +201,7 @@ def settings_from_args(args: argparse.Namespace, realm: str) -> SimulatorSetting
         mode="open" if args.rate is not None else "closed",
         window=args.window if args.window is not None else 16,
         rate=args.rate if args.rate is not None else 1000.0,
+        spin=args.spin_ms / 1000.0,
         count=count,
         duration=args.duration,
         max_duration=args.max_duration,

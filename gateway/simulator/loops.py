@@ -10,8 +10,12 @@ bookkeeping of an answer are here, once.
 * open loop: requests are scheduled at ``rate`` per second over all connections, whatever the
   answers do, and latency is measured from the *scheduled* send time, so a stalled server shows
   as latency instead of silently lowering the load (coordinated omission). The scheduler spins
-  (``asyncio.sleep(0)``) during the last 2 ms before a send, since the event loop's timers are
-  only millisecond-precise; the report gives the send lag it achieved.
+  (``asyncio.sleep(0)``) during the last ``spin`` seconds (2 ms) before a send, since the event
+  loop's timers are only millisecond-precise; the report gives the send lag it achieved. Above
+  500 requests/s that is a core kept busy all the time: two such generators on one core take
+  turns in scheduler slices of milliseconds, and each one's answers wait in its socket
+  meanwhile. ``spin`` 0 sleeps on the timer instead (at least ``TIMER_TICK``), sending what is
+  due in each tick.
 
 A run stops by itself: after ``count`` requests, after ``duration`` seconds, and in any case at
 ``max_duration``; requests still outstanding then are given their answer timeout to finish.
@@ -33,7 +37,7 @@ from gateway.simulator.report import Report, Stats
 from gateway.simulator.settings import SimulatorSettings
 from gateway.simulator.traffic import Check
 
-_SPIN = 0.002  # open loop: spin instead of sleeping this close to the next send
+TIMER_TICK = 0.001  # the event loop's timer resolution (uvloop: milliseconds)
 
 
 @dataclass(slots=True)
@@ -282,12 +286,16 @@ class LoadRun(abc.ABC, Generic[L]):
         seq = 0
         stats = self.stats
         lag = stats.send_lag
+        spin = s.spin
         while not self._stopping:
             now = time.perf_counter()
             due = start + seq * interval
             if due > now:
                 delay = due - now
-                await asyncio.sleep(delay - _SPIN if delay > _SPIN * 1.5 else 0)
+                if spin:
+                    await asyncio.sleep(delay - spin if delay > spin * 1.5 else 0)
+                else:
+                    await asyncio.sleep(max(delay, TIMER_TICK))
                 continue
             touched: set[int] = set()
             while due <= now:

@@ -27,6 +27,7 @@ class SimulatorSettings:
     mode: str = "closed"  # closed | open
     window: int = 16  # closed loop: outstanding requests per connection
     rate: float = 1000.0  # open loop: requests per second over all connections
+    spin: float = 0.002  # open loop: busy-wait this close to a send; 0 = sleep on the timer
     count: int | None = None
     duration: float | None = None
     max_duration: float = 300.0  # hard stop, whatever count and duration say
@@ -65,6 +66,8 @@ class SimulatorSettings:
             raise ValueError("connections and window must be at least 1")
         if self.mode == "open" and not self.rate > 0:
             raise ValueError("open loop needs a rate above 0")
+        if not 0 <= self.spin <= 1:
+            raise ValueError("spin must be 0 to 1 second")
         if self.count is None and self.duration is None:
             raise ValueError("give a count or a duration (or both)")
         if self.count is not None and self.count < 1:
@@ -80,6 +83,7 @@ class SimulatorSettings:
             "connections": self.connections,
             "window": self.window if self.mode == "closed" else None,
             "rate": self.rate if self.mode == "open" else None,
+            "spin": self.spin if self.mode == "open" else None,
             "count": self.count,
             "duration": self.duration,
             "timeout": self.timeout,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -13,18 +10,12 @@ import pytest
 from diameter.codec import decode_message
 from diameter.dictionary import DICTIONARY
 from diameter.validate import check_avps
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "codec.py"
+from tests.bench_modules import load
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_codec", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_codec"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load("codec")
 
 
 def test_bench_answer_is_a_valid_eca(bench: ModuleType) -> None:

@@ -81,11 +81,12 @@ async def test_closed_loop_every_answer_verified(
     _assert_consistent(report, checks)
 
 
-async def test_open_loop_rate_and_send_lag(gateway: Gateway) -> None:
+@pytest.mark.parametrize("spin", [0.002, 0.0], ids=["busy-wait", "timer"])
+async def test_open_loop_rate_and_send_lag(gateway: Gateway, spin: float) -> None:
     checks = _checks(100, seed=2)
     settings = SimulatorSettings(
         port=port_of(gateway), mode="open", rate=400.0, count=200, connections=2,
-        max_duration=30.0,
+        max_duration=30.0, spin=spin,
     )
     report, _ = await simulate(settings, checks)
     assert report.ok, report.render_text()

@@ -143,6 +143,9 @@ def test_settings_need_a_bound() -> None:
         SimulatorSettings(count=1, mode="sideways").validate()
     with pytest.raises(ValueError):
         SimulatorSettings(count=1, mode="open", rate=0).validate()
+    for spin in (-0.001, 1.5):
+        with pytest.raises(ValueError, match="spin"):
+            SimulatorSettings(count=1, mode="open", rate=10, spin=spin).validate()
 
 
 async def test_progress_once_a_second_on_stderr(
