@@ -350,9 +350,9 @@ def slip(sent: list[float], rate: float) -> list[float]:
 def summary(exchanges_per_connection: list[list[Exchange]], rate_per_connection: float,
             expected: dict[str, str | None] | None = None,
             window: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Gateway-side latency, slip and (given the expected outcome per request) verification;
-    with ``window``, of the requests sent within it only (slip still against the whole run's
-    schedule)."""
+    """Requests, unanswered ones, verification (given the expected outcome per request) and the
+    gateway-side latency and slip; with ``window``, the latency and slip of the requests sent
+    within it only (slip still against the whole run's schedule)."""
     latencies, slips = [], []
     unanswered = verified = 0
     mismatches: dict[str, int] = {}
@@ -361,21 +361,21 @@ def summary(exchanges_per_connection: list[list[Exchange]], rate_per_connection:
         exchanges = sorted(exchanges, key=_sent)
         lateness = slip([e.sent for e in exchanges], rate_per_connection)
         for e, late in zip(exchanges, lateness, strict=True):
-            if window is not None and not window[0] <= e.sent <= window[1]:
-                continue
             requests += 1
-            slips.append(late)
             if e.answered is None:
                 unanswered += 1
-                continue
-            latencies.append(e.answered - e.sent)
-            if expected is not None:
+            elif expected is not None:
                 want = expected.get(e.request)
                 if want is not None:
                     verified += 1
                     if e.outcome != want:
                         key = f"{want} -> {e.outcome}"
                         mismatches[key] = mismatches.get(key, 0) + 1
+            if window is not None and not window[0] <= e.sent <= window[1]:
+                continue
+            slips.append(late)
+            if e.answered is not None:
+                latencies.append(e.answered - e.sent)
     out: dict[str, Any] = {
         "connections": len(exchanges_per_connection),
         "requests": requests,

@@ -425,11 +425,20 @@ def wire_figures(pcap: Path, ports: dict[str, int], rate: int, amf: str,
     conns = connections(pcap, {ports["n5g"], ports["s13"]})
     n5g = [http2_exchanges(c, _outcome) for c in conns if c.server_port == ports["n5g"]]
     per_connection = rate / (H2LOAD_OPEN_PROCESSES if amf == "h2load" else AMF_CONNECTIONS)
-    out = {"n5g_eir": wire_summary(n5g, per_connection, expected)}
+    # From SETTLE_SECONDS after the first N5g-eir request: the generators' own start (processes
+    # started on the generators' core, connections opened one after another) is left out.
+    window = sending_window(n5g)
+    if window is not None:
+        window = (window[0] + SETTLE_SECONDS, window[1])
+    out: dict[str, Any] = {"n5g_eir": wire_summary(n5g, per_connection, expected, window)}
     if beside_s13:
         s13 = [diameter_exchanges(c) for c in conns if c.server_port == ports["s13"]]
-        out["s13"] = wire_summary(s13, rate / S13_CONNECTIONS, window=sending_window(n5g))
+        out["s13"] = wire_summary(s13, rate / S13_CONNECTIONS, window=window)
+    out["from_seconds_after_start"] = SETTLE_SECONDS
     return out
+
+
+SETTLE_SECONDS = 0.2
 
 
 def _outcome(status: int, body: bytes) -> str:
@@ -597,7 +606,8 @@ def print_open(title: str, x: dict[str, Any]) -> None:
               + f"  generator CPU {e2e.get('generator_cpu_us_per_request')} us/request")
         if seen:
             print(f"      gateway side ms      {seen.get('gateway_side_ms')}  "
-                  f"({seen.get('requests')} requests, {seen.get('unanswered')} unanswered)")
+                  f"({seen.get('requests')} requests, {seen.get('unanswered')} unanswered; "
+                  f"latency and slip from {wire.get('from_seconds_after_start')} s on)")
             print(f"      generator slip ms    {seen.get('slip_ms')}")
     if "skipped" in wire:
         print(f"    no capture: {wire['skipped']}")
