@@ -9,7 +9,8 @@ Linux: one clock for the simulator's process and the gateway's.
   delivered); a write records, for every answer in it, (client port, Hop-by-Hop, time the write
   returned: the bytes are in the kernel's socket).
 * In the simulator, :class:`TracingSimulation` records per answered MICR (client port,
-  Hop-by-Hop, scheduled send time, actual send time, time the answer was handled, category).
+  Hop-by-Hop, scheduled send time, actual send time, time the read holding the answer was
+  delivered, category).
 
 :func:`components` joins them on (port, Hop-by-Hop) and splits each end-to-end latency into
 
@@ -18,8 +19,8 @@ Linux: one clock for the simulator's process and the gateway's.
   else, or the gateway was off its core);
 * ``gateway``: read to written (the gateway's own work on the request and on what it was read
   with);
-* ``outbound``: written, not yet handled by the simulator (the simulator's loop busy or off its
-  core, or its reading).
+* ``outbound``: written, not yet read by the simulator (the simulator's loop busy or off its
+  core).
 
 The taps cost a few microseconds per message on each side; they are for attribution, not for
 the headline figures (bench/e2e.py).
@@ -182,7 +183,7 @@ class TracingSimulation(Simulation):
         return sent
 
     def _on_answer(self, conn: _Connection, hop_by_hop: int, raw: bytes) -> None:
-        now = time.perf_counter()
+        now = getattr(conn.client.connection, "read_at", 0.0)  # as Simulation counts it
         request = conn.outstanding.get(hop_by_hop)
         sent = self._sent.pop((conn.index, hop_by_hop), None)
         if request is not None and sent is not None:

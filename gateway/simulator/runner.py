@@ -101,7 +101,20 @@ class _TapTransport(asyncio.Transport):
         return self._inner.is_reading()
 
 
-class _TappedConnection(PeerConnection):
+class _StampedConnection(PeerConnection):
+    """A PeerConnection that notes when each read was delivered: the time its answers arrived.
+    An answer's latency ends there, not when the simulator gets round to it: after a stall the
+    answers come in bursts, and handling a burst's first answers (tens of µs each) is the
+    simulator's time, not the server's."""
+
+    read_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.read_at = time.perf_counter()
+        super().data_received(data)
+
+
+class _TappedConnection(_StampedConnection):
     """A PeerConnection that records both directions into a Capture."""
 
     def __init__(self, *args: Any, capture: Capture, **kwargs: Any) -> None:
@@ -154,7 +167,7 @@ async def open_client(
         ssl_context=ssl_context,
         server_hostname=server_hostname,
         max_outstanding=1 << 30,
-        connection_factory=PeerConnection if capture is None else tapped,
+        connection_factory=_StampedConnection if capture is None else tapped,
     )
 
 
@@ -346,7 +359,11 @@ class Simulation(LoadRun[_Connection]):
         return True
 
     def _on_answer(self, conn: _Connection, hop_by_hop: int, raw: bytes) -> None:
-        now = time.perf_counter()
+        connection = conn.client.connection
+        now = (
+            connection.read_at if isinstance(connection, _StampedConnection)
+            else time.perf_counter()
+        )
         stats = self.stats
         request = conn.outstanding.pop(hop_by_hop, None)
         if request is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,7 @@ from diameter.node import Node
 from diameter.settings import ListenEndpoint, LocalIdentity, PeerSettings, TransportSettings
 from diameter.transport import Server
 from gateway.cli._common import EXIT_CUT_SHORT
-from gateway.simulator.runner import SimulatorSettings, simulate
+from gateway.simulator.runner import Simulation, SimulatorSettings, simulate
 from gateway.simulator.traffic import Check, read_imei_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,6 +90,39 @@ async def test_identifier_mismatches_are_counted(servers: list[Server]) -> None:
     assert any(e["got"] == "someone.else;1;1" for e in s.id_mismatch_examples)
     assert s.mismatches == 0  # the status itself was as expected
     assert not report.ok
+
+
+async def test_answers_read_together_end_their_latency_at_the_read(
+    servers: list[Server],
+) -> None:
+    """The answers of one read arrived together: each latency ends at the read, however long
+    the simulator takes to handle the answers before it (its time, not the EIR's)."""
+    held: list[tuple[asyncio.Future[bytes], bytes]] = []
+
+    def together(request: Message, peer: Any) -> asyncio.Future[bytes]:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        held.append((future, answer(request)))
+        if len(held) == 8:  # all answered at once: written together, read together
+            for waiting, raw in held:
+                waiting.set_result(raw)
+        return future
+
+    servers.append(await start_server(together))
+    port = servers[0].sockets[0][2]
+    arrived: list[float] = []
+
+    class Watched(Simulation):
+        def _on_answer(self, conn: Any, hop_by_hop: int, raw: bytes) -> None:
+            started = conn.outstanding[hop_by_hop].started
+            super()._on_answer(conn, hop_by_hop, raw)
+            arrived.append(started + self.stats.latencies[-1])
+
+    report = await Watched(SimulatorSettings(port=port, window=8, count=8), CHECKS).run()
+    assert report.stats.answered == 8 and report.ok
+    # One read (two at worst, had the kernel split the write): one arrival time per read.
+    first = sorted(arrived)
+    reads = 1 + sum(1 for a, b in itertools.pairwise(first) if b - a > 1e-7)
+    assert reads <= 2, arrived
 
 
 async def test_timeouts_then_late_answers(servers: list[Server]) -> None:
