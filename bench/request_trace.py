@@ -7,7 +7,7 @@ Linux: one clock for the simulator's process and the gateway's.
   ``diameter.transport.server.Server._protocol``, so the connection itself is untouched): a read
   records, for every request it completes, (client port, Hop-by-Hop, time the read was
   delivered); a write records, for every answer in it, (client port, Hop-by-Hop, time the write
-  returned: the bytes are in the kernel's socket).
+  was issued).
 * In the simulator, :class:`TracingSimulation` records per answered MICR (client port,
   Hop-by-Hop, scheduled send time, actual send time, time the read holding the answer was
   delivered, category).
@@ -71,11 +71,11 @@ class _TapTransport:
         self._writes = writes
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._inner.write(data)
-        now = time.perf_counter()
+        now = time.perf_counter()  # before: the simulator may read it before write() returns
         port, writes = self._port, self._writes
         for hop in _hop_by_hops(bytes(data), False)[0]:
             writes.extend((port, hop, now))
+        self._inner.write(data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -84,10 +84,11 @@ class _TapTransport:
 class _TapProtocol(asyncio.Protocol):
     """Forwards to the gateway's connection; records each request as its last byte is read."""
 
-    def __init__(self, inner: Any, reads: array, writes: array) -> None:
+    def __init__(self, inner: Any, reads: array, writes: array, cpu: array) -> None:
         self.inner = inner
         self._reads = reads
         self._writes = writes
+        self._cpu = cpu
         self._buffer = bytearray()
         self._port = 0
 
@@ -105,7 +106,9 @@ class _TapProtocol(asyncio.Protocol):
         port, reads = self._port, self._reads
         for hop in hops:
             reads.extend((port, hop, now))
+        cpu = time.thread_time()
         self.inner.data_received(data)
+        self._cpu.extend((now, time.thread_time() - cpu, len(hops)))
 
     def eof_received(self) -> bool | None:
         return bool(self.inner.eof_received())
@@ -126,15 +129,16 @@ class GatewayTap:
     def __init__(self) -> None:
         self.reads = array("d")  # (port, Hop-by-Hop, time) per request
         self.writes = array("d")  # (port, Hop-by-Hop, time) per answer
+        self.cpu = array("d")  # (time, CPU seconds, requests) per read handled
 
     def install(self) -> None:
         from diameter.transport.server import Server
 
         protocol = Server._protocol
-        reads, writes = self.reads, self.writes
+        reads, writes, cpu = self.reads, self.writes, self.cpu
 
         def tapped(self: Server, name: str, local: tuple[str, ...] = ()) -> Any:
-            return _TapProtocol(protocol(self, name, local), reads, writes)
+            return _TapProtocol(protocol(self, name, local), reads, writes, cpu)
 
         Server._protocol = tapped  # type: ignore[assignment,method-assign]
 
@@ -143,6 +147,8 @@ class GatewayTap:
             self.reads.tofile(f)
         with open(directory / "writes.bin", "wb") as f:
             self.writes.tofile(f)
+        with open(directory / "read_cpu.bin", "wb") as f:
+            self.cpu.tofile(f)
 
 
 def load(directory: Path, name: str) -> array:
@@ -308,4 +314,18 @@ def components(
     for r in rows:
         all_cats[r[5]] = all_cats.get(r[5], 0) + 1
     out["categories_all"] = dict(sorted(all_cats.items(), key=lambda kv: -kv[1]))
+    return out
+
+
+def read_cpu(cpu: array, started: float) -> dict[str, Any]:
+    """The loop thread's CPU time per read handled (the gateway's own work, whatever the machine
+    does meanwhile), ms, and the reads that took the most."""
+    rows = [(cpu[i], cpu[i + 1], int(cpu[i + 2])) for i in range(0, len(cpu), 3)
+            if cpu[i] >= started]
+    out: dict[str, Any] = {"reads": len(rows), **_percentiles([r[1] for r in rows])}
+    rows.sort(key=lambda r: r[1], reverse=True)
+    out["longest"] = [
+        {"at_s": round(t - started, 3), "cpu_ms": round(c * 1e3, 3), "requests": n}
+        for t, c, n in rows[:5]
+    ]
     return out

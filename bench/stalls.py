@@ -70,7 +70,14 @@ WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late
 WATCH_EVERY = 0.002
 RSS_EVERY = 30.0  # seconds between samples of the gateway's resident memory
 
-from request_trace import GatewayTap, LoopSampler, TracingSimulation, components, load  # noqa: E402
+from request_trace import (  # noqa: E402
+    GatewayTap,
+    LoopSampler,
+    TracingSimulation,
+    components,
+    load,
+    read_cpu,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Inside the gateway
@@ -418,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         analysis = {} if args.bare else analyse(
             json.loads(Path(out).read_text()), args.stall_ms / 1e3, started
         )
+        if not args.bare:
+            analysis["read_cpu_ms"] = read_cpu(load(Path(root), "read_cpu.bin"), started)
         if traced:
             analysis["requests"] = components(
                 traced[0].trace, traced[0].categories, load(Path(root), "reads.bin"),
@@ -472,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label} ({top['count']}, from {top['end_to_end_from_ms']} ms): mean "
                       + ", ".join(f"{k} {v}" for k, v in top["mean_ms"].items())
                       + f"; dominant {top['dominant']}; categories {top['categories']}")
+    rc = analysis["read_cpu_ms"]
+    print(f"gateway loop CPU per read ({rc['reads']} reads), ms: p50 {rc.get('p50')} p99 "
+          f"{rc.get('p99')} p99.9 {rc.get('p99.9')} max {rc.get('max')}; longest "
+          + ", ".join(f"{r['cpu_ms']} ({r['requests']} requests at {r['at_s']} s)"
+                      for r in rc["longest"]))
     lag, st = analysis["lag_ms"], analysis["stalls"]
     print(f"loop lag ms ({lag['samples']} samples every {TICK * 1e3:g} ms): p50 {lag['p50']} "
           f"p99 {lag['p99']} p99.9 {lag['p99.9']} max {lag['max']}; loop thread CPU "
