@@ -84,6 +84,7 @@ from gateway.config import load_config  # noqa: E402
 from gateway.simulator.report import Report  # noqa: E402
 from gateway.simulator.runner import SimulatorSettings, simulate  # noqa: E402
 from gateway.simulator.traffic import Check  # noqa: E402
+from tests.gateway_process import process_env  # noqa: E402
 
 # Targets of issue 9 (one process, loopback, 2 vCPUs, gateway and simulator on separate cores).
 TARGET_REAL_CLOSED = 40_000.0  # MICR/s
@@ -223,14 +224,7 @@ def start_servers(
     state_dir: str, profile: str | None, pin: bool, extra_env: dict[str, str]
 ) -> Servers:
     gateway_port, metrics_port, ceiling_port = free_port(), free_port(), free_port()
-    env = dict(os.environ)
-    env.update(
-        EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{gateway_port}",
-        EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
-        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
-        EIR_STATE_DIRECTORY=state_dir,
-    )
-    env.update(extra_env)
+    env = process_env(gateway_port, metrics_port, state_dir, **extra_env)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable]
     if profile:

@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import _wait_port, _wait_ready, free_port  # noqa: E402
 
 from tests.blocking_socket import recv_message  # noqa: E402
+from tests.gateway_process import process_env  # noqa: E402
 
 ME_IDENTITY_CHECK, CER, DWR = 324, 257, 280
 DPA_TIMEOUT = 5.0  # the embedded default's diameter.dpa_timeout_seconds: SIGTERM to exit
@@ -314,15 +315,7 @@ def start_gateway(
     ``ready_within`` seconds; returns the process, its Diameter and metrics ports and its open
     log file."""
     port, metrics = free_port(), free_port()
-    env = dict(
-        os.environ,
-        EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
-        EIR_METRICS_LISTEN=f"127.0.0.1:{metrics}",
-        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
-        EIR_STATE_DIRECTORY=state,
-        PYTHONPATH=str(ROOT),
-        **overrides,
-    )
+    env = process_env(port, metrics, state, **{"PYTHONPATH": str(ROOT), **overrides})
     log = open(Path(state) / "gateway.log", "wb")  # closed by the caller
     command = [sys.executable]
     if profile:

@@ -90,7 +90,8 @@ class Probes:
         self.out = out
         self.sampler = LoopSampler(TICK)
         self.tap = GatewayTap()
-        self.collections: list[tuple[float, int, float]] = []  # (time, generation, cpu)
+        # (time, generation, cpu, objects found in cycles)
+        self.collections: list[tuple[float, int, float, int]] = []
         self.stacks: list[tuple[float, str, list[str]]] = []  # (time, state, frames)
         self._gc_started = 0.0
         gc.callbacks.append(self._on_gc)
@@ -100,7 +101,9 @@ class Probes:
             self._gc_started = time.thread_time()
         else:
             cpu = time.thread_time() - self._gc_started
-            self.collections.append((time.perf_counter(), info["generation"], cpu))
+            self.collections.append(
+                (time.perf_counter(), info["generation"], cpu, info["collected"])
+            )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop's thread, once the gateway serves."""
@@ -272,10 +275,13 @@ def analyse(probes: dict[str, Any], stall: float, started: float) -> dict[str, A
         "collections": {},
     }
     for generation in (0, 1, 2):
-        cpu = [c for t, g, c in probes["collections"] if g == generation and t >= started]
+        rows = [r for r in probes["collections"] if r[1] == generation and r[0] >= started]
+        cpu = [r[2] for r in rows]
         if cpu:
             out["collections"][f"gen{generation}"] = {
                 "count": len(cpu),
+                # gateway.collector runs a full collection once young ones found 1,000
+                "found_in_cycles": sum(r[3] for r in rows),
                 "cpu_p50_ms": round(percentile(cpu, 0.5) * 1e3, 3),
                 "cpu_p99_ms": round(percentile(cpu, 0.99) * 1e3, 3),
                 "cpu_max_ms": round(max(cpu) * 1e3, 3),
@@ -322,18 +328,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from gateway import aio
     from gateway.config import load_config
+    from tests.gateway_process import process_env
 
     with tempfile.TemporaryDirectory(prefix="eir-stalls-") as root:
         traffic, files = generate(
             load_config().policy, Path(root) / "data", args.handsets, 100_000, 1
         )
         port, metrics_port = free_port(), free_port()
-        env = dict(
-            os.environ,
-            EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
-            EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
-            EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
-            EIR_STATE_DIRECTORY=root,
+        env = process_env(
+            port, metrics_port, root,
             EIR_TAC_FILE=str(files["tac"]),
             EIR_LISTS_IMPORT_FILES=str(files["lists"]),
             EIR_REGISTRY_SEED_FILES=str(files["registry"]),
@@ -495,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({st['intervals_ms']} ms) the loop thread computed {st['own_cpu_ms']} ms and waited "
           f"for a core {st['run_queue_ms']} ms")
     for name, c in analysis["collections"].items():
-        print(f"  {name}: {c['count']} collections, CPU p50 {c['cpu_p50_ms']} p99 "
+        print(f"  {name}: {c['count']} collections ({c['found_in_cycles']} objects found in "
+              f"cycles), CPU p50 {c['cpu_p50_ms']} p99 "
               f"{c['cpu_p99_ms']} max {c['cpu_max_ms']} ms")
     print(f"stack samples while the loop was over {WATCH_AFTER * 1e3:g} ms late: "
           f"{analysis['stall_stack_samples']}, loop thread state "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import socket
 import struct
@@ -33,6 +32,7 @@ from gateway.service import Gateway
 from tests.blocking_socket import recv_message
 from tests.e2e.conftest import StartGateway, gateway_env, metric_value, scrape
 from tests.e2e.test_conformance_edges import DWR, ECR, R, RawPeer, base_request, cer, ecr
+from tests.gateway_process import process_env
 
 PROXY_INFO, FAILED_AVP, ORIGIN_HOST = 284, 279, 264
 # The healthy peer must be answered while another peer misbehaves: a request unanswered this long
@@ -357,14 +357,7 @@ def spawn_gateway(
     """`eir-gateway run` as a process on free loopback ports; returns it, a connection to its
     Diameter port (the proof it listens) and its log file."""
     port, metrics = _free_port(), _free_port()
-    env = dict(
-        os.environ,
-        EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
-        EIR_METRICS_LISTEN=f"127.0.0.1:{metrics}",
-        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
-        EIR_STATE_DIRECTORY=str(tmp_path / "var"),
-        **overrides,
-    )
+    env = process_env(port, metrics, tmp_path / "var", **overrides)
     log = tmp_path / "gateway.log"
     with log.open("w") as out:
         process = subprocess.Popen(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from diameter.node import Node
 from diameter.settings import LocalIdentity, PeerSettings
 from diameter.transport import Client
 from tests.e2e.conftest import Mme
+from tests.gateway_process import process_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,13 +60,7 @@ def gateway_command() -> list[str]:
 
 def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     diameter_port, metrics_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{diameter_port}",
-        EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
-        EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
-        EIR_STATE_DIRECTORY=str(tmp_path / "var"),
-    )
+    env = process_env(diameter_port, metrics_port, tmp_path / "var")
     process = subprocess.Popen(
         gateway_command(), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
     )
