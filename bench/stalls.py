@@ -228,6 +228,22 @@ class WriterPlacement:
         }
 
 
+def pressure() -> dict[str, float]:
+    """The kernel's pressure stall totals (PSI, seconds): time some task waited for a core, for
+    memory (reclaim, a stall no process of ours causes) or for I/O."""
+    out: dict[str, float] = {}
+    for resource in ("cpu", "memory", "io"):
+        try:
+            text = Path(f"/proc/pressure/{resource}").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            kind, *fields = line.split()
+            total = dict(f.split("=") for f in fields)["total"]
+            out[f"{resource}_{kind}"] = int(total) / 1e6
+    return out
+
+
 def lag_summary(lags: list[Any], stall: float) -> dict[str, Any]:
     """Percentiles of a LoopSampler's lags (ms), and the stalls' own CPU and run-queue wait."""
     values = [row[1] for row in lags]
@@ -382,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                             timeline.append((at, rss_mib(gateway.pid)))
 
                     timeline.append((0.0, rss_mib(gateway.pid)))
+                    psi = pressure()
                     sampler = asyncio.get_running_loop().create_task(sample_rss())
                     placement = WriterPlacement(gateway.pid)
                     watcher = asyncio.get_running_loop().create_task(placement.run())
@@ -405,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                         watcher.cancel()
                         own.stop()
                     result = summary(report)
+                    after = pressure()
+                    result["pressure_s"] = {k: round(after[k] - v, 3) for k, v in psi.items()}
                     result["simulator_lags"] = own.lags
                     result["writer"] = placement.summary()
                     timeline.append((round(time.perf_counter() - started), rss_mib(gateway.pid)))
@@ -446,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms": result["latency_ms"], "errors": result["errors"], "ok": result["ok"],
         "send_lag_p99_ms": result["send_lag_p99_ms"], "rss_mib": result["rss_mib"],
         "writer": result["writer"],
+        "pressure_s": result["pressure_s"],
         "closed_first_micr_per_s": closed_rate[0] if closed_rate else None,
         **analysis,
     }
@@ -462,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['send_lag_p99_ms']} ms")
     print(f"RSS MiB: {rss[0][1]} at start, {rss[1][1]} after the warm-up, then (s: MiB) "
           + ", ".join(f"{at:g}: {mib}" for at, mib in rss[2:]))
+    print("kernel pressure stalls over the run (PSI, s): " + ", ".join(
+        f"{k} {v}" for k, v in report_out["pressure_s"].items()))
     sim = analysis["simulator_lag_ms"]
     print(f"simulator loop lag ms: p50 {sim['p50']} p99 {sim['p99']} p99.9 {sim['p99.9']} "
           f"max {sim['max']}; {sim['stalls']} stalls, own CPU {sim['stall_own_cpu_ms']} ms, "
