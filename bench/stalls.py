@@ -178,6 +178,7 @@ class WriterPlacement:
         self.gateway = gateway
         self.samples: Counter[str] = Counter()
         self.pid: int | None = None
+        self.cpu_at_start = 0.0
 
     def _find(self) -> int | None:
         children = []
@@ -197,6 +198,7 @@ class WriterPlacement:
             return
         if self.pid is None:
             return
+        self.cpu_at_start = sum(thread_cpu(self.pid).values())
         fd = os.open(f"/proc/{self.pid}/stat", os.O_RDONLY)
         try:
             while True:
@@ -241,6 +243,25 @@ def pressure() -> dict[str, float]:
             kind, *fields = line.split()
             total = dict(f.split("=") for f in fields)["total"]
             out[f"{resource}_{kind}"] = int(total) / 1e6
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each thread of a process, by thread name and id."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rpartition(")")[2].split()
+        out[f"{name} {tid}"] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return out
 
 
@@ -398,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                             timeline.append((at, rss_mib(gateway.pid)))
 
                     timeline.append((0.0, rss_mib(gateway.pid)))
-                    psi = pressure()
+                    psi, threads = pressure(), thread_cpu(gateway.pid)
                     sampler = asyncio.get_running_loop().create_task(sample_rss())
                     placement = WriterPlacement(gateway.pid)
                     watcher = asyncio.get_running_loop().create_task(placement.run())
@@ -424,6 +445,14 @@ def main(argv: list[str] | None = None) -> int:
                     result = summary(report)
                     after = pressure()
                     result["pressure_s"] = {k: round(after[k] - v, 3) for k, v in psi.items()}
+                    used = thread_cpu(gateway.pid)
+                    result["gateway_threads_cpu_s"] = {
+                        k: round(v - threads.get(k, 0.0), 2) for k, v in used.items()
+                    }
+                    if placement.pid is not None:
+                        writer_used = sum(thread_cpu(placement.pid).values())
+                        result["gateway_threads_cpu_s"]["observation writer process"] = round(
+                            writer_used - placement.cpu_at_start, 2)
                     result["simulator_lags"] = own.lags
                     result["writer"] = placement.summary()
                     timeline.append((round(time.perf_counter() - started), rss_mib(gateway.pid)))
@@ -466,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "send_lag_p99_ms": result["send_lag_p99_ms"], "rss_mib": result["rss_mib"],
         "writer": result["writer"],
         "pressure_s": result["pressure_s"],
+        "gateway_threads_cpu_s": result["gateway_threads_cpu_s"],
         "closed_first_micr_per_s": closed_rate[0] if closed_rate else None,
         **analysis,
     }
@@ -484,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{at:g}: {mib}" for at, mib in rss[2:]))
     print("kernel pressure stalls over the run (PSI, s): " + ", ".join(
         f"{k} {v}" for k, v in report_out["pressure_s"].items()))
+    print("gateway CPU over the run by thread (s): " + ", ".join(
+        f"{k} {v}" for k, v in report_out["gateway_threads_cpu_s"].items() if v))
     sim = analysis["simulator_lag_ms"]
     print(f"simulator loop lag ms: p50 {sim['p50']} p99 {sim['p99']} p99.9 {sim['p99.9']} "
           f"max {sim['max']}; {sim['stalls']} stalls, own CPU {sim['stall_own_cpu_ms']} ms, "
