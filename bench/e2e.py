@@ -332,6 +332,7 @@ def summary(report: Report) -> dict[str, Any]:
         "mismatches": d["verification"]["mismatches"] + d["matching"]["id_mismatches"],
         "mismatch_examples": d["verification"]["examples"],
         "send_lag_p99_ms": d["send_lag_ms"]["p99"] if "send_lag_ms" in d else None,
+        "send_lag_max_ms": d["send_lag_ms"]["max"] if "send_lag_ms" in d else None,
         "ok": d["ok"],
     }
 
@@ -535,6 +536,11 @@ def _row_text(row: dict[str, Any]) -> str:
     gl, cl = g["latency_ms"], c["latency_ms"]
     flag = "" if g["all_ok"] else "  GATEWAY NOT OK (errors or mismatches: see --json)"
     lag = g["loop_lag"]
+    # How late the simulator itself sent (open loop): a generator that slipped, not the server.
+    slip = (
+        f" sim send lag p99 {g['send_lag_p99_ms']:.3f} max {g['send_lag_max_ms']:.3f}"
+        if g.get("send_lag_p99_ms") is not None else ""
+    )
     median = ""
     if g["rounds"] > 1:
         median = (
@@ -544,7 +550,7 @@ def _row_text(row: dict[str, Any]) -> str:
     return (
         f"{row['suite']:<7} {row['scenario']:<18} gateway {g['micr_per_s']:>7,.0f}/s "
         f"p50 {gl['p50']:.3f} p99 {gl['p99']:.3f} p99.9 {gl['p99.9']:.3f} max {gl['max']:.3f} "
-        f"loop lag p99<={lag['p99_le_ms']} max<={lag['max_le_ms']} ms | ceiling "
+        f"loop lag p99<={lag['p99_le_ms']} max<={lag['max_le_ms']} ms{slip} | ceiling "
         f"{c['micr_per_s']:>7,.0f}/s p50 {cl['p50']:.3f} p99 {cl['p99']:.3f} "
         f"max {cl['max']:.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}"
         f"{median}{flag}"
