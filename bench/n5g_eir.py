@@ -45,7 +45,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import open_loop as open_loop_sender  # noqa: E402
 from e2e import _pin, _wait_port, _wait_ready, free_port, loop_lag, scrape  # noqa: E402
 from loopback_capture import (  # noqa: E402
     Capture,
@@ -70,7 +73,7 @@ from gateway.n5g_eir.server import N5gEirServer  # noqa: E402
 from gateway.n5g_eir.settings import HttpEndpoint, N5gEirSettings  # noqa: E402
 from gateway.policy import EquipmentStatus  # noqa: E402
 from gateway.simulator.amf import expected_of, outcome_of_response, query_of  # noqa: E402
-from gateway.simulator.traffic import GatewayData, ImeiGenerator  # noqa: E402
+from gateway.simulator.traffic import Check, GatewayData, ImeiGenerator  # noqa: E402
 
 # The simulator's mix without malformed IMEIs, which no PEI can carry.
 MIX = {"valid": 75, "bad_check_digit": 5, "unknown_tac": 10, "listed": 10}
@@ -280,15 +283,23 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def helpers_cpu(pid: int) -> float:
-    """CPU seconds of a process's own child processes (the gateway's observation writer)."""
-    total = 0.0
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (/proc/PID/stat field 4)."""
+    out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-                if int(fields[1]) == pid:  # field 4, the parent
-                    total += cpu_seconds(int(entry.name))
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def helpers_cpu(pid: int) -> float:
+    """CPU seconds of a process's own child processes (the gateway's observation writer)."""
+    total = 0.0
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
     return total
 
 
@@ -300,12 +311,14 @@ H2LOAD_OPEN_PROCESSES = 4  # open loop: 4 AMF connections, one h2load process (-
 
 
 def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subprocess.Popen[bytes],
-              work: Path, seed: int, amf: str, beside_s13: bool) -> dict[str, Any]:
+              work: Path, seed: int, amf: str, beside_s13: bool,
+              pinned: bool = False) -> dict[str, Any]:
     """One open-loop run at ``--rate`` checks/s for ``--seconds``: the AMF side driven by the
     AMF simulator or by h2load (``--rps``, its own timer), alone or while the S13 simulator
     sends ``--rate`` MICR/s to the same gateway. Reports each side's end-to-end latency (as
     its generator saw it), the gateway-side latency and each generator's slip (from a capture
-    on lo, where dumpcap is available), the gateway's loop lag and check durations."""
+    on lo, where dumpcap is available), the gateway's loop lag and check durations. The S13
+    side: ``--s13-generator`` (bench/open_loop.py's sender, or the S13 simulator)."""
     rate, seconds = args.rate, args.seconds
     pool = rate * (seconds + 1)
     expected: dict[str, str | None] | None = None
@@ -318,6 +331,10 @@ def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subproce
             files.append(work / f"open-uris-{n}.txt")
             files[-1].write_text("".join(f"http://127.0.0.1:{ports['n5g']}{path}\n"
                                          for path, _ in checks[n * per:(n + 1) * per]))
+    # Longer than the N5g-eir run, which starts once MICRs flow; the S13 figures from the
+    # capture are those of the MICRs sent while N5g-eir checks were being sent.
+    s13 = S13Side(args.s13_generator, ports["s13"], rate, seconds + 6, seed + 1, pinned) \
+        if beside_s13 else None
     why_not = Capture.available()
     capture = None
     if why_not is None:
@@ -329,16 +346,10 @@ def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subproce
     try:
         before = scrape(ports["metrics"])
         gateway_before = cpu_seconds(gateway.pid), helpers_cpu(gateway.pid), time.monotonic()
-        s13 = None
-        if beside_s13:
-            # Longer than the N5g-eir run, which starts once MICRs flow; the S13 figures from
-            # the capture are those of the MICRs sent while N5g-eir checks were being sent.
-            s13 = simulator(["--port", str(ports["s13"]), "--rate", str(rate), "--duration",
-                             str(seconds + 8), "--imsi", "--pool", str(pool), "--seed",
-                             str(seed + 1), "--connections", str(S13_CONNECTIONS),
-                             "--spin-ms", "0"])
-            realtime([s13.pid], args.realtime)
-            _wait_for_checks(ports["metrics"], "s13", before, s13)
+        if s13 is not None:
+            s13.start()
+            _wait_for_checks(ports["metrics"], "s13", before, s13.alive)
+            realtime(s13.pids(), args.realtime)
         if amf == "h2load":
             cpu_before = cpu_seconds(gateway.pid)
             per = rate * seconds // H2LOAD_OPEN_PROCESSES
@@ -366,10 +377,7 @@ def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subproce
                 children_cpu() - generator_before, e2e.get("answered") or 0)
         out["n5g_eir"] = e2e
         if s13 is not None:
-            generator_before = children_cpu()
-            out["s13"] = summary(s13, seconds + 120)
-            out["s13"]["generator_cpu_us_per_request"] = per_request_us(
-                children_cpu() - generator_before, out["s13"].get("answered") or 0)
+            out["s13"] = s13.finish(seconds + 120)
         # The gateway's own view over the run: its event loop lag (a stall in the gateway
         # shows there, one in the generators or the kernel does not) and the time from a
         # decoded request to its encoded answer (the 99th percentile's bucket).
@@ -401,6 +409,93 @@ def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subproce
 
 AMF_CONNECTIONS = 4
 S13_CONNECTIONS = 2
+
+
+class S13Side:
+    """The S13 load beside N5g-eir, ``rate`` MICR/s for ``seconds``, real traffic (IMEIs never
+    sent before in the run, each with an IMSI), every answer checked: bench/open_loop.py's
+    sender (requests encoded before the clock, one process pinned to CPU 0: the lighter) or
+    the S13 simulator (sleeping on its timer: --spin-ms 0)."""
+
+    def __init__(self, kind: str, port: int, rate: int, seconds: int, seed: int,
+                 pinned: bool) -> None:
+        self.kind, self.port, self.rate, self.seconds, self.seed = kind, port, rate, seconds, seed
+        self.pinned = pinned
+        self._simulator: subprocess.Popen[str] | None = None
+        self._thread: threading.Thread | None = None
+        self._result: dict[str, Any] = {}
+        self._plan: open_loop_sender.SenderPlan | None = None
+        self._checks: list[Check] = []
+        if kind == "open_loop":
+            total = rate * seconds
+            config = load_config(None)
+            self._checks = ImeiGenerator(GatewayData.from_config(config), config.policy, None,
+                                         imsi=True, seed=seed).take(total)
+            self._plan = open_loop_sender.SenderPlan(port, rate, S13_CONNECTIONS, total,
+                                                     destination_realm=config.peer.identity
+                                                     .origin_realm)
+
+    def start(self) -> None:
+        if self._plan is None:
+            self._simulator = simulator([
+                "--port", str(self.port), "--rate", str(self.rate), "--duration",
+                str(self.seconds), "--imsi", "--pool", str(self.rate * self.seconds), "--seed",
+                str(self.seed), "--connections", str(S13_CONNECTIONS), "--spin-ms", "0"])
+            return
+        plan, checks = self._plan, self._checks
+
+        def send() -> None:
+            try:
+                self._result = open_loop_sender.run(plan, checks, 1, 0 if self.pinned else None)
+            except Exception as exc:  # reported, not raised in the thread
+                self._result = {"error": repr(exc)}
+
+        self._thread = threading.Thread(target=send, name="s13-open-loop")
+        self._thread.start()
+
+    def alive(self) -> bool:
+        if self._simulator is not None:
+            return self._simulator.poll() is None
+        return self._thread is not None and self._thread.is_alive()
+
+    def pids(self) -> list[int]:
+        """The generator's processes (this script's children other than h2load and dumpcap)."""
+        if self._simulator is not None:
+            return [self._simulator.pid]
+        return [pid for pid in children_of(os.getpid())
+                if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text()]
+
+    def finish(self, timeout: float) -> dict[str, Any]:
+        """Its report, in the simulator's terms (answered, errors, latency from the scheduled
+        send, send lag, verification), and its CPU per request."""
+        before = children_cpu()
+        if self._simulator is not None:
+            out = summary(self._simulator, timeout)
+            out["generator"] = "S13 simulator (--spin-ms 0)"
+        else:
+            assert self._thread is not None
+            self._thread.join(timeout)
+            r = self._result
+            if "error" in r or not r:
+                return {"generator": "bench/open_loop.py", "error": r.get("error", "no report")}
+            errors = sum(r[k] for k in ("mica_mismatch", "too_busy_3004", "other_result",
+                                        "late", "never"))
+            out = {
+                "generator": "bench/open_loop.py (1 process)",
+                "sent": r["sent"],
+                "answered": r["answered_within_timeout"],
+                "errors": errors,
+                "latency_ms": r["latency_within_timeout_ms"],
+                "send_lag_ms": r["schedule_slip_ms"]["handed"],
+                "verification": {"verified": r["mica"] + r["mica_mismatch"],
+                                 "mismatches": r["mica_mismatch"]},
+                "too_busy_3004": r["too_busy_3004"],
+                "late": r["late"],
+                "never": r["never"],
+            }
+        out["generator_cpu_us_per_request"] = per_request_us(children_cpu() - before,
+                                                             out.get("answered") or 0)
+        return out
 REALTIME_PRIORITY = 10  # --realtime: SCHED_FIFO priority of the gateway and the generators
 
 
@@ -446,7 +541,7 @@ def _outcome(status: int, body: bytes) -> str:
 
 
 def _wait_for_checks(metrics_port: int, interface: str, before: dict[str, float],
-                     process: subprocess.Popen[str]) -> None:
+                     alive: Callable[[], bool]) -> None:
     """Until the gateway has answered a check on ``interface`` since ``before`` (at most 30 s)."""
     prefix = f'eir_checks_total{{interface="{interface}"'
 
@@ -455,9 +550,9 @@ def _wait_for_checks(metrics_port: int, interface: str, before: dict[str, float]
 
     deadline = time.monotonic() + 30
     while count(scrape(metrics_port)) <= count(before):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"no {interface} checks answered: "
-                               f"{process.stderr.read() if process.stderr else ''}")
+        if not alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"no {interface} checks answered (the generator ended or was "
+                               f"not sending after 30 s; its report follows the run)")
         time.sleep(0.05)
 
 
@@ -474,6 +569,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["pinned"] = "generators CPU 0, servers CPU 1" if pinned else "no"
         realtime([gateway.pid, ceiling.pid], args.realtime)
         results["realtime"] = args.realtime
+        results["s13_generator"] = args.s13_generator
         results["ports"] = ports
         closed = ["--connections", str(args.connections), "--window", str(args.window)]
         seed = args.seed
@@ -523,7 +619,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    "simulator", beside_s13=False)
             for n, amf in enumerate(args.mixed_amf):
                 results.setdefault("open_loop_beside_s13", {})[amf] = open_loop(
-                    args, ports, gateway, work, seed + 4000 + 100 * n, amf, beside_s13=True)
+                    args, ports, gateway, work, seed + 4000 + 100 * n, amf, beside_s13=True,
+                    pinned=pinned)
         finally:
             stop(processes)
     return results
@@ -549,6 +646,10 @@ def main() -> None:
                         "generators and the capture under SCHED_FIFO on their cores (root)")
     parser.add_argument("--keep-captures", metavar="DIR",
                         help="keep the open loops' pcap files there (ports in the report)")
+    parser.add_argument("--s13-generator", choices=("open_loop", "simulator"),
+                        default="open_loop",
+                        help="the S13 side beside N5g-eir: bench/open_loop.py's sender (default) "
+                        "or the S13 simulator")
     parser.add_argument("--mixed-amf", nargs="+", choices=("h2load", "simulator"),
                         help="the AMF side's generator(s) beside S13 (default: h2load, when "
                         "installed, and the AMF simulator)")
@@ -589,7 +690,7 @@ def main() -> None:
 
 def print_open(title: str, x: dict[str, Any]) -> None:
     print(f"  {title}: generators {x['generator']} (N5g-eir)"
-          + (", S13 simulator" if "s13" in x else ""))
+          + (f", {x['s13'].get('generator')} (S13)" if "s13" in x else ""))
     wire = x.get("wire", {})
     for side in ("n5g_eir", "s13"):
         if side not in x:
