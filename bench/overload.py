@@ -320,7 +320,9 @@ def scenario(
         gateway.terminate()
         gateway.wait(30)
         log.close()
-    during = [lat for sent, lat, _ in probe.samples if run["start"] <= sent < ended and lat]
+    began = run.pop("start")
+    run.pop("last_due")
+    during = [lat for sent, lat, _ in probe.samples if began <= sent < ended and lat]
     recovered = next(
         (sent - ended for sent, lat, code in probe.samples
          if sent >= ended and lat is not None and lat < 0.1 and code in (2001, 3004)),
@@ -328,9 +330,7 @@ def scenario(
     )
     reductions = [m.get("diameter_overload_reduction_percent", 0.0) for _, m in watch.samples]
     final = watch.samples[-1][1] if watch.samples else {}
-    peak_rss = max((rss for at, rss in watch.rss if at >= run["start"]), default=rss_before)
-    run.pop("start")
-    run.pop("last_due")
+    peak_rss = max((rss for at, rss in watch.rss if at >= began), default=rss_before)
     answered = run["mica"] + run["too_busy_3004"]
     requests = run.get("requests", run["sent"])
     return {
@@ -354,6 +354,11 @@ def scenario(
         "recovered_within_100ms_after_s": None if recovered is None else round(recovered, 2),
         "target_recovered_within_5s": recovered is not None and recovered <= 5.0,
         "peak_reduction_percent": max(reductions, default=0.0),
+        # every 0.5 s from the load's start: how the controller moved (0 = admitting all)
+        "reduction_percent_every_half_second": [
+            round(m.get("diameter_overload_reduction_percent", 0.0))
+            for at, m in watch.samples if began <= at <= ended + 1.0
+        ],
         "gateway_3004_total": final.get("diameter_overload_rejected_total"),
         "rss_before_mib": round(rss_before, 1),
         "rss_growth_mib": round(peak_rss - rss_before, 1),
