@@ -29,7 +29,12 @@ Reported per mode, against the targets of issue #10:
 ``flapping`` alternates 503 and right answers every 0.5 s, so "down" is only half true there.
 Every loop is bounded by count and time; the whole run by ``--timeout``.
 
-Run: ``.venv/bin/python bench/registry_faults.py [--reset 2] [--down 3.5] [--rate 300] [--json]``.
+``--sequence``: the ``--faults`` one after another, ``--step`` seconds each, without healing in
+between (issue #10's stuck-open report: slow, 503, 429, reset, garbage, wrong content type,
+partial body, hang, flapping), then healed; reported as one row.
+
+Run: ``.venv/bin/python bench/registry_faults.py [--reset 2] [--down 3.5] [--rate 300] [--json]``,
+``.venv/bin/python bench/registry_faults.py --sequence --reset 10 --step 1``.
 """
 
 from __future__ import annotations
@@ -106,8 +111,10 @@ class Load:
 
 
 async def run_mode(
-    args: argparse.Namespace, fault: Fault, port: int, call: Any
+    args: argparse.Namespace, faults: list[Fault], port: int, call: Any
 ) -> dict[str, Any]:
+    """One fault for ``--down`` reset intervals or, given several, each for ``--step``
+    seconds in turn (the sequence); then healed."""
     settings = RegistrySettings(
         backend="http",
         url=f"http://127.0.0.1:{port}",
@@ -116,7 +123,8 @@ async def run_mode(
         max_connections=args.max_connections,
     )
     client = HttpRegistryClient(settings, metrics_registry=CollectorRegistry())
-    load = Load(client, args.rate, limit=int(args.rate * (args.down * args.reset + args.reset + 10)))
+    span = args.down * args.reset if len(faults) == 1 else len(faults) * args.step
+    load = Load(client, args.rate, limit=int(args.rate * (span + args.reset + 10)))
     try:
         call("mode", Fault.OK.value)
         await load.run_until(time.monotonic() + 1.0)
@@ -126,8 +134,14 @@ async def run_mode(
         while client.breaker.state is not BreakerState.CLOSED and time.monotonic() < settle:
             await load.run_until(time.monotonic() + 0.5)
         load.opened_at = None
-        fault_at = call("mode", fault.value)
-        await load.run_until(fault_at + args.down * args.reset)
+        fault_at = call("mode", faults[0].value)
+        if len(faults) == 1:
+            await load.run_until(fault_at + args.down * args.reset)
+        else:
+            for k, fault in enumerate(faults):
+                if k:
+                    call("mode", fault.value)
+                await load.run_until(fault_at + (k + 1) * args.step)
         healed_at = call("mode", Fault.OK.value)
         await load.run_until(healed_at + args.reset + 5.0, stop_when_verdict_after=healed_at)
         arrivals, max_concurrent = call("stats", fault_at)
@@ -137,14 +151,14 @@ async def run_mode(
     latencies = [latency for start, latency, _ in load.records if start >= fault_at]
     windows = [
         sum(1 for t in arrivals if fault_at + k * args.reset <= t < fault_at + (k + 1) * args.reset)
-        for k in range(int(args.down))  # whole intervals only
+        for k in range(int(span / args.reset))  # whole intervals only
     ]
     recovered = min(
         (s + latency for s, latency, ok in load.records if ok and s >= healed_at), default=None
     )
     opened = load.opened_at
     return {
-        "fault": fault.value,
+        "fault": ",".join(f.value for f in faults),
         "checks": len(latencies),
         "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
@@ -169,6 +183,12 @@ def main() -> int:
         " through one: the next probe is up to a reset interval away)"
     )
     parser.add_argument("--faults", nargs="*", default=[f.value for f in FAULTS], choices=[f.value for f in FAULTS])
+    parser.add_argument(
+        "--sequence", action="store_true", help="the --faults one after another, each for --step"
+        " seconds, then healed (issue #10's: slow server_error throttled reset garbage"
+        " wrong_type partial_body hang flapping)"
+    )
+    parser.add_argument("--step", type=float, default=1.0, help="seconds per fault of --sequence")
     parser.add_argument("--max-connections", type=int, default=64, help="registry.max_connections")
     parser.add_argument("--timeout", type=float, default=900.0, help="bound on the whole run")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -177,7 +197,10 @@ def main() -> int:
     with RegistryProcess() as registry:
 
         async def run_all() -> list[dict[str, Any]]:
-            return [await run_mode(args, Fault(f), registry.port, registry.call) for f in args.faults]
+            if args.sequence:
+                faults = [Fault(f) for f in args.faults]
+                return [await run_mode(args, faults, registry.port, registry.call)]
+            return [await run_mode(args, [Fault(f)], registry.port, registry.call) for f in args.faults]
 
         rows = asyncio.run(asyncio.wait_for(run_all(), args.timeout))
     results = {
