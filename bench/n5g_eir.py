@@ -394,12 +394,16 @@ def open_loop(args: argparse.Namespace, ports: dict[str, int], gateway: subproce
                                 f'"{interface}",le="')
             for interface in ("n5g_eir", "s13") if interface == "n5g_eir" or beside_s13}
     finally:
+        capture_before = children_cpu()
         dropped = capture.stop() if capture is not None else ""
     if capture is None:
         out["wire"] = {"skipped": why_not}
         return out
     out["wire"] = wire_figures(capture.path, ports, rate, amf, expected, beside_s13)
     out["wire"]["capture"] = dropped
+    # dumpcap's own CPU over the run (on the generators' core), as a share of one core
+    out["wire"]["capture_cpu_share"] = round(
+        (children_cpu() - capture_before) / (time.monotonic() - gateway_before[2]), 3)
     if args.keep_captures:
         shutil.move(capture.path, Path(args.keep_captures) / capture.path.name)
     else:
@@ -712,7 +716,8 @@ def print_open(title: str, x: dict[str, Any]) -> None:
             print(f"      generator slip ms    {seen.get('slip_ms')}")
     if "skipped" in wire:
         print(f"    no capture: {wire['skipped']}")
-    print(f"    gateway CPU share {x['gateway_cpu_share']}; "
+    print(f"    gateway CPU share {x['gateway_cpu_share']}; dumpcap's "
+          f"{wire.get('capture_cpu_share')}; "
           f"loop lag {x['gateway_loop_lag']}; check duration "
           f"{x['gateway_check_duration']}; capture: {wire.get('capture') or 'no drops reported'}")
 
