@@ -186,6 +186,19 @@ async def test_cli_simulate_json(gateway: Gateway, tmp_path: Path) -> None:
     assert len(rdpcap(str(pcap))) > 2 * 9
 
 
+async def test_cli_open_loop_sleeping_on_the_timer(gateway: Gateway) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "simulate", "--port", str(port_of(gateway)),
+        "--rate", "500", "--count", "100", "--spin-ms", "0", "--json", "--imsi",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["method"]["mode"] == "open" and report["method"]["spin"] == 0.0
+    assert report["sent"] == report["answered"] == 100 and report["ok"]
+
+
 async def test_cli_bad_imei_file_names_the_line(tmp_path: Path) -> None:
     imei_file = tmp_path / "bad.txt"
     imei_file.write_text("35693803564380\n35693803564380 x\n", encoding="utf-8")
