@@ -6,7 +6,10 @@ Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a respon
 
 * ``server``: the Diameter layer alone (framing, decoding, duplicate detection, the RFC 6733
   checks, watchdog, events, the answer's bookkeeping), a trivial handler answering a
-  pre-encoded header;
+  pre-encoded header; the requests' shape learnt, they take the lane (``diameter.lane``) as
+  the gateway's steady MICRs do;
+* ``server-full``: the same with no lane: every request decoded and checked in full (what a
+  request of a shape not learnt costs);
 * ``recheck``: the S13 application on the embedded default configuration, 1,000 handsets each
   checked twice first, then again in turn (the decision cache answers);
 * ``fresh``: the same, every handset never seen before (classified afresh: TAC, lists, registry
@@ -78,7 +81,10 @@ from diameter.transport.connection import PeerConnection  # noqa: E402
 from eir_compiled import finder as compiled_build  # noqa: E402
 from gateway.imei import luhn_check_digit  # noqa: E402
 
-MODES = ("server", "recheck", "fresh", "refuse", "n5g", "n5g-http2", "clone", "clone-shared")
+MODES = (
+    "server", "server-full", "recheck", "fresh", "refuse", "n5g", "n5g-http2", "clone",
+    "clone-shared",
+)
 N5G_MODES = ("n5g", "n5g-http2")
 CLONE_MODES = ("clone", "clone-shared")
 POOL = 1_000  # handsets of the recheck mode
@@ -130,7 +136,7 @@ def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
     """(warm-up requests, measured requests) of ``mode``."""
     if mode in N5G_MODES:
         return n5g_requests(count)
-    if mode in ("server", "refuse"):
+    if mode in ("server", "server-full", "refuse"):
         return [], [micr(0x100000 + i) for i in range(count)]
     warm = [s13_request(i + 1, i % POOL) for i in range(2 * POOL)]
     if mode == "recheck":
@@ -194,8 +200,9 @@ async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER
         return
     observations = None
     with tempfile.TemporaryDirectory(prefix="eir-instructions-") as state:
-        if mode in ("server", "refuse"):
-            connection, transport = make_connection(bytes([1, 0, 0, 20, 0]) + micr(0)[5:20])
+        if mode in ("server", "server-full", "refuse"):
+            answer = bytes([1, 0, 0, 20, 0]) + micr(0)[5:20]
+            connection, transport = make_connection(answer, lane=mode != "server-full")
             if mode == "refuse":
                 overload = connection.node.overload
                 overload.settings = OverloadSettings(target_delay=0.1)

@@ -30,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from diameter.application import Application, PeerInfo  # noqa: E402
+from diameter.application import Application, Lane, PeerInfo  # noqa: E402
 from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message, decode_message  # noqa: E402
+from diameter.events import LaneRequest  # noqa: E402
 from diameter.node import Node  # noqa: E402
 from diameter.peer import Role  # noqa: E402
 from diameter.settings import LocalIdentity, PeerSettings  # noqa: E402
@@ -116,12 +117,16 @@ class FakeTransport(asyncio.Transport):
         return None
 
 
-def make_connection(answer: bytes) -> tuple[PeerConnection, FakeTransport]:
-    def handle(request: Message, peer: PeerInfo) -> bytes:
+def make_connection(answer: bytes, lane: bool = True) -> tuple[PeerConnection, FakeTransport]:
+    """A responder connection, open, whose S13 handler answers ``answer``; with ``lane``, the
+    requests of a learnt shape take the lane (diameter.lane), as the gateway's do."""
+
+    def handle(request: Message | LaneRequest, peer: PeerInfo) -> bytes:
         return answer
 
     node = Node(PeerSettings(identity=EIR), rng=random.Random(1))
-    node.add_application(Application(S13, {ECR: handle}, vendor_id=TGPP))
+    lanes = {ECR: Lane(handle)} if lane else {}
+    node.add_application(Application(S13, {ECR: handle}, vendor_id=TGPP, lanes=lanes))
     connection = PeerConnection(node, Role.RESPONDER)
     transport = FakeTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]

@@ -8,15 +8,34 @@ looked up by command code. ``PeerInfo`` is what the capabilities exchange told u
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from diameter.codec import Avp, Message
+
+if TYPE_CHECKING:
+    from diameter.events import LaneRequest
 
 # A handler answers a request with a Message or with already-encoded answer bytes (the fast
 # path), synchronously (a cache hit) or as an awaitable (one task per request).
 HandlerResult = Message | bytes
 Handler = Callable[[Message, "PeerInfo"], HandlerResult | Awaitable[HandlerResult]]
+# A lane's handler gets the request's octets and the fields its lane asked for (diameter.lane).
+LaneHandler = Callable[["LaneRequest", "PeerInfo"], HandlerResult | Awaitable[HandlerResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """How an application takes a command's requests of a learnt shape (``diameter.lane``):
+    ``handler`` gets a ``LaneRequest`` whose ``fields`` hold, in the order of ``fields`` here,
+    the data of the first AVP along each path of (code, vendor) keys (None when absent), as
+    ``Message.find`` then ``Avp.find`` would find it. Shapes with a top-level AVP of ``absent``
+    are never learnt (their requests always take ``Application.handlers``). The handler may
+    hand anything unusual to the full path's handler with ``LaneRequest.message``."""
+
+    handler: LaneHandler
+    fields: tuple[tuple[tuple[int, int], ...], ...] = ()
+    absent: frozenset[tuple[int, int]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +53,9 @@ class Application:
     vendor_id: int = 0
     error_answer_body: tuple[Avp, ...] = ()
     name: str = ""
+    # Command code -> its lane for requests of a learnt shape (diameter.lane); none: every
+    # request takes ``handlers``.
+    lanes: Mapping[int, Lane] = field(default_factory=dict)
 
 
 def vendor_specific_application_id(vendor_id: int, application_id: int) -> Avp:

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 from diameter.codec import Message, decode_message
 
 if TYPE_CHECKING:
-    from diameter.application import Application, Handler, PeerInfo
+    from collections.abc import Awaitable
+
+    from diameter.application import Application, Handler, HandlerResult, LaneHandler, PeerInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,33 @@ class RequestReceived:
     handler: Handler
     key: tuple[str, int] | None  # (origin-host, end-to-end) for duplicate detection
 
+    def call(self) -> HandlerResult | Awaitable[HandlerResult]:
+        return self.handler(self.message, self.peer)
+
+
+@dataclass(slots=True, eq=False)
+class LaneRequest:
+    """A request of a shape found well formed before (``diameter.lane``), for its lane's
+    handler: the octets and the fields the lane asked for, no decoded ``Message``.
+
+    Answered like a ``RequestReceived``. ``message`` decodes ``raw`` on every access (the
+    handler's way to the full path for anything unusual).
+    """
+
+    raw: bytes
+    peer: PeerInfo
+    application: Application
+    handler: LaneHandler
+    key: tuple[str, int] | None
+    fields: list[bytes | None]
+
+    @property
+    def message(self) -> Message:
+        return decode_message(self.raw)
+
+    def call(self) -> HandlerResult | Awaitable[HandlerResult]:
+        return self.handler(self, self.peer)
+
 
 @dataclass(frozen=True, slots=True)
 class AnswerReceived:
@@ -56,4 +85,5 @@ class AnswerReceived:
         return decode_message(self.raw)
 
 
-Event = PeerUp | PeerDown | RequestReceived | AnswerReceived
+Event = PeerUp | PeerDown | RequestReceived | LaneRequest | AnswerReceived
+AnyRequest = RequestReceived | LaneRequest

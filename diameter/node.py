@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from diameter.application import Application, NullObserver, Observer
 from diameter.duplicates import DuplicateCache
+from diameter.lane import Lanes
 from diameter.overload import OverloadControl, OverloadSettings
 from diameter.settings import LocalIdentity, PeerSettings
 
@@ -50,6 +51,8 @@ class Node:
             origin_state_id if origin_state_id is not None else self.rng.getrandbits(32)
         )
         self.duplicates = DuplicateCache(settings.duplicate_window, settings.duplicate_cache_size)
+        # Shapes of application requests found well formed, taken by their lanes (diameter.lane).
+        self.lanes = Lanes()
         self.max_in_flight_total = max_in_flight_total
         self.in_flight_total = 0
         # Queueing delay -> 3004 and DOIC reports (the adapter feeds it measurements).

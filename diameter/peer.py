@@ -42,8 +42,22 @@ from diameter.codec import (
 from diameter.dictionary import DICTIONARY, AvpDef, CommandDef
 from diameter.dictionary.base_rfc6733 import DisconnectCause, ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
-from diameter.events import AnswerReceived, Event, PeerDown, PeerUp, RequestReceived
+from diameter.events import (
+    AnswerReceived,
+    AnyRequest,
+    Event,
+    LaneRequest,
+    PeerDown,
+    PeerUp,
+    RequestReceived,
+)
 from diameter.framing import Framer
+from diameter.lane import (
+    DESTINATION_HOST_SLOT,
+    DESTINATION_REALM_SLOT,
+    FIRST_FIELD_SLOT,
+    ORIGIN_HOST_SLOT,
+)
 from diameter.node import Node
 from diameter.overload import OC_SUPPORTED_FEATURES, append_avps, doic_request
 from diameter.peek import command_name, result_code_of
@@ -345,7 +359,7 @@ class Peer:
         """Our requests still waiting for an answer."""
         return len(self._sent)
 
-    def send_answer(self, request: RequestReceived, answer: Message | bytes, now: float) -> None:
+    def send_answer(self, request: AnyRequest, answer: Message | bytes, now: float) -> None:
         """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
         self._release(request)
         raw = answer if isinstance(answer, bytes) else answer.encode()
@@ -365,13 +379,13 @@ class Peer:
             # Duplicates that waited for this answer get it after the first copy's answer.
             self.node.duplicates.complete(request.key, raw, now)
 
-    def fail_request(self, request: RequestReceived, now: float, text: str = "") -> None:
+    def fail_request(self, request: AnyRequest, now: float, text: str = "") -> None:
         """The handler failed: 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5)."""
         problem = Problem(ResultCode.DIAMETER_UNABLE_TO_COMPLY, None, text or None)
         body = request.application.error_answer_body
         self.send_answer(request, error_answer(request.message, self.node.identity, problem, body), now)
 
-    def abandon_request(self, request: RequestReceived) -> None:
+    def abandon_request(self, request: AnyRequest) -> None:
         """The request will never be answered (its task was cancelled)."""
         self._release(request)
         if request.key is not None:
@@ -432,7 +446,8 @@ class Peer:
             actions = self.watchdog.receive(False, now)
             if actions:
                 self._watchdog_actions(actions, now)
-            self._process_request(raw, now)
+            if not (self.node.lanes.plans and self._lane(raw, now)):
+                self._process_request(raw, now)
             return
         if self.owner is not None:
             log.debug("%r: message during an election ignored", self)
@@ -669,18 +684,13 @@ class Peer:
                 key = (identity_lower(origin.data), message.end_to_end)
             except DecodeError:
                 key = None
-        if key is not None:
-            # RFC 6733 §5.5.4: same End-to-End and Origin-Host, T flag or not: same answer.
-            duplicate, replay = self.node.duplicates.begin(
-                key, (self._deliver_duplicate, message.hop_by_hop), now
-            )
-            if duplicate:
-                if replay is not None:
-                    self._write_answer(replay)
-                return
+        if key is not None and self._duplicate(key, message.hop_by_hop, now):
+            return
         common = self.info.applications if self.info else frozenset()
-        problem, app, command = first_problem(message, self.node, common, self._deviations)
-        if self._deviations:
+        deviations = self._deviations
+        problem, app, command = first_problem(message, self.node, common, deviations)
+        deviated = bool(deviations)
+        if deviated:
             self._report_deviations()
         if problem is not None or app is None or command is None:
             assert problem is not None
@@ -691,24 +701,79 @@ class Peer:
             self._write_answer(answer)
             self._malformed(now)
             return
+        if self._too_busy(key, raw, message):
+            return
+        info = self.info
+        assert info is not None
+        code = message.command_code
+        lane = app.lanes.get(code) if app.lanes else None
+        if lane is not None and not deviated:
+            # Well formed, every M bit as its rule says: a shape the lane may learn.
+            self.node.lanes.learn(message, app, lane, self.settings)
+        self._events.append(RequestReceived(message, raw, info, app, app.handlers[code], key))
+
+    def _lane(self, raw: bytes, now: float) -> bool:
+        """An application request of a learnt shape (``diameter.lane``): the full path's
+        checks and bookkeeping from its octets, handed to its lane. False: not taken (nothing
+        done), the full path decides."""
+        node = self.node
+        found = node.lanes.match(raw, self.settings)
+        if found is None:
+            return False
+        plan, fields = found
+        info = self.info
+        app = plan.application
+        if (
+            info is None
+            or plan.application_id not in info.applications
+            or node.applications.get(plan.application_id) is not app
+        ):
+            return False  # 3007 or another application now: the full path answers
+        host = fields[DESTINATION_HOST_SLOT]
+        if host is not None and identity_lower(host) != node.identity.origin_host.lower():
+            return False  # RFC 6733 §6.1.4: 3002
+        realm = fields[DESTINATION_REALM_SLOT]
+        if realm is not None and identity_lower(realm) not in node.served_realms:
+            return False  # 3003
+        end_to_end = int.from_bytes(raw[16:20], "big")
+        origin = fields[ORIGIN_HOST_SLOT]
+        key = None if origin is None else (identity_lower(origin), end_to_end)
+        if key is not None and self._duplicate(key, int.from_bytes(raw[12:16], "big"), now):
+            return True
+        if self._too_busy(key, raw, None):
+            return True
+        self._events.append(
+            LaneRequest(raw, info, app, plan.lane.handler, key, fields[FIRST_FIELD_SLOT:])
+        )
+        return True
+
+    def _duplicate(self, key: tuple[str, int], hop_by_hop: int, now: float) -> bool:
+        """RFC 6733 §5.5.4: same End-to-End and Origin-Host, T flag or not: same answer. True
+        when ``key`` is a duplicate (answered now, or when the first copy is)."""
+        duplicate, replay = self.node.duplicates.begin(
+            key, (self._deliver_duplicate, hop_by_hop), now
+        )
+        if duplicate and replay is not None:
+            self._write_answer(replay)
+        return duplicate
+
+    def _too_busy(self, key: tuple[str, int] | None, raw: bytes, message: Message | None) -> bool:
+        """Past the bound on requests in flight the request is answered at once, not queued:
+        3004 (E bit). Otherwise counted in flight (False)."""
         node = self.node
         if (
             self.in_flight >= self.settings.max_in_flight_per_peer
             or node.in_flight_total >= node.max_in_flight_total
         ):
-            # Past the bound the request is answered at once, not queued: 3004 (E bit).
             if key is not None:
                 node.duplicates.forget(key)
             busy = Problem(ResultCode.DIAMETER_TOO_BUSY, None, "too many requests in flight")
-            self._write_answer(error_answer(message, node.identity, busy).encode())
-            return
+            request = message if message is not None else decode_message(raw)
+            self._write_answer(error_answer(request, node.identity, busy).encode())
+            return True
         self.in_flight += 1
         node.in_flight_total += 1
-        info = self.info
-        assert info is not None
-        self._events.append(
-            RequestReceived(message, raw, info, app, app.handlers[message.command_code], key)
-        )
+        return False
 
     def _check(self, request: Message, command: CommandDef) -> Problem | None:
         """``check_request`` of a base request (CER, DWR, DPR), lenient on flags unless strict."""
@@ -759,7 +824,7 @@ class Peer:
             self.disconnect_cause = DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU
             self._fire(PeerEvent.STOP, now)
 
-    def _release(self, request: RequestReceived) -> None:
+    def _release(self, request: AnyRequest) -> None:
         self.in_flight -= 1
         self.node.in_flight_total -= 1
 

@@ -14,8 +14,9 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
+from diameter import lane
 from diameter.answer import answer_to
-from diameter.application import Application
+from diameter.application import Application, Lane
 from diameter.codec import FLAG_PROXIABLE, Avp, Message, encode_message, utf8_value
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.base_rfc6733 import AuthSessionState, ResultCode
@@ -28,6 +29,7 @@ from diameter.dictionary.ts29272_s13 import (
     VENDOR as VENDOR_3GPP,
 )
 from diameter.errors import DecodeError
+from diameter.events import LaneRequest
 from diameter.settings import LocalIdentity
 from gateway.classify import Classifier, Decision, Pending
 from gateway.events.bus import EventBus
@@ -48,6 +50,15 @@ _SOFTWARE_VERSION = DICTIONARY.avp("Software-Version")
 _TERMINAL_INFORMATION_CODE = _TERMINAL_INFORMATION.code
 _USER_NAME_CODE = _USER_NAME.code
 _ECHOED_CODES = frozenset((_DRMP.code, _PROXY_INFO.code))  # copied into the answer
+# The lane's fields (diameter.lane): the first Terminal-Information's IMEI and Software-Version,
+# the first User-Name; requests with DRMP (echoed, RFC 7944 §6) take the full path.
+_TERMINAL_INFORMATION_KEY = (_TERMINAL_INFORMATION.code, _TERMINAL_INFORMATION.vendor)
+_LANE_FIELDS = (
+    (_TERMINAL_INFORMATION_KEY, (_IMEI.code, _IMEI.vendor)),
+    (_TERMINAL_INFORMATION_KEY, (_SOFTWARE_VERSION.code, _SOFTWARE_VERSION.vendor)),
+    ((_USER_NAME.code, _USER_NAME.vendor),),
+)
+_LANE_ABSENT = frozenset({(_DRMP.code, _DRMP.vendor)})
 
 log = logging.getLogger("eir.s13")
 
@@ -137,7 +148,29 @@ class MeIdentityCheck:
             vendor_id=VENDOR_3GPP,
             error_answer_body=tuple(self.error_answer_body),
             name="S13",
+            lanes={ME_IDENTITY_CHECK: Lane(self.handle_lane, _LANE_FIELDS, _LANE_ABSENT)},
         )
+
+    # -- the lane for MICRs of a shape found well formed before (diameter.lane) ------------------
+    def handle_lane(self, request: LaneRequest, peer: Any = None) -> bytes | Awaitable[bytes]:
+        """``handle`` from the fields the lane sliced out (UTF-8 checked, no DRMP, no
+        Proxy-Info); anything ``handle`` answers with an error goes to it with the decoded
+        request, so that the answer is the same."""
+        started = time.perf_counter()
+        imei_data, sv_data, imsi_data = request.fields
+        if imei_data is None:
+            return self.handle(request.message, peer)  # 5005
+        sv = None if sv_data is None else sv_data.decode("utf-8")
+        if sv is not None and not is_svn(sv):
+            return self.handle(request.message, peer)  # 5004
+        imsi = None if imsi_data is None else imsi_data.decode("utf-8")
+        try:
+            result = self.classifier.classify_sync(imei_data.decode("utf-8"), imsi, sv)
+        except Exception:
+            return self._unable_to_comply(request.message, started)
+        if isinstance(result, Pending):
+            return self._pending(request, result, started, False)
+        return self._answer(request, result, started, False)
 
     # -- the handler registered for (16777252, 324) ----------------------------------------------
     def handle(self, request: Message, peer: Any = None) -> bytes | Awaitable[bytes]:
@@ -194,21 +227,26 @@ class MeIdentityCheck:
         except Exception:
             return self._unable_to_comply(request, started)
         if isinstance(result, Pending):
-            count = result.clone_count
-            if count is not None and self.classifier.counted(result):
-                # Waiting for the shared clone count only: answered from the count's done
-                # callback (the checks of one round trip to Redis settled together), with no
-                # task or coroutine per check.
-                answer: asyncio.Future[bytes] = count.get_loop().create_future()
-                count.add_done_callback(
-                    partial(self._answer_counted, request, result, started, echo, answer)
-                )
-                return answer
-            return self._resolve(request, result, started, echo)
+            return self._pending(request, result, started, echo)
         return self._answer(request, result, started, echo)
 
+    def _pending(
+        self, request: Message | LaneRequest, result: Pending, started: float, echo: bool
+    ) -> Awaitable[bytes]:
+        count = result.clone_count
+        if count is not None and self.classifier.counted(result):
+            # Waiting for the shared clone count only: answered from the count's done
+            # callback (the checks of one round trip to Redis settled together), with no
+            # task or coroutine per check.
+            answer: asyncio.Future[bytes] = count.get_loop().create_future()
+            count.add_done_callback(
+                partial(self._answer_counted, request, result, started, echo, answer)
+            )
+            return answer
+        return self._resolve(request, result, started, echo)
+
     def _answer_counted(
-        self, request: Message, pending: Pending, started: float, echo: bool,
+        self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool,
         answer: asyncio.Future[bytes], count: asyncio.Future[int],
     ) -> None:
         if answer.done():  # cancelled: the connection went away
@@ -223,7 +261,7 @@ class MeIdentityCheck:
         answer.set_result(self._answer(request, decision, started, echo))
 
     async def _resolve(
-        self, request: Message, pending: Pending, started: float, echo: bool
+        self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool
     ) -> bytes:
         try:
             decision = await self.classifier.resolve(pending)
@@ -231,17 +269,42 @@ class MeIdentityCheck:
             return self._unable_to_comply(request, started)
         return self._answer(request, decision, started, echo)
 
-    def _unable_to_comply(self, request: Message, started: float) -> bytes:
+    def _unable_to_comply(self, request: Message | LaneRequest, started: float) -> bytes:
         # A store or registry failure must never become a 2001 without Equipment-Status:
         # RFC 6733 §7.1.5 5012 DIAMETER_UNABLE_TO_COMPLY, counted in eir_checks_total.
         log.exception("classification failed")
+        if isinstance(request, LaneRequest):
+            request = request.message
         return self._error(
             request, ResultCode.DIAMETER_UNABLE_TO_COMPLY, "classification failed", None, started
         )
 
     def _answer(
-        self, request: Message, decision: Decision, started: float, echo: bool = True
+        self, request: Message | LaneRequest, decision: Decision, started: float,
+        echo: bool = True,
     ) -> bytes:
+        if isinstance(request, LaneRequest):
+            # No DRMP, no Proxy-Info (the lane's shapes have none): header, Session-Id, block.
+            answer = lane.answer(request.raw, self._blocks[decision.status])
+        else:
+            answer = self._message_answer(request, decision, echo)
+        if self.events is not None:
+            # Before the observation is recorded: new_imsi asks the log what came before it.
+            self._raise_events(request, decision)
+        imei = decision.imei
+        if self.observations is not None and imei is not None and decision.imsi:
+            self.observations.record(imei.body, decision.imsi)
+        if self.metrics is not None:
+            self.metrics.count_check(
+                _STATUS_LABEL[decision.enforcement],
+                decision.decisive.value,
+                time.perf_counter() - started,
+            )
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_decision(request, decision)
+        return answer
+
+    def _message_answer(self, request: Message, decision: Decision, echo: bool) -> bytes:
         avps = request.avps
         first = avps[0] if avps else None
         if first is not None and first.code == _SESSION_ID.code and not first.vendor:
@@ -261,7 +324,7 @@ class MeIdentityCheck:
                 # RFC 6733 §6.2: Proxy-Info AVPs copied, in order.
                 if avp.code == _PROXY_INFO.code and not avp.vendor:
                     body += avp.encode()
-        answer = encode_message(
+        return encode_message(
             request.flags & FLAG_PROXIABLE,
             ME_IDENTITY_CHECK,
             request.application_id,
@@ -269,25 +332,12 @@ class MeIdentityCheck:
             request.end_to_end,
             body,
         )
-        if self.events is not None:
-            # Before the observation is recorded: new_imsi asks the log what came before it.
-            self._raise_events(request, decision)
-        imei = decision.imei
-        if self.observations is not None and imei is not None and decision.imsi:
-            self.observations.record(imei.body, decision.imsi)
-        if self.metrics is not None:
-            self.metrics.count_check(
-                _STATUS_LABEL[decision.enforcement],
-                decision.decisive.value,
-                time.perf_counter() - started,
-            )
-        if log.isEnabledFor(logging.DEBUG):
-            self._log_decision(request, decision)
-        return answer
 
-    def _raise_events(self, request: Message, decision: Decision) -> None:
+    def _raise_events(self, request: Message | LaneRequest, decision: Decision) -> None:
         """Hand the decision to the event bus (detection and queueing only, never waits)."""
         assert self.events is not None
+        if isinstance(request, LaneRequest):
+            request = request.message
         avp = request.find(_ORIGIN_HOST.code)
         try:
             origin_host = None if avp is None else avp.value
@@ -295,9 +345,11 @@ class MeIdentityCheck:
             origin_host = None
         self.events.on_decision(decision, origin_host, "s13")
 
-    def _log_decision(self, request: Message, decision: Decision) -> None:
+    def _log_decision(self, request: Message | LaneRequest, decision: Decision) -> None:
         """One structured line per decision (DESIGN.md §6): which request (Session-Id, the
         MME's Origin-Host), which equipment, the answer and every reason; IMSI masked."""
+        if isinstance(request, LaneRequest):
+            request = request.message
         fields: dict[str, object] = {}
         for name, avp_def in (("session_id", _SESSION_ID), ("origin_host", _ORIGIN_HOST)):
             avp = request.find(avp_def.code)

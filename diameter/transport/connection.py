@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, cast
 
 from diameter.codec import Message
-from diameter.events import Event, RequestReceived
+from diameter.events import AnyRequest, Event, LaneRequest, RequestReceived
 from diameter.node import Node
 from diameter.peer import Peer, Role
 from diameter.peer_identity import certificate_names
@@ -233,16 +233,16 @@ class PeerConnection(asyncio.Protocol):
         self._flush()
 
     def _dispatch(self, event: Event) -> None:
-        if isinstance(event, RequestReceived):
+        if isinstance(event, (RequestReceived, LaneRequest)):
             self._request(event)
         elif self.on_event is not None:
             self.on_event(self, event)
 
-    def _request(self, event: RequestReceived) -> None:
+    def _request(self, event: AnyRequest) -> None:
         peer = self.peer
         assert peer is not None
         try:
-            result = event.handler(event.message, event.peer)
+            result = event.call()
         except Exception as exc:
             log.exception("handler for %r failed", event.message)
             peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
@@ -265,7 +265,7 @@ class PeerConnection(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _await(self, event: RequestReceived, awaitable: Awaitable[Any]) -> None:
+    async def _await(self, event: AnyRequest, awaitable: Awaitable[Any]) -> None:
         peer = self.peer
         assert peer is not None
         try:
@@ -279,7 +279,7 @@ class PeerConnection(asyncio.Protocol):
             self._deliver(peer, event, answer)
         self._flush_soon()
 
-    def _answered(self, peer: Peer, event: RequestReceived, future: asyncio.Future[Any]) -> None:
+    def _answered(self, peer: Peer, event: AnyRequest, future: asyncio.Future[Any]) -> None:
         self.tasks.discard(future)
         if future.cancelled():
             peer.abandon_request(event)
@@ -291,14 +291,14 @@ class PeerConnection(asyncio.Protocol):
             self._deliver(peer, event, future.result())
         self._flush_soon()
 
-    def _deliver(self, peer: Peer, event: RequestReceived, answer: Any) -> None:
+    def _deliver(self, peer: Peer, event: AnyRequest, answer: Any) -> None:
         if isinstance(answer, (bytes, Message)):
             peer.send_answer(event, answer, self._loop.time())
         else:
             log.error("handler returned %r, not an answer", type(answer))
             peer.fail_request(event, self._loop.time(), "handler returned no answer")
 
-    def _failed(self, peer: Peer, event: RequestReceived, exc: BaseException) -> None:
+    def _failed(self, peer: Peer, event: AnyRequest, exc: BaseException) -> None:
         log.error("handler for %r failed", event.message, exc_info=exc)
         peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
 

@@ -26,7 +26,7 @@ from typing import Any
 from diameter.codec import FLAG_ERROR, FLAG_REQUEST, Avp, Message, decode_message
 from diameter.dictionary import DICTIONARY
 from diameter.errors import DiameterError, FramingError
-from diameter.events import RequestReceived
+from diameter.events import AnyRequest, LaneRequest, RequestReceived
 from diameter.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer
 from diameter.node import Node
 from diameter.peer import Peer, Role
@@ -129,7 +129,7 @@ class Harness:
         cea = decode_message(peer.data_to_send())
         assert cea.get("Result-Code") == 2001, cea
         for event in peer.receive_data(data, 1.0):
-            if isinstance(event, RequestReceived):
+            if isinstance(event, (RequestReceived, LaneRequest)):
                 peer.send_answer(event, self._handle(event), 1.0)
         out, error = _frame(peer.data_to_send(), 1)
         assert error is None, f"the peer wrote unframeable bytes: {error}"
@@ -137,8 +137,8 @@ class Harness:
             self._check_output(raw, hops)
         peer.connection_lost(2.0)
 
-    def _handle(self, event: RequestReceived) -> Message | bytes:
-        result: Any = event.handler(event.message, event.peer)
+    def _handle(self, event: AnyRequest) -> Message | bytes:
+        result: Any = event.call()
         if inspect.isawaitable(result):
             result = self._loop.run_until_complete(result)
         assert isinstance(result, (Message, bytes)), result
