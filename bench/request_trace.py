@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import threading
 import time
 from array import array
@@ -37,9 +38,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.simulator.report import Samples
 from gateway.simulator.runner import Simulation, _Connection
 
 HEADER = 20  # RFC 6733 §3: the Diameter header
+RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 FLAG_REQUEST = 0x80
 
 
@@ -65,7 +68,7 @@ def _hop_by_hops(data: bytes | bytearray, requests: bool, start: int = 0) -> tup
 class _TapTransport:
     """The transport a tapped connection writes through: records each answer written."""
 
-    def __init__(self, inner: Any, port: int, writes: array) -> None:
+    def __init__(self, inner: Any, port: int, writes: Samples) -> None:
         self._inner = inner
         self._port = port
         self._writes = writes
@@ -84,7 +87,7 @@ class _TapTransport:
 class _TapProtocol(asyncio.Protocol):
     """Forwards to the gateway's connection; records each request as its last byte is read."""
 
-    def __init__(self, inner: Any, reads: array, writes: array, cpu: array) -> None:
+    def __init__(self, inner: Any, reads: Samples, writes: Samples, cpu: Samples) -> None:
         self.inner = inner
         self._reads = reads
         self._writes = writes
@@ -106,9 +109,12 @@ class _TapProtocol(asyncio.Protocol):
         port, reads = self._port, self._reads
         for hop in hops:
             reads.extend((port, hop, now))
-        cpu = time.thread_time()
+        faults, cpu = resource.getrusage(RUSAGE_THREAD).ru_minflt, time.thread_time()
         self.inner.data_received(data)
-        self._cpu.extend((now, time.thread_time() - cpu, len(hops)))
+        self._cpu.extend((
+            now, time.thread_time() - cpu,
+            resource.getrusage(RUSAGE_THREAD).ru_minflt - faults, len(hops),
+        ))
 
     def eof_received(self) -> bool | None:
         return bool(self.inner.eof_received())
@@ -127,9 +133,11 @@ class GatewayTap:
     """Installed in the gateway process before it starts serving."""
 
     def __init__(self) -> None:
-        self.reads = array("d")  # (port, Hop-by-Hop, time) per request
-        self.writes = array("d")  # (port, Hop-by-Hop, time) per answer
-        self.cpu = array("d")  # (time, CPU seconds, requests) per read handled
+        # Chunked (gateway.simulator.report.Samples): one growing array may be copied whole as
+        # it grows, a stall of its own in the process measured.
+        self.reads = Samples()  # (port, Hop-by-Hop, time) per request
+        self.writes = Samples()  # (port, Hop-by-Hop, time) per answer
+        self.cpu = Samples()  # (time, CPU s, page faults, requests) per read handled
 
     def install(self) -> None:
         from diameter.transport.server import Server
@@ -143,12 +151,10 @@ class GatewayTap:
         Server._protocol = tapped  # type: ignore[assignment,method-assign]
 
     def dump(self, directory: Path) -> None:
-        with open(directory / "reads.bin", "wb") as f:
-            self.reads.tofile(f)
-        with open(directory / "writes.bin", "wb") as f:
-            self.writes.tofile(f)
-        with open(directory / "read_cpu.bin", "wb") as f:
-            self.cpu.tofile(f)
+        for name, samples in (("reads", self.reads), ("writes", self.writes),
+                              ("read_cpu", self.cpu)):
+            with open(directory / f"{name}.bin", "wb") as f:
+                array("d", samples).tofile(f)
 
 
 def load(directory: Path, name: str) -> array:
@@ -168,7 +174,7 @@ class TracingSimulation(Simulation):
     def __init__(self, settings: Any, checks: Sequence[Any]) -> None:
         super().__init__(settings, checks)
         # (port, Hop-by-Hop, scheduled, sent, answered, category index) per answer
-        self.trace = array("d")
+        self.trace = Samples()
         self.categories: dict[str, int] = {}
         self._sent: dict[tuple[int, int], float] = {}
         self._ports: dict[int, int] = {}
@@ -263,9 +269,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def components(
-    simulator: array, categories: dict[str, int], reads: array, writes: array, started: float
+    trace: Samples, categories: dict[str, int], reads: array, writes: array, started: float
 ) -> dict[str, Any]:
     """Percentiles of each component (ms), and how the slowest requests split."""
+    simulator = array("d", trace)
     read_at = {(int(reads[i]), int(reads[i + 1])): reads[i + 2] for i in range(0, len(reads), 3)}
     written_at = {
         (int(writes[i]), int(writes[i + 1])): writes[i + 2] for i in range(0, len(writes), 3)
@@ -319,13 +326,27 @@ def components(
 
 def read_cpu(cpu: array, started: float) -> dict[str, Any]:
     """The loop thread's CPU time per read handled (the gateway's own work, whatever the machine
-    does meanwhile), ms, and the reads that took the most."""
-    rows = [(cpu[i], cpu[i + 1], int(cpu[i + 2])) for i in range(0, len(cpu), 3)
-            if cpu[i] >= started]
+    does meanwhile), ms, its page faults, and the reads that took the most."""
+    rows = [tuple(cpu[i : i + 4]) for i in range(0, len(cpu), 4) if cpu[i] >= started]
     out: dict[str, Any] = {"reads": len(rows), **_percentiles([r[1] for r in rows])}
+    out["page_faults"] = int(sum(r[2] for r in rows))
+    # Per second: requests, loop CPU per request (µs) and page faults: whether the slow
+    # stretches are the ones that fault (fresh memory, which a VM may have to fetch from its
+    # host) or not.
+    seconds: dict[int, list[float]] = {}
+    for t, c, f, n in rows:
+        bucket = seconds.setdefault(int(t - started), [0.0, 0.0, 0.0])
+        bucket[0] += n
+        bucket[1] += c
+        bucket[2] += f
+    out["per_second"] = [
+        (s, int(n), round(c / n * 1e6, 1) if n else None, int(f))
+        for s, (n, c, f) in sorted(seconds.items())
+    ]
     rows.sort(key=lambda r: r[1], reverse=True)
     out["longest"] = [
-        {"at_s": round(t - started, 3), "cpu_ms": round(c * 1e3, 3), "requests": n}
-        for t, c, n in rows[:5]
+        {"at_s": round(t - started, 3), "cpu_ms": round(c * 1e3, 3), "page_faults": int(f),
+         "requests": int(n)}
+        for t, c, f, n in rows[:5]
     ]
     return out

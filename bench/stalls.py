@@ -66,9 +66,11 @@ for _path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_path))
 
 TICK = 0.005  # seconds between loop timer samples
-WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late
+WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late (--watch-ms)
+WATCH_ENV = "EIR_BENCH_STALLS_WATCH_MS"  # how the driver tells the gateway's probes
 WATCH_EVERY = 0.002
 RSS_EVERY = 30.0  # seconds between samples of the gateway's resident memory
+REALTIME_PRIORITY = 10  # --realtime: SCHED_FIFO priority of the gateway's event loop thread
 
 from request_trace import (  # noqa: E402
     GatewayTap,
@@ -86,8 +88,9 @@ from request_trace import (  # noqa: E402
 class Probes:
     """Installed in the gateway process; ``dump`` writes what they saw as JSON."""
 
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, watch_after: float) -> None:
         self.out = out
+        self.watch_after = watch_after
         self.sampler = LoopSampler(TICK)
         self.tap = GatewayTap()
         # (time, generation, cpu, objects found in cycles)
@@ -117,7 +120,7 @@ class Probes:
         stat = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
         while True:
             time.sleep(WATCH_EVERY)
-            if time.perf_counter() - self.sampler.last_tick > TICK + WATCH_AFTER:
+            if time.perf_counter() - self.sampler.last_tick > TICK + self.watch_after:
                 # Read before taking the GIL for the stack: the state the stall is in.
                 state = os.pread(stat, 512, 0).rpartition(b")")[2].split()[0].decode()
                 frame = sys._current_frames().get(main)
@@ -140,7 +143,7 @@ def run_gateway(out: str) -> int:
     from gateway import service
     from gateway.cli import main
 
-    probes = Probes(out)
+    probes = Probes(out, float(os.environ.get(WATCH_ENV, WATCH_AFTER * 1e3)) / 1e3)
     probes.tap.install()
     start, stop = service.Gateway.start, service.Gateway.stop
 
@@ -161,12 +164,12 @@ def run_gateway(out: str) -> int:
 # The driver
 
 
-def open_loop(port: int, rate: float, seconds: float) -> Any:
+def open_loop(port: int, rate: float, seconds: float, spin: float) -> Any:
     from gateway.simulator.settings import SimulatorSettings
 
     return SimulatorSettings(
         port=port, connections=4, mode="open", rate=rate, duration=seconds,
-        max_duration=seconds + 30.0, timeout=5.0, verify=True,
+        max_duration=seconds + 30.0, timeout=5.0, verify=True, spin=spin,
     )
 
 
@@ -355,6 +358,16 @@ def main(argv: list[str] | None = None) -> int:
         "--closed-first", type=float, default=0.0, metavar="SECONDS",
         help="a saturated closed loop (4 x 64) for SECONDS before the open loop",
     )
+    parser.add_argument(
+        "--realtime", action="store_true",
+        help="diagnostic (root): the gateway's event loop thread and the simulator under "
+        "SCHED_FIFO (the simulator sleeping on its timer between sends), so that no other "
+        "process on the machine takes their cores: what is left of the tail is their own",
+    )
+    parser.add_argument(
+        "--watch-ms", type=float, default=WATCH_AFTER * 1e3,
+        help="sample the loop thread's stack once the loop is this late (default 10)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.gateway:
@@ -378,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             EIR_LISTS_IMPORT_FILES=str(files["lists"]),
             EIR_REGISTRY_SEED_FILES=str(files["registry"]),
             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            **{WATCH_ENV: str(args.watch_ms)},
         )
         for pair in args.env:
             key, _, value = pair.partition("=")
@@ -393,6 +407,15 @@ def main(argv: list[str] | None = None) -> int:
                 _wait_port(port, gateway, deadline)
                 _wait_ready(metrics_port, deadline)
                 pinned = _pin(gateway.pid, 1) and _pin(0, 0)
+                if args.realtime:
+                    # The loop's thread only: the writer process and any other thread stay
+                    # in the normal classes, as they run in production.
+                    # The simulator too, sleeping on its timer between sends (spin 0): a
+                    # real-time task spinning would be throttled by the kernel (95 % a second).
+                    for pid in (gateway.pid, 0):
+                        os.sched_setscheduler(
+                            pid, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY)
+                        )
                 warm = 20_000
 
                 async def run_load() -> dict[str, Any]:
@@ -432,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                                 args.seconds, True,
                             )
                         else:
+                            spin = 0.0 if args.realtime else 0.002
                             simulation = TracingSimulation(
-                                open_loop(port, args.rate, args.seconds), traffic[offset:]
+                                open_loop(port, args.rate, args.seconds, spin), traffic[offset:]
                             )
                             report = await simulation.run()
                             traced[:] = [simulation]
@@ -489,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     report_out = {
         "method": {
             "rate": args.rate, "seconds": args.seconds, "pinned": pinned,
+            "realtime": args.realtime,
+            "started_monotonic": started,  # perf_counter (CLOCK_MONOTONIC) at the run's start
             "load_average": os.getloadavg(), "python": sys.version.split()[0],
         },
         "latency_ms": result["latency_ms"], "errors": result["errors"], "ok": result["ok"],
@@ -504,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lat, rss = report_out["latency_ms"], result["rss_mib"]
     print(f"open loop {args.rate:,.0f}/s for {args.seconds:g} s (load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; pinned: {pinned})")
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; pinned: {pinned}"
+          + ("; the gateway's loop under SCHED_FIFO" if args.realtime else "") + ")")
     if closed_rate:
         print(f"after a closed loop 4 x 64 for {args.closed_first:g} s: {closed_rate[0]:,.0f}/s")
     print(f"latency ms: p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} "
@@ -539,10 +566,13 @@ def main(argv: list[str] | None = None) -> int:
                       + ", ".join(f"{k} {v}" for k, v in top["mean_ms"].items())
                       + f"; dominant {top['dominant']}; categories {top['categories']}")
     rc = analysis["read_cpu_ms"]
-    print(f"gateway loop CPU per read ({rc['reads']} reads), ms: p50 {rc.get('p50')} p99 "
-          f"{rc.get('p99')} p99.9 {rc.get('p99.9')} max {rc.get('max')}; longest "
-          + ", ".join(f"{r['cpu_ms']} ({r['requests']} requests at {r['at_s']} s)"
-                      for r in rc["longest"]))
+    print(f"gateway loop CPU per read ({rc['reads']} reads, {rc['page_faults']} page faults), "
+          f"ms: p50 {rc.get('p50')} p99 {rc.get('p99')} p99.9 {rc.get('p99.9')} max "
+          f"{rc.get('max')}; longest "
+          + ", ".join(f"{r['cpu_ms']} ({r['page_faults']} faults, {r['requests']} requests at "
+                      f"{r['at_s']} s)" for r in rc["longest"]))
+    print("  per second (s: requests, loop CPU µs per request, page faults): " + ", ".join(
+        f"{sec}: {n} {c} {f}" for sec, n, c, f in rc["per_second"]))
     lag, st = analysis["lag_ms"], analysis["stalls"]
     print(f"loop lag ms ({lag['samples']} samples every {TICK * 1e3:g} ms): p50 {lag['p50']} "
           f"p99 {lag['p99']} p99.9 {lag['p99.9']} max {lag['max']}; loop thread CPU "
@@ -555,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {c['count']} collections ({c['found_in_cycles']} objects found in "
               f"cycles), CPU p50 {c['cpu_p50_ms']} p99 "
               f"{c['cpu_p99_ms']} max {c['cpu_max_ms']} ms")
-    print(f"stack samples while the loop was over {WATCH_AFTER * 1e3:g} ms late: "
+    print(f"stack samples while the loop was over {args.watch_ms:g} ms late: "
           f"{analysis['stall_stack_samples']}, loop thread state "
           f"{analysis['stall_thread_states']} (R: running or waiting for a core, S: sleeping)")
     for leaf, count in analysis["stall_leaves"]:

@@ -4,13 +4,48 @@ from __future__ import annotations
 
 from array import array
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.simulator.report import (
     Report,
+    Samples,
     Stats,
     latency_histogram,
     latency_summary,
     percentile,
 )
+
+
+@given(st.lists(st.floats(0.0, 100.0), max_size=3 * Samples.CHUNK + 5))
+def test_samples_hold_what_a_list_holds(values: list[float]) -> None:
+    samples = Samples(values)
+    assert len(samples) == len(values)
+    assert list(samples) == values
+    if values:
+        assert samples[0] == values[0] and samples[-1] == values[-1]
+        assert samples[len(values) // 2] == values[len(values) // 2]
+    assert latency_summary(samples) == latency_summary(values)
+    assert latency_histogram(samples) == latency_histogram(values)
+
+
+def test_samples_never_move_what_they_stored() -> None:
+    """Appending never reallocates a filled chunk (a growing array would be copied whole)."""
+    samples = Samples()
+    for i in range(Samples.CHUNK):
+        samples.append(float(i))
+    first = samples._chunks[0]
+    address = first.buffer_info()[0]
+    for i in range(10 * Samples.CHUNK):
+        samples.append(float(i))
+    assert samples._chunks[0] is first and first.buffer_info()[0] == address
+    assert max(len(chunk) for chunk in samples._chunks) == Samples.CHUNK
+    try:
+        samples[11 * Samples.CHUNK]
+    except IndexError:
+        pass
+    else:
+        raise AssertionError("an index past the end must raise")
 
 
 def test_percentile_nearest_rank() -> None:
