@@ -408,6 +408,13 @@ class Classifier:
         return self._decide(findings, pending.imei, pending.imsi, pending.list_matches,
                             self.clock(), verdict)
 
+    def decide_when_counted(self, pending: Pending, count: asyncio.Future[int]) -> Decision:
+        """:meth:`decide_counted` from the done future of its shared count (a cancelled one
+        counts 0: the local answer stands); only for a ``pending`` that :meth:`counted`."""
+        decision = self.decide_counted(pending, 0 if count.cancelled() else count.result())
+        assert decision is not None  # counted(): nothing else to wait for
+        return decision
+
     async def resolve(self, pending: Pending) -> Decision:
         """Wait (at most ``budget``) for the registry verdict a Pending lacks, then decide."""
         findings = list(pending.findings)

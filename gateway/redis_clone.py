@@ -7,6 +7,12 @@ with the window; one Lua script updates it atomically and returns the distinct c
 hash-tagged by IMEI (``eir:clone:{35693803564380}``) so that Redis Cluster places each on one
 slot; with ``[shared] redis_cluster`` each script call carries the observations of one slot. IMSIs are stored as keyed digests, never in clear.
 
+On a standalone Redis the calls go over this module's own RESP connection
+(:mod:`gateway.redis_connection`): the tick's EVALSHA is assembled as bytes and its reply, an
+array of integers, parsed from bytes, without redis-py's command objects (whose cost per call
+and per key was most of what sharing added to a check). A Redis Cluster goes through redis-py's
+cluster client, which follows the slot map and its redirections.
+
 The hot path stays synchronous: :meth:`suspected` answers from this process's own tracker at
 once and queues the observation; the observations of one event loop tick go to Redis in one
 pipeline (one round trip however many checks), and :meth:`shared_count` gives the check a future
@@ -31,6 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import SharedConfig
 from gateway.observations import CloneTracker
+from gateway.redis_connection import RedisConnection, RespError, open_connection
+from gateway.resp import bulk
 
 log = logging.getLogger("eir.shared")
 
@@ -70,6 +78,10 @@ MAX_PIPELINE = 1_000  # observations per round trip
 # for about 1 ms.
 PER_CALL = 100
 MAX_PENDING = 100_000  # kept while Redis is unreachable; the oldest go first
+
+
+class ScriptMissing(Exception):
+    """Redis no longer has the script (restarted, or SCRIPT FLUSH): NOSCRIPT."""
 
 
 class SharedStateMetrics:
@@ -140,7 +152,7 @@ class SharedCloneTracker(CloneTracker):
         threshold: int,
         window: float,
         max_imeis: int,
-        redis: Any,  # redis.asyncio.Redis
+        redis: Any,  # redis.asyncio.RedisCluster with cluster, else the redis:// URL (str)
         metrics: SharedStateMetrics,
         *,
         key_prefix: str = "eir",
@@ -152,18 +164,22 @@ class SharedCloneTracker(CloneTracker):
     ) -> None:
         super().__init__(threshold, window, max_imeis)
         self.redis = redis
+        self._connection: RedisConnection | None = None  # standalone: opened when first needed
         self.budget = budget
         self.timeout = timeout
         self.retry_interval = retry_interval
         self._prefix = key_prefix
-        self._secret = secret
+        # Keyed once: each digest copies this state rather than keying afresh (a third of
+        # the cost of hashlib.blake2b(..., key=...) per IMSI).
+        self._hasher = hashlib.blake2b(digest_size=8, key=secret)
+        self._key_head = f"{key_prefix}:clone:{{"
         self._sha: str | None = None  # of _OBSERVE, once loaded into Redis
         self.cluster = cluster  # a Redis Cluster: one script call per hash slot
         from redis.crc import key_slot  # the "shared" extra: only when configured
         from redis.exceptions import NoScriptError
 
         self._key_slot = key_slot
-        self._no_script = NoScriptError
+        self._no_script: tuple[type[Exception], ...] = (NoScriptError, ScriptMissing)
         self._state = Availability(
             metrics, "redis", retry_interval,
             "clone detection counts this process's checks only",
@@ -193,7 +209,9 @@ class SharedCloneTracker(CloneTracker):
         return f"{self._prefix}:clone:{{{imei}}}"
 
     def _digest(self, imsi: str) -> str:
-        return hashlib.blake2b(imsi.encode(), digest_size=8, key=self._secret).hexdigest()
+        digest = self._hasher.copy()
+        digest.update(imsi.encode())
+        return digest.hexdigest()
 
     # -- the hot path --------------------------------------------------------------------------
     def suspected(self, imei: str, imsi: str, now: float) -> int:
@@ -271,6 +289,9 @@ class SharedCloneTracker(CloneTracker):
             for (imei, _, _), n in zip(batch, replies, strict=True):
                 counts[imei] = n
         except Exception as exc:  # any failure of the store: checks go on locally
+            if self._connection is not None:  # a timeout may have left it mid-reply
+                self._connection.close()
+                self._connection = None
             # Nothing was lost: the batch goes back, ahead of what came meanwhile.
             self._pending.extendleft(reversed(batch))
             while len(self._pending) > MAX_PENDING:
@@ -305,6 +326,8 @@ class SharedCloneTracker(CloneTracker):
         """One round trip: the script calls of :meth:`_calls`, pipelined when several (not
         MULTI: each call is atomic by itself, and one call's failure must not undo the others').
         The distinct count of each observation, in ``batch``'s order."""
+        if not self.cluster:
+            return await self._observe_standalone(batch)
         if self._sha is None:
             self._sha = await self.redis.script_load(_OBSERVE)
         calls = self._calls(batch)
@@ -328,6 +351,44 @@ class SharedCloneTracker(CloneTracker):
                 counts[i] = int(n)
         return counts
 
+    async def _observe_standalone(self, batch: list[tuple[str, str, float]]) -> list[int]:
+        """:meth:`_observe` over this module's RESP connection: the calls as one ``bytes``."""
+        connection = self._connection
+        if connection is None or not connection.is_open:
+            connection = self._connection = await open_connection(self.redis)
+        if self._sha is None:
+            sha = await connection.call("SCRIPT", "LOAD", _OBSERVE)
+            assert isinstance(sha, bytes)
+            self._sha = sha.decode()
+        head = b"$7\r\nEVALSHA\r\n" + bulk(self._sha.encode())
+        tail = bulk(repr(self.window).encode()) + bulk(b"%d" % (self.threshold + 1))
+        key_head = self._key_head
+        size = len(key_head.encode()) + 1  # the prefix may be any UTF-8; IMEIs are digits
+        payload = []
+        for start in range(0, len(batch), PER_CALL):
+            calls = batch[start:start + PER_CALL]
+            n = len(calls)
+            keys = "".join([
+                f"${size + len(imei)}\r\n{key_head}{imei}}}\r\n" for imei, _, _ in calls
+            ])
+            observations = " ".join([f"{digest} {seen!r}" for _, digest, seen in calls]).encode()
+            payload.append(b"*%d\r\n%b%b%b%b%b" % (
+                n + 6, head, bulk(b"%d" % n), keys.encode(), tail, bulk(observations)
+            ))
+        replies = await connection.request(b"".join(payload), len(payload))
+        counts: list[int] = []
+        for reply in replies:
+            if isinstance(reply, RespError):
+                if reply.prefix == "NOSCRIPT":
+                    raise ScriptMissing(str(reply))
+                raise reply
+            if not isinstance(reply, list):
+                raise TypeError(f"the script answered {type(reply).__name__}, not counts")
+            counts.extend(reply)  # type: ignore[arg-type]  # the script returns integers
+        if len(counts) != len(batch):
+            raise ValueError(f"{len(counts)} counts for {len(batch)} observations")
+        return counts
+
     async def flush(self) -> None:
         """Send what is queued now (while Redis answers), each round trip bounded by timeout."""
         while True:
@@ -340,16 +401,20 @@ class SharedCloneTracker(CloneTracker):
     async def close(self) -> None:
         """Send what is queued (one last try), then disconnect."""
         await self.flush()
-        await self.redis.aclose()
+        if self.cluster:
+            await self.redis.aclose()
+        elif self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def redis_client(config: SharedConfig) -> Any:
-    """The asyncio client of ``config.redis_url``: with ``redis_cluster``, a Redis Cluster
-    client, which learns every slot's master from the node named (CLUSTER SLOTS) and follows
-    MOVED and ASK redirections."""
+    """redis-py's asyncio client of ``config.redis_url``: with ``redis_cluster``, a Redis
+    Cluster client, which learns every slot's master from the node named (CLUSTER SLOTS) and
+    follows MOVED and ASK redirections."""
     import redis.asyncio  # the "shared" extra: imported only when configured
 
-    # No socket_timeout: each round trip is bounded as a whole (asyncio.wait_for), which costs
+    # No socket_timeout: each round trip is bounded as a whole (asyncio.timeout), which costs
     # one timer per round trip instead of one per reply.
     if config.redis_cluster:
         return redis.asyncio.RedisCluster.from_url(
@@ -364,7 +429,8 @@ def shared_clone_tracker(
     """``local`` (seeded from the observation log) shared through ``config.redis_url``."""
     return SharedCloneTracker.taking_over(
         local,
-        redis_client(config),
+        # A standalone Redis is reached over the tracker's own RESP connection (by URL).
+        redis_client(config) if config.redis_cluster else config.redis_url,
         metrics if isinstance(metrics, SharedStateMetrics) else SharedStateMetrics(metrics),
         key_prefix=config.key_prefix,
         budget=config.budget,

@@ -252,13 +252,11 @@ class MeIdentityCheck:
         if answer.done():  # cancelled: the connection went away
             return
         try:
-            n = 0 if count.cancelled() else count.result()
-            decision = self.classifier.decide_counted(pending, n)
-            assert decision is not None  # counted(): nothing else to wait for
+            decision = self.classifier.decide_when_counted(pending, count)
         except Exception:
             answer.set_result(self._unable_to_comply(request, started))
-            return
-        answer.set_result(self._answer(request, decision, started, echo))
+        else:
+            answer.set_result(self._answer(request, decision, started, echo))
 
     async def _resolve(
         self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool

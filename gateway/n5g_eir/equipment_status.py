@@ -4,14 +4,18 @@ The same :class:`Classifier` (policy, monitor mode, lists, TAC database, registr
 cache, clone detection), observation log and metrics as S13: a PEI with an IMEI is classified
 with the IMEI and Software-Version S13 would carry (``Pei.imei_and_sv``), the SUPI's IMSI as
 S13's User-Name. Like the S13 handler, a check decided without waiting is answered without a
-task; only a registry wait makes it a coroutine.
+task, and one that waits for the shared clone count alone (Redis) is answered from the count's
+done callback, settled with the other checks of its round trip; only a registry wait makes it
+a coroutine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from functools import partial
 
 from gateway.classify import Classifier, Decision, Pending
 from gateway.events.bus import EventBus
@@ -116,8 +120,36 @@ class EquipmentIdentityCheck:
         except Exception:
             return self._system_failure(started)
         if isinstance(result, Pending):
+            count = result.clone_count
+            if count is not None and self.classifier.counted(result):
+                return self._when_counted(parsed, result, count, started)
             return self._resolve(parsed, result, started)
         return self._answer(parsed, result, started)
+
+    def _when_counted(
+        self, query: EquipmentStatusQuery, pending: Pending, count: asyncio.Future[int],
+        started: float,
+    ) -> asyncio.Future[Response]:
+        """Waiting for the shared clone count only: no task or coroutine per check; the
+        count's done callback answers (the checks of one round trip to Redis together)."""
+        answer: asyncio.Future[Response] = count.get_loop().create_future()
+        self.in_flight += 1
+        count.add_done_callback(partial(self._counted, query, pending, started, answer))
+        return answer
+
+    def _counted(
+        self, query: EquipmentStatusQuery, pending: Pending, started: float,
+        answer: asyncio.Future[Response], count: asyncio.Future[int],
+    ) -> None:
+        self.in_flight -= 1
+        if answer.done():  # cancelled: the connection went away
+            return
+        try:
+            decision = self.classifier.decide_when_counted(pending, count)
+        except Exception:
+            answer.set_result(self._system_failure(started))
+        else:
+            answer.set_result(self._answer(query, decision, started))
 
     async def _resolve(
         self, query: EquipmentStatusQuery, pending: Pending, started: float

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import redis.asyncio
 from prometheus_client import CollectorRegistry
 
 from gateway.classify import Classifier, Decision, Pending
@@ -43,6 +44,14 @@ async def make(redis_server: RedisServer) -> AsyncIterator[Make]:
         await tracker.close()
 
 
+@pytest.fixture
+async def probe(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """redis-py, an independent client, to look at what the tracker stored."""
+    client = redis.asyncio.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     found = registry.get_sample_value(name, labels)
     return 0.0 if found is None else found
@@ -71,7 +80,7 @@ async def test_two_gateways_count_one_imei_together(make: Make) -> None:
 
 
 async def test_one_round_trip_per_tick_hash_tagged_keys_window_ttl(
-    make: Make, redis_server: RedisServer
+    make: Make, probe: redis.asyncio.Redis
 ) -> None:
     classifier, tracker, registry = make()
     imeis = [f"3520990017{n:04d}" for n in range(300)]
@@ -84,17 +93,33 @@ async def test_one_round_trip_per_tick_hash_tagged_keys_window_ttl(
     assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") == 1
     key = tracker.key(imeis[0])
     assert key == f"test:clone:{{{imeis[0]}}}"
-    assert 3_500_000 < await tracker.redis.pttl(key) <= 3_600_000
-    members = await tracker.redis.zrange(key, 0, -1)
+    assert 3_500_000 < await probe.pttl(key) <= 3_600_000
+    members = await probe.zrange(key, 0, -1)
     assert len(members) == 1 and b"001010000000001" not in members[0]  # a digest, not the IMSI
 
 
-async def test_the_set_keeps_threshold_plus_one_imsis(make: Make) -> None:
+async def test_the_set_keeps_threshold_plus_one_imsis(
+    make: Make, probe: redis.asyncio.Redis
+) -> None:
     classifier, tracker, _ = make()
     for n in range(6):
         await check(classifier, f"00101000000001{n}")
     await tracker.flush()  # the checks past the threshold did not wait for Redis
-    assert await tracker.redis.zcard(tracker.key(IMEI)) == THRESHOLD + 1
+    assert await probe.zcard(tracker.key(IMEI)) == THRESHOLD + 1
+
+
+async def test_a_flushed_script_is_loaded_again(make: Make, probe: redis.asyncio.Redis) -> None:
+    # A restarted Redis (or SCRIPT FLUSH) answers NOSCRIPT: the script is loaded again and the
+    # same round trip retried, with no error and no check answered from the local count.
+    classifier, tracker, registry = make(budget=5.0)
+    await check(classifier, "001010000000001")
+    await probe.script_flush()
+    second = classifier.classify_sync(IMEI, "001010000000002", "01")
+    assert isinstance(second, Pending)
+    await classifier.resolve(second)
+    await tracker.flush()
+    assert await probe.zcard(tracker.key(IMEI)) == 2
+    assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="error") == 0
 
 
 async def test_redis_down_checks_go_on_locally_then_replay(
@@ -125,7 +150,9 @@ async def test_redis_down_checks_go_on_locally_then_replay(
     assert tracker.available and value(registry, "eir_shared_state_up", store="redis") == 1
     # What was seen while it was away was replayed (the first IMSI went with the old Redis).
     await tracker.flush()
-    assert await tracker.redis.zcard(tracker.key(IMEI)) == 2
+    probe = redis.asyncio.from_url(redis_server.url)
+    assert await probe.zcard(tracker.key(IMEI)) == 2
+    await probe.aclose()
     messages = [r.getMessage() for r in caplog.records]
     assert sum("Redis unreachable" in m for m in messages) == 1  # once per transition
     assert sum("Redis answers again" in m for m in messages) == 1
@@ -144,3 +171,33 @@ async def test_an_unreachable_redis_at_start_costs_one_budget_then_nothing(
             break
         await asyncio.sleep(0.05)
     assert isinstance(classifier.classify_sync(IMEI, "001010000000002", "01"), Decision)
+
+
+async def test_n5g_eir_waits_for_the_shared_count_without_a_coroutine(make: Make) -> None:
+    # TS 29.511 checks share the tracker with S13: the checks of one tick that wait for the
+    # shared count go in one round trip and are answered from its done callback.
+    from gateway.imei import luhn_check_digit
+    from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
+    from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
+
+    def path(imei: str, imsi: str) -> bytes:
+        pei = f"imei-{imei}{luhn_check_digit(imei)}"
+        return f"{EQUIPMENT_STATUS_PATH}?pei={pei}&supi=imsi-{imsi}".encode()
+
+    first, _, _ = make(budget=5.0)
+    classifier, _, registry = make(budget=5.0)
+    handler = EquipmentIdentityCheck(classifier)
+    imeis = [f"3520990017{n:04d}" for n in range(40)]
+    waiting = [handler.handle(b"GET", path(imei, "001010000000001")) for imei in imeis]
+    assert all(isinstance(w, asyncio.Future) for w in waiting)  # no coroutine, no task
+    assert handler.in_flight == len(imeis)
+    responses = await asyncio.gather(*waiting)  # type: ignore[arg-type]
+    assert {(r.status, r.body) for r in responses} == {(200, b'{"status":"WHITELISTED"}')}
+    assert handler.in_flight == 0
+    assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") == 1
+    # Two IMSIs with IMEI on another gateway, a third here: over the threshold overall.
+    for imsi in ("001010000000002", "001010000000003"):
+        await check(first, imsi)
+    answer = handler.handle(b"GET", path(IMEI, "001010000000004"))
+    assert isinstance(answer, asyncio.Future)
+    assert (await answer).body == b'{"status":"GREYLISTED"}'
