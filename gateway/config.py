@@ -345,6 +345,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "database": Key("str", "lists.sqlite"),
         "import_files": Key("strs", []),
         "poll_interval_seconds": Key("float", 5.0, _non_negative),
+        "shared_snapshot": Key("bool", True),
     },
     "policy": {
         "monitor_mode": Key("bool", False),
@@ -596,6 +597,8 @@ class ListsConfig:
     database: Path
     import_files: tuple[Path, ...] = ()
     poll_interval: float = 5.0  # seconds between version polls; 0 = SIGHUP only
+    # PostgreSQL state: exact IMEIs in files of the state directory every worker maps
+    shared_snapshot: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -1178,6 +1181,7 @@ def _build(
             data(v["lists.database"]),
             tuple(inp(p) for p in v["lists.import_files"]),
             v["lists.poll_interval_seconds"],
+            v["lists.shared_snapshot"],
         ),
         policy=policy,
         clone_detection=CloneDetectionConfig(

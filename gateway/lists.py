@@ -56,11 +56,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, TypeAlias
 
 from gateway import audit
 from gateway.imei import Imei, is_decimal, parse_imei
 from gateway.progress import Progress
+from gateway.snapshot_files import MappedImeis
 
 log = logging.getLogger("eir.lists")
 
@@ -298,9 +299,21 @@ class _Ranges:
             i -= 1
 
 
+# A colour's sorted exact IMEIs: in this process, or a file every worker maps
+# (``lists.shared_snapshot``, gateway/snapshot_files.py).
+Imeis: TypeAlias = "array[int] | MappedImeis"
+
+
+def _listed(imeis: Imeis, value: int) -> bool:
+    if isinstance(imeis, MappedImeis):
+        return imeis.contains(value)
+    i = bisect_right(imeis, value) - 1
+    return i >= 0 and imeis[i] == value
+
+
 @dataclass(frozen=True, slots=True)
 class _Colour:
-    imeis: array[int]  # sorted 'Q'
+    imeis: Imeis  # sorted
     ranges: _Ranges
     tacs: dict[int, ListEntry]
     pairs: dict[tuple[int, str], ListEntry]
@@ -356,10 +369,8 @@ class ListSnapshot:
         tac = imei // 1_000_000
         for colour, c in self._colours.items():
             imeis = c.imeis
-            if imeis:
-                i = bisect_right(imeis, imei) - 1
-                if i >= 0 and imeis[i] == imei and not (c.removed and imei in c.removed):
-                    out.append(ListMatch(ListEntry(colour, EntryKind.IMEI, imei, imei)))
+            if imeis and _listed(imeis, imei) and not (c.removed and imei in c.removed):
+                out.append(ListMatch(ListEntry(colour, EntryKind.IMEI, imei, imei)))
             if c.added and imei in c.added:
                 out.append(ListMatch(ListEntry(colour, EntryKind.IMEI, imei, imei)))
             if c.ranges.entries:
@@ -406,17 +417,12 @@ class ListSnapshot:
         return ListSnapshot(version, ordered)
 
 
-def _in_array(imeis: array[int], value: int) -> bool:
-    i = bisect_right(imeis, value) - 1
-    return i >= 0 and imeis[i] == value
-
-
 class _ColourEdit:
     """A colour's tables being changed by :meth:`ListSnapshot.apply` (copies, never the
     snapshot's own)."""
 
     def __init__(self, base: _Colour | None) -> None:
-        self.imeis = base.imeis if base is not None else array("Q")
+        self.imeis: Imeis = base.imeis if base is not None else array("Q")
         self.added = set(base.added) if base is not None else set()
         self.removed = set(base.removed) if base is not None else set()
         self.ranges = {_key(e): e for e in base.ranges.entries} if base is not None else {}
@@ -431,7 +437,7 @@ class _ColourEdit:
         kind = entry.kind
         if kind is EntryKind.IMEI:
             value = entry.first
-            stored = _in_array(self.imeis, value)
+            stored = _listed(self.imeis, value)
             if removed:
                 if stored:
                     self.removed.add(value)

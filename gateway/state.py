@@ -45,7 +45,9 @@ def open_list_store(config: GatewayConfig) -> ListBackend:
         from gateway.pg.database import Database
         from gateway.pg.lists import PgListStore
 
-        return PgListStore(Database(config.state.dsn))
+        # The state directory is the host's: the snapshot files are shared by its workers.
+        shared = Path(config.state_dir) if config.lists.shared_snapshot else None
+        return PgListStore(Database(config.state.dsn), shared)
     return ListStore(config.lists.database)
 
 

@@ -37,6 +37,17 @@ CREATE TABLE IF NOT EXISTS list_meta (
     version BIGINT NOT NULL
 );
 INSERT INTO list_meta (id, version) VALUES (true, 0) ON CONFLICT DO NOTHING;
+-- This database's own name for the lists snapshot files of gateway/snapshot_files.py: another
+-- database (recreated, restored, migrated into) has versions of its own.
+DO $$ BEGIN
+    -- Added once (a database of an earlier release): ALTER TABLE waits for every transaction
+    -- holding list_meta, such as a long import, even when the column is there.
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'list_meta' AND column_name = 'instance') THEN
+        ALTER TABLE list_meta ADD COLUMN instance TEXT NOT NULL
+            DEFAULT md5(random()::text || clock_timestamp()::text);
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS list_changes (
     version BIGINT NOT NULL,
     seq INTEGER NOT NULL,

@@ -273,3 +273,72 @@ def test_notify_wakes_a_watching_store(postgres_dsn: str) -> None:
     finally:
         watcher.close()
         writer.close()
+
+
+def test_bulk_add_imeis_unsorted_with_repeats_loads_sorted_and_unique(pg: PgListStore) -> None:
+    # The merge inserts in the primary key's order; the full load reads binary COPY: the
+    # snapshot must hold each IMEI once, in order, whatever order and repeats came in.
+    rng = random.Random(7)
+    bodies = [35209900000000 + rng.randrange(100_000) for _ in range(30_000)]
+    pg.bulk_add_imeis(ListColour.GREY, bodies, "bulk", chunk=7_000)
+    pg.bulk_add_imeis(ListColour.GREY, bodies[:1_000], "again")  # existing: updated
+    snapshot = pg.load()
+    assert list(snapshot._colours[ListColour.GREY].imeis) == sorted(set(bodies))
+    for body in bodies[:200]:
+        assert snapshot.match(body)
+    assert not snapshot.match(35209900000000 + 100_000)
+
+
+def test_workers_of_a_host_share_one_snapshot_file_per_version(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    # lists.shared_snapshot: two stores (two workers) load at once; one writes each colour's
+    # file, both map it and answer as a store without files; a bulk write's version gets new
+    # files, and the old ones go once neither worker maps them.
+    import gc
+    import threading
+
+    from gateway.lists import ListSnapshot
+
+    plain = PgListStore(Database(postgres_dsn))
+    workers = [PgListStore(Database(postgres_dsn), tmp_path) for _ in range(2)]
+    try:
+        plain.bulk_add_imeis(ListColour.BLACK, range(35209900000000, 35209900300000, 3), "b")
+        plain.put(make_entry("white", "range", "35209900000000-35209900000099"), "test")
+        loaded: list[ListSnapshot | None] = [None, None]
+
+        def load(n: int) -> None:
+            loaded[n] = workers[n].load()
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        first, second = loaded
+        assert first is not None and second is not None
+        reference = plain.load()
+        assert first.version == second.version == reference.version
+        for body in (35209900000000, 35209900000003, 35209900000004, 35209900299999,
+                     35209900300001):
+            expected = [m.entry for m in reference.match(body)]
+            assert [m.entry for m in first.match(body)] == expected
+            assert [m.entry for m in second.match(body)] == expected
+        files = sorted(p.name for p in tmp_path.glob("*.u64"))
+        assert len(files) == len(ListColour) and all(f"-{first.version}-" in f for f in files)
+
+        plain.bulk_add_imeis(ListColour.BLACK, [35209900300001], "b")
+        old_black = next(tmp_path.glob(f"*-{first.version}-black.u64"))
+        newer = workers[0].load()
+        assert newer.match(35209900300001)
+        del first, loaded
+        gc.collect()
+        assert old_black.exists()  # the second worker maps it still (empty colours: no file
+        del second                 # to map, removed at once)
+        gc.collect()
+        assert workers[1].load().version == newer.version  # its load removes the old files
+        assert all(f"-{newer.version}-" in p.name for p in tmp_path.glob("*.u64"))
+    finally:
+        plain.close()
+        for store in workers:
+            store.close()
