@@ -9,9 +9,14 @@ table, then one INSERT ... ON CONFLICT into ``entries``); then:
 
 * COPY rate (entries per second, wall and this process's CPU) and the database's size per
   entry (``pg_total_relation_size('entries')``: heap and primary key);
-* a worker's full load (``PgListStore.load``: COPY TO of the sorted IMEIs straight into an
-  ``array('Q')``): entries per second, and the snapshot's memory per entry (the array's
-  buffer, plus what tracemalloc sees allocated beside it);
+* a worker's full load (``PgListStore.load``: binary COPY TO of the sorted IMEIs straight
+  into an ``array('Q')``): entries per second, and the snapshot's memory per entry (the
+  array's buffer, plus what tracemalloc sees allocated beside it);
+* the same with ``lists.shared_snapshot`` (the IMEIs written once to a file of the state
+  directory, then mapped): the first worker's load (writes the file), then ``--workers``
+  worker processes each loading (mapping) it and looking up 200,000 IMEIs, with each one's
+  resident memory (``VmRSS``: its own ``RssAnon`` and the mapped file's ``RssFile``, which
+  the page cache holds once for all of them), against a worker holding the array itself;
 * one list change brought to a worker (``OperatorLists.poll``: read the version and the
   change rows, apply them to the snapshot) vs that full load;
 * the hot-path lookup (``ListSnapshot.match``) on 200,000 IMEIs, one in seven listed, with no
@@ -30,6 +35,7 @@ import platform
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,14 +60,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--dsn", help="an existing, empty database (default: a throwaway one)")
+    parser.add_argument("--workers", type=int, default=2, help="processes mapping the file")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # DSN DIRECTORY shared?
     args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker)
+        return
     print(f"# Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     # Sized for a bulk load, as a production server would be (the tests' is tiny).
     with postgres(args.dsn, {"shared_buffers": "2GB", "maintenance_work_mem": "1GB",
                              "work_mem": "256MB", "max_wal_size": "16GB",
                              "checkpoint_timeout": "30min"}) as (dsn, pid):
-        run(dsn, args.entries, pid)
+        run(dsn, args.entries, pid, args.workers)
 
 
 @contextlib.contextmanager
@@ -107,7 +118,7 @@ def server_cpu(pid: int | None) -> float:
     return total / tick
 
 
-def run(dsn: str, n: int, pid: int | None) -> None:
+def run(dsn: str, n: int, pid: int | None, workers: int) -> None:
     store = PgListStore(Database(dsn))
     try:
         bodies = range(BASE, BASE + n * STEP, STEP)
@@ -138,6 +149,8 @@ def run(dsn: str, n: int, pid: int | None) -> None:
               f"{cpu:.1f} s, server CPU {sql:.1f} s; memory {traced / n:.1f} bytes per entry "
               f"(tracemalloc), peak RSS grew {(rss1 - rss0) / 1024:,.0f} MiB")
 
+        shared_load(dsn, n, pid, workers)
+
         lists = OperatorLists(store)
         lists.snapshot = snapshot
         entry = ListEntry(ListColour.BLACK, EntryKind.IMEI, BASE + 1, BASE + 1)
@@ -157,6 +170,59 @@ def run(dsn: str, n: int, pid: int | None) -> None:
             cpu, hits = min(_lookups(snap.match, probes) for _ in range(5))
             print(f"lookup, {label}: {cpu / len(probes) * 1e9:,.0f} ns of CPU per IMEI "
                   f"(least of 5 passes; {hits:,} of {len(probes):,} listed)")
+    finally:
+        store.close()
+
+
+def shared_load(dsn: str, n: int, pid: int | None, workers: int) -> None:
+    """The full load through a snapshot file, then ``workers`` processes mapping it."""
+    with tempfile.TemporaryDirectory(prefix="eir-snapshot-") as directory:
+        shared = PgListStore(Database(dsn), Path(directory))
+        try:
+            wall, cpu, sql = time.perf_counter(), time.process_time(), server_cpu(pid)
+            snapshot = shared.load()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            sql = server_cpu(pid) - sql
+            assert snapshot.counts()["black.imei"] == n
+            size = sum(p.stat().st_size for p in Path(directory).glob("*.u64"))
+            print(f"shared snapshot, first worker (writes the file, {size / 2**20:,.0f} MiB): "
+                  f"{wall:.1f} s, {n / wall:,.0f} entries/s; client CPU {cpu:.1f} s, "
+                  f"server CPU {sql:.1f} s")
+            for mode in ("shared", "own"):
+                processes = [
+                    subprocess.Popen([sys.executable, __file__, "--worker", dsn, directory,
+                                      mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+                    for _ in range(workers if mode == "shared" else 1)
+                ]
+                lines = [p.stdout.readline().strip() for p in processes if p.stdout]
+                for p in processes:
+                    p.communicate("\n", timeout=600)
+                label = (f"{workers} workers mapping the file" if mode == "shared"
+                         else "a worker holding its own array")
+                print(f"{label}: " + "; ".join(lines))
+        finally:
+            shared.close()
+
+
+def worker(dsn: str, directory: str, mode: str) -> None:
+    """One worker process: load (map the file, or read its own array), look up, report its
+    memory, wait for the parent (so that the others map the file at the same time)."""
+    store = PgListStore(Database(dsn), Path(directory) if mode == "shared" else None)
+    try:
+        wall = time.perf_counter()
+        snapshot = store.load()
+        wall = time.perf_counter() - wall
+        rng = random.Random(os.getpid())
+        n = snapshot.counts()["black.imei"]
+        probes = [BASE + rng.randrange(n * STEP) for _ in range(200_000)]
+        cpu, _ = _lookups(snapshot.match, probes)
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text()
+                      .splitlines() if line.startswith(("VmRSS", "RssAnon", "RssFile")))
+        print(f"load {wall:.2f} s, lookup {cpu / len(probes) * 1e9:,.0f} ns, "
+              + ", ".join(f"{k} {int(v.split()[0]) / 1024:,.0f} MiB" for k, v in status.items()),
+              flush=True)
+        sys.stdin.readline()
     finally:
         store.close()
 

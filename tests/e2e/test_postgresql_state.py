@@ -10,11 +10,17 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from gateway.lists import ListColour, make_entry
+from gateway.snapshot_files import MappedImeis
 from tests.e2e.conftest import Mme, StartGateway, connect_mme, metric_value, scrape
+
+pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")
+
+from gateway.pg.lists import PgListStore
 
 IMEI = "35209900111111"  # clean under the embedded default
 WHITELISTED, BLACKLISTED, GREYLISTED = 0, 1, 2
@@ -117,6 +123,39 @@ async def test_monitor_mode_with_lists_from_postgresql(
             await asyncio.sleep(0.05)
         assert counted >= 1
         assert metric_value(text, "eir_monitor_mode") == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_gateways_of_one_host_map_one_snapshot_file(
+    start_gateway: StartGateway, postgres_dsn: str, tmp_path: Path
+) -> None:
+    # lists.shared_snapshot: two gateways with one state directory (the workers of a host)
+    # map one file per colour; a bulk write (a reload change) brings both to the next
+    # version's file.
+    state = tmp_path / "host-state"
+    env = {"EIR_STATE_BACKEND": "postgresql", "EIR_STATE_DSN": postgres_dsn,
+           "EIR_STATE_DIRECTORY": str(state)}
+    first = await start_gateway(**env)
+    second = await start_gateway(**env)
+    a, b = await connect_mme(first, "mme-a.test"), await connect_mme(second, "mme-b.test")
+    try:
+        assert first.classifier is not None and second.classifier is not None
+        store = first.classifier.lists.store
+        assert isinstance(store, PgListStore)
+        listed = "35209900222222"
+        store.bulk_add_imeis(ListColour.BLACK, [int(listed), *range(35209900300000,
+                                                                    35209900320000)], "bulk")
+        assert await _statuses((a, b), listed, {BLACKLISTED}) == {BLACKLISTED}
+        version = store.version()
+        for gateway in (first, second):
+            assert gateway.classifier is not None
+            imeis = gateway.classifier.lists.snapshot._colours[ListColour.BLACK].imeis
+            assert isinstance(imeis, MappedImeis) and imeis.contains(int(listed))
+            assert len(imeis) > 20_000  # with the sample lists file's
+            assert imeis.path.name.endswith(f"-{version}-black.u64")
+        assert len(list(state.glob(f"lists-*-{version}-black.u64"))) == 1
     finally:
         await a.close()
         await b.close()
