@@ -31,7 +31,7 @@ from gateway.lists import (
     ListSnapshot,
     OperatorLists,
 )
-from gateway.observations import CloneTracker, mask_imsi
+from gateway.observations import CloneTracker, SharedCount, mask_imsi
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.tac import TacDatabase
 from registry_client.bounded import ShardedFifo
@@ -136,7 +136,7 @@ class Pending:
     list_matches: tuple[ListMatch, ...]
     now: float
     # Clone detection shared across gateways: the shared count, not yet known (else None).
-    clone_count: asyncio.Future[int] | None = None
+    clone_count: SharedCount | None = None
     full: bool = False
     # The registry's cached verdict when only the shared count is awaited (None: not cached,
     # or not needed); used only if the count does not decide.
@@ -408,10 +408,10 @@ class Classifier:
         return self._decide(findings, pending.imei, pending.imsi, pending.list_matches,
                             self.clock(), verdict)
 
-    def decide_when_counted(self, pending: Pending, count: asyncio.Future[int]) -> Decision:
-        """:meth:`decide_counted` from the done future of its shared count (a cancelled one
-        counts 0: the local answer stands); only for a ``pending`` that :meth:`counted`."""
-        decision = self.decide_counted(pending, 0 if count.cancelled() else count.result())
+    def decide_when_counted(self, pending: Pending, n: int) -> Decision:
+        """:meth:`decide_counted` of a ``pending`` that :meth:`counted`: nothing else to wait
+        for, so always a decision."""
+        decision = self.decide_counted(pending, n)
         assert decision is not None  # counted(): nothing else to wait for
         return decision
 

@@ -36,7 +36,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.config import SharedConfig
-from gateway.observations import CloneTracker
+from gateway.observations import CloneTracker, SharedCount
 from gateway.redis_connection import RedisConnection, RespError, open_connection
 from gateway.resp import bulk
 
@@ -187,8 +187,8 @@ class SharedCloneTracker(CloneTracker):
         )
         self._dropped = metrics.dropped.labels("redis")
         self._pending: deque[tuple[str, str, float]] = deque()
-        self._futures: dict[str, asyncio.Future[int]] = {}  # IMEI -> count, this batch
-        self._expiring: list[asyncio.Future[int]] = []  # this tick's, under one budget timer
+        self._counts: dict[str, SharedCount] = {}  # IMEI -> count, this batch
+        self._expiring: list[SharedCount] = []  # this tick's, under one budget timer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
         self._task: asyncio.Task[None] | None = None
@@ -222,34 +222,30 @@ class SharedCloneTracker(CloneTracker):
             pending.popleft()
             self._dropped.inc()
         pending.append((imei, self._digest(imsi), now))
-        if self._state.available and imei not in self._futures:
+        if self._state.available and imei not in self._counts:
             loop = self._event_loop()
-            future = self._futures[imei] = loop.create_future()
+            count = self._counts[imei] = SharedCount()
             # One timer per tick, not one per check: the checks of this tick stop waiting
             # together, ``budget`` seconds from now, if Redis has not answered by then.
             if not self._expiring:
                 loop.call_later(self.budget, self._expire, self._expiring)
                 loop.call_soon(self._next_tick)
-            self._expiring.append(future)
+            self._expiring.append(count)
         self._schedule()
         return n
 
-    def shared_count(self, imei: str) -> asyncio.Future[int] | None:
+    def shared_count(self, imei: str) -> SharedCount | None:
         """The distinct IMSIs of ``imei`` over every gateway, once the observation
-        :meth:`suspected` just queued is stored; None while Redis is unreachable."""
-        return self._futures.get(imei)
-
-    async def wait_shared(self, count: asyncio.Future[int]) -> int:
-        """The shared count, or 0 (the local answer stands) past ``budget`` seconds."""
-        return await count
+        :meth:`suspected` just queued is stored (0 past ``budget`` seconds: the local answer
+        stands); None while Redis is unreachable."""
+        return self._counts.get(imei)
 
     def _next_tick(self) -> None:
         self._expiring = []  # the timer holds the list of the tick that ended
 
-    def _expire(self, futures: list[asyncio.Future[int]]) -> None:
-        for future in futures:
-            if not future.done():
-                future.set_result(0)  # the round trip may still finish: it only counts then
+    def _expire(self, counts: list[SharedCount]) -> None:
+        for count in counts:
+            count.settle(0)  # the round trip may still finish: it only counts then
 
     # -- batching ------------------------------------------------------------------------------
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -270,11 +266,11 @@ class SharedCloneTracker(CloneTracker):
         if not self._pending:
             return
         batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_PIPELINE))]
-        futures = {imei: f for imei, _, _ in batch if (f := self._futures.pop(imei, None))}
-        self._task = self._event_loop().create_task(self._send(batch, futures))
+        waiting = {imei: c for imei, _, _ in batch if (c := self._counts.pop(imei, None))}
+        self._task = self._event_loop().create_task(self._send(batch, waiting))
 
     async def _send(
-        self, batch: list[tuple[str, str, float]], futures: dict[str, asyncio.Future[int]]
+        self, batch: list[tuple[str, str, float]], waiting: dict[str, SharedCount]
     ) -> None:
         counts: dict[str, int] = {}
         try:
@@ -301,9 +297,8 @@ class SharedCloneTracker(CloneTracker):
         else:
             self._state.ok()
         finally:
-            for imei, future in futures.items():
-                if not future.done():
-                    future.set_result(counts.get(imei, 0))
+            for imei, count in waiting.items():
+                count.settle(counts.get(imei, 0))
             self._task = None
             if self._pending:
                 self._schedule()

@@ -235,11 +235,11 @@ class MeIdentityCheck:
     ) -> Awaitable[bytes]:
         count = result.clone_count
         if count is not None and self.classifier.counted(result):
-            # Waiting for the shared clone count only: answered from the count's done
-            # callback (the checks of one round trip to Redis settled together), with no
-            # task or coroutine per check.
-            answer: asyncio.Future[bytes] = count.get_loop().create_future()
-            count.add_done_callback(
+            # Waiting for the shared clone count only: answered from the count's callback
+            # (the checks of one round trip to Redis settled in one call), with no task or
+            # coroutine per check.
+            answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            count.add_callback(
                 partial(self._answer_counted, request, result, started, echo, answer)
             )
             return answer
@@ -247,12 +247,12 @@ class MeIdentityCheck:
 
     def _answer_counted(
         self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool,
-        answer: asyncio.Future[bytes], count: asyncio.Future[int],
+        answer: asyncio.Future[bytes], n: int,
     ) -> None:
         if answer.done():  # cancelled: the connection went away
             return
         try:
-            decision = self.classifier.decide_when_counted(pending, count)
+            decision = self.classifier.decide_when_counted(pending, n)
         except Exception:
             answer.set_result(self._unable_to_comply(request, started))
         else:

@@ -39,7 +39,7 @@ from gateway.n5g_eir.settings import (
     N5gEirSettings,
     OverloadSignal,
 )
-from gateway.observations import ObservationLog
+from gateway.observations import ObservationLog, SharedCount
 from gateway.policy import EquipmentStatus
 
 INTERFACE = "n5g_eir"  # the `interface` label of eir_checks_total and eir_check_duration_seconds
@@ -127,25 +127,24 @@ class EquipmentIdentityCheck:
         return self._answer(parsed, result, started)
 
     def _when_counted(
-        self, query: EquipmentStatusQuery, pending: Pending, count: asyncio.Future[int],
-        started: float,
+        self, query: EquipmentStatusQuery, pending: Pending, count: SharedCount, started: float,
     ) -> asyncio.Future[Response]:
         """Waiting for the shared clone count only: no task or coroutine per check; the
-        count's done callback answers (the checks of one round trip to Redis together)."""
-        answer: asyncio.Future[Response] = count.get_loop().create_future()
+        count's callback answers (the checks of one round trip to Redis together)."""
+        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.in_flight += 1
-        count.add_done_callback(partial(self._counted, query, pending, started, answer))
+        count.add_callback(partial(self._counted, query, pending, started, answer))
         return answer
 
     def _counted(
         self, query: EquipmentStatusQuery, pending: Pending, started: float,
-        answer: asyncio.Future[Response], count: asyncio.Future[int],
+        answer: asyncio.Future[Response], n: int,
     ) -> None:
         self.in_flight -= 1
         if answer.done():  # cancelled: the connection went away
             return
         try:
-            decision = self.classifier.decide_when_counted(pending, count)
+            decision = self.classifier.decide_when_counted(pending, n)
         except Exception:
             answer.set_result(self._system_failure(started))
         else:

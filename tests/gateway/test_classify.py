@@ -17,7 +17,7 @@ from gateway.classify import (
 )
 from gateway.config import load_config
 from gateway.lists import ListStore, OperatorLists, make_entry
-from gateway.observations import CloneTracker
+from gateway.observations import CloneTracker, SharedCount
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.tac import TacDatabase
 from registry_client.model import (
@@ -228,15 +228,15 @@ async def test_registry_skipped_when_already_decided_unless_full(lists: Operator
     assert reg.checks == 1 and d.reasons == (Reason.BLACKLISTED, Reason.REGISTRY_UNKNOWN)
 
 
-class SharedCount(CloneTracker):
+class SettledByTest(CloneTracker):
     """A tracker whose shared count (another gateway's sightings) the test settles."""
 
     def __init__(self) -> None:
         super().__init__(threshold=2, window=3600)
-        self.count: asyncio.Future[int] | None = None
+        self.count: SharedCount | None = None
 
-    def shared_count(self, imei: str) -> asyncio.Future[int] | None:
-        self.count = asyncio.get_running_loop().create_future()
+    def shared_count(self, imei: str) -> SharedCount | None:
+        self.count = SharedCount()
         return self.count
 
 
@@ -254,13 +254,13 @@ async def test_shared_count_decides_as_the_coroutine_does(
         reg = FakeRegistry(online=verdict(RegistryStatus.UNKNOWN))
         if cached is not None:
             reg.cache[KNOWN] = cached
-        tracker = SharedCount()
+        tracker = SettledByTest()
         c = make(lists, registry=reg, clone=tracker)
         pending = c.classify_sync(KNOWN, "001010000000001")
         assert isinstance(pending, Pending) and pending.clone_count is tracker.count
         assert c.counted(pending) is (cached is not None)
         assert tracker.count is not None
-        tracker.count.set_result(n)
+        tracker.count.settle(n)
         if path == "callback" and cached is not None:
             decision = c.decide_counted(pending, n)
             assert decision is not None
@@ -309,3 +309,27 @@ def test_reload_swaps_policy_and_lists(lists: OperatorLists) -> None:
     lists.store.add(make_entry("grey", "imei", KNOWN))
     c.reload(Policy.build({Reason.GREYLISTED: B}))
     assert sync(c, KNOWN).status is B
+
+
+async def test_a_shared_count_calls_back_once_in_the_settling_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    count = SharedCount()
+    seen: list[tuple[str, int]] = []
+    count.add_callback(lambda n: seen.append(("first", n)))
+
+    def failing(n: int) -> None:
+        raise RuntimeError("one check's answer failed")
+
+    count.add_callback(failing)
+    count.add_callback(lambda n: seen.append(("third", n)))
+    waiter = asyncio.ensure_future(count.wait())
+    await asyncio.sleep(0)
+    count.settle(3)
+    # Within settle(): no event loop round per callback; one failure spares the others.
+    assert seen == [("first", 3), ("third", 3)]
+    assert "failed" in caplog.text
+    count.settle(0)  # settled once: the budget timer firing late changes nothing
+    count.add_callback(lambda n: seen.append(("late", n)))
+    assert seen[-1] == ("late", 3)
+    assert await waiter == 3 and await count.wait() == 3

@@ -331,7 +331,8 @@ def test_workers_of_a_host_share_one_snapshot_file_per_version(
         old_black = next(tmp_path.glob(f"*-{first.version}-black.u64"))
         newer = workers[0].load()
         assert newer.match(35209900300001)
-        del first, loaded
+        del first
+        loaded.clear()
         gc.collect()
         assert old_black.exists()  # the second worker maps it still (empty colours: no file
         del second                 # to map, removed at once)
