@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from diameter.codec import Avp, Message
 
 if TYPE_CHECKING:
-    from diameter.events import LaneRequest
+    from diameter.lane import LaneRequest
 
 # A handler answers a request with a Message or with already-encoded answer bytes (the fast
 # path), synchronously (a cache hit) or as an awaitable (one task per request).

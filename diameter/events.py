@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from diameter.codec import Message, decode_message
+from diameter.lane import LaneRequest
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from diameter.application import Application, Handler, HandlerResult, LaneHandler, PeerInfo
+    from diameter.application import Application, Handler, HandlerResult, PeerInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,30 +45,6 @@ class RequestReceived:
 
     def call(self) -> HandlerResult | Awaitable[HandlerResult]:
         return self.handler(self.message, self.peer)
-
-
-@dataclass(slots=True, eq=False)
-class LaneRequest:
-    """A request of a shape found well formed before (``diameter.lane``), for its lane's
-    handler: the octets and the fields the lane asked for, no decoded ``Message``.
-
-    Answered like a ``RequestReceived``. ``message`` decodes ``raw`` on every access (the
-    handler's way to the full path for anything unusual).
-    """
-
-    raw: bytes
-    peer: PeerInfo
-    application: Application
-    handler: LaneHandler
-    key: tuple[str, int] | None
-    fields: list[bytes | None]
-
-    @property
-    def message(self) -> Message:
-        return decode_message(self.raw)
-
-    def call(self) -> HandlerResult | Awaitable[HandlerResult]:
-        return self.handler(self, self.peer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,21 +21,24 @@ OC-Supported-Features (RFC 7683 §5.3: DOIC AVPs in the answer), nor those an ap
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Final
 
-from diameter.application import Application, Lane
+from diameter.application import Application, HandlerResult, Lane, LaneHandler, PeerInfo
 from diameter.codec import (
     AVP_FLAG_MANDATORY,
     FIXED_SIZE,
     Avp,
     Message,
+    decode_message,
     decode_value,
+    identity_lower,
     is_known_identity,
 )
 from diameter.dictionary import DICTIONARY, AvpType
 from diameter.dictionary.base_rfc6733 import NOT_VALIDATED
 from diameter.errors import DecodeError
-from diameter.settings import PeerSettings
+from diameter.settings import LocalIdentity, PeerSettings
 
 # A shape is learnt after the full path found it well formed this many times: a stream of
 # never-seen shapes (mutated or hostile traffic) cannot fill the plans real traffic needs.
@@ -62,8 +65,9 @@ DESTINATION_REALM_SLOT: Final = 2
 FIRST_FIELD_SLOT: Final = 3
 
 # How a value is checked, as validate checks it: any octets / exact size / UTF-8 /
-# DiameterIdentity octets / enumeration / decode_value decides / Grouped (the children's plan).
-ANY, SIZE, UTF8, IDENTITY, ENUM, DECODE, GROUPED = range(7)
+# DiameterIdentity octets / an Enumerated (4 octets, signed) / another type with enumerated
+# values / decode_value decides / Grouped (the children's plan).
+ANY, SIZE, UTF8, IDENTITY, ENUMERATED, ENUM, DECODE, GROUPED = range(8)
 _OPAQUE: Final = frozenset(
     (DICTIONARY.avp(name).code, DICTIONARY.avp(name).vendor) for name in NOT_VALIDATED
 )
@@ -117,13 +121,18 @@ class Lanes:
         self.plans: list[Plan] = []
         self._sightings: dict[tuple[int, ...], int] = {}
         self._settings: PeerSettings | None = None
+        self._identity: LocalIdentity | None = None
         self._avps = len(DICTIONARY.avps)
+        # Ours, in lower case (RFC 6733 §6.1.4), as Node.served_realms reads them.
+        self._origin_host = ""
+        self._served_realms: frozenset[str] = frozenset()
 
-    def match(self, raw: bytes, settings: PeerSettings) -> tuple[Plan, list[bytes | None]] | None:
-        """The plan ``raw`` (a whole, framed request) fits and its fields, or None."""
-        if settings is not self._settings or len(DICTIONARY.avps) != self._avps:
-            # Plans were learnt under other limits (max_avps, strict M bits) or dictionary.
-            self.clear(settings)
+    def match(
+        self, raw: bytes, settings: PeerSettings, identity: LocalIdentity
+    ) -> tuple[Plan, list[bytes | None]] | None:
+        """The plan ``raw`` (a whole, framed request) fits and its fields, or None: None too
+        when its Destination-Host is not ours (3002) or its Destination-Realm not served (3003)."""
+        if not self._current(settings, identity):
             return None
         flags_code = (raw[4] << 24) | (raw[5] << 16) | (raw[6] << 8) | raw[7]
         application_id = (raw[8] << 24) | (raw[9] << 16) | (raw[10] << 8) | raw[11]
@@ -134,26 +143,49 @@ class Lanes:
             if plan.flags_code != flags_code or plan.application_id != application_id:
                 continue
             fields: list[bytes | None] = [None] * plan.slots
-            if _walk(plan.entries, raw, 20, end, fields) == end:
-                if index:
-                    del plans[index]
-                    plans.insert(0, plan)
-                return plan, fields
+            if _walk(plan.entries, raw, 20, end, fields) != end:
+                continue
+            host = fields[DESTINATION_HOST_SLOT]
+            if host is not None and identity_lower(host) != self._origin_host:
+                return None
+            realm = fields[DESTINATION_REALM_SLOT]
+            if realm is not None and identity_lower(realm) not in self._served_realms:
+                return None
+            if index:
+                del plans[index]
+                plans.insert(0, plan)
+            return plan, fields
         return None
 
-    def clear(self, settings: PeerSettings | None) -> None:
+    def _current(self, settings: PeerSettings, identity: LocalIdentity) -> bool:
+        """Whether the plans were learnt under these settings (max_avps, strict M bits),
+        identity and dictionary; if not, they are forgotten."""
+        if (
+            settings is self._settings
+            and identity is self._identity
+            and len(DICTIONARY.avps) == self._avps
+        ):
+            return True
         self.plans.clear()
         self._sightings.clear()
-        self._settings = settings
+        self._settings, self._identity = settings, identity
         self._avps = len(DICTIONARY.avps)
+        self._origin_host = identity.origin_host.lower()
+        realms = settings.served_realms or (identity.origin_realm,)
+        self._served_realms = frozenset(r.lower() for r in realms)
+        return False
 
     def learn(
-        self, message: Message, application: Application, lane: Lane, settings: PeerSettings
+        self,
+        message: Message,
+        application: Application,
+        lane: Lane,
+        settings: PeerSettings,
+        identity: LocalIdentity,
     ) -> None:
         """The full path found ``message`` well formed with no M bit accepted against its
         rule: count its shape, and make it a plan at the ``LEARN_AFTER``-th sight."""
-        if settings is not self._settings or len(DICTIONARY.avps) != self._avps:
-            self.clear(settings)
+        self._current(settings, identity)
         if len(self.plans) >= MAX_PLANS or message.flags & 0x10:  # T flag: the full path
             return
         try:
@@ -172,6 +204,38 @@ class Lanes:
         plan = _plan(message, application, lane)
         if plan is not None:
             self.plans.append(plan)
+
+
+class LaneRequest:
+    """A request of a learnt shape for its lane's handler (``Lane.handler``): its octets and
+    the fields the lane asked for, no decoded ``Message``. Answered like a ``RequestReceived``
+    (``Peer.send_answer``). ``message`` decodes ``raw`` on every access: the handler's way to
+    the full path for anything unusual."""
+
+    __slots__ = ("application", "fields", "handler", "key", "peer", "raw")
+
+    def __init__(
+        self,
+        raw: bytes,
+        peer: PeerInfo,
+        application: Application,
+        handler: LaneHandler,
+        key: tuple[str, int] | None,
+        fields: list[bytes | None],
+    ) -> None:
+        self.raw = raw
+        self.peer = peer
+        self.application = application
+        self.handler = handler
+        self.key = key  # (origin-host, end-to-end) for duplicate detection
+        self.fields = fields
+
+    @property
+    def message(self) -> Message:
+        return decode_message(self.raw)
+
+    def call(self) -> HandlerResult | Awaitable[HandlerResult]:
+        return self.handler(self, self.peer)
 
 
 def answer(raw: bytes, body: bytes) -> bytes:
@@ -227,12 +291,29 @@ def _walk(entries: list[Entry], raw: bytes, offset: int, end: int, fields: list[
         if kind == SIZE:
             if stop - start != entry.size:
                 return -1
+        elif kind == ENUMERATED:
+            if stop - start != 4:
+                return -1
+            values = entry.values
+            if values is not None:
+                value = (raw[start] << 24) | (raw[start + 1] << 16) | (raw[start + 2] << 8) | raw[
+                    start + 3
+                ]
+                if value & 0x80000000:
+                    value -= 0x100000000  # Integer32 (RFC 6733 §4.3.1)
+                if value not in values:
+                    return -1
         elif kind == GROUPED:
             if _walk(entry.children, raw, start, stop, fields) != stop:
                 return -1
         elif kind != ANY:
-            if not _value_ok(entry, raw[start:stop]):
+            data = raw[start:stop]
+            if not _value_ok(entry, data):
                 return -1
+            if entry.slot >= 0:
+                fields[entry.slot] = data
+            offset = stop + (-length & 3)
+            continue
         if entry.slot >= 0:
             fields[entry.slot] = raw[start:stop]
         offset = stop + (-length & 3)
@@ -339,8 +420,10 @@ def _entries(avps: list[Avp], depth: int) -> list[Entry] | None:
                 return None
             entries.append(Entry(code, flags, vendor, GROUPED, children=children))
         elif defn.enum_values is not None:
+            # validate checks the value against the enumeration only when M is set.
             values = frozenset(defn.enum_values) if flags & AVP_FLAG_MANDATORY else None
-            entries.append(Entry(code, flags, vendor, ENUM, avp_type=defn.type, values=values))
+            kind = ENUMERATED if defn.type is AvpType.ENUMERATED else ENUM
+            entries.append(Entry(code, flags, vendor, kind, avp_type=defn.type, values=values))
         elif defn.type in FIXED_SIZE:
             entries.append(Entry(code, flags, vendor, SIZE, size=FIXED_SIZE[defn.type]))
         elif defn.type is AvpType.UTF8_STRING:

@@ -52,12 +52,7 @@ from diameter.events import (
     RequestReceived,
 )
 from diameter.framing import Framer
-from diameter.lane import (
-    DESTINATION_HOST_SLOT,
-    DESTINATION_REALM_SLOT,
-    FIRST_FIELD_SLOT,
-    ORIGIN_HOST_SLOT,
-)
+from diameter.lane import FIRST_FIELD_SLOT, ORIGIN_HOST_SLOT
 from diameter.node import Node
 from diameter.overload import OC_SUPPORTED_FEATURES, append_avps, doic_request
 from diameter.peek import command_name, result_code_of
@@ -709,7 +704,7 @@ class Peer:
         lane = app.lanes.get(code) if app.lanes else None
         if lane is not None and not deviated:
             # Well formed, every M bit as its rule says: a shape the lane may learn.
-            self.node.lanes.learn(message, app, lane, self.settings)
+            self.node.lanes.learn(message, app, lane, self.settings, self.node.identity)
         self._events.append(RequestReceived(message, raw, info, app, app.handlers[code], key))
 
     def _lane(self, raw: bytes, now: float) -> bool:
@@ -717,7 +712,7 @@ class Peer:
         checks and bookkeeping from its octets, handed to its lane. False: not taken (nothing
         done), the full path decides."""
         node = self.node
-        found = node.lanes.match(raw, self.settings)
+        found = node.lanes.match(raw, self.settings, node.identity)
         if found is None:
             return False
         plan, fields = found
@@ -729,12 +724,6 @@ class Peer:
             or node.applications.get(plan.application_id) is not app
         ):
             return False  # 3007 or another application now: the full path answers
-        host = fields[DESTINATION_HOST_SLOT]
-        if host is not None and identity_lower(host) != node.identity.origin_host.lower():
-            return False  # RFC 6733 §6.1.4: 3002
-        realm = fields[DESTINATION_REALM_SLOT]
-        if realm is not None and identity_lower(realm) not in node.served_realms:
-            return False  # 3003
         end_to_end = int.from_bytes(raw[16:20], "big")
         origin = fields[ORIGIN_HOST_SLOT]
         key = None if origin is None else (identity_lower(origin), end_to_end)

@@ -10,7 +10,7 @@ the Software-Version AVP carries the SVN (§7.3.5). Everything in the gateway is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 BODY_LEN = 14
 TAC_LEN = 8
@@ -44,14 +44,36 @@ def luhn_check_digit(body: str) -> str:
     return "0123456789"[-total % 10]
 
 
-@dataclass(frozen=True, slots=True)
 class Imei:
-    """A well-formed IMEI, keyed (equality, hash) on the 14-digit ``body``."""
+    """A well-formed IMEI, keyed (equality, hash) on the 14-digit ``body``. Treat as immutable.
 
-    body: str
-    svn: str | None = field(default=None, compare=False)
-    # The 15th digit as received, when the IMEI came with one (may be wrong: see check_digit_ok).
-    given_check_digit: str | None = field(default=None, compare=False)
+    A plain class, not a frozen dataclass: one is made per fresh check, and a frozen
+    dataclass's ``__init__`` (``object.__setattr__`` per field) costs ten times as much."""
+
+    __slots__ = ("body", "given_check_digit", "svn")
+
+    def __init__(
+        self, body: str, svn: str | None = None, given_check_digit: str | None = None
+    ) -> None:
+        self.body = body
+        self.svn = svn
+        # The 15th digit as received, when the IMEI came with one (may be wrong: see
+        # check_digit_ok).
+        self.given_check_digit = given_check_digit
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Imei):
+            return NotImplemented
+        return self.body == other.body
+
+    def __hash__(self) -> int:
+        return hash(self.body)
+
+    def __repr__(self) -> str:
+        return (
+            f"Imei(body={self.body!r}, svn={self.svn!r}, "
+            f"given_check_digit={self.given_check_digit!r})"
+        )
 
     @property
     def tac(self) -> str:

@@ -15,7 +15,6 @@ has completed and while the last successful sync is younger than ``max_staleness
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import time
@@ -90,7 +89,7 @@ class RegistryMirror:
         verdict = self.store.cached(imei)
         if verdict is None or verdict.origin is VerdictOrigin.MIRROR:
             return verdict
-        return dataclasses.replace(verdict, origin=VerdictOrigin.MIRROR)
+        return verdict._replace(origin=VerdictOrigin.MIRROR)
 
     def _get(self, path: str, **kwargs: Any) -> Any:
         timeout = aiohttp.ClientTimeout(total=self.request_timeout)

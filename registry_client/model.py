@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class RegistryStatus(enum.Enum):
@@ -42,8 +42,10 @@ class Report:
     withdrawn: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryVerdict:
+class RegistryVerdict(NamedTuple):
+    """A NamedTuple (immutable, as a frozen dataclass), since the embedded registry makes one
+    per fresh check: a frozen dataclass's ``__init__`` costs several times as much."""
+
     imei: str  # 14-digit IMEI body (TAC + SNR)
     tac: str
     status: RegistryStatus
