@@ -29,6 +29,11 @@ Method.
   shows there.
 * ``--closed-first SECONDS`` runs a saturated closed loop (4 x 64) before the open loop, as
   bench/e2e.py does: what it leaves behind (a writer backlog) shows in the open loop.
+* ``--realtime`` (root, a diagnostic): the gateway's event loop thread and the simulator under
+  ``SCHED_FIFO``, the simulator sleeping on its timer between sends (a spinning real-time task
+  is throttled), so that on a shared machine no other process takes their cores: what remains
+  is the gateway's own work and the generator's. The loop thread's CPU time and page faults per
+  read, per second and for the longest reads, tell its own long callbacks from queueing.
 * Printed: the latency the simulator measured, the lag percentiles, the stalls (lags over
   ``--stall-ms``) split into the loop thread's own CPU, run-queue wait and the rest, the
   collections, and the frames seen most often during stalls. Own CPU in a stall is the gateway's
