@@ -34,6 +34,8 @@ Method.
   is throttled), so that on a shared machine no other process takes their cores: what remains
   is the gateway's own work and the generator's. The loop thread's CPU time and page faults per
   read, per second and for the longest reads, tell its own long callbacks from queueing.
+* ``--keep DIR`` keeps the raw records (probes.json, the per-request and per-read .bin arrays
+  of doubles, the run's start on CLOCK_MONOTONIC) for a closer look at one stall.
 * Printed: the latency the simulator measured, the lag percentiles, the stalls (lags over
   ``--stall-ms``) split into the loop thread's own CPU, run-queue wait and the rest, the
   collections, and the frames seen most often during stalls. Own CPU in a stall is the gateway's
@@ -54,6 +56,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -373,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "--watch-ms", type=float, default=WATCH_AFTER * 1e3,
         help="sample the loop thread's stack once the loop is this late (default 10)",
     )
+    parser.add_argument("--keep", metavar="DIR", help="keep the raw probe records in DIR")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.gateway:
@@ -505,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
         analysis = {} if args.bare else analyse(
             json.loads(Path(out).read_text()), args.stall_ms / 1e3, started
         )
+        if args.keep and not args.bare:
+            keep = Path(args.keep)
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("probes.json", "reads.bin", "writes.bin", "read_cpu.bin"):
+                shutil.copy(Path(root) / name, keep / name)
+            (keep / "started").write_text(repr(started))
         if not args.bare:
             analysis["read_cpu_ms"] = read_cpu(load(Path(root), "read_cpu.bin"), started)
         if traced:
