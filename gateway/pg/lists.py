@@ -230,6 +230,13 @@ def _values(rows: bytes, n: int) -> bytes:
     return bytes(out)
 
 
+# Ranges, TACs and pairs, named rather than "kind <> 'imei'": the primary key (kind, colour,
+# ...) then finds them, where the inequality read every row (36 s at 100 million IMEIs).
+OTHERS_OF_COLOUR = (
+    "SELECT colour, kind, first, last, imsi, reason, created, updated FROM entries WHERE kind IN ("
+    + ", ".join(f"'{k.value}'" for k in EntryKind if k is not EntryKind.IMEI)
+    + ") AND colour = $1"
+)
 _IMEIS_OF_COLOUR = ("SELECT first FROM entries WHERE kind = 'imei' AND colour = $1 "
                     "ORDER BY first")
 
@@ -360,12 +367,8 @@ class PgListStore:
                         imeis = await _read_imeis(conn, colour)
                     else:
                         imeis = await _mapped_imeis(conn, files, version, colour)
-                    others = [
-                        _row_entry(tuple(r)) for r in await conn.fetch(
-                            "SELECT colour, kind, first, last, imsi, reason, created, updated "
-                            "FROM entries WHERE kind <> 'imei' AND colour = $1", colour.value,
-                        )
-                    ]
+                    others = [_row_entry(tuple(r)) for r in
+                              await conn.fetch(OTHERS_OF_COLOUR, colour.value)]
                     ranges = [e for e in others if e.kind is EntryKind.RANGE]
                     tacs = {e.first: e for e in others if e.kind is EntryKind.TAC}
                     pairs = {(e.first, e.imsi): e for e in others if e.kind is EntryKind.PAIR}

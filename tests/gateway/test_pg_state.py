@@ -343,3 +343,16 @@ def test_workers_of_a_host_share_one_snapshot_file_per_version(
         plain.close()
         for store in workers:
             store.close()
+
+
+def test_a_full_load_finds_ranges_tacs_and_pairs_through_the_primary_key(
+    pg: PgListStore,
+) -> None:
+    # At 100 million exact IMEIs, "kind <> 'imei'" read every row of the table for each colour.
+    from gateway.pg.lists import OTHERS_OF_COLOUR
+
+    pg.bulk_add_imeis(ListColour.BLACK, range(35209900000000, 35209900020000), "b")
+    pg.db.run(lambda c: c.execute("ANALYZE entries"))
+    plan = pg.db.run(lambda c: c.fetch("EXPLAIN " + OTHERS_OF_COLOUR, "black"))
+    text = "\n".join(r[0] for r in plan)
+    assert "Seq Scan" not in text and "entries_pkey" in text, text
