@@ -32,7 +32,8 @@ Method.
   bench/open_loop.py, so its offered rate is what it achieved.
 * Meanwhile a probe (a thread with its own connection and Origin-Host) sends one MICR every
   50 ms from before the load until 8 s after it, recording each answer's latency and code; the
-  gateway's /metrics and VmRSS are read every 0.5 s (reduction percentage, 3004 count).
+  gateway's /metrics and VmRSS (of its whole process tree: workers, observation writers) are
+  read every 0.5 s (reduction percentage, 3004 count).
 * Reported per scenario: the figures above; the probe's latencies during the load; the time
   after the load stopped until the probe's first answer within 100 ms; the gateway's RSS
   growth (the highest sample during and after the load, over the RSS before it); peak
@@ -184,15 +185,18 @@ class Staller(threading.Thread):
 
 
 def _rss_tree_mib(pid: int) -> float:
-    """VmRSS of the gateway and its workers (not its observation writer: a process of its own
-    that grows with the log's pages, not with the load)."""
-    total = _rss_mib(pid)
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        for child in children.read_text().split():
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"observation_writer" not in command:
-                total += _rss_mib(int(child))
+    """VmRSS of the gateway and every process under it (workers, observation writers)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += _rss_mib(current)
+            tasks = Path(f"/proc/{current}/task").iterdir()
+            for task in tasks:
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # exited meanwhile
     return total
 
 
