@@ -250,7 +250,9 @@ class OverloadControl:
         E bit set, Session-Id first, Origin-Host, Origin-Realm, Result-Code, every Proxy-Info
         in order, §6.2: the request's identifiers and P bit)."""
         cut = 0
-        if _PROXY_INFO_CODE not in raw and _OC_SUPPORTED_FEATURES_CODE not in raw:
+        # bytes.find, not ``in``: CPython's bytes ``in`` first tries the operand as an integer
+        # and clears the TypeError, some 1,100 instructions of each test (valgrind).
+        if raw.find(_PROXY_INFO_CODE) < 0 and raw.find(_OC_SUPPORTED_FEATURES_CODE) < 0:
             # The common case, told by substring tests (C speed): no Proxy-Info to copy and no
             # DOIC, and the Session-Id first (its place in every grammar) or nowhere.
             code, flags_length = (
@@ -261,7 +263,7 @@ class OverloadControl:
                 # Framed messages are whole 32-bit words: a Session-Id that fits, padded fits.
                 if 8 <= length and HEADER_LENGTH + length <= len(raw):
                     cut = HEADER_LENGTH + ((length + 3) & ~3)
-            elif _SESSION_ID_CODE not in raw:
+            elif raw.find(_SESSION_ID_CODE) < 0:
                 cut = HEADER_LENGTH
         if cut:
             # The answer is a cached header start, the request's octets from its command code

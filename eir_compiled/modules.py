@@ -24,6 +24,7 @@ COMPILED_MODULES: tuple[CompiledModule, ...] = (
     CompiledModule("diameter.peek", "header peeks before decoding"),
     CompiledModule("diameter.peer", "the peer state machine: every message"),
     CompiledModule("diameter.answer", "answers' headers and error answers"),
+    CompiledModule("diameter.overload", "every 3004 of an overloaded node, from its template"),
     CompiledModule("diameter.lane", "every request of a learnt shape: one walk of its octets"),
     CompiledModule("gateway.s13", "every MICR read and its MICA assembled"),
     CompiledModule("gateway.classify", "every check's pipeline and decision cache"),
