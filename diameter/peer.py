@@ -15,6 +15,7 @@ on the initiator, and the winner takes the state over.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import struct
 from collections.abc import Callable, Iterator
@@ -81,6 +82,7 @@ __all__ = [
     "PeerEvent",
     "PeerState",
     "Role",
+    "call_handler",
     "command_name",
     "result_code_of",
 ]
@@ -132,6 +134,27 @@ def _result_code(raw: bytes) -> int | None:
                     _RESULT_CODES[tail] = code
                 return code
     return result_code_of(raw)
+
+
+def call_handler(peer: Peer, request: AnyRequest, now: float) -> Any:
+    """The owner's side of Process (§5.6): call ``request``'s handler. A synchronous answer is
+    sent at once, a handler that raises gets 5012 (RFC 6733 §7.1.5) and one that returns
+    neither an answer nor an awaitable too: None is returned, nothing left to do. Otherwise the
+    awaitable, for the owner to wait on and answer with ``Peer.send_answer``."""
+    try:
+        result = request.call()
+    except Exception as exc:
+        log.exception("handler for %r failed", request.message)
+        peer.fail_request(request, now, f"handler failed: {type(exc).__name__}")
+        return None
+    if isinstance(result, (bytes, Message)):
+        peer.send_answer(request, result, now)  # synchronous: no task at all
+        return None
+    if not inspect.isawaitable(result):
+        log.error("handler returned %r, neither an answer nor an awaitable", type(result))
+        peer.fail_request(request, now, "handler returned no answer")
+        return None
+    return result
 
 
 class Peer:

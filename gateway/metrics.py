@@ -32,6 +32,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from gateway.hot_counters import HotCounters
+
 # Check latency buckets: the S13 path answers in well under a millisecond on a cache hit; the
 # upper buckets catch registry waits (bounded by the registry budget).
 CHECK_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -150,33 +152,14 @@ class HotPathCollector:
 
     def __init__(self, buckets: tuple[float, ...] = CHECK_BUCKETS) -> None:
         self._bounds = buckets
-        self._checks: dict[tuple[str, str, str], int] = {}
-        # Per interface (s13, n5g_eir): bucket counts (last one: +Inf) and the sum in [-1].
-        self._histograms: dict[str, list[float]] = {}
-        self._messages: dict[tuple[str, str, int | None], int] = {}
-        self._flag_deviations: dict[str, int] = {}
-
-    def count_check(self, status: str, reason: str, seconds: float, interface: str = "s13") -> None:
-        key = (interface, status, reason)
-        checks = self._checks
-        checks[key] = checks.get(key, 0) + 1
-        histogram = self._histograms.get(interface)
-        if histogram is None:
-            histogram = self._histograms[interface] = [0] * (len(self._bounds) + 2)
-        histogram[bisect_left(self._bounds, seconds)] += 1
-        histogram[-1] += seconds
-
-    def on_message(
-        self, direction: str, command: str, result_code: int | None, count: int = 1
-    ) -> None:
-        key = (direction, command, result_code)
-        messages = self._messages
-        messages[key] = messages.get(key, 0) + count
-
-    def on_avp_flag_deviation(self, avp: str) -> None:
-        # ``avp`` is a dictionary name: a bounded label set.
-        deviations = self._flag_deviations
-        deviations[avp] = deviations.get(avp, 0) + 1
+        self.counters = counters = HotCounters(buckets)  # compiled (gateway.hot_counters)
+        self._checks = counters.checks
+        self._histograms = counters.histograms
+        self._messages = counters.messages
+        self._flag_deviations = counters.flag_deviations
+        self.count_check = counters.count_check
+        self.on_message = counters.on_message
+        self.on_avp_flag_deviation = counters.on_avp_flag_deviation
 
     def collect(self) -> Iterator[Metric]:
         checks = CounterMetricFamily(

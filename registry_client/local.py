@@ -362,15 +362,16 @@ class LocalRegistry:
     ) -> RegistryVerdict:
         declaration = self._tacs.get(body[:8])
         status, source = decide(body, declaration)
+        # Positional: one per fresh check, and keywords cost a dict per call.
         return RegistryVerdict(
-            imei=body,
-            tac=body[:8],
-            status=status,
-            manufacturer=declaration.manufacturer if declaration else None,
-            source=source,
-            reports=reports,
-            origin=origin,
-            fetched_at=now,
+            body,  # imei
+            body[:8],  # tac
+            status,
+            declaration.manufacturer if declaration else None,
+            source,
+            reports,
+            origin,
+            now,  # fetched_at
         )
 
     def changes(self, since: int = 0, limit: int = 1000) -> ChangesPage:

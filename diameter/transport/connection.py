@@ -10,7 +10,6 @@ Backpressure: reading pauses while the peer does not drain our writes (write wat
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -19,7 +18,7 @@ from typing import Any, cast
 from diameter.codec import Message
 from diameter.events import AnyRequest, Event, LaneRequest, RequestReceived
 from diameter.node import Node
-from diameter.peer import Peer, Role
+from diameter.peer import Peer, Role, call_handler
 from diameter.peer_identity import certificate_names
 from diameter.settings import TransportSettings
 from diameter.transport.sockets import set_nodelay
@@ -241,24 +240,15 @@ class PeerConnection(asyncio.Protocol):
     def _request(self, event: AnyRequest) -> None:
         peer = self.peer
         assert peer is not None
-        try:
-            result = event.call()
-        except Exception as exc:
-            log.exception("handler for %r failed", event.message)
-            peer.fail_request(event, self._loop.time(), f"handler failed: {type(exc).__name__}")
-            return
-        if isinstance(result, (bytes, Message)):
-            peer.send_answer(event, result, self._loop.time())  # synchronous: no task at all
+        # The handler called and a synchronous answer sent by compiled code (diameter.peer).
+        result = call_handler(peer, event, self._loop.time())
+        if result is None:
             return
         if isinstance(result, asyncio.Future):
             # A future (the handler settles it from a callback): answered from its done
             # callback, no task. Tracked with the tasks, so that a stop waits for or cancels it.
             self.tasks.add(result)
             result.add_done_callback(partial(self._answered, peer, event))
-            return
-        if not inspect.isawaitable(result):
-            log.error("handler returned %r, neither an answer nor an awaitable", type(result))
-            peer.fail_request(event, self._loop.time(), "handler returned no answer")
             return
         # One task per request; answers are written as the tasks finish.
         task = self._loop.create_task(self._await(event, result))
