@@ -99,7 +99,9 @@ async def test_retry_after_is_honoured(faulty: RegistryServer, faults: FaultInje
     verdict, elapsed = await timed(client.check(OUTSIDE))
     assert verdict.status is RegistryStatus.NOT_MANUFACTURED
     assert faults.hits[Fault.THROTTLED] == 2
-    assert 1.0 <= elapsed < 1.0 + SLACK * 3  # waited Retry-After, not the 1 ms backoff
+    # Waited Retry-After (1 s), not the 1 ms backoff; a verdict at all means within the 2 s
+    # budget (no upper bound asserted: a loaded machine stretches it, timings are bench/'s).
+    assert elapsed >= 1.0
 
 
 async def test_retry_after_past_the_budget_gives_up_at_once(
