@@ -406,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--factor", type=float, default=2.0, help="open-loop rate / capacity")
     parser.add_argument("--capacity-seconds", type=float, default=5.0)
-    parser.add_argument("--handsets", type=int, default=1_500_000, help="distinct handsets")
+    # Enough for capacity x (capacity-seconds + factor x seconds) at 40,000/s real traffic; a
+    # faster gateway stops the run and names what to raise.
+    parser.add_argument("--handsets", type=int, default=4_000_000, help="distinct handsets")
     parser.add_argument("--tacs", type=int, default=100_000)
     parser.add_argument("--pool", type=int, default=10_000, help="re-checked handsets")
     parser.add_argument("--seed", type=int, default=1)
