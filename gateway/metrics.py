@@ -153,10 +153,6 @@ class HotPathCollector:
     def __init__(self, buckets: tuple[float, ...] = CHECK_BUCKETS) -> None:
         self._bounds = buckets
         self.counters = counters = HotCounters(buckets)  # compiled (gateway.hot_counters)
-        self._checks = counters.checks
-        self._histograms = counters.histograms
-        self._messages = counters.messages
-        self._flag_deviations = counters.flag_deviations
         self.count_check = counters.count_check
         self.on_message = counters.on_message
         self.on_avp_flag_deviation = counters.on_avp_flag_deviation
@@ -168,7 +164,7 @@ class HotPathCollector:
             "answer, in monitor mode) and the deciding reason.",
             labels=("interface", "status", "reason"),
         )
-        for labels, count in self._checks.copy().items():
+        for labels, count in self.counters.checks.copy().items():
             checks.add_metric(labels, count)
         yield checks
         durations = HistogramMetricFamily(
@@ -177,7 +173,7 @@ class HotPathCollector:
             "its encoded answer.",
             labels=("interface",),
         )
-        for interface, histogram in self._histograms.copy().items():
+        for interface, histogram in self.counters.histograms.copy().items():
             counts = list(histogram)
             durations.add_metric(
                 (interface,), cumulative_buckets(self._bounds, counts), counts[-1]
@@ -188,7 +184,7 @@ class HotPathCollector:
             "Diameter messages by direction (in/out), command (e.g. ECR, CEA) and Result-Code.",
             labels=("direction", "command", "result"),
         )
-        for (direction, command, result), count in self._messages.copy().items():
+        for (direction, command, result), count in self.counters.messages.copy().items():
             messages.add_metric((direction, command, "" if result is None else str(result)), count)
         yield messages
         deviations = CounterMetricFamily(
@@ -197,7 +193,7 @@ class HotPathCollector:
             "(diameter.strict_avp_flags off), by AVP name.",
             labels=("avp",),
         )
-        for avp, count in self._flag_deviations.copy().items():
+        for avp, count in self.counters.flag_deviations.copy().items():
             deviations.add_metric((avp,), count)
         yield deviations
 
