@@ -187,7 +187,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             best["full_collection_found"] = float(gc.collect())  # garbage in cycles, if any
             best["full_collection_ms"] = (time.thread_time() - hold) * 1e3
             best["tracked_objects"] = float(len(gc.get_objects()))
-        answered = sum(metrics.hot._checks.values())
+        answered = sum(metrics.hot.counters.checks.values())
         assert answered >= args.requests * (args.repeat + 1), answered
         if args.recheck:
             hits = classifier.decision_cache_hits

@@ -121,4 +121,4 @@ async def test_no_request_processed_after_our_dpr_on_stop(start_gateway: StartGa
         await asyncio.wait_for(stopping, 10.0)
     finally:
         peer.close()
-    assert sum(gateway.metrics.hot._checks.values()) == 1  # the check before the DPR only
+    assert sum(gateway.metrics.hot.counters.checks.values()) == 1  # the check before the DPR only
