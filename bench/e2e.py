@@ -45,9 +45,13 @@ Method.
   are bounded by the simulator as well: when both sides come out equal, the simulator was the
   limit.
 
+* ``--syscalls`` (needs ``perf`` and the kernel's syscall tracepoints, as root): each server's
+  reads, writes and ``epoll_wait`` calls over each run (``perf stat`` on its process), per MICR
+  answered: how many answers one write carries, how many requests one read, on either server.
+
 Run: ``.venv/bin/python bench/e2e.py [--quick] [--json] [--suites real,clone,recheck]
-[--seconds S] [--profile-gateway FILE]``. ``--profile-gateway`` runs the gateway under cProfile
-(every suite) and prints where its time went.
+[--seconds S] [--profile-gateway FILE] [--syscalls]``. ``--profile-gateway`` runs the gateway
+under cProfile (every suite) and prints where its time went.
 """
 
 from __future__ import annotations
@@ -316,6 +320,73 @@ def rss_mib(pid: int) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# System calls of a server (--syscalls)
+
+# uvloop (libuv) reads a socket with read(2) and writes with write(2), or writev(2) for more
+# than one buffer; asyncio's own loop uses recv/send. epoll_wait: the loop's iterations.
+SYSCALLS = ("read", "recvfrom", "write", "writev", "sendto", "epoll_wait", "epoll_pwait")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class SyscallCount:
+    """``perf stat`` of the syscall tracepoints over one run of one server process."""
+
+    def __init__(self, pid: int, directory: str) -> None:
+        self._pid = pid
+        self._out = Path(directory) / f"perf-{pid}-{time.monotonic_ns()}.csv"
+        events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS)
+        self._proc = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "-o", str(self._out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.2)  # attached before the run starts
+        self._cpu = cpu_ticks(pid)
+
+    def stop(self) -> dict[str, int]:
+        user, system = (b - a for a, b in zip(self._cpu, cpu_ticks(self._pid), strict=True))
+        self._proc.send_signal(signal.SIGINT)
+        self._proc.wait(timeout=10)
+        counts: dict[str, int] = {"user_ticks": user, "system_ticks": system}
+        for line in self._out.read_text().splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_"):
+                with contextlib.suppress(ValueError):
+                    counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
+        self._out.unlink(missing_ok=True)
+        return counts
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """User and system CPU time of process ``pid`` so far, in clock ticks (proc(5) stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]), int(fields[12])
+
+
+def per_micr(counts: dict[str, int], answered: int) -> dict[str, Any]:
+    """Reads, writes and loop iterations per MICR answered, and MICRs per read and per write."""
+    reads = counts.get("read", 0) + counts.get("recvfrom", 0)
+    writes = counts.get("write", 0) + counts.get("writev", 0) + counts.get("sendto", 0)
+    n = max(answered, 1)
+    return {
+        "counts": counts,
+        "reads_per_micr": round(reads / n, 3),
+        "writes_per_micr": round(writes / n, 3),
+        "epoll_waits_per_micr": round(
+            (counts.get("epoll_wait", 0) + counts.get("epoll_pwait", 0)) / n, 3
+        ),
+        "micr_per_read": round(answered / reads, 2) if reads else None,
+        "micr_per_write": round(answered / writes, 2) if writes else None,
+        # CPU of the server's process per MICR, in user space and in the kernel (its syscalls,
+        # the loopback TCP stack they drive), µs.
+        "user_us_per_micr": round(counts["user_ticks"] / _TICKS * 1e6 / n, 2),
+        "system_us_per_micr": round(counts["system_ticks"] / _TICKS * 1e6 / n, 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Runs
 
 
@@ -399,6 +470,7 @@ async def run_suite(
     args: argparse.Namespace, suite: Suite, servers: Servers, cursor: Cursor
 ) -> dict[str, Any]:
     targets = {"gateway": (servers.gateway_port, True), "ceiling": (servers.ceiling_port, False)}
+    pids = {"gateway": servers.gateway.pid, "ceiling": servers.ceiling.pid}
     rss_start = rss_mib(servers.gateway.pid)
     if suite.fresh:
         pool: Sequence[Check] | None = None
@@ -432,8 +504,11 @@ async def run_suite(
             for name, (port, verify) in targets.items():
                 checks = pool if pool is not None else cursor.take()
                 before = scrape(servers.metrics_port) if name == "gateway" else {}
+                syscalls = SyscallCount(pids[name], servers.state_dir) if args.syscalls else None
                 report = await drive(port, scenario, checks, seconds, verify)
                 result = summary(report)
+                if syscalls is not None:
+                    result["syscalls"] = per_micr(syscalls.stop(), report.stats.answered)
                 if name == "gateway":
                     result["loop_lag"] = loop_lag(before, scrape(servers.metrics_port))
                     lags.append(result["loop_lag"])
@@ -547,13 +622,24 @@ def _row_text(row: dict[str, Any]) -> str:
             f" | medians: gateway {g['median_micr_per_s']:,.0f}/s p99 {g['median_p99_ms']:.3f}"
             f" p99.9 {g['median_p99.9_ms']:.3f} max {g['median_max_ms']:.3f}"
         )
+    syscalls = ""
+    if "syscalls" in g and "syscalls" in c:
+        gs, cs = g["syscalls"], c["syscalls"]
+        syscalls = (
+            f"\n        per read/write/loop iteration: gateway {gs['micr_per_read']} / "
+            f"{gs['micr_per_write']} MICR, {gs['epoll_waits_per_micr']} epoll_wait per MICR | "
+            f"ceiling {cs['micr_per_read']} / {cs['micr_per_write']} MICR, "
+            f"{cs['epoll_waits_per_micr']} epoll_wait per MICR; CPU µs per MICR user/system: "
+            f"gateway {gs['user_us_per_micr']}/{gs['system_us_per_micr']} ceiling "
+            f"{cs['user_us_per_micr']}/{cs['system_us_per_micr']}"
+        )
     return (
         f"{row['suite']:<7} {row['scenario']:<18} gateway {g['micr_per_s']:>7,.0f}/s "
         f"p50 {gl['p50']:.3f} p99 {gl['p99']:.3f} p99.9 {gl['p99.9']:.3f} max {gl['max']:.3f} "
         f"loop lag p99<={lag['p99_le_ms']} max<={lag['max_le_ms']} ms{slip} | ceiling "
         f"{c['micr_per_s']:>7,.0f}/s p50 {cl['p50']:.3f} p99 {cl['p99']:.3f} "
         f"max {cl['max']:.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}"
-        f"{median}{flag}"
+        f"{median}{flag}{syscalls}"
     )
 
 
@@ -638,6 +724,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="leave CPU placement to the OS")
     parser.add_argument(
         "--profile-gateway", metavar="FILE", help="cProfile the gateway into FILE.SUITE"
+    )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="count each server's reads, writes and epoll_waits per MICR (perf, root)",
     )
     args = parser.parse_args(argv)
     unknown = set(args.suites.split(",")) - {"real", "clone", "recheck"}

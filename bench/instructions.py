@@ -40,7 +40,10 @@ beforehand by this process and loaded by the measured one. ``PYTHONHASHSEED=0``:
 the same code agree to within 0.1 %.
 
 The compiled build of the hot modules is measured when one matches the sources (``make
-compile``); ``EIR_PURE_PYTHON=1`` measures pure Python. The output names which ran.
+compile``); ``EIR_PURE_PYTHON=1`` measures pure Python. The output names which ran, and every
+measured process is held to it: with a build, each child runs under ``EIR_REQUIRE_COMPILED=1``
+(a source edited mid-run makes it fail, not fall back to pure Python unseen) and checks that
+the hot modules it imported are the compiled ones; without, under ``EIR_PURE_PYTHON=1``.
 
 Run: ``.venv/bin/python bench/instructions.py [--modes server,recheck,fresh,refuse,n5g,n5g-http2,
 clone,clone-shared] [--small N] [--large N] [--per-read N] [--observations] [--json]``. Needs
@@ -269,6 +272,26 @@ async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER
             connection._timer.cancel()
 
 
+def build_env(compiled: bool) -> dict[str, str]:
+    """What a child needs to run the build the parent named: the compiled one or nothing."""
+    if compiled:
+        return {compiled_build.REQUIRE_ENV: "1", compiled_build.PURE_ENV: ""}
+    return {compiled_build.PURE_ENV: "1"}
+
+
+def check_build(compiled: bool) -> None:
+    """In a child: the hot modules are the build its parent measured (see build_env)."""
+    import diameter.peer
+
+    status = compiled_build.status()
+    extension = Path(diameter.peer.__file__ or "").suffix == ".so"
+    if (status == compiled_build.COMPILED) != compiled or extension != compiled:
+        raise SystemExit(
+            f"measured process runs {status} ({diameter.peer.__file__}), "
+            f"not the {'compiled' if compiled else 'pure Python'} build its parent named"
+        )
+
+
 def count(valgrind: str, mode: str, n: int, observations: bool, work: str,
           redis_url: str = "", per_read: int = PER_READ) -> int:
     path = str(Path(work) / f"{mode}-{n}.pickle")
@@ -289,7 +312,11 @@ def count(valgrind: str, mode: str, n: int, observations: bool, work: str,
     ]
     if observations:
         command.append("--observations")
-    env = dict(os.environ, PYTHONHASHSEED="0", EIR_BENCH_REDIS_URL=redis_url)
+    compiled = compiled_build.status() == compiled_build.COMPILED
+    if compiled:
+        command.append("--compiled")
+    env = dict(os.environ, PYTHONHASHSEED="0", EIR_BENCH_REDIS_URL=redis_url,
+               **build_env(compiled))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} ({n} requests) failed:\n{done.stderr[-3000:]}")
@@ -309,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-read", type=int, default=PER_READ,
                         help="S13 requests per read (default %(default)s)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        check_build(args.compiled)
         asyncio.run(serve(args.child[0], args.child[1], args.observations, args.per_read))
         return 0
     modes = [m for m in args.modes.split(",") if m]
@@ -324,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results: dict[str, int] = {}
     if not args.json:
-        print(f"hot modules: {compiled_build.status()}", flush=True)  # the child's too: same env
+        print(f"hot modules: {compiled_build.status()}", flush=True)  # each child checks it
     with tempfile.TemporaryDirectory(prefix="eir-instructions-") as work, \
             contextlib.ExitStack() as stack:
         redis_url = ""
