@@ -42,11 +42,11 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.list_lookup import look_ups  # noqa: E402
 from gateway.lists import EntryKind, ListColour, ListEntry, OperatorLists  # noqa: E402
 from gateway.pg.database import Database  # noqa: E402
 from gateway.pg.lists import PgListStore  # noqa: E402
@@ -167,7 +167,7 @@ def run(dsn: str, n: int, pid: int | None, workers: int) -> None:
         for label, snap in (("no overlay", snapshot), ("1,000 IMEIs in the overlay",
                                                       _with_overlay(snapshot, 1_000))):
             # CPU time, the least of 5 passes: the figure a loaded machine moves least.
-            cpu, hits = min(_lookups(snap.match, probes) for _ in range(5))
+            cpu, hits = min(look_ups(snap.match, probes) for _ in range(5))
             print(f"lookup, {label}: {cpu / len(probes) * 1e9:,.0f} ns of CPU per IMEI "
                   f"(least of 5 passes; {hits:,} of {len(probes):,} listed)")
     finally:
@@ -184,7 +184,7 @@ def shared_load(dsn: str, n: int, pid: int | None, workers: int) -> None:
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             sql = server_cpu(pid) - sql
             assert snapshot.counts()["black.imei"] == n
-            size = sum(p.stat().st_size for p in Path(directory).glob("*.u64"))
+            size = sum(p.stat().st_size for p in Path(directory).glob("*.imeis"))
             print(f"shared snapshot, first worker (writes the file, {size / 2**20:,.0f} MiB): "
                   f"{wall:.1f} s, {n / wall:,.0f} entries/s; client CPU {cpu:.1f} s, "
                   f"server CPU {sql:.1f} s")
@@ -216,7 +216,7 @@ def worker(dsn: str, directory: str, mode: str) -> None:
         rng = random.Random(os.getpid())
         n = snapshot.counts()["black.imei"]
         probes = [BASE + rng.randrange(n * STEP) for _ in range(200_000)]
-        cpu, _ = _lookups(snapshot.match, probes)
+        cpu, _ = look_ups(snapshot.match, probes)
         status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text()
                       .splitlines() if line.startswith(("VmRSS", "RssAnon", "RssFile")))
         print(f"load {wall:.2f} s, lookup {cpu / len(probes) * 1e9:,.0f} ns, "
@@ -225,16 +225,6 @@ def worker(dsn: str, directory: str, mode: str) -> None:
         sys.stdin.readline()
     finally:
         store.close()
-
-
-def _lookups(match: Any, probes: list[int]) -> tuple[float, int]:
-    """(CPU seconds, hits) of one pass of ``match`` over ``probes``."""
-    hits = 0
-    cpu = time.process_time()
-    for p in probes:
-        if match(p):
-            hits += 1
-    return time.process_time() - cpu, hits
 
 
 def _with_overlay(snapshot: object, count: int) -> object:

@@ -32,6 +32,7 @@ COMPILED_MODULES: tuple[CompiledModule, ...] = (
     CompiledModule("gateway.policy", "reason -> Equipment-Status of every decision"),
     CompiledModule("gateway.tac", "the TAC look-up of every fresh check"),
     CompiledModule("gateway.lists", "the operator lists' snapshot look-ups"),
+    CompiledModule("gateway.sorted_imeis", "every check's exact-IMEI look-up (bucket table)"),
     CompiledModule("gateway.hot_counters", "every check's and Diameter message's counters"),
     CompiledModule("registry_client.local", "the embedded registry's verdict of a fresh check"),
     CompiledModule("registry_client.wire", "IMEI normalisation and declared ranges"),

@@ -33,9 +33,10 @@ that way; writing an entry manually makes it manual.
 
 The store keeps a version number in ``meta`` bumped in the same transaction as every change, so
 a running gateway polls :meth:`ListStore.version` (one indexed read) and reloads when it moves.
-The snapshot holds exact IMEIs as a sorted ``array('Q')`` per colour (8 bytes per entry, bisect
-lookups), ranges as sorted start/end arrays, TACs as sets, pairs in a dict. Reasons of exact
-IMEI entries stay in SQLite (:meth:`ListStore.describe`); the hot path never touches SQLite.
+The snapshot holds exact IMEIs as a sorted ``array('Q')`` per colour (8 bytes per entry, and a
+bucket table so a look-up costs the same at any size: gateway/sorted_imeis.py), ranges as
+sorted start/end arrays, TACs as sets, pairs in a dict. Reasons of exact IMEI entries stay in
+SQLite (:meth:`ListStore.describe`); the hot path never touches SQLite.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from typing import Any, Protocol, TextIO, TypeAlias
 from gateway import audit
 from gateway.imei import Imei, is_decimal, parse_imei
 from gateway.progress import Progress
-from gateway.snapshot_files import MappedImeis
+from gateway.sorted_imeis import SortedImeis
 
 log = logging.getLogger("eir.lists")
 
@@ -300,15 +301,12 @@ class _Ranges:
 
 
 # A colour's sorted exact IMEIs: in this process, or a file every worker maps
-# (``lists.shared_snapshot``, gateway/snapshot_files.py).
-Imeis: TypeAlias = "array[int] | MappedImeis"
+# (``lists.shared_snapshot``, gateway/snapshot_files.py); one look-up cost at any size.
+Imeis: TypeAlias = SortedImeis
 
 
 def _listed(imeis: Imeis, value: int) -> bool:
-    if isinstance(imeis, MappedImeis):
-        return imeis.contains(value)
-    i = bisect_right(imeis, value) - 1
-    return i >= 0 and imeis[i] == value
+    return imeis.contains(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,7 +420,7 @@ class _ColourEdit:
     snapshot's own)."""
 
     def __init__(self, base: _Colour | None) -> None:
-        self.imeis: Imeis = base.imeis if base is not None else array("Q")
+        self.imeis: Imeis = base.imeis if base is not None else SortedImeis.empty()
         self.added = set(base.added) if base is not None else set()
         self.removed = set(base.removed) if base is not None else set()
         self.ranges = {_key(e): e for e in base.ranges.entries} if base is not None else {}
@@ -819,7 +817,8 @@ class ListStore:
                     tacs = {e.first: e for e in others if e.kind is EntryKind.TAC}
                     pairs = {(e.first, e.imsi): e for e in others if e.kind is EntryKind.PAIR}
                     if imeis or ranges or tacs or pairs:
-                        colours[colour] = _Colour(imeis, _Ranges(ranges), tacs, pairs)
+                        colours[colour] = _Colour(SortedImeis.of(imeis), _Ranges(ranges), tacs,
+                                                  pairs)
             finally:
                 conn.execute("COMMIT")
         return ListSnapshot(version, colours)

@@ -1,11 +1,16 @@
 """The lists snapshot's sorted exact-IMEI arrays in files every worker of a host maps read-only.
 
 A worker of a host with 100 million listed IMEIs holds 800 MB of ``array('Q')``; sixteen hold
-13 GB of the same numbers. With ``lists.shared_snapshot`` the array of each colour at each store
-version is written once to ``DIRECTORY/lists-DB-VERSION-COLOUR.u64`` (native-endian unsigned
-64-bit values, sorted; DB tells one database from another) by the first worker that needs it,
-and every worker maps it (``mmap``, read-only), so the page cache holds it once per host. A
-restarted worker maps the file of its version at once instead of reading every entry again.
+13 GB of the same numbers. With ``lists.shared_snapshot`` the IMEIs of each colour at each store
+version are written once to ``DIRECTORY/lists-DB-VERSION-COLOUR.imeis`` (DB tells one database
+from another) by the first worker that needs it, and every worker maps it (``mmap``,
+read-only), so the page cache holds it once per host. A restarted worker maps the file of its
+version at once instead of reading every entry again.
+
+The file, native-endian: the sorted values (unsigned 64-bit), their bucket table's starts
+(unsigned 32-bit, gateway/sorted_imeis.py) padded to 8 bytes, then a trailer (:data:`TRAILER`:
+magic, count, base, shift, number of starts). The table is built once, by the writer, so a
+mapping worker neither builds nor holds its own.
 
 Who maps what is kept by the kernel, not by a table that a crashed worker could leave stale: a
 worker holds a shared ``flock`` on each file it maps, for as long as the mapping lives (the
@@ -14,10 +19,6 @@ process dies). Files of older versions that nobody maps any more (an exclusive `
 succeeds) are removed after each full load. Building is serialised per file by an exclusive
 ``flock`` on ``FILE.lock``; the file is written under a temporary name and renamed into place,
 so it is complete wherever it is seen.
-
-Searching: a ``memoryview`` of the mapping is searched as an ``array('Q')`` would be, after a
-bisect of a small in-memory index of every :data:`STRIDE`-th value, so that most of the steps
-run on an array (reading a ``memoryview`` item costs twice an array's).
 """
 
 from __future__ import annotations
@@ -28,48 +29,20 @@ import logging
 import mmap
 import os
 import re
+import struct
 from array import array
-from bisect import bisect_right
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.sorted_imeis import SortedImeis, bucket_table
+
 log = logging.getLogger("eir.lists")
 
-STRIDE = 64  # values of the file per entry of the in-memory index
 _DATABASE = re.compile(r"[0-9A-Za-z_.]+")  # no "-": it separates the name's fields
-_NAME = re.compile(r"lists-(?P<db>[0-9A-Za-z_.]+)-(?P<version>\d+)-(?P<colour>[a-z]+)\.u64")
-
-
-class MappedImeis:
-    """A sorted IMEI file mapped read-only: ``len``, indexing and :meth:`contains`, as the
-    snapshot uses an ``array('Q')``. The shared lock on the file lives as long as this does."""
-
-    __slots__ = ("_index", "_view", "path")
-
-    def __init__(self, path: Path, view: memoryview) -> None:
-        self.path = path
-        self._view = view
-        self._index = array("Q", view[::STRIDE])
-
-    def __len__(self) -> int:
-        return len(self._view)
-
-    def __getitem__(self, i: int) -> int:
-        value: int = self._view[i]
-        return value
-
-    def __bool__(self) -> bool:
-        return len(self._view) > 0
-
-    def contains(self, value: int) -> bool:
-        j = bisect_right(self._index, value)
-        if j == 0:
-            return False
-        low = (j - 1) * STRIDE
-        view = self._view
-        i = bisect_right(view, value, low, min(low + STRIDE, len(view))) - 1
-        return view[i] == value
+_NAME = re.compile(r"lists-(?P<db>[0-9A-Za-z_.]+)-(?P<version>\d+)-(?P<colour>[a-z]+)\.imeis")
+MAGIC = b"EIRIMEI1"
+TRAILER = struct.Struct("=8sQQQQ")  # magic, count, base, shift, starts
 
 
 class SnapshotFiles:
@@ -82,11 +55,11 @@ class SnapshotFiles:
         self.database = database
 
     def path(self, version: int, colour: str) -> Path:
-        return self.directory / f"lists-{self.database}-{version}-{colour}.u64"
+        return self.directory / f"lists-{self.database}-{version}-{colour}.imeis"
 
-    def open(self, version: int, colour: str) -> MappedImeis | array[int] | None:
-        """The file of ``version`` and ``colour`` mapped (an empty ``array`` for an empty
-        one), or None where it is not (yet) written."""
+    def open(self, version: int, colour: str) -> SortedImeis | None:
+        """The file of ``version`` and ``colour`` mapped, or None where it is not (yet)
+        written. A file that is not one of ours, or is cut short, is a ValueError."""
         path = self.path(version, colour)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -102,15 +75,27 @@ class SnapshotFiles:
             except FileNotFoundError:
                 return None
             size = os.fstat(fd).st_size
-            if size % 8:
-                raise ValueError(f"{path}: {size} bytes is not a whole number of IMEIs")
-            if size == 0:
-                return array("Q")
+            trailer = os.pread(fd, TRAILER.size, size - TRAILER.size) if size >= TRAILER.size \
+                else b""
+            if len(trailer) != TRAILER.size or trailer[:len(MAGIC)] != MAGIC:
+                raise ValueError(f"{path}: not a lists snapshot file (no {MAGIC!r} trailer)")
+            _, count, base, shift, starts = TRAILER.unpack(trailer)
+            table = _padded(4 * starts)
+            if size != 8 * count + table + TRAILER.size or starts < 1:
+                raise ValueError(f"{path}: {size} bytes, not {count:,} IMEIs and {starts:,} "
+                                 "bucket starts")
+            if count == 0:
+                return SortedImeis.empty()
             # The mapping keeps its own duplicate of the descriptor, and with it the lock.
             mapping = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
-        return MappedImeis(path, memoryview(mapping).cast("Q"))
+        view = memoryview(mapping)
+        values = view[:8 * count].cast("Q")
+        offsets = view[8 * count:8 * count + 4 * starts].cast("I")
+        if offsets[starts - 1] != count:
+            raise ValueError(f"{path}: its bucket table does not end at {count:,}")
+        return SortedImeis(values, base, shift, offsets, path)
 
     @contextlib.contextmanager
     def building(self, version: int, colour: str, wait: float = 0.05) -> Iterator[bool]:
@@ -130,13 +115,15 @@ class SnapshotFiles:
 
     @contextlib.contextmanager
     def writer(self, version: int, colour: str) -> Iterator[BinaryIO]:
-        """A file to write the sorted values into; renamed into place when the block ends
-        without an error, removed otherwise."""
+        """A file to write the sorted values into; given its bucket table and trailer, then
+        renamed into place when the block ends without an error, removed otherwise."""
         path = self.path(version, colour)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(temporary, "wb") as out:
+            with open(temporary, "w+b") as out:
                 yield out
+                out.flush()
+                _append_table(out)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, path)
@@ -149,7 +136,7 @@ class SnapshotFiles:
         """Remove this database's files of versions below ``below`` that no process maps,
         with their lock files; what was removed."""
         removed: list[Path] = []
-        for path in self.directory.glob(f"lists-{self.database}-*-*.u64"):
+        for path in self.directory.glob(f"lists-{self.database}-*-*.imeis"):
             found = _NAME.fullmatch(path.name)
             if found is None or found["db"] != self.database or int(found["version"]) >= below:
                 continue
@@ -172,3 +159,25 @@ class SnapshotFiles:
         if removed:
             log.info("removed %d lists snapshot file(s) no worker maps", len(removed))
         return removed
+
+
+def _padded(size: int) -> int:
+    return -(-size // 8) * 8
+
+
+def _append_table(out: BinaryIO) -> None:
+    """Append the bucket table and the trailer of the values written to ``out`` so far."""
+    size = out.tell()
+    if size % 8:
+        raise ValueError(f"{size} bytes is not a whole number of IMEIs")
+    count = size // 8
+    if count:
+        with mmap.mmap(out.fileno(), size, prot=mmap.PROT_READ) as mapping:
+            with memoryview(mapping) as view, view.cast("Q") as values:
+                base, shift, starts = bucket_table(values)
+    else:
+        base, shift, starts = 0, 0, array("I", [0])
+    table = starts.tobytes()
+    out.write(table + bytes(_padded(len(table)) - len(table)))
+    out.write(TRAILER.pack(MAGIC, count, base, shift, len(starts)))
+

@@ -49,6 +49,7 @@ from gateway.pg.database import CONNECT_TIMEOUT, Database
 from gateway.pg.schema import CHANGES_KEPT, CHANNEL
 from gateway.progress import Progress
 from gateway.snapshot_files import SnapshotFiles
+from gateway.sorted_imeis import SortedImeis
 
 _COLUMNS = "colour, kind, first, last, imsi, reason, created, updated, source"
 _KEY_WHERE = "kind = $1 AND colour = $2 AND first = $3 AND last = $4 AND imsi = $5"
@@ -241,10 +242,10 @@ _IMEIS_OF_COLOUR = ("SELECT first FROM entries WHERE kind = 'imei' AND colour = 
                     "ORDER BY first")
 
 
-async def _read_imeis(conn: asyncpg.Connection, colour: ListColour) -> array[int]:
+async def _read_imeis(conn: asyncpg.Connection, colour: ListColour) -> SortedImeis:
     reader = ImeiReader()
     await conn.copy_from_query(_IMEIS_OF_COLOUR, colour.value, output=reader, format="binary")
-    return reader.finish()
+    return SortedImeis.of(reader.finish())
 
 
 async def _mapped_imeis(

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from gateway.lists import ListColour, make_entry
-from gateway.snapshot_files import MappedImeis
 from tests.e2e.conftest import Mme, StartGateway, connect_mme, metric_value, scrape
 
 pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")
@@ -152,10 +151,10 @@ async def test_gateways_of_one_host_map_one_snapshot_file(
         for gateway in (first, second):
             assert gateway.classifier is not None
             imeis = gateway.classifier.lists.snapshot._colours[ListColour.BLACK].imeis
-            assert isinstance(imeis, MappedImeis) and imeis.contains(int(listed))
+            assert imeis.path is not None and imeis.contains(int(listed))
             assert len(imeis) > 20_000  # with the sample lists file's
-            assert imeis.path.name.endswith(f"-{version}-black.u64")
-        assert len(list(state.glob(f"lists-*-{version}-black.u64"))) == 1
+            assert imeis.path.name.endswith(f"-{version}-black.imeis")
+        assert len(list(state.glob(f"lists-*-{version}-black.imeis"))) == 1
     finally:
         await a.close()
         await b.close()

@@ -19,6 +19,7 @@ from gateway.lists import (
     _key,
     _Ranges,
 )
+from gateway.sorted_imeis import SortedImeis
 
 BASE = 35209900000000  # IMEIs drawn from a small space so that changes collide
 IMSIS = ("001010000000001", "001010000000002")
@@ -52,7 +53,7 @@ def full_load(version: int, stored: dict[tuple[object, ...], ListEntry]) -> List
         tacs = {e.first: e for e in mine if e.kind is EntryKind.TAC}
         pairs = {(e.first, e.imsi): e for e in mine if e.kind is EntryKind.PAIR}
         if imeis or ranges or tacs or pairs:
-            colours[colour] = _Colour(imeis, _Ranges(ranges), tacs, pairs)
+            colours[colour] = _Colour(SortedImeis.of(imeis), _Ranges(ranges), tacs, pairs)
     return ListSnapshot(version, colours)
 
 

@@ -324,11 +324,11 @@ def test_workers_of_a_host_share_one_snapshot_file_per_version(
             expected = [m.entry for m in reference.match(body)]
             assert [m.entry for m in first.match(body)] == expected
             assert [m.entry for m in second.match(body)] == expected
-        files = sorted(p.name for p in tmp_path.glob("*.u64"))
+        files = sorted(p.name for p in tmp_path.glob("*.imeis"))
         assert len(files) == len(ListColour) and all(f"-{first.version}-" in f for f in files)
 
         plain.bulk_add_imeis(ListColour.BLACK, [35209900300001], "b")
-        old_black = next(tmp_path.glob(f"*-{first.version}-black.u64"))
+        old_black = next(tmp_path.glob(f"*-{first.version}-black.imeis"))
         newer = workers[0].load()
         assert newer.match(35209900300001)
         del first
@@ -338,7 +338,7 @@ def test_workers_of_a_host_share_one_snapshot_file_per_version(
         del second                 # to map, removed at once)
         gc.collect()
         assert workers[1].load().version == newer.version  # its load removes the old files
-        assert all(f"-{newer.version}-" in p.name for p in tmp_path.glob("*.u64"))
+        assert all(f"-{newer.version}-" in p.name for p in tmp_path.glob("*.imeis"))
     finally:
         plain.close()
         for store in workers:

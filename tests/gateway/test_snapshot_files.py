@@ -17,7 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.snapshot_files import STRIDE, MappedImeis, SnapshotFiles
+from gateway.snapshot_files import TRAILER, SnapshotFiles
+from gateway.sorted_imeis import BUCKET, SortedImeis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,8 @@ def write(files: SnapshotFiles, version: int, colour: str, values: list[int]) ->
 
 
 @given(
-    st.lists(st.integers(0, 10**15), max_size=STRIDE * 5).map(lambda v: sorted(set(v))),
+    st.lists(st.integers(0, 10**15) | st.integers(35209900000000, 35209900000999),
+             max_size=BUCKET * 40).map(lambda v: sorted(set(v))),
     st.lists(st.integers(0, 10**15), max_size=50),
 )
 def test_a_mapped_file_answers_as_the_array(values: list[int], probes: list[int]) -> None:
@@ -40,11 +42,16 @@ def test_a_mapped_file_answers_as_the_array(values: list[int], probes: list[int]
         mapped = files.open(3, "black")
         assert mapped is not None and len(mapped) == len(values)
         if not values:
-            assert isinstance(mapped, array)
+            assert mapped.path is None and not mapped.contains(0)
             return
-        assert isinstance(mapped, MappedImeis)
-        assert [mapped[i] for i in range(len(values))] == values
-        for probe in [*probes, *values[:: max(1, len(values) // 20)], values[-1] + 1]:
+        assert mapped.path == files.path(3, "black")
+        assert list(mapped) == [mapped[i] for i in range(len(values))] == values
+        # The table in the file is the one an in-memory snapshot builds.
+        own = SortedImeis.of(array("Q", values))
+        assert (mapped.base, mapped.shift, list(mapped.starts)) == (
+            own.base, own.shift, list(own.starts))
+        for probe in [*probes, *values[:: max(1, len(values) // 20)], values[-1] + 1,
+                      values[0] - 1]:
             i = bisect_right(values, probe) - 1
             assert mapped.contains(probe) == (i >= 0 and values[i] == probe), probe
 
@@ -52,16 +59,29 @@ def test_a_mapped_file_answers_as_the_array(values: list[int], probes: list[int]
 def test_absent_files_and_bad_ones(tmp_path: Path) -> None:
     files = SnapshotFiles(tmp_path, "db1")
     assert files.open(1, "white") is None
-    files.path(1, "white").write_bytes(b"\x00" * 12)
-    with pytest.raises(ValueError, match="not a whole number"):
+    files.path(1, "white").write_bytes(b"\x00" * 12)  # no trailer
+    with pytest.raises(ValueError, match="not a lists snapshot file"):
         files.open(1, "white")
+    write(files, 3, "white", [35209900176148, 35209900176149])
+    whole = files.path(3, "white").read_bytes()
+    files.path(3, "white").write_bytes(whole[8:])  # a value lost: the sizes disagree
+    with pytest.raises(ValueError, match="not 2 IMEIs"):
+        files.open(3, "white")
+    starts = TRAILER.unpack(whole[-TRAILER.size:])[4]
+    last = 8 * 2 + 4 * (starts - 1)  # the last bucket start: 2, the count, made 0
+    files.path(3, "white").write_bytes(whole[:last] + bytes(4) + whole[last + 4:])
+    with pytest.raises(ValueError, match="does not end at 2"):
+        files.open(3, "white")
+    with pytest.raises(ValueError, match="not a whole number"), files.writer(4, "white") as out:
+        out.write(b"\x01" * 12)
     with pytest.raises(ValueError, match="file-name-safe"):
         SnapshotFiles(tmp_path, "a-b")
     # A writer that fails leaves nothing behind, under either name.
     with pytest.raises(RuntimeError), files.writer(2, "white") as out:
         out.write(b"\x01" * 8)
         raise RuntimeError("the COPY broke")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lists-db1-1-white.u64"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lists-db1-1-white.imeis", "lists-db1-3-white.imeis"]
 
 
 def test_one_builder_at_a_time(tmp_path: Path) -> None:
@@ -125,8 +145,8 @@ def test_a_file_is_removed_once_no_process_maps_it(tmp_path: Path) -> None:
         assert kept.stdout.readline() == "released\n"  # the snapshot dropped, unmapped
         assert files.remove_unmapped(below=3) == [files.path(2, "black")]
         # The current version and another database's files stay.
-        assert sorted(p.name for p in tmp_path.glob("*.u64")) == [
-            "lists-db1-3-black.u64", "lists-db2-1-black.u64"]
+        assert sorted(p.name for p in tmp_path.glob("*.imeis")) == [
+            "lists-db1-3-black.imeis", "lists-db2-1-black.imeis"]
         assert ours is not None and ours.contains(35209900176149)
     finally:
         for process in (killed, kept):
