@@ -28,6 +28,7 @@ simulator uses it with ``--doic``.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -216,8 +217,9 @@ class OverloadControl:
                 shares[key] = 0
                 remaining -= demand
             else:
-                # Rounded up: the connections above their part never get more than it.
-                shares[key] = min(100, -int(-100 * (demand - fair) // demand))
+                # Rounded up: the connections above their part never get more than it. The
+                # 1e-9 keeps float error (58.00000000000001 for an exact 58) from adding a point.
+                shares[key] = min(100, math.ceil(100 * (demand - fair) / demand - 1e-9))
                 remaining -= fair
         self.shares = shares
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from diameter.answer import answer_to
@@ -159,6 +159,7 @@ def test_well_behaved_peers_share_a_tenth_of_the_capacity_even_at_100_percent() 
     reduction=st.integers(1, 100),
     capacity=st.sampled_from([0.0, 1_000.0, 100_000.0, 1e7]),
 )
+@example(demands={0: 2055}, reduction=58, capacity=0.0)  # float error once refused 59 %
 def test_fair_shares_admit_the_reduction_and_spare_the_smaller_peers(
     demands: dict[int, int], reduction: int, capacity: float
 ) -> None:
@@ -171,6 +172,8 @@ def test_fair_shares_admit_the_reduction_and_spare_the_smaller_peers(
         return
     shares = c.shares
     assert set(shares) == set(demands) and all(0 <= v <= 100 for v in shares.values())
+    if len(demands) == 1 and not capacity:
+        assert shares == dict.fromkeys(demands, reduction)  # a lone connection: the reduction
     admitted = sum(d * (100 - shares[k]) / 100 for k, d in demands.items())
     # The node's share is admitted (at least a tenth of the capacity), within the rounding up
     # of the refused shares.
