@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from gateway import state
-from gateway.imei import Imei, Malformed, parse_imei
+from gateway.imei import Imei, Malformed, luhn_digit, parse_imei
 from gateway.lists import (
     ListColour,
     ListMatch,
@@ -307,21 +307,24 @@ class Classifier:
         if isinstance(parsed, Malformed):
             return self._decide((Finding(Reason.MALFORMED, parsed.detail),), None, imsi, (), now)
         body = parsed.body
+        value = int(body)
         findings: list[Finding] = []
-        matches = snapshot.match(int(body), imsi)
+        matches = snapshot.match(value, imsi)
         for m in matches:
             findings.append(Finding(_LIST_REASON[m.entry.colour], _list_detail(m)))
-        if parsed.given_check_digit is not None and not parsed.check_digit_ok:
-            findings.append(
-                Finding(Reason.BAD_CHECK_DIGIT, f"check digit {parsed.given_check_digit}, "
-                        f"Luhn gives {parsed.check_digit}")
-            )
+        given = parsed.given_check_digit
+        if given is not None:
+            luhn = luhn_digit(value)
+            if ord(given) - 48 != luhn:
+                findings.append(
+                    Finding(Reason.BAD_CHECK_DIGIT, f"check digit {given}, Luhn gives {luhn}")
+                )
         if parsed.is_test:
             findings.append(
                 Finding(Reason.NULL_OR_TEST, "null IMEI" if parsed.is_null else "test TAC")
             )
         tac = self.tac
-        if tac is not None and not tac.contains(int(body[:8])):
+        if tac is not None and not tac.contains(value // 1_000_000):
             findings.append(Finding(Reason.TAC_UNKNOWN, f"TAC {body[:8]}"))
         clone = self.clone
         shared = None

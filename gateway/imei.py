@@ -25,23 +25,43 @@ def is_decimal(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-# The digit sum of each digit doubled (Annex B: 5 -> 10 -> 1 + 0), as bytes.translate wants it.
-_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
+_DIGITS = "0123456789"
+
+
+def _luhn_group(group: int) -> int:
+    # Annex B's sum over the 4 digits of ``group``, the rightmost doubled (5 -> 10 -> 1 + 0).
+    total = 0
+    for position in range(4):
+        digit = group % 10
+        group //= 10
+        total += (2 * digit - 9 if digit > 4 else 2 * digit) if position % 2 == 0 else digit
+    return total
+
+
+# Annex B's sum of every 4-digit group (at most 9 + 9 + 9 + 9 = 36: one octet each). Groups of
+# four taken from the right all start on a doubled digit, so one table serves every group.
+_LUHN_GROUPS = bytes(_luhn_group(group) for group in range(10_000))
+
+
+def luhn_digit(value: int) -> int:
+    """Check digit of the body whose digits are ``value``'s (leading zeros included, since
+    they add nothing), TS 23.003 Annex B (Luhn, ISO/IEC 7812), by one table look-up per 4
+    digits: four for a 14-digit body, a few hundred instructions compiled, not thousands."""
+    total = 0
+    while value:
+        total += _LUHN_GROUPS[value % 10_000]
+        value //= 10_000
+    return -total % 10
 
 
 def luhn_check_digit(body: str) -> str:
     """Check digit over the 14-digit body, TS 23.003 Annex B (Luhn, ISO/IEC 7812).
 
     Digits D14..D1 (D1 rightmost): double D1, D3, ..., D13, add the digits of the products and
-    D2, D4, ..., D14; CD is what brings the sum to the next multiple of ten. (Sums of the
-    digits' octets by slices, without a Python loop: it runs for every ``imei-`` PEI.)
+    D2, D4, ..., D14; CD is what brings the sum to the next multiple of ten. ``body`` is
+    decimal digits (see :func:`luhn_digit`).
     """
-    digits = body.encode()
-    n = len(digits)
-    doubled = digits[(n - 1) % 2::2].translate(_DOUBLED)  # D1, D3, ...
-    plain = digits[n % 2::2]  # D2, D4, ...
-    total = sum(doubled) + sum(plain) - 48 * n
-    return "0123456789"[-total % 10]
+    return _DIGITS[luhn_digit(int(body))]
 
 
 class Imei:

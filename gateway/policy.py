@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from diameter.dictionary.ts29272_s13 import EquipmentStatus
 
-__all__ = ["DEFAULT_STATUS", "EquipmentStatus", "Outcome", "Policy", "Reason"]
+__all__ = ["DEFAULT_STATUS", "REASON_LABEL", "EquipmentStatus", "Outcome", "Policy", "Reason"]
 
 
 class Reason(enum.Enum):
@@ -62,6 +62,10 @@ DEFAULT_STATUS: Mapping[Reason, EquipmentStatus] = MappingProxyType(
         Reason.CLEAN: W,
     }
 )
+
+# Each reason's metric label (its value), read per check: Enum's ``value`` is a Python-level
+# property, a dict look-up of a member hashes in C.
+REASON_LABEL: dict[Reason, str] = {reason: reason.value for reason in Reason}
 
 REASON_RANK: Mapping[Reason, int] = MappingProxyType({r: i for i, r in enumerate(Reason)})
 

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from diameter import lane
 from diameter.answer import answer_to
@@ -36,6 +36,7 @@ from gateway.events.bus import EventBus
 from gateway.imei import is_svn
 from gateway.metrics import GatewayMetrics
 from gateway.observations import ObservationLog
+from gateway.policy import REASON_LABEL
 
 ME_IDENTITY_CHECK = 324
 
@@ -61,6 +62,7 @@ _LANE_FIELDS = (
 _LANE_ABSENT = frozenset({(_DRMP.code, _DRMP.vendor)})
 
 log = logging.getLogger("eir.s13")
+_DEBUG: Final = logging.DEBUG  # a constant in the compiled build, not a module attribute read
 
 # eir_checks_total labels (status, reason) of the checks answered with an error.
 _ERROR_LABELS: dict[int, tuple[str, str]] = {
@@ -295,10 +297,10 @@ class MeIdentityCheck:
         if self.metrics is not None:
             self.metrics.count_check(
                 _STATUS_LABEL[decision.enforcement],
-                decision.decisive.value,
+                REASON_LABEL[decision.decisive],
                 time.perf_counter() - started,
             )
-        if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(_DEBUG):
             self._log_decision(request, decision)
         return answer
 

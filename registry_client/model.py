@@ -16,6 +16,10 @@ class RegistryStatus(enum.Enum):
     NOT_MANUFACTURED = "not_manufactured"
     UNKNOWN = "unknown"
 
+    # Members are singletons: identity hashing is correct and runs in C (Enum's __hash__ is
+    # Python code; the classifier keys a table on the status of every fresh check's verdict).
+    __hash__ = object.__hash__
+
 
 class ReportType(enum.Enum):
     STOLEN = "stolen"

@@ -19,7 +19,6 @@ from typing import Any
 
 from registry_client.model import RegistryStatus, RegistryVerdict, Report, ReportType, VerdictOrigin
 
-_DIGITS = re.compile(r"[0-9]+")
 _TAC = re.compile(r"[0-9]{8}")
 _SNR = re.compile(r"[0-9]{6}")
 _COUNTRY = re.compile(r"[A-Z]{2}")  # ISO 3166-1 alpha-2
@@ -50,7 +49,9 @@ def luhn_check_digit(body: str) -> int:
 def normalise_imei(text: object) -> str:
     """The 14-digit body of an IMEI given as 14, 15 (valid Luhn) or 16 (IMEISV) digits; anything
     else (any type: JSON gives numbers and nulls too) is InvalidImei."""
-    if not isinstance(text, str) or not _DIGITS.fullmatch(text):
+    # isascii and isdigit: [0-9]+ without a regular expression (a fifth of its cost, on every
+    # fresh check's registry look-up).
+    if not isinstance(text, str) or not (text.isascii() and text.isdigit()):
         raise InvalidImei(f"IMEI must be decimal digits, got {text!r}")
     if len(text) == 14:
         return text

@@ -40,7 +40,7 @@ from gateway.n5g_eir.settings import (
     OverloadSignal,
 )
 from gateway.observations import ObservationLog, SharedCount
-from gateway.policy import EquipmentStatus
+from gateway.policy import REASON_LABEL, EquipmentStatus
 
 INTERFACE = "n5g_eir"  # the `interface` label of eir_checks_total and eir_check_duration_seconds
 NON_IMEI_REASON = "non_imei_pei"  # eir_checks_total reason of a mac-/eui- PEI
@@ -170,7 +170,7 @@ class EquipmentIdentityCheck:
         imei = decision.imei
         if self.observations is not None and imei is not None and decision.imsi:
             self.observations.record(imei.body, decision.imsi)
-        self._count(_STATUS_LABEL[decision.enforcement], decision.decisive.value, started)
+        self._count(_STATUS_LABEL[decision.enforcement], REASON_LABEL[decision.decisive], started)
         if log.isEnabledFor(logging.DEBUG):
             fields: dict[str, object] = {"pei": _pei_text(query.pei)}
             fields.update(decision.log_fields(self.mask_imsis))
