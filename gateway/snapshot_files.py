@@ -97,6 +97,20 @@ class SnapshotFiles:
             raise ValueError(f"{path}: its bucket table does not end at {count:,}")
         return SortedImeis(values, base, shift, offsets, path)
 
+    def newest(self, colour: str, below: int) -> tuple[SortedImeis, int] | None:
+        """The newest file of ``colour`` of a version below ``below`` mapped, and its version;
+        None where there is none."""
+        versions = []
+        for path in self.directory.glob(f"lists-{self.database}-*-{colour}.imeis"):
+            found = _NAME.fullmatch(path.name)
+            if found and found["db"] == self.database and found["colour"] == colour:
+                versions.append(int(found["version"]))
+        for version in sorted((v for v in versions if v < below), reverse=True):
+            mapped = self.open(version, colour)  # None: removed meanwhile by a cleaner
+            if mapped is not None:
+                return mapped, version
+        return None
+
     @contextlib.contextmanager
     def building(self, version: int, colour: str, wait: float = 0.05) -> Iterator[bool]:
         """Hold the right to write this file (an exclusive lock on ``FILE.lock``): True, or

@@ -248,16 +248,43 @@ async def _read_imeis(conn: asyncpg.Connection, colour: ListColour) -> SortedIme
     return SortedImeis.of(reader.finish())
 
 
+async def _changes_after(conn: asyncpg.Connection, after: int) -> list[ListChange] | None:
+    """The changes of the versions after ``after``, in order; None when only a full load can
+    bring a snapshot up to date (a bulk write, more than :data:`MAX_OVERLAY`, or pruned)."""
+    rows = await conn.fetch(
+        "SELECT version, op, colour, kind, first, last, imsi, reason, created, updated "
+        "FROM list_changes WHERE version > $1 ORDER BY version, seq LIMIT $2",
+        after, MAX_OVERLAY + 1,
+    )
+    if not rows or len(rows) > MAX_OVERLAY:
+        return None
+    out: list[ListChange] = []
+    for r in rows:
+        if r["op"] == "reload":
+            return None
+        entry = _row_entry((r["colour"], r["kind"], r["first"], r["last"], r["imsi"],
+                            r["reason"], r["created"], r["updated"]))
+        out.append(ListChange(int(r["version"]), entry, r["op"] == "delete"))
+    return out
+
+
 async def _mapped_imeis(
-    conn: asyncpg.Connection, files: SnapshotFiles, version: int, colour: ListColour
-) -> Imeis:
-    """The colour's IMEIs at ``version`` from the host's snapshot file, written first by
-    whichever worker gets there first (the others wait for it, then map it)."""
+    conn: asyncpg.Connection, files: SnapshotFiles, version: int, colour: ListColour,
+    reuse: bool,
+) -> tuple[Imeis, int]:
+    """The colour's IMEIs from the host's snapshot file, and the version of that file: this
+    version's, or with ``reuse`` the newest older one; where there is none, this version's,
+    written first by whichever worker gets there first (the others wait for it, then map
+    it)."""
     waited = 0.0
     while True:
         mapped = files.open(version, colour.value)
         if mapped is not None:
-            return mapped
+            return mapped, version
+        if reuse:
+            older = files.newest(colour.value, below=version)
+            if older is not None:
+                return older
         with files.building(version, colour.value) as mine:
             if mine and files.open(version, colour.value) is None:
                 with files.writer(version, colour.value) as out:
@@ -334,40 +361,27 @@ class PgListStore:
     def changes(self, after: int) -> list[ListChange] | None:
         """The changes of the versions after ``after``, in order; None when only a full load
         can bring the snapshot up to date (too many, or pruned)."""
-
-        async def read(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            return await conn.fetch(
-                "SELECT version, op, colour, kind, first, last, imsi, reason, created, updated "
-                "FROM list_changes WHERE version > $1 ORDER BY version, seq LIMIT $2",
-                after, MAX_OVERLAY + 1,
-            )
-
-        rows = self.db.run(read)
-        if not rows or len(rows) > MAX_OVERLAY:
-            return None
-        out: list[ListChange] = []
-        for r in rows:
-            if r["op"] == "reload":
-                return None
-            entry = _row_entry((r["colour"], r["kind"], r["first"], r["last"], r["imsi"],
-                                r["reason"], r["created"], r["updated"]))
-            out.append(ListChange(int(r["version"]), entry, r["op"] == "delete"))
-        return out
+        return self.db.run(lambda c: _changes_after(c, after))
 
     def load(self) -> ListSnapshot:
-        """Every entry, at one version (a repeatable-read transaction)."""
+        """Every entry, at one version (a repeatable-read transaction). With snapshot files, a
+        colour whose file of this version is not written yet maps the newest older one, where
+        the change log since brings it forward (a worker restarted after list changes then
+        starts in a second, not in the minute a new 100-million file takes to write)."""
 
-        async def read(conn: asyncpg.Connection) -> ListSnapshot:
+        async def read(conn: asyncpg.Connection, reuse: bool) -> ListSnapshot | None:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 version, instance = await conn.fetchrow("SELECT version, instance FROM list_meta")
                 files = self._snapshot_files(instance)
                 colours: dict[ListColour, _Colour] = {}
+                since = version  # the oldest file version mapped
                 for colour in ListColour:  # WHITE first: whitelist matches come first
                     imeis: Imeis
                     if files is None:
                         imeis = await _read_imeis(conn, colour)
                     else:
-                        imeis = await _mapped_imeis(conn, files, version, colour)
+                        imeis, at = await _mapped_imeis(conn, files, version, colour, reuse)
+                        since = min(since, at)
                     others = [_row_entry(tuple(r)) for r in
                               await conn.fetch(OTHERS_OF_COLOUR, colour.value)]
                     ranges = [e for e in others if e.kind is EntryKind.RANGE]
@@ -375,11 +389,24 @@ class PgListStore:
                     pairs = {(e.first, e.imsi): e for e in others if e.kind is EntryKind.PAIR}
                     if imeis or ranges or tacs or pairs:
                         colours[colour] = _Colour(imeis, _Ranges(ranges), tacs, pairs)
-            return ListSnapshot(version, colours)
+                if since == version:
+                    return ListSnapshot(version, colours)
+                # Ranges, TACs and pairs are read at this version; the changes since the
+                # oldest file are replayed on all of them: each key's last change wins, over
+                # whichever file or table already holds it.
+                changes = await _changes_after(conn, since)
+                snapshot = None if changes is None else ListSnapshot(since, colours).apply(changes)
+                if snapshot is None or snapshot.version != version:
+                    return None  # a bulk write or a pruned log since: this version's files
+                return snapshot
 
         async def with_connection() -> ListSnapshot:
             async with self.db.pool.acquire() as conn:
-                return await read(conn)
+                snapshot = await read(conn, reuse=True)
+                if snapshot is None:
+                    snapshot = await read(conn, reuse=False)
+                assert snapshot is not None  # without reuse, every colour is of this version
+                return snapshot
 
         snapshot = self.db.call(with_connection())
         if self._files is not None:

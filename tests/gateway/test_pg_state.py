@@ -345,6 +345,57 @@ def test_workers_of_a_host_share_one_snapshot_file_per_version(
             store.close()
 
 
+def test_a_restarted_worker_maps_older_files_and_replays_the_changes_since(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    # A worker started after single changes maps the files the running workers map (no new
+    # 100-million file to write) and answers as a store without files; after a bulk write it
+    # writes this version's files, since no change log bridges a bulk write.
+    plain = PgListStore(Database(postgres_dsn))
+    running = PgListStore(Database(postgres_dsn), tmp_path)
+    restarted = PgListStore(Database(postgres_dsn), tmp_path)
+    try:
+        plain.bulk_add_imeis(ListColour.BLACK, range(35209900000000, 35209900003000, 3), "b")
+        plain.put(make_entry("white", "range", "35209900000000-35209900000099"), "t")
+        first = running.load()
+        for colour, kind, value, imsi in [
+            ("black", "imei", "35209900000001", ""),  # added, beside the file's values
+            ("grey", "imei", "35209900000002", ""),  # a colour with no IMEIs in the files
+            ("black", "imei", "35209900000004", ""),  # added, then removed again below
+            ("white", "range", "35209900000200-35209900000299", ""),
+            ("grey", "tac", "35209901", ""),
+            ("black", "pair", "35209900000005", "001010000000001"),
+        ]:
+            plain.put(make_entry(colour, kind, value, imsi), "t")
+        plain.delete(make_entry("black", "imei", "35209900000003"), "t")  # in the file
+        plain.delete(make_entry("black", "imei", "35209900000004"), "t")
+        plain.delete(make_entry("white", "range", "35209900000000-35209900000099"), "t")
+        plain.put(make_entry("white", "range", "35209900000000-35209900000099", reason="r"), "t")
+
+        snapshot = restarted.load()
+        reference = plain.load()
+        assert snapshot.version == reference.version > first.version
+        assert snapshot._colours[ListColour.BLACK].imeis.path == (
+            tmp_path / f"lists-{first._colours[ListColour.BLACK].imeis.path.name.split('-')[1]}"
+            f"-{first.version}-black.imeis")
+        assert snapshot.counts() == reference.counts()
+        for body in [*range(35209900000000, 35209900000010), 35209900000250, 35209900002997,
+                     35209900002998, 35209901000000]:
+            for imsi in (None, "001010000000001"):
+                assert sorted(map(repr, (m.entry for m in snapshot.match(body, imsi)))) == \
+                    sorted(map(repr, (m.entry for m in reference.match(body, imsi)))), body
+
+        plain.bulk_add_imeis(ListColour.BLACK, [35209900009999], "b")
+        after_bulk = restarted.load()
+        black = after_bulk._colours[ListColour.BLACK].imeis
+        assert black.path is not None and f"-{after_bulk.version}-" in black.path.name
+        assert after_bulk.match(35209900009999)
+        assert [m.entry.kind for m in after_bulk.match(35209900000003)] == [EntryKind.RANGE]
+    finally:
+        for store in (plain, running, restarted):
+            store.close()
+
+
 def test_a_full_load_finds_ranges_tacs_and_pairs_through_the_primary_key(
     pg: PgListStore,
 ) -> None:
