@@ -7,15 +7,12 @@ to answer if it can and close the connection.
 
 from __future__ import annotations
 
-import struct
-
 from diameter.codec import HEADER_LENGTH
 from diameter.errors import FramingError
 
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 # What an unframeable message keeps of its AVPs, to copy Session-Id and Proxy-Info into the answer.
 _FOLLOWING_KEPT = 4096
-_WORD = struct.Struct("!I")
 
 
 class Framer:
@@ -32,41 +29,41 @@ class Framer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add received bytes; return every message now complete, oldest first."""
+        # Messages are sliced from one immutable bytes: one copy each (a bytearray's slice
+        # then bytes() was two, plus the read appended to the buffer first); a read of whole
+        # messages is not copied into the buffer at all, and one holding exactly one message
+        # is returned as it is.
         buf = self._buffer
-        if not buf:
-            # Fast path: a read holding exactly one whole message needs no copy.
-            if len(data) >= HEADER_LENGTH:
-                try:
-                    length = self._length(data)
-                except FramingError as exc:
-                    exc.following = bytes(data[HEADER_LENGTH:_FOLLOWING_KEPT])
-                    raise
-                if length == len(data):
-                    return [bytes(data)]
-        buf += data
+        if buf:
+            buf += data
+            source = bytes(buf)
+            buf.clear()
+        elif isinstance(data, bytes):
+            source = data
+        else:
+            source = bytes(data)
         out: list[bytes] = []
         offset = 0
-        size = len(buf)
+        size = len(source)
         limit = self.max_message_size
         while size - offset >= HEADER_LENGTH:
             # The header's first word: version 1 and a whole-word length within the limit is
             # every well-behaved message; anything else is checked (and named) by _length.
-            word = _WORD.unpack_from(buf, offset)[0]
-            length = word & 0xFFFFFF
-            if word >> 24 != 1 or length & 3 or not HEADER_LENGTH <= length <= limit:
+            length = (source[offset + 1] << 16) | (source[offset + 2] << 8) | source[offset + 3]
+            if source[offset] != 1 or length & 3 or not HEADER_LENGTH <= length <= limit:
                 try:
-                    length = self._length(buf, offset)
+                    length = self._length(source, offset)
                 except FramingError as exc:
                     exc.messages = tuple(out)
-                    exc.following = bytes(buf[offset + HEADER_LENGTH : offset + _FOLLOWING_KEPT])
-                    del buf[:]
-                    raise
-            if size - offset < length:
+                    exc.following = source[offset + HEADER_LENGTH : offset + _FOLLOWING_KEPT]
+                    raise  # the buffer stays empty: nothing after unframeable bytes is kept
+            end = offset + length
+            if end > size:
                 break
-            out.append(bytes(buf[offset : offset + length]))
-            offset += length
-        if offset:
-            del buf[:offset]
+            out.append(source if length == size else source[offset:end])
+            offset = end
+        if offset < size:
+            buf += source[offset:] if offset else source
         return out
 
     def _length(self, buf: bytes | bytearray | memoryview, offset: int = 0) -> int:

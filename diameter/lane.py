@@ -115,10 +115,21 @@ class Plan:
 
 
 class Lanes:
-    """The plans of one node, most recently matched first."""
+    """The plans of one node, most recently matched first; and how the node's application
+    requests went, counted for metrics (plain integers, read at scrape time)."""
 
     def __init__(self) -> None:
         self.plans: list[Plan] = []
+        # Application requests of open connections: taken by a lane, or on the full path
+        # because no plan was learnt yet, none fitted (another shape, or a value failing its
+        # check), the Destination was not ours, or the application not negotiated.
+        self.taken = 0
+        self.no_plan = 0
+        self.unmatched = 0
+        self.destination = 0
+        self.application = 0
+        self.learnt = 0  # plans made
+        self.forgotten = 0  # plans dropped since (settings, identity or dictionary changed)
         self._sightings: dict[tuple[int, ...], int] = {}
         self._settings: PeerSettings | None = None
         self._identity: LocalIdentity | None = None
@@ -133,6 +144,7 @@ class Lanes:
         """The plan ``raw`` (a whole, framed request) fits and its fields, or None: None too
         when its Destination-Host is not ours (3002) or its Destination-Realm not served (3003)."""
         if not self._current(settings, identity):
+            self.no_plan += 1
             return None
         flags_code = (raw[4] << 24) | (raw[5] << 16) | (raw[6] << 8) | raw[7]
         application_id = (raw[8] << 24) | (raw[9] << 16) | (raw[10] << 8) | raw[11]
@@ -147,14 +159,17 @@ class Lanes:
                 continue
             host = fields[DESTINATION_HOST_SLOT]
             if host is not None and identity_lower(host) != self._origin_host:
+                self.destination += 1
                 return None
             realm = fields[DESTINATION_REALM_SLOT]
             if realm is not None and identity_lower(realm) not in self._served_realms:
+                self.destination += 1
                 return None
             if index:
                 del plans[index]
                 plans.insert(0, plan)
             return plan, fields
+        self.unmatched += 1
         return None
 
     def _current(self, settings: PeerSettings, identity: LocalIdentity) -> bool:
@@ -166,6 +181,7 @@ class Lanes:
             and len(DICTIONARY.avps) == self._avps
         ):
             return True
+        self.forgotten += len(self.plans)
         self.plans.clear()
         self._sightings.clear()
         self._settings, self._identity = settings, identity
@@ -204,6 +220,7 @@ class Lanes:
         plan = _plan(message, application, lane)
         if plan is not None:
             self.plans.append(plan)
+            self.learnt += 1
 
 
 class LaneRequest:

@@ -15,16 +15,20 @@ _AVP = struct.Struct("!II")
 # metric label (or this memo) keyed by the code would grow without bound.
 UNKNOWN_COMMAND = "unknown"
 _KNOWN_CODES = frozenset(code for _, code in DICTIONARY.commands)
-_COMMAND_NAMES: dict[tuple[int, bool], str] = {}
+# By code, one table per direction: looked up twice per message (in and out), an int key costs
+# a fraction of a (code, is_request) tuple's allocation and hash.
+_REQUEST_NAMES: dict[int, str] = {}
+_ANSWER_NAMES: dict[int, str] = {}
 
 
 def command_name(code: int, is_request: bool) -> str:
     """Metric label of a command: its abbreviation ("CER", "ECA"), or "unknown"."""
-    name = _COMMAND_NAMES.get((code, is_request))
+    names = _REQUEST_NAMES if is_request else _ANSWER_NAMES
+    name = names.get(code)
     if name is None:
         if code not in _KNOWN_CODES:
             return UNKNOWN_COMMAND
-        name = _COMMAND_NAMES[(code, is_request)] = DICTIONARY.command_name(code, is_request)
+        name = names[code] = DICTIONARY.command_name(code, is_request)
     return name
 
 

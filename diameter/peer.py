@@ -456,7 +456,7 @@ class Peer:
     # -- receiving ------------------------------------------------------------------------------
     def _receive(self, raw: bytes, now: float) -> None:
         flags = raw[4]
-        code = int.from_bytes(raw[5:8], "big")
+        code = (raw[5] << 16) | (raw[6] << 8) | raw[7]
         is_request = bool(flags & FLAG_REQUEST)
         if is_request and self._direct and code not in _BASE_COMMANDS and self.owner is None:
             # The common case, an application request in R-Open/I-Open: the table's row would
@@ -465,8 +465,14 @@ class Peer:
             actions = self.watchdog.receive(False, now)
             if actions:
                 self._watchdog_actions(actions, now)
-            if not (self.node.lanes.plans and self._lane(raw, now)):
-                self._process_request(raw, now)
+            lanes = self.node.lanes
+            if lanes.plans:
+                if self._lane(raw, now):
+                    lanes.taken += 1
+                    return
+            else:
+                lanes.no_plan += 1
+            self._process_request(raw, now)
             return
         if self.owner is not None:
             log.debug("%r: message during an election ignored", self)
@@ -747,6 +753,7 @@ class Peer:
             or plan.application_id not in info.applications
             or node.applications.get(plan.application_id) is not app
         ):
+            node.lanes.application += 1
             return False  # 3007 or another application now: the full path answers
         end_to_end = int.from_bytes(raw[16:20], "big")
         origin = fields[ORIGIN_HOST_SLOT]
@@ -856,9 +863,8 @@ class Peer:
         if self.closed:
             return
         self._out.append(raw)
-        self.node.observer.on_message(
-            "out", command_name(int.from_bytes(raw[5:8], "big"), False), _result_code(raw)
-        )
+        code = (raw[5] << 16) | (raw[6] << 8) | raw[7]
+        self.node.observer.on_message("out", command_name(code, False), _result_code(raw))
 
     def _send_own_request(self, code: int, avps: list[Avp], now: float) -> int:
         """CER, DWR, DPR: built here, sent outside of Send-Message."""

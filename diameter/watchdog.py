@@ -134,9 +134,16 @@ class WatchdogTimer:
 
 
 class Watchdog:
-    """One connection's watchdog. ``deadline`` is when Tw expires next (None before the start)."""
+    """One connection's watchdog. ``deadline`` is when Tw expires next (None before the start).
 
-    __slots__ = ("_uniform", "deadline", "num_dwa", "pending", "state", "timer")
+    Tw (``tw``) is drawn, jitter and all, each time the table's SetWatchdog() arms the timer:
+    at connection up, at each expiry, on a DWA. Any other received message resets the timer
+    to ``now + tw`` with the Tw of the current arming, not a new draw per message: the timer
+    still expires a uniformly jittered Tw after the last message, as RFC 3539 §3.4.1 [3]
+    wants (the draw is independent of when that message comes), for a float addition where a
+    random draw was made on every message."""
+
+    __slots__ = ("_uniform", "deadline", "num_dwa", "pending", "state", "timer", "tw")
 
     def __init__(
         self,
@@ -150,6 +157,7 @@ class Watchdog:
         self.pending = False
         self.num_dwa = 0
         self.deadline: float | None = None
+        self.tw = 0.0  # drawn by SetWatchdog() (_fire) before any message resets the timer
 
     def connection_up(self, now: float) -> list[WatchdogAction]:
         return self._fire(WatchdogInput.CONNECTION_UP, now)
@@ -163,8 +171,9 @@ class Watchdog:
         """Any received message (RFC 3539 §3.4.1 [1]: "any received message resets Tw")."""
         state = self.state
         if state is WatchdogState.OKAY and not is_dwa:
-            # The row for nearly every message (OKAY, Receive non-DWA): SetWatchdog(), OKAY.
-            self.deadline = now + self.timer.draw(self._uniform)
+            # The row for nearly every message (OKAY, Receive non-DWA): SetWatchdog(), OKAY,
+            # with the Tw of the current arming (see the class).
+            self.deadline = now + self.tw
             return []
         if state is WatchdogState.INITIAL:
             return []
@@ -193,7 +202,8 @@ class Watchdog:
         out: list[WatchdogAction] = []
         for action in actions:
             if action is WatchdogAction.SET_WATCHDOG:
-                self.deadline = now + self.timer.draw(self._uniform)
+                self.tw = self.timer.draw(self._uniform)
+                self.deadline = now + self.tw
             elif action is WatchdogAction.PENDING_TRUE:
                 self.pending = True
             elif action is WatchdogAction.PENDING_FALSE:

@@ -118,6 +118,10 @@ class GatewayMetrics:
         """Export a Diameter node's overload control and malformed-peer counters."""
         self.registry.register(OverloadCollector(node))
 
+    def watch_lanes(self, node: Any) -> None:
+        """Export how a Diameter node's application requests took its lanes."""
+        self.registry.register(LaneCollector(node))
+
     def watch_decision_cache(self, classifier: Any) -> None:
         """Export a Classifier's decision cache counters (read at scrape time)."""
         self.registry.register(DecisionCacheCollector(classifier))
@@ -307,6 +311,45 @@ class OverloadCollector:
             "Connections closed (DPR, DO_NOT_WANT_TO_TALK_TO_YOU) for sending more malformed "
             "requests than diameter.malformed_limit within malformed_window_seconds.",
             value=self._node.malformed_disconnects,
+        )
+
+
+class LaneCollector:
+    """diameter_lane_requests_total and diameter_lane_plans*, read from the node's lanes
+    (diameter.lane: plain counters the compiled path adds to)."""
+
+    # Each outcome label is the name of its diameter.lane.Lanes counter.
+    OUTCOMES = ("taken", "no_plan", "unmatched", "destination", "application")
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        lanes = self._node.lanes
+        requests = CounterMetricFamily(
+            "diameter_lane_requests",
+            "Application requests of open connections by how they were read: taken by the lane "
+            "(a learnt shape, one walk of its octets), or on the full path because no_plan "
+            "(none learnt yet), unmatched (no learnt shape fits, or a value fails its check), "
+            "destination (Destination-Host/-Realm not ours) or application (not negotiated).",
+            labels=("outcome",),
+        )
+        for outcome in self.OUTCOMES:
+            requests.add_metric((outcome,), getattr(lanes, outcome))
+        yield requests
+        yield GaugeMetricFamily(
+            "diameter_lane_plans", "Request shapes learnt and served by the lane.",
+            value=len(lanes.plans),
+        )
+        yield CounterMetricFamily(
+            "diameter_lane_plans_learnt", "Request shapes learnt (made plans).",
+            value=lanes.learnt,
+        )
+        yield CounterMetricFamily(
+            "diameter_lane_plans_forgotten",
+            "Plans forgotten because the Diameter settings, the local identity or the "
+            "dictionary changed.",
+            value=lanes.forgotten,
         )
 
 

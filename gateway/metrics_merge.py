@@ -40,6 +40,7 @@ _GAUGES: dict[str, Combine] = {
     "diameter_overload_reduction_percent": max,
     "diameter_queueing_delay_seconds": max,
     "diameter_overload_peer_reduction_percent": max,  # a peer's connections: the most refused
+    "diameter_lane_plans": max,  # each worker learns its own; the same shapes, as a rule
     "process_start_time_seconds": min,
     "process_max_fds": max,
     "python_info": max,

@@ -146,6 +146,7 @@ class Gateway:
             overload=config.overload,
         )
         self.metrics.watch_overload(self.node)
+        self.metrics.watch_lanes(self.node)
         self.server = Server(self.node, config.transport, sockets=self._listeners)
         # eir_event_loop_lag_seconds: the overload sampler's timer measures the lag anyway.
         self.server.load.lag_observers.append(self.metrics.loop_lag.observe)

@@ -129,8 +129,10 @@ def test_values_are_checked_as_the_full_path_checks_them() -> None:
 
 def test_other_settings_forget_the_plans() -> None:
     lanes = learnt(micr())
+    assert lanes.learnt == 1 and lanes.forgotten == 0
     assert lanes.match(micr(), replace(SETTINGS, max_avps=4), IDENTITY) is None
     assert lanes.plans == []
+    assert lanes.forgotten == 1 and lanes.no_plan == 1 and lanes.taken == 0
 
 
 def test_answer_splices_header_and_session_id() -> None:
@@ -198,6 +200,32 @@ def test_the_peer_takes_the_lane_once_learnt_and_keeps_its_bookkeeping() -> None
     assert isinstance(event, LaneRequest)
     assert event.fields == [b"35209900999999", b"01", b"00101"]
     assert event.key == ("mme.test", 900)
+
+
+def test_the_peer_counts_how_each_application_request_was_read() -> None:
+    # The counters behind diameter_lane_requests_total{outcome} (gateway.metrics.LaneCollector).
+    peer = open_peer()
+    lanes = peer.node.lanes
+    for n in range(LEARN_AFTER):
+        assert kinds(peer, micr(e2e=n + 1)) == ["RequestReceived"]
+    assert (lanes.no_plan, lanes.taken, lanes.learnt) == (LEARN_AFTER, 0, 1)
+    for n in range(2):
+        assert kinds(peer, micr(e2e=10 + n)) == ["LaneRequest"]
+    assert lanes.taken == 2
+    # A duplicate read on the lane (answered from the cache) was taken by it too.
+    kinds(peer, micr(e2e=10))
+    assert lanes.taken == 3
+    route = micr(e2e=20, extra=(Avp.new("Route-Record", "relay.test"),))
+    assert kinds(peer, route) == ["RequestReceived"]
+    assert lanes.unmatched == 1
+    assert kinds(peer, micr(e2e=21, destination_realm="elsewhere.test")) == []  # 3003
+    assert lanes.destination == 1
+    # The application the plan was learnt for is no longer the node's: the full path.
+    node = peer.node
+    node.add_application(replace(node.applications[S13]))
+    assert kinds(peer, micr(e2e=22)) == ["RequestReceived"]
+    assert lanes.application == 1
+    assert (lanes.no_plan, lanes.taken, lanes.unmatched) == (LEARN_AFTER, 3, 1)
 
 
 def test_routing_failures_and_the_in_flight_bound_take_the_full_path() -> None:

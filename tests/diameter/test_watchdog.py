@@ -59,19 +59,40 @@ def test_jitter_bounds_are_plus_minus_two_seconds(high: bool) -> None:
     assert timer.draw(Extreme(high).uniform) == expected
 
 
-def test_jitter_drawn_each_time_within_bounds() -> None:
+def test_jitter_drawn_each_time_the_timer_is_armed_within_bounds() -> None:
     dog = Watchdog(WatchdogTimer(30.0, 2.0), random.Random(5))
     dog.connection_up(0.0)
     seen = set()
-    now = 0.0
     for _ in range(200):
-        dog.receive(False, now)
         assert dog.deadline is not None
+        armed = dog.deadline
+        now = armed - 10.0
+        dog.receive(False, now)  # traffic resets the timer with this arming's Tw
         tw = dog.deadline - now
         assert 28.0 <= tw <= 32.0
+        dog.receive(False, now + 1.0)
+        assert dog.deadline - (now + 1.0) == pytest.approx(tw)
         seen.add(round(tw, 6))
-        now += 1.0
-    assert len(seen) > 100  # a new value each time Tw is set
+        dog.expire(dog.deadline)  # DWR sent, the timer armed again: a new Tw
+        dog.receive(True, dog.deadline - 20.0)  # its DWA: armed again, another new Tw
+    assert len(seen) > 150  # a new value at each arming
+
+
+def test_expiry_after_the_last_message_is_jittered_uniformly() -> None:
+    # RFC 3539 §3.4.1 [3]: Tw = Twinit + jitter after the last message, whatever came before
+    # it. Over many connections the time from the last message to the expiry spreads over
+    # the whole [-2, +2] s, evenly.
+    spans = []
+    for seed in range(400):
+        dog = Watchdog(WatchdogTimer(30.0, 2.0), random.Random(seed))
+        dog.connection_up(0.0)
+        for now in (1.0, 2.5, 7.0):
+            dog.receive(False, now)
+        assert dog.deadline is not None
+        spans.append(dog.deadline - 7.0)
+    assert min(spans) >= 28.0 and max(spans) <= 32.0
+    quarters = [sum(1 for s in spans if 28.0 + q <= s < 29.0 + q) for q in range(4)]
+    assert all(60 <= n <= 140 for n in quarters), quarters
 
 
 def test_tw_never_below_six_seconds() -> None:
