@@ -79,17 +79,27 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 class RedisCluster:
-    """A Redis Cluster of ``masters`` redis-servers (no replicas) on free loopback ports, its
-    16,384 slots spread by ``redis-cli --cluster create``."""
+    """A Redis Cluster of ``masters`` redis-servers and ``replicas`` replicas of each on free
+    loopback ports, its 16,384 slots spread by ``redis-cli --cluster create``. A node not
+    heard from for ``node_timeout`` ms is failed, and its replica promoted."""
 
-    def __init__(self, binary: str, cli: str, directory: Path, masters: int = 3) -> None:
+    def __init__(self, binary: str, cli: str, directory: Path, masters: int = 3,
+                 replicas: int = 0, node_timeout: int = 5000) -> None:
         self.cli = cli
-        self.nodes = [RedisServer(binary, directory / f"node{n}") for n in range(masters)]
+        self.replicas = replicas
+        self.nodes = [RedisServer(binary, directory / f"node{n}")
+                      for n in range(masters * (1 + replicas))]
         for node in self.nodes:
             node.directory.mkdir()
             # The cluster bus on a port of its own (Redis 7 cluster-port), free like the first.
             node.extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                          "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"]
+                          "--cluster-port", str(free_port()), "--cluster-node-timeout",
+                          str(node_timeout)]
+
+    def command(self, port: int, *args: str) -> str:
+        """``redis-cli -p PORT ARGS...``: its output."""
+        return subprocess.run([self.cli, "-p", str(port), *args], check=True,
+                              capture_output=True, text=True, timeout=10).stdout
 
     @property
     def url(self) -> str:
@@ -101,7 +111,7 @@ class RedisCluster:
         subprocess.run(
             [self.cli, "--cluster", "create",
              *(f"127.0.0.1:{node.port}" for node in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
         )
         # Every node must know every slot's owner before a client's first CLUSTER SLOTS.
@@ -115,21 +125,37 @@ class RedisCluster:
                     self.stop()
                     raise AssertionError(f"Redis Cluster node {node.port} never reached state ok")
                 time.sleep(0.05)
+        # A replica that never synchronised is not eligible to take over its master's slots.
+        for node in self.nodes:
+            while "role:slave" in (info := self.command(node.port, "info", "replication")) \
+                    and "master_link_status:up" not in info:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"Redis Cluster replica {node.port} never synchronised")
+                time.sleep(0.05)
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+def running_cluster(directory: Path, **options: int) -> Iterator[RedisCluster]:
+    """A started :class:`RedisCluster` (``options`` as its own), stopped afterwards; the test
+    skips, saying why, where redis-server, redis-cli or redis-py is missing."""
     binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if binary is None or cli is None:
         pytest.skip("redis-server or redis-cli is not installed (Debian packages redis-server, "
                     "redis-tools; .ci/run installs them)")
     if importlib.util.find_spec("redis") is None:
         pytest.skip("redis-py is not installed (the 'shared' extra)")
-    cluster = RedisCluster(binary, cli, tmp_path)
+    cluster = RedisCluster(binary, cli, directory, **options)
     cluster.start()
-    yield cluster
-    cluster.stop()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    yield from running_cluster(tmp_path)
