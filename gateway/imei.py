@@ -11,6 +11,7 @@ the Software-Version AVP carries the SVN (§7.3.5). Everything in the gateway is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 BODY_LEN = 14
 TAC_LEN = 8
@@ -65,7 +66,9 @@ def luhn_check_digit(body: str) -> str:
 
 
 class Imei:
-    """A well-formed IMEI, keyed (equality, hash) on the 14-digit ``body``. Treat as immutable.
+    """A well-formed IMEI, keyed (equality, hash) on the 14-digit ``body``. Immutable: its
+    attributes are Final, so mypy refuses an assignment and the compiled build (``eir_compiled``)
+    has no setter for them (one raises AttributeError; interpreted, only mypy stands guard).
 
     A plain class, not a frozen dataclass: one is made per fresh check, and a frozen
     dataclass's ``__init__`` (``object.__setattr__`` per field) costs ten times as much."""
@@ -75,11 +78,11 @@ class Imei:
     def __init__(
         self, body: str, svn: str | None = None, given_check_digit: str | None = None
     ) -> None:
-        self.body = body
-        self.svn = svn
+        self.body: Final = body
+        self.svn: Final = svn
         # The 15th digit as received, when the IMEI came with one (may be wrong: see
         # check_digit_ok).
-        self.given_check_digit = given_check_digit
+        self.given_check_digit: Final = given_check_digit
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Imei):

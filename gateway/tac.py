@@ -262,14 +262,17 @@ def stored_stamp(database: str | Path, path: str | Path) -> str | None:
 
 class TacDatabase:
     """In-memory TAC table: sorted ``array('I')`` of TACs, a parallel index into the distinct
-    (manufacturer, model) pairs. Lookup is a bisect, O(log n), no SQLite."""
+    (manufacturer, model) pairs. Lookup is a bisect, O(log n), no SQLite. ``contains``, which
+    every fresh check asks, is one probe of a set of the same TACs (about 70 bytes per TAC: 7 MB
+    for a GSMA file of 100,000, against 17 bisect steps of about 120 instructions each)."""
 
-    __slots__ = ("_names", "_refs", "_tacs")
+    __slots__ = ("_known", "_names", "_refs", "_tacs")
 
     def __init__(self, tacs: array[int], refs: array[int], names: list[tuple[str, str]]) -> None:
         self._tacs = tacs
         self._refs = refs
         self._names = names
+        self._known = frozenset(tacs)
 
     @classmethod
     def load(cls, database: str | Path) -> TacDatabase:
@@ -308,7 +311,7 @@ class TacDatabase:
         return i if i < len(tacs) and tacs[i] == tac else -1
 
     def contains(self, tac: int) -> bool:
-        return self._find(tac) >= 0
+        return tac in self._known
 
     def lookup(self, tac: str) -> TacInfo | None:
         if not _valid_tac(tac):

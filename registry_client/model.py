@@ -63,6 +63,18 @@ class RegistryVerdict(NamedTuple):
     def active_reports(self) -> tuple[Report, ...]:
         return tuple(r for r in self.reports if not r.withdrawn)
 
+    # A verdict equals only a verdict with the same fields, never a plain tuple of them (as a
+    # frozen dataclass would). Both operators: a tuple's own != would say the opposite, and
+    # a tuple on the left defers to these (a subclass's reflected method goes first).
+    def __eq__(self, other: object) -> bool:
+        return type(other) is RegistryVerdict and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(self)
+
 
 class RegistryUnavailable(Exception):
     """No verdict could be obtained (timeout, breaker open, transport or protocol error)."""

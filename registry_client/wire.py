@@ -90,7 +90,10 @@ class TacDeclaration:
 
     def covers(self, imei: str) -> bool:
         snr = int(imei[8:14])
-        return any(snr in r for r in self.ranges)
+        for r in self.ranges:  # a loop, not any(): no generator per fresh check
+            if r.first <= snr <= r.last:
+                return True
+        return False
 
 
 def decide(imei: str, declaration: TacDeclaration | None) -> tuple[RegistryStatus, str]:

@@ -143,6 +143,15 @@ def test_lookup_and_memory_layout(tmp_path: Path) -> None:
     assert db.lookup("99999999") is None
 
 
+@given(st.dictionaries(st.integers(0, 99_999_999), st.sampled_from([("A", "m1"), ("B", "m2")]),
+                       max_size=50), st.lists(st.integers(0, 99_999_999), max_size=20))
+def test_contains_agrees_with_lookup(records: dict[int, tuple[str, str]], probes: list[int]) -> None:
+    # contains (a set probe) against lookup (a bisect of the sorted array) and the records.
+    db = TacDatabase.from_records(records)
+    for tac in [*records, *probes]:
+        assert db.contains(tac) == (tac in records) == (db.lookup(f"{tac:08d}") is not None)
+
+
 def test_open_imports_changed_source_once(tmp_path: Path) -> None:
     src = write(tmp_path, "s.csv", "35209900,Ex,One\n")
     db_path = tmp_path / "tac.sqlite"

@@ -13,6 +13,7 @@ from registry_client.local import DeclarationFileError, LocalRegistry
 from registry_client.model import (
     RegistryStatus,
     RegistryUnavailable,
+    RegistryVerdict,
     Report,
     ReportType,
     VerdictOrigin,
@@ -80,6 +81,28 @@ def test_three_verdicts_and_reports(local: LocalRegistry) -> None:
     assert (unknown.status, unknown.manufacturer) == (RegistryStatus.UNKNOWN, "Quiet Modules Inc")
     assert local.verdict(UNDECLARED).status is RegistryStatus.UNKNOWN
     assert local.verdict(UNDECLARED).manufacturer is None
+
+
+def test_verdicts_are_built_field_by_field(local: LocalRegistry) -> None:
+    # The index builds verdicts positionally (tuple.__new__): each field where its name says,
+    # and a verdict equals a verdict of the same fields only, never a plain tuple of them.
+    for imei in (STOLEN, OUTSIDE, NON_PARTICIPATING, UNDECLARED):
+        got = local.cached(imei)
+        assert got is not None
+        want = RegistryVerdict(
+            imei=imei,
+            tac=imei[:8],
+            status=got.status,
+            manufacturer=got.manufacturer,
+            source=got.source,
+            reports=local.reports(imei),
+            origin=VerdictOrigin.LOCAL,
+            fetched_at=got.fetched_at,
+        )
+        assert got == want and not got != want and hash(got) == hash(want)
+        plain = tuple(got)
+        assert got != plain and plain != got and not got == plain and not plain == got
+        assert got != want._replace(fetched_at=got.fetched_at + 1)
 
 
 def test_withdrawn_report_is_attached_but_not_active(local: LocalRegistry) -> None:
