@@ -261,7 +261,7 @@ async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER
                 # This read's checks answered before the next: its round trip to Redis, then
                 # the few loop iterations their answers take (no per-check waiting of ours).
                 await clone.flush()
-                while connection.tasks:
+                while connection.tasks or connection.deferred:
                     await asyncio.sleep(0)
         assert transport.writes > before, "nothing answered"
         if mode == "refuse":

@@ -12,16 +12,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from diameter.codec import Avp, Message
+from diameter.deferred import DeferredAnswer
 
 if TYPE_CHECKING:
     from diameter.lane import LaneRequest
 
 # A handler answers a request with a Message or with already-encoded answer bytes (the fast
-# path), synchronously (a cache hit) or as an awaitable (one task per request).
+# path), synchronously (a cache hit), as an awaitable (one task per request) or as a
+# DeferredAnswer it gives later from a callback of its own (no task, no future).
 HandlerResult = Message | bytes
-Handler = Callable[[Message, "PeerInfo"], HandlerResult | Awaitable[HandlerResult]]
+HandlerReturn = HandlerResult | Awaitable[HandlerResult] | DeferredAnswer
+Handler = Callable[[Message, "PeerInfo"], HandlerReturn]
 # A lane's handler gets the request's octets and the fields its lane asked for (diameter.lane).
-LaneHandler = Callable[["LaneRequest", "PeerInfo"], HandlerResult | Awaitable[HandlerResult]]
+LaneHandler = Callable[["LaneRequest", "PeerInfo"], HandlerReturn]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,8 @@ from diameter.codec import Message, decode_message
 from diameter.lane import LaneRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
 
-    from diameter.application import Application, Handler, HandlerResult, PeerInfo
+    from diameter.application import Application, Handler, HandlerReturn, PeerInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ class RequestReceived:
     handler: Handler
     key: tuple[str, int] | None  # (origin-host, end-to-end) for duplicate detection
 
-    def call(self) -> HandlerResult | Awaitable[HandlerResult]:
+    def call(self) -> HandlerReturn:
         return self.handler(self.message, self.peer)
 
 

@@ -21,10 +21,9 @@ OC-Supported-Features (RFC 7683 §5.3: DOIC AVPs in the answer), nor those an ap
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
 from typing import Final
 
-from diameter.application import Application, HandlerResult, Lane, LaneHandler, PeerInfo
+from diameter.application import Application, HandlerReturn, Lane, LaneHandler, PeerInfo
 from diameter.codec import (
     AVP_FLAG_MANDATORY,
     FIXED_SIZE,
@@ -251,7 +250,7 @@ class LaneRequest:
     def message(self) -> Message:
         return decode_message(self.raw)
 
-    def call(self) -> HandlerResult | Awaitable[HandlerResult]:
+    def call(self) -> HandlerReturn:
         return self.handler(self, self.peer)
 
 

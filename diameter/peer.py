@@ -40,6 +40,7 @@ from diameter.codec import (
     decode_message,
     identity_lower,
 )
+from diameter.deferred import DeferredAnswer
 from diameter.dictionary import DICTIONARY, AvpDef, CommandDef
 from diameter.dictionary.base_rfc6733 import DisconnectCause, ResultCode
 from diameter.errors import DecodeError, DiameterError, FramingError
@@ -140,7 +141,8 @@ def call_handler(peer: Peer, request: AnyRequest, now: float) -> Any:
     """The owner's side of Process (§5.6): call ``request``'s handler. A synchronous answer is
     sent at once, a handler that raises gets 5012 (RFC 6733 §7.1.5) and one that returns
     neither an answer nor an awaitable too: None is returned, nothing left to do. Otherwise the
-    awaitable, for the owner to wait on and answer with ``Peer.send_answer``."""
+    awaitable, for the owner to wait on and answer with ``Peer.send_answer``, or the
+    :class:`~diameter.deferred.DeferredAnswer`, for the owner to bind."""
     try:
         result = request.call()
     except Exception as exc:
@@ -150,6 +152,8 @@ def call_handler(peer: Peer, request: AnyRequest, now: float) -> Any:
     if isinstance(result, (bytes, Message)):
         peer.send_answer(request, result, now)  # synchronous: no task at all
         return None
+    if isinstance(result, DeferredAnswer):
+        return result  # given later from the handler's own callback: the owner binds it
     if not inspect.isawaitable(result):
         log.error("handler returned %r, neither an answer nor an awaitable", type(result))
         peer.fail_request(request, now, "handler returned no answer")

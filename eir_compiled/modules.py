@@ -26,6 +26,7 @@ COMPILED_MODULES: tuple[CompiledModule, ...] = (
     CompiledModule("diameter.answer", "answers' headers and error answers"),
     CompiledModule("diameter.overload", "every 3004 of an overloaded node, from its template"),
     CompiledModule("diameter.lane", "every request of a learnt shape: one walk of its octets"),
+    CompiledModule("diameter.deferred", "every answer given later (a shared clone count's check)"),
     CompiledModule("gateway.s13", "every MICR read and its MICA assembled"),
     CompiledModule("gateway.classify", "every check's pipeline and decision cache"),
     CompiledModule("gateway.imei", "IMEI parsing and the Luhn digit of every check"),

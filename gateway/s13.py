@@ -7,7 +7,6 @@ few byte joins; it is answered without creating a task (STYLE.md item 7).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -18,6 +17,7 @@ from diameter import lane
 from diameter.answer import answer_to
 from diameter.application import Application, Lane
 from diameter.codec import FLAG_PROXIABLE, Avp, Message, encode_message, utf8_value
+from diameter.deferred import DeferredAnswer
 from diameter.dictionary import DICTIONARY
 from diameter.dictionary.base_rfc6733 import AuthSessionState, ResultCode
 from diameter.dictionary.ts29272_s13 import (
@@ -154,7 +154,7 @@ class MeIdentityCheck:
         )
 
     # -- the lane for MICRs of a shape found well formed before (diameter.lane) ------------------
-    def handle_lane(self, request: LaneRequest, peer: Any = None) -> bytes | Awaitable[bytes]:
+    def handle_lane(self, request: LaneRequest, peer: Any = None) -> bytes | Awaitable[bytes] | DeferredAnswer:
         """``handle`` from the fields the lane sliced out (UTF-8 checked, no DRMP, no
         Proxy-Info); anything ``handle`` answers with an error goes to it with the decoded
         request, so that the answer is the same."""
@@ -175,7 +175,7 @@ class MeIdentityCheck:
         return self._answer(request, result, started, False)
 
     # -- the handler registered for (16777252, 324) ----------------------------------------------
-    def handle(self, request: Message, peer: Any = None) -> bytes | Awaitable[bytes]:
+    def handle(self, request: Message, peer: Any = None) -> bytes | Awaitable[bytes] | DeferredAnswer:
         started = time.perf_counter()
         # One pass over the top-level AVPs: the first Terminal-Information and User-Name, and
         # whether the answer must echo DRMP or Proxy-Info (rare: they are looked up again then).
@@ -234,13 +234,13 @@ class MeIdentityCheck:
 
     def _pending(
         self, request: Message | LaneRequest, result: Pending, started: float, echo: bool
-    ) -> Awaitable[bytes]:
+    ) -> Awaitable[bytes] | DeferredAnswer:
         count = result.clone_count
         if count is not None and self.classifier.counted(result):
             # Waiting for the shared clone count only: answered from the count's callback
-            # (the checks of one round trip to Redis settled in one call), with no task or
-            # coroutine per check.
-            answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            # (the checks of one round trip to Redis settled in one call), with no task,
+            # coroutine or future per check: the connection sends it as it is given.
+            answer = DeferredAnswer()
             count.add_callback(
                 partial(self._answer_counted, request, result, started, echo, answer)
             )
@@ -249,16 +249,16 @@ class MeIdentityCheck:
 
     def _answer_counted(
         self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool,
-        answer: asyncio.Future[bytes], n: int,
+        answer: DeferredAnswer, n: int,
     ) -> None:
-        if answer.done():  # cancelled: the connection went away
+        if answer.settled:  # withdrawn: the connection went away
             return
         try:
             decision = self.classifier.decide_when_counted(pending, n)
         except Exception:
-            answer.set_result(self._unable_to_comply(request, started))
+            answer.give(self._unable_to_comply(request, started))
         else:
-            answer.set_result(self._answer(request, decision, started, echo))
+            answer.give(self._answer(request, decision, started, echo))
 
     async def _resolve(
         self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool

@@ -2,8 +2,9 @@
 feeds bytes, drains events, writes what the core wants sent and keeps one timer).
 
 Application handlers run here: a synchronous answer is written at once, an awaitable runs as one
-task per request (a future is answered from its done callback, no task) and is answered when it
-finishes, the answers finished together written together; a handler that raises gets 5012.
+task per request (a future is answered from its done callback, no task; a DeferredAnswer is sent
+when the handler gives it, no future either) and is answered when it finishes, the answers
+finished together written together; a handler that raises gets 5012.
 Backpressure: reading pauses while the peer does not drain our writes (write water marks).
 """
 
@@ -16,6 +17,7 @@ from functools import partial
 from typing import Any, cast
 
 from diameter.codec import Message
+from diameter.deferred import DeferredAnswer
 from diameter.events import AnyRequest, Event, LaneRequest, RequestReceived
 from diameter.node import Node
 from diameter.peer import Peer, Role, call_handler
@@ -60,6 +62,10 @@ class PeerConnection(asyncio.Protocol):
         self._timer_at: float | None = None
         # Requests being answered asynchronously: tasks, or futures the handler returned.
         self.tasks: set[asyncio.Future[Any]] = set()
+        # Answers the handlers give later from callbacks of their own (DeferredAnswer), and
+        # the futures of those waiting for all of them to be given (see answered()).
+        self.deferred: set[DeferredAnswer] = set()
+        self._answered_waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False  # a write of finished answers is due this iteration
         # Our writes are backed up (the peer does not read its answers): reading is paused.
         self.write_paused = False
@@ -244,6 +250,11 @@ class PeerConnection(asyncio.Protocol):
         result = call_handler(peer, event, self._loop.time())
         if result is None:
             return
+        if type(result) is DeferredAnswer:
+            # Sent from the handler's own callback when it gives it: no future, no task.
+            self.deferred.add(result)
+            result.bind(self._given, event)
+            return
         if isinstance(result, asyncio.Future):
             # A future (the handler settles it from a callback): answered from its done
             # callback, no task. Tracked with the tasks, so that a stop waits for or cancels it.
@@ -280,6 +291,39 @@ class PeerConnection(asyncio.Protocol):
         else:
             self._deliver(peer, event, future.result())
         self._flush_soon()
+
+    def _given(self, deferred: DeferredAnswer) -> None:
+        self.deferred.discard(deferred)
+        peer = self.peer
+        if peer is not None:
+            self._deliver(peer, deferred.request, deferred.answer)
+            self._flush_soon()
+        if not self.deferred and self._answered_waiters:
+            self._release_waiters()
+
+    def answered(self) -> asyncio.Future[None]:
+        """Done once every deferred answer now awaited has been given (a stop waits on it)."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        if self.deferred:
+            self._answered_waiters.append(waiter)
+        else:
+            waiter.set_result(None)
+        return waiter
+
+    def withdraw_deferred(self) -> None:
+        """Stop waiting for the deferred answers (a stop past its time): never answered."""
+        deferred, self.deferred = self.deferred, set()
+        for answer in deferred:
+            answer.withdraw()
+            if self.peer is not None:
+                self.peer.abandon_request(answer.request)
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        waiters, self._answered_waiters = self._answered_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _deliver(self, peer: Peer, event: AnyRequest, answer: Any) -> None:
         if isinstance(answer, (bytes, Message)):

@@ -193,6 +193,7 @@ class Server:
             server.close()
         self.load.stop()
         tasks = {t for c in self.connections for t in c.tasks}
+        tasks.update(c.answered() for c in self.connections if c.deferred)
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()) / 2)
         for connection in list(self.connections):
@@ -203,6 +204,7 @@ class Server:
         for connection in list(self.connections):
             for task in connection.tasks:
                 task.cancel()
+            connection.withdraw_deferred()
             connection.abort()
         for _, server in self._servers:
             with contextlib.suppress(Exception):

@@ -99,6 +99,20 @@ class RawPeer:
         self.writer.close()
 
 
+def count_writes(connection: PeerConnection) -> list[int]:
+    """The sizes of ``connection``'s writes from now on, as they are made."""
+    writes: list[int] = []
+    assert connection.transport is not None
+    write = connection.transport.write
+
+    def counted(data: bytes | bytearray | memoryview) -> None:
+        writes.append(len(data))
+        write(data)
+
+    connection.transport.write = counted  # type: ignore[method-assign]
+    return writes
+
+
 async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
@@ -364,16 +378,8 @@ async def test_handler_returning_futures_answered_together_from_callbacks() -> N
     try:
         raw = await RawPeer.open(port)
         await raw.handshake()
-        writes: list[int] = []
         (connection,) = server.connections
-        assert connection.transport is not None
-        write = connection.transport.write
-
-        def counted(data: bytes) -> None:
-            writes.append(len(data))
-            write(data)
-
-        connection.transport.write = counted  # type: ignore[method-assign]
+        writes = count_writes(connection)
         for i in range(12):
             raw.send(ecr(hop_by_hop=i + 1, end_to_end=i + 1))
         await wait_for(lambda: len(waiting) == 12)

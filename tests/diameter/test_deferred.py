@@ -1,0 +1,118 @@
+"""DeferredAnswer: an answer a handler gives later from a callback of its own, sent by the
+connection as it is given (no future, no task, no event loop callback per request)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from diameter.answer import answer_to
+from diameter.application import PeerInfo
+from diameter.codec import Avp, Message
+from diameter.deferred import DeferredAnswer
+from diameter.node import Node
+from diameter.transport import Server
+from tests.diameter.test_peer_helpers import ECR, S13, ecr, eir_node
+from tests.diameter.test_transport import RawPeer, count_writes, start_server, wait_for
+
+# An operation on a DeferredAnswer: bind it, give it an answer (numbered), or withdraw it.
+_OPERATIONS = st.lists(
+    st.one_of(st.just(("bind", 0)), st.just(("withdraw", 0)),
+              st.tuples(st.just("give"), st.integers(1, 5))),
+    max_size=8,
+)
+
+
+@given(_OPERATIONS)
+def test_an_answer_reaches_its_owner_once_and_only_if_given_first(
+    operations: list[tuple[str, int]],
+) -> None:
+    # The model: the first of give/withdraw settles it; the owner bound (before or after) gets
+    # the first answer given, once, and nothing if it was withdrawn first.
+    deferred = DeferredAnswer()
+    delivered: list[object] = []
+    bound = False
+    first: tuple[str, int] | None = None
+    for operation, value in operations:
+        if operation == "bind":
+            if bound:
+                continue  # an owner binds once
+            bound = True
+            deferred.bind(lambda d: delivered.append(d.answer), "request")
+            assert deferred.request == "request"
+        elif operation == "give":
+            deferred.give(value)
+        else:
+            deferred.withdraw()
+        if first is None and operation != "bind":
+            first = (operation, value)
+    expected = [first[1]] if bound and first is not None and first[0] == "give" else []
+    assert delivered == expected
+    assert deferred.settled is (first is not None)
+
+
+async def deferring_server() -> tuple[Server, Node, list[tuple[Message, DeferredAnswer]], RawPeer]:
+    """A server whose ECR handler defers every answer (the list of them, in arrival order),
+    and a peer past its capabilities exchange."""
+    node = eir_node({})
+    waiting: list[tuple[Message, DeferredAnswer]] = []
+
+    def handle(request: Message, peer: PeerInfo) -> DeferredAnswer:
+        answer = DeferredAnswer()
+        waiting.append((request, answer))
+        return answer
+
+    node.applications[S13] = replace(node.applications[S13], handlers={ECR: handle})
+    server, port = await start_server(node)
+    raw = await RawPeer.open(port)
+    await raw.handshake()
+    return server, node, waiting, raw
+
+
+async def test_deferred_answers_given_together_are_written_together() -> None:
+    server, node, waiting, raw = await deferring_server()
+    try:
+        (connection,) = server.connections
+        writes = count_writes(connection)
+        for i in range(12):
+            raw.send(ecr(hop_by_hop=i + 1, end_to_end=i + 1))
+        await wait_for(lambda: len(waiting) == 12)
+        assert server.in_flight == 12 and len(connection.deferred) == 12
+        assert not connection.tasks  # no future, no task
+        for request, answer in waiting[:10]:  # one callback settles ten
+            answer.give(answer_to(request, node.identity, 2001,
+                                  body=[Avp.new("Auth-Session-State", 1)]))
+        answers = [await raw.read() for _ in range(10)]
+        assert [a.hop_by_hop for a in answers if a] == list(range(1, 11))
+        assert len(writes) == 1  # given together, written together
+        assert server.in_flight == 2 and len(connection.deferred) == 2
+        waiting[10][1].give(answer_to(waiting[10][0], node.identity, 2001,
+                                      body=[Avp.new("Auth-Session-State", 1)]))
+        late = await raw.read()
+        assert late is not None and late.hop_by_hop == 11
+    finally:
+        await server.stop(timeout=0.3)
+    # The stop waited its time, then withdrew the one never given: abandoned, not answered.
+    assert server.in_flight == 0 and not connection.deferred and waiting[11][1].settled
+    waiting[11][1].give(b"too late")  # nobody to send it to: nothing happens
+
+
+async def test_a_stop_waits_for_deferred_answers_before_its_dpr() -> None:
+    server, node, waiting, raw = await deferring_server()
+    raw.send(ecr(hop_by_hop=7, end_to_end=7))
+    await wait_for(lambda: len(waiting) == 1)
+    request, answer = waiting[0]
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, answer.give, answer_to(request, node.identity, 2001,
+                                                 body=[Avp.new("Auth-Session-State", 1)]))
+    stopping = asyncio.create_task(server.stop(timeout=4.0))
+    first = await raw.read()
+    assert first is not None and first.hop_by_hop == 7 and first.get("Result-Code") == 2001
+    dpr = await raw.read()
+    assert dpr is not None and dpr.command_code == 282 and dpr.is_request
+    raw.close()
+    await stopping
+    assert server.in_flight == 0
