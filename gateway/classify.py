@@ -30,8 +30,9 @@ from gateway.lists import (
     ListSnapshot,
     OperatorLists,
 )
-from gateway.observations import CloneTracker, SharedCount, mask_imsi
+from gateway.observations import CloneTracker, mask_imsi
 from gateway.policy import EquipmentStatus, Policy, Reason
+from gateway.shared_count import SharedCount
 from gateway.tac import TacDatabase
 from registry_client.bounded import ShardedFifo
 from registry_client.model import (
@@ -455,10 +456,14 @@ class Classifier:
         does not decide and the registry's verdict was not cached (see :meth:`resolve`)."""
         findings = list(pending.findings)
         clone = self.clone
+        # A count that does not decide leaves the findings as they were when the check chose to
+        # wait for it (undecided, or a full check's): no need to ask the policy again.
+        decided = False
         if clone is not None and n > clone.threshold:
             findings.append(_clone_finding(n, clone.window))
+            decided = self._decided(findings)
         registry = self.registry
-        if registry is None or not (pending.full or not self._decided(findings)):
+        if registry is None or not (pending.full or not decided):
             return self._decide(findings, pending.imei, pending.imsi, pending.list_matches,
                                 self.clock())
         verdict = pending.verdict

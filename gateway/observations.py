@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, cast
 
+from gateway.shared_count import SharedCount
 from registry_client.bounded import SHARD_SIZE
 
 log = logging.getLogger("eir.shared")
@@ -498,50 +499,6 @@ class CloneTracker:
 
     async def wait_shared(self, count: SharedCount) -> int:
         return await count.wait()
-
-
-class SharedCount:
-    """The distinct IMSIs of one IMEI over every gateway sharing the tracker, once the shared
-    store holds the sighting a check just made. Not an asyncio future: its callbacks run inside
-    :meth:`settle`, so the checks one round trip settles are answered in that one call, with
-    no event loop callback for each (a future schedules one per callback)."""
-
-    __slots__ = ("_callbacks", "value")
-
-    def __init__(self) -> None:
-        self.value: int | None = None
-        self._callbacks: list[Callable[[int], object]] = []
-
-    def add_callback(self, callback: Callable[[int], object]) -> None:
-        """``callback(count)`` once settled (at once if it is)."""
-        if self.value is None:
-            self._callbacks.append(callback)
-        else:
-            callback(self.value)
-
-    def settle(self, count: int) -> None:
-        """The count is known (0: not in time, the local count stands); later calls do nothing."""
-        if self.value is not None:
-            return
-        self.value = count
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback(count)
-            except Exception:  # one check's failure must not leave the others unanswered
-                log.exception("a check waiting for the shared clone count failed")
-
-    async def wait(self) -> int:
-        if self.value is not None:
-            return self.value
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def settled(count: int) -> None:
-            if not future.done():  # not cancelled meanwhile
-                future.set_result(count)
-
-        self.add_callback(settled)
-        return await future
 
 
 def history(database: str | Path, imei: str) -> list[tuple[str, float, float, int]]:

@@ -39,8 +39,9 @@ from gateway.n5g_eir.settings import (
     N5gEirSettings,
     OverloadSignal,
 )
-from gateway.observations import ObservationLog, SharedCount
+from gateway.observations import ObservationLog
 from gateway.policy import REASON_LABEL, EquipmentStatus
+from gateway.shared_count import SharedCount
 
 INTERFACE = "n5g_eir"  # the `interface` label of eir_checks_total and eir_check_duration_seconds
 NON_IMEI_REASON = "non_imei_pei"  # eir_checks_total reason of a mac-/eui- PEI

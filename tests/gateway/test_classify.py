@@ -17,8 +17,9 @@ from gateway.classify import (
 )
 from gateway.config import load_config
 from gateway.lists import ListStore, OperatorLists, make_entry
-from gateway.observations import CloneTracker, SharedCount
+from gateway.observations import CloneTracker
 from gateway.policy import EquipmentStatus, Policy, Reason
+from gateway.shared_count import SharedCount
 from gateway.tac import TacDatabase
 from registry_client.model import (
     RegistryStatus,
