@@ -44,19 +44,21 @@ from gateway.shared_count import SharedCount
 log = logging.getLogger("eir.shared")
 
 # Several observations per call: KEYS[i] the i-th IMEI's set; ARGV: window (s), members kept
-# (threshold + 1), then the observations in one argument, "DIGEST SEEN DIGEST SEEN ..." (the
-# i-th IMSI digest and when it was seen, s): the client encodes one argument, not two per
-# observation. Returns the distinct count of each. ZADD GT: a replayed (older) sighting never
-# moves a later one back.
+# (threshold + 1), then the observations in one argument, "DIGEST MS DIGEST MS ..." (the i-th
+# IMSI digest and when it was seen, in integer milliseconds: the client formats an integer, not
+# a float): the client encodes one argument, not two per observation. Scores are seconds, as
+# they were when the argument carried seconds, so gateways of either version count together
+# on the same keys during a rolling upgrade (each loads its own script). Returns the distinct
+# count of each. ZADD GT: a replayed (older) sighting never moves a later one back.
 _OBSERVE = """
 local window = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 local counts = {}
 local i = 0
-for digest, seen in string.gmatch(ARGV[3], '(%x+) (%S+)') do
+for digest, ms in string.gmatch(ARGV[3], '(%x+) (%d+)') do
   i = i + 1
   local key = KEYS[i]
-  seen = tonumber(seen)
+  local seen = tonumber(ms) / 1000
   redis.call('ZADD', key, 'GT', seen, digest)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (seen - window))
   local n = redis.call('ZCARD', key)
@@ -82,14 +84,9 @@ MAX_PENDING = 100_000  # kept while Redis is unreachable; the oldest go first
 
 
 def _observations(calls: list[tuple[str, str, float]]) -> str:
-    """The script's observations argument, ``DIGEST SEEN DIGEST SEEN ...``: when each was seen
-    to the millisecond (tonumber reads it as seconds, as before), formatted from integers; a
-    float's shortest repr cost ~7,000 instructions an observation."""
-    text = []
-    for _, digest, seen in calls:
-        ms = int(seen * 1000)
-        text.append(f"{digest} {ms // 1000}.{ms % 1000:03d}")
-    return " ".join(text)
+    """The script's observations argument, ``DIGEST MS DIGEST MS ...``: when each was seen in
+    integer milliseconds (a float's shortest repr cost ~7,000 instructions an observation)."""
+    return " ".join([f"{digest} {int(seen * 1000)}" for _, digest, seen in calls])
 
 
 class ScriptMissing(Exception):

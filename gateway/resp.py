@@ -121,6 +121,14 @@ class RespReader:
                 raise ProtocolError(f"array length {count}")
             items: list[Reply] = []
             for _ in range(count):
+                if buffer[position:position + 1] == b":":
+                    # An integer inline (the clone script's reply is an array of them): a
+                    # third of the cost of a nested call per element.
+                    stop = buffer.find(b"\r\n", position)
+                    if stop >= 0:
+                        items.append(_integer(buffer[position + 1:stop]))
+                        position = stop + 2
+                        continue
                 item, position = self._parse(buffer, position)
                 items.append(item)
             return items, position

@@ -94,8 +94,12 @@ async def test_one_round_trip_per_tick_hash_tagged_keys_window_ttl(
     key = tracker.key(imeis[0])
     assert key == f"test:clone:{{{imeis[0]}}}"
     assert 3_500_000 < await probe.pttl(key) <= 3_600_000
-    members = await probe.zrange(key, 0, -1)
-    assert len(members) == 1 and b"001010000000001" not in members[0]  # a digest, not the IMSI
+    members = await probe.zrange(key, 0, -1, withscores=True)
+    assert len(members) == 1 and b"001010000000001" not in members[0][0]  # a digest, not the IMSI
+    # Scored by when it was seen, in seconds (sent in milliseconds): what gateways of the
+    # version before, which sent seconds, score by too.
+    first = pendings[0]
+    assert isinstance(first, Pending) and abs(members[0][1] - first.now) < 0.002
 
 
 async def test_the_set_keeps_threshold_plus_one_imsis(
