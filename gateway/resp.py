@@ -14,12 +14,15 @@ command of a pipeline leaves the others' replies); integer ``:1`` -> ``int``; bu
 
 from __future__ import annotations
 
+import re
 from typing import Union
 
 Reply = Union[str, int, bytes, None, "RespError", list["Reply"]]
 
 MAX_BULK = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
 MAX_LINE = 64 * 1024  # a header or simple line longer than this is not RESP2 from Redis
+# Integer replies in a row, each as _integer accepts it (digits with an optional minus).
+_INTEGER_LINES = re.compile(rb"(?::-?[0-9]+\r\n)*")
 
 
 class RespError(Exception):
@@ -119,16 +122,17 @@ class RespReader:
                 return None, position
             if count < 0:
                 raise ProtocolError(f"array length {count}")
+            if count:
+                # An array of integers (the clone script's reply, one a check) read in one go:
+                # the integer lines that follow matched at once, split at once; ~7,000
+                # instructions an element through the nested calls below, interpreted.
+                matched = _INTEGER_LINES.match(buffer, position)  # matches, if only ""
+                end = position if matched is None else matched.end()
+                lines = buffer[position:end].split(b"\r\n", count)
+                if len(lines) > count:
+                    return [int(line[1:]) for line in lines[:count]], end - len(lines[count])
             items: list[Reply] = []
             for _ in range(count):
-                if buffer[position:position + 1] == b":":
-                    # An integer inline (the clone script's reply is an array of them): a
-                    # third of the cost of a nested call per element.
-                    stop = buffer.find(b"\r\n", position)
-                    if stop >= 0:
-                        items.append(_integer(buffer[position + 1:stop]))
-                        position = stop + 2
-                        continue
                 item, position = self._parse(buffer, position)
                 items.append(item)
             return items, position
