@@ -41,6 +41,7 @@ log = logging.getLogger("eir.lists")
 
 _DATABASE = re.compile(r"[0-9A-Za-z_.]+")  # no "-": it separates the name's fields
 _NAME = re.compile(r"lists-(?P<db>[0-9A-Za-z_.]+)-(?P<version>\d+)-(?P<colour>[a-z]+)\.imeis")
+_LEGACY_NAME = re.compile(r"lists-(?P<db>[0-9A-Za-z_.]+)-(?P<version>\d+)-[a-z]+\.u64")
 MAGIC = b"EIRIMEI1"
 TRAILER = struct.Struct("=8sQQQQ")  # magic, count, base, shift, starts
 
@@ -148,11 +149,15 @@ class SnapshotFiles:
 
     def remove_unmapped(self, below: int) -> list[Path]:
         """Remove this database's files of versions below ``below`` that no process maps,
-        with their lock files; what was removed."""
+        and its ``.u64`` files of before the bucket table (values only, which workers of an
+        older release may still map during a rolling upgrade), with their lock files; what
+        was removed."""
         removed: list[Path] = []
-        for path in self.directory.glob(f"lists-{self.database}-*-*.imeis"):
-            found = _NAME.fullmatch(path.name)
-            if found is None or found["db"] != self.database or int(found["version"]) >= below:
+        legacy = self.directory.glob(f"lists-{self.database}-*-*.u64")
+        for path in [*self.directory.glob(f"lists-{self.database}-*-*.imeis"), *legacy]:
+            found = _NAME.fullmatch(path.name) or _LEGACY_NAME.fullmatch(path.name)
+            if found is None or found["db"] != self.database or (
+                    path.suffix == ".imeis" and int(found["version"]) >= below):
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

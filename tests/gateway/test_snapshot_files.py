@@ -173,3 +173,24 @@ def test_a_file_removed_between_open_and_lock_is_not_used(tmp_path: Path) -> Non
         assert result == [None]
     finally:
         os.close(fd)
+
+
+def test_files_of_before_the_bucket_table_go_once_unmapped(tmp_path: Path) -> None:
+    # lists-DB-VERSION-COLOUR.u64 (values only), written by a worker of the release before:
+    # removed whatever its version once no process maps it, never while one does.
+    import fcntl
+
+    files = SnapshotFiles(tmp_path, "db1")
+    mapped, unmapped = (tmp_path / f"lists-db1-{v}-black.u64" for v in (7, 6))
+    other_db = tmp_path / "lists-db2-5-black.u64"
+    for path in (mapped, unmapped, other_db):
+        path.write_bytes(array("Q", [35209900176148]).tobytes())
+    fd = os.open(mapped, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # an older worker maps it
+        assert files.remove_unmapped(below=1) == [unmapped]
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        assert files.remove_unmapped(below=1) == [mapped]
+    finally:
+        os.close(fd)
+    assert other_db.exists()
