@@ -209,17 +209,19 @@ class ObservationLog:
         """Count one observation of the 14-digit IMEI body with an IMSI; False when dropped."""
         ts = time.time() if now is None else now
         pending = self._pending
-        agg = pending.get((imei, imsi))
+        key = (imei, imsi)
+        agg = pending.get(key)
         if agg is None:
-            if self.waiting >= self.queue_size:
+            # self.waiting, inline: this runs for every check with an IMSI.
+            if len(pending) + self._handed_pairs - self._written_pairs >= self.queue_size:
                 self.stats.dropped += 1
                 return False
-            pending[(imei, imsi)] = (ts, ts, 1)
+            pending[key] = (ts, ts, 1)
             if len(pending) >= self.batch_size:
                 self._hand_over()
         else:
             first, last, count = agg
-            pending[(imei, imsi)] = (
+            pending[key] = (
                 ts if ts < first else first,
                 ts if ts > last else last,
                 count + 1,
