@@ -17,7 +17,7 @@ from typing import Any
 
 
 class DeferredAnswer:
-    __slots__ = ("_to", "answer", "request", "settled")
+    """Subclassed by an application to carry what it needs to make the answer (gateway.s13)."""
 
     def __init__(self) -> None:
         self._to: Callable[[DeferredAnswer], object] | None = None

@@ -225,12 +225,14 @@ class SharedCloneTracker(CloneTracker):
     # -- the hot path --------------------------------------------------------------------------
     def suspected(self, imei: str, imsi: str, now: float) -> int:
         """The local answer at once; the observation goes to Redis with this tick's batch."""
-        n = super().suspected(imei, imsi, now)
+        n = self.observe(imei, imsi, now)
         pending = self._pending
         if len(pending) >= MAX_PENDING:
             pending.popleft()
             self._dropped.inc()
-        pending.append((imei, self._digest(imsi), now))
+        digest = self._hasher.copy()  # _digest, inline: once per check
+        digest.update(imsi.encode())
+        pending.append((imei, digest.hexdigest(), now))
         if self._state.available and imei not in self._counts:
             loop = self._event_loop()
             count = self._counts[imei] = SharedCount()
@@ -240,8 +242,9 @@ class SharedCloneTracker(CloneTracker):
                 loop.call_later(self.budget, self._expire, self._expiring)
                 loop.call_soon(self._next_tick)
             self._expiring.append(count)
-        self._schedule()
-        return n
+        if not self._scheduled:
+            self._schedule()
+        return n if n > self.threshold else 0
 
     def shared_count(self, imei: str) -> SharedCount | None:
         """The distinct IMSIs of ``imei`` over every gateway, once the observation
@@ -274,8 +277,14 @@ class SharedCloneTracker(CloneTracker):
         self._scheduled = False
         if not self._pending:
             return
-        batch = [self._pending.popleft() for _ in range(min(len(self._pending), MAX_PIPELINE))]
-        waiting = {imei: c for imei, _, _ in batch if (c := self._counts.pop(imei, None))}
+        pending = self._pending
+        if len(pending) <= MAX_PIPELINE:
+            batch = list(pending)
+            pending.clear()
+        else:
+            batch = [pending.popleft() for _ in range(MAX_PIPELINE)]
+        counts = self._counts
+        waiting = {imei: c for imei, _, _ in batch if (c := counts.pop(imei, None))}
         self._task = self._event_loop().create_task(self._send(batch, waiting))
 
     async def _send(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable
-from functools import partial
 from typing import Any, Final
 
 from diameter import lane
@@ -88,6 +87,33 @@ def application_avps() -> list[Avp]:
         ),
         Avp.new("Auth-Session-State", AuthSessionState.NO_STATE_MAINTAINED),
     ]
+
+
+class _CountedAnswer(DeferredAnswer):
+    """The answer to a check waiting for the shared clone count only, given from the count's
+    callback: the check's context held here rather than in a partial per check."""
+
+    def __init__(
+        self, check: MeIdentityCheck, request: Message | LaneRequest, pending: Pending,
+        started: float, echo: bool,
+    ) -> None:
+        super().__init__()
+        self.check = check
+        self.message = request
+        self.pending = pending
+        self.started = started
+        self.echo = echo
+
+    def counted(self, n: int) -> None:
+        if self.settled:  # withdrawn: the connection went away
+            return
+        check, request = self.check, self.message
+        try:
+            decision = check.classifier.decide_when_counted(self.pending, n)
+        except Exception:
+            self.give(check._unable_to_comply(request, self.started))
+        else:
+            self.give(check._answer(request, decision, self.started, self.echo))
 
 
 class MeIdentityCheck:
@@ -240,25 +266,10 @@ class MeIdentityCheck:
             # Waiting for the shared clone count only: answered from the count's callback
             # (the checks of one round trip to Redis settled in one call), with no task,
             # coroutine or future per check: the connection sends it as it is given.
-            answer = DeferredAnswer()
-            count.add_callback(
-                partial(self._answer_counted, request, result, started, echo, answer)
-            )
+            answer = _CountedAnswer(self, request, result, started, echo)
+            count.add_callback(answer.counted)
             return answer
         return self._resolve(request, result, started, echo)
-
-    def _answer_counted(
-        self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool,
-        answer: DeferredAnswer, n: int,
-    ) -> None:
-        if answer.settled:  # withdrawn: the connection went away
-            return
-        try:
-            decision = self.classifier.decide_when_counted(pending, n)
-        except Exception:
-            answer.give(self._unable_to_comply(request, started))
-        else:
-            answer.give(self._answer(request, decision, started, echo))
 
     async def _resolve(
         self, request: Message | LaneRequest, pending: Pending, started: float, echo: bool

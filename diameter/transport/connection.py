@@ -250,7 +250,7 @@ class PeerConnection(asyncio.Protocol):
         result = call_handler(peer, event, self._loop.time())
         if result is None:
             return
-        if type(result) is DeferredAnswer:
+        if isinstance(result, DeferredAnswer):
             # Sent from the handler's own callback when it gives it: no future, no task.
             self.deferred.add(result)
             result.bind(self._given, event)
@@ -297,7 +297,8 @@ class PeerConnection(asyncio.Protocol):
         peer = self.peer
         if peer is not None:
             self._deliver(peer, deferred.request, deferred.answer)
-            self._flush_soon()
+            if not self._flush_scheduled:
+                self._flush_soon()
         if not self.deferred and self._answered_waiters:
             self._release_waiters()
 
