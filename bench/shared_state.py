@@ -11,11 +11,12 @@ carries an IMSI is classified afresh (the decision cache is bypassed: the tracke
 so this is the fresh-check path with its clone-detection cost, local or shared. The best round
 of each is reported, and the ratio shared/local (target: at least 0.8), in checks per second
 and in the gateway process's CPU per check (/proc/PID/stat, user + system, every thread: the
-figure the load of a shared machine moves least). Session 7 (load average 5-7): 0.71 in
-checks/s, 0.67 in CPU per check, where ``bench/instructions.py --modes clone,clone-shared
---per-read 64`` counts 1.10 times the local check's instructions: the difference (about 9 µs a
-check) lies outside the instructions that bench counts (its one connection is fed in process,
-with no socket, on asyncio's loop), not found yet.
+figure the load of a shared machine moves least). End of session 7 (load average 3-4): 0.73
+in checks/s, 0.68 in CPU per check, where ``bench/instructions.py --modes clone,clone-shared
+--per-read 64`` counts 1.18 times the local check's instructions: most of the difference
+(about 6 of the 9.3 µs sharing adds to a check) lies outside the instructions that bench
+counts (its one connection is fed in process, with no socket, on asyncio's loop); it is user
+CPU, and round trips carry about 190 checks each here: not found yet (README, Shared state).
 
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
