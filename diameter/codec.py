@@ -14,14 +14,14 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from diameter.dictionary import DICTIONARY, AvpDef, AvpType, Dictionary, FlagRule
 from diameter.errors import DecodeError, EncodeError
 
 # Header flags (RFC 6733 §3)
-FLAG_REQUEST = 0x80
-FLAG_PROXIABLE = 0x40
+FLAG_REQUEST: Final = 0x80
+FLAG_PROXIABLE: Final = 0x40
 FLAG_ERROR = 0x20
 FLAG_RETRANSMIT = 0x10
 # AVP flags (RFC 6733 §4.1)
@@ -30,7 +30,7 @@ AVP_FLAG_MANDATORY = 0x40
 AVP_FLAG_PROTECTED = 0x20
 AVP_FLAGS_RESERVED = 0x1F
 
-HEADER_LENGTH = 20
+HEADER_LENGTH: Final = 20
 _HEADER = struct.Struct("!IIIII")
 _AVP_HEADER = struct.Struct("!II")
 _AVP_VENDOR_HEADER = struct.Struct("!III")

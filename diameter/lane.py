@@ -66,11 +66,19 @@ FIRST_FIELD_SLOT: Final = 3
 # How a value is checked, as validate checks it: any octets / exact size / UTF-8 /
 # DiameterIdentity octets / an Enumerated (4 octets, signed) / another type with enumerated
 # values / decode_value decides / Grouped (the children's plan).
-ANY, SIZE, UTF8, IDENTITY, ENUMERATED, ENUM, DECODE, GROUPED = range(8)
+# Final: compiled code compares with the constants themselves, not a module-dict look-up each.
+ANY: Final = 0
+SIZE: Final = 1
+UTF8: Final = 2
+IDENTITY: Final = 3
+ENUMERATED: Final = 4
+ENUM: Final = 5
+DECODE: Final = 6
+GROUPED: Final = 7
 _OPAQUE: Final = frozenset(
     (DICTIONARY.avp(name).code, DICTIONARY.avp(name).vendor) for name in NOT_VALIDATED
 )
-_IDENTITY = re.compile(rb"[\x21-\x7e]+")  # RFC 6733 §4.3.1 DiameterIdentity octets
+_IDENTITY: Final = re.compile(rb"[\x21-\x7e]+")  # RFC 6733 §4.3.1 DiameterIdentity octets
 _PADDING: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # by length & 3
 
 
