@@ -45,6 +45,13 @@ def malformed_ecr(host: str, n: int) -> Message:
     return message
 
 
+# A 1 ms target delay, measured every 10 ms (see test_a_real_backlog_turns_overload_control_on).
+BURST_SETTINGS = {
+    "EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS": "0.001",
+    "EIR_DIAMETER_OVERLOAD_INTERVAL_SECONDS": "0.01",
+}
+
+
 def pipelined(host: str, total: int) -> bytes:
     """``total`` ECRs of ``host`` (identifiers 0, 1, ...), to be sent at once."""
     template = ecr_as(host)
@@ -113,7 +120,9 @@ async def test_overloaded_gateway_answers_3004_and_reports_to_doic_peers(
 async def test_a_real_backlog_turns_overload_control_on(start_gateway: StartGateway) -> None:
     # 20,000 requests pipelined at once, a 1 ms target: the backlog measured (unread octets over
     # the handling rate) exceeds it, so part of the requests get 3004; every one is answered.
-    gateway = await start_gateway(EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0.001")
+    # Measured every 10 ms: the gateway drains the burst in ~150 ms, which a 100 ms interval
+    # could see only once (shedding needs two measurements past the target).
+    gateway = await start_gateway(**BURST_SETTINGS)
     peer = await open_as(gateway, "burst.test")
     total = 20_000
     peer.send(pipelined("burst.test", total))
@@ -130,7 +139,7 @@ async def test_a_modest_peer_is_answered_while_a_flooding_one_is_refused(
     # Two peers over real sockets: one pipelines 20,000 requests at once, the other sends one
     # at a time. The flood's backlog turns overload control on (1 ms target); its share is
     # refused, while the modest peer, far within its fair share, is never refused.
-    gateway = await start_gateway(EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0.001")
+    gateway = await start_gateway(**BURST_SETTINGS)
     modest = await open_as(gateway, "modest.test")
     flood = await open_as(gateway, "flood.test")
     total = 20_000
