@@ -74,9 +74,22 @@ def master_and_replica(cluster: RedisCluster, imei_key: str) -> tuple[int, int]:
     raise AssertionError(f"no master serves slot {slot}")
 
 
+def replication(cluster: RedisCluster, port: int, field: str) -> str:
+    """A field of ``INFO replication`` on the node at ``port``."""
+    return next(line.split(":", 1)[1].strip() for line in cluster.command(
+        port, "info", "replication").splitlines() if line.startswith(f"{field}:"))
+
+
 def role(cluster: RedisCluster, port: int) -> str:
-    return next(line.split(":")[1] for line in cluster.command(port, "info", "replication")
-                .splitlines() if line.startswith("role:"))
+    return replication(cluster, port, "role")
+
+
+def replicated(cluster: RedisCluster, master: int, replica: int) -> bool:
+    """The replica has every write the master had. Replication is asynchronous: a master
+    killed before its replica caught up loses its last writes (a Redis Cluster property,
+    not the tracker's), which would make this test's count wrong under load."""
+    return int(replication(cluster, replica, "slave_repl_offset")) >= int(
+        replication(cluster, master, "master_repl_offset"))
 
 
 async def wait_until(condition: object, timeout: float = 30.0) -> None:
@@ -124,6 +137,7 @@ async def test_a_killed_master_is_unreachable_once_then_back_once(
         assert set(await check_all(classifier, imsi)) == {Reason.CLEAN}
     await tracker.flush()
     master, replica = master_and_replica(cluster, tracker.key(IMEIS[0]))
+    await wait_until(lambda: replicated(cluster, master, replica))
     node = next(n for n in cluster.nodes if n.port == master)
     assert node.process is not None
     node.process.send_signal(signal.SIGKILL)
