@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from diameter.dictionary.ts29272_s13 import EquipmentStatus
 
-__all__ = ["DEFAULT_STATUS", "REASON_LABEL", "EquipmentStatus", "Outcome", "Policy", "Reason"]
+__all__ = ["DEFAULT_STATUS", "REASON_LABEL", "STATUS_LABEL", "EquipmentStatus", "Outcome", "Policy", "Reason"]
 
 
 class Reason(enum.Enum):
@@ -66,6 +66,15 @@ DEFAULT_STATUS: Mapping[Reason, EquipmentStatus] = MappingProxyType(
 # Each reason's metric label (its value), read per check: Enum's ``value`` is a Python-level
 # property, a dict look-up of a member hashes in C.
 REASON_LABEL: dict[Reason, str] = {reason: reason.value for reason in Reason}
+
+# The status label of eir_checks_total for each answer (None: unknown equipment), on every
+# interface (S13, N5g-eir).
+STATUS_LABEL: dict[EquipmentStatus | None, str] = {
+    EquipmentStatus.WHITELISTED: "whitelisted",
+    EquipmentStatus.BLACKLISTED: "blacklisted",
+    EquipmentStatus.GREYLISTED: "greylisted",
+    None: "equipment_unknown",
+}
 
 REASON_RANK: Mapping[Reason, int] = MappingProxyType({r: i for i, r in enumerate(Reason)})
 

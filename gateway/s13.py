@@ -35,7 +35,7 @@ from gateway.events.bus import EventBus
 from gateway.imei import is_svn
 from gateway.metrics import GatewayMetrics
 from gateway.observations import ObservationLog
-from gateway.policy import REASON_LABEL
+from gateway.policy import REASON_LABEL, STATUS_LABEL
 
 ME_IDENTITY_CHECK = 324
 
@@ -68,15 +68,6 @@ _ERROR_LABELS: dict[int, tuple[str, str]] = {
     ResultCode.DIAMETER_UNABLE_TO_COMPLY: ("unable_to_comply", "internal_error"),
     ResultCode.DIAMETER_MISSING_AVP: ("rejected", "missing_imei"),
 }
-
-# Metric label for each answer outcome (lower case, bounded).
-_STATUS_LABEL: dict[EquipmentStatus | None, str] = {
-    EquipmentStatus.WHITELISTED: "whitelisted",
-    EquipmentStatus.BLACKLISTED: "blacklisted",
-    EquipmentStatus.GREYLISTED: "greylisted",
-    None: "equipment_unknown",
-}
-
 
 def application_avps() -> list[Avp]:
     """Vendor-Specific-Application-Id and Auth-Session-State, as every ECA carries them."""
@@ -307,7 +298,7 @@ class MeIdentityCheck:
             self.observations.record(imei.body, decision.imsi)
         if self.metrics is not None:
             self.metrics.count_check(
-                _STATUS_LABEL[decision.enforcement],
+                STATUS_LABEL[decision.enforcement],
                 REASON_LABEL[decision.decisive],
                 time.perf_counter() - started,
             )

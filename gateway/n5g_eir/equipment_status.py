@@ -40,21 +40,13 @@ from gateway.n5g_eir.settings import (
     OverloadSignal,
 )
 from gateway.observations import ObservationLog
-from gateway.policy import REASON_LABEL, EquipmentStatus
+from gateway.policy import REASON_LABEL, STATUS_LABEL, EquipmentStatus
 from gateway.shared_count import SharedCount
 
 INTERFACE = "n5g_eir"  # the `interface` label of eir_checks_total and eir_check_duration_seconds
 NON_IMEI_REASON = "non_imei_pei"  # eir_checks_total reason of a mac-/eui- PEI
 
 log = logging.getLogger("eir.n5g_eir")
-
-_STATUS_LABEL: dict[EquipmentStatus | None, str] = {
-    EquipmentStatus.WHITELISTED: "whitelisted",
-    EquipmentStatus.BLACKLISTED: "blacklisted",
-    EquipmentStatus.GREYLISTED: "greylisted",
-    None: "equipment_unknown",
-}
-
 
 class EquipmentIdentityCheck:
     """The 5G-EIR side of N5g-eir_EquipmentIdentityCheck."""
@@ -171,7 +163,7 @@ class EquipmentIdentityCheck:
         imei = decision.imei
         if self.observations is not None and imei is not None and decision.imsi:
             self.observations.record(imei.body, decision.imsi)
-        self._count(_STATUS_LABEL[decision.enforcement], REASON_LABEL[decision.decisive], started)
+        self._count(STATUS_LABEL[decision.enforcement], REASON_LABEL[decision.decisive], started)
         if log.isEnabledFor(logging.DEBUG):
             fields: dict[str, object] = {"pei": _pei_text(query.pei)}
             fields.update(decision.log_fields(self.mask_imsis))
@@ -186,7 +178,7 @@ class EquipmentIdentityCheck:
             self._count("rejected", "invalid_request", started)
             return NON_IMEI_REJECTED
         status, enforcement = outcome
-        self._count(_STATUS_LABEL[enforcement], NON_IMEI_REASON, started)
+        self._count(STATUS_LABEL[enforcement], NON_IMEI_REASON, started)
         if log.isEnabledFor(logging.DEBUG):
             self._log(query, {
                 "pei": _pei_text(query.pei),
