@@ -1,112 +1,227 @@
-"""Fresh checks per second of one gateway process with clone detection counted locally vs
-shared through Redis (not a test; prints figures).
+"""Real-traffic checks per second of one gateway worker with local state vs with Redis +
+PostgreSQL (issue 13's target: shared at least 0.8 of local), and each side's CPU per check (not
+a test; prints figures).
 
-Method: a redis-server on a free loopback port; ``eir-gateway run`` (one process, the embedded
-default configuration with clone detection on, threshold 10) started twice, once without and
-once with ``shared.redis_url``, alternately for ``--rounds`` rounds; each round the simulator
-(``eir-gateway simulate``, another process) sends checks with an IMSI from a pool of
-``--pool`` distinct handsets in a closed loop (``--window`` outstanding on each of
-``--connections`` connections) for ``--seconds``. With clone detection on, every check that
-carries an IMSI is classified afresh (the decision cache is bypassed: the tracker counts each),
-so this is the fresh-check path with its clone-detection cost, local or shared. The best round
-of each is reported, and the ratio shared/local (target: at least 0.8), in checks per second
-and in the gateway process's CPU per check (/proc/PID/stat, user + system, every thread: the
-figure the load of a shared machine moves least). End of session 7 (load average 3-4): 0.73
-in checks/s, 0.68 in CPU per check, where ``bench/instructions.py --modes clone,clone-shared
---per-read 64`` counts 1.18 times the local check's instructions: most of the difference
-(about 6 of the 9.3 µs sharing adds to a check) lies outside the instructions that bench
-counts (its one connection is fed in process, with no socket, on asyncio's loop); it is user
-CPU, and round trips carry about 190 checks each here: not found yet (README, Shared state).
+Traffic: bench/e2e.py's real suite (bench/real_traffic.py, generated from ``--seed``): a
+GSMA-size TAC file (``--tacs``), registry declarations, operator lists and ``--handsets``
+distinct IMEIs, each with an IMSI and a Software-Version, in its mix of known and unknown TACs,
+list hits and registry verdicts; every answer verified against its category. One cursor walks
+the handsets for the whole run: no handset is sent twice (it says so if they wrap), so every
+check on either side is classified afresh, recorded in the observation log and counted by
+clone detection, never answered from the decision cache.
+
+Sides (``--sides``, each a ``python -m gateway.cli run``: one worker, the embedded default
+configuration with clone detection on, the generated files, its own state directory):
+
+* ``local``: SQLite state, the in-process clone tracker, the observation log's writer process;
+* ``shared`` (the issue's "Redis + PostgreSQL"): ``[state] backend = "postgresql"`` (lists,
+  TACs and the observation log in PostgreSQL), clone detection counted in Redis
+  (``[shared] redis_url``), observations through the Redis stream
+  (``observation_stream = true``) drained into PostgreSQL by the gateway's consumer;
+* to see where the difference lies: ``redis`` (SQLite state, clone detection in Redis only) and
+  ``stream`` (``redis`` plus the observation stream).
+
+Method: a redis-server and a PostgreSQL (tests/postgres_server.py; fsync off) on free loopback
+ports; every side's gateway started once, warmed with 20,000 handsets, then ``--rounds``
+rounds of ``--seconds`` each, the sides alternating so all see the same disturbances: a closed
+loop of ``--window`` outstanding requests on each of ``--connections`` connections (the
+simulator of bench/e2e.py in this process). With two or more CPUs the simulator, Redis and
+PostgreSQL run on CPU 0 and the gateways (every thread, and their writer processes) on CPU 1:
+Redis and PostgreSQL stand for servers of their own. After each round the bench waits until the
+gateway is idle (its observations written, the stream drained), so each round's CPU holds all
+the work its checks caused. Reported per side, best round (and every round): checks/s over the
+loop; CPU µs per check (user + system, /proc) of the gateway worker (all its threads:
+PostgreSQL's observation writer is one), of its observation writer process (local side), of
+Redis and of PostgreSQL (every backend), and the observations written in the round. The ratio
+shared/local is the worker's: in checks/s, and local CPU per check / shared CPU per check.
 
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
 observations per second from one process, Redis CPU (``INFO cpu``) per observation and memory
-(``INFO memory``) per IMEI held.
+(``INFO memory``) per IMEI held. The same through a Redis Cluster of 3 masters (``[shared]
+redis_cluster``; tests/redis_server.py starts it, needs redis-cli too): each script call
+carries one hash slot's observations there, so a tick of 1,000 distinct IMEIs is ~1,000 calls
+(in one pipeline, one round trip per master). ``--observations 0`` skips both.
 
-The same through a Redis Cluster of 3 masters (``[shared] redis_cluster``; tests/redis_server.py
-starts it, needs redis-cli too): each script call carries one hash slot's observations there, so
-a tick of 1,000 distinct IMEIs is ~1,000 calls (in one pipeline, one round trip per master).
-
-Run: ``.venv/bin/python bench/shared_state.py`` (needs redis-server, Debian redis-server).
+Run: ``.venv/bin/python bench/shared_state.py`` (needs redis-server and PostgreSQL, Debian
+redis-server and postgresql, and the extras shared and postgresql).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+for _path in (ROOT, ROOT / "bench"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
+from e2e import Cursor, Scenario, _wait_port, _wait_ready, drive, free_port, scrape, warm_up  # noqa: E402
+from real_traffic import generate  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from eir_compiled import finder as compiled_build  # noqa: E402
+from gateway import aio  # noqa: E402
+from gateway.config import load_config  # noqa: E402
+from tests.gateway_process import process_env  # noqa: E402
+from tests.postgres_server import PostgresServer, _binaries  # noqa: E402
 
-
-def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"process exited with {process.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
+_TICK = os.sysconf("SC_CLK_TCK")
+SIDES = ("local", "redis", "stream", "shared")
+WARM_UP = 20_000
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def one_round(state: Path, redis_url: str, args: argparse.Namespace) -> tuple[float, float]:
-    """(checks/s, the gateway's CPU µs per check)."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{port}",
-        EIR_METRICS_LISTEN="127.0.0.1:0",
-        EIR_N5G_EIR_LISTEN="",
-        # Closed loop at saturation measures capacity: no shedding by queueing delay.
-        EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0",
-        EIR_STATE_DIRECTORY=str(state),
-        EIR_CLONE_DETECTION_ENABLED="true",
-        EIR_SHARED_REDIS_URL=redis_url,
-        EIR_LOGGING_LEVEL="WARNING",
-    )
-    gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run"], cwd=ROOT, env=env)
+    """User + system CPU of a process so far (all its threads); 0 once it is gone."""
     try:
-        wait_port(port, gateway)
-        cpu = cpu_seconds(gateway.pid)
-        result = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "simulate", "--port", str(port), "--imsi",
-             "--pool", str(args.pool), "--window", str(args.window), "--connections",
-             str(args.connections), "--duration", str(args.seconds), "--json",
-             "--progress", "off", "--seed", str(args.seed)],
-            cwd=ROOT, capture_output=True, text=True, timeout=args.seconds + 120,
-        )  # fmt: skip
-        cpu = cpu_seconds(gateway.pid) - cpu
-        report = json.loads(result.stdout)
-        if report["errors"] or report["lost"]:
-            sys.exit(f"the simulator saw errors: {result.stdout[:2000]}")
-        return float(report["achieved_rate"]), cpu / max(report["answered"], 1) * 1e6
-    finally:
-        gateway.terminate()
-        gateway.wait(30)
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def children(pid: int) -> list[int]:
+    """The processes ``pid`` started (every thread's), e.g. the observation writer."""
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+                out += [int(c) for c in text.split()]
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], children(pid)
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children(child)
+    return found
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of ``pid`` and of its descendants on ``cpu`` (threads and processes made
+    later inherit it)."""
+    for process in (pid, *descendants(pid)):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{process}/task"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task), {cpu})
+
+
+@dataclass(slots=True)
+class Side:
+    name: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
+    port: int = 0
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+    def cpu(self) -> tuple[float, float]:
+        """(the worker's CPU, its descendants')."""
+        assert self.process is not None
+        pid = self.process.pid
+        return cpu_seconds(pid), sum(cpu_seconds(c) for c in descendants(pid))
+
+
+def side_env(name: str, redis_url: str, dsn: str) -> dict[str, str]:
+    env = {"EIR_CLONE_DETECTION_ENABLED": "true"}
+    if name != "local":
+        env |= {"EIR_SHARED_REDIS_URL": redis_url, "EIR_SHARED_KEY_PREFIX": f"bench-{name}"}
+    if name in ("stream", "shared"):
+        env["EIR_SHARED_OBSERVATION_STREAM"] = "true"
+    if name == "shared":
+        env |= {"EIR_STATE_BACKEND": "postgresql", "EIR_STATE_DSN": dsn}
+    return env
+
+
+def start(side: Side, state: Path, data_env: dict[str, str]) -> None:
+    side.port, side.metrics_port = free_port(), free_port()
+    state.mkdir()
+    env = process_env(side.port, side.metrics_port, state, **data_env, **side.env,
+                      # Closed loop at saturation measures capacity: no shedding by delay.
+                      EIR_DIAMETER_OVERLOAD_TARGET_DELAY_SECONDS="0",
+                      EIR_LOGGING_LEVEL="WARNING")
+    env["EIR_N5G_EIR_LISTEN"] = ""
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    log = open(state / "gateway.log", "wb")  # the process's, closed with it
+    side.process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run"], cwd=state,
+                                    env=env, stdout=log, stderr=log)
+    log.close()
+    deadline = time.monotonic() + 300  # a 100,000-TAC import first
+    _wait_port(side.port, side.process, deadline)
+    _wait_ready(side.metrics_port, deadline)
+
+
+def stop(side: Side) -> None:
+    if side.process is not None and side.process.poll() is None:
+        side.process.terminate()
+        try:
+            side.process.wait(30)
+        except subprocess.TimeoutExpired:
+            side.process.kill()
+            side.process.wait()
+
+
+def settle(pids: list[int], limit: float = 20.0) -> None:
+    """Until the processes are idle (no CPU tick over 0.3 s: the log written, the stream
+    drained), at most ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    last = sum(cpu_seconds(p) for p in pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - last <= 1.0 / _TICK:
+            return
+        last = now
+
+
+def written(metrics_port: int) -> float:
+    return scrape(metrics_port).get("eir_observations_written_total", 0.0)
+
+
+async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
+                    servers: dict[str, int]) -> dict[str, float]:
+    assert side.process is not None
+    scenario = Scenario("closed", args.connections, args.window)
+    worker0, writer0 = side.cpu()
+    server0 = {name: server_cpu(pid) for name, pid in servers.items()}
+    written0 = written(side.metrics_port)
+    report = await drive(side.port, scenario, cursor.take(), args.seconds, True)
+    cursor.advance(report.stats.sent)
+    if not report.ok:
+        sys.exit(f"{side.name}: the run was not clean: {report.render_text()}")
+    settle([side.process.pid, *descendants(side.process.pid), *servers.values()])
+    worker1, writer1 = side.cpu()
+    n = report.stats.answered
+    out = {"checks_per_s": report.achieved_rate,
+           "worker_us": (worker1 - worker0) / n * 1e6,
+           "writer_us": (writer1 - writer0) / n * 1e6,
+           "observations_written": written(side.metrics_port) - written0,
+           "answered": n}
+    for name, pid in servers.items():
+        out[f"{name}_us"] = (server_cpu(pid) - server0[name]) / n * 1e6
+    return out
+
+
+def server_cpu(pid: int) -> float:
+    """A server's CPU: the process and every process it started (PostgreSQL's backends)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(c) for c in descendants(pid))
 
 
 async def redis_cost(url: str, count: int, cluster: bool = False) -> tuple[float, float, float]:
@@ -143,60 +258,6 @@ async def redis_cost(url: str, count: int, cluster: bool = False) -> tuple[float
     return count / elapsed, (cpu1 - cpu0) / count * 1e6, (mem1 - mem0) / count
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--pool", type=int, default=100_000)
-    parser.add_argument("--window", type=int, default=64)
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--observations", type=int, default=200_000)
-    args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("needs redis-server (Debian redis-server)")
-    print(f"# Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs; "
-          f"closed loop, window {args.window} x {args.connections} connections, "
-          f"{args.seconds:g} s per round, pool {args.pool}, best of {args.rounds}")
-    with tempfile.TemporaryDirectory() as tmp:
-        redis_port = free_port()
-        redis = subprocess.Popen(
-            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            wait_port(redis_port, redis)  # type: ignore[arg-type]
-            local: list[tuple[float, float]] = []
-            shared: list[tuple[float, float]] = []
-            for n in range(args.rounds):
-                local.append(one_round(Path(tmp) / f"local{n}", "", args))
-                shared.append(one_round(
-                    Path(tmp) / f"shared{n}", f"redis://127.0.0.1:{redis_port}/0", args
-                ))
-            rate, cpu, memory = asyncio.run(
-                redis_cost(f"redis://127.0.0.1:{redis_port}/1", args.observations)
-            )
-        finally:
-            redis.terminate()
-            redis.wait(10)
-    cluster_rate = cluster_observations(args.observations)
-    for label, rounds in (("local clone detection", local), ("shared through Redis ", shared)):
-        print(f"{label}: {max(r for r, _ in rounds):,.0f} checks/s, gateway CPU "
-              f"{min(c for _, c in rounds):.1f} µs/check (best; rounds "
-              + ", ".join(f"{r:,.0f}/s {c:.1f} µs" for r, c in rounds) + ")")
-    by_rate = max(r for r, _ in shared) / max(r for r, _ in local)
-    by_cpu = min(c for _, c in local) / min(c for _, c in shared)
-    print(f"ratio shared/local: {by_rate:.2f} in checks/s, {by_cpu:.2f} in CPU per check "
-          "(local µs / shared µs)")
-    print(f"Redis: {rate:,.0f} observations/s from one process (pipelined, 1,000 per tick); "
-          f"{cpu:.1f} µs of Redis CPU per observation; {memory:.0f} bytes per IMEI held")
-    if cluster_rate is not None:
-        print(f"Redis Cluster (3 masters): {cluster_rate:,.0f} observations/s from one process "
-              "(one script call per hash slot)")
-
-
 def cluster_observations(count: int) -> float | None:
     """Observations/s from one process through a 3-master Redis Cluster; None without
     redis-cli."""
@@ -214,6 +275,172 @@ def cluster_observations(count: int) -> float | None:
             return asyncio.run(redis_cost(cluster.url, count, cluster=True))[0]
         finally:
             cluster.stop()
+
+
+async def measure(sides: list[Side], traffic_cursor: Cursor, args: argparse.Namespace,
+                  servers: dict[str, int]) -> None:
+    for side in sides:
+        report = await warm_up(side.port, traffic_cursor.take(), WARM_UP, True)
+        traffic_cursor.advance(report.stats.sent)
+        if not report.ok:
+            sys.exit(f"warm-up of {side.name} failed: {report.render_text()}")
+        assert side.process is not None
+        settle([side.process.pid, *descendants(side.process.pid), *servers.values()])
+    for _ in range(args.rounds):  # alternating, so every side sees the same disturbances
+        for side in sides:
+            side.rounds.append(await one_round(side, traffic_cursor, args, servers))
+            if not args.json:
+                r = side.rounds[-1]
+                print(f"  {side.name:<7} {r['checks_per_s']:>8,.0f} checks/s, worker "
+                      f"{r['worker_us']:.1f} µs/check, writer {r['writer_us']:.1f}, redis "
+                      f"{r['redis_us']:.1f}, postgresql {r['postgresql_us']:.1f}; "
+                      f"{r['observations_written']:,.0f} observations written", flush=True)
+
+
+def best(side: Side) -> dict[str, float]:
+    """The highest rate's round; each CPU figure the lowest of the rounds (the least
+    disturbed)."""
+    out = dict(max(side.rounds, key=lambda r: r["checks_per_s"]))
+    for key in ("worker_us", "writer_us", "redis_us", "postgresql_us"):
+        out[key] = min(r[key] for r in side.rounds)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sides", default="local,shared",
+                        help=f"comma-separated, of {', '.join(SIDES)} (default local,shared)")
+    parser.add_argument("--handsets", type=int, default=2_000_000,
+                        help="distinct handsets generated (default 2000000)")
+    parser.add_argument("--tacs", type=int, default=100_000)
+    parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--observations", type=int, default=200_000,
+                        help="Redis's own cost: observations sent (0: not measured)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    names = args.sides.split(",")
+    if unknown := set(names) - set(SIDES):
+        parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
+    binary, pg = shutil.which("redis-server"), _binaries()
+    if binary is None:
+        sys.exit("needs redis-server (Debian redis-server)")
+    if pg is None and "shared" in names:
+        sys.exit("needs PostgreSQL (Debian postgresql)")
+    pinned = (os.cpu_count() or 1) >= 2
+    if pinned:
+        os.sched_setaffinity(0, {0})
+    with tempfile.TemporaryDirectory(prefix="eir-shared-") as tmp:
+        traffic, files = generate(load_config().policy, Path(tmp) / "data", args.handsets,
+                                  args.tacs, args.seed)
+        data_env = {"EIR_TAC_FILE": str(files["tac"]),
+                    "EIR_LISTS_IMPORT_FILES": str(files["lists"]),
+                    "EIR_REGISTRY_SEED_FILES": str(files["registry"])}
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        # Not under /tmp/...-private directories: PostgreSQL's user must reach it.
+        pg_dir = Path(tempfile.mkdtemp(prefix="eir-pg-"))
+        postgres = PostgresServer(*pg, pg_dir) if pg is not None else None
+        sides = [Side(n, {}) for n in names]
+        try:
+            _wait_port(redis_port, redis, time.monotonic() + 60)
+            servers = {"redis": redis.pid}
+            dsn = ""
+            if postgres is not None:
+                postgres.start()
+                dsn = postgres.create_database()
+                assert postgres.process is not None
+                servers["postgresql"] = postgres.process.pid
+            if pinned:
+                for pid in servers.values():
+                    pin(pid, 0)
+            for side in sides:
+                side.env = side_env(side.name, f"redis://127.0.0.1:{redis_port}/0", dsn)
+                start(side, Path(tmp) / side.name, data_env)
+                if pinned:
+                    assert side.process is not None
+                    pin(side.process.pid, 1)
+            cursor = Cursor(traffic)
+            if not args.json:
+                print(f"# Python {platform.python_version()}, {platform.machine()}, "
+                      f"{os.cpu_count()} CPUs, hot modules {compiled_build.status()}; "
+                      f"closed loop, window {args.window} x {args.connections} connections, "
+                      f"{args.seconds:g} s per round, {args.rounds} rounds; "
+                      f"{len(traffic):,} handsets over {args.tacs:,} TACs; pinned: "
+                      + ("simulator, Redis, PostgreSQL CPU 0; gateways CPU 1" if pinned
+                         else "no"), flush=True)
+            aio.run(measure(sides, cursor, args, servers))
+            rate = cpu = memory = None
+            if args.observations:
+                rate, cpu, memory = asyncio.run(
+                    redis_cost(f"redis://127.0.0.1:{redis_port}/1", args.observations)
+                )
+        finally:
+            for side in sides:
+                stop(side)
+            redis.terminate()
+            redis.wait(10)
+            if postgres is not None:
+                postgres.stop()
+            shutil.rmtree(pg_dir, ignore_errors=True)
+    cluster_rate = cluster_observations(args.observations) if args.observations else None
+    report(sides, cursor, args, (rate, cpu, memory), cluster_rate)
+
+
+def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
+           redis: tuple[float | None, float | None, float | None],
+           cluster_rate: float | None) -> None:
+    results: dict[str, dict[str, Any]] = {
+        s.name: {"best": best(s), "rounds": s.rounds} for s in sides
+    }
+    ratios: dict[str, dict[str, float]] = {}
+    if "local" in results:
+        local = results["local"]["best"]
+        for name, result in results.items():
+            if name != "local":
+                b = result["best"]
+                ratios[name] = {
+                    "checks_per_s": b["checks_per_s"] / local["checks_per_s"],
+                    "worker_cpu": local["worker_us"] / b["worker_us"],
+                    "worker_and_writer_cpu": (local["worker_us"] + local["writer_us"])
+                    / (b["worker_us"] + b["writer_us"]),
+                }
+    if args.json:
+        json.dump({"command": " ".join([Path(sys.executable).name, *sys.argv]),
+                   "hot_modules": compiled_build.status(), "load_average": os.getloadavg(),
+                   "handsets_sent": cursor.position, "handsets_wrapped": cursor.wrapped,
+                   "sides": results, "ratios": ratios,
+                   "redis_observations": dict(zip(("per_s", "cpu_us", "bytes_per_imei"), redis,
+                                                  strict=True)),
+                   "cluster_observations_per_s": cluster_rate}, sys.stdout, indent=2)
+        print()
+        return
+    print(f"handsets sent: {cursor.position:,}"
+          + (" (WRAPPED: some were sent twice)" if cursor.wrapped else ", none twice"))
+    for name, result in results.items():
+        b = result["best"]
+        print(f"{name:<7}: {b['checks_per_s']:,.0f} checks/s; CPU µs per check: worker "
+              f"{b['worker_us']:.1f}, its writer process {b['writer_us']:.1f}, Redis "
+              f"{b['redis_us']:.1f}, PostgreSQL {b['postgresql_us']:.1f} (best of "
+              f"{len(result['rounds'])})")
+    for name, r in ratios.items():
+        print(f"ratio {name}/local: {r['checks_per_s']:.2f} in checks/s, {r['worker_cpu']:.2f} in "
+              f"the worker's CPU per check (local µs / {name} µs), "
+              f"{r['worker_and_writer_cpu']:.2f} with the writer process")
+    rate, cpu, memory = redis
+    if rate is not None:
+        print(f"Redis: {rate:,.0f} observations/s from one process (pipelined, 1,000 per tick); "
+              f"{cpu:.1f} µs of Redis CPU per observation; {memory:.0f} bytes per IMEI held")
+    if cluster_rate is not None:
+        print(f"Redis Cluster (3 masters): {cluster_rate:,.0f} observations/s from one process "
+              "(one script call per hash slot)")
 
 
 if __name__ == "__main__":
