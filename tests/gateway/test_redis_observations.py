@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gateway.config import SharedConfig
@@ -108,3 +110,77 @@ async def test_redis_away_observations_stay_local_one_line_per_transition(
     stream.record(IMEI, "001010000000099", now + 10)
     assert await _eventually(lambda: stream.local.stats.written == 6)
     assert "001010000000099" in {imsi for imsi, *_ in stream.lookup(IMEI)}
+
+
+async def _entries(url: str, key: str) -> list[dict[bytes, bytes]]:
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(url)
+    try:
+        return [fields for _, fields in await client.xrange(key)]
+    finally:
+        await client.aclose()
+
+
+async def test_entries_are_as_the_release_before_wrote_them(
+    make: Make, redis_server: RedisServer
+) -> None:
+    """One XADD per sighting, fields imei, imsi and ts (seconds as decimal text), whatever
+    the IMSI holds (User-Name is any UTF-8): consumers of either release read them (a rolling
+    upgrade), across several script calls and a script Redis forgot (SCRIPT FLUSH)."""
+    stream = make("a")  # appending only: no consumer takes the entries away
+    now = 1_733_378_000.125
+    imsis = ["001010000000001", "0010 1 000", "", "ünïcødé IMSI", "a\r\nb", *map(str, range(250))]
+    await stream._append([(IMEI, imsi, now + i) for i, imsi in enumerate(imsis)])
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(redis_server.url)
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+    await stream._append([(IMEI, "001019999999999", now + 1_000)])
+    entries = await _entries(redis_server.url, stream.key)
+    assert [set(e) for e in entries] == [{b"imei", b"imsi", b"ts"}] * (len(imsis) + 1)
+    assert [e[b"imsi"].decode() for e in entries] == [*imsis, "001019999999999"]
+    assert {e[b"imei"] for e in entries} == {IMEI.encode()}
+    assert [float(e[b"ts"]) for e in entries] == [
+        round(now + i, 3) for i in [*range(len(imsis)), 1_000]
+    ]
+    assert entries[0][b"ts"] == b"1733378000.125"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"\A[0-9]{14}\Z"),
+            st.text(max_size=20),
+            st.floats(min_value=1e9, max_value=4e9, allow_nan=False),
+        ),
+        min_size=1,
+        max_size=250,
+    )
+)
+def test_the_script_appends_what_one_xadd_each_would(
+    redis_server: RedisServer, batch: list[tuple[str, str, float]]
+) -> None:
+    """Differential: the script's entries against the release before's one XADD a sighting
+    (its ts text then a float's repr: compared at the script's millisecond)."""
+
+    async def run() -> None:
+        config = SharedConfig(redis_server.url, f"prop{time.monotonic_ns()}", timeout=1.0)
+        local = ObservationLog(Path("/nonexistent/not-opened.sqlite"))
+        stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()))
+        try:
+            await stream._append(batch)
+            got = await _entries(redis_server.url, stream.key)
+        finally:
+            await stream.redis.aclose()
+        expected = [
+            {b"imei": imei.encode(), b"imsi": imsi.encode(), b"ts": int(ts * 1000)}
+            for imei, imsi, ts in batch
+        ]
+        assert [{**e, b"ts": round(float(e[b"ts"]) * 1000)} for e in got] == expected
+
+    asyncio.run(run())
