@@ -3,12 +3,16 @@
 Every gateway appends its observations to one stream, ``PREFIX:observations``: the
 observations of one event loop tick in one round trip, a script (:data:`_APPEND`) making the
 XADDs of up to :data:`PER_CALL` of them a call (the stream capped at :data:`MAX_LENGTH`
-entries). One consumer group, ``eir``, drains it into the durable
-observation log (gateway.observations, SQLite or PostgreSQL): each gateway process is a
-consumer of the group (XREADGROUP), folds what it reads into its log's aggregate (written by
-the log's writer thread) and acknowledges it (XACK). Each entry is read by one consumer, so a
-sighting is counted once whichever gateway made it; entries a consumer read and never
-acknowledged (it died) are claimed by another after :data:`CLAIM_IDLE` seconds (XAUTOCLAIM).
+entries). One consumer group, ``eir``, drains it into the durable observation log
+(gateway.observations, SQLite or PostgreSQL): each gateway process is a consumer of the group,
+reading up to :data:`PER_ROUND_TRIP` entries a round trip with a script (:data:`_TAKE`:
+XREADGROUP with NOACK, the entries' fields flat in one array) and folding them into its log's
+aggregate (written by the log's writer). Each entry is read by one consumer, so a sighting is
+counted once whichever gateway made it. A sighting is acknowledged as it is read, which is
+when the consumer folded it into its aggregate before: what a dying process loses is that
+aggregate (at most ``flush_interval``), as without the stream. Entries a consumer of the
+release before read and never acknowledged (it died) are claimed by another after
+:data:`CLAIM_IDLE` seconds (XAUTOCLAIM).
 
 Redis unreachable: observations go straight to this process's own log (local state, nothing
 lost), ``eir_shared_state_up{store="redis_stream"}`` turns 0 and one line is logged per
@@ -69,6 +73,32 @@ return n
 """
 
 
+# Up to ARGV[3] entries new to the group, read by consumer ARGV[2] of group ARGV[1] and taken
+# off the group's pending list at once (NOACK: the consumer folds them into its log's aggregate
+# as it receives them, which is when it acknowledged them before); flat, 4 a entry: ID, imei,
+# imsi, ts (nil where the entry lacks the field). The fields go by name, so entries of either
+# release are read. No BLOCK in a script: the consumer waits a little when drained.
+_TAKE = """
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'NOACK',
+                         'STREAMS', KEYS[1], '>')
+local out = {}
+if reply then
+  for _, entry in ipairs(reply[1][2]) do
+    local fields, named = entry[2], {}
+    for i = 1, #fields, 2 do
+      named[fields[i]] = fields[i + 1]
+    end
+    out[#out + 1] = entry[1]
+    out[#out + 1] = named.imei or false
+    out[#out + 1] = named.imsi or false
+    out[#out + 1] = named.ts or false
+  end
+end
+return out
+"""
+IDLE_POLL = 0.05  # seconds between reads of a drained stream
+
+
 def _appended(batch: list[tuple[str, str, float]]) -> str:
     """:data:`_APPEND`'s observations argument."""
     return "".join([
@@ -110,7 +140,8 @@ class ObservationStream(ObservationLog):
         self._scheduled = False
         self._sending: asyncio.Task[None] | None = None
         self._consuming: asyncio.Task[None] | None = None
-        self._sha: str | None = None  # of _APPEND, once loaded into Redis
+        self._shas: dict[str, str] = {}  # script -> its SHA1, once loaded into Redis
+        self._joined = False  # the group exists (XGROUP CREATE since the last failure)
         from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
 
         self._no_script: tuple[type[Exception], ...] = (NoScriptError,)
@@ -205,24 +236,23 @@ class ObservationStream(ObservationLog):
     async def _append(self, batch: list[tuple[str, str, float]]) -> None:
         """One round trip: the batch's XADDs made by :data:`_APPEND`, :data:`PER_CALL`
         observations a call (pipelined when several)."""
-        if self._sha is None:
-            self._sha = await self.redis.script_load(_APPEND)
         calls = [_appended(batch[start:start + PER_CALL])
                  for start in range(0, len(batch), PER_CALL)]
-        try:
-            added = await self._run_append(calls)
-        except self._no_script:  # Redis restarted (or SCRIPT FLUSH): load it again
-            self._sha = await self.redis.script_load(_APPEND)
-            added = await self._run_append(calls)
+        if len(calls) == 1:  # most ticks: one command, without a pipeline's bookkeeping
+            added = int(await self._script(_APPEND, MAX_LENGTH, calls[0]))
+        else:
+            try:
+                added = await self._append_pipelined(await self._sha(_APPEND), calls)
+            except self._no_script:
+                self._shas.clear()
+                added = await self._append_pipelined(await self._sha(_APPEND), calls)
         if added != len(batch):
             raise ValueError(f"the stream took {added} of {len(batch)} observations")
 
-    async def _run_append(self, calls: list[str]) -> int:
-        if len(calls) == 1:  # most ticks: one command, without a pipeline's bookkeeping
-            return int(await self.redis.evalsha(self._sha, 1, self.key, MAX_LENGTH, calls[0]))
+    async def _append_pipelined(self, sha: str, calls: list[str]) -> int:
         async with self.redis.pipeline(transaction=False) as pipe:
             for call in calls:
-                pipe.evalsha(self._sha, 1, self.key, MAX_LENGTH, call)
+                pipe.evalsha(sha, 1, self.key, MAX_LENGTH, call)
             return sum(int(n) for n in await pipe.execute())
 
     def _to_local(self, batch: list[tuple[str, str, float]]) -> None:
@@ -236,23 +266,49 @@ class ObservationStream(ObservationLog):
             if not self._state.available and time.monotonic() < self._state.retry_at:
                 await asyncio.sleep(self._state.retry_at - time.monotonic())
             try:
-                await self._join_group()
+                if not self._joined:  # once per connection: Redis may have restarted empty
+                    await self._join_group()
+                    self._joined = True
                 if time.monotonic() - claimed_at >= CLAIM_IDLE:
                     await self._claim_abandoned()
                     claimed_at = time.monotonic()
-                replies = await asyncio.wait_for(
-                    self.redis.xreadgroup(GROUP, self.consumer, {self.key: ">"},
-                                          count=PER_ROUND_TRIP, block=int(self.timeout * 500)),
-                    self.timeout * 2,
-                )
-                for _, entries in replies or ():
-                    await self._take(entries)
+                taken = await asyncio.wait_for(self._read(), self.timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._joined = False
                 self._state.failed(exc)
-            else:
-                self._state.ok()
+                continue
+            self._state.ok()
+            if taken < PER_ROUND_TRIP:  # drained: a script cannot block, so wait a little
+                await asyncio.sleep(IDLE_POLL)
+
+    async def _read(self) -> int:
+        """One round trip: :data:`_TAKE`'s entries folded into the log; how many."""
+        flat = await self._script(_TAKE, GROUP, self.consumer, PER_ROUND_TRIP)
+        record = self.local.record
+        for i in range(0, len(flat), 4):
+            try:  # every argument is evaluated before record is called
+                record(flat[i + 1].decode(), flat[i + 2].decode(), float(flat[i + 3]))
+            except (AttributeError, ValueError):  # a field missing (None), or not text
+                log.warning("observation stream: entry %s is not an observation; skipped",
+                            flat[i])
+        return len(flat) // 4
+
+    async def _script(self, script: str, *args: object) -> Any:
+        """EVALSHA of ``script`` on the stream's key, loaded when Redis does not have it."""
+        sha = await self._sha(script)
+        try:
+            return await self.redis.evalsha(sha, 1, self.key, *args)
+        except self._no_script:  # Redis restarted (or SCRIPT FLUSH): load it again
+            self._shas.clear()
+            return await self.redis.evalsha(await self._sha(script), 1, self.key, *args)
+
+    async def _sha(self, script: str) -> str:
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = await self.redis.script_load(script)
+        return sha
 
     async def _join_group(self) -> None:
         from redis.exceptions import ResponseError

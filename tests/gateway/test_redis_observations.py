@@ -184,3 +184,31 @@ def test_the_script_appends_what_one_xadd_each_would(
         assert [{**e, b"ts": round(float(e[b"ts"]) * 1000)} for e in got] == expected
 
     asyncio.run(run())
+
+
+async def test_entries_of_the_release_before_are_read_and_a_stranger_skipped(
+    make: Make, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a gateway of the release before appended (one XADD, ts a float's repr) is folded
+    in; an entry that is not an observation is skipped with a warning, the ones around it
+    taken; nothing is left pending in the group."""
+    import redis.asyncio
+
+    stream = make("a")
+    client = redis.asyncio.from_url(redis_server.url)
+    now = time.time()
+    try:
+        await client.xgroup_create(stream.key, GROUP, id="0", mkstream=True)
+        await client.xadd(stream.key, {"imei": IMEI, "imsi": "001010000000001", "ts": repr(now)})
+        await client.xadd(stream.key, {"something": "else"})
+        await client.xadd(stream.key, {"imei": IMEI, "imsi": "001010000000002", "ts": "bad"})
+        await stream._append([(IMEI, "001010000000003", now + 1)])
+        caplog.set_level(logging.WARNING, "eir.shared")
+        await _started(stream)
+        assert await _eventually(lambda: stream.local.stats.written == 2)
+        rows = {imsi: (first, count) for imsi, first, _, count in stream.lookup(IMEI)}
+        assert rows == {"001010000000001": (now, 1), "001010000000003": (int((now + 1) * 1000) / 1000, 1)}
+        assert len([r for r in caplog.records if "not an observation" in r.getMessage()]) == 2
+        assert (await client.xpending(stream.key, GROUP))["pending"] == 0
+    finally:
+        await client.aclose()
