@@ -27,6 +27,7 @@ COMPILED_MODULES: tuple[CompiledModule, ...] = (
     CompiledModule("diameter.overload", "every 3004 of an overloaded node, from its template"),
     CompiledModule("diameter.lane", "every request of a learnt shape: one walk of its octets"),
     CompiledModule("diameter.deferred", "every answer given later (a shared clone count's check)"),
+    CompiledModule("diameter.reads", "every read served: the budget, each handler's call"),
     CompiledModule("gateway.s13", "every MICR read and its MICA assembled"),
     CompiledModule("gateway.classify", "every check's pipeline and decision cache"),
     CompiledModule("gateway.imei", "IMEI parsing and the Luhn digit of every check"),

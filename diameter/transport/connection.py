@@ -22,14 +22,11 @@ from diameter.events import AnyRequest, Event, LaneRequest, RequestReceived
 from diameter.node import Node
 from diameter.peer import Peer, Role, call_handler
 from diameter.peer_identity import certificate_names
+from diameter.reads import DEFERRED, FAILED, ReadServer
 from diameter.settings import TransportSettings
 from diameter.transport.sockets import set_nodelay
 
 log = logging.getLogger(__name__)
-
-# Besides read_budget messages, a callback hands the loop back after this many octets of
-# messages: a few large messages cost as much as many small ones.
-READ_BUDGET_OCTETS = 1 << 16
 
 
 class PeerConnection(asyncio.Protocol):
@@ -71,6 +68,7 @@ class PeerConnection(asyncio.Protocol):
         self.write_paused = False
         # The rest of a read past its budget of messages (see _serve), reading paused meanwhile.
         self._backlog: Iterator[list[Event]] | None = None
+        self._reads: ReadServer | None = None  # the compiled core serving each read
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -106,6 +104,9 @@ class PeerConnection(asyncio.Protocol):
             self.peer.remote_address = remote
             self.peer.local_addresses = local
         self.peer.on_wakeup = self._wakeup
+        self._reads = ReadServer(
+            self.peer, self.settings.read_budget, self._write, self._dispatch, self._pending
+        )
         if self.role is Role.INITIATOR:
             self._handle(self.peer.connection_made(now))
         else:
@@ -117,50 +118,23 @@ class PeerConnection(asyncio.Protocol):
         self._serve(peer.receive_each(data, self._loop.time()))
 
     def _serve(self, each: Iterator[list[Event]]) -> None:
-        """Handle the messages of one read, at most ``read_budget`` of them (and about
-        READ_BUDGET_OCTETS) per callback: a read of thousands of small messages must not hold
-        the loop while other connections (and new ones, and signals) wait. The rest is served from a later callback, with
-        reading paused meanwhile so that nothing overtakes it."""
-        peer = self.peer
-        assert peer is not None
+        """Serve the messages of one read (``diameter.reads``: at most ``read_budget`` of them
+        per callback, the rest from a later one with reading paused), then write the answers."""
+        reads = self._reads
+        assert reads is not None
         started = self._loop.time()
         try:
-            self._serve_some(peer, each, self.settings.read_budget)
+            outcome = reads.serve(each, started)
         finally:
             # Time spent on received messages: the overload sampler's service rate.
             self.node.busy_seconds += self._loop.time() - started
-
-    def _serve_some(self, peer: Peer, each: Iterator[list[Event]], budget: int) -> None:
-        # Each message's events are handled before the next message is decoded: a request is
-        # answered (into the peer's output) while its objects are still young, instead of a
-        # whole read's worth of decoded messages piling up for the garbage collector.
-        # Answers are written after the 1st, 3rd, 7th, 15th... message and at the end of the
-        # read: the peer gets its first answers (and can send more requests) while the rest of
-        # a large read is processed, for a few writes per read rather than one per answer.
-        dispatch = self._dispatch
-        handled = 0
-        octets = peer.processed_bytes + READ_BUDGET_OCTETS
-        while True:
-            try:
-                events = next(each, None)
-            except Exception:
-                # A bug met by one peer's bytes closes that connection only, never the server.
-                log.exception("%r: unexpected error on received data; closing", peer)
-                self._backlog = None
-                self.abort()
-                return
-            if events is None:
-                break
-            for event in events:
-                dispatch(event)
-            handled += 1
-            if handled >= budget or peer.processed_bytes >= octets:
-                self._defer(each)
-                self._flush()
-                return
-            if not handled & (handled + 1):  # handled is 2**k - 1
-                self._write_out(peer)
-        if self._backlog is not None:
+        if outcome == FAILED:
+            self._backlog = None
+            self.abort()
+            return
+        if outcome == DEFERRED:
+            self._defer(each)
+        elif self._backlog is not None:
             self._backlog = None
             self._set_reading()
         self._flush()
@@ -189,12 +163,10 @@ class PeerConnection(asyncio.Protocol):
         else:
             transport.resume_reading()
 
-    def _write_out(self, peer: Peer) -> None:
+    def _write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            out = peer.data_to_send()
-            if out:
-                transport.write(out)
+            transport.write(data)
 
     def eof_received(self) -> bool | None:
         return False  # close our side too
@@ -248,8 +220,13 @@ class PeerConnection(asyncio.Protocol):
         assert peer is not None
         # The handler called and a synchronous answer sent by compiled code (diameter.peer).
         result = call_handler(peer, event, self._loop.time())
-        if result is None:
-            return
+        if result is not None:
+            self._pending(event, result)
+
+    def _pending(self, event: AnyRequest, result: Any) -> None:
+        """A handler returned something to wait for: answered when it is given or done."""
+        peer = self.peer
+        assert peer is not None
         if isinstance(result, DeferredAnswer):
             # Sent from the handler's own callback when it gives it: no future, no task.
             self.deferred.add(result)
