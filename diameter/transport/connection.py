@@ -190,6 +190,7 @@ class PeerConnection(asyncio.Protocol):
             # its objects go with their last reference instead of waiting, as a cycle, for a
             # full garbage collection (one that walks every cached object: gateway.collector).
             self.peer.on_wakeup = None
+        self._reads = None  # it holds this connection's methods: a cycle otherwise
         self.transport = None
         if not self.closed.done():
             self.closed.set_result(None)
