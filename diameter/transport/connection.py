@@ -125,19 +125,20 @@ class PeerConnection(asyncio.Protocol):
         started = self._loop.time()
         try:
             outcome = reads.serve(each, started)
+            if outcome == FAILED:
+                self._backlog = None
+                self.abort()
+                return
+            if outcome == DEFERRED:
+                self._defer(each)
+            elif self._backlog is not None:
+                self._backlog = None
+                self._set_reading()
+            self._flush()
         finally:
-            # Time spent on received messages: the overload sampler's service rate.
+            # Time spent on received messages and their answers' write: the overload
+            # sampler's service rate.
             self.node.busy_seconds += self._loop.time() - started
-        if outcome == FAILED:
-            self._backlog = None
-            self.abort()
-            return
-        if outcome == DEFERRED:
-            self._defer(each)
-        elif self._backlog is not None:
-            self._backlog = None
-            self._set_reading()
-        self._flush()
 
     def _defer(self, each: Iterator[list[Event]]) -> None:
         transport = self.transport
