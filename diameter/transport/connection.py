@@ -1,10 +1,13 @@
 """One transport connection driving one sans-IO ``Peer`` core (the aioquic shape: the adapter
 feeds bytes, drains events, writes what the core wants sent and keeps one timer).
 
-Application handlers run here: a synchronous answer is written at once, an awaitable runs as one
-task per request (a future is answered from its done callback, no task; a DeferredAnswer is sent
-when the handler gives it, no future either) and is answered when it finishes, the answers
-finished together written together; a handler that raises gets 5012.
+Each read is served by the compiled sans-IO core ``diameter.reads`` (the per-read budget, each
+request's handler call, the early writes); what stays here is asyncio's: the transport, the
+timer, the backlog's callback, and the requests answered later. A synchronous answer is written
+at once, an awaitable runs as one task per request (a future is answered from its done callback,
+no task; a DeferredAnswer is sent when the handler gives it, no future either) and is answered
+when it finishes, the answers finished together written together; a handler that raises gets
+5012.
 Backpressure: reading pauses while the peer does not drain our writes (write water marks).
 """
 

@@ -122,7 +122,12 @@ async def test_a_real_backlog_turns_overload_control_on(start_gateway: StartGate
     # the handling rate) exceeds it, so part of the requests get 3004; every one is answered.
     # Measured every 10 ms: the gateway drains the burst in ~150 ms, which a 100 ms interval
     # could see only once (shedding needs two measurements past the target).
-    gateway = await start_gateway(**BURST_SETTINGS)
+    # The answers' write buffer holds them all: this test's client, decoding each answer in the
+    # gateway's own process, may read them slower than the gateway answers, and a connection
+    # whose answers back up is paused, its wait its own (not an overload of the node).
+    gateway = await start_gateway(
+        **BURST_SETTINGS, EIR_DIAMETER_WRITE_HIGH_WATER_BYTES=str(16 << 20)
+    )
     peer = await open_as(gateway, "burst.test")
     total = 20_000
     peer.send(pipelined("burst.test", total))
