@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from gateway import state
+from gateway.clone_tracker import CloneTracker
 from gateway.imei import Imei, Malformed, luhn_digit, parse_imei
 from gateway.lists import (
     ListColour,
@@ -30,7 +31,7 @@ from gateway.lists import (
     ListSnapshot,
     OperatorLists,
 )
-from gateway.observations import CloneTracker, mask_imsi
+from gateway.observations import mask_imsi
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.shared_count import SharedCount
 from gateway.tac import TacDatabase

@@ -35,8 +35,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
-from gateway.observations import CloneTracker
 from gateway.redis_connection import RedisConnection, RespError, open_connection
 from gateway.resp import bulk
 from gateway.shared_count import SharedCount

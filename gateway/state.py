@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from gateway.clone_tracker import CloneTracker
 from gateway.lists import ListBackend, ListStore, OperatorLists
 from gateway.observation_process import ObservationProcessLog
-from gateway.observations import CloneTracker, ObservationLog
+from gateway.observations import ObservationLog
 from gateway.observations import history as sqlite_history
 from gateway.tac import ImportSummary, TacDatabase, TacInfo, open_tac_database
 from gateway.tac import import_tac_file as sqlite_import_tac

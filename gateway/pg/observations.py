@@ -5,7 +5,8 @@ reads that the SQLite log's file serves (history of an IMEI, the clone tracker's
 
 from __future__ import annotations
 
-from gateway.observations import Aggregate, CloneTracker, LastImsi, ObservationLog
+from gateway.clone_tracker import CloneTracker
+from gateway.observations import Aggregate, LastImsi, ObservationLog
 from gateway.pg.database import Database, StateError
 
 _UPSERT = """

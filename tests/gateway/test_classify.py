@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.classify import (
     RESULT_EQUIPMENT_UNKNOWN,
@@ -15,10 +16,11 @@ from gateway.classify import (
     Decision,
     Pending,
 )
+from gateway.clone_tracker import CloneTracker
 from gateway.config import load_config
 from gateway.lists import ListStore, OperatorLists, make_entry
-from gateway.observations import CloneTracker
 from gateway.policy import EquipmentStatus, Policy, Reason
+from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics
 from gateway.shared_count import SharedCount
 from gateway.tac import TacDatabase
 from registry_client.model import (
@@ -29,8 +31,11 @@ from registry_client.model import (
     ReportType,
     VerdictOrigin,
 )
+from tests.redis_server import RedisServer, redis_server
 
 W, B, G = EquipmentStatus.WHITELISTED, EquipmentStatus.BLACKLISTED, EquipmentStatus.GREYLISTED
+__all__ = ["redis_server"]  # the fixture
+
 KNOWN = "35209900176148"  # TAC in the table below, on no list
 
 
@@ -229,45 +234,45 @@ async def test_registry_skipped_when_already_decided_unless_full(lists: Operator
     assert reg.checks == 1 and d.reasons == (Reason.BLACKLISTED, Reason.REGISTRY_UNKNOWN)
 
 
-class SettledByTest(CloneTracker):
-    """A tracker whose shared count (another gateway's sightings) the test settles."""
-
-    def __init__(self) -> None:
-        super().__init__(threshold=2, window=3600)
-        self.count: SharedCount | None = None
-
-    def shared_count(self, imei: str) -> SharedCount | None:
-        self.count = SharedCount()
-        return self.count
-
-
 @pytest.mark.parametrize("cached", [verdict(RegistryStatus.MANUFACTURED),
                                     verdict(RegistryStatus.NOT_MANUFACTURED), None])
 @pytest.mark.parametrize("n", [1, 3])
 async def test_shared_count_decides_as_the_coroutine_does(
-    lists: OperatorLists, cached: RegistryVerdict | None, n: int
+    lists: OperatorLists, redis_server: RedisServer, cached: RegistryVerdict | None, n: int
 ) -> None:
     # A check waiting for the shared clone count with its registry verdict cached is decided
     # from the count's callback (decide_counted): as resolve() decides it, and the registry
     # asked nothing; without the cached verdict, resolve() asks the registry after the count.
+    # The count is a real one: another gateway's sightings of the IMEI in the same Redis.
     decisions = []
     for path in ("callback", "coroutine"):
         reg = FakeRegistry(online=verdict(RegistryStatus.UNKNOWN))
         if cached is not None:
             reg.cache[KNOWN] = cached
-        tracker = SettledByTest()
+        prefix = f"classify-{n}-{path}-{id(reg)}"
+        tracker, other = (
+            SharedCloneTracker(2, 3600.0, 1_000, redis_server.url,
+                               SharedStateMetrics(CollectorRegistry()), key_prefix=prefix)
+            for _ in range(2)
+        )
+        for i in range(n - 1):
+            other.suspected(KNOWN, f"00101000000009{i}", time.time())
+        await other.flush()
         c = make(lists, registry=reg, clone=tracker)
         pending = c.classify_sync(KNOWN, "001010000000001")
-        assert isinstance(pending, Pending) and pending.clone_count is tracker.count
+        count = tracker.shared_count(KNOWN)
+        assert isinstance(pending, Pending) and pending.clone_count is count is not None
         assert c.counted(pending) is (cached is not None)
-        assert tracker.count is not None
-        tracker.count.settle(n)
+        await tracker.flush()
+        assert count.value == n
         if path == "callback" and cached is not None:
             decision = c.decide_counted(pending, n)
             assert decision is not None
         else:
             decision = await c.resolve(pending)
         decisions.append(decision)
+        await tracker.close()
+        await other.close()
         # The registry is asked only when nothing was cached and the count did not decide.
         assert reg.checks == (1 if cached is None and n <= 2 else 0)
     a, b = decisions

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.classify import Classifier, Decision, Pending
+from gateway.clone_tracker import CloneTracker
 from gateway.lists import ListStore, OperatorLists, make_entry
-from gateway.observations import CloneTracker
 from gateway.policy import EquipmentStatus, Policy, Reason
 from registry_client.model import RegistryStatus, Report, ReportType
 from tests.gateway.test_classify import KNOWN, TACS, FakeRegistry, verdict

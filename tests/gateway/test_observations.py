@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.clone_tracker import CloneTracker
 from gateway.observation_process import ObservationProcessLog
-from gateway.observations import CloneTracker, ObservationLog, mask_imsi
+from gateway.observations import ObservationLog, mask_imsi
 from registry_client.bounded import SHARD_SIZE
 
 # Both writers keep the log's semantics: a thread of this process, a process of its own.

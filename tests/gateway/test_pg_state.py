@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.clone_tracker import CloneTracker
 from gateway.lists import (
     EntryExists,
     EntryKind,
@@ -22,7 +23,6 @@ from gateway.lists import (
     entry_json,
     make_entry,
 )
-from gateway.observations import CloneTracker
 from tests.postgres_server import PostgresServer
 
 pytest.importorskip("asyncpg", reason="asyncpg is not installed (the 'postgresql' extra)")

@@ -11,8 +11,8 @@ import redis.asyncio
 from prometheus_client import CollectorRegistry
 
 from gateway.classify import Classifier, Decision, Pending
+from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
-from gateway.observations import CloneTracker
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
 from gateway.tac import TacDatabase

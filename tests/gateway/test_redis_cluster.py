@@ -13,8 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.classify import Classifier, Pending
+from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
-from gateway.observations import CloneTracker, ObservationLog
+from gateway.observations import ObservationLog
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics, shared_clone_tracker
 from gateway.redis_observations import ObservationStream, observation_stream

@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.classify import Classifier, Pending
+from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
-from gateway.observations import CloneTracker
 from gateway.policy import Policy, Reason
 from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
 from gateway.tac import TacDatabase
