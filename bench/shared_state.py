@@ -69,7 +69,18 @@ for _path in (ROOT, ROOT / "bench"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from e2e import Cursor, Scenario, _wait_port, _wait_ready, drive, free_port, scrape, warm_up  # noqa: E402
+from e2e import (  # noqa: E402
+    Cursor,
+    Scenario,
+    SyscallCount,
+    _wait_port,
+    _wait_ready,
+    drive,
+    free_port,
+    per_micr,
+    scrape,
+    warm_up,
+)
 from real_traffic import generate  # noqa: E402
 
 from eir_compiled import finder as compiled_build  # noqa: E402
@@ -191,8 +202,15 @@ def settle(pids: list[int], limit: float = 20.0) -> None:
         last = now
 
 
-def written(metrics_port: int) -> float:
-    return scrape(metrics_port).get("eir_observations_written_total", 0.0)
+def counters(metrics_port: int) -> dict[str, float]:
+    """Observations written, and round trips to each Redis store (clone counts, the stream)."""
+    samples = scrape(metrics_port)
+    out = {"written": samples.get("eir_observations_written_total", 0.0)}
+    for store in ("redis", "redis_stream"):
+        out[store] = sum(v for k, v in samples.items() if
+                         k.startswith("eir_shared_state_requests_total{") and
+                         f'store="{store}"' in k)
+    return out
 
 
 async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
@@ -201,19 +219,28 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
     scenario = Scenario("closed", args.connections, args.window)
     worker0, writer0 = side.cpu()
     server0 = {name: server_cpu(pid) for name, pid in servers.items()}
-    written0 = written(side.metrics_port)
+    counters0 = counters(side.metrics_port)
+    syscalls = SyscallCount(side.process.pid, args.work) if args.syscalls else None
     report = await drive(side.port, scenario, cursor.take(), args.seconds, True)
+    calls = per_micr(syscalls.stop(), report.stats.answered) if syscalls is not None else None
     cursor.advance(report.stats.sent)
     if not report.ok:
         sys.exit(f"{side.name}: the run was not clean: {report.render_text()}")
     settle([side.process.pid, *descendants(side.process.pid), *servers.values()])
     worker1, writer1 = side.cpu()
     n = report.stats.answered
+    counters1 = counters(side.metrics_port)
     out = {"checks_per_s": report.achieved_rate,
            "worker_us": (worker1 - worker0) / n * 1e6,
            "writer_us": (writer1 - writer0) / n * 1e6,
-           "observations_written": written(side.metrics_port) - written0,
+           "observations_written": counters1["written"] - counters0["written"],
            "answered": n}
+    for store in ("redis", "redis_stream"):  # after the loop's end too: all its work
+        trips = counters1[store] - counters0[store]
+        out[f"checks_per_{store}_round_trip"] = n / trips if trips else 0.0
+    if calls is not None:  # over the loop only (perf stat)
+        out |= {k: calls[k] for k in ("micr_per_read", "micr_per_write", "epoll_waits_per_micr",
+                                      "user_us_per_micr", "system_us_per_micr")}
     for name, pid in servers.items():
         out[f"{name}_us"] = (server_cpu(pid) - server0[name]) / n * 1e6
     return out
@@ -230,8 +257,8 @@ async def redis_cost(url: str, count: int, cluster: bool = False) -> tuple[float
     import redis.asyncio
     from prometheus_client import CollectorRegistry
 
+    from gateway.clone_tracker import CloneTracker
     from gateway.config import SharedConfig
-    from gateway.observations import CloneTracker
     from gateway.redis_clone import shared_clone_tracker
 
     tracker = shared_clone_tracker(
@@ -297,6 +324,14 @@ async def measure(sides: list[Side], traffic_cursor: Cursor, args: argparse.Name
                       f"{r['observations_written']:,.0f} observations written", flush=True)
 
 
+def _syscalls(r: dict[str, float]) -> str:
+    if "micr_per_read" not in r:
+        return ""
+    return (f"; checks per read {r['micr_per_read']}, per write {r['micr_per_write']}, "
+            f"epoll_wait per check {r['epoll_waits_per_micr']}, CPU µs per check user "
+            f"{r['user_us_per_micr']} system {r['system_us_per_micr']}")
+
+
 def best(side: Side) -> dict[str, float]:
     """The highest rate's round; each CPU figure the lowest of the rounds (the least
     disturbed)."""
@@ -321,6 +356,8 @@ def main() -> None:
     parser.add_argument("--observations", type=int, default=200_000,
                         help="Redis's own cost: observations sent (0: not measured)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="the worker's reads, writes and epoll_waits per check (perf, root)")
     args = parser.parse_args()
     names = args.sides.split(",")
     if unknown := set(names) - set(SIDES):
@@ -334,6 +371,7 @@ def main() -> None:
     if pinned:
         os.sched_setaffinity(0, {0})
     with tempfile.TemporaryDirectory(prefix="eir-shared-") as tmp:
+        args.work = tmp
         traffic, files = generate(load_config().policy, Path(tmp) / "data", args.handsets,
                                   args.tacs, args.seed)
         data_env = {"EIR_TAC_FILE": str(files["tac"]),
