@@ -32,8 +32,23 @@ gateway is idle (its observations written, the stream drained), so each round's 
 the work its checks caused. Reported per side, best round (and every round): checks/s over the
 loop; CPU µs per check (user + system, /proc) of the gateway worker (all its threads:
 PostgreSQL's observation writer is one), of its observation writer process (local side), of
-Redis and of PostgreSQL (every backend), and the observations written in the round. The ratio
-shared/local is the worker's: in checks/s, and local CPU per check / shared CPU per check.
+Redis and of PostgreSQL (every backend), the observations written in the round, checks per
+round trip to Redis (clone counts) and to the stream (``eir_shared_state_requests_total``),
+and how busy the worker was during the loop: below 90 % the simulator or the machine's load set
+the rate, not the gateway, and the bench says so (a worker idling between reads pays per-wake
+and per-time costs, such as the 10 ms young collections, over fewer checks; the shared side,
+answering when Redis answers, wakes more often). ``--syscalls`` adds the worker's checks per
+read and per write, epoll_waits and user/system CPU per check (perf, as bench/e2e.py). The
+ratio shared/local is the worker's: in checks/s, and local CPU per check / shared CPU per check
+(also with the local side's writer process counted: PostgreSQL's observation writer is a thread
+of the worker, SQLite's a process of its own).
+
+Session 8 (loaded machine, load average 3.6-6.4, workers not saturated; ``--rounds 3 --seconds
+5 --sides local,redis,stream,shared --observations 50000``): worker CPU per check local 23.3 µs
+(writer process 6.1), redis 37.7, stream 44.0, shared 45.3 (Redis 13.9, PostgreSQL 11.1 µs per
+check): 0.51 in the worker's CPU, 0.65 with the writer process, 0.48 in checks/s; before the
+observation stream's scripts and the compiled tracker (one 2 s round): local 27.0, redis 43.5,
+stream 76.6, shared 81.1 µs (0.33). README, Shared state, has the analysis.
 
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
@@ -222,6 +237,7 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
     counters0 = counters(side.metrics_port)
     syscalls = SyscallCount(side.process.pid, args.work) if args.syscalls else None
     report = await drive(side.port, scenario, cursor.take(), args.seconds, True)
+    busy = (side.cpu()[0] - worker0) / report.duration  # the worker's share of a core
     calls = per_micr(syscalls.stop(), report.stats.answered) if syscalls is not None else None
     cursor.advance(report.stats.sent)
     if not report.ok:
@@ -234,7 +250,8 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
            "worker_us": (worker1 - worker0) / n * 1e6,
            "writer_us": (writer1 - writer0) / n * 1e6,
            "observations_written": counters1["written"] - counters0["written"],
-           "answered": n}
+           "answered": n,
+           "worker_busy": busy}
     for store in ("redis", "redis_stream"):  # after the loop's end too: all its work
         trips = counters1[store] - counters0[store]
         out[f"checks_per_{store}_round_trip"] = n / trips if trips else 0.0
@@ -318,10 +335,14 @@ async def measure(sides: list[Side], traffic_cursor: Cursor, args: argparse.Name
             side.rounds.append(await one_round(side, traffic_cursor, args, servers))
             if not args.json:
                 r = side.rounds[-1]
-                print(f"  {side.name:<7} {r['checks_per_s']:>8,.0f} checks/s, worker "
+                print(f"  {side.name:<7} {r['checks_per_s']:>8,.0f} checks/s (worker busy "
+                      f"{r['worker_busy']:.0%} of the loop), worker "
                       f"{r['worker_us']:.1f} µs/check, writer {r['writer_us']:.1f}, redis "
                       f"{r['redis_us']:.1f}, postgresql {r['postgresql_us']:.1f}; "
-                      f"{r['observations_written']:,.0f} observations written", flush=True)
+                      f"{r['observations_written']:,.0f} observations written; checks per "
+                      f"round trip to Redis {r['checks_per_redis_round_trip']:.0f}, to the "
+                      f"stream {r['checks_per_redis_stream_round_trip']:.0f}" + _syscalls(r),
+                      flush=True)
 
 
 def _syscalls(r: dict[str, float]) -> str:
@@ -468,6 +489,10 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
               f"{b['worker_us']:.1f}, its writer process {b['writer_us']:.1f}, Redis "
               f"{b['redis_us']:.1f}, PostgreSQL {b['postgresql_us']:.1f} (best of "
               f"{len(result['rounds'])})")
+    if any(r["worker_busy"] < 0.9 for result in results.values() for r in result["rounds"]):
+        print("NOTE: a worker was busy less than 90% of a loop: the simulator (or the machine's "
+              "load) set that round's checks/s, not the gateway; compare CPU per check, or run on "
+              "a quiet machine")
     for name, r in ratios.items():
         print(f"ratio {name}/local: {r['checks_per_s']:.2f} in checks/s, {r['worker_cpu']:.2f} in "
               f"the worker's CPU per check (local µs / {name} µs), "
