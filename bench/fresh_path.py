@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,6 +130,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             gc.freeze()
             gc.disable()
         young_every = max(1, int(YOUNG_INTERVAL * 10_000 / PER_READ))
+        # --census: per run, (run, decisions cached at its end, objects in the young
+        # generations before each young collection: median, most).
+        census: list[tuple[int, int, float, int]] = []
         profiler = cProfile.Profile() if args.profile else None
         if args.recheck:
             # Every handset of the pool checked twice before measuring: the registry verdicts
@@ -150,12 +154,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             thread_time = time.thread_time
             holds: list[float] = []
             young: list[float] = []
+            walked: list[int] = []
             wall, loop_cpu, cpu = time.perf_counter(), thread_time(), time.process_time()
             for i, data in enumerate(reads):
                 hold = thread_time()
                 receive(data)
                 holds.append(thread_time() - hold)
                 if not args.default_gc and i % young_every == 0:
+                    if args.census:
+                        # What the young collection is about to walk (outside its timing).
+                        walked.append(len(gc.get_objects(0)) + len(gc.get_objects(1)))
                     hold = thread_time()
                     gc.collect(1)
                     young.append(thread_time() - hold)
@@ -166,6 +174,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
                 profiler.disable()
             assert transport.writes > before, "nothing answered"
             await asyncio.sleep(0)
+            if walked:
+                census.append((
+                    r, classifier.decision_cache_len, statistics.median(walked), max(walked),
+                ))
             if r:
                 n = args.requests
                 best["loop_cpu_us"] = min(best["loop_cpu_us"], loop_cpu / n * 1e6)
@@ -187,6 +199,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
             best["full_collection_found"] = float(gc.collect())  # garbage in cycles, if any
             best["full_collection_ms"] = (time.thread_time() - hold) * 1e3
             best["tracked_objects"] = float(len(gc.get_objects()))
+        if census:
+            kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+            print(f"tracked objects by type, the most: {kinds.most_common(12)}")
+            print("young generations' objects per collection, by run (run 0 warms up): " + "; ".join(
+                f"run {r}: {cached:,} decisions cached, median {p50:,.0f}, most {most:,}"
+                for r, cached, p50, most in census))
         answered = sum(metrics.hot.counters.checks.values())
         assert answered >= args.requests * (args.repeat + 1), answered
         if args.recheck:
@@ -213,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="POOL",
         help="re-checks instead: POOL handsets checked twice first, then again in turn "
         "(the decision cache answers)",
+    )
+    parser.add_argument(
+        "--census", action="store_true",
+        help="count the objects each young collection walks (gc.get_objects, outside the "
+        "timings): whether they grow as the caches fill",
     )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the last run into FILE")

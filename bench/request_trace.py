@@ -29,11 +29,13 @@ the headline figures (bench/e2e.py).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import resource
 import threading
 import time
 from array import array
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from gateway.simulator.report import Samples
 from gateway.simulator.runner import Simulation, _Connection
 
 HEADER = 20  # RFC 6733 §3: the Diameter header
+READ_FIELDS = 8  # doubles per read in GatewayTap.cpu
 RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)
 FLAG_REQUEST = 0x80
 
@@ -84,6 +87,22 @@ class _TapTransport:
         return getattr(self._inner, name)
 
 
+_schedstat: dict[int, int] = {}  # thread id -> its open /proc/self/task/TID/schedstat
+
+
+def run_queue_wait() -> float:
+    """Seconds the calling thread has spent runnable but not running, since it started (the
+    kernel's schedstat; 0.0 where there is none)."""
+    tid = threading.get_native_id()
+    fd = _schedstat.get(tid)
+    if fd is None:
+        try:
+            fd = _schedstat[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+        except OSError:
+            fd = _schedstat[tid] = -1
+    return int(os.pread(fd, 128, 0).split()[1]) / 1e9 if fd >= 0 else 0.0
+
+
 class _TapProtocol(asyncio.Protocol):
     """Forwards to the gateway's connection; records each request as its last byte is read."""
 
@@ -110,10 +129,12 @@ class _TapProtocol(asyncio.Protocol):
         for hop in hops:
             reads.extend((port, hop, now))
         faults, cpu = resource.getrusage(RUSAGE_THREAD).ru_minflt, time.thread_time()
+        queued = run_queue_wait()
         self.inner.data_received(data)
         self._cpu.extend((
             now, time.thread_time() - cpu,
             resource.getrusage(RUSAGE_THREAD).ru_minflt - faults, len(hops),
+            cpu, queued, run_queue_wait(), time.perf_counter(),
         ))
 
     def eof_received(self) -> bool | None:
@@ -137,7 +158,10 @@ class GatewayTap:
         # it grows, a stall of its own in the process measured.
         self.reads = Samples()  # (port, Hop-by-Hop, time) per request
         self.writes = Samples()  # (port, Hop-by-Hop, time) per answer
-        self.cpu = Samples()  # (time, CPU s, page faults, requests) per read handled
+        # Per read handled: (time, CPU s, page faults, requests, the loop thread's CPU time
+        # before it, its run-queue wait before and after it, time at its end): the loop
+        # thread's whole timeline between reads is accounted for (attribute()).
+        self.cpu = Samples()
 
     def install(self) -> None:
         from diameter.transport.server import Server
@@ -327,7 +351,7 @@ def components(
 def read_cpu(cpu: array, started: float) -> dict[str, Any]:
     """The loop thread's CPU time per read handled (the gateway's own work, whatever the machine
     does meanwhile), ms, its page faults, and the reads that took the most."""
-    rows = [tuple(cpu[i : i + 4]) for i in range(0, len(cpu), 4) if cpu[i] >= started]
+    rows = [tuple(cpu[i : i + 4]) for i in range(0, len(cpu), READ_FIELDS) if cpu[i] >= started]
     out: dict[str, Any] = {"reads": len(rows), **_percentiles([r[1] for r in rows])}
     out["page_faults"] = int(sum(r[2] for r in rows))
     # Per second: requests, loop CPU per request (µs) and page faults: whether the slow
@@ -350,3 +374,157 @@ def read_cpu(cpu: array, started: float) -> dict[str, Any]:
         for t, c, f, n in rows[:5]
     ]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution of each slow answer
+
+CAUSES = (
+    "simulator",  # sent late, or its answer read late, by the load generator
+    "gateway_reads",  # the loop thread computing reads: this request's and those queued before
+    "gateway_collections",  # the loop thread in a garbage collection
+    "gateway_other_callbacks",  # the loop thread computing anything else (timers, writer sends)
+    "gateway_run_queue",  # the loop thread runnable, another thread or process on its core
+    "gateway_sleeping",  # neither: the GIL held by another thread, or not yet delivered
+)
+
+
+class _Cumulative:
+    """A quantity that only grows, known at points in time, linear between them."""
+
+    def __init__(self, points: list[tuple[float, float]]) -> None:
+        points.sort()
+        self.times = [t for t, _ in points]
+        self.values = [v for _, v in points]
+
+    def at(self, t: float) -> float:
+        times, values = self.times, self.values
+        i = bisect.bisect_right(times, t)
+        if i == 0:
+            return values[0] if values else 0.0
+        if i == len(times):
+            return values[-1]
+        t0, t1, v0, v1 = times[i - 1], times[i], values[i - 1], values[i]
+        return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+
+    def over(self, start: float, end: float) -> float:
+        return max(0.0, self.at(end) - self.at(start))
+
+
+def attribute(
+    trace: Samples, reads: array, writes: array, cpu: array,
+    collections: list[Any], started: float, slow: float,
+) -> dict[str, Any]:
+    """Every answer slower than ``slow`` seconds end to end, attributed: the simulator's share
+    (send lag and late read), and over the request's time in the gateway (sent to written) the
+    loop thread's CPU in reads, in collections and in other callbacks, its run-queue wait and
+    the rest (sleeping). Each answer's dominant cause is counted; episodes (slow answers whose
+    times overlap) are listed, the worst first. ``collections``: bench/stalls.py's probes,
+    (end, generation, CPU, found, start)."""
+    simulator = array("d", trace)
+    read_at = {(int(reads[i]), int(reads[i + 1])): reads[i + 2] for i in range(0, len(reads), 3)}
+    written_at = {
+        (int(writes[i]), int(writes[i + 1])): writes[i + 2] for i in range(0, len(writes), 3)
+    }
+    rows = [tuple(cpu[i : i + READ_FIELDS]) for i in range(0, len(cpu), READ_FIELDS)]
+    loop_cpu: list[tuple[float, float]] = []
+    read_cpu: list[tuple[float, float]] = []
+    queue: list[tuple[float, float]] = []
+    total = 0.0
+    for t, used, _faults, _n, before, queued, queued_after, end in rows:
+        loop_cpu += [(t, before), (end, before + used)]
+        read_cpu += [(t, total), (end, total + used)]
+        total += used
+        queue += [(t, queued), (end, queued_after)]
+    gc_cpu: list[tuple[float, float]] = []
+    total = 0.0
+    for row in sorted(collections, key=lambda r: r[0]):
+        end, used = row[0], row[2]
+        begin = row[4] if len(row) > 4 else end - used
+        gc_cpu += [(begin, total), (end, total + used)]
+        total += used
+    c_loop, c_reads, c_gc, c_queue = (
+        _Cumulative(p) for p in (loop_cpu, read_cpu, gc_cpu, queue)
+    )
+    slow_rows: list[tuple[float, float, float, dict[str, float]]] = []
+    answers = 0
+    for i in range(0, len(simulator), 6):
+        port, hop, due, sent, answered, _category = simulator[i : i + 6]
+        if due < started:
+            continue
+        answers += 1
+        if answered - due <= slow:
+            continue
+        key = (int(port), int(hop))
+        written = written_at.get(key)
+        if written is None or read_at.get(key) is None or not sent <= written <= answered:
+            continue
+        in_loop = c_loop.over(sent, written)
+        in_reads = min(in_loop, c_reads.over(sent, written))
+        in_gc = min(in_loop - in_reads, c_gc.over(sent, written))
+        queued = c_queue.over(sent, written)
+        parts = {
+            "simulator": (sent - due) + (answered - written),
+            "gateway_reads": in_reads,
+            "gateway_collections": in_gc,
+            "gateway_other_callbacks": max(0.0, in_loop - in_reads - in_gc),
+            "gateway_run_queue": queued,
+            "gateway_sleeping": max(0.0, (written - sent) - in_loop - queued),
+        }
+        slow_rows.append((due, answered, answered - due, parts))
+    dominant: dict[str, int] = dict.fromkeys(CAUSES, 0)
+    summed: dict[str, float] = dict.fromkeys(CAUSES, 0.0)
+    for _due, _answered, _latency, parts in slow_rows:
+        dominant[max(parts, key=parts.__getitem__)] += 1
+        for k, v in parts.items():
+            summed[k] += v
+    # Episodes: slow answers whose [due, answered] overlap, one stall or backlog each.
+    slow_rows.sort(key=lambda r: r[0])
+    episodes: list[dict[str, Any]] = []
+    current: list[Any] = []
+    for row in slow_rows:
+        if current and row[0] > max(r[1] for r in current[-64:]):
+            episodes.append(_episode(current, c_loop, c_reads, c_gc, c_queue, started))
+            current = []
+        current.append(row)
+    if current:
+        episodes.append(_episode(current, c_loop, c_reads, c_gc, c_queue, started))
+    episodes.sort(key=lambda e: e["worst_ms"], reverse=True)
+    return {
+        "answers": answers,
+        "slower_than_ms": slow * 1e3,
+        "slow": len(slow_rows),
+        "dominant": dominant,
+        "mean_ms": {k: round(v / len(slow_rows) * 1e3, 3) for k, v in summed.items()}
+        if slow_rows else {},
+        "episodes": len(episodes),
+        "worst_episodes": episodes[:12],
+    }
+
+
+def _episode(
+    rows: list[Any], c_loop: _Cumulative, c_reads: _Cumulative, c_gc: _Cumulative,
+    c_queue: _Cumulative, started: float,
+) -> dict[str, Any]:
+    """One episode's window (first due to last answer) and what the loop thread did in it."""
+    start, end = rows[0][0], max(r[1] for r in rows)
+    span = end - start
+    in_loop = c_loop.over(start, end)
+    in_reads = min(in_loop, c_reads.over(start, end))
+    in_gc = min(in_loop - in_reads, c_gc.over(start, end))
+    queued = c_queue.over(start, end)
+    dominant: Counter[str] = Counter(max(r[3], key=r[3].__getitem__) for r in rows)
+    return {
+        "at_s": round(start - started, 3),
+        "window_ms": round(span * 1e3, 2),
+        "answers": len(rows),
+        "worst_ms": round(max(r[2] for r in rows) * 1e3, 2),
+        "dominant": dict(dominant.most_common()),
+        "loop_ms": {
+            "reads": round(in_reads * 1e3, 2),
+            "collections": round(in_gc * 1e3, 2),
+            "other_callbacks": round(max(0.0, in_loop - in_reads - in_gc) * 1e3, 2),
+            "run_queue": round(queued * 1e3, 2),
+            "sleeping": round(max(0.0, span - in_loop - queued) * 1e3, 2),
+        },
+    }

@@ -13,17 +13,27 @@ Method.
     interval: its CPU time and its time runnable but not running (the kernel's
     ``/proc/self/task/TID/schedstat``: other processes, or another thread of ours, had the core).
     The rest of a lag is time the thread slept: waiting for the GIL, or idle;
-  - ``gc.callbacks`` time every collection (CPU of the collecting thread), by generation;
-  - a watchdog thread samples the loop thread's Python stack every 2 ms while the timer is
-    overdue by more than 10 ms (what held the loop, when it was Python), with the thread's
-    scheduler state (``/proc/self/task/TID/stat``): R, running or waiting for a core; S,
-    sleeping: on the GIL, since an overdue loop thread does not wait for its own timer.
+  - ``gc.callbacks`` time every collection (CPU of the collecting thread), by generation, with
+    how many objects the young generations held (``--census N``: every Nth collection, the
+    young generations' objects by type);
+  - ``--time MODULE:QUALNAME`` times each call of an interpreted function (CPU, page faults);
+  - ``--watch-ms MS``: a watchdog thread samples the loop thread's Python stack every 2 ms
+    while the timer is overdue by more than MS (what held the loop, when it was Python), with
+    the thread's scheduler state (``/proc/self/task/TID/stat``): R, running or waiting for a
+    core; S, sleeping: on the GIL, since an overdue loop thread does not wait for its own
+    timer. Off by default: the watching thread takes the GIL every 2 ms, a disturbance of its
+    own (and the stack it gets is where the loop thread let the GIL go: the start of an
+    interpreted function, never compiled code).
 
 * Per request (bench/request_trace.py): the simulator and the gateway timestamp every MICR,
   joined on (client port, Hop-by-Hop), so each end-to-end latency splits into the simulator's
   send lag, the time before the gateway read it, the gateway's read-to-write time and the
   time before the simulator handled the answer; the slowest 1 % and 0.1 % are shown by
-  component and by traffic category. The simulator's own loop lag (a 5 ms timer, with its
+  component and by traffic category. Every answer slower than ``--slow-ms`` (2) is attributed
+  (request_trace.attribute): the simulator's share, and over its time in the gateway the loop
+  thread's CPU in reads, in collections and in other callbacks, its run-queue wait (another
+  process on its core: the machine's doing) and the rest (sleeping: the GIL, or not yet
+  delivered); episodes of overlapping slow answers are listed, the worst first. The simulator's own loop lag (a 5 ms timer, with its
   thread's CPU and run-queue wait) and where the gateway's observation writer process runs
   (sampled every 5 ms) are printed too: a generator that lags, or a writer on the loop's core,
   shows there.
@@ -74,8 +84,11 @@ for _path in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_path))
 
 TICK = 0.005  # seconds between loop timer samples
-WATCH_AFTER = 0.010  # the watchdog samples stacks once the timer is this late (--watch-ms)
+WATCH_AFTER = 0.0  # the watchdog samples stacks once the timer is this late (--watch-ms; 0: off)
 WATCH_ENV = "EIR_BENCH_STALLS_WATCH_MS"  # how the driver tells the gateway's probes
+CENSUS_ENV = "EIR_BENCH_STALLS_CENSUS"  # --census: every Nth collection, its objects by type
+TIME_ENV = "EIR_BENCH_STALLS_TIME"  # --time: interpreted functions to time, comma-separated
+LIGHT_ENV = "EIR_BENCH_STALLS_LIGHT"  # --light: no per-request taps
 WATCH_EVERY = 0.002
 RSS_EVERY = 30.0  # seconds between samples of the gateway's resident memory
 REALTIME_PRIORITY = 10  # --realtime: SCHED_FIFO priority of the gateway's event loop thread
@@ -84,6 +97,7 @@ from request_trace import (  # noqa: E402
     GatewayTap,
     LoopSampler,
     TracingSimulation,
+    attribute,
     components,
     load,
     read_cpu,
@@ -101,24 +115,40 @@ class Probes:
         self.watch_after = watch_after
         self.sampler = LoopSampler(TICK)
         self.tap = GatewayTap()
-        # (time, generation, cpu, objects found in cycles)
-        self.collections: list[tuple[float, int, float, int]] = []
+        # (end time, generation, cpu, objects found in cycles, start time, young objects: the
+        # collector's count of allocations less deallocations since the last collection)
+        self.collections: list[tuple[float, int, float, int, float, int]] = []
+        # --census: (time, objects in the young generations by type) every Nth collection
+        self.census_every = int(os.environ.get(CENSUS_ENV, "0"))
+        self.census: list[tuple[float, list[tuple[str, int]]]] = []
+        self.timed: dict[str, list[tuple[float, float, int]]] = {}  # CallTimer.calls
         self.stacks: list[tuple[float, str, list[str]]] = []  # (time, state, frames)
-        self._gc_started = 0.0
+        self._gc_started = self._gc_started_at = 0.0
+        self._gc_young = 0
         gc.callbacks.append(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            self._gc_young = gc.get_count()[0]
+            if self.census_every and len(self.collections) % self.census_every == 0:
+                kinds = Counter(
+                    type(o).__qualname__ for g in (0, 1) for o in gc.get_objects(g)
+                )
+                self.census.append((time.perf_counter(), kinds.most_common(15)))
             self._gc_started = time.thread_time()
+            self._gc_started_at = time.perf_counter()
         else:
             cpu = time.thread_time() - self._gc_started
-            self.collections.append(
-                (time.perf_counter(), info["generation"], cpu, info["collected"])
-            )
+            self.collections.append((
+                time.perf_counter(), info["generation"], cpu, info["collected"],
+                self._gc_started_at, self._gc_young,
+            ))
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop's thread, once the gateway serves."""
         self.sampler.start(loop)
+        if not self.watch_after:
+            return
         main, tid = threading.get_ident(), threading.get_native_id()
         threading.Thread(
             target=self._watch, args=(main, tid), name="stall-watch", daemon=True
@@ -143,8 +173,44 @@ class Probes:
     def dump(self) -> None:
         Path(self.out).write_text(json.dumps({
             "lags": self.sampler.lags, "collections": self.collections, "stacks": self.stacks,
+            "census": self.census, "timed": self.timed,
         }))
         self.tap.dump(Path(self.out).parent)
+
+
+class CallTimer:
+    """``--time MODULE:QUALNAME``: each call of an interpreted function or method timed, its
+    thread's CPU time and page faults (what a callback outside the reads costs, and whether it
+    touches fresh memory)."""
+
+    def __init__(self, targets: list[str]) -> None:
+        self.calls: dict[str, list[tuple[float, float, int]]] = {}  # (time, CPU, faults)
+        for target in targets:
+            self._wrap(target)
+
+    def _wrap(self, target: str) -> None:
+        import functools
+        import importlib
+        import resource
+
+        module_name, _, qualname = target.partition(":")
+        owner: Any = importlib.import_module(module_name)
+        *path, name = qualname.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        original = getattr(owner, name)
+        calls = self.calls.setdefault(target, [])
+        usage, thread = resource.getrusage, resource.RUSAGE_THREAD
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            faults, cpu, at = usage(thread).ru_minflt, time.thread_time(), time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                calls.append((at, time.thread_time() - cpu, usage(thread).ru_minflt - faults))
+
+        setattr(owner, name, timed)
 
 
 def run_gateway(out: str) -> int:
@@ -152,7 +218,10 @@ def run_gateway(out: str) -> int:
     from gateway.cli import main
 
     probes = Probes(out, float(os.environ.get(WATCH_ENV, WATCH_AFTER * 1e3)) / 1e3)
-    probes.tap.install()
+    if not os.environ.get(LIGHT_ENV):
+        probes.tap.install()
+    timer = CallTimer([t for t in os.environ.get(TIME_ENV, "").split(",") if t])
+    probes.timed = timer.calls
     start, stop = service.Gateway.start, service.Gateway.stop
 
     async def instrumented_start(self: service.Gateway) -> None:
@@ -331,6 +400,8 @@ def analyse(probes: dict[str, Any], stall: float, started: float) -> dict[str, A
                 # gateway.collector runs a full collection once young ones found 1,000
                 "found_in_cycles": sum(r[3] for r in rows),
                 "cpu_p50_ms": round(percentile(cpu, 0.5) * 1e3, 3),
+                "young_objects_p50": percentile([float(r[5]) for r in rows], 0.5),
+                "young_objects_max": max(r[5] for r in rows),
                 "cpu_p99_ms": round(percentile(cpu, 0.99) * 1e3, 3),
                 "cpu_max_ms": round(max(cpu) * 1e3, 3),
             }
@@ -343,6 +414,21 @@ def analyse(probes: dict[str, Any], stall: float, started: float) -> dict[str, A
             leaves[" < ".join(reversed(stack[-3:]))] += 1
             states[state] += 1
     out["stall_thread_states"] = dict(states)
+    out["census"] = [(round(t - started, 1), kinds) for t, kinds in probes.get("census", [])]
+    out["timed"] = {}
+    for target, calls in probes.get("timed", {}).items():
+        rows = [c for c in calls if c[0] >= started]
+        if rows:
+            cpu = [r[1] for r in rows]
+            faults = [float(r[2]) for r in rows]
+            out["timed"][target] = {
+                "calls": len(rows),
+                "cpu_ms": {k: round(percentile(cpu, q) * 1e3, 3) for k, q in
+                           (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+                "cpu_total_ms": round(sum(cpu) * 1e3, 1),
+                "faults": {"total": int(sum(faults)), "p50": percentile(faults, 0.5),
+                           "max": max(faults)},
+            }
     out["stall_stack_samples"] = sum(leaves.values())
     out["stall_frames"] = frames.most_common(15)
     out["stall_leaves"] = leaves.most_common(10)
@@ -356,11 +442,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--handsets", type=int, default=1_000_000)
     parser.add_argument("--stall-ms", type=float, default=2.0, help="a lag above this is a stall")
+    parser.add_argument(
+        "--slow-ms", type=float, default=2.0,
+        help="answers slower than this end to end are attributed to a cause each",
+    )
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the gateway")
     parser.add_argument(
         "--bare", action="store_true",
         help="the gateway without probes (which keep every sample): latency and resident "
         "memory only, for long runs",
+    )
+    parser.add_argument(
+        "--light", action="store_true",
+        help="the probes without the per-request taps, whose samples (about 50 MB a minute at "
+        "10,000/s) grow the heap: what touches fresh memory then is theirs as much as the "
+        "gateway's. Loop lag, collections and --time only",
     )
     parser.add_argument(
         "--closed-first", type=float, default=0.0, metavar="SECONDS",
@@ -373,8 +469,21 @@ def main(argv: list[str] | None = None) -> int:
         "process on the machine takes their cores: what is left of the tail is their own",
     )
     parser.add_argument(
-        "--watch-ms", type=float, default=WATCH_AFTER * 1e3,
-        help="sample the loop thread's stack once the loop is this late (default 10)",
+        "--watch-ms", type=float, default=0.0,
+        help="sample the loop thread's stack once the loop is this late (e.g. 10; default 0: "
+        "off). The watching thread takes the GIL every 2 ms, which costs the loop a switch "
+        "each time and, when that thread waits for a core, holds the loop (1.5-2.2 s of its "
+        "CPU in a 60 s run): off, the attribution of slow answers is the gateway's alone",
+    )
+    parser.add_argument(
+        "--census", type=int, default=0, metavar="N",
+        help="every Nth collection, count the young generations' objects by type (a walk of "
+        "its own on the loop: a diagnostic, it adds to the tail)",
+    )
+    parser.add_argument(
+        "--time", action="append", default=[], metavar="MODULE:QUALNAME",
+        help="time each call of this interpreted function or method in the gateway (CPU, "
+        "page faults); repeatable",
     )
     parser.add_argument("--keep", metavar="DIR", help="keep the raw probe records in DIR")
     parser.add_argument("--json", action="store_true")
@@ -400,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
             EIR_LISTS_IMPORT_FILES=str(files["lists"]),
             EIR_REGISTRY_SEED_FILES=str(files["registry"]),
             PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            **{WATCH_ENV: str(args.watch_ms)},
+            **{WATCH_ENV: str(args.watch_ms), CENSUS_ENV: str(args.census),
+               TIME_ENV: ",".join(args.time), LIGHT_ENV: "1" if args.light else ""},
         )
         for pair in args.env:
             key, _, value = pair.partition("=")
@@ -458,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                     own = LoopSampler(TICK)
                     own.start(asyncio.get_running_loop())
                     try:
-                        if args.bare:
+                        if args.bare or args.light:
                             report = await drive(
                                 port, Scenario("open", 4, rate=args.rate), traffic[offset:],
                                 args.seconds, True,
@@ -518,6 +628,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.bare:
             analysis["read_cpu_ms"] = read_cpu(load(Path(root), "read_cpu.bin"), started)
         if traced:
+            analysis["slow_answers"] = attribute(
+                traced[0].trace, load(Path(root), "reads.bin"), load(Path(root), "writes.bin"),
+                load(Path(root), "read_cpu.bin"), json.loads(Path(out).read_text())["collections"],
+                started, args.slow_ms / 1e3,
+            )
             analysis["requests"] = components(
                 traced[0].trace, traced[0].categories, load(Path(root), "reads.bin"),
                 load(Path(root), "writes.bin"), started,
@@ -580,6 +695,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {label} ({top['count']}, from {top['end_to_end_from_ms']} ms): mean "
                       + ", ".join(f"{k} {v}" for k, v in top["mean_ms"].items())
                       + f"; dominant {top['dominant']}; categories {top['categories']}")
+    sa = analysis.get("slow_answers")
+    if sa:
+        print(f"answers over {sa['slower_than_ms']:g} ms: {sa['slow']} of {sa['answers']}, in "
+              f"{sa['episodes']} episodes; by dominant cause: "
+              + ", ".join(f"{k} {v}" for k, v in sa["dominant"].items() if v)
+              + "; mean ms per slow answer: "
+              + ", ".join(f"{k} {v}" for k, v in sa["mean_ms"].items()))
+        for e in sa["worst_episodes"]:
+            print(f"  at {e['at_s']} s: {e['answers']} answers over {e['window_ms']} ms, worst "
+                  f"{e['worst_ms']} ms; loop thread ms: "
+                  + ", ".join(f"{k} {v}" for k, v in e["loop_ms"].items())
+                  + f"; dominant {e['dominant']}")
     rc = analysis["read_cpu_ms"]
     print(f"gateway loop CPU per read ({rc['reads']} reads, {rc['page_faults']} page faults), "
           f"ms: p50 {rc.get('p50')} p99 {rc.get('p99')} p99.9 {rc.get('p99.9')} max "
@@ -599,7 +726,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, c in analysis["collections"].items():
         print(f"  {name}: {c['count']} collections ({c['found_in_cycles']} objects found in "
               f"cycles), CPU p50 {c['cpu_p50_ms']} p99 "
-              f"{c['cpu_p99_ms']} max {c['cpu_max_ms']} ms")
+              f"{c['cpu_p99_ms']} max {c['cpu_max_ms']} ms; young objects (allocations less "
+              f"deallocations since the last) p50 {c['young_objects_p50']:,.0f} max "
+              f"{c['young_objects_max']:,}")
+    for target, t in analysis["timed"].items():
+        print(f"  {target}: {t['calls']} calls, CPU ms {t['cpu_ms']} (total "
+              f"{t['cpu_total_ms']}), page faults {t['faults']}")
+    for at, kinds in analysis["census"]:
+        print(f"  census at {at} s: " + ", ".join(f"{k} {n}" for k, n in kinds))
     print(f"stack samples while the loop was over {args.watch_ms:g} ms late: "
           f"{analysis['stall_stack_samples']}, loop thread state "
           f"{analysis['stall_thread_states']} (R: running or waiting for a core, S: sleeping)")
