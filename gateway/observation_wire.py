@@ -12,8 +12,8 @@ its kind in the first byte, then its body.
   ``FOUND`` (the answers to one ``LOOKUPS``).
 
 Bodies are :mod:`marshal` data: the gateway encodes a slice on its event loop, and marshal
-writes a dict of str tuples and numbers in one C call (64 µs of CPU for 1,000 pairs, where
-packing the same pairs column-wise with arrays took 336 µs), and carries any string an IMSI
+writes a dict of str tuples and numbers in one C call (64 µs of CPU for 1,000 pairs in a tight
+loop, where packing the same pairs column-wise with arrays took 336 µs), and carries any string an IMSI
 from User-Name may hold (any UTF-8, RFC 6733 §8.14). Marshal's format belongs to one Python
 version, and it trusts what it reads: both ends are one Python build on one host, the writer a
 child the gateway spawned, connected by a socket pair nobody else holds.
@@ -35,9 +35,12 @@ FAILED = ord("E")
 WRITTEN = ord("W")
 FOUND = ord("F")
 
-# Pairs per PAIRS message: ~60 KB with 15-digit IMSIs, well inside a Unix socket's default
-# send buffer (net.core.wmem_default, 208 KB), which bounds one SEQPACKET message.
-SLICE_PAIRS = 1_000
+# Pairs per PAIRS message: ~6 KB with 15-digit IMSIs. The gateway encodes one slice per loop
+# callback (gateway.observation_process): by the time an aggregate is handed over its objects
+# are cold, and 1,000 pairs encoded at once held the loop 1.0-1.9 ms (against 0.1 ms in a tight
+# loop), with ~130 KB of temporaries (marshal's output grown by doubling, its table of shared
+# objects, the copy behind the kind byte) that took 16-26 page faults (bench/stalls.py --time).
+SLICE_PAIRS = 100
 # The largest PAIRS message sent (unless one pair alone is larger): SLICE_PAIRS pairs with
 # User-Names of kilobytes would be larger, so such slices are cut (``encode_slices``).
 MAX_MESSAGE = 192 * 1024

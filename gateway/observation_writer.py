@@ -26,9 +26,9 @@ from pathlib import Path
 from gateway import observation_wire as wire
 from gateway.observations import LastImsi, SqliteObservations, yield_cpu_to_event_loop
 
-# PAIRS messages merged into one transaction at most (MERGE_AGGREGATES of 1,000 pairs each,
-# as the writer thread does).
-MERGE_MESSAGES = 16
+# PAIRS messages merged into one transaction at most: 16,000 pairs, as the writer thread does
+# (MERGE_AGGREGATES of 1,000 pairs each).
+MERGE_MESSAGES = 16_000 // wire.SLICE_PAIRS
 # Receive buffer: a message larger than this (only a PAIRS message of a single pair with a
 # User-Name of megabytes could be) arrives truncated and is refused as a failed write.
 RECEIVE_BUFFER = 8 << 20

@@ -148,6 +148,38 @@ async def test_a_writer_that_dies_is_restarted_and_nothing_is_lost(
     assert log.stats.written == 2_000 and log.stats.errors == 0
 
 
+async def test_a_handed_over_aggregate_is_encoded_one_slice_per_loop_callback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: list[int] = []
+    encode_slices = wire.encode_slices
+
+    def counting(aggregate: dict[tuple[str, str], tuple[float, float, int]]) -> list[
+        tuple[bytes, int]
+    ]:
+        encoded.append(len(aggregate))
+        return encode_slices(aggregate)
+
+    monkeypatch.setattr(wire, "encode_slices", counting)
+    db = tmp_path / "o.sqlite"
+    log = ObservationProcessLog(db, batch_size=1_000, flush_interval=60)
+    log.start()
+    try:
+        await _until(lambda: log._attached)
+        _record(log, 0, 1_000)  # the 1,000th pair hands the aggregate over
+        assert encoded == [wire.SLICE_PAIRS]  # the rest waits for the loop's next callbacks
+        await asyncio.sleep(0)
+        assert encoded == [wire.SLICE_PAIRS] * 2
+        found: list[tuple[LastImsi, bool]] = []
+        log.last_imsi("35209900000999", 1e9, lambda f, failed: found.append((f, failed)))
+        await _until(lambda: found)  # answered after every slice handed before it
+        assert found == [(("001010000000001", 999.0), False)]
+        assert encoded == [wire.SLICE_PAIRS] * 10
+    finally:
+        log.close()
+    assert _count(db) == (1_000, 1_000) and log.stats.written == 1_000
+
+
 async def test_the_writer_ignores_sigterm_and_writes_everything_at_close(tmp_path: Path) -> None:
     db = tmp_path / "o.sqlite"
     log = ObservationProcessLog(db, batch_size=100, flush_interval=60)
