@@ -7,8 +7,9 @@ on another core). The channel is a Unix SEQPACKET socket pair driven by the even
 ever blocking it: an aggregate goes out as packed slices of at most ``SLICE_PAIRS`` pairs
 (gateway.observation_wire, marshal), one ``send`` each, each slice encoded in a loop callback of
 its own (the whole aggregate at once held the loop 1.0-1.9 ms every 1,000 pairs: its objects are
-cold by then); what the socket cannot take yet waits in order and is sent when it is writable. Lookups (``last_imsi``) travel the same way, several a tick in
-one message, and are answered after the writes sent before them.
+cold by then); what the socket cannot take yet waits in order and is sent when it is writable.
+Lookups (``last_imsi``) travel the same way, several a tick in one message, and are answered
+after the writes sent before them.
 
 Pairs handed over and not yet acknowledged as written count in :attr:`waiting`, bounded by
 ``queue_size`` as with the thread: a new pair past it is dropped and counted.

@@ -13,10 +13,10 @@ its kind in the first byte, then its body.
 
 Bodies are :mod:`marshal` data: the gateway encodes a slice on its event loop, and marshal
 writes a dict of str tuples and numbers in one C call (64 µs of CPU for 1,000 pairs in a tight
-loop, where packing the same pairs column-wise with arrays took 336 µs), and carries any string an IMSI
-from User-Name may hold (any UTF-8, RFC 6733 §8.14). Marshal's format belongs to one Python
-version, and it trusts what it reads: both ends are one Python build on one host, the writer a
-child the gateway spawned, connected by a socket pair nobody else holds.
+loop, where packing the same pairs column-wise with arrays took 336 µs), and carries any string
+an IMSI from User-Name may hold (any UTF-8, RFC 6733 §8.14). Marshal's format belongs to one
+Python version, and it trusts what it reads: both ends are one Python build on one host, the
+writer a child the gateway spawned, connected by a socket pair nobody else holds.
 """
 
 from __future__ import annotations
