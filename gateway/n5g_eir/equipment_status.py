@@ -4,19 +4,20 @@ The same :class:`Classifier` (policy, monitor mode, lists, TAC database, registr
 cache, clone detection), observation log and metrics as S13: a PEI with an IMEI is classified
 with the IMEI and Software-Version S13 would carry (``Pei.imei_and_sv``), the SUPI's IMSI as
 S13's User-Name. Like the S13 handler, a check decided without waiting is answered without a
-task, and one that waits for the shared clone count alone (Redis) is answered from the count's
-done callback, settled with the other checks of its round trip; only a registry wait makes it
-a coroutine.
+task, and one that waits for the shared clone count alone (Redis) is a
+:class:`~diameter.deferred.DeferredAnswer` given from the count's callback, settled with the
+other checks of its round trip (no future, no event loop callback per check); only a registry
+wait makes it a coroutine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable
 from functools import partial
 
+from diameter.deferred import DeferredAnswer
 from gateway.classify import Classifier, Decision, Pending
 from gateway.events.bus import EventBus
 from gateway.metrics import GatewayMetrics
@@ -77,7 +78,7 @@ class EquipmentIdentityCheck:
     def handle(
         self, method: bytes, path: bytes, connection_in_flight: int = 0,
         authorization: bytes | None = None,
-    ) -> Response | Awaitable[Response]:
+    ) -> Response | Awaitable[Response] | DeferredAnswer:
         """One request. ``connection_in_flight``: checks of the same connection still waiting;
         ``authorization``: its Authorization field, checked when OAuth2 is on."""
         started = time.perf_counter()
@@ -121,27 +122,29 @@ class EquipmentIdentityCheck:
 
     def _when_counted(
         self, query: EquipmentStatusQuery, pending: Pending, count: SharedCount, started: float,
-    ) -> asyncio.Future[Response]:
-        """Waiting for the shared clone count only: no task or coroutine per check; the
-        count's callback answers (the checks of one round trip to Redis together)."""
-        answer: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    ) -> DeferredAnswer:
+        """Waiting for the shared clone count only: no task, coroutine or future per check;
+        the count's callback gives the response (the checks of one round trip to Redis
+        together). A plain DeferredAnswer and a partial: the compiled class cannot be extended
+        here, in an interpreted module (gateway.s13's ``_CountedAnswer`` does)."""
+        answer = DeferredAnswer()
         self.in_flight += 1
         count.add_callback(partial(self._counted, query, pending, started, answer))
         return answer
 
     def _counted(
         self, query: EquipmentStatusQuery, pending: Pending, started: float,
-        answer: asyncio.Future[Response], n: int,
+        answer: DeferredAnswer, n: int,
     ) -> None:
         self.in_flight -= 1
-        if answer.done():  # cancelled: the connection went away
+        if answer.settled:  # withdrawn: the connection went away
             return
         try:
             decision = self.classifier.decide_when_counted(pending, n)
         except Exception:
-            answer.set_result(self._system_failure(started))
+            answer.give(self._system_failure(started))
         else:
-            answer.set_result(self._answer(query, decision, started))
+            answer.give(self._answer(query, decision, started))
 
     async def _resolve(
         self, query: EquipmentStatusQuery, pending: Pending, started: float

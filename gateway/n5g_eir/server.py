@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
+from diameter.deferred import DeferredAnswer
 from diameter.settings import TransportSettings
 from diameter.transport.sockets import server_ssl_context, set_nodelay
 from gateway.n5g_eir.equipment_status import INTERFACE, EquipmentIdentityCheck
@@ -57,11 +58,14 @@ class _Connection(asyncio.Protocol):
         self._session = Http2Session(server.settings, PATH_PREFIXES)
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[Response]] = {}
+        # Responses a callback gives later (a shared clone count's), by stream.
+        self._deferred: dict[int, DeferredAnswer] = {}
         self._started: dict[int, tuple[bytes, float]] = {}
+        self._flush_scheduled = False
 
     @property
     def waiting(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + len(self._deferred)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -114,10 +118,17 @@ class _Connection(asyncio.Protocol):
         if self in self._server.connections:
             self._server.connections.discard(self)
             self._server.http.connections -= 1
+        self._drop_waiting()
+        self._transport = None
+
+    def _drop_waiting(self) -> None:
+        """The checks still waiting will never be answered on this connection."""
         for task in self._tasks.values():
             task.cancel()
         self._tasks.clear()
-        self._transport = None
+        for deferred in self._deferred.values():
+            deferred.withdraw()
+        self._deferred.clear()
 
     def pause_writing(self) -> None:
         if self._transport is not None:
@@ -131,10 +142,15 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self, request: RequestReceived) -> None:
         started = time.perf_counter()
         result = self._server.handler.handle(
-            request.method, request.path, len(self._tasks), request.authorization
+            request.method, request.path, self.waiting, request.authorization
         )
         if isinstance(result, Response):
             self._respond(request.stream_id, request.method, result, started)
+            return
+        if isinstance(result, DeferredAnswer):
+            self._deferred[request.stream_id] = result
+            self._started[request.stream_id] = (request.method, started)
+            result.bind(self._given, request.stream_id)
             return
         task: asyncio.Task[Response] = asyncio.ensure_future(result)
         self._tasks[request.stream_id] = task
@@ -153,6 +169,23 @@ class _Connection(asyncio.Protocol):
         else:
             response = task.result()
         self._respond(stream_id, method, response, started)
+        self._flush()
+        if self._session.closed:  # a GOAWAY either way, and this was the last stream
+            self._closed_by_session()
+
+    def _given(self, deferred: DeferredAnswer) -> None:
+        """A deferred response, given by its callback: the responses one round trip to Redis
+        settles are given in one call, and go out in one write after it."""
+        stream_id: int = deferred.request
+        del self._deferred[stream_id]
+        method, started = self._started.pop(stream_id)
+        self._respond(stream_id, method, deferred.answer, started)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_given)
+
+    def _flush_given(self) -> None:
+        self._flush_scheduled = False
         self._flush()
         if self._session.closed:  # a GOAWAY either way, and this was the last stream
             self._closed_by_session()
@@ -187,9 +220,7 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Shutdown grace over: the checks still waiting are dropped, the connection closed."""
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
+        self._drop_waiting()
         self._session.shutdown()
         self._flush()
         self._close()

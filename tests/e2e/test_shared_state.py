@@ -7,8 +7,11 @@ import asyncio
 import time
 from pathlib import Path
 
+from gateway.imei import luhn_check_digit
 from gateway.lists import make_entry
+from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
+from tests.n5g_eir.test_server import h2c_client
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture
@@ -104,3 +107,44 @@ async def test_monitor_mode_records_a_clone_seen_across_gateways(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_n5g_eir_is_answered_from_the_shared_count(
+    start_gateway: StartGateway, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """An AMF's checks that wait for the shared clone count are answered from the count's
+    callback (a deferred response, no future each): many streams of one HTTP/2 connection,
+    each with its own IMEI seen with two other IMSIs through the other gateway over S13."""
+    env = {
+        "EIR_SHARED_REDIS_URL": redis_server.url,
+        "EIR_SHARED_BUDGET_SECONDS": "5",
+        "EIR_CLONE_DETECTION_ENABLED": "true",
+        "EIR_CLONE_DETECTION_THRESHOLD": "2",
+    }
+    first, second = await start_gateway(**env), await start_gateway(**env)
+    mme = await connect_mme(first, "mme-a.test")
+    imeis = [f"3520990012{n:04d}" for n in range(40)]
+    try:
+        for imei in imeis:
+            for imsi in ("001010000000011", "001010000000022"):
+                answer = await mme.check(imei, sv="01", imsi=imsi)
+                assert answer.get("Equipment-Status") == WHITELISTED
+    finally:
+        await mme.close()
+
+    def query(imei: str) -> dict[str, str]:
+        return {"pei": f"imei-{imei}{luhn_check_digit(imei)}", "supi": "imsi-001010000000033"}
+
+    async with h2c_client(second) as amf:
+        responses = await asyncio.gather(
+            *(amf.get(EQUIPMENT_STATUS_PATH, params=query(imei)) for imei in imeis)
+        )
+        unseen = await amf.get(EQUIPMENT_STATUS_PATH, params=query("35209900129999"))
+    assert [(r.status_code, r.json()) for r in responses] == [
+        (200, {"status": "GREYLISTED"})
+    ] * len(imeis)
+    assert (unseen.status_code, unseen.json()) == (200, {"status": "WHITELISTED"})
+    _, text = await scrape(second)
+    assert metric_value(text, "eir_checks_total", interface="n5g_eir", status="greylisted",
+                        reason="clone_suspected") == len(imeis)
+    assert second.n5g_eir is not None and second.n5g_eir.handler.in_flight == 0
