@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -179,7 +180,9 @@ async def test_an_unreachable_redis_at_start_costs_one_budget_then_nothing(
 
 async def test_n5g_eir_waits_for_the_shared_count_without_a_coroutine(make: Make) -> None:
     # TS 29.511 checks share the tracker with S13: the checks of one tick that wait for the
-    # shared count go in one round trip and are answered from its done callback.
+    # shared count go in one round trip and are answered from its callback, each a
+    # DeferredAnswer (no coroutine, task or future) the HTTP/2 connection binds.
+    from diameter.deferred import DeferredAnswer
     from gateway.imei import luhn_check_digit
     from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
     from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
@@ -192,16 +195,30 @@ async def test_n5g_eir_waits_for_the_shared_count_without_a_coroutine(make: Make
     classifier, _, registry = make(budget=5.0)
     handler = EquipmentIdentityCheck(classifier)
     imeis = [f"3520990017{n:04d}" for n in range(40)]
-    waiting = [handler.handle(b"GET", path(imei, "001010000000001")) for imei in imeis]
-    assert all(isinstance(w, asyncio.Future) for w in waiting)  # no coroutine, no task
+    async def given(answers: list[object]) -> list[Any]:
+        out: list[Any] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def collect(answer: DeferredAnswer) -> None:
+            out.append(answer.answer)
+            if len(out) == len(answers):
+                done.set_result(None)
+
+        for answer in answers:
+            assert isinstance(answer, DeferredAnswer)  # no coroutine, task or future
+            answer.bind(collect, None)
+        await asyncio.wait_for(done, 10)
+        return out
+
+    waiting: list[object] = [handler.handle(b"GET", path(imei, "001010000000001"))
+                             for imei in imeis]
     assert handler.in_flight == len(imeis)
-    responses = await asyncio.gather(*waiting)  # type: ignore[arg-type]
+    responses = await given(waiting)
     assert {(r.status, r.body) for r in responses} == {(200, b'{"status":"WHITELISTED"}')}
     assert handler.in_flight == 0
     assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") == 1
     # Two IMSIs with IMEI on another gateway, a third here: over the threshold overall.
     for imsi in ("001010000000002", "001010000000003"):
         await check(first, imsi)
-    answer = handler.handle(b"GET", path(IMEI, "001010000000004"))
-    assert isinstance(answer, asyncio.Future)
-    assert (await answer).body == b'{"status":"GREYLISTED"}'
+    [answer] = await given([handler.handle(b"GET", path(IMEI, "001010000000004"))])
+    assert answer.body == b'{"status":"GREYLISTED"}'
