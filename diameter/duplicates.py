@@ -46,7 +46,7 @@ def with_hop_by_hop(answer: bytes, hop_by_hop: int) -> bytes:
 class _Shard:
     """Entries in the order they were answered (the oldest first), at most ``max_size``."""
 
-    __slots__ = ("entries", "front", "horizon", "max_size", "window")
+    __slots__ = ("entries", "front", "horizon", "max_size", "newest", "newest_key", "window")
 
     def __init__(self, window: float, max_size: int) -> None:
         self.window = window
@@ -57,6 +57,11 @@ class _Shard:
         # (front): until then begin() skips the look.
         self.front: DuplicateKey | None = None
         self.horizon = -_INF
+        # The entry begin() added last, while nothing has moved since (None otherwise): a
+        # request answered before the next one begins is already where its answer goes, the
+        # newest, so complete() finds it without a look-up and leaves the order as it is.
+        self.newest_key: DuplicateKey | None = None
+        self.newest: _Entry | None = None
 
     def begin(
         self, key: DuplicateKey, waiter: Waiter, now: float
@@ -77,23 +82,32 @@ class _Shard:
             if key == self.front:
                 self.horizon = -_INF
             del entries[key]  # re-added at the end, as the newest
-        entries[key] = _Entry()
+        entry = entries[key] = _Entry()
         if len(entries) > self.max_size:
             self.horizon = -_INF  # the oldest goes
             while len(entries) > self.max_size:
                 entries.popitem(last=False)
+            if key not in entries:
+                self.newest_key = self.newest = None  # no room at all (max_size 0)
+                return False, None
+        self.newest_key, self.newest = key, entry
         return False, None
 
     def complete(self, key: DuplicateKey, answer: bytes, now: float) -> None:
-        entries = self.entries
-        entry = entries.get(key)
-        if entry is None:
-            return  # evicted meanwhile: nothing to remember it by
+        entry = self.newest
+        if key is self.newest_key and entry is not None:
+            self.newest_key = self.newest = None
+        else:
+            self.newest_key = self.newest = None
+            entries = self.entries
+            entry = entries.get(key)
+            if entry is None:
+                return  # evicted meanwhile: nothing to remember it by
+            entries.move_to_end(key)
         entry.answer = answer
         entry.expires = now + self.window
         if key == self.front:
             self.horizon = -_INF
-        entries.move_to_end(key)
         waiters = entry.waiters
         if waiters:
             entry.waiters = None
@@ -103,6 +117,8 @@ class _Shard:
     def forget(self, key: DuplicateKey) -> None:
         if key == self.front:
             self.horizon = -_INF
+        if key == self.newest_key:
+            self.newest_key = self.newest = None
         self.entries.pop(key, None)
 
     def expire(self, now: float) -> None:

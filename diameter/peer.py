@@ -115,15 +115,23 @@ _DPR_COMMAND = DICTIONARY.commands[(0, DPR)]
 # result_code_of() walks the AVP headers of every answer (1.5 us for an ECA). Answers built from
 # pre-encoded blocks differ only in their header and leading Session-Id, and the walk finds nothing
 # in a Session-Id: its result depends on the octets after it alone, remembered here (bounded).
-_SESSION_ID_HEADER: Final = b"\x00\x00\x01\x07"  # code 263, then flags without the V bit
 _RESULT_CODES: Final[dict[bytes, int | None]] = {}
 _RESULT_CODES_SIZE: Final = 1024
 
 
 def _result_code(raw: bytes) -> int | None:
     """``result_code_of(raw)``, remembered by the octets after a leading Session-Id AVP."""
-    if raw[20:24] == _SESSION_ID_HEADER and len(raw) >= 28 and not raw[24] & 0x80:
-        length = int.from_bytes(raw[25:28], "big")
+    # A leading Session-Id (code 263, no V flag), read octet by octet (compiled: no slice, no
+    # method call).
+    if (
+        len(raw) >= 28
+        and raw[20] == 0
+        and raw[21] == 0
+        and raw[22] == 1
+        and raw[23] == 7
+        and not raw[24] & 0x80
+    ):
+        length = (raw[25] << 16) | (raw[26] << 8) | raw[27]
         after = 20 + ((length + 3) & ~3)
         if length >= 8 and 20 + length <= len(raw) and after <= len(raw):
             tail = raw[after:]
@@ -385,11 +393,13 @@ class Peer:
         """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
         self._release(request)
         raw = answer if isinstance(answer, bytes) else answer.encode()
-        # A substring test first (C speed; find, not ``in``: see overload.too_busy): the AVP
+        # A lane request has none (diameter.lane never learns a shape with one). Otherwise a
+        # substring test first (C speed; find, not ``in``: see overload.too_busy): the AVP
         # walk only when its code's octets are there.
         features = (
             request.message.find(OC_SUPPORTED_FEATURES)
-            if request.raw.find(_OC_SUPPORTED_FEATURES_CODE) >= 0
+            if type(request) is not LaneRequest
+            and request.raw.find(_OC_SUPPORTED_FEATURES_CODE) >= 0
             else None
         )
         if features is not None:

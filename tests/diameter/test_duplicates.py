@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from diameter.duplicates import SHARD_SIZE, DuplicateCache
 
 HOST = "mme.example.net"
@@ -46,3 +49,73 @@ def test_duplicates_answered_and_expired_in_every_shard() -> None:
         assert int.from_bytes(replay[12:16], "big") == hop  # the duplicate's own Hop-by-Hop
     for key in keys:  # 10 s after the answer: no longer a duplicate, processed afresh
         assert cache.begin(key, (_ignore, 0), now=10.0) == (False, None)
+
+
+def _model_step(
+    model: list[list[object]], op: str, key: tuple[str, int], now: float, window: float,
+    max_size: int,
+) -> object:
+    """The reference: a list oldest first of [key, answer, expires], every rule spelt out."""
+    index = next((i for i, row in enumerate(model) if row[0] == key), None)
+    if op == "begin":
+        while model and model[0][1] is not None and model[0][2] <= now:  # type: ignore[operator]
+            model.pop(0)
+            index = next((i for i, row in enumerate(model) if row[0] == key), None)
+        if index is not None and model[index][2] > now:  # type: ignore[operator]
+            return (True, model[index][1])
+        if index is not None:
+            model.pop(index)
+        model.append([key, None, float("inf")])
+        while len(model) > max_size:
+            model.pop(0)
+        return (False, None)
+    if op == "complete" and index is not None:
+        model.pop(index)
+        model.append([key, b"a%d" % key[1], now + window])
+    elif op == "forget" and index is not None:
+        model.pop(index)
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    max_size=st.integers(0, 6),
+    ops=st.lists(
+        st.tuples(st.sampled_from(("begin", "complete", "forget")), st.integers(0, 7),
+                  st.floats(0, 3)),
+        max_size=60,
+    ),
+)
+def test_one_shard_keeps_answer_order_and_expiry_like_the_model(
+    max_size: int, ops: list[tuple[str, int, float]]
+) -> None:
+    # Requests answered in and out of order (complete() finds the entry begin() added last
+    # without a look-up only while nothing moved since), evicted, forgotten, expired.
+    window = 5.0
+    cache = DuplicateCache(window=window, max_size=max_size)
+    model: list[list[object]] = []
+    now = 0.0
+    keys = [(HOST, n) for n in range(8)]  # one object per key, as a request carries its own
+    for op, n, step in ops:
+        now += step  # the loop's clock: never backwards
+        key = keys[n]
+        expected = _model_step(model, op, key, now, window, max_size)
+        if op == "begin":
+            duplicate, replay = cache.begin(key, (_ignore_waiting, 0), now)
+            assert (duplicate, replay is not None) == (expected[0], expected[1] is not None)  # type: ignore[index]
+        elif op == "complete":
+            cache.complete(key, b"a%d" % n, now)
+        else:
+            cache.forget(key)
+        (shard,) = cache._shards
+        # Expiry is lazy (at the next begin): compare what is live.
+        live = [k for k, e in shard.entries.items() if e.answer is None or e.expires > now]
+        assert live == [row[0] for row in model if row[1] is None or row[2] > now]  # type: ignore[operator]
+        for k, entry in shard.entries.items():
+            row = next((r for r in model if r[0] == k), None)
+            if row is not None:
+                assert entry.answer == row[1]
+
+
+def _ignore_waiting(answer: bytes, hop_by_hop: int) -> None:
+    pass  # a duplicate waiting for its first copy: delivered when that completes

@@ -97,6 +97,10 @@ def test_every_learnt_base_takes_the_lane_and_other_shapes_do_not() -> None:
     proxied = micr(extra=(Avp.new("Proxy-Info", [Avp.new("Proxy-Host", "p.test"),
                                                   Avp.new("Proxy-State", b"s")]),))
     assert learnt(proxied).plans == []
+    # OC-Supported-Features (RFC 7683 §5.3: DOIC AVPs in the answer) is never learnt either:
+    # Peer.send_answer does not look for one in a lane request.
+    doic = micr(extra=(Avp.new("OC-Supported-Features", [Avp.new("OC-Feature-Vector", 1)]),))
+    assert learnt(doic).plans == []
     assert learnt(micr(flags=0xD0)).plans == []
     assert lanes.match(micr(flags=0xD0), SETTINGS, IDENTITY) is None
 
