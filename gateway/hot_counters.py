@@ -9,8 +9,6 @@ dicts at scrape time (one C-level copy each, atomic under the GIL) into metric f
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
 
 class HotCounters:
     """Counts by label tuple; ``histograms`` holds per interface (s13, n5g_eir) the count of
@@ -30,7 +28,13 @@ class HotCounters:
         histogram = self.histograms.get(interface)
         if histogram is None:
             histogram = self.histograms[interface] = [0.0] * (len(self.bounds) + 2)
-        histogram[bisect_left(self.bounds, seconds)] += 1
+        # bisect_left, inline: a dozen compiled comparisons cost less than the C call.
+        bucket = 0
+        for bound in self.bounds:
+            if bound >= seconds:
+                break
+            bucket += 1
+        histogram[bucket] += 1
         histogram[-1] += seconds
 
     def on_message(

@@ -32,6 +32,7 @@ from diameter.events import LaneRequest
 from diameter.settings import LocalIdentity
 from gateway.classify import Classifier, Decision, Pending
 from gateway.events.bus import EventBus
+from gateway.hot_counters import HotCounters
 from gateway.imei import is_svn
 from gateway.metrics import GatewayMetrics
 from gateway.observations import ObservationLog
@@ -122,6 +123,8 @@ class MeIdentityCheck:
         self.identity = identity
         self.classifier = classifier
         self.metrics = metrics
+        # The compiled counters themselves: a native call per check, not a bound method.
+        self.counters: HotCounters | None = None if metrics is None else metrics.hot.counters
         self.observations = observations
         self.mask_imsis = mask_imsis
         self.events = events
@@ -296,8 +299,9 @@ class MeIdentityCheck:
         imei = decision.imei
         if self.observations is not None and imei is not None and decision.imsi:
             self.observations.record(imei.body, decision.imsi)
-        if self.metrics is not None:
-            self.metrics.count_check(
+        counters = self.counters
+        if counters is not None:
+            counters.count_check(
                 STATUS_LABEL[decision.enforcement],
                 REASON_LABEL[decision.decisive],
                 time.perf_counter() - started,

@@ -43,12 +43,13 @@ class ShardedFifo(Generic[K, V]):
             return
         shards = self._shards
         shard = shards[hash(key) % len(shards)]
-        if key not in shard:
-            if len(shard) >= self._per_shard:
-                shard.popitem(last=False)
+        before = len(shard)
+        shard[key] = value  # a key already there keeps its place
+        if len(shard) > before:  # a new key: one look-up fewer than asking first
+            if before >= self._per_shard:
+                shard.popitem(last=False)  # the oldest, never the new key: it went in last
             else:
                 self._len += 1
-        shard[key] = value
 
     def pop(self, key: K) -> V | None:
         shards = self._shards
