@@ -46,7 +46,10 @@ def with_hop_by_hop(answer: bytes, hop_by_hop: int) -> bytes:
 class _Shard:
     """Entries in the order they were answered (the oldest first), at most ``max_size``."""
 
-    __slots__ = ("entries", "front", "horizon", "max_size", "newest", "newest_key", "window")
+    __slots__ = (
+        "entries", "front_e2e", "front_host", "horizon", "max_size", "newest", "newest_e2e",
+        "newest_host", "window",
+    )
 
     def __init__(self, window: float, max_size: int) -> None:
         self.window = window
@@ -54,14 +57,18 @@ class _Shard:
         self.entries: OrderedDict[DuplicateKey, _Entry] = OrderedDict()
         # Expiry looks at the oldest entry only. Once it found that entry answered and not yet
         # expired, nothing can expire before its time (horizon) while it stays the oldest
-        # (front): until then begin() skips the look.
-        self.front: DuplicateKey | None = None
+        # (front, its key in two fields as newest's below): until then begin() skips the look.
+        self.front_host = ""
+        self.front_e2e = -1
         self.horizon = -_INF
-        # The entry begin() added last, while nothing has moved since (None otherwise): a
-        # request answered before the next one begins is already where its answer goes, the
-        # newest, so complete() finds it without a look-up and leaves the order as it is.
-        self.newest_key: DuplicateKey | None = None
+        # The entry begin() added last and its key, while nothing has moved since (None
+        # otherwise): a request answered before the next one begins is already where its
+        # answer goes, the newest, so complete() finds it without a look-up and leaves the
+        # order as it is. The key in two fields: compiled, a (str, int) is unboxed, and
+        # storing it whole would box it again.
         self.newest: _Entry | None = None
+        self.newest_host = ""
+        self.newest_e2e = -1  # End-to-End Identifiers are unsigned
 
     def begin(
         self, key: DuplicateKey, waiter: Waiter, now: float
@@ -79,7 +86,7 @@ class _Shard:
                 entry.waiters.append(waiter)
             return True, None
         if entry is not None:
-            if key == self.front:
+            if key[1] == self.front_e2e and key[0] == self.front_host:
                 self.horizon = -_INF
             del entries[key]  # re-added at the end, as the newest
         entry = entries[key] = _Entry()
@@ -88,17 +95,16 @@ class _Shard:
             while len(entries) > self.max_size:
                 entries.popitem(last=False)
             if key not in entries:
-                self.newest_key = self.newest = None  # no room at all (max_size 0)
+                self.newest = None  # no room at all (max_size 0)
                 return False, None
-        self.newest_key, self.newest = key, entry
+        self.newest = entry
+        self.newest_host, self.newest_e2e = key
         return False, None
 
     def complete(self, key: DuplicateKey, answer: bytes, now: float) -> None:
         entry = self.newest
-        if key is self.newest_key and entry is not None:
-            self.newest_key = self.newest = None
-        else:
-            self.newest_key = self.newest = None
+        self.newest = None
+        if entry is None or key[1] != self.newest_e2e or key[0] != self.newest_host:
             entries = self.entries
             entry = entries.get(key)
             if entry is None:
@@ -106,7 +112,7 @@ class _Shard:
             entries.move_to_end(key)
         entry.answer = answer
         entry.expires = now + self.window
-        if key == self.front:
+        if key[1] == self.front_e2e and key[0] == self.front_host:
             self.horizon = -_INF
         waiters = entry.waiters
         if waiters:
@@ -115,10 +121,10 @@ class _Shard:
                 deliver(with_hop_by_hop(answer, hop_by_hop), hop_by_hop)
 
     def forget(self, key: DuplicateKey) -> None:
-        if key == self.front:
+        if key[1] == self.front_e2e and key[0] == self.front_host:
             self.horizon = -_INF
-        if key == self.newest_key:
-            self.newest_key = self.newest = None
+        if key[1] == self.newest_e2e and key[0] == self.newest_host:
+            self.newest = None
         self.entries.pop(key, None)
 
     def expire(self, now: float) -> None:
@@ -129,7 +135,8 @@ class _Shard:
             if entry.answer is None:
                 return
             if entry.expires > now:
-                self.front, self.horizon = key, entry.expires
+                self.front_host, self.front_e2e = key
+                self.horizon = entry.expires
                 return
             del entries[key]
 
