@@ -106,9 +106,12 @@ def guest_run() -> Iterator[GuestRun]:
     report = work / "junit.xml"
     # Only the plugins the guest tests use (the others' imports cost minutes under emulation);
     # their temporary files in the guest's tmpfs (SQLite's WAL needs shared memory, which 9p
-    # cannot map).
+    # cannot map). Bytecode is cached in that tmpfs too (the repository is read-only there): each
+    # process the tests start (gateways, observation writers) would otherwise compile every module
+    # it imports under emulation, which took a writer past its 30 s start-up on a loaded host.
     command = (
-        f"cd {REPO} && EIR_SCTP_GUEST=1 PYTHONDONTWRITEBYTECODE=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
+        f"cd {REPO} && EIR_SCTP_GUEST=1 PYTHONPYCACHEPREFIX=/tmp/pycache "
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
         f"{sys.executable} -m pytest -p asyncio -p timeout -p no:cacheprovider -q -rs "
         f"--durations=15 --junitxml={report} --basetemp=/tmp/pytest {GUEST_TESTS} "
         f"{os.environ.get('EIR_SCTP_GUEST_ARGS', '')} > {work}/pytest.txt 2>&1"
