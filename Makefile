@@ -58,7 +58,8 @@ PURE_TESTS ?= tests/compiled tests/diameter tests/e2e/test_s13.py tests/interop 
 	tests/gateway/test_classify.py tests/gateway/test_imei.py tests/gateway/test_lists.py \
 	tests/gateway/test_tac.py tests/gateway/test_policy.py tests/registry/test_local.py \
 	tests/registry/test_bounded.py tests/n5g_eir/test_equipment_status.py \
-	tests/gateway/test_s13_lane.py tests/gateway/test_observations.py tests/gateway/test_redis_clone.py
+	tests/gateway/test_s13_lane.py tests/gateway/test_observations.py tests/gateway/test_redis_clone.py \
+	tests/gateway/test_resp.py
 
 test: lint typecheck $(INTEROP_VENV)/.installed
 	@$(BIN)/python -m eir_compiled.build; built=$$?; \

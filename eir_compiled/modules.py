@@ -39,6 +39,7 @@ COMPILED_MODULES: tuple[CompiledModule, ...] = (
     CompiledModule("gateway.shared_count", "every check waiting for the shared clone count"),
     CompiledModule("gateway.clone_tracker", "every check's clone count (the shared tracker's base)"),
     CompiledModule("gateway.redis_clone", "every check's sighting batched for the shared count"),
+    CompiledModule("gateway.resp", "the shared count's reply: an integer a check"),
     CompiledModule("registry_client.local", "the embedded registry's verdict of a fresh check"),
     CompiledModule("registry_client.wire", "IMEI normalisation and declared ranges"),
     CompiledModule("registry_client.bounded", "the registry's verdict cache"),

@@ -17,24 +17,18 @@ from __future__ import annotations
 import re
 from typing import Union
 
+# Interpreted, not here: mypyc's exception classes do not clear their weak references when
+# freed (it Py_CLEARs the weak-reference list slot): one weakly referenced crashes the GC.
+from gateway.resp_errors import Incomplete, ProtocolError, RespError
+
+__all__ = ["Incomplete", "ProtocolError", "Reply", "RespError", "RespReader", "bulk", "command"]
+
 Reply = Union[str, int, bytes, None, "RespError", list["Reply"]]
 
 MAX_BULK = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
 MAX_LINE = 64 * 1024  # a header or simple line longer than this is not RESP2 from Redis
 # Integer replies in a row, each as _integer accepts it (digits with an optional minus).
 _INTEGER_LINES = re.compile(rb"(?::-?[0-9]+\r\n)*")
-
-
-class RespError(Exception):
-    """An error reply (``-PREFIX message``): ``prefix`` is its first word (ERR, NOSCRIPT...)."""
-
-    @property
-    def prefix(self) -> str:
-        return str(self).split(" ", 1)[0]
-
-
-class ProtocolError(Exception):
-    """Bytes that are not RESP2: the connection cannot be trusted any further."""
 
 
 def bulk(value: bytes) -> bytes:
@@ -56,10 +50,6 @@ def command(*args: bytes | str | int | float) -> bytes:
     return b"".join(parts)
 
 
-class _Incomplete(Exception):
-    """The reply goes on in bytes not yet received."""
-
-
 class RespReader:
     """Feed bytes as they arrive; :meth:`feed` returns the replies they completed, in order."""
 
@@ -74,7 +64,7 @@ class RespReader:
         while position < end:
             try:
                 reply, position = self._parse(buffer, position)
-            except _Incomplete:
+            except Incomplete:
                 break
             replies.append(reply)
         self._buffer = buffer[position:]
@@ -90,7 +80,7 @@ class RespReader:
         if stop < 0:
             if len(buffer) - position > MAX_LINE:
                 raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
-            raise _Incomplete
+            raise Incomplete
         return buffer[position:stop], stop + 2
 
     def _parse(self, buffer: bytes, position: int) -> tuple[Reply, int]:
@@ -112,7 +102,7 @@ class RespReader:
                 raise ProtocolError(f"bulk string length {size}")
             stop = position + size
             if len(buffer) < stop + 2:
-                raise _Incomplete
+                raise Incomplete
             if buffer[stop:stop + 2] != b"\r\n":
                 raise ProtocolError("a bulk string not followed by CRLF")
             return buffer[position:stop], stop + 2
