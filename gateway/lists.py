@@ -60,6 +60,8 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeAlias
 
 from gateway import audit
+from gateway.errors import EntryExists as EntryExists
+from gateway.errors import ListError as ListError
 from gateway.imei import Imei, is_decimal, parse_imei
 from gateway.progress import Progress
 from gateway.sorted_imeis import SortedImeis
@@ -78,19 +80,6 @@ class EntryKind(enum.Enum):
     RANGE = "range"
     TAC = "tac"
     PAIR = "pair"
-
-
-class ListError(ValueError):
-    """A bad entry or a bad CSV row (the message names file and row); ``field`` names the
-    entry field at fault when one is (list, kind, value, imsi, reason, created, updated)."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class EntryExists(ListError):
-    """A creation of an entry that is already stored."""
 
 
 @dataclass(frozen=True, slots=True)

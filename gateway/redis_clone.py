@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
+from gateway.errors import ScriptMissing as ScriptMissing
 from gateway.redis_connection import RedisConnection, RespError, open_connection
 from gateway.resp import bulk
 from gateway.shared_count import SharedCount
@@ -87,10 +88,6 @@ def _observations(calls: list[tuple[str, str, float]]) -> str:
     """The script's observations argument, ``DIGEST MS DIGEST MS ...``: when each was seen in
     integer milliseconds (a float's shortest repr cost ~7,000 instructions an observation)."""
     return " ".join([f"{digest} {int(seen * 1000)}" for _, digest, seen in calls])
-
-
-class ScriptMissing(Exception):
-    """Redis no longer has the script (restarted, or SCRIPT FLUSH): NOSCRIPT."""
 
 
 class SharedStateMetrics:

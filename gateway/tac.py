@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from gateway.errors import TacImportError as TacImportError
 from gateway.imei import is_decimal
 from gateway.progress import Progress, ProgressPrinter
 
@@ -47,10 +48,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 _MANUFACTURER_COLUMNS = ("manufacturer", "manufacturer (or) applicant")
 _MODEL_COLUMNS = ("model name", "marketing name", "internal model name")
-
-
-class TacImportError(Exception):
-    """A bad line in strict mode, or an unreadable file; the message names file and line."""
 
 
 @dataclass(frozen=True, slots=True)

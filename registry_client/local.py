@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_client.bounded import ShardedFifo
+from registry_client.errors import DeclarationFileError as DeclarationFileError
 from registry_client.model import (
     RegistryUnavailable,
     RegistryVerdict,
@@ -89,10 +90,6 @@ CREATE INDEX IF NOT EXISTS tacs_seq ON tacs (seq);
 CREATE INDEX IF NOT EXISTS reports_seq ON reports (seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-class DeclarationFileError(ValueError):
-    """An import file that cannot be read or holds a bad record; nothing was imported."""
 
 
 @dataclass(frozen=True, slots=True)

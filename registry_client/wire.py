@@ -17,20 +17,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from registry_client.errors import InvalidImei as InvalidImei
+from registry_client.errors import RecordError as RecordError
 from registry_client.model import RegistryStatus, RegistryVerdict, Report, ReportType, VerdictOrigin
 
 _TAC = re.compile(r"[0-9]{8}")
 _SNR = re.compile(r"[0-9]{6}")
 _COUNTRY = re.compile(r"[A-Z]{2}")  # ISO 3166-1 alpha-2
 VERDICT_SOURCES = frozenset({"declared_range", "oem_query", "none"})
-
-
-class InvalidImei(ValueError):
-    """Not 14/15/16 decimal digits, or a 15-digit IMEI with a wrong Luhn check digit."""
-
-
-class RecordError(ValueError):
-    """A declaration or report that does not follow registry-api.yaml."""
 
 
 def luhn_check_digit(body: str) -> int:

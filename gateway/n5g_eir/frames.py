@@ -8,6 +8,8 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from gateway.n5g_eir.errors import Http2Error as Http2Error
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # §3.4 client connection preface
 HEADER = struct.Struct(">HBBBI")  # §4.1: 24-bit length (as 16 + 8), type, flags, R + stream id
 HEADER_SIZE = 9
@@ -65,14 +67,6 @@ class Setting(enum.IntEnum):
     INITIAL_WINDOW_SIZE = 0x4
     MAX_FRAME_SIZE = 0x5
     MAX_HEADER_LIST_SIZE = 0x6
-
-
-class Http2Error(Exception):
-    """A connection error (§5.4.1): the connection ends with GOAWAY carrying ``code``."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 # One frame as read (§4.1): type, flags, stream id (the reserved bit cleared: §4.1, it MUST be

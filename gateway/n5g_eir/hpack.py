@@ -23,15 +23,13 @@ from typing import NamedTuple
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
+from gateway.n5g_eir.errors import HpackError as HpackError
+
 STATIC_TABLE: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE  # Appendix A, 1-based
 _STATIC_LEN = len(STATIC_TABLE)
 _STATIC_INDEXED = 0x80 + _STATIC_LEN  # §6.1: the last one-byte indexed field of the static table
 ENTRY_OVERHEAD = 32  # §4.1
 _MAX_INTEGER = 1 << 28  # far above any size this server accepts; bounds the loop
-
-
-class HpackError(Exception):
-    """The header block cannot be decoded (RFC 9113 §4.3: COMPRESSION_ERROR)."""
 
 
 # --- Huffman (Appendix B) -------------------------------------------------------------------

@@ -22,6 +22,7 @@ import struct
 from collections import deque
 from typing import NamedTuple
 
+from gateway.n5g_eir.errors import StreamError as _StreamError
 from gateway.n5g_eir.frames import (
     ACK,
     DEFAULT_MAX_FRAME_SIZE,
@@ -104,12 +105,6 @@ class _EncodedResponse(NamedTuple):
         flags = END_HEADERS if body else END_HEADERS | END_STREAM
         return cls(block, frame_start(FrameType.HEADERS, flags, len(block)),
                    frame_start(FrameType.DATA, END_STREAM, len(body)))
-
-
-class _StreamError(Exception):
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 class _Stream:
