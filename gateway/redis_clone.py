@@ -51,23 +51,36 @@ log = logging.getLogger("eir.shared")
 # they were when the argument carried seconds, so gateways of either version count together
 # on the same keys during a rolling upgrade (each loads its own script). Returns the distinct
 # count of each. ZADD GT: a replayed (older) sighting never moves a later one back.
+# Real traffic makes almost every key fresh, and Redis's CPU is per call inside the script
+# (INFO commandstats: ZADD 2.4, ZREMRANGEBYSCORE 1.2, PEXPIRE 0.9 µs, plus the call's own
+# overhead): a set of one member holds only the sighting just made (its score, by GT, at least
+# this one's), so nothing in it can be out of the window or over ``keep``, and the trims are
+# skipped (3 calls, not 4: 6.1 -> 3.9 µs of Redis CPU a fresh sighting). The score goes to ZADD
+# as the milliseconds' decimal text ("1733389100.123"), which Redis parses to the double
+# ``ms / 1000`` made before, without a Lua number's "%.17g" formatting; the expiry as integer
+# text, formatted once a call.
 _OBSERVE = """
 local window = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
+local ttl = string.format('%d', math.ceil(window * 1000))
 local counts = {}
 local i = 0
 for digest, ms in string.gmatch(ARGV[3], '(%x+) (%d+)') do
   i = i + 1
   local key = KEYS[i]
-  local seen = tonumber(ms) / 1000
-  redis.call('ZADD', key, 'GT', seen, digest)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (seen - window))
-  local n = redis.call('ZCARD', key)
-  if n > keep then
-    redis.call('ZREMRANGEBYRANK', key, 0, n - keep - 1)
-    n = keep
+  if #ms < 4 then  -- "5" ms is "0.005" s
+    ms = string.rep('0', 4 - #ms) .. ms
   end
-  redis.call('PEXPIRE', key, math.ceil(window * 1000))
+  redis.call('ZADD', key, 'GT', string.sub(ms, 1, -4) .. '.' .. string.sub(ms, -3), digest)
+  local n = redis.call('ZCARD', key)
+  if n > 1 then  -- ZREMRANGEBYSCORE answers how many it removed
+    n = n - redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(ms) / 1000 - window))
+    if n > keep then
+      redis.call('ZREMRANGEBYRANK', key, 0, n - keep - 1)
+      n = keep
+    end
+  end
+  redis.call('PEXPIRE', key, ttl)
   counts[i] = n
 end
 if i ~= #KEYS then

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from gateway.classify import Classifier, Decision, Pending
@@ -222,3 +225,125 @@ async def test_n5g_eir_waits_for_the_shared_count_without_a_coroutine(make: Make
         await check(first, imsi)
     [answer] = await given([handler.handle(b"GET", path(IMEI, "001010000000004"))])
     assert answer.body == b'{"status":"GREYLISTED"}'
+
+
+# The script of the release before (session 8), verbatim: the reference the differential
+# below holds the current one to (counts, members, scores and expiry), replays included.
+_OBSERVE_BEFORE = """
+local window = tonumber(ARGV[1])
+local keep = tonumber(ARGV[2])
+local counts = {}
+local i = 0
+for digest, ms in string.gmatch(ARGV[3], '(%x+) (%d+)') do
+  i = i + 1
+  local key = KEYS[i]
+  local seen = tonumber(ms) / 1000
+  redis.call('ZADD', key, 'GT', seen, digest)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (seen - window))
+  local n = redis.call('ZCARD', key)
+  if n > keep then
+    redis.call('ZREMRANGEBYRANK', key, 0, n - keep - 1)
+    n = keep
+  end
+  redis.call('PEXPIRE', key, math.ceil(window * 1000))
+  counts[i] = n
+end
+if i ~= #KEYS then
+  return redis.error_reply('observations and keys differ: ' .. i .. ' vs ' .. #KEYS)
+end
+return counts
+"""
+
+_EPOCH_MS = 1_733_389_100_123  # a real clock's milliseconds; 0 tries the shortest texts
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    threshold=st.integers(1, 4),
+    # Windows long enough that no key expires in real time during the example; sightings
+    # minutes apart in the scores' time, so that they leave the window.
+    window=st.sampled_from([1_000.0, 2_500.0, 3_600.0, 3_600.0005]),
+    start=st.sampled_from([0, 7, _EPOCH_MS]),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 5),
+                  st.integers(-4_000, 4_000) | st.integers(-4_000_000, 4_000_000)),
+        min_size=1, max_size=60,
+    ),
+    per_call=st.integers(1, 7),
+)
+def test_the_script_counts_and_stores_as_the_one_before(
+    redis_server: RedisServer, threshold: int, window: float, start: int,
+    steps: list[tuple[int, int, int]], per_call: int,
+) -> None:
+    """Differential: every sighting (times going back too: replays, ZADD GT) through
+    _OBSERVE and through the release before's script, on keys of their own; the counts, and
+    at the end every set's members, scores and expiry, are the same."""
+    from gateway.redis_clone import _OBSERVE, _observations
+
+    async def run() -> None:
+        client = redis.asyncio.from_url(redis_server.url)
+        prefix = f"diff{time.monotonic_ns()}"
+        keep = threshold + 1
+        ms, batch = start, []
+        for imei, imsi, delta in steps:
+            ms = max(0, ms + delta)
+            batch.append((f"3520990017000{imei}", f"{imsi:016x}", ms / 1000))
+        try:
+            counts: dict[str, list[int]] = {"now": [], "before": []}
+            for name, script in (("now", _OBSERVE), ("before", _OBSERVE_BEFORE)):
+                for first in range(0, len(batch), per_call):
+                    calls = batch[first:first + per_call]
+                    keys = [f"{prefix}{name}:clone:{{{imei}}}" for imei, _, _ in calls]
+                    counts[name] += await client.eval(  # type: ignore[misc]
+                        script, len(keys), *keys, repr(window), keep, _observations(calls)
+                    )
+            assert counts["now"] == counts["before"]
+            for imei in {imei for imei, _, _ in batch}:
+                now_key, before_key = (f"{prefix}{n}:clone:{{{imei}}}" for n in ("now", "before"))
+                assert (await client.zrange(now_key, 0, -1, withscores=True)
+                        == await client.zrange(before_key, 0, -1, withscores=True))
+                ttl_now, ttl_before = await client.pttl(now_key), await client.pttl(before_key)
+                assert ttl_now > 0 and abs(ttl_now - ttl_before) <= 1_000
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    threshold=st.integers(1, 3),
+    window=st.sampled_from([2, 5, 3600]),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 5), st.integers(1, 4)),
+        min_size=1, max_size=40,
+    ),
+)
+def test_one_gateways_shared_count_is_its_in_process_count(
+    redis_server: RedisServer, threshold: int, window: int, steps: list[tuple[int, int, int]],
+) -> None:
+    """Differential: one gateway alone, each sighting (whole seconds, always later) counted by
+    the in-process CloneTracker and, through Redis, by the shared tracker: the same clone
+    suspicion each time (the in-process count is exact above the threshold, an upper bound
+    below it)."""
+
+    async def run() -> None:
+        config = SharedConfig(redis_server.url, f"same{time.monotonic_ns()}", budget=30.0)
+        tracker = shared_clone_tracker(CloneTracker(threshold, float(window)), config,
+                                       CollectorRegistry())
+        try:
+            now = 1_733_389_100.0
+            for imei_n, imsi_n, gap in steps:
+                now += gap
+                imei, imsi = f"3520990017000{imei_n}", f"00101000000000{imsi_n}"
+                local = tracker.suspected(imei, imsi, now)
+                count = tracker.shared_count(imei)
+                assert count is not None
+                shared = await asyncio.wait_for(count.wait(), 30.0)
+                assert local == (shared if shared > threshold else 0), (imei, imsi, now)
+        finally:
+            await tracker.close()
+
+    asyncio.run(run())
