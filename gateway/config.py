@@ -616,7 +616,7 @@ class ObservationsConfig:
     queue_size: int = 100_000
     batch_size: int = 1_000
     flush_interval: float = 1.0
-    writer: str = "process"  # "process" | "thread": who writes the SQLite file
+    writer: str = "process"  # "process" | "thread": who writes the log (and drains the stream)
 
 
 @dataclass(frozen=True, slots=True)

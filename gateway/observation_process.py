@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import selectors
 import socket
 import sqlite3
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from gateway import observation_wire as wire
 from gateway.observations import Aggregate, LastImsi, LastImsiReply, ObservationLog, history
+from gateway.stream_drain import DRAIN_VARIABLE, DrainSettings
 
 log = logging.getLogger("eir.observations")
 
@@ -98,6 +100,7 @@ class ObservationProcessLog(ObservationLog):
         self._replies: deque[list[LastImsiReply]] = deque()  # LOOKUPS sent, not answered
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
+        self._drain: DrainSettings | None = None  # the stream this log's writer drains
         # While close() runs in another thread than the loop's: replies go through the loop.
         self._replies_via: asyncio.AbstractEventLoop | None = None
 
@@ -126,11 +129,15 @@ class ObservationProcessLog(ObservationLog):
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with contextlib.suppress(OSError):
             mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        store, variables = self._writer_store()
+        if self._drain is not None:
+            variables[DRAIN_VARIABLE] = self._drain.encode()
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.observation_writer", str(theirs.fileno()),
-                 str(self.path)],
+                 *store],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                env={**os.environ, **variables},
             )
         except OSError as exc:
             mine.close()
@@ -150,6 +157,15 @@ class ObservationProcessLog(ObservationLog):
             raise WriterFailed(f"observation writer failed: {reason}")
         mine.setblocking(False)
         return mine, process
+
+    def _writer_store(self) -> tuple[list[str], dict[str, str]]:
+        """The writer's store: its command-line arguments and environment variables."""
+        return [str(self.path)], {}
+
+    def drain_stream(self, settings: DrainSettings) -> None:
+        """Before :meth:`start`: the writer process also drains the observation stream into
+        the store (gateway.stream_drain), as a consumer of its group."""
+        self._drain = settings
 
     def _attach(self) -> None:
         """On the loop: drive the socket from it, hand over on a timer."""
@@ -345,6 +361,13 @@ class ObservationProcessLog(ObservationLog):
             for _ in range(messages):
                 pairs += self._unacked.popleft()[1]
             self._written_pairs += pairs
+            if committed:
+                self.stats.written += observations
+                self.stats.batches += 1
+            else:
+                self.stats.errors += 1
+        elif kind == wire.DRAINED:
+            observations, committed = wire.decode_drained(message)
             if committed:
                 self.stats.written += observations
                 self.stats.batches += 1

@@ -9,7 +9,9 @@ its kind in the first byte, then its body.
 * writer -> gateway: ``READY`` (the store is open), ``FAILED`` (it could not be opened; the
   reason as text), ``WRITTEN`` (one transaction: how many ``PAIRS`` messages and observations it
   held, whether it committed; the gateway knows how many pairs each message carried) and
-  ``FOUND`` (the answers to one ``LOOKUPS``).
+  ``FOUND`` (the answers to one ``LOOKUPS``), and ``DRAINED`` whenever it wrote (or failed to
+  write) a batch of the observation stream it drains (how many observations, whether it
+  committed), for the gateway's counts.
 
 Bodies are :mod:`marshal` data: the gateway encodes a slice on its event loop, and marshal
 writes a dict of str tuples and numbers in one C call (64 µs of CPU for 1,000 pairs in a tight
@@ -34,6 +36,7 @@ READY = ord("R")
 FAILED = ord("E")
 WRITTEN = ord("W")
 FOUND = ord("F")
+DRAINED = ord("D")
 
 # Pairs per PAIRS message: ~6 KB with 15-digit IMSIs. The gateway encodes one slice per loop
 # callback (gateway.observation_process): by the time an aggregate is handed over its objects
@@ -49,6 +52,7 @@ MAX_MESSAGE = 192 * 1024
 PairRow = tuple[str, str, float, float, int]
 
 _WRITTEN = struct.Struct("=BIQ?")  # kind, PAIRS messages, observations, committed
+_DRAINED = struct.Struct("=BQ?")  # kind, observations, committed
 
 
 class WireError(ValueError):
@@ -154,6 +158,18 @@ def decode_written(message: bytes) -> tuple[int, int, bool]:
         raise WireError("not a WRITTEN message")
     _, messages, observations, committed = _WRITTEN.unpack(message)
     return messages, observations, committed
+
+
+def encode_drained(observations: int, committed: bool) -> bytes:
+    return _DRAINED.pack(DRAINED, observations, committed)
+
+
+def decode_drained(message: bytes) -> tuple[int, bool]:
+    """(observations, committed) of one batch drained from the stream."""
+    if len(message) != _DRAINED.size or message[0] != DRAINED:
+        raise WireError("not a DRAINED message")
+    _, observations, committed = _DRAINED.unpack(message)
+    return observations, committed
 
 
 def encode_failed(reason: str) -> bytes:

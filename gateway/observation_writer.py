@@ -1,7 +1,10 @@
-"""The observation writer process: ``python -m gateway.observation_writer FD DATABASE``.
+"""The observation writer process: ``python -m gateway.observation_writer FD DATABASE`` (an
+SQLite file) or ``FD --postgresql`` (the DSN in ``EIR_OBSERVATIONS_DSN``, gateway.pg.observations).
 
-Spawned by the gateway (gateway.observation_process), it owns the observation log's SQLite
-file and its own interpreter, so its SQLite and Python work never holds the gateway's GIL. It
+Spawned by the gateway (gateway.observation_process), it owns the observation log's store
+and its own interpreter, so its database and Python work never holds the gateway's GIL. With
+``EIR_OBSERVATIONS_STREAM`` set it also drains the Redis observation stream into the store, in
+a thread (gateway.stream_drain), reporting each batch with a DRAINED message. It
 reads the gateway's messages (gateway.observation_wire) from the Unix SEQPACKET socket ``FD``
 and handles them in order: the PAIRS messages that arrived back to back are upserted in one
 transaction (random (IMEI, IMSI) keys dirty about one B-tree page per pair, shared by the pairs
@@ -19,12 +22,15 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import sys
+import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from gateway import observation_wire as wire
 from gateway.observations import LastImsi, SqliteObservations, yield_cpu_to_event_loop
+from gateway.stream_drain import DRAIN_VARIABLE, DrainSettings, StreamDrain
 
 # PAIRS messages merged into one transaction at most: 16,000 pairs, as the writer thread does
 # (MERGE_AGGREGATES of 1,000 pairs each).
@@ -34,11 +40,23 @@ MERGE_MESSAGES = 16_000 // wire.SLICE_PAIRS
 RECEIVE_BUFFER = 8 << 20
 
 
-class Writer:
-    """Messages in, store calls and answers out (the socket loop is :func:`serve`)."""
+class Store(Protocol):
+    """SqliteObservations or gateway.pg.observations.PgObservations."""
 
-    def __init__(self, store: SqliteObservations) -> None:
+    errors: tuple[type[Exception], ...]  # what a refused call raises
+
+    def upsert(self, rows: Iterable[wire.PairRow]) -> None: ...
+    def last_seen_with(self, imei: str, before: float) -> LastImsi: ...
+    def close(self) -> None: ...
+
+
+class Writer:
+    """Messages in, store calls and answers out (the socket loop is :func:`serve`); each
+    store call under ``lock``, which the stream's drain thread shares."""
+
+    def __init__(self, store: Store, lock: threading.Lock | None = None) -> None:
         self.store = store
+        self.lock = lock or threading.Lock()
 
     def handle(self, messages: list[bytes]) -> list[bytes]:
         """Answers to ``messages`` (received in this order)."""
@@ -62,10 +80,12 @@ class Writer:
     def write(self, messages: list[bytes]) -> bytes:
         """One transaction for the pairs of ``messages``; a message that does not decode
         fails the transaction (the gateway counts the error)."""
+        refused: tuple[type[Exception], ...] = (wire.WireError, *self.store.errors)
         try:
             rows = [row for message in messages for row in wire.decode_pairs(message)]
-            self.store.upsert(rows)
-        except (wire.WireError, sqlite3.Error) as exc:
+            with self.lock:
+                self.store.upsert(rows)
+        except refused as exc:
             print(f"observation writer: {len(messages)} slices not written: {exc}",
                   file=sys.stderr)
             return wire.encode_written(len(messages), 0, False)
@@ -81,8 +101,9 @@ class Writer:
             return wire.encode_found([(None, True)] * wire.lookups_in(message))
         for imei, before in lookups:
             try:
-                answers.append((self.store.last_seen_with(imei, before), False))
-            except sqlite3.Error:
+                with self.lock:
+                    answers.append((self.store.last_seen_with(imei, before), False))
+            except self.store.errors:
                 answers.append((None, True))
         return wire.encode_found(answers)
 
@@ -92,10 +113,11 @@ def serve(sock: socket.socket, writer: Writer) -> None:
     buffer = bytearray(RECEIVE_BUFFER)
     while True:
         messages: list[bytes] = []
-        sock.setblocking(True)
+        wait = 0  # the first receive waits; the rest take what is there (the socket stays
+        # blocking: the drain thread sends on it)
         while len(messages) < MERGE_MESSAGES * 4:
             try:
-                size, _, flags, _ = sock.recvmsg_into([buffer])
+                size, _, flags, _ = sock.recvmsg_into([buffer], 0, wait)
             except BlockingIOError:
                 break
             if size == 0:  # the gateway closed its end
@@ -106,8 +128,7 @@ def serve(sock: socket.socket, writer: Writer) -> None:
             if flags & socket.MSG_TRUNC and message[:1] == bytes((wire.PAIRS,)):
                 message = bytes((wire.PAIRS,))  # refused by write(): too large to read whole
             messages.append(message)
-            sock.setblocking(False)  # then take what else is waiting, without waiting
-        sock.setblocking(True)
+            wait = socket.MSG_DONTWAIT
         for answer in writer.handle(messages):
             _send(sock, answer)
 
@@ -130,21 +151,47 @@ def run_when_idle() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
+def open_store(argv: list[str]) -> Store:
+    """``DATABASE`` (an SQLite file) or ``--postgresql``."""
+    if argv[:1] == ["--postgresql"]:
+        from gateway.pg.observations import open_store as open_pg_store
+
+        return open_pg_store(argv[1:])
+    return SqliteObservations(Path(argv[0]))
+
+
 def main(argv: list[str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    fd, database = int(argv[0]), Path(argv[1])
+    fd = int(argv[0])
     sock = socket.socket(fileno=fd)
     run_when_idle()
     try:
-        store = SqliteObservations(database)
-    except (sqlite3.Error, OSError) as exc:
-        _send(sock, wire.encode_failed(f"{database}: {exc}"))
+        store = open_store(argv[1:])
+    except Exception as exc:  # whatever the store raises: told to the gateway, which fails
+        _send(sock, wire.encode_failed(f"{' '.join(argv[1:])}: {exc}"))
         return 1
+    lock = threading.Lock()
+    drain = None
+    drained = os.environ.get(DRAIN_VARIABLE)
+    if drained:
+        def report(observations: int, committed: bool) -> None:
+            _send(sock, wire.encode_drained(observations, committed))
+
+        try:
+            drain = StreamDrain(DrainSettings.decode(drained), store, lock, report)
+        except Exception as exc:  # settings that do not decode, redis-py missing
+            store.close()
+            _send(sock, wire.encode_failed(f"observation stream: {exc!r}"))
+            return 1
     _send(sock, bytes((wire.READY,)))
+    if drain is not None:
+        drain.start()
     try:
-        serve(sock, Writer(store))
+        serve(sock, Writer(store, lock))
     finally:
+        if drain is not None:
+            drain.stop()
         store.close()
     return 0
 

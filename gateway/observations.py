@@ -79,6 +79,9 @@ Aggregate = dict[tuple[str, str], tuple[float, float, int]]
 # (IMEI, IMSI) keys dirties about one B-tree page per pair, shared by the pairs of a transaction
 # that fall on it, so a backlog is written for less per pair.
 MERGE_AGGREGATES = 16
+# Seconds close() waits for the writer thread when not told: a store that stopped answering
+# (a PostgreSQL connection hung without a reset) must not hold the process's exit forever.
+CLOSE_TIMEOUT = 30.0
 
 
 def yield_cpu_to_event_loop() -> None:
@@ -344,11 +347,17 @@ class ObservationLog:
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the writer, write what is pending, close the database (``timeout``: how long
-        the caller can wait, heeded where the writer can go on alone)."""
+        the caller can wait for the writer thread, :data:`CLOSE_TIMEOUT` when None). A writer
+        still busy then (a store that stopped answering) is left to end with the process, the
+        store open under it: what it has not written is lost, and said so."""
         self._stop = True
         if self._thread is not None:
             self._handed.put({})  # wakes the writer
-            self._thread.join()
+            self._thread.join(CLOSE_TIMEOUT if timeout is None else timeout)
+            if self._thread.is_alive():
+                log.error("observation writer thread still busy at close: %d pairs may not be "
+                          "written", self.waiting)
+                return
             self._thread = None
         self.flush()
         with self._write_lock:
@@ -363,6 +372,8 @@ class ObservationLog:
 class SqliteObservations:
     """The observation log's SQLite file, through one connection: upserts in one transaction
     and the reads of the log (the writer thread's and the writer process's store)."""
+
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)  # what a refused call raises
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         if read_only:

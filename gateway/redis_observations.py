@@ -4,8 +4,11 @@ Every gateway appends its observations to one stream, ``PREFIX:observations``: t
 observations of one event loop tick in one round trip, a script (:data:`_APPEND`) making the
 XADDs of up to :data:`PER_CALL` of them a call (the stream capped at :data:`MAX_LENGTH`
 entries). One consumer group, ``eir``, drains it into the durable observation log
-(gateway.observations, SQLite or PostgreSQL): each gateway process is a consumer of the group,
-reading up to :data:`PER_ROUND_TRIP` entries a round trip with a script (:data:`_TAKE`:
+(gateway.observations, SQLite or PostgreSQL). With a writer process (``observations.writer =
+"process"``, the default) that process is the group's consumer (gateway.stream_drain: read,
+written, then acknowledged, none of it on the gateway's GIL) and this object only appends.
+With the writer thread, each gateway process is a consumer of the group, reading up to
+:data:`PER_ROUND_TRIP` entries a round trip with a script (gateway.stream_drain.READ:
 XREADGROUP with NOACK, the entries' fields flat in one array) and folding them into its log's
 aggregate (written by the log's writer). Each entry is read by one consumer, so a sighting is
 counted once whichever gateway made it. A sighting is acknowledged as it is read, which is
@@ -35,15 +38,15 @@ from collections import deque
 from typing import Any
 
 from gateway.config import SharedConfig
+from gateway.observation_process import ObservationProcessLog
 from gateway.observations import LastImsiReply, ObservationLog
 from gateway.redis_clone import MAX_PENDING, Availability, SharedStateMetrics, redis_client
+from gateway.stream_drain import CLAIM_IDLE, GROUP, IDLE_POLL, READ, DrainSettings
 
 log = logging.getLogger("eir.shared")
 
-GROUP = "eir"
 MAX_LENGTH = 1_000_000  # entries kept in the stream (XADD MAXLEN ~): read ones are trimmed first
 PER_ROUND_TRIP = 1_000  # observations appended per round trip, entries per XREADGROUP
-CLAIM_IDLE = 60.0  # seconds an entry may stay read and unacknowledged before another takes it
 # Observations per script call: the client's cost is per command (redis-py packing one XADD
 # and parsing its reply cost ~20 µs an observation), Redis's per entry.
 PER_CALL = 100
@@ -71,32 +74,6 @@ while pos <= #s do
 end
 return n
 """
-
-
-# Up to ARGV[3] entries new to the group, read by consumer ARGV[2] of group ARGV[1] and taken
-# off the group's pending list at once (NOACK: the consumer folds them into its log's aggregate
-# as it receives them, which is when it acknowledged them before); flat, 4 a entry: ID, imei,
-# imsi, ts (nil where the entry lacks the field). The fields go by name, so entries of either
-# release are read. No BLOCK in a script: the consumer waits a little when drained.
-_TAKE = """
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'NOACK',
-                         'STREAMS', KEYS[1], '>')
-local out = {}
-if reply then
-  for _, entry in ipairs(reply[1][2]) do
-    local fields, named = entry[2], {}
-    for i = 1, #fields, 2 do
-      named[fields[i]] = fields[i + 1]
-    end
-    out[#out + 1] = entry[1]
-    out[#out + 1] = named.imei or false
-    out[#out + 1] = named.imsi or false
-    out[#out + 1] = named.ts or false
-  end
-end
-return out
-"""
-IDLE_POLL = 0.05  # seconds between reads of a drained stream
 
 
 def _appended(batch: list[tuple[str, str, float]]) -> str:
@@ -142,6 +119,7 @@ class ObservationStream(ObservationLog):
         self._consuming: asyncio.Task[None] | None = None
         self._shas: dict[str, str] = {}  # script -> its SHA1, once loaded into Redis
         self._joined = False  # the group exists (XGROUP CREATE since the last failure)
+        self.consumes = True  # False: the log's writer process drains the stream instead
         from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
 
         self._no_script: tuple[type[Exception], ...] = (NoScriptError,)
@@ -157,9 +135,10 @@ class ObservationStream(ObservationLog):
         self._loop = loop
 
     async def start_consuming(self) -> None:
-        """On the event loop, once started: join the group and drain the stream."""
+        """On the event loop, once started: join the group and drain the stream (unless the
+        log's writer process does)."""
         self._loop = asyncio.get_running_loop()
-        self._consuming = asyncio.create_task(self._consume())
+        self._consuming = asyncio.create_task(self._consume() if self.consumes else self._watch())
 
     def record(self, imei: str, imsi: str, now: float | None = None) -> bool:
         ts = time.time() if now is None else now
@@ -283,9 +262,25 @@ class ObservationStream(ObservationLog):
             if taken < PER_ROUND_TRIP:  # drained: a script cannot block, so wait a little
                 await asyncio.sleep(IDLE_POLL)
 
+    async def _watch(self) -> None:
+        """While the writer process consumes: after a failed append, a PING every
+        ``retry_interval`` tells when Redis answers again (appends resume then)."""
+        while True:
+            await asyncio.sleep(self.retry_interval)
+            if self._state.available or time.monotonic() < self._state.retry_at:
+                continue
+            try:
+                await asyncio.wait_for(self.redis.ping(), self.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._state.failed(exc)
+            else:
+                self._state.ok()
+
     async def _read(self) -> int:
-        """One round trip: :data:`_TAKE`'s entries folded into the log; how many."""
-        flat = await self._script(_TAKE, GROUP, self.consumer, PER_ROUND_TRIP)
+        """One round trip: the entries READ took, folded into the log; how many."""
+        flat = await self._script(READ, GROUP, self.consumer, PER_ROUND_TRIP, ">", "NOACK")
         record = self.local.record
         for i in range(0, len(flat), 4):
             try:  # every argument is evaluated before record is called
@@ -350,6 +345,15 @@ class ObservationStream(ObservationLog):
 def observation_stream(
     local: ObservationLog, config: SharedConfig, metrics: SharedStateMetrics
 ) -> ObservationStream:
-    """``local`` fed through the stream of ``config.redis_url``."""
-    return ObservationStream(local, redis_client(config), metrics, key_prefix=config.key_prefix,
-                             timeout=config.timeout, retry_interval=config.retry_interval)
+    """``local`` fed through the stream of ``config.redis_url``; drained by ``local``'s writer
+    process when it has one (consumer ``HOST:PID:writer``), else by this process."""
+    stream = ObservationStream(local, redis_client(config), metrics,
+                               key_prefix=config.key_prefix, timeout=config.timeout,
+                               retry_interval=config.retry_interval)
+    if isinstance(local, ObservationProcessLog):
+        local.drain_stream(DrainSettings(
+            config.redis_url, stream.key, f"{stream.consumer}:writer",
+            cluster=config.redis_cluster, timeout=config.timeout,
+            retry_interval=config.retry_interval))
+        stream.consumes = False
+    return stream

@@ -118,10 +118,10 @@ def import_tac(
 def observation_log(config: GatewayConfig) -> ObservationLog:
     obs = config.observations
     if config.state.postgresql:
-        from gateway.pg.observations import PgObservationLog
+        from gateway.pg.observations import PgObservationLog, PgObservationProcessLog
 
-        return PgObservationLog(config.state.dsn, obs.queue_size, obs.batch_size,
-                                obs.flush_interval)
+        log_class = PgObservationProcessLog if obs.writer == "process" else PgObservationLog
+        return log_class(config.state.dsn, obs.queue_size, obs.batch_size, obs.flush_interval)
     if obs.writer == "process":
         return ObservationProcessLog(obs.database, obs.queue_size, obs.batch_size,
                                      obs.flush_interval)

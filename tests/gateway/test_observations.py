@@ -213,3 +213,30 @@ def test_clone_tracker_seeded_from_the_log_within_its_window(
     # Bounded: at most max_imeis x (threshold + 1) pairs are read, the newest.
     small = CloneTracker(threshold=1, window=1e9, max_imeis=1)
     assert small.seed(db, 1000.0) == 2 and list(small._shards[0]) == [other]
+
+
+def test_close_returns_when_the_writer_thread_hangs_in_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that stops answering (a hung PostgreSQL connection) holds the writer thread:
+    close() waits its timeout, says what may be lost, and returns; the thread ends when the
+    store answers again."""
+    release = threading.Event()
+
+    class Hanging(ObservationLog):
+        def _upsert(self, batches: list[dict[tuple[str, str], tuple[float, float, int]]]) -> None:
+            release.wait(30)
+            super()._upsert(batches)
+
+    log = Hanging(tmp_path / "o.sqlite", batch_size=1, flush_interval=0.01)
+    log.start()
+    log.record("35209900176148", "001010000000001", 1.0)  # handed over at once: batch_size 1
+    log.record("35209900176148", "001010000000002", 2.0)
+    caplog.set_level("ERROR", "eir.shared")
+    log.close(timeout=0.2)
+    assert any("still busy at close" in r.getMessage() for r in caplog.records)
+    thread = log._thread
+    assert thread is not None and thread.is_alive()
+    release.set()
+    thread.join(30)
+    assert not thread.is_alive()

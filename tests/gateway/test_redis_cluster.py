@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from gateway.classify import Classifier, Pending
 from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
+from gateway.observation_process import ObservationProcessLog
 from gateway.observations import ObservationLog
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics, shared_clone_tracker
@@ -130,3 +131,26 @@ async def test_the_observation_stream_on_a_cluster(stream: ObservationStream) ->
     assert stream.local.stats.written == 50
     assert all(stream.lookup(imei)[0][0] == "001010000000001" for imei in imeis)
     assert await stream.redis.xlen(stream.key) == 50
+
+
+async def test_the_observation_stream_drained_by_a_writer_process_on_a_cluster(
+    redis_cluster: RedisCluster, tmp_path: Path
+) -> None:
+    local = ObservationProcessLog(tmp_path / "observations.sqlite", flush_interval=0.05)
+    made = observation_stream(local, _config(redis_cluster), SharedStateMetrics(CollectorRegistry()))
+    assert not made.consumes  # the writer process is the group's consumer
+    made.start(asyncio.get_running_loop())
+    await made.start_consuming()
+    try:
+        now = time.time()
+        imeis = [f"3520990017{n:04d}" for n in range(50)]
+        for n, imei in enumerate(imeis):
+            made.record(imei, "001010000000001", now + n)
+        deadline = time.monotonic() + 20
+        while local.stats.written < 50 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert local.stats.written == 50
+        assert all(made.lookup(imei)[0][0] == "001010000000001" for imei in imeis)
+    finally:
+        await made.aclose()
+        made.close()

@@ -1,0 +1,300 @@
+"""The observation log's writer process on PostgreSQL, and the Redis observation stream drained
+by writer processes (gateway.stream_drain), against a real PostgreSQL and redis-server: one
+statement per batch folds repeated keys as SQLite's log does (differential); a writer killed
+mid-run is restarted and nothing is lost; each sighting is written once across two gateways'
+writers; Redis away sends observations to the gateway's own log."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from gateway.config import SharedConfig
+from gateway.observation_process import ObservationProcessLog
+from gateway.observations import LastImsi, SqliteObservations
+from gateway.redis_clone import SharedStateMetrics
+from gateway.redis_observations import ObservationStream, observation_stream
+from gateway.stream_drain import GROUP, rows_of
+from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["postgres_dsn", "postgres_server", "redis_server"]  # the fixtures
+
+IMEI = "35209900176148"
+
+
+async def _until(condition: Callable[[], object], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("not reached")
+
+
+def _sqlite_rows(db: Path) -> dict[tuple[str, str], tuple[float, float, int]]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT imei, imsi, first_seen, last_seen, count FROM observations")
+        return {(a, b): (c, d, e) for a, b, c, d, e in rows}
+    finally:
+        conn.close()
+
+
+def _pg_rows(dsn: str) -> dict[tuple[str, str], tuple[float, float, int]]:
+    from gateway.pg.database import Database
+
+    db = Database(dsn, max_connections=1)
+    try:
+        rows = db.run(lambda conn: conn.fetch(
+            "SELECT imei, imsi, first_seen, last_seen, count FROM observations"))
+        return {(a, b): (c, d, e) for a, b, c, d, e in rows}
+    finally:
+        db.close()
+
+
+# -- PostgreSQL: one statement per batch -----------------------------------------------------
+
+_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["35209900176148", "35693803564380", "01234567890123"]),
+        st.sampled_from(["001010000000001", "001010000000002", "ünïcødé", ""]),
+        st.floats(min_value=1e9, max_value=2e9, allow_nan=False),
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.integers(min_value=1, max_value=1_000),
+    ).map(lambda r: (r[0], r[1], r[2], r[2] + r[3], r[4])),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(_rows, min_size=1, max_size=4))
+def test_postgresql_batches_fold_as_sqlite_does(
+    postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[tuple[str, str, float, float, int]]],
+) -> None:
+    """Differential: batches with repeated keys (within one and across several) upserted
+    into PostgreSQL give the rows SQLite's log gives: earliest first seen, latest last seen,
+    counts summed."""
+    from gateway.pg.observations import PgObservations
+
+    dsn = postgres_server.create_database()
+    path = tmp_path_factory.mktemp("diff") / "o.sqlite"
+    pg, lite = PgObservations(dsn), SqliteObservations(path)
+    try:
+        for batch in batches:
+            pg.upsert(batch)
+            lite.upsert(batch)
+    finally:
+        pg.close()
+        lite.close()
+    assert _pg_rows(dsn) == _sqlite_rows(path)
+
+
+async def test_the_postgresql_writer_process_restarts_and_loses_nothing(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.pg.observations import PgObservationProcessLog
+
+    log = PgObservationProcessLog(postgres_dsn, batch_size=100, flush_interval=0.05)
+    log.start()
+    try:
+        assert log._process is not None
+        assert "--postgresql" in log._process.args  # type: ignore[operator]
+        assert postgres_dsn not in " ".join(map(str, log._process.args))  # type: ignore[arg-type]
+        for i in range(1_000):
+            log.record(f"35209900{i:06d}", "001010000000001", float(i))
+        assert log.flush() == 1_000
+        first = log._process.pid
+        os.kill(first, signal.SIGKILL)
+        for i in range(1_000, 2_000):  # handed over while the writer is dead or restarting
+            log.record(f"35209900{i:06d}", "001010000000001", float(i))
+        await _until(lambda: log.stats.writer_restarts == 1 and log._process is not None
+                     and log._process.pid != first and log.waiting == 0)
+        found: list[tuple[LastImsi, bool]] = []
+        log.last_imsi("35209900001500", 1e9, lambda f, failed: found.append((f, failed)))
+        await _until(lambda: found)
+        assert found == [(("001010000000001", 1500.0), False)]
+        assert log.lookup("35209900001999") == [("001010000000001", 1999.0, 1999.0, 1)]
+    finally:
+        log.close()
+    rows = _pg_rows(postgres_dsn)
+    assert len(rows) == 2_000 and sum(r[2] for r in rows.values()) == 2_000
+    assert log.stats.written == 2_000 and log.stats.errors == 0
+
+
+async def test_a_postgresql_writer_that_cannot_connect_fails_the_start(
+    postgres_server: PostgresServer,
+) -> None:
+    from gateway.observation_process import WriterFailed
+    from gateway.pg.observations import PgObservationProcessLog
+
+    log = PgObservationProcessLog(postgres_server.dsn("no_such_database"))
+    with pytest.raises(WriterFailed, match="no_such_database"):
+        log.start()
+
+
+# -- the stream drained by writer processes ---------------------------------------------------
+
+Make = Callable[..., ObservationStream]
+
+
+@pytest.fixture
+async def make(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Make]:
+    made: list[ObservationStream] = []
+
+    def build(name: str, dsn: str | None = None) -> ObservationStream:
+        if dsn is None:
+            local: ObservationProcessLog = ObservationProcessLog(
+                tmp_path / f"{name}.sqlite", flush_interval=0.05)
+        else:
+            from gateway.pg.observations import PgObservationProcessLog
+
+            local = PgObservationProcessLog(dsn, flush_interval=0.05)
+        config = SharedConfig(redis_server.url, "test", timeout=1.0, retry_interval=0.2)
+        stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()))
+        stream.consumer = name
+        assert local._drain is not None
+        local._drain = dataclasses.replace(local._drain, consumer=f"{name}:writer")
+        made.append(stream)
+        return stream
+
+    yield build
+    for stream in made:
+        await stream.aclose()
+        stream.close()
+
+
+async def _started(stream: ObservationStream) -> ObservationStream:
+    stream.start(asyncio.get_running_loop())
+    await stream.start_consuming()
+    return stream
+
+
+async def _nothing_pending(url: str, key: str) -> bool:
+    """Whether the group's pending list empties (the last batch is acknowledged with the
+    writer's next read)."""
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(url)
+    try:
+        for _ in range(200):
+            if int((await client.xpending(key, GROUP))["pending"]) == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        await client.aclose()
+
+
+def test_drain_settings_travel_whole() -> None:
+    from gateway.stream_drain import DrainSettings
+
+    settings_ = DrainSettings("redis://:secret@127.0.0.1:1/0", "eir:observations", "h:1:writer",
+                              cluster=True, timeout=0.5, retry_interval=2.0)
+    assert DrainSettings.decode(settings_.encode()) == settings_
+
+
+def test_entries_that_are_not_observations_are_skipped_and_still_acknowledged() -> None:
+    flat = [b"1-0", b"35209900176148", b"001010000000001", b"1733378000.125",
+            b"2-0", False, False, False,  # trimmed away while pending
+            b"3-0", b"35209900176148", b"001010000000002", b"bad",
+            b"4-0", b"35209900176148", "ünï".encode(), b"1733378001"]
+    rows, ids, skipped = rows_of(flat)
+    assert rows == [("35209900176148", "001010000000001", 1733378000.125, 1733378000.125, 1),
+                    ("35209900176148", "ünï", 1733378001.0, 1733378001.0, 1)]
+    assert ids == [b"1-0", b"2-0", b"3-0", b"4-0"] and skipped == 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_each_sighting_is_written_once_by_the_writers(
+    make: Make, redis_server: RedisServer, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Two gateways append; their writer processes are the group's consumers (the gateways
+    read nothing): every sighting written once, counted by the gateway whose writer wrote
+    it, nothing left pending."""
+    dsn = None
+    if backend == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        dsn = await asyncio.to_thread(server.create_database)
+    a, b = await _started(make("a", dsn)), await _started(make("b", dsn))
+    assert not a.consumes and not b.consumes
+    now = time.time()
+    for i in range(300):
+        (a if i % 2 else b).record(IMEI, f"0010100000{i:05d}", now + i)
+        if i % 50 == 0:
+            await asyncio.sleep(0)
+    a.record(IMEI, "001010000000000", now + 1_000)  # a second sighting of a pair b made
+
+    def written() -> int:
+        return a.local.stats.written + b.local.stats.written
+
+    await _until(lambda: written() == 301)
+    rows = a.lookup(IMEI) + ([] if dsn else b.lookup(IMEI))
+    assert sum(count for *_, count in rows) == 301
+    assert {imsi for imsi, *_ in rows} == {f"0010100000{i:05d}" for i in range(300)}
+    assert await _nothing_pending(redis_server.url, a.key)
+
+
+async def test_a_writer_killed_while_draining_loses_nothing(
+    make: Make, redis_server: RedisServer
+) -> None:
+    """Entries a killed writer read and never acknowledged are read again by its successor
+    (the same consumer name); entries appended meanwhile are drained too."""
+    stream = await _started(make("a"))
+    local = stream.local
+    assert isinstance(local, ObservationProcessLog)
+    now = time.time()
+    for i in range(2_000):
+        stream.record(IMEI, f"0010100000{i:05d}", now + i)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    assert local._process is not None
+    first = local._process.pid
+    os.kill(first, signal.SIGKILL)
+    for i in range(2_000, 3_000):
+        stream.record(IMEI, f"0010100000{i:05d}", now + i)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    await _until(lambda: local.stats.writer_restarts == 1 and local._process is not None
+                 and local._process.pid != first)
+    path = local.path
+
+    def distinct() -> int:
+        return len(_sqlite_rows(path))
+
+    await _until(lambda: distinct() == 3_000, 40)
+    rows = _sqlite_rows(path)
+    # At least once: a batch committed just before the kill, and not acknowledged, counts
+    # twice; every sighting is there.
+    assert all(count >= 1 for *_, count in rows.values())
+    assert await _nothing_pending(redis_server.url, stream.key)
+
+
+async def test_redis_away_observations_go_to_the_gateways_own_writer(
+    make: Make, redis_server: RedisServer
+) -> None:
+    stream = await _started(make("a"))
+    redis_server.stop()
+    now = time.time()
+    for i in range(5):
+        stream.record(IMEI, f"00101000000001{i}", now + i)
+        await asyncio.sleep(0.1)
+    await _until(lambda: stream.local.stats.written == 5)
+    assert not stream._state.available
+    redis_server.start()  # same port, an empty Redis: the writer joins the group again
+    await _until(lambda: stream._state.available)
+    stream.record(IMEI, "001010000000099", now + 10)
+    await _until(lambda: stream.local.stats.written == 6)
+    assert "001010000000099" in {imsi for imsi, *_ in stream.lookup(IMEI)}
