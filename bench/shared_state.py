@@ -17,7 +17,9 @@ configuration with clone detection on, the generated files, its own state direct
 * ``shared`` (the issue's "Redis + PostgreSQL"): ``[state] backend = "postgresql"`` (lists,
   TACs and the observation log in PostgreSQL), clone detection counted in Redis
   (``[shared] redis_url``), observations through the Redis stream
-  (``observation_stream = true``) drained into PostgreSQL by the gateway's consumer;
+  (``observation_stream = true``) drained into PostgreSQL by the gateway's observation writer
+  process (since session 9: before, by the worker, and PostgreSQL's log was written by a
+  thread of the worker);
 * to see where the difference lies: ``redis`` (SQLite state, clone detection in Redis only) and
   ``stream`` (``redis`` plus the observation stream).
 
@@ -30,8 +32,8 @@ PostgreSQL run on CPU 0 and the gateways (every thread, and their writer process
 Redis and PostgreSQL stand for servers of their own. After each round the bench waits until the
 gateway is idle (its observations written, the stream drained), so each round's CPU holds all
 the work its checks caused. Reported per side, best round (and every round): checks/s over the
-loop; CPU µs per check (user + system, /proc) of the gateway worker (all its threads:
-PostgreSQL's observation writer is one), of its observation writer process (local side), of
+loop; CPU µs per check (user + system, /proc) of the gateway worker (all its threads), of its
+observation writer process (every side: it writes the log and drains the stream), of
 Redis and of PostgreSQL (every backend), the observations written in the round, checks per
 round trip to Redis (clone counts) and to the stream (``eir_shared_state_requests_total``),
 and how busy the worker was during the loop: below 90 % the simulator or the machine's load set
@@ -40,8 +42,7 @@ and per-time costs, such as the 10 ms young collections, over fewer checks; the 
 answering when Redis answers, wakes more often). ``--syscalls`` adds the worker's checks per
 read and per write, epoll_waits and user/system CPU per check (perf, as bench/e2e.py). The
 ratio shared/local is the worker's: in checks/s, and local CPU per check / shared CPU per check
-(also with the local side's writer process counted: PostgreSQL's observation writer is a thread
-of the worker, SQLite's a process of its own).
+(also with each side's writer process counted).
 
 Session 8 (loaded machine, load average 3.6-6.4, workers not saturated; ``--rounds 3 --seconds
 5 --sides local,redis,stream,shared --observations 50000``): worker CPU per check local 23.3 µs
@@ -53,6 +54,14 @@ stream 76.6, shared 81.1 µs (0.33). At the end, with gateway.resp compiled (loa
 busy) at 19.0 µs (writer 4.2), redis 27,330/s at 26.2 µs, shared 19,783/s (77 % busy: Redis and
 PostgreSQL, 12.0 + 10.8 µs a check, share the simulator's core) at 32.4 µs: 0.42 in checks/s,
 0.59 in the worker's CPU, 0.72 with the writer process. README, Shared state, has the analysis.
+
+Session 9 (the stream drained by the writer process, PostgreSQL's log written by one; loaded
+machine, load average 3.2-5.6, workers 34-53 % busy; ``--rounds 4 --seconds 4 --sides
+local,stream,shared --observations 0``, compiled build of each tree): shared worker 37.0, 35.8,
+51.8, 50.9 -> 33.1, 41.4, 44.2, 41.3 µs per check (its writer process 0 -> 3.9-4.5), local
+worker 18.7-28.7 -> 23.3-27.7; PostgreSQL 11.0-12.7 -> 6.9-8.5 µs per check (one statement
+per batch); the worker's shared / local 1.82 -> 1.57 (means of rounds), worker and writer
+together 1.25 -> 1.27: the work moved out of the worker, it did not shrink.
 
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
