@@ -29,9 +29,10 @@ from diameter.transport import Client
 from gateway.imei import luhn_check_digit
 from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from tests.e2e.conftest import Mme
+from tests.postgres_server import postgres_dsn, postgres_server
 from tests.redis_server import RedisServer, redis_server
 
-__all__ = ["redis_server"]  # the fixture
+__all__ = ["postgres_dsn", "postgres_server", "redis_server"]  # the fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 BLACK_IMEI = "35693803564380"  # on the sample blacklist
@@ -373,5 +374,96 @@ async def test_clone_detection_counts_across_workers_through_redis(
                         and body["source"] == "tracker and observation log")
 
         await eventually(all_three)
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(60) == 0, gateway.text
+
+
+def _writers_of(root: int) -> list[int]:
+    """The observation writer processes under process ``root`` (its workers' children)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    return [pid for pid, command in commands.items()
+            if "gateway.observation_writer" in command and under(pid)]
+
+
+async def test_workers_on_postgresql_and_the_stream_write_each_sighting_once(
+    start: Callable[..., GatewayProcess], redis_server: RedisServer, postgres_dsn: str
+) -> None:
+    """Two workers, PostgreSQL state, observations through the Redis stream: each worker's
+    writer process is a consumer of the group and writes into PostgreSQL; every sighting is
+    written once, also after one writer is killed (its worker restarts it)."""
+    import asyncpg
+
+    gateway = start("--workers", "2", EIR_STATE_BACKEND="postgresql", EIR_STATE_DSN=postgres_dsn,
+                    EIR_SHARED_REDIS_URL=redis_server.url,
+                    EIR_SHARED_OBSERVATION_STREAM="true",
+                    EIR_OBSERVATIONS_FLUSH_INTERVAL_SECONDS="0.1")
+    port = int(gateway.wait_for(r"2 workers serving S13 on tcp://127\.0\.0\.1:(\d+)")[0].group(1))
+    gateway.wait_for(r"ready; its own metrics on (\S+)", count=2)
+    writers = _writers_of(gateway.process.pid)
+    assert len(writers) == 2, writers
+    mmes = [await connect(port, f"mme{i}.test") for i in range(8)]  # spread over both workers
+
+    async def sightings(first: int, n: int) -> None:
+        for i in range(first, first + n):
+            answer = await mmes[i % len(mmes)].check(f"352099{i:08d}", sv="01",
+                                                       imsi=f"00101{i:010d}")
+            assert answer.get("Equipment-Status") is not None
+
+    async def stored() -> tuple[int, int]:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            row = await conn.fetchrow("SELECT count(*), coalesce(sum(count), 0) FROM observations")
+        finally:
+            await conn.close()
+        return int(row[0]), int(row[1])
+
+    async def written(n: int) -> bool:
+        return await stored() == (n, n)
+
+    await sightings(0, 200)
+    await eventually(lambda: written(200))
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(redis_server.url)
+    try:
+        consumers = await client.xinfo_consumers("eir:observations", "eir")
+        names = {c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+                 for c in consumers}
+        assert len(names) == 2 and all(name.endswith(":writer") for name in names), names
+
+        async def acknowledged() -> bool:  # with each writer's next read
+            return int((await client.xpending("eir:observations", "eir"))["pending"]) == 0
+
+        await eventually(acknowledged)
+    finally:
+        await client.aclose()
+    os.kill(writers[0], signal.SIGKILL)
+    await sightings(200, 200)
+    # A writer killed before it acknowledged a batch has it written again by its successor (at
+    # least once); this one had acknowledged everything, so each sighting is there once.
+    await eventually(lambda: written(400), timeout=40)
+    # (the other worker's writer may have drained them all meanwhile: the group spreads them)
+    await eventually(lambda: len(_writers_of(gateway.process.pid)) == 2)
+    await sightings(400, 100)
+    await eventually(lambda: written(500))
+    for mme in mmes:
+        await mme.close()
     gateway.process.send_signal(signal.SIGTERM)
     assert gateway.process.wait(60) == 0, gateway.text
