@@ -16,7 +16,11 @@ cluster client, which follows the slot map and its redirections.
 The hot path stays synchronous: :meth:`suspected` answers from this process's own tracker at
 once and queues the observation; the observations of one event loop tick go to Redis in one
 pipeline (one round trip however many checks), and :meth:`shared_count` gives the check a future
-of the shared count, which the classifier awaits at most ``budget`` seconds.
+of the shared count, which the classifier awaits at most ``budget`` seconds. Once the
+connection is open and the script loaded, a round trip is written from a plain callback and
+its reply handled in the connection's ``data_received``: no task, coroutine, future or
+timeout context per tick (they cost ~17 µs of the worker's CPU a tick, measured with one
+sighting a tick on uvloop: 61 -> 44 µs).
 
 Redis unreachable: checks go on with the local count (no waiting), observations are kept
 (bounded) and replayed once Redis answers again; tried again every ``retry_interval`` seconds;
@@ -39,7 +43,7 @@ from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
 from gateway.errors import ScriptMissing as ScriptMissing
 from gateway.redis_connection import RedisConnection, RespError, open_connection
-from gateway.resp import bulk
+from gateway.resp import Reply, bulk
 from gateway.shared_count import SharedCount
 
 log = logging.getLogger("eir.shared")
@@ -210,7 +214,9 @@ class SharedCloneTracker(CloneTracker):
         self._expiring: list[SharedCount] = []  # this tick's, under one budget timer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # a round trip that opens or loads first
+        self._in_flight: _RoundTrip | None = None  # the steady state's round trip
+        self._quiet: list[asyncio.Future[None]] = []  # flush() waiting for a round trip's end
 
     @classmethod
     def taking_over(cls, local: CloneTracker, redis: Any, metrics: SharedStateMetrics,
@@ -276,12 +282,16 @@ class SharedCloneTracker(CloneTracker):
         return self._loop
 
     def _schedule(self) -> None:
-        if self._scheduled or (self._task is not None and not self._task.done()):
+        if self._scheduled or self._in_flight is not None or (
+            self._task is not None and not self._task.done()
+        ):
             return  # the round trip under way schedules the next one when it ends
         loop = self._event_loop()
         self._scheduled = True
-        delay = 0.0 if self._state.available else max(0.0, self._state.retry_at - time.monotonic())
-        loop.call_later(delay, self._flush)
+        if self._state.available:  # after this iteration's reads: their checks together
+            loop.call_soon(self._flush)
+        else:
+            loop.call_later(max(0.0, self._state.retry_at - time.monotonic()), self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -295,11 +305,55 @@ class SharedCloneTracker(CloneTracker):
             batch = [pending.popleft() for _ in range(MAX_PIPELINE)]
         counts = self._counts
         waiting = {imei: c for imei, _, _ in batch if (c := counts.pop(imei, None))}
-        self._task = self._event_loop().create_task(self._send(batch, waiting))
+        loop = self._event_loop()
+        connection = self._connection
+        if self.cluster or self._sha is None or connection is None or not connection.is_open:
+            self._task = loop.create_task(self._send(batch, waiting))
+            return
+        # The steady state: the tick's calls written now and their replies handled in the
+        # connection's data_received, with no task, coroutine, future or timeout context per
+        # round trip (they cost more than the rest of a tick's round trip together).
+        payload, calls = self._payload(batch)
+        trip = self._in_flight = _RoundTrip(self, batch, waiting)
+        trip.timer = loop.call_later(self.timeout, trip.timed_out)
+        connection.request_then(payload, calls, trip.replied)
+
+    def _replied(self, trip: _RoundTrip, result: list[Reply] | BaseException) -> None:
+        """The steady state's round trip ended: ``result`` its replies, or why there are none."""
+        if self._in_flight is not trip:
+            return  # timed out already
+        self._in_flight = None
+        if trip.timer is not None:
+            trip.timer.cancel()
+        batch, waiting = trip.batch, trip.waiting
+        try:
+            if isinstance(result, BaseException):
+                raise result
+            replies = self._counted(result, len(batch))
+        except ScriptMissing:
+            # Redis restarted (or SCRIPT FLUSH): load the script again, then the same batch.
+            self._sha = None
+            self._task = self._event_loop().create_task(self._send(batch, waiting))
+            return
+        except Exception as exc:  # any failure of the store: checks go on locally
+            self._failed(batch, exc)
+            self._ended(waiting, {})
+            return
+        self._state.ok()
+        self._ended(waiting, {imei: n for (imei, _, _), n in zip(batch, replies, strict=True)})
+
+    def _timed_out(self, trip: _RoundTrip) -> None:
+        if self._in_flight is not trip:
+            return
+        self._in_flight = None
+        self._failed(trip.batch, TimeoutError(f"no reply within {self.timeout:g} s"))
+        self._ended(trip.waiting, {})
 
     async def _send(
         self, batch: list[tuple[str, str, float]], waiting: dict[str, SharedCount]
     ) -> None:
+        """A round trip that may have to open the connection or load the script first (and
+        every round trip to a Redis Cluster)."""
         counts: dict[str, int] = {}
         try:
             try:
@@ -313,23 +367,35 @@ class SharedCloneTracker(CloneTracker):
             for (imei, _, _), n in zip(batch, replies, strict=True):
                 counts[imei] = n
         except Exception as exc:  # any failure of the store: checks go on locally
-            if self._connection is not None:  # a timeout may have left it mid-reply
-                self._connection.close()
-                self._connection = None
-            # Nothing was lost: the batch goes back, ahead of what came meanwhile.
-            self._pending.extendleft(reversed(batch))
-            while len(self._pending) > MAX_PENDING:
-                self._pending.popleft()
-                self._dropped.inc()
-            self._state.failed(exc)
+            self._failed(batch, exc)
         else:
             self._state.ok()
         finally:
-            for imei, count in waiting.items():
-                count.settle(counts.get(imei, 0))
             self._task = None
-            if self._pending:
-                self._schedule()
+            self._ended(waiting, counts)
+
+    def _failed(self, batch: list[tuple[str, str, float]], exc: BaseException) -> None:
+        if self._connection is not None:  # a timeout may have left it mid-reply
+            self._connection.close()
+            self._connection = None
+        # Nothing was lost: the batch goes back, ahead of what came meanwhile.
+        self._pending.extendleft(reversed(batch))
+        while len(self._pending) > MAX_PENDING:
+            self._pending.popleft()
+            self._dropped.inc()
+        self._state.failed(exc)
+
+    def _ended(self, waiting: dict[str, SharedCount], counts: dict[str, int]) -> None:
+        """A round trip is over: its checks answered (0 for those without a count: the local
+        answer stands), the next one scheduled."""
+        for imei, count in waiting.items():
+            count.settle(counts.get(imei, 0))
+        if self._pending:
+            self._schedule()
+        quiet, self._quiet = self._quiet, []
+        for future in quiet:
+            if not future.done():
+                future.set_result(None)
 
     def _calls(self, batch: list[tuple[str, str, float]]) -> list[list[int]]:
         """The observations (indices into ``batch``) of each script call: :data:`PER_CALL`
@@ -383,6 +449,12 @@ class SharedCloneTracker(CloneTracker):
             sha = await connection.call("SCRIPT", "LOAD", _OBSERVE)
             assert isinstance(sha, bytes)
             self._sha = sha.decode()
+        payload, calls = self._payload(batch)
+        return self._counted(await connection.request(payload, calls), len(batch))
+
+    def _payload(self, batch: list[tuple[str, str, float]]) -> tuple[bytes, int]:
+        """The batch's EVALSHA calls as one ``bytes``, and how many calls."""
+        assert self._sha is not None
         head = b"$7\r\nEVALSHA\r\n" + bulk(self._sha.encode())
         tail = bulk(repr(self.window).encode()) + bulk(b"%d" % (self.threshold + 1))
         key_head = self._key_head
@@ -398,7 +470,11 @@ class SharedCloneTracker(CloneTracker):
             payload.append(b"*%d\r\n%b%b%b%b%b" % (
                 n + 6, head, bulk(b"%d" % n), keys.encode(), tail, bulk(observations)
             ))
-        replies = await connection.request(b"".join(payload), len(payload))
+        return b"".join(payload), len(payload)
+
+    @staticmethod
+    def _counted(replies: list[Reply], observations: int) -> list[int]:
+        """The counts in the script calls' replies; an error reply raised."""
         counts: list[int] = []
         for reply in replies:
             if isinstance(reply, RespError):
@@ -408,8 +484,8 @@ class SharedCloneTracker(CloneTracker):
             if not isinstance(reply, list):
                 raise TypeError(f"the script answered {type(reply).__name__}, not counts")
             counts.extend(reply)  # type: ignore[arg-type]  # the script returns integers
-        if len(counts) != len(batch):
-            raise ValueError(f"{len(counts)} counts for {len(batch)} observations")
+        if len(counts) != observations:
+            raise ValueError(f"{len(counts)} counts for {observations} observations")
         return counts
 
     async def flush(self) -> None:
@@ -417,6 +493,11 @@ class SharedCloneTracker(CloneTracker):
         while True:
             if self._task is not None:
                 await asyncio.gather(self._task, return_exceptions=True)
+            elif self._in_flight is not None:
+                quiet = self._event_loop().create_future()
+                self._quiet.append(quiet)
+                await quiet
+                continue
             if not (self._pending and self._state.available):
                 return
             self._flush()
@@ -429,6 +510,23 @@ class SharedCloneTracker(CloneTracker):
         elif self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class _RoundTrip:
+    """One round trip of the steady state: the batch, the checks waiting for it, its timer."""
+
+    def __init__(self, tracker: SharedCloneTracker, batch: list[tuple[str, str, float]],
+                 waiting: dict[str, SharedCount]) -> None:
+        self.tracker = tracker
+        self.batch = batch
+        self.waiting = waiting
+        self.timer: asyncio.TimerHandle | None = None
+
+    def replied(self, result: list[Reply] | BaseException) -> None:
+        self.tracker._replied(self, result)
+
+    def timed_out(self) -> None:
+        self.tracker._timed_out(self)
 
 
 def redis_client(config: SharedConfig) -> Any:

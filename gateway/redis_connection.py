@@ -8,26 +8,35 @@ clone count sends one EVALSHA per event loop tick through it and reads an array 
 The connection is opened by :func:`open_connection` from a ``redis://``, ``rediss://`` (TLS,
 verified against the system's CAs) or ``unix://`` URL with redis-py's meaning: user and
 password in the URL's user part (AUTH), the database as the path (``/1``) or ``?db=1`` (SELECT).
-A lost connection fails every waiting future with :class:`ConnectionError`; the caller opens a
+:meth:`RedisConnection.request_then` calls back from :meth:`~RedisConnection.data_received`
+instead (no future, no event loop callback: the clone count's round trip of every tick).
+A lost connection fails every waiting request with :class:`ConnectionError`; the caller opens a
 new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.resp import ProtocolError, Reply, RespError, RespReader, command
 
+log = logging.getLogger("eir.shared")
+
+# Called once with a request's replies, or with why there are none (the connection failed).
+Replied = Callable[[list[Reply] | BaseException], object]
+
 
 class RedisConnection(asyncio.Protocol):
     def __init__(self) -> None:
         self._reader = RespReader()
-        # (replies still expected, replies so far, the future of the whole request)
-        self._waiting: deque[tuple[int, list[Reply], asyncio.Future[list[Reply]]]] = deque()
+        # (replies expected, replies so far, what to call with them)
+        self._waiting: deque[tuple[int, list[Reply], Replied]] = deque()
         self._transport: asyncio.Transport | None = None
         self._lost: BaseException | None = None
 
@@ -47,12 +56,11 @@ class RedisConnection(asyncio.Protocol):
             if not waiting:
                 self._fail(ConnectionError("Redis sent a reply nobody asked for"))
                 return
-            expected, got, future = waiting[0]
+            expected, got, replied = waiting[0]
             got.append(reply)
             if len(got) == expected:
                 waiting.popleft()
-                if not future.done():
-                    future.set_result(got)
+                _call(replied, got)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -66,12 +74,28 @@ class RedisConnection(asyncio.Protocol):
     def request(self, payload: bytes, count: int = 1) -> asyncio.Future[list[Reply]]:
         """The replies to the ``count`` commands in ``payload``, once all arrived."""
         future: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
-        if self._lost is not None or self._transport is None:
-            future.set_exception(ConnectionError("the Redis connection is closed"))
-            return future
-        self._waiting.append((count, [], future))
-        self._transport.write(payload)
+
+        def replied(result: list[Reply] | BaseException) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.request_then(payload, count, replied)
         return future
+
+    def request_then(self, payload: bytes, count: int, replied: Replied) -> None:
+        """``replied(replies)`` once the replies to the ``count`` commands in ``payload`` all
+        arrived, called from :meth:`data_received` (no future, no event loop callback: the
+        shared clone count's round trip each tick); ``replied(exc)`` if the connection fails
+        first (at once if it is closed)."""
+        if self._lost is not None or self._transport is None:
+            _call(replied, ConnectionError("the Redis connection is closed"))
+            return
+        self._waiting.append((count, [], replied))
+        self._transport.write(payload)
 
     async def call(self, *args: bytes | str | int | float) -> Reply:
         """One command's reply; an error reply is raised as :class:`RespError`."""
@@ -92,9 +116,14 @@ class RedisConnection(asyncio.Protocol):
             self._transport.abort()
         waiting = self._waiting
         while waiting:
-            future = waiting.popleft()[2]
-            if not future.done():
-                future.set_exception(exc)
+            _call(waiting.popleft()[2], exc)
+
+
+def _call(replied: Replied, result: list[Reply] | BaseException) -> None:
+    try:
+        replied(result)
+    except Exception:  # the caller's failure must not break the connection's reading
+        log.exception("a Redis reply's callback failed")
 
 
 async def open_connection(url: str) -> RedisConnection:

@@ -347,3 +347,43 @@ def test_one_gateways_shared_count_is_its_in_process_count(
             await tracker.close()
 
     asyncio.run(run())
+
+
+async def test_a_hung_redis_times_the_round_trip_out_then_the_batch_is_replayed(
+    make: Make, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis stopped (SIGSTOP) in the steady state (connection open, script loaded): the
+    check waits only its budget, the round trip ends at ``timeout`` as a timeout (metric, one
+    log line), and once Redis runs again the sighting is sent and counted there."""
+    import os
+    import signal
+
+    caplog.set_level(logging.WARNING, "eir.shared")
+    classifier, tracker, registry = make(budget=0.05, timeout=0.3, retry_interval=0.1)
+    await check(classifier, "001010000000001")  # connection opened, script loaded
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        decision = await check(classifier, "001010000000002")
+        assert decision.status is EquipmentStatus.WHITELISTED  # the local count, in budget
+        for _ in range(100):
+            if not tracker.available:
+                break
+            await asyncio.sleep(0.05)
+        assert not tracker.available
+        assert value(registry, "eir_shared_state_requests_total", store="redis",
+                     outcome="timeout") == 1
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    for _ in range(100):
+        if tracker.available:
+            break
+        await asyncio.sleep(0.05)
+    assert tracker.available
+    await tracker.flush()
+    probe = redis.asyncio.from_url(redis_server.url)
+    assert await probe.zcard(tracker.key(IMEI)) == 2
+    await probe.aclose()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Redis unreachable" in m for m in messages) == 1
+    assert sum("Redis answers again" in m for m in messages) == 1

@@ -92,3 +92,34 @@ def test_a_lost_connection_fails_what_waits(redis_server: RedisServer) -> None:
         redis_server.start()
 
     run_on_both_loops(test)
+
+
+def test_request_then_calls_back_from_the_reply_a_failing_callback_harms_nothing(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The steady state's round trip: the callback gets the replies inside data_received (no
+    future); one that raises is logged and the replies after it still reach theirs; a
+    connection that fails calls back with why, and a closed one at once."""
+
+    async def test() -> None:
+        connection = await open_connection(redis_server.url)
+        got: list[object] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def broken(result: object) -> None:
+            raise RuntimeError("the caller's bug")
+
+        connection.request_then(command("PING"), 1, broken)
+        connection.request_then(command("ECHO", "a") + command("ECHO", "b"), 2, got.append)
+        connection.request_then(command("PING"), 1, lambda r: done.set_result(r))
+        assert await asyncio.wait_for(done, 10) == ["PONG"]
+        assert got == [[b"a", b"b"]]
+        assert any("callback failed" in r.getMessage() for r in caplog.records)
+        # A reply that never comes: the close calls back with a ConnectionError.
+        connection.request_then(command("BLPOP", "nothing", "0"), 1, got.append)
+        connection.close()
+        assert isinstance(got[-1], ConnectionError)
+        connection.request_then(command("PING"), 1, got.append)
+        assert isinstance(got[-1], ConnectionError) and len(got) == 3
+
+    run_on_both_loops(test)
