@@ -99,6 +99,7 @@ MAX_PIPELINE = 1_000  # observations per round trip
 # for about 1 ms.
 PER_CALL = 100
 MAX_PENDING = 100_000  # kept while Redis is unreachable; the oldest go first
+CLOCK_RESOLUTION = 0.001  # seconds: libuv's (uvloop's) loop time is in milliseconds
 
 
 def _observations(calls: list[tuple[str, str, float]]) -> str:
@@ -211,9 +212,16 @@ class SharedCloneTracker(CloneTracker):
         self._dropped = metrics.dropped.labels("redis")
         self._pending: deque[tuple[str, str, float]] = deque()
         self._counts: dict[str, SharedCount] = {}  # IMEI -> count, this batch
-        self._expiring: list[SharedCount] = []  # this tick's, under one budget timer
+        self._expiring: list[SharedCount] = []  # this tick's, under one deadline
+        # The ticks' counts by deadline (``budget`` after the tick), oldest first, and the one
+        # timer that settles those past it and times the round trip out: one timer for all
+        # (armed about once a budget under load), not two a tick.
+        self._groups: deque[tuple[float, list[SharedCount]]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._scheduled = False
+        self._scheduled = False  # a flush is due (this tick's end, or the retry's time)
+        self._tick_due = False  # _tick is scheduled
         self._task: asyncio.Task[None] | None = None  # a round trip that opens or loads first
         self._in_flight: _RoundTrip | None = None  # the steady state's round trip
         self._quiet: list[asyncio.Future[None]] = []  # flush() waiting for a round trip's end
@@ -250,14 +258,16 @@ class SharedCloneTracker(CloneTracker):
         digest.update(imsi.encode())
         pending.append((imei, digest.hexdigest(), now))
         if self._state.available and imei not in self._counts:
-            loop = self._event_loop()
             count = self._counts[imei] = SharedCount()
-            # One timer per tick, not one per check: the checks of this tick stop waiting
+            expiring = self._expiring
+            # One deadline per tick, not one per check: the checks of this tick stop waiting
             # together, ``budget`` seconds from now, if Redis has not answered by then.
-            if not self._expiring:
-                loop.call_later(self.budget, self._expire, self._expiring)
-                loop.call_soon(self._next_tick)
-            self._expiring.append(count)
+            if not expiring:
+                deadline = self._event_loop().time() + self.budget
+                self._groups.append((deadline, expiring))
+                self._arm(deadline)
+                self._tick_soon()
+            expiring.append(count)
         if not self._scheduled:
             self._schedule()
         return n if n > self.threshold else 0
@@ -268,12 +278,48 @@ class SharedCloneTracker(CloneTracker):
         stands); None while Redis is unreachable."""
         return self._counts.get(imei)
 
-    def _next_tick(self) -> None:
-        self._expiring = []  # the timer holds the list of the tick that ended
+    def _tick_soon(self) -> None:
+        if not self._tick_due:
+            self._tick_due = True
+            self._event_loop().call_soon(self._tick)
 
-    def _expire(self, counts: list[SharedCount]) -> None:
-        for count in counts:
-            count.settle(0)  # the round trip may still finish: it only counts then
+    def _tick(self) -> None:
+        """After this loop iteration's reads: their checks' deadline closed, their batch sent
+        (one callback a tick for both)."""
+        self._tick_due = False
+        self._expiring = []  # _groups holds the list of the tick that ended
+        if self._scheduled and self._state.available:
+            self._flush()
+
+    def _arm(self, when: float) -> None:
+        """The sweep at ``when`` at the latest."""
+        if self._sweep is not None:
+            if self._sweep_at <= when:
+                return
+            self._sweep.cancel()
+        self._sweep_at = when
+        self._sweep = self._event_loop().call_at(when, self._swept)
+
+    def _swept(self) -> None:
+        """Checks past their deadline stop waiting (the local count stands; their round trip
+        may still finish: it only counts then); a round trip past ``timeout`` fails."""
+        self._sweep = None
+        # Within the loop clock's resolution of the deadline counts as past it: uvloop's clock
+        # moves in milliseconds, and a timer it fires a little early, re-armed for the same
+        # deadline, would fire again every iteration until the clock caught up.
+        now = self._event_loop().time() + CLOCK_RESOLUTION
+        groups = self._groups
+        while groups and groups[0][0] <= now:
+            for count in groups.popleft()[1]:
+                count.settle(0)
+        trip = self._in_flight
+        if trip is not None and trip.deadline <= now:
+            self._timed_out(trip)
+            trip = self._in_flight
+        if groups:
+            self._arm(groups[0][0])
+        if trip is not None:
+            self._arm(trip.deadline)
 
     # -- batching ------------------------------------------------------------------------------
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -286,14 +332,17 @@ class SharedCloneTracker(CloneTracker):
             self._task is not None and not self._task.done()
         ):
             return  # the round trip under way schedules the next one when it ends
-        loop = self._event_loop()
         self._scheduled = True
-        if self._state.available:  # after this iteration's reads: their checks together
-            loop.call_soon(self._flush)
+        if self._state.available:  # at the tick's end: this iteration's reads' checks together
+            self._tick_soon()
         else:
-            loop.call_later(max(0.0, self._state.retry_at - time.monotonic()), self._flush)
+            self._event_loop().call_later(
+                max(0.0, self._state.retry_at - time.monotonic()), self._flush
+            )
 
     def _flush(self) -> None:
+        if not self._scheduled:
+            return  # sent already (a tick's end came first), or nothing was due
         self._scheduled = False
         if not self._pending:
             return
@@ -314,8 +363,8 @@ class SharedCloneTracker(CloneTracker):
         # connection's data_received, with no task, coroutine, future or timeout context per
         # round trip (they cost more than the rest of a tick's round trip together).
         payload, calls = self._payload(batch)
-        trip = self._in_flight = _RoundTrip(self, batch, waiting)
-        trip.timer = loop.call_later(self.timeout, trip.timed_out)
+        trip = self._in_flight = _RoundTrip(self, batch, waiting, loop.time() + self.timeout)
+        self._arm(trip.deadline)
         connection.request_then(payload, calls, trip.replied)
 
     def _replied(self, trip: _RoundTrip, result: list[Reply] | BaseException) -> None:
@@ -323,8 +372,6 @@ class SharedCloneTracker(CloneTracker):
         if self._in_flight is not trip:
             return  # timed out already
         self._in_flight = None
-        if trip.timer is not None:
-            trip.timer.cancel()
         batch, waiting = trip.batch, trip.waiting
         try:
             if isinstance(result, BaseException):
@@ -500,6 +547,7 @@ class SharedCloneTracker(CloneTracker):
                 continue
             if not (self._pending and self._state.available):
                 return
+            self._scheduled = True
             self._flush()
 
     async def close(self) -> None:
@@ -513,20 +561,18 @@ class SharedCloneTracker(CloneTracker):
 
 
 class _RoundTrip:
-    """One round trip of the steady state: the batch, the checks waiting for it, its timer."""
+    """One round trip of the steady state: the batch, the checks waiting for it, and when it
+    fails (``timeout``, loop time)."""
 
     def __init__(self, tracker: SharedCloneTracker, batch: list[tuple[str, str, float]],
-                 waiting: dict[str, SharedCount]) -> None:
+                 waiting: dict[str, SharedCount], deadline: float) -> None:
         self.tracker = tracker
         self.batch = batch
         self.waiting = waiting
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = deadline
 
     def replied(self, result: list[Reply] | BaseException) -> None:
         self.tracker._replied(self, result)
-
-    def timed_out(self) -> None:
-        self.tracker._timed_out(self)
 
 
 def redis_client(config: SharedConfig) -> Any:
