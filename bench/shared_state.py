@@ -61,7 +61,13 @@ local,stream,shared --observations 0``, compiled build of each tree): shared wor
 51.8, 50.9 -> 33.1, 41.4, 44.2, 41.3 µs per check (its writer process 0 -> 3.9-4.5), local
 worker 18.7-28.7 -> 23.3-27.7; PostgreSQL 11.0-12.7 -> 6.9-8.5 µs per check (one statement
 per batch); the worker's shared / local 1.82 -> 1.57 (means of rounds), worker and writer
-together 1.25 -> 1.27: the work moved out of the worker, it did not shrink.
+together 1.25 -> 1.27: the work moved out of the worker, it did not shrink. The clone count's
+side in session 9 (the steady state's round trip without task, coroutine, future or timeout
+context; one sweep timer; 3 Redis commands a fresh key), before and after back to back at load
+1.5-2.9 (``--rounds 2 --seconds 5 --sides local,redis --observations 0 --syscalls``): the
+redis worker's extra over local 9.8 -> 5.5 µs per check (29.6 / 19.8 -> 26.5 / 21.0), Redis
+7.9 -> 5.5-6.4 µs per check; every side (load 2.6-3.8): worker 21.4 / 26.6 / 26.6 / 28.5 µs,
+Redis 6.4 / 13.5 / 12.3 µs, shared / local 0.75 in the worker's CPU, 0.69 in checks/s.
 
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
