@@ -226,7 +226,12 @@ def _timestamp(text: str, what: str) -> float | None:
         raise ListError(f"{what} {text!r} is not an ISO 8601 time", what) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # export writes UTC; a bare time is read the same way
-    return when.timestamp()
+    try:
+        # In UTC it must still be a datetime (years 1-9999): answers, exports and the audit log
+        # show it as one.
+        return when.astimezone(UTC).timestamp()
+    except OverflowError:
+        raise ListError(f"{what} {text!r} is outside the years 1 to 9999 in UTC", what) from None
 
 
 def _key(e: ListEntry) -> Key:
@@ -1082,6 +1087,8 @@ def iter_jsonl(lines: LineReader) -> Iterator[tuple[int, ListEntry]]:
             entry = entry_from_json(json.loads(text))
         except ValueError as exc:  # ListError and json.JSONDecodeError
             raise ListError(f"{lines.path}: line {lines.line}: {exc}") from None
+        except RecursionError:  # json.loads gives up on deep nesting with this
+            raise ListError(f"{lines.path}: line {lines.line}: JSON nested too deeply") from None
         yield lines.line, entry
 
 

@@ -53,7 +53,7 @@ def decode_cursor(text: str) -> Key:
         EntryKind(kind), ListColour(colour)
         if not (isinstance(first, int) and isinstance(last, int) and isinstance(imsi, str)):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, binascii.Error, RecursionError):  # JSON nested too deeply
         raise CursorError(f"cursor {text!r} was not issued by this API") from None
     return (kind, colour, first, last, imsi)
 

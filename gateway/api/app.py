@@ -211,6 +211,8 @@ class ApiServer:
             return await request.json()
         except ValueError as exc:
             raise bad_input("body", f"not JSON: {exc}") from None
+        except RecursionError:  # json.loads gives up on deep nesting with this, not ValueError
+            raise bad_input("body", "not JSON this API reads: nested too deeply") from None
 
     # -- handlers --------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ imports and exports. Every answer that is an error must be RFC 9457 problem+json
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sqlite3
@@ -126,6 +127,12 @@ async def test_imsis_masked_without_the_pii_role(api: Api) -> None:
         ({"list": "black", "kind": "imei", "value": IMEI, "reason": 5}, "reason"),
         ({"list": "black", "kind": "tac", "value": "3500", "created": "yesterday"}, "value"),
         ({"list": "black", "kind": "tac", "value": "35000001", "created": "yesterday"}, "created"),
+        # Valid ISO 8601, but before year 1 or after 9999 in UTC: no answer, export or audit
+        # record could show the entry (datetime cannot), so it is refused, not stored.
+        ({"list": "black", "kind": "tac", "value": "35000097",
+          "created": "0001-01-01T00:00:00+01:00"}, "created"),
+        ({"list": "black", "kind": "tac", "value": "35000098",
+          "updated": "9999-12-31T23:59:59-01:00"}, "updated"),
     ],
 )
 async def test_bad_input_names_the_field(api: Api, entry: dict[str, Any], field: str) -> None:
@@ -144,6 +151,11 @@ async def test_bad_requests_are_problems(api: Api) -> None:
                                                                   "application/json"}}, 400),
         ("GET", "/v1/lists/entries?limit=0", {}, 400),
         ("GET", "/v1/lists/entries?cursor=bm9wZQ", {}, 400),
+        # Nested past the JSON reader's recursion limit (RecursionError, not ValueError).
+        ("GET", "/v1/lists/entries?cursor=" + base64.urlsafe_b64encode(b"[" * 4000).decode(),
+         {}, 400),
+        ("POST", "/v1/lists/entries", {"data": "[" * 100_000,
+                                        "headers": {"Content-Type": "application/json"}}, 400),
         ("GET", "/v1/lists/purple/entries/imei:35209900176148", {}, 400),
         ("GET", "/v1/lists/black/entries/imei:123", {}, 400),
         ("GET", "/v1/imeis/123/list-entries", {}, 400),

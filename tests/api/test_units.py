@@ -143,6 +143,14 @@ def test_service_import_jsonl_export_and_audit(tmp_path: Path) -> None:
         src.write_text('{"list":"black","kind":"tac","value":"35000001"}\n{"list":')
         with pytest.raises(ListError, match=r"in.jsonl: line 2: "):
             service.import_file(src, "jsonl", "cli:me")
+        # Deep nesting (RecursionError in json.loads) and a time no export could write: each a
+        # ListError naming the line, nothing imported.
+        for bad in ("[" * 100_000, '{"list":"black","kind":"tac","value":"35000002",'
+                    '"created":"0001-01-01T00:00:00+01:00"}'):
+            src.write_text('{"list":"black","kind":"tac","value":"35000003"}\n' + bad + "\n")
+            with pytest.raises(ListError, match=r"in.jsonl: line 2: "):
+                service.import_file(src, "jsonl", "cli:me")
+        assert service.export(io.StringIO(), "jsonl") == 2
         [first, second] = service.audit(action="import")
         assert first.actor == "cli:me" and first.after is not None
         assert first.after["entries"] == 2 and len(first.after["sha256"]) == 64
