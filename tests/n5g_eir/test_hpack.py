@@ -3,6 +3,9 @@ its decoder, the RFC's Appendix C examples, and malformed blocks."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import hpack
 import pytest
 from hypothesis import given, settings
@@ -137,3 +140,27 @@ def test_a_repeated_block_decodes_as_the_table_holds_it_now() -> None:
     decoder.decode(adding, 16_384)
     decoder.decode(adding, 16_384)
     assert list(decoder.entries)[:2] == [(b"user-agent", b"three")] * 2
+
+
+def test_remembered_blocks_are_bounded_in_bytes() -> None:
+    """Blocks remembered for a repeat hold a bounded number of octets: a client sending
+    distinct blocks of ~16 KB (without indexing: the table never changes) made one connection's
+    decoder hold 1,024 of them, ~18 MB."""
+    decoder = HpackDecoder()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(1024):
+            block = encode_headers([(b":path", b"/"), (b"x-pad", b"%06d" % i * 2_700)])
+            headers, _ = decoder.decode(block, 16_384)
+            assert headers[1][1][:6] == b"%06d" % i
+        del block, headers
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, held
+    # Small blocks are still remembered: the same bytes give the same (shared) list.
+    small = encode_headers([(b":path", b"/x")])
+    assert decoder.decode(small, 16_384)[0] is decoder.decode(small, 16_384)[0]
