@@ -1,12 +1,21 @@
 """Coverage-guided fuzzing of the gateway's receive path with atheris (libFuzzer).
 
     .venv/bin/python -m tests.fuzz.run --seconds 600          # `make fuzz`
-    .venv/bin/python -m tests.fuzz.run --runs 3000 --seconds 20 --corpus DIR --artifacts DIR
+    .venv/bin/python -m tests.fuzz.run --target http2 --runs 3000 --seconds 20 --corpus DIR
 
-The target is ``tests.fuzz.harness.Harness.run`` (framing, decoding, validation, the peer state
-machine and the S13 handler), with the ``diameter``, ``gateway`` and ``registry_client``
-packages instrumented for coverage. The corpus directory is seeded from ``tests.fuzz.seeds``
-and grows with the inputs that found new coverage; a crashing input is written to the artifacts
+Targets (``--target``, default ``diameter``):
+
+* ``diameter``: ``tests.fuzz.harness.Harness.run`` (framing, decoding, validation, the peer
+  state machine and the S13 handler), seeded from ``tests.fuzz.seeds``;
+* ``http2``, ``hpack``, ``query``: N5g-eir's HTTP/2 session with the GetEquipmentStatus handler,
+  the HPACK decoder against the ``hpack`` distribution's, the request's ``:path``
+  (``tests.fuzz.n5g_harness``);
+* ``api``: what the provisioning API reads from a client (``tests.fuzz.api_harness``);
+
+the last four seeded from ``tests.fuzz.n5g_seeds``. The ``diameter``, ``gateway`` and
+``registry_client`` packages are instrumented for coverage. The corpus directory (one per
+target: the default is ``var/fuzz/TARGET/corpus``) is seeded and grows with the inputs that
+found new coverage; a crashing input is written to the artifacts
 directory (``crash-<sha1>``) and the run stops. The fuzzer runs in a child process; this one
 prints its figures (executions, rate, coverage, corpus, crashes) and exits 1 on a crash.
 """
@@ -20,9 +29,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)", re.M)
+TARGETS = ("diameter", "http2", "hpack", "query", "api")
 _PULSE = re.compile(r"cov: (\d+) ft: (\d+) corp: (\d+)/")
 
 
@@ -31,12 +42,22 @@ def child(args: argparse.Namespace) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["diameter", "gateway", "registry_client"]):
-        from tests.fuzz import seeds
+        from tests.fuzz import n5g_seeds, seeds
+        from tests.fuzz.api_harness import ApiHarness
         from tests.fuzz.harness import Harness
+        from tests.fuzz.n5g_harness import HpackHarness, Http2Harness, QueryHarness
 
     corpus = Path(args.corpus)
-    seeds.write(corpus)
-    harness = Harness()
+    harness: Any
+    if args.target == "diameter":
+        seeds.write(corpus)
+        harness = Harness()
+    else:
+        corpus.mkdir(parents=True, exist_ok=True)
+        for name, data in n5g_seeds.SEEDS[args.target]().items():
+            (corpus / name).write_bytes(data)
+        harness = {"http2": Http2Harness, "hpack": HpackHarness, "query": QueryHarness,
+                   "api": ApiHarness}[args.target]()
     libfuzzer = [
         sys.argv[0],
         f"-max_total_time={int(args.seconds)}",
@@ -56,12 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="time budget (default 600)")
     parser.add_argument("--runs", type=int, default=0, help="stop after this many inputs")
-    parser.add_argument("--corpus", default=str(ROOT / "var" / "fuzz" / "corpus"))
-    parser.add_argument("--artifacts", default=str(ROOT / "var" / "fuzz" / "artifacts"))
+    parser.add_argument("--target", default="diameter", choices=TARGETS)
+    parser.add_argument("--corpus", help="default var/fuzz/corpus (diameter), "
+                                         "var/fuzz/TARGET/corpus (the others)")
+    parser.add_argument("--artifacts", help="default var/fuzz/artifacts, var/fuzz/TARGET/artifacts")
     parser.add_argument("--max-len", type=int, default=4096, help="largest input, octets")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # The diameter target keeps the directories it always had.
+    where = ROOT / "var" / "fuzz" / ("" if args.target == "diameter" else args.target)
+    args.corpus = args.corpus or str(where / "corpus")
+    args.artifacts = args.artifacts or str(where / "artifacts")
     if args.child:
         child(args)
         return 0
@@ -73,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = Path(args.artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
     before = set(artifacts.iterdir())
-    command = [sys.executable, "-m", "tests.fuzz.run", "--child", *(argv or sys.argv[1:])]
+    command = [sys.executable, "-m", "tests.fuzz.run", "--child", *(argv or sys.argv[1:]),
+               "--corpus", args.corpus, "--artifacts", args.artifacts]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # The child stops on its own at max_total_time; the margin covers start-up.
     process = subprocess.run(
