@@ -18,6 +18,7 @@ blocks are encoded once per distinct response.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections import deque
 from typing import NamedTuple
@@ -59,6 +60,10 @@ _CONNECTION_SPECIFIC = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
 )
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
+# §8.2.1: a field name has none of 0x00-0x20, 'A'-'Z', 0x7F-0xFF, nor a colon (but a
+# pseudo-header's first); a value neither starts nor ends with SP or HTAB.
+_INVALID_NAME = re.compile(rb"[\x00-\x20A-Z:\x7f-\xff]")
+_OWS = b" \t"
 # Fields whose values differ from request to request: checked each time, not remembered.
 _UNREMEMBERED = frozenset((b":path", b"authorization", b"content-length"))
 _CHECKED_FIELDS = 64  # fields remembered as checked, per connection
@@ -127,13 +132,14 @@ class _Stream:
 def _check_field(name: bytes, value: bytes) -> bool:
     """§8.2 validity of one request field and §8.3.1's pseudo-header names: True for a
     pseudo-header field, False for a regular one; raises _StreamError when malformed."""
-    if not name or b"\0" in value or b"\r" in value or b"\n" in value:
-        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid field")
+    if (not name or b"\0" in value or b"\r" in value or b"\n" in value
+            or (value and (value[0] in _OWS or value[-1] in _OWS))):
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "invalid field")  # §8.2.1
     if name[0] == 0x3A:  # ':'
         if name not in _REQUEST_PSEUDO:
             raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"misplaced or unknown {name!r}")
         return True
-    if name.lower() != name or name in _CONNECTION_SPECIFIC:
+    if _INVALID_NAME.search(name) is not None or name in _CONNECTION_SPECIFIC:
         raise _StreamError(ErrorCode.PROTOCOL_ERROR, f"field {name!r} not allowed")
     if name == b"te" and value != b"trailers":
         raise _StreamError(ErrorCode.PROTOCOL_ERROR, "te other than trailers")

@@ -153,6 +153,16 @@ def test_continuation_and_padding_and_unknown_frames() -> None:
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"connection", b"x")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"te", b"gzip")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"x", b"a\nb")],
+        # §8.2.1: names without SP, controls, a colon past the first octet or octets above
+        # 0x7E; values without SP or HTAB at either end.
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"x y", b"1")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"x:y", b"1")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"\xe9t\xe9", b"1")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"x\x7f", b"1")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"x\tz", b"1")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"accept", b" */*")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b"accept", b"*/*\t")],
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH + b" ")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH),
          (b"content-length", b"1")],  # and no body
     ],
