@@ -97,6 +97,14 @@ class _EncodedResponse(NamedTuple):
     headers_start: bytes
     data_start: bytes  # one DATA frame with the whole body and END_STREAM
 
+    @staticmethod
+    def head_block(response: Response) -> bytes:
+        """The block of a response to HEAD (RFC 9110 §9.3.2: no content), without
+        Content-Length: §8.6 allows one only with the length GET's response would have, and the
+        same request with GET may be answered otherwise."""
+        return encode_headers([(b":status", str(response.status).encode()),
+                               (b"content-type", response.content_type), *response.headers])
+
     @classmethod
     def of(cls, response: Response) -> _EncodedResponse:
         body = response.body
@@ -519,6 +527,12 @@ class Http2Session:
         stream = self._streams.get(stream_id)
         if stream is None or self._goaway_sent:
             return False
+        if stream.method == b"HEAD":
+            self._out.append(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, stream_id,
+                                   self._size_update + _EncodedResponse.head_block(response)))
+            self._size_update = b""
+            self._done(stream_id)
+            return True
         encoded = self._encoded.get(response)
         if encoded is None:
             encoded = _EncodedResponse.of(response)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import hpack
 import pytest
 
 from gateway.n5g_eir.frames import (
@@ -238,6 +239,30 @@ def test_responses_share_the_connection_window() -> None:
     s.receive(window_update_frame(0, 10_000))
     rest = [f for f in frames(s.data_to_send()) if f[0] == FrameType.DATA]
     assert [(f[2], len(f[3]), bool(f[1] & END_STREAM)) for f in rest] == [(13, 4_465, True)]
+
+
+def test_a_response_to_head_has_no_content() -> None:
+    """RFC 9110 §9.3.2: the server MUST NOT send content in a response to HEAD (nghttp2 resets
+    a stream whose HEAD response has DATA). Whatever the status, no DATA and no
+    Content-Length (§8.6: only the length GET's response would have)."""
+    s = session(client_settings={Setting.HEADER_TABLE_SIZE: 0})
+    head = encode_headers([(b":method", b"HEAD"), (b":scheme", b"http"), (b":path", PATH)])
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, head)) == [
+        RequestReceived(1, b"HEAD", PATH)]
+    problem = Response(405, b"application/problem+json", b'{"status":405}',
+                       ((b"allow", b"GET"),))
+    assert s.respond(1, problem)
+    [(kind, flags, stream_id, block)] = frames(s.data_to_send())
+    assert (kind, stream_id) == (FrameType.HEADERS, 1) and flags & END_STREAM
+    decoder = hpack.Decoder()
+    assert decoder.decode(block, raw=True) == [
+        (b":status", b"405"), (b"content-type", b"application/problem+json"), (b"allow", b"GET")]
+    assert decoder.header_table.maxsize == 0  # the size update owed went with it
+    # The stream is closed: the next GET is answered as usual, with its content.
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3, GET)) == [
+        RequestReceived(3, b"GET", PATH)]
+    assert s.respond(3, RESPONSE)
+    assert [f[0] for f in frames(s.data_to_send())] == [FrameType.HEADERS, FrameType.DATA]
 
 
 def test_reset_by_the_client_drops_the_response() -> None:

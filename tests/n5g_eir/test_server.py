@@ -23,6 +23,7 @@ from tests.e2e.test_s13 import CASES, status_of
 
 CURL = shutil.which("curl")
 H2LOAD = shutil.which("h2load")
+NGHTTP = shutil.which("nghttp")
 IMSI = "001010123456789"
 STATUS_NAMES = {0: "WHITELISTED", 1: "BLACKLISTED", 2: "GREYLISTED"}
 
@@ -139,6 +140,25 @@ async def test_curl_http2_prior_knowledge(start_gateway: StartGateway) -> None:
     assert process.returncode == 0, err
     body, _, trailer = out.decode().rpartition("\n")
     assert trailer == "200 2" and json.loads(body) == {"status": "BLACKLISTED"}
+
+
+@pytest.mark.skipif(NGHTTP is None, reason="needs nghttp (Debian nghttp2-client) to cross-check "
+                                           "HEAD")
+async def test_nghttp_head_gets_a_response_without_content(start_gateway: StartGateway) -> None:
+    """RFC 9110 §9.3.2: no content in a response to HEAD (405 here: only GET is defined).
+    nghttp2 resets the stream of a HEAD response with DATA and reports the request failed."""
+    gateway = await start_gateway()
+    assert NGHTTP is not None
+    url = f"{base_url(gateway)}{EQUIPMENT_STATUS_PATH}?pei=imei-356938035643803"
+    process = await asyncio.create_subprocess_exec(
+        NGHTTP, "-v", "-H", ":method: HEAD", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    text = out.decode() + err.decode()
+    assert process.returncode == 0, text
+    assert ":status: 405" in text and "allow: GET" in text, text
+    assert "recv DATA" not in text and "RST_STREAM" not in text, text
 
 
 @pytest.mark.skipif(H2LOAD is None,
