@@ -72,6 +72,9 @@ _MAX_STREAM_ID = 2**31 - 1
 PING_DRAIN = b"eirdrain"  # graceful shutdown's round trip (§6.8)
 PING_LIVENESS = b"eiralive"  # is the client still there?
 DRAIN_ACK_WAIT = 1.0  # seconds: the final GOAWAY goes out after this even without the PING ACK
+# §6.5.3: our SETTINGS not acknowledged within this (nor the preface sent, §3.4): SETTINGS_TIMEOUT.
+# A client that connects and stays silent held the connection for the idle timeout (600 s).
+SETTINGS_ACK_WAIT = 10.0
 _ENCODED_CACHE_SIZE = 256
 
 
@@ -214,6 +217,8 @@ class Http2Session:
         self._out: list[bytes] = []
         self._preface = False
         self._settings_seen = False
+        self._settings_acked = False  # the client acknowledged our SETTINGS (§6.5.3)
+        self._opened: float | None = None  # the first tick's time
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0
         self._reset: deque[int] = deque(maxlen=256)  # streams reset lately: late frames ignored
@@ -453,6 +458,7 @@ class Http2Session:
         if flags & ACK:
             if payload:
                 raise _ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            self._settings_acked = True
             return
         values = settings_values(payload)
         self._settings_seen = True
@@ -619,9 +625,17 @@ class Http2Session:
         * liveness (§6.7): nothing heard from the client for ``ping_interval_seconds``: PING;
           no ACK (nor anything else) within ``ping_timeout_seconds``: :attr:`dead`, to drop
           (a crashed AMF or a lost path leaves a half-open TCP connection otherwise);
-        * the final GOAWAY of a graceful shutdown whose PING ACK has not come.
+        * the final GOAWAY of a graceful shutdown whose PING ACK has not come;
+        * SETTINGS_TIMEOUT (§6.5.3) when our SETTINGS are still not acknowledged
+          ``SETTINGS_ACK_WAIT`` seconds after the first tick (a client silent from the start).
         """
         if self._goaway_sent:
+            return
+        if self._opened is None:
+            self._opened = now
+        elif not self._settings_acked and now - self._opened >= SETTINGS_ACK_WAIT:
+            self._fail(ErrorCode.SETTINGS_TIMEOUT,
+                       f"no SETTINGS ACK within {SETTINGS_ACK_WAIT:g} s")
             return
         if self._heard or self._last_heard is None:
             self._last_heard = now

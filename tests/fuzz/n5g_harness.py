@@ -32,7 +32,7 @@ from gateway.classify import Classifier
 from gateway.config import load_config
 from gateway.metrics import GatewayMetrics
 from gateway.n5g_eir.equipment_status import EquipmentIdentityCheck
-from gateway.n5g_eir.frames import PREFACE, FrameType, settings_frame
+from gateway.n5g_eir.frames import PREFACE, FrameType, frame, settings_frame
 from gateway.n5g_eir.hpack import HpackDecoder, HpackError
 from gateway.n5g_eir.http2 import Http2Session, RequestReceived
 from gateway.n5g_eir.problem import Response
@@ -44,7 +44,7 @@ _FRAME_HEADER = struct.Struct(">HBBBI")
 SETTINGS = N5gEirSettings(max_concurrent_streams=4, max_header_list_bytes=1024,
                           max_uri_bytes=512, idle_timeout_seconds=5.0,
                           ping_interval_seconds=2.0, ping_timeout_seconds=1.0)
-CLIENT_START = PREFACE + settings_frame({})
+CLIENT_START = PREFACE + settings_frame({}) + frame(FrameType.SETTINGS, 0x1, 0)  # and the ACK
 
 
 def _env(state: str) -> dict[str, str]:

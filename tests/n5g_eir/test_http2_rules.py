@@ -47,7 +47,9 @@ def session(settings: N5gEirSettings | None = None,
             client_settings: dict[Setting, int] | None = None) -> Http2Session:
     s = Http2Session(settings or N5gEirSettings())
     s.initiate()
-    assert s.receive(PREFACE + settings_frame(client_settings or {})) == []
+    # The client's preface, its SETTINGS and its ACK of ours (§3.4, §6.5.3).
+    assert s.receive(PREFACE + settings_frame(client_settings or {})
+                     + frame(FrameType.SETTINGS, ACK, 0)) == []
     sent = frames(s.data_to_send())
     assert sent[0][0] == FrameType.SETTINGS and sent[-1][:2] == (FrameType.SETTINGS, ACK)
     return s

@@ -6,8 +6,17 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from gateway.n5g_eir.frames import ACK, END_HEADERS, END_STREAM, FrameType, frame
-from gateway.n5g_eir.http2 import PING_DRAIN, PING_LIVENESS, Http2Session
+from gateway.n5g_eir.frames import (
+    ACK,
+    END_HEADERS,
+    END_STREAM,
+    PREFACE,
+    ErrorCode,
+    FrameType,
+    frame,
+    settings_frame,
+)
+from gateway.n5g_eir.http2 import PING_DRAIN, PING_LIVENESS, SETTINGS_ACK_WAIT, Http2Session
 from gateway.n5g_eir.http2_client import ConnectionTerminated, Http2ClientSession
 from gateway.n5g_eir.settings import N5gEirSettings
 from tests.e2e.conftest import StartGateway
@@ -96,12 +105,39 @@ def test_liveness_ping_and_a_client_that_never_acknowledges_is_dead() -> None:
 
 
 def test_no_timers_when_switched_off() -> None:
-    s = Http2Session(N5gEirSettings(idle_timeout_seconds=0, ping_interval_seconds=0))
-    s.initiate()
-    s.data_to_send()
+    s = session(N5gEirSettings(idle_timeout_seconds=0, ping_interval_seconds=0))
     for now in (0.0, 1e6, 2e6):
         s.tick(now)
     assert s.data_to_send() == b"" and not s.dead and not s.closed
+
+
+def test_settings_not_acknowledged_is_a_settings_timeout() -> None:
+    """§6.5.3: our SETTINGS unacknowledged after SETTINGS_ACK_WAIT is a connection error
+    SETTINGS_TIMEOUT, whatever the other timers: a client that connects and sends nothing (or
+    only part of the preface) no longer holds the connection for the idle timeout (600 s)."""
+    settings = N5gEirSettings(idle_timeout_seconds=0, ping_interval_seconds=0)
+    for opening in (b"", PREFACE[:10], PREFACE + settings_frame({})):
+        s = Http2Session(settings)
+        s.initiate()
+        s.receive(opening)
+        s.data_to_send()
+        s.tick(100.0)
+        s.tick(100.0 + SETTINGS_ACK_WAIT - 0.5)
+        assert s.data_to_send() == b"" and not s.closed
+        s.tick(100.0 + SETTINGS_ACK_WAIT)
+        (kind, _, _, payload), = frames(s.data_to_send())
+        assert kind == FrameType.GOAWAY and _goaway(payload) == (0, ErrorCode.SETTINGS_TIMEOUT)
+        assert s.closed and s.error == f"HTTP/2 SETTINGS_TIMEOUT: no SETTINGS ACK within " \
+                                       f"{SETTINGS_ACK_WAIT:g} s"
+    # Acknowledged late, but in time: the connection carries on.
+    s = Http2Session(settings)
+    s.initiate()
+    s.tick(0.0)
+    s.receive(PREFACE + settings_frame({}))
+    s.tick(SETTINGS_ACK_WAIT - 1)
+    s.receive(frame(FrameType.SETTINGS, ACK, 0))
+    s.tick(SETTINGS_ACK_WAIT * 10)
+    assert not s.closed
 
 
 # --- the live gateway -------------------------------------------------------------------------
