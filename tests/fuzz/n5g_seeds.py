@@ -13,6 +13,7 @@ from gateway.n5g_eir.frames import (
     END_HEADERS,
     END_STREAM,
     PADDED,
+    ErrorCode,
     FrameType,
     Setting,
     frame,
@@ -71,7 +72,7 @@ def http2_seeds() -> dict[str, bytes]:
         + window_update_frame(0, 1000)
         + frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3,
                 _request(hpack.Encoder(), PATH + QUERIES["imei"]))
-        + window_update_frame(3, 100) + rst_stream_frame(3, 8)
+        + window_update_frame(3, 100) + rst_stream_frame(3, ErrorCode.CANCEL)
         + frame(FrameType.PRIORITY, 0, 5, b"\0\0\0\x01\x10")
         + frame(FrameType.GOAWAY, 0, 0, b"\0\0\0\0\0\0\0\0"))
     out["h2-post-openapi"] = frame(
