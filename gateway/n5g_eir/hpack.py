@@ -180,6 +180,8 @@ def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
+        if shift > 28:  # §5.1 limits in octet length too: five after the prefix at most
+            raise HpackError("integer encoding too long")
 
 
 def _string(data: bytes, pos: int, known: tuple[KnownPrefix, ...]) -> tuple[bytes, int]:

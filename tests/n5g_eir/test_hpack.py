@@ -106,6 +106,10 @@ def test_huffman_errors_after_a_known_prefix(tail: bytes) -> None:
         b"\x00\x01a\x81\x00",  # Huffman value: padding not of ones
         b"\x1f\xff\xff\xff\xff\xff\x01",  # integer too large
         b"\x7f",  # integer runs past the end
+        # §5.1 "in value or octet length": zero continuation octets past the fifth (the hpack
+        # library and nghttp2 refuse these too); they were read to the end of the block.
+        b"\x3f" + b"\x80" * 5 + b"\x00",
+        b"\x3f" + b"\x80" * 26 + b"\x00",
     ],
 )
 def test_malformed_blocks(block: bytes) -> None:
@@ -164,3 +168,9 @@ def test_remembered_blocks_are_bounded_in_bytes() -> None:
     # Small blocks are still remembered: the same bytes give the same (shared) list.
     small = encode_headers([(b":path", b"/x")])
     assert decoder.decode(small, 16_384)[0] is decoder.decode(small, 16_384)[0]
+
+
+def test_an_integer_padded_with_zero_octets_within_five_is_read() -> None:
+    decoder = HpackDecoder()
+    decoder.decode(b"\x3f" + b"\x80" * 4 + b"\x00", 4096)  # a size update to 31
+    assert decoder.max_size == 31
