@@ -126,8 +126,8 @@ class _EncodedResponse(NamedTuple):
 class _Stream:
     """An open or half-closed (remote) stream (§5.1) that still owes its response."""
 
-    __slots__ = ("authorization", "content_length", "method", "path", "received", "recv_window",
-                 "remote_closed", "send_window")
+    __slots__ = ("answered", "authorization", "content_length", "method", "path", "received",
+                 "recv_window", "remote_closed", "send_window")
 
     def __init__(self, send_window: int, recv_window: int) -> None:
         self.send_window = send_window
@@ -138,6 +138,7 @@ class _Stream:
         self.content_length: int | None = None
         self.authorization: bytes | None = None
         self.received = 0
+        self.answered = False  # answered before its request ended (431): nothing to hand over
 
 
 def _check_field(name: bytes, value: bytes) -> bool:
@@ -188,7 +189,7 @@ def _request_head(
         elif name == b"authorization":
             authorization = value
     method = pseudo.get(b":method")
-    if method is None:
+    if not method:  # RFC 9110 §9.1: a method is a token, never empty
         raise _StreamError(ErrorCode.PROTOCOL_ERROR, "no :method")
     if method == b"CONNECT":  # §8.5: no :scheme, no :path
         if b":scheme" in pseudo or b":path" in pseudo or b":authority" not in pseudo:
@@ -422,6 +423,7 @@ class Http2Session:
             # §10.5.1: the block was decoded in full; the request is answered 431 unread.
             self._streams[stream_id] = stream
             stream.remote_closed = end_stream
+            stream.answered = True
             self.respond(stream_id, problem(
                 431, f"the header list exceeds {self._max_header_list} bytes"))
             self._reset.append(stream_id)  # a body still to come is dropped quietly
@@ -436,6 +438,8 @@ class Http2Session:
     def _end_of_request(self, stream_id: int, stream: _Stream,
                         out: list[RequestReceived]) -> None:
         stream.remote_closed = True
+        if stream.answered:
+            return  # its body or trailers ended after its 431 (still waiting for the window)
         if stream.content_length is not None and stream.content_length != stream.received:
             raise _StreamError(ErrorCode.PROTOCOL_ERROR, "content-length mismatch")  # §8.1.1
         out.append(RequestReceived(stream_id, stream.method, stream.path, stream.authorization))

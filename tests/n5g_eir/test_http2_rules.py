@@ -151,6 +151,7 @@ def test_continuation_and_padding_and_unknown_frames() -> None:
         [(b":method", b"GET"), (b":scheme", b"http")],  # no :path
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"")],
         [(b":scheme", b"http"), (b":path", PATH)],  # no :method
+        [(b":method", b""), (b":scheme", b"http"), (b":path", PATH)],  # an empty :method
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b":path", PATH)],
         [(b":method", b"GET"), (b"accept", b"*/*"), (b":scheme", b"http"), (b":path", PATH)],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH), (b":status", b"200")],
@@ -237,6 +238,30 @@ def _waiting_streams(n: int) -> Http2Session:
         assert s.respond(2 * i + 1, RESPONSE)
     assert [f[0] for f in frames(s.data_to_send())] == [FrameType.HEADERS] * n
     return s
+
+
+@pytest.mark.parametrize("ending", [
+    frame(FrameType.DATA, END_STREAM, 1, b"body"),
+    frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, encode_headers([(b"x-trailer", b"1")])),
+], ids=["data", "trailers"])
+def test_a_request_answered_431_before_it_ended_is_not_handed_over(ending: bytes) -> None:
+    """A header list past the limit is answered 431 at once; if that answer waits for the
+    client's window, the request's later END_STREAM (DATA or trailers) must not make it a
+    request: it became one with an empty method and path, was handled (404), and a second
+    HEADERS went out on the stream."""
+    s = session(N5gEirSettings(max_header_list_bytes=1024),
+                client_settings={Setting.INITIAL_WINDOW_SIZE: 0})
+    big = encode_headers([(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH),
+                          (b"x-big", b"a" * 2000)])
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, big)) == []
+    [(kind, flags, _, _)] = frames(s.data_to_send())
+    assert kind == FrameType.HEADERS and not flags & END_STREAM  # 431, its body waiting
+    assert s.receive(ending) == []
+    assert not [f for f in frames(s.data_to_send()) if f[0] == FrameType.HEADERS]
+    s.receive(settings_frame({Setting.INITIAL_WINDOW_SIZE: 65_535}))
+    sent = [f for f in frames(s.data_to_send()) if f[0] != FrameType.SETTINGS]
+    assert [(f[0], f[1] & END_STREAM) for f in sent] == [(FrameType.DATA, END_STREAM)]
+    assert b"431" in sent[0][3] and not s.closed
 
 
 def test_settings_values_apply_in_order() -> None:
