@@ -13,9 +13,10 @@ Targets (``--target``, default ``diameter``):
 * ``api``: what the provisioning API reads from a client (``tests.fuzz.api_harness``);
 
 the last four seeded from ``tests.fuzz.n5g_seeds``. The ``diameter``, ``gateway`` and
-``registry_client`` packages are instrumented for coverage. The corpus directory (one per
-target: the default is ``var/fuzz/TARGET/corpus``) is seeded and grows with the inputs that
-found new coverage; a crashing input is written to the artifacts
+``registry_client`` packages are instrumented for coverage, on pure Python (``EIR_PURE_PYTHON``:
+coverage of a compiled module is not seen; ``--compiled`` fuzzes the compiled build anyway).
+The corpus directory (one per target: the default is ``var/fuzz/TARGET/corpus``) is seeded and
+grows with the inputs that found new coverage; a crashing input is written to the artifacts
 directory (``crash-<sha1>``) and the run stops. The fuzzer runs in a child process; this one
 prints its figures (executions, rate, coverage, corpus, crashes) and exits 1 on a crash.
 """
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", help="default var/fuzz/artifacts, var/fuzz/TARGET/artifacts")
     parser.add_argument("--max-len", type=int, default=4096, help="largest input, octets")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--compiled", action="store_true",
+                        help="fuzz the compiled build where there is one (no coverage of its "
+                             "modules: for crashes only mypyc's code has); default pure Python")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # The diameter target keeps the directories it always had.
@@ -103,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "tests.fuzz.run", "--child", *(argv or sys.argv[1:]),
                "--corpus", args.corpus, "--artifacts", args.artifacts]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if not args.compiled:
+        # libFuzzer sees the coverage of interpreted code only: the compiled build's modules
+        # (the codec, the peer, HPACK, the HTTP/2 session...) would be blind spots.
+        env["EIR_PURE_PYTHON"] = "1"
     # The child stops on its own at max_total_time; the margin covers start-up.
     process = subprocess.run(
         command, cwd=ROOT, env=env, capture_output=True, text=True,
