@@ -450,9 +450,13 @@ def _int(query: Any, name: str, default: int, low: int, high: int) -> int:
     text = _text(query, name)
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise bad_input(name, f"{text!r} is not an integer from {low} to {high}")
-    return int(text)
+    # More digits than the bound's is out of range without int(), which refuses (ValueError)
+    # more than 4,300 digits.
+    digits = text.lstrip("0") or "0"
+    if (not (text.isascii() and text.isdigit()) or len(digits) > len(str(high))
+            or not low <= int(digits) <= high):
+        raise bad_input(name, f"{text[:32]!r} is not an integer from {low} to {high}")
+    return int(digits)
 
 
 def _time(query: Any, name: str) -> float | None:
