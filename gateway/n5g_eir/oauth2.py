@@ -109,7 +109,7 @@ class AccessTokenVerifier:
             return _rejected(401, "invalid_token", str(exc))
         if SCOPE not in str(claims.get("scope", "")).split():
             return _rejected(403, "insufficient_scope", f"the token's scope lacks {SCOPE}")
-        if self._subjects and claims.get("sub") not in self._subjects:
+        if self._subjects and not _one_of(claims.get("sub"), self._subjects):
             return _rejected(403, "insufficient_scope",
                              "the token's subject (sub) is not a consumer allowed here")
         if len(self._verified) >= _CACHE_SIZE:
@@ -130,7 +130,7 @@ class AccessTokenVerifier:
             header = json.loads(_b64(head))
             claims = json.loads(_b64(body))
             signature = _b64(signature_part)
-        except (ValueError, binascii.Error):
+        except (ValueError, binascii.Error, RecursionError):  # RecursionError: nested too deep
             raise _Invalid("not base64url JSON") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise _Invalid("header or claims not a JSON object")
@@ -168,12 +168,20 @@ class AccessTokenVerifier:
         if isinstance(nbf, int | float) and now + LEEWAY_SECONDS < nbf:
             raise _Invalid("the token is not valid yet")
         aud = claims.get("aud")
-        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-        if not audiences & self._audiences:
+        # RFC 7519 §4.1.3: a string or an array of strings; anything else names no NF (and an
+        # object in the array, unhashable, raised TypeError).
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if not any(isinstance(a, str) and a in self._audiences for a in audiences):
             raise _Invalid("the token is not meant for this NF (aud)")
-        if self._issuers and claims.get("iss") not in self._issuers:
+        if self._issuers and not _one_of(claims.get("iss"), self._issuers):
             raise _Invalid("the token was not issued by an accepted NRF (iss)")
         return float(exp)
+
+
+def _one_of(value: object, accepted: frozenset[str]) -> bool:
+    """A string claim (iss, sub: RFC 7519 §4.1.1, §4.1.2) among the accepted; a claim of another
+    JSON type is not (a list or object, unhashable, raised TypeError)."""
+    return isinstance(value, str) and value in accepted
 
 
 def _rejected(status: int, error: str, description: str) -> Response:

@@ -106,6 +106,25 @@ def test_issuer_and_subject_as_far_as_configured() -> None:
     assert verifier().check(bearer(token(iss="rogue-nrf", sub=None))) is None
 
 
+def test_hostile_tokens_are_invalid_not_exceptions() -> None:
+    """Whatever a client puts in the token, the answer is a 401 or 403, never an exception
+    out of the verifier (which dropped the connection): JSON nested past the reader's
+    recursion limit before any signature check, and claims of the wrong JSON type in a token
+    whose signature verifies."""
+    deep = b64(b"[" * 5000)
+    for text in (f"{deep}.{deep}.", f"{b64(b'{}')}.{deep}.AAAA"):
+        response = verifier().check(bearer(text))
+        assert response is not None and response.status == 401, text[:40]
+    v = AccessTokenVerifier([RSA_KEY.public_key()], ["5G_EIR"], clock=lambda: NOW,
+                            issuers=["nrf-instance"], subjects=["amf-instance"])
+    for claims, status in [({"aud": [{"x": 1}, ["5G_EIR"]]}, 401), ({"aud": 5}, 401),
+                           ({"iss": ["nrf-instance"]}, 401), ({"iss": {"a": 1}}, 401),
+                           ({"sub": ["amf-instance"]}, 403), ({"sub": {"a": 1}}, 403)]:
+        response = v.check(bearer(token(**claims)))
+        assert response is not None and response.status == status, claims
+    assert v.check(bearer(token(aud=[{"x": 1}, "5G_EIR"]))) is None
+
+
 def test_alg_none_is_refused() -> None:
     header = b64(json.dumps({"alg": "none"}).encode())
     claims = b64(json.dumps({"aud": "5G_EIR", "scope": "n5g-eir-eic", "exp": NOW + 60}).encode())
