@@ -141,9 +141,15 @@ class _Connection(asyncio.Protocol):
     # -- requests ------------------------------------------------------------------------------
     def _dispatch(self, request: RequestReceived) -> None:
         started = time.perf_counter()
-        result = self._server.handler.handle(
-            request.method, request.path, self.waiting, request.authorization
-        )
+        try:
+            result = self._server.handler.handle(
+                request.method, request.path, self.waiting, request.authorization
+            )
+        except Exception:
+            # As for a check that fails later (_finished): 500 on this stream. Raised out of
+            # data_received, it closed the connection with every other stream on it.
+            log.exception("N5g-eir check failed")
+            result = SYSTEM_FAILURE
         if isinstance(result, Response):
             self._respond(request.stream_id, request.method, result, started)
             return

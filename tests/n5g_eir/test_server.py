@@ -15,7 +15,10 @@ import httpx
 import pytest
 
 from gateway.imei import luhn_check_digit
+from gateway.n5g_eir.problem import Response
 from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
+from gateway.n5g_eir.server import N5gEirServer
+from gateway.n5g_eir.settings import HttpEndpoint, N5gEirSettings
 from gateway.service import Gateway
 from tests.diameter.test_transport_tls import OPENSSL, _self_signed
 from tests.e2e.conftest import StartGateway, connect_mme, metric_value, scrape
@@ -262,3 +265,34 @@ async def test_503_with_retry_after_while_the_diameter_side_sheds(
         gateway.node.overload.reduction = 0
         ok = await amf.get(EQUIPMENT_STATUS_PATH, params={"pei": "imei-352099001234563"})
         assert ok.status_code == 200
+
+
+class _FailingHandler:
+    """A handler whose every check raises, but for ``pei=imei-352099001234560``."""
+
+    def handle(self, method: bytes, path: bytes, connection_in_flight: int = 0,
+               authorization: bytes | None = None) -> Response:
+        if b"352099001234560" in path:
+            return Response(200, b"application/json", b'{"status":"WHITELISTED"}')
+        raise RuntimeError("a bug in the check")
+
+
+async def test_a_check_that_raises_is_a_500_on_its_stream_only() -> None:
+    """An exception out of the handler answers 500 SYSTEM_FAILURE on its stream; it closed
+    the whole connection (raised out of data_received), other streams and all."""
+    server = N5gEirServer(_FailingHandler(),  # type: ignore[arg-type]
+                          N5gEirSettings(listen=(HttpEndpoint("http", "127.0.0.1", 0),)))
+    await server.start()
+    try:
+        _, host, port = server.sockets[0]
+        async with httpx.AsyncClient(http1=False, http2=True, base_url=f"http://{host}:{port}",
+                                     timeout=10) as amf:
+            bad, good = await asyncio.gather(
+                amf.get(f"{EQUIPMENT_STATUS_PATH}?pei=imei-356938035643809"),
+                amf.get(f"{EQUIPMENT_STATUS_PATH}?pei=imei-352099001234560"))
+            assert bad.status_code == 500 and bad.json()["cause"] == "SYSTEM_FAILURE"
+            assert good.status_code == 200
+            again = await amf.get(f"{EQUIPMENT_STATUS_PATH}?pei=imei-352099001234560")
+            assert again.status_code == 200 and len(server.connections) == 1
+    finally:
+        await server.stop()
