@@ -12,6 +12,9 @@
   must accept or refuse each block alike and give the same fields.
 * :class:`QueryHarness`: one input is a request ``:path``; ``parse_request`` gives a query or
   a problem, never an exception, and a query's identities are those the path carried.
+* :class:`OAuth2Harness`: one input is an ``Authorization`` value; the access token verifier
+  (RS256 and ES256 keys of its own) lets it through only if it carries a token those keys
+  signed, else answers 401 or 403 with a Bearer challenge, never an exception.
 
 Any exception other than the documented ones, or a broken property, is a finding.
 """
@@ -191,3 +194,25 @@ class QueryHarness:
                 assert body["cause"], body
                 for param in body.get("invalidParams", ()):
                     assert param["param"].startswith("query "), body
+
+
+class OAuth2Harness:
+    """``AccessTokenVerifier.check`` on any ``Authorization`` value."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+        from gateway.n5g_eir.oauth2 import AccessTokenVerifier
+
+        keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key(),
+                ec.generate_private_key(ec.SECP256R1()).public_key()]
+        self.verifier = AccessTokenVerifier(keys, ["5G_EIR"], clock=lambda: 1_800_000_000.0,
+                                            issuers=["nrf"], subjects=["amf"])
+
+    def run(self, data: bytes) -> None:
+        response = self.verifier.check(data)
+        # No input here was signed by these keys (made at start-up): nothing gets through.
+        assert response is not None and response.status in (401, 403), data[:64]
+        challenge = dict(response.headers)[b"www-authenticate"]
+        assert challenge.startswith(b"Bearer ") and b"\n" not in challenge
+        assert json.loads(response.body)["status"] == response.status

@@ -115,4 +115,22 @@ def api_seeds() -> dict[str, bytes]:
             for n, (entry, rest) in enumerate(zip(entries, rests, strict=True))}
 
 
-SEEDS = {"http2": http2_seeds, "hpack": hpack_seeds, "query": query_seeds, "api": api_seeds}
+def oauth2_seeds() -> dict[str, bytes]:
+    """Bearer tokens of the JWS compact form, signed by a key the harness does not know."""
+    import base64
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    claims = b64(json.dumps({"iss": "nrf", "sub": "amf", "aud": ["5G_EIR"], "exp": 1.9e9,
+                             "scope": "n5g-eir-eic"}).encode())
+    out = {}
+    for alg, size in (("RS256", 256), ("ES256", 64), ("none", 0), ("HS256", 32)):
+        header = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+        out[f"oauth2-{alg}"] = b"Bearer " + header + b"." + claims + b"." + b64(b"\1" * size)
+    out["oauth2-basic"] = b"Basic dXNlcjpwYXNz"
+    return out
+
+
+SEEDS = {"http2": http2_seeds, "hpack": hpack_seeds, "query": query_seeds, "api": api_seeds,
+         "oauth2": oauth2_seeds}

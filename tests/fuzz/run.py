@@ -11,8 +11,9 @@ Targets (``--target``, default ``diameter``):
   the HPACK decoder against the ``hpack`` distribution's, the request's ``:path``
   (``tests.fuzz.n5g_harness``);
 * ``api``: what the provisioning API reads from a client (``tests.fuzz.api_harness``);
+* ``oauth2``: N5g-eir's access token verifier on any ``Authorization`` value;
 
-the last four seeded from ``tests.fuzz.n5g_seeds``. The ``diameter``, ``gateway`` and
+the last five seeded from ``tests.fuzz.n5g_seeds``. The ``diameter``, ``gateway`` and
 ``registry_client`` packages are instrumented for coverage, on pure Python (``EIR_PURE_PYTHON``:
 coverage of a compiled module is not seen; ``--compiled`` fuzzes the compiled build anyway).
 The corpus directory (one per target: the default is ``var/fuzz/TARGET/corpus``) is seeded and
@@ -34,7 +35,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)", re.M)
-TARGETS = ("diameter", "http2", "hpack", "query", "api")
+TARGETS = ("diameter", "http2", "hpack", "query", "api", "oauth2")
 _PULSE = re.compile(r"cov: (\d+) ft: (\d+) corp: (\d+)/")
 
 
@@ -46,7 +47,12 @@ def child(args: argparse.Namespace) -> None:
         from tests.fuzz import n5g_seeds, seeds
         from tests.fuzz.api_harness import ApiHarness
         from tests.fuzz.harness import Harness
-        from tests.fuzz.n5g_harness import HpackHarness, Http2Harness, QueryHarness
+        from tests.fuzz.n5g_harness import (
+            HpackHarness,
+            Http2Harness,
+            OAuth2Harness,
+            QueryHarness,
+        )
 
     corpus = Path(args.corpus)
     harness: Any
@@ -58,7 +64,7 @@ def child(args: argparse.Namespace) -> None:
         for name, data in n5g_seeds.SEEDS[args.target]().items():
             (corpus / name).write_bytes(data)
         harness = {"http2": Http2Harness, "hpack": HpackHarness, "query": QueryHarness,
-                   "api": ApiHarness}[args.target]()
+                   "api": ApiHarness, "oauth2": OAuth2Harness}[args.target]()
     libfuzzer = [
         sys.argv[0],
         f"-max_total_time={int(args.seconds)}",
