@@ -628,7 +628,8 @@ class HttpRegistryClient:
                 for asked, verdict in zip(imeis, verdicts, strict=True):
                     if verdict.imei != asked:
                         raise RecordError(f"result for {verdict.imei} where {asked} was asked")
-            except (ValueError, UnicodeDecodeError) as exc:  # RecordError is a ValueError
+            # RecordError is a ValueError; RecursionError: JSON nested past the reader's limit
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 outcome = "invalid_response"
                 raise _Failure(
                     f"registry answer outside the contract: {exc}", retryable=False

@@ -34,6 +34,7 @@ class Fault(enum.StrEnum):
     GARBAGE = "garbage"  # bytes that are not HTTP, then close
     WRONG_TYPE = "wrong_type"  # the right JSON labelled text/html
     BAD_JSON = "bad_json"  # application/json that does not parse
+    DEEP_JSON = "deep_json"  # application/json nested past the JSON reader's recursion limit
     PARTIAL_BODY = "partial_body"  # Content-Length promises more than is sent, then close
     HANG = "hang"  # accepts the request and never answers
     FLAPPING = "flapping"  # SERVER_ERROR and OK in turns of ``flap_period`` seconds
@@ -93,6 +94,8 @@ class FaultInjector:
             return await _drop(request)
         elif mode is Fault.BAD_JSON:
             return web.Response(text='{"imei": "3520', content_type="application/json")
+        elif mode is Fault.DEEP_JSON:
+            return web.Response(text='{"results": ' + "[" * 100_000, content_type="application/json")
         elif mode is Fault.HANG:
             # Until the client gives up (the handler is cancelled then) or the server stops.
             await asyncio.Event().wait()

@@ -108,7 +108,7 @@ class RegistryMirror:
                     if resp.status != 200 or resp.content_type != "application/json":
                         raise MirrorError(f"/v1/changes answered {resp.status} {resp.content_type}")
                     body = json.loads(await resp.read())
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
                 raise MirrorError(f"/v1/changes: {exc!r}") from exc
             records, next_cursor, has_more = _parse_page(body)
             now = self.clock()
@@ -137,7 +137,7 @@ class RegistryMirror:
                     raise MirrorError(f"/v1/tacs/{tac} answered {resp.status} {resp.content_type}")
                 declaration = parse_tac_declaration(json.loads(await resp.read()))
                 new_etag = resp.headers.get("ETag", "")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
             raise MirrorError(f"/v1/tacs/{tac}: {exc!r}") from exc
         if declaration.tac != tac:
             raise MirrorError(f"/v1/tacs/{tac} answered TAC {declaration.tac}")

@@ -208,7 +208,7 @@ class RegistryServer:
             return problem(400, "request body must be application/json")
         try:
             body = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: too deep
             return problem(400, "request body is not valid JSON")
         if not isinstance(body, dict) or not isinstance(body.get("imeis"), list):
             return problem(400, "request body must be an object with an 'imeis' array")

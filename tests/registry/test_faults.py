@@ -35,6 +35,7 @@ SLACK = 0.1  # scheduling slack on a loaded CI machine
         (Fault.GARBAGE, "connection_error"),
         (Fault.PARTIAL_BODY, "connection_error"),
         (Fault.BAD_JSON, "invalid_response"),
+        (Fault.DEEP_JSON, "invalid_response"),
         (Fault.WRONG_TYPE, "invalid_response"),
     ],
 )

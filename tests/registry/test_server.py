@@ -108,6 +108,9 @@ async def test_batch_body_not_json(server: RegistryServer, http: Any) -> None:
     url = f"{server.url}/v1/imeis:check"
     async with http.post(url, data=b"{", headers={"Content-Type": "application/json"}) as resp:
         await assert_problem(resp, 400)
+    deep = b"[" * 100_000  # past the JSON reader's recursion limit: RecursionError, was a 500
+    async with http.post(url, data=deep, headers={"Content-Type": "application/json"}) as resp:
+        await assert_problem(resp, 400)
     async with http.post(url, data=b'{"imeis": []}', headers={"Content-Type": "text/plain"}) as r:
         await assert_problem(r, 400)
 
