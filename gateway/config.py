@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -257,6 +258,12 @@ def _window(v: Any) -> str | None:
     # RFC 9113 §6.5.2 SETTINGS_INITIAL_WINDOW_SIZE: at most 2^31-1.
     return None if 0 < v < 2**31 else "must be between 1 and 2147483647"
 
+
+def _setting(v: Any) -> str | None:
+    # RFC 9113 §6.5.1: a SETTINGS value is 32 bits (a larger one failed every connection's
+    # SETTINGS frame).
+    return None if 0 < v < 2**32 else "must be between 1 and 4294967295"
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "diameter": {
         "origin_host": Key("str", _I.origin_host, lambda v: None if v else "must not be empty"),
@@ -314,8 +321,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_key": Key("str", ""),
         "tls_ca": Key("str", ""),
         "tls_verify_client": Key("bool", _N.tls_verify_client),
-        "max_concurrent_streams": Key("int", _N.max_concurrent_streams, _positive),
-        "max_header_list_bytes": Key("int", _N.max_header_list_bytes, _positive),
+        "max_concurrent_streams": Key("int", _N.max_concurrent_streams, _setting),
+        "max_header_list_bytes": Key("int", _N.max_header_list_bytes, _setting),
         "initial_window_bytes": Key("int", _N.initial_window_bytes, _window),
         "max_uri_bytes": Key("int", _N.max_uri_bytes, _positive),
         "max_in_flight": Key("int", _N.max_in_flight, _positive),
@@ -535,7 +542,10 @@ def _from_env(text: str, kind: str) -> Any:
     if kind == "int":
         return int(text.strip())
     if kind == "float":
-        return float(text.strip())
+        value = float(text.strip())
+        if not math.isfinite(value):  # "inf", "nan", "1e400": no duration or rate is
+            raise ValueError(f"expected a finite number, not {text.strip()!r}")
+        return value
     if kind == "count":
         text = text.strip()
         return text if text == "auto" else int(text)
@@ -556,6 +566,10 @@ def _type_problem(value: Any, kind: str) -> str | None:
         "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "count": value == "auto" or (isinstance(value, int) and not isinstance(value, bool)),
     }[kind]
+    if ok and kind == "float" and not math.isfinite(value):
+        # TOML has inf and nan: no duration or rate here is either (an inf
+        # retry_after_seconds crashed the start-up in round()).
+        return f"must be a finite number, not {value!r}"
     if ok:
         return None
     names = {"str": "a string", "bool": "true or false", "int": "an integer",

@@ -190,6 +190,10 @@ X-Operator = "example"
         ("[shared]\nredis_url = \"redis://127.0.0.1:7000/2\"\nredis_cluster = true\n",
          "shared.redis_url", "database 0 only"),
         ("[diameter]\nwatchdog_seconds = \n", "", "not valid TOML"),
+        # TOML's inf and nan are floats: no duration here is either.
+        ("[diameter]\nwatchdog_seconds = inf\n", "diameter.watchdog_seconds", "finite number"),
+        ("[n5g_eir]\nretry_after_seconds = nan\n", "n5g_eir.retry_after_seconds",
+         "finite number"),
         ("[events]\nsyslog = \"udp://127.0.0.1:514\"\nsyslog_tls_cert = \"gw.toml\"\n",
          "events.syslog_tls_cert", "only for a tls:// syslog"),
         ("[events]\nsyslog = \"tls://127.0.0.1:6514\"\nsyslog_tls_key = \"gw.toml\"\n",
@@ -249,6 +253,8 @@ def test_env_overrides(tmp_path: Path) -> None:
     [
         ("EIR_POLICY_MONITOR_MODE", "maybe", "expected true or false"),
         ("EIR_DIAMETER_WATCHDOG_SECONDS", "3", "at least 6"),
+        ("EIR_DIAMETER_WATCHDOG_SECONDS", "1e400", "finite number"),
+        ("EIR_SHARED_BUDGET_SECONDS", "nan", "finite number"),
         ("EIR_DIAMETER_VENDOR_ID", "x", "invalid literal"),
         ("EIR_DIAMETER_ORIGN_HOST", "x", "names no configuration key"),
         ("EIR_DIAMETER_ALLOWED_NETWORKS", "10.0.0.0/8,nonsense", "CIDR"),

@@ -31,7 +31,12 @@ def test_listeners_and_off() -> None:
         ({"EIR_N5G_EIR_LISTEN": "https://127.0.0.1:8443"}, "needs tls_cert and tls_key"),
         ({"EIR_N5G_EIR_NON_IMEI_PEI": "maybe"}, "is not one of WHITELISTED"),
         ({"EIR_N5G_EIR_INITIAL_WINDOW_BYTES": "2147483648"}, "between 1 and 2147483647"),
-        ({"EIR_N5G_EIR_MAX_CONCURRENT_STREAMS": "0"}, "greater than 0"),
+        ({"EIR_N5G_EIR_MAX_CONCURRENT_STREAMS": "0"}, "between 1 and 4294967295"),
+        # RFC 9113 §6.5.1: 32-bit SETTINGS values (a larger one failed every connection).
+        ({"EIR_N5G_EIR_MAX_CONCURRENT_STREAMS": "4294967296"}, "between 1 and 4294967295"),
+        ({"EIR_N5G_EIR_MAX_HEADER_LIST_BYTES": "4294967296"}, "between 1 and 4294967295"),
+        # round(inf) raised OverflowError at start-up, out of the handler's constructor.
+        ({"EIR_N5G_EIR_RETRY_AFTER_SECONDS": "inf"}, "finite number"),
         ({"EIR_N5G_EIR_TLS_CERT": "missing.pem"}, "does not exist"),
     ],
 )
