@@ -246,6 +246,12 @@ def _avp_count(value: int) -> str | None:
     return None if 16 <= value <= 1 << 21 else "must be 16 to 2097152"
 
 
+def _duplicate_cache(value: int) -> str | None:
+    # The cache is made of one shard per 1,024 entries, all made at start-up: 10^12 (a slip of
+    # the finger) asked for a billion shards and the gateway never started.
+    return None if 0 <= value <= 100_000_000 else "must be 0 to 100000000"
+
+
 def _doic_validity(value: int) -> str | None:
     # RFC 7683 §7.5: OC-Validity-Duration 1..86,400 s for a report in force (0 rescinds one).
     return None if 1 <= value <= 86_400 else "must be 1 to 86400 (RFC 7683 §7.5)"
@@ -286,7 +292,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dpa_timeout_seconds": Key("float", _D.dpa_timeout, _positive),
         "disconnect_linger_seconds": Key("float", _D.disconnect_linger, _positive),
         "duplicate_window_seconds": Key("float", _D.duplicate_window, _non_negative),
-        "duplicate_cache_size": Key("int", _D.duplicate_cache_size, _non_negative),
+        "duplicate_cache_size": Key("int", _D.duplicate_cache_size, _duplicate_cache),
         "max_in_flight_per_peer": Key("int", _D.max_in_flight_per_peer, _positive),
         "max_in_flight_total": Key("int", _T.max_in_flight_total, _positive),
         "write_high_water_bytes": Key("int", _T.write_high_water, _positive),

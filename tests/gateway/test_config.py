@@ -255,6 +255,7 @@ def test_env_overrides(tmp_path: Path) -> None:
         ("EIR_DIAMETER_WATCHDOG_SECONDS", "3", "at least 6"),
         ("EIR_DIAMETER_WATCHDOG_SECONDS", "1e400", "finite number"),
         ("EIR_SHARED_BUDGET_SECONDS", "nan", "finite number"),
+        ("EIR_DIAMETER_DUPLICATE_CACHE_SIZE", "1000000000000", "0 to 100000000"),
         ("EIR_DIAMETER_VENDOR_ID", "x", "invalid literal"),
         ("EIR_DIAMETER_ORIGN_HOST", "x", "names no configuration key"),
         ("EIR_DIAMETER_ALLOWED_NETWORKS", "10.0.0.0/8,nonsense", "CIDR"),
