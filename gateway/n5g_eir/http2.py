@@ -31,7 +31,9 @@ from gateway.n5g_eir.frames import (
     END_HEADERS,
     END_STREAM,
     MAX_WINDOW,
+    PADDED,
     PREFACE,
+    PRIORITY_FLAG,
     RULES,
     ErrorCode,
     FrameType,
@@ -141,6 +143,12 @@ class _Stream:
         self.answered = False  # answered before its request ended (431): nothing to hand over
 
 
+def _dependency(payload: bytes, start: int) -> int:
+    """The Stream Dependency field at ``start`` of a PRIORITY frame or a HEADERS frame with
+    the PRIORITY flag (§6.3, §6.2), without its E bit."""
+    return _UINT32.unpack_from(payload, start)[0] & 0x7FFFFFFF
+
+
 def _check_field(name: bytes, value: bytes) -> bool:
     """§8.2 validity of one request field and §8.3.1's pseudo-header names: True for a
     pseudo-header field, False for a regular one; raises _StreamError when malformed."""
@@ -228,6 +236,7 @@ class Http2Session:
         self._peer_max_frame = DEFAULT_MAX_FRAME_SIZE
         self._size_update = b""  # §4.2 RFC 7541: owed at the start of our next header block
         self._continuation: tuple[int, bool, bytearray] | None = None
+        self._self_dependent = 0  # a HEADERS whose priority names its own stream (§5.3.1)
         self._blocked: dict[int, bytes] = {}
         self._encoded: dict[Response, _EncodedResponse] = {}
         self._goaway_received = False
@@ -374,6 +383,8 @@ class Http2Session:
         if stream_id % 2 == 0:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "even stream id from a client")
         fragment = header_fragment(flags, payload)
+        if flags & PRIORITY_FLAG and _dependency(payload, 1 if flags & PADDED else 0) == stream_id:
+            self._self_dependent = stream_id  # refused once its block is decoded (§4.3)
         if flags & END_HEADERS:
             self._header_block(stream_id, bool(flags & END_STREAM), fragment, out)
         else:
@@ -416,6 +427,9 @@ class Http2Session:
             return  # §6.8: a stream above the last one our GOAWAY named is ignored
         self._last_stream_id = stream_id
         self._new_stream = True
+        if self._self_dependent == stream_id:
+            self._self_dependent = 0
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "a stream cannot depend on itself")
         if len(self._streams) >= self._max_streams:
             raise _StreamError(ErrorCode.REFUSED_STREAM, "concurrent stream limit")
         stream = _Stream(self._peer_initial_window, self._recv_initial)
@@ -447,7 +461,10 @@ class Http2Session:
     # §6.3
     def _on_priority(self, flags: int, stream_id: int, payload: bytes,
                      out: list[RequestReceived]) -> None:
-        pass  # §5.3.2: priority signals may be ignored
+        # §5.3.2: priority signals may be ignored, but §5.3.1 still holds: a stream cannot
+        # depend on itself (a stream error PROTOCOL_ERROR).
+        if _dependency(payload, 0) == stream_id:
+            raise _StreamError(ErrorCode.PROTOCOL_ERROR, "a stream cannot depend on itself")
 
     # §6.4
     def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes,

@@ -17,6 +17,7 @@ from gateway.n5g_eir.frames import (
     HEADER_SIZE,
     PADDED,
     PREFACE,
+    PRIORITY_FLAG,
     ErrorCode,
     FrameType,
     Setting,
@@ -186,6 +187,28 @@ def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]])
     # The connection carries on.
     assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 5, GET)) == [
         RequestReceived(5, b"GET", PATH)]
+
+
+@pytest.mark.parametrize("flags", [0, PADDED])
+def test_a_stream_that_depends_on_itself_is_a_stream_error(flags: int) -> None:
+    """RFC 9113 §5.3.1: a stream cannot depend on itself, in a PRIORITY frame or a HEADERS
+    frame's priority fields: a stream error PROTOCOL_ERROR; the header block is still
+    decoded (the HPACK context follows every block) and the connection carries on."""
+    s = session()
+    s.receive(frame(FrameType.PRIORITY, 0, 3, struct.pack(">IB", 3, 16)))
+    assert rst_code(s, 3) == ErrorCode.PROTOCOL_ERROR
+    indexing = bytes([0x40 | 58, 3]) + b"one"  # user-agent, added to the dynamic table
+    pad = b"\x02" if flags else b""
+    payload = pad + struct.pack(">IB", 0x80000000 | 5, 16) + GET + indexing + (
+        b"\0\0" if flags else b"")
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM | PRIORITY_FLAG | flags,
+                           5, payload)) == []
+    assert rst_code(s, 5) == ErrorCode.PROTOCOL_ERROR
+    # Depending on another stream is fine; and the table holds the user-agent of stream 5.
+    block = struct.pack(">IB", 5, 16) + GET + bytes([0x80 | 62])
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM | PRIORITY_FLAG, 7,
+                           block)) == [RequestReceived(7, b"GET", PATH)]
+    assert not s.closed
 
 
 def test_body_and_trailers_then_request() -> None:
