@@ -38,6 +38,8 @@ MERGE_MESSAGES = 16_000 // wire.SLICE_PAIRS
 # Receive buffer: a message larger than this (only a PAIRS message of a single pair with a
 # User-Name of megabytes could be) arrives truncated and is refused as a failed write.
 RECEIVE_BUFFER = 8 << 20
+# Seconds the stream's drain may take to finish its batch once the gateway closed the socket.
+DRAIN_STOP_TIMEOUT = 30.0
 
 
 class Store(Protocol):
@@ -191,8 +193,11 @@ def main(argv: list[str]) -> int:
         serve(sock, Writer(store, lock))
     finally:
         if drain is not None:
-            drain.stop()
-        store.close()
+            drain.stop(DRAIN_STOP_TIMEOUT)
+        if drain is None or not drain.running:
+            store.close()
+        # else a store that stopped answering holds the drain: the process ends without it,
+        # its batch unacknowledged (written again by a consumer of the group)
     return 0
 
 

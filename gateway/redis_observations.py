@@ -120,6 +120,7 @@ class ObservationStream(ObservationLog):
         self._shas: dict[str, str] = {}  # script -> its SHA1, once loaded into Redis
         self._joined = False  # the group exists (XGROUP CREATE since the last failure)
         self.consumes = True  # False: the log's writer process drains the stream instead
+        self._closing = False  # aclose() under way: the consuming task ends at its next turn
         from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
 
         self._no_script: tuple[type[Exception], ...] = (NoScriptError,)
@@ -172,6 +173,10 @@ class ObservationStream(ObservationLog):
         self._to_local(list(self._queued))
         self._queued.clear()
         if self._consuming is not None:
+            # The flag as well as the cancel: Python 3.11's asyncio.wait_for loses a
+            # cancellation that arrives as the awaited read completes (gh-86296), and the task
+            # would read on forever, this await with it (seen as a 300 s test teardown hang).
+            self._closing = True
             self._consuming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consuming
@@ -241,7 +246,7 @@ class ObservationStream(ObservationLog):
     # -- draining into the durable log -----------------------------------------------------
     async def _consume(self) -> None:
         claimed_at = 0.0
-        while True:
+        while not self._closing:
             if not self._state.available and time.monotonic() < self._state.retry_at:
                 await asyncio.sleep(self._state.retry_at - time.monotonic())
             try:
@@ -265,7 +270,7 @@ class ObservationStream(ObservationLog):
     async def _watch(self) -> None:
         """While the writer process consumes: after a failed append, a PING every
         ``retry_interval`` tells when Redis answers again (appends resume then)."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.retry_interval)
             if self._state.available or time.monotonic() < self._state.retry_at:
                 continue

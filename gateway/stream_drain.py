@@ -158,6 +158,10 @@ class StreamDrain:
         self._thread = threading.Thread(target=self.run, name="stream-drain", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float | None = None) -> None:
         """Finish the batch under way, acknowledge what was committed, end the thread."""
         self._stop.set()

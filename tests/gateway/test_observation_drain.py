@@ -298,3 +298,52 @@ async def test_redis_away_observations_go_to_the_gateways_own_writer(
     stream.record(IMEI, "001010000000099", now + 10)
     await _until(lambda: stream.local.stats.written == 6)
     assert "001010000000099" in {imsi for imsi, *_ in stream.lookup(IMEI)}
+
+
+def test_a_batch_the_store_refuses_stays_pending_and_is_written_later(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The store refusing (SQLite locked by another connection past its busy timeout, as
+    PostgreSQL away would): the drain reports the failure, acknowledges nothing and writes the
+    same entries once the store takes them; each once, none left pending."""
+    import threading
+
+    import redis
+
+    from gateway.stream_drain import DrainSettings, StreamDrain
+
+    path = tmp_path / "o.sqlite"
+    store = SqliteObservations(path)
+    store._conn.execute("PRAGMA busy_timeout = 200")
+    settings_ = DrainSettings(redis_server.url, "t:observations", "h:1:writer",
+                              retry_interval=0.1)
+    client = redis.Redis.from_url(redis_server.url)
+    blocker = sqlite3.connect(path)
+    reports: list[tuple[int, bool]] = []
+    drain = StreamDrain(settings_, store, threading.Lock(),
+                        lambda n, ok: reports.append((n, ok)))
+    try:
+        client.xgroup_create(settings_.key, GROUP, id="0", mkstream=True)
+        for i in range(50):
+            client.xadd(settings_.key, {"imei": IMEI, "imsi": f"00101000000{i:04d}",
+                                        "ts": f"{1_733_378_000 + i}.5"})
+        blocker.execute("BEGIN EXCLUSIVE")
+        drain.start()
+        deadline = time.monotonic() + 20
+        while (0, False) not in reports and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (0, False) in reports
+        assert client.xpending(settings_.key, GROUP)["pending"] == 50  # read, not acknowledged
+        blocker.rollback()
+        while sum(n for n, ok in reports if ok) < 50 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        drain.stop(10)
+        blocker.close()
+    assert sum(n for n, ok in reports if ok) == 50
+    rows = _sqlite_rows(path)
+    assert len(rows) == 50 and {r[2] for r in rows.values()} == {1}
+    assert rows[(IMEI, "001010000000007")][0] == 1_733_378_007.5
+    assert client.xpending(settings_.key, GROUP)["pending"] == 0  # the last XACK at stop
+    client.close()
+    store.close()

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +19,12 @@ from prometheus_client import CollectorRegistry
 from gateway.config import SharedConfig
 from gateway.observations import ObservationLog
 from gateway.redis_clone import SharedStateMetrics
-from gateway.redis_observations import GROUP, ObservationStream, observation_stream
+from gateway.redis_observations import (
+    GROUP,
+    PER_ROUND_TRIP,
+    ObservationStream,
+    observation_stream,
+)
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture
@@ -212,3 +218,35 @@ async def test_entries_of_the_release_before_are_read_and_a_stranger_skipped(
         assert (await client.xpending(stream.key, GROUP))["pending"] == 0
     finally:
         await client.aclose()
+
+
+async def test_aclose_ends_a_consumer_whose_cancellation_was_lost(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's asyncio.wait_for loses a cancellation that arrives as the awaited read
+    completes (gh-86296): the consuming task then reads on. aclose() must end it anyway (it
+    once hung a test teardown for 300 s). Here every wait_for loses it, and the consumer is
+    always in a read (a full one each time: no pause between reads)."""
+    real_wait_for = asyncio.wait_for
+    lost: list[bool] = []
+
+    async def losing_wait_for(awaitable: Any, timeout: float | None) -> Any:
+        task = asyncio.ensure_future(awaitable)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            lost.append(True)
+            return await task  # the read's result, the cancellation gone
+
+    async def full_read() -> int:
+        await asyncio.sleep(0.05)
+        return PER_ROUND_TRIP
+
+    stream = make("a")
+    stream._read = full_read  # type: ignore[method-assign]
+    await _started(stream)
+    monkeypatch.setattr(asyncio, "wait_for", losing_wait_for)
+    await asyncio.sleep(0.2)
+    await real_wait_for(stream.aclose(), 10)
+    assert lost  # aclose's cancellation fell in a read and was lost
+    assert stream._consuming is not None and stream._consuming.done()
