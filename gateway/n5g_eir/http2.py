@@ -413,7 +413,9 @@ class Http2Session:
             raise _ConnectionError(ErrorCode.COMPRESSION_ERROR, str(exc)) from None
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers (§8.1)
-            if stream.remote_closed or not end_stream:
+            if stream.remote_closed:  # §5.1 half-closed (remote): STREAM_CLOSED
+                raise _StreamError(ErrorCode.STREAM_CLOSED, "HEADERS after END_STREAM")
+            if not end_stream:
                 raise _StreamError(ErrorCode.PROTOCOL_ERROR, "HEADERS after the request headers")
             if any(name[:1] == b":" for name, _ in headers):
                 raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header in trailers")

@@ -230,6 +230,22 @@ def test_data_after_end_stream_and_on_closed_stream() -> None:
     assert rst_code(s, 1) == ErrorCode.STREAM_CLOSED
 
 
+
+def test_headers_on_a_half_closed_stream_is_stream_closed() -> None:
+    """§5.1: a stream the client ended (half-closed remote), still waiting for its answer,
+    takes no more HEADERS: a stream error STREAM_CLOSED (trailers without END_STREAM on an
+    open one: PROTOCOL_ERROR)."""
+    s = session()
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET)) == [
+        RequestReceived(1, b"GET", PATH)]  # not answered yet
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1,
+                    encode_headers([(b"x-trailer", b"1")])))
+    assert rst_code(s, 1) == ErrorCode.STREAM_CLOSED
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS, 3, GET)) == []
+    s.receive(frame(FrameType.HEADERS, END_HEADERS, 3, encode_headers([(b"x-trailer", b"1")])))
+    assert rst_code(s, 3) == ErrorCode.PROTOCOL_ERROR
+
+
 def test_stream_window_overflow_is_a_stream_error() -> None:
     s = session(N5gEirSettings(initial_window_bytes=10))
     s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET) + frame(FrameType.DATA, 0, 1,
