@@ -77,6 +77,16 @@ end
 return out
 """
 
+# Consumer ARGV[2] leaves group ARGV[1] of stream KEYS[1] if nothing is pending to it (an
+# entry it read and never acknowledged stays for another to claim). 1 when it left.
+_LEAVE = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 # A row as the store upserts it: IMEI, IMSI, first seen, last seen, count.
 Row = tuple[str, str, float, float, int]
 
@@ -146,6 +156,7 @@ class StreamDrain:
         self.report = report
         self.redis = client if client is not None else redis_client(settings)
         self._read = self.redis.register_script(READ)
+        self._leave = self.redis.register_script(_LEAVE)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._acks: list[Any] = []  # committed, acknowledged with the next read
@@ -225,14 +236,18 @@ class StreamDrain:
         return True
 
     def _acknowledge(self) -> None:
-        """The last committed batch's XACK (at stop); left pending when Redis is away."""
-        if self._acks:
-            try:
+        """At stop: the last committed batch's XACK, then this consumer leaves the group if
+        nothing is pending to it (else every gateway process that ever ran would stay listed
+        in XINFO CONSUMERS); left as is when Redis is away."""
+        try:
+            if self._acks:
                 self.redis.xack(self.settings.key, GROUP, *self._acks)
-            except Exception as exc:
+                self._acks = []
+            self._leave(keys=[self.settings.key], args=[GROUP, self.settings.consumer])
+        except Exception as exc:
+            if self._acks:
                 _say(f"observation stream: {len(self._acks)} entries written and not "
                      f"acknowledged ({exc!r}): another consumer will write them again")
-            self._acks = []
 
     def _join_group(self) -> None:
         from redis.exceptions import ResponseError

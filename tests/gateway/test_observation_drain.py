@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -300,12 +301,28 @@ async def test_redis_away_observations_go_to_the_gateways_own_writer(
     assert "001010000000099" in {imsi for imsi, *_ in stream.lookup(IMEI)}
 
 
-def test_a_batch_the_store_refuses_stays_pending_and_is_written_later(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
-    """The store refusing (SQLite locked by another connection past its busy timeout, as
-    PostgreSQL away would): the drain reports the failure, acknowledges nothing and writes the
-    same entries once the store takes them; each once, none left pending."""
+@dataclasses.dataclass
+class _Refusing:
+    """A drain (its own thread) whose SQLite store is locked by another connection past its
+    busy timeout, as PostgreSQL away would refuse; entries appended, the first refusal seen."""
+
+    path: Path
+    store: SqliteObservations
+    client: Any  # redis.Redis
+    blocker: sqlite3.Connection
+    drain: Any  # StreamDrain
+    key: str
+    reports: list[tuple[int, bool]]
+
+    def close(self) -> None:
+        self.drain.stop(10)
+        self.blocker.close()
+        self.client.close()
+        self.store.close()
+
+
+def _refusing(redis_server: RedisServer, tmp_path: Path, consumer: str,
+              entries: list[dict[str, str]]) -> _Refusing:
     import threading
 
     import redis
@@ -314,36 +331,65 @@ def test_a_batch_the_store_refuses_stays_pending_and_is_written_later(
 
     path = tmp_path / "o.sqlite"
     store = SqliteObservations(path)
-    store._conn.execute("PRAGMA busy_timeout = 200")
-    settings_ = DrainSettings(redis_server.url, "t:observations", "h:1:writer",
-                              retry_interval=0.1)
+    store._conn.execute("PRAGMA busy_timeout = 100")
+    settings_ = DrainSettings(redis_server.url, "t:observations", consumer, retry_interval=0.1)
     client = redis.Redis.from_url(redis_server.url)
-    blocker = sqlite3.connect(path)
     reports: list[tuple[int, bool]] = []
     drain = StreamDrain(settings_, store, threading.Lock(),
                         lambda n, ok: reports.append((n, ok)))
+    client.xgroup_create(settings_.key, GROUP, id="0", mkstream=True)
+    for fields in entries:
+        client.xadd(settings_.key, fields)  # type: ignore[arg-type]
+    blocker = sqlite3.connect(path)
+    blocker.execute("BEGIN EXCLUSIVE")
+    refusing = _Refusing(path, store, client, blocker, drain, settings_.key, reports)
+    drain.start()
+    deadline = time.monotonic() + 20
+    while (0, False) not in reports and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if (0, False) not in reports:
+        refusing.close()
+        raise AssertionError("the store never refused")
+    return refusing
+
+
+def test_a_batch_the_store_refuses_stays_pending_and_is_written_later(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The store refusing: the drain reports the failure, acknowledges nothing and writes the
+    same entries once the store takes them; each once, none left pending; at stop it leaves
+    the group."""
+    entries = [{"imei": IMEI, "imsi": f"00101000000{i:04d}", "ts": f"{1_733_378_000 + i}.5"}
+               for i in range(50)]
+    refusing = _refusing(redis_server, tmp_path, "h:1:writer", entries)
+    client, key, reports = refusing.client, refusing.key, refusing.reports
     try:
-        client.xgroup_create(settings_.key, GROUP, id="0", mkstream=True)
-        for i in range(50):
-            client.xadd(settings_.key, {"imei": IMEI, "imsi": f"00101000000{i:04d}",
-                                        "ts": f"{1_733_378_000 + i}.5"})
-        blocker.execute("BEGIN EXCLUSIVE")
-        drain.start()
+        assert client.xpending(key, GROUP)["pending"] == 50  # read, not acknowledged
+        refusing.blocker.rollback()
         deadline = time.monotonic() + 20
-        while (0, False) not in reports and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert (0, False) in reports
-        assert client.xpending(settings_.key, GROUP)["pending"] == 50  # read, not acknowledged
-        blocker.rollback()
         while sum(n for n, ok in reports if ok) < 50 and time.monotonic() < deadline:
             time.sleep(0.02)
+        refusing.drain.stop(10)
+        assert sum(n for n, ok in reports if ok) == 50
+        rows = _sqlite_rows(refusing.path)
+        assert len(rows) == 50 and {r[2] for r in rows.values()} == {1}
+        assert rows[(IMEI, "001010000000007")][0] == 1_733_378_007.5
+        assert client.xpending(key, GROUP)["pending"] == 0  # the last XACK at stop
+        assert client.xinfo_consumers(key, GROUP) == []  # and it left the group
     finally:
-        drain.stop(10)
-        blocker.close()
-    assert sum(n for n, ok in reports if ok) == 50
-    rows = _sqlite_rows(path)
-    assert len(rows) == 50 and {r[2] for r in rows.values()} == {1}
-    assert rows[(IMEI, "001010000000007")][0] == 1_733_378_007.5
-    assert client.xpending(settings_.key, GROUP)["pending"] == 0  # the last XACK at stop
-    client.close()
-    store.close()
+        refusing.close()
+
+
+def test_a_consumer_with_entries_pending_stays_in_the_group_at_stop(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Stopped while its store refuses: the entries it read stay pending to it (another
+    consumer claims them after CLAIM_IDLE), so it does not leave the group."""
+    entries = [{"imei": IMEI, "imsi": f"00101000000{i:04d}", "ts": "1.0"} for i in range(5)]
+    refusing = _refusing(redis_server, tmp_path, "h:2:writer", entries)
+    try:
+        refusing.drain.stop(10)
+        consumers = refusing.client.xinfo_consumers(refusing.key, GROUP)
+        assert [(c["name"], c["pending"]) for c in consumers] == [(b"h:2:writer", 5)]
+    finally:
+        refusing.close()
