@@ -22,6 +22,10 @@ Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a respon
   classifier, the answer, the metrics;
 * ``n5g-http2``: the same requests answered with a pre-built 200 (bench/n5g_eir.py's
   ceiling): the HTTP/2 server alone;
+* ``server-deferred``: ``server`` with the handler returning a ``DeferredAnswer`` and each
+  read's answers given together after it (one call, as a round trip to Redis settles the
+  checks waiting for the shared clone count), then written: the Diameter layer's cost of an
+  answer given later, without Redis;
 * ``refuse``: the Diameter layer of ``server`` with overload control refusing every request
   (reduction 100 %): what one 3004 DIAMETER_TOO_BUSY costs, refused before decoding;
 * ``clone``: ``fresh`` with clone detection on (``clone_detection.enabled``), counted in this
@@ -77,6 +81,7 @@ for _path in (ROOT, ROOT / "bench"):
 from server_path import FakeTransport, cer, make_connection, micr  # noqa: E402
 
 from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message  # noqa: E402
+from diameter.deferred import DeferredAnswer  # noqa: E402
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID, VENDOR  # noqa: E402
 from diameter.node import Node  # noqa: E402
 from diameter.overload import OverloadSettings  # noqa: E402
@@ -87,8 +92,8 @@ from eir_compiled import finder as compiled_build  # noqa: E402
 from gateway.imei import luhn_check_digit  # noqa: E402
 
 MODES = (
-    "server", "server-full", "recheck", "fresh", "refuse", "n5g", "n5g-http2", "clone",
-    "clone-shared",
+    "server", "server-full", "server-deferred", "recheck", "fresh", "refuse", "n5g",
+    "n5g-http2", "clone", "clone-shared",
 )
 N5G_MODES = ("n5g", "n5g-http2")
 CLONE_MODES = ("clone", "clone-shared")
@@ -141,7 +146,7 @@ def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
     """(warm-up requests, measured requests) of ``mode``."""
     if mode in N5G_MODES:
         return n5g_requests(count)
-    if mode in ("server", "server-full", "refuse"):
+    if mode in ("server", "server-full", "server-deferred", "refuse"):
         return [], [micr(0x100000 + i) for i in range(count)]
     warm = [s13_request(i + 1, i % POOL) for i in range(2 * POOL)]
     if mode == "recheck":
@@ -205,9 +210,11 @@ async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER
         return
     observations = None
     with tempfile.TemporaryDirectory(prefix="eir-instructions-") as state:
-        if mode in ("server", "server-full", "refuse"):
+        given: list[DeferredAnswer] | None = [] if mode == "server-deferred" else None
+        if mode in ("server", "server-full", "server-deferred", "refuse"):
             answer = bytes([1, 0, 0, 20, 0]) + micr(0)[5:20]
-            connection, transport = make_connection(answer, lane=mode != "server-full")
+            connection, transport = make_connection(answer, lane=mode != "server-full",
+                                                    deferred=given)
             if mode == "refuse":
                 overload = connection.node.overload
                 overload.settings = OverloadSettings(target_delay=0.1)
@@ -259,6 +266,11 @@ async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER
         before = transport.writes
         for i in range(0, len(measured), per_read):
             connection.data_received(b"".join(measured[i : i + per_read]))
+            if given is not None:
+                for later in given:  # the read's answers given in one call
+                    later.give(answer)
+                given.clear()
+                await asyncio.sleep(0)  # their write, from the callback it scheduled
             if mode == "clone-shared":
                 # This read's checks answered before the next: its round trip to Redis, then
                 # the few loop iterations their answers take (no per-check waiting of ours).

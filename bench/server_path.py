@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 
 from diameter.application import Application, Lane, PeerInfo  # noqa: E402
 from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, Avp, Message, decode_message  # noqa: E402
+from diameter.deferred import DeferredAnswer  # noqa: E402
 from diameter.events import LaneRequest  # noqa: E402
 from diameter.node import Node  # noqa: E402
 from diameter.peer import Role  # noqa: E402
@@ -117,12 +118,20 @@ class FakeTransport(asyncio.Transport):
         return None
 
 
-def make_connection(answer: bytes, lane: bool = True) -> tuple[PeerConnection, FakeTransport]:
+def make_connection(
+    answer: bytes, lane: bool = True, deferred: list[DeferredAnswer] | None = None
+) -> tuple[PeerConnection, FakeTransport]:
     """A responder connection, open, whose S13 handler answers ``answer``; with ``lane``, the
-    requests of a learnt shape take the lane (diameter.lane), as the gateway's do."""
+    requests of a learnt shape take the lane (diameter.lane), as the gateway's do. With
+    ``deferred``, the handler returns a DeferredAnswer instead (appended there, for the caller
+    to give), as a check waiting for the shared clone count does."""
 
-    def handle(request: Message | LaneRequest, peer: PeerInfo) -> bytes:
-        return answer
+    def handle(request: Message | LaneRequest, peer: PeerInfo) -> bytes | DeferredAnswer:
+        if deferred is None:
+            return answer
+        later = DeferredAnswer()
+        deferred.append(later)
+        return later
 
     node = Node(PeerSettings(identity=EIR), rng=random.Random(1))
     lanes = {ECR: Lane(handle)} if lane else {}

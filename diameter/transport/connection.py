@@ -25,7 +25,7 @@ from diameter.events import AnyRequest, Event, LaneRequest, RequestReceived
 from diameter.node import Node
 from diameter.peer import Peer, Role, call_handler
 from diameter.peer_identity import certificate_names
-from diameter.reads import DEFERRED, FAILED, ReadServer
+from diameter.reads import DEFERRED, FAILED, DeferredAnswers, ReadServer
 from diameter.settings import TransportSettings
 from diameter.transport.sockets import set_nodelay
 
@@ -62,9 +62,10 @@ class PeerConnection(asyncio.Protocol):
         self._timer_at: float | None = None
         # Requests being answered asynchronously: tasks, or futures the handler returned.
         self.tasks: set[asyncio.Future[Any]] = set()
-        # Answers the handlers give later from callbacks of their own (DeferredAnswer), and
-        # the futures of those waiting for all of them to be given (see answered()).
-        self.deferred: set[DeferredAnswer] = set()
+        # Answers the handlers give later from callbacks of their own (DeferredAnswer), sent
+        # by compiled code as they are given, and the futures of those waiting for all of them
+        # to be given (see answered()).
+        self._deferred = DeferredAnswers(self._loop.time, self._answers_given)
         self._answered_waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False  # a write of finished answers is due this iteration
         # Our writes are backed up (the peer does not read its answers): reading is paused.
@@ -107,8 +108,10 @@ class PeerConnection(asyncio.Protocol):
             self.peer.remote_address = remote
             self.peer.local_addresses = local
         self.peer.on_wakeup = self._wakeup
+        self._deferred.peer = self.peer
         self._reads = ReadServer(
-            self.peer, self.settings.read_budget, self._write, self._dispatch, self._pending
+            self.peer, self.settings.read_budget, self._write, self._dispatch, self._pending,
+            self._deferred,
         )
         if self.role is Role.INITIATOR:
             self._handle(self.peer.connection_made(now))
@@ -194,6 +197,7 @@ class PeerConnection(asyncio.Protocol):
             # its objects go with their last reference instead of waiting, as a cycle, for a
             # full garbage collection (one that walks every cached object: gateway.collector).
             self.peer.on_wakeup = None
+        self._deferred.peer = None
         self._reads = None  # it holds this connection's methods: a cycle otherwise
         self.transport = None
         if not self.closed.done():
@@ -234,8 +238,7 @@ class PeerConnection(asyncio.Protocol):
         assert peer is not None
         if isinstance(result, DeferredAnswer):
             # Sent from the handler's own callback when it gives it: no future, no task.
-            self.deferred.add(result)
-            result.bind(self._given, event)
+            self._deferred.bind(result, event)
             return
         if isinstance(result, asyncio.Future):
             # A future (the handler settles it from a callback): answered from its done
@@ -274,14 +277,16 @@ class PeerConnection(asyncio.Protocol):
             self._deliver(peer, event, future.result())
         self._flush_soon()
 
-    def _given(self, deferred: DeferredAnswer) -> None:
-        self.deferred.discard(deferred)
-        peer = self.peer
-        if peer is not None:
-            self._deliver(peer, deferred.request, deferred.answer)
-            if not self._flush_scheduled:
-                self._flush_soon()
-        if not self.deferred and self._answered_waiters:
+    @property
+    def deferred(self) -> set[DeferredAnswer]:
+        """The deferred answers not yet given."""
+        return self._deferred.waiting
+
+    def _answers_given(self) -> None:
+        """DeferredAnswers sent one (the first since the last write, or the last waiting)."""
+        if self.peer is not None:
+            self._flush_soon()
+        if not self._deferred.waiting and self._answered_waiters:
             self._release_waiters()
 
     def answered(self) -> asyncio.Future[None]:
@@ -295,9 +300,7 @@ class PeerConnection(asyncio.Protocol):
 
     def withdraw_deferred(self) -> None:
         """Stop waiting for the deferred answers (a stop past its time): never answered."""
-        deferred, self.deferred = self.deferred, set()
-        for answer in deferred:
-            answer.withdraw()
+        for answer in self._deferred.withdraw():
             if self.peer is not None:
                 self.peer.abandon_request(answer.request)
         self._release_waiters()
@@ -329,6 +332,7 @@ class PeerConnection(asyncio.Protocol):
 
     def _flush_scheduled_answers(self) -> None:
         self._flush_scheduled = False
+        self._deferred.write_due = False
         self._flush()
 
     def _wakeup(self) -> None:

@@ -116,3 +116,25 @@ async def test_a_stop_waits_for_deferred_answers_before_its_dpr() -> None:
     raw.close()
     await stopping
     assert server.in_flight == 0
+
+
+async def test_a_deferred_non_answer_gets_5012_and_the_rest_are_sent() -> None:
+    # The compiled sender (diameter.reads.DeferredAnswers) checks what it is given: neither
+    # bytes nor a Message is 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5), and the answers
+    # given beside it still go out, written together.
+    server, node, waiting, raw = await deferring_server()
+    try:
+        (connection,) = server.connections
+        writes = count_writes(connection)
+        for i in range(3):
+            raw.send(ecr(hop_by_hop=i + 1, end_to_end=i + 1))
+        await wait_for(lambda: len(waiting) == 3)
+        for n, (request, answer) in enumerate(waiting):
+            answer.give(42 if n == 1 else answer_to(request, node.identity, 2001,
+                                                     body=[Avp.new("Auth-Session-State", 1)]))
+        answers = [await raw.read() for _ in range(3)]
+        assert {(a.hop_by_hop, a.get("Result-Code")) for a in answers if a} == {
+            (1, 2001), (2, 5012), (3, 2001)}
+        assert len(writes) == 1 and not connection.deferred and server.in_flight == 0
+    finally:
+        await server.stop(timeout=0.3)
