@@ -141,3 +141,14 @@ class DeferredAnswers:
         for answer in withdrawn:
             answer.withdraw()
         return withdrawn
+
+    def close(self) -> None:
+        """The connection is gone: nobody is left to answer, nothing more is sent or told, and
+        the references back to the owner are dropped (no cycle left for the collector)."""
+        self.peer = None
+        self._given = _nothing
+        self.withdraw()
+
+
+def _nothing() -> None:
+    pass

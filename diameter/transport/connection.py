@@ -197,7 +197,8 @@ class PeerConnection(asyncio.Protocol):
             # its objects go with their last reference instead of waiting, as a cycle, for a
             # full garbage collection (one that walks every cached object: gateway.collector).
             self.peer.on_wakeup = None
-        self._deferred.peer = None
+        self._deferred.close()  # nobody is left to answer: a later give does nothing
+        self._release_waiters()
         self._reads = None  # it holds this connection's methods: a cycle otherwise
         self.transport = None
         if not self.closed.done():
