@@ -27,6 +27,7 @@ from gateway.observations import LastImsi, SqliteObservations
 from gateway.redis_clone import SharedStateMetrics
 from gateway.redis_observations import ObservationStream, observation_stream
 from gateway.stream_drain import GROUP, rows_of
+from tests.gateway.test_redis_observations import _started
 from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
 from tests.redis_server import RedisServer, redis_server
 
@@ -175,12 +176,6 @@ async def make(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Make]
     for stream in made:
         await stream.aclose()
         stream.close()
-
-
-async def _started(stream: ObservationStream) -> ObservationStream:
-    stream.start(asyncio.get_running_loop())
-    await stream.start_consuming()
-    return stream
 
 
 async def _nothing_pending(url: str, key: str) -> bool:
