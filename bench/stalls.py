@@ -552,6 +552,15 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         offset += closed.stats.sent
                         closed_rate[:] = [closed.to_dict()["achieved_rate"]]
+                    needed = int(args.rate * args.seconds)
+                    if len(traffic) - offset < needed:
+                        # Each handset is sent once: an open loop short of handsets would
+                        # end early (or not start) and measure less than it says.
+                        raise SystemExit(
+                            f"the warm-up and closed loop used {offset:,} of the "
+                            f"{len(traffic):,} handsets; the open loop needs {needed:,} more: "
+                            "raise --handsets"
+                        )
                     started = time.perf_counter()
 
                     async def sample_rss() -> None:
