@@ -19,16 +19,24 @@ from typing import Union
 
 # Interpreted, not here: mypyc's exception classes do not clear their weak references when
 # freed (it Py_CLEARs the weak-reference list slot): one weakly referenced crashes the GC.
-from gateway.resp_errors import Incomplete, ProtocolError, RespError
+from gateway.resp_errors import ProtocolError, RespError
 
-__all__ = ["Incomplete", "ProtocolError", "Reply", "RespError", "RespReader", "bulk", "command"]
+__all__ = ["ProtocolError", "Reply", "RespError", "RespReader", "bulk", "command"]
 
 Reply = Union[str, int, bytes, None, "RespError", list["Reply"]]
 
 MAX_BULK = 512 * 1024 * 1024  # Redis's own proto-max-bulk-len default
 MAX_LINE = 64 * 1024  # a header or simple line longer than this is not RESP2 from Redis
-# Integer replies in a row, each as _integer accepts it (digits with an optional minus).
-_INTEGER_LINES = re.compile(rb"(?::-?[0-9]+\r\n)*")
+MAX_ARRAY = 2**32 - 1  # elements of an array: hiredis's bound (Redis's own is lower)
+# Arrays within arrays: Redis's deepest (XINFO STREAM FULL) are a few levels; a reply nested
+# deeper is refused rather than built (whoever walks it, repr() in a log line, recurses).
+MAX_DEPTH = 128
+# Integer replies in a row, each as _integer accepts it and of at most 18 digits (always within
+# RESP's 64 bits, so that the fast path below needs no range check; a longer one goes through
+# _integer).
+_INTEGER_LINES = re.compile(rb"(?::(?:-?[1-9][0-9]{0,17}|0)\r\n)*")
+_INT64 = 1 << 63
+_TYPES = b"+-:$*"  # RESP2's first bytes: simple string, error, integer, bulk string, array
 
 
 def bulk(value: bytes) -> bytes:
@@ -51,87 +59,166 @@ def command(*args: bytes | str | int | float) -> bytes:
 
 
 class RespReader:
-    """Feed bytes as they arrive; :meth:`feed` returns the replies they completed, in order."""
+    """Feed bytes as they arrive; :meth:`feed` returns the replies they completed, in order.
+
+    The work is linear in the bytes, however they are split: an array's items are kept as they
+    complete (the arrays begun on a stack of their own, not by recursion), and a read that ends
+    inside a line or a bulk string holds that piece, unread, until the bytes it needs arrived.
+    """
 
     def __init__(self) -> None:
-        self._buffer = b""
+        # The start of one element (a line, or a bulk string with its header) not yet whole,
+        # in the pieces it came in, and what it waits for: this many bytes in all, or, when 0,
+        # the CRLF that ends its line.
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._wanted = 0
+        # The arrays begun and not yet whole, innermost last, and how many items each lacks.
+        self._arrays: list[list[Reply]] = []
+        self._missing: list[int] = []
 
     def feed(self, data: bytes) -> list[Reply]:
-        buffer = self._buffer + data if self._buffer else data
-        replies: list[Reply] = []
-        position = 0
-        end = len(buffer)
-        while position < end:
-            try:
-                reply, position = self._parse(buffer, position)
-            except Incomplete:
-                break
-            replies.append(reply)
-        self._buffer = buffer[position:]
-        return replies
+        """The replies ``data`` completed; raises :class:`ProtocolError` on what is not RESP2
+        (the reader is of no further use: the connection cannot be trusted)."""
+        held = self._held
+        if held:
+            if not data:
+                return []
+            size = self._held_size + len(data)
+            wanted = self._wanted
+            if wanted:
+                if size < wanted:
+                    held.append(data)
+                    self._held_size = size
+                    return []
+            elif b"\r\n" not in data and not (data[0] == 0x0A and held[-1][-1] == 0x0D):
+                if size > MAX_LINE + 1:  # not even its CR ending it
+                    raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
+                held.append(data)
+                self._held_size = size
+                return []
+            held.append(data)
+            data = b"".join(held)
+            self._held = []
+            self._held_size = 0
+        return self._read(data)
 
     @property
     def buffered(self) -> int:
-        """Bytes held of a reply not yet complete."""
-        return len(self._buffer)
+        """Bytes held of an element not yet complete (an unfinished array's items are held as
+        replies, not bytes: :attr:`incomplete` says whether there is one)."""
+        return self._held_size
 
-    def _line(self, buffer: bytes, position: int) -> tuple[bytes, int]:
-        stop = buffer.find(b"\r\n", position)
-        if stop < 0:
-            if len(buffer) - position > MAX_LINE:
+    @property
+    def incomplete(self) -> bool:
+        """A reply has begun and not ended."""
+        return bool(self._held or self._arrays)
+
+    def _hold(self, buffer: bytes, position: int, wanted: int) -> None:
+        rest = buffer[position:]
+        self._held = [rest]
+        self._held_size = len(rest)
+        self._wanted = wanted
+
+    def _read(self, buffer: bytes) -> list[Reply]:
+        replies: list[Reply] = []
+        arrays = self._arrays
+        missing = self._missing
+        position = 0
+        end = len(buffer)
+        while position < end:
+            stop = buffer.find(b"\r\n", position)
+            if stop < 0:
+                if end - position > MAX_LINE + 1:
+                    raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
+                if buffer[position] not in _TYPES:  # known at its first byte
+                    raise ProtocolError(f"unknown reply type {buffer[position:position + 1]!r}")
+                self._hold(buffer, position, 0)
+                break
+            if stop - position > MAX_LINE:
                 raise ProtocolError(f"a line longer than {MAX_LINE} bytes")
-            raise Incomplete
-        return buffer[position:stop], stop + 2
-
-    def _parse(self, buffer: bytes, position: int) -> tuple[Reply, int]:
-        line, position = self._line(buffer, position)
-        if not line:
-            raise ProtocolError("an empty line where a reply begins")
-        kind, rest = line[0], line[1:]
-        if kind == 0x3A:  # ':' integer
-            return _integer(rest), position
-        if kind == 0x2B:  # '+' simple string
-            return rest.decode("utf-8", "replace"), position
-        if kind == 0x2D:  # '-' error
-            return RespError(rest.decode("utf-8", "replace")), position
-        if kind == 0x24:  # '$' bulk string
-            size = _integer(rest)
-            if size == -1:
-                return None, position
-            if not 0 <= size <= MAX_BULK:
-                raise ProtocolError(f"bulk string length {size}")
-            stop = position + size
-            if len(buffer) < stop + 2:
-                raise Incomplete
-            if buffer[stop:stop + 2] != b"\r\n":
-                raise ProtocolError("a bulk string not followed by CRLF")
-            return buffer[position:stop], stop + 2
-        if kind == 0x2A:  # '*' array
-            count = _integer(rest)
-            if count == -1:
-                return None, position
-            if count < 0:
-                raise ProtocolError(f"array length {count}")
-            if count:
-                # An array of integers (the clone script's reply, one a check) read in one go:
-                # the integer lines that follow matched at once, split at once; ~7,000
-                # instructions an element through the nested calls below, interpreted.
-                matched = _INTEGER_LINES.match(buffer, position)  # matches, if only ""
-                end = position if matched is None else matched.end()
-                lines = buffer[position:end].split(b"\r\n", count)
-                if len(lines) > count:
-                    return [int(line[1:]) for line in lines[:count]], end - len(lines[count])
-            items: list[Reply] = []
-            for _ in range(count):
-                item, position = self._parse(buffer, position)
-                items.append(item)
-            return items, position
-        raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
+            if stop == position:
+                raise ProtocolError("an empty line where a reply begins")
+            kind = buffer[position]
+            after = stop + 2
+            item: Reply
+            if kind == 0x3A:  # ':' integer
+                item = _integer(buffer[position + 1:stop])
+            elif kind == 0x24:  # '$' bulk string
+                size = _integer(buffer[position + 1:stop])
+                if size == -1:
+                    item = None
+                else:
+                    if not 0 <= size <= MAX_BULK:
+                        raise ProtocolError(f"bulk string length {size}")
+                    data_end = after + size
+                    if end < data_end + 2:
+                        self._hold(buffer, position, data_end + 2 - position)
+                        break
+                    if buffer[data_end:data_end + 2] != b"\r\n":
+                        raise ProtocolError("a bulk string not followed by CRLF")
+                    item = buffer[after:data_end]
+                    after = data_end + 2
+            elif kind == 0x2A:  # '*' array
+                count = _integer(buffer[position + 1:stop])
+                if count == -1:
+                    item = None
+                elif count == 0:
+                    item = []
+                elif not 0 < count <= MAX_ARRAY:
+                    raise ProtocolError(f"array length {count}")
+                else:
+                    if len(arrays) >= MAX_DEPTH:
+                        raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
+                    # An array of integers (the clone script's reply, one a check) read in one
+                    # go: the integer lines that follow matched at once, split at once; ~7,000
+                    # instructions an element item by item, interpreted.
+                    matched = _INTEGER_LINES.match(buffer, after)  # matches, if only ""
+                    stop = after if matched is None else matched.end()
+                    lines = buffer[after:stop].split(b"\r\n", count)
+                    if len(lines) <= count:  # not all here, or not all integers: item by item
+                        arrays.append([])
+                        missing.append(count)
+                        position = after
+                        continue
+                    item = [int(line[1:]) for line in lines[:count]]
+                    after = stop - len(lines[count])
+            elif kind == 0x2B or kind == 0x2D:  # '+' simple string, '-' error
+                text = buffer[position + 1:stop]
+                if b"\r" in text or b"\n" in text:  # "cannot contain a CR or LF"
+                    raise ProtocolError(f"a CR or LF in a simple string or error: {text[:40]!r}")
+                decoded = text.decode("utf-8", "replace")
+                item = decoded if kind == 0x2B else RespError(decoded)
+            else:
+                raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
+            position = after
+            while True:  # the item ends a reply, or goes into the innermost array begun
+                if not arrays:
+                    replies.append(item)
+                    break
+                innermost = arrays[-1]
+                innermost.append(item)
+                left = missing[-1] - 1
+                if left:
+                    missing[-1] = left
+                    break
+                arrays.pop()
+                missing.pop()
+                item = innermost
+        return replies
 
 
 def _integer(text: bytes) -> int:
-    # int() accepts what RESP does not ("+1", " 1", "1_0"): digits with an optional minus only.
+    """A RESP integer: "a signed, base-10, 64-bit integer", as Redis writes one (no leading
+    zero, no "-0": hiredis refuses them too). int() accepts what RESP does not ("+1", " 1",
+    "1_0", "007") and raises ValueError past 4,300 digits: digits with an optional minus only,
+    19 at most, checked first."""
     digits = text[1:] if text[:1] == b"-" else text
-    if not digits.isdigit() or not digits.isascii():
-        raise ProtocolError(f"not an integer: {text[:40]!r}")
-    return int(text)
+    if (not 0 < len(digits) <= 19 or not digits.isdigit() or not digits.isascii()
+            or (digits[0] == 0x30 and len(text) > 1)):
+        raise ProtocolError(f"not a 64-bit integer: {text[:40]!r}")
+    value = int(text)
+    # Only 19 digits can be out of range; compiled, the range's bounds are boxed integers.
+    if len(digits) == 19 and not -_INT64 <= value < _INT64:
+        raise ProtocolError(f"not a 64-bit integer: {text!r}")
+    return value

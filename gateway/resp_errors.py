@@ -14,6 +14,3 @@ class RespError(Exception):
 class ProtocolError(Exception):
     """Bytes that are not RESP2: the connection cannot be trusted any further."""
 
-
-class Incomplete(Exception):
-    """The reply goes on in bytes not yet received."""

@@ -1,7 +1,9 @@
-"""Seed inputs of the N5g-eir and provisioning API fuzz targets (tests/fuzz/n5g_harness.py,
-tests/fuzz/api_harness.py): requests as h2load and nghttp2 send them (Huffman-coded, indexed),
-the shapes the hostile-traffic benches use (CONTINUATION, padding, trailers, PING, SETTINGS,
-WINDOW_UPDATE, RST_STREAM), header blocks with dynamic table updates, and query strings."""
+"""Seed inputs of the fuzz targets other than ``diameter`` (:data:`SEEDS`). Those of N5g-eir and
+the provisioning API (tests/fuzz/n5g_harness.py, tests/fuzz/api_harness.py) are here: requests as
+h2load and nghttp2 send them (Huffman-coded, indexed), the shapes the hostile-traffic benches use
+(CONTINUATION, padding, trailers, PING, SETTINGS, WINDOW_UPDATE, RST_STREAM), header blocks with
+dynamic table updates, and query strings; the RESP reader's beside its harness
+(tests/fuzz/resp_harness.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from gateway.n5g_eir.frames import (
     settings_frame,
     window_update_frame,
 )
+from tests.fuzz.resp_harness import resp_seeds
 
 PATH = "/n5g-eir-eic/v1/equipment-status"
 QUERIES = {
@@ -133,4 +136,4 @@ def oauth2_seeds() -> dict[str, bytes]:
 
 
 SEEDS = {"http2": http2_seeds, "hpack": hpack_seeds, "query": query_seeds, "api": api_seeds,
-         "oauth2": oauth2_seeds}
+         "oauth2": oauth2_seeds, "resp": resp_seeds}

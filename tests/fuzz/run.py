@@ -12,8 +12,10 @@ Targets (``--target``, default ``diameter``):
   (``tests.fuzz.n5g_harness``);
 * ``api``: what the provisioning API reads from a client (``tests.fuzz.api_harness``);
 * ``oauth2``: N5g-eir's access token verifier on any ``Authorization`` value;
+* ``resp``: the RESP2 reader of the Redis connection against hiredis's
+  (``tests.fuzz.resp_harness``);
 
-the last five seeded from ``tests.fuzz.n5g_seeds``. The ``diameter``, ``gateway`` and
+the last six seeded from ``tests.fuzz.n5g_seeds``. The ``diameter``, ``gateway`` and
 ``registry_client`` packages are instrumented for coverage, on pure Python (``EIR_PURE_PYTHON``:
 coverage of a compiled module is not seen; ``--compiled`` fuzzes the compiled build anyway).
 The corpus directory (one per target: the default is ``var/fuzz/TARGET/corpus``) is seeded and
@@ -35,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)", re.M)
-TARGETS = ("diameter", "http2", "hpack", "query", "api", "oauth2")
+TARGETS = ("diameter", "http2", "hpack", "query", "api", "oauth2", "resp")
 _PULSE = re.compile(r"cov: (\d+) ft: (\d+) corp: (\d+)/")
 
 
@@ -53,6 +55,7 @@ def child(args: argparse.Namespace) -> None:
             OAuth2Harness,
             QueryHarness,
         )
+        from tests.fuzz.resp_harness import RespHarness
 
     corpus = Path(args.corpus)
     harness: Any
@@ -64,7 +67,8 @@ def child(args: argparse.Namespace) -> None:
         for name, data in n5g_seeds.SEEDS[args.target]().items():
             (corpus / name).write_bytes(data)
         harness = {"http2": Http2Harness, "hpack": HpackHarness, "query": QueryHarness,
-                   "api": ApiHarness, "oauth2": OAuth2Harness}[args.target]()
+                   "api": ApiHarness, "oauth2": OAuth2Harness,
+                   "resp": RespHarness}[args.target]()
     libfuzzer = [
         sys.argv[0],
         f"-max_total_time={int(args.seconds)}",

@@ -17,6 +17,7 @@ from tests.fuzz import n5g_seeds, seeds
 from tests.fuzz.api_harness import ApiHarness
 from tests.fuzz.harness import Harness
 from tests.fuzz.n5g_harness import HpackHarness, Http2Harness, OAuth2Harness, QueryHarness
+from tests.fuzz.resp_harness import RespHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 REGRESSIONS = Path(__file__).with_name("regressions")
@@ -59,7 +60,7 @@ def test_harness_catches_a_broken_answer(harness: Harness, monkeypatch: pytest.M
 def n5g_harnesses() -> Iterator[dict[str, Any]]:
     http2 = Http2Harness()
     yield {"http2": http2, "hpack": HpackHarness(), "query": QueryHarness(), "api": ApiHarness(),
-           "oauth2": OAuth2Harness()}
+           "oauth2": OAuth2Harness(), "resp": RespHarness()}
     http2.close()
 
 
