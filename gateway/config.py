@@ -74,6 +74,14 @@ class Key:
     check: Check | None = None
 
 
+def _key_prefix(value: str) -> str | None:
+    # The keys are hash-tagged for Redis Cluster (PREFIX:clone:{IMEI}, {PREFIX:observations}:v2):
+    # a brace of the prefix's would make its own hash tag.
+    if not value:
+        return "must not be empty"
+    return "must not hold { or } (Redis Cluster hash tags)" if "{" in value or "}" in value else None
+
+
 def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be greater than 0"
 
@@ -375,7 +383,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "shared": {
         "redis_url": Key("str", "", lambda v: None if not v or urlsplit(v).scheme in _REDIS_SCHEMES
                          else "must be a redis://, rediss:// or unix:// URL, or \"\""),
-        "key_prefix": Key("str", "eir", lambda v: None if v else "must not be empty"),
+        "key_prefix": Key("str", "eir", _key_prefix),
         "budget_seconds": Key("float", 0.05, _positive),
         "timeout_seconds": Key("float", 1.0, _positive),
         "retry_seconds": Key("float", 1.0, _positive),

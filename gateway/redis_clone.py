@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
 from gateway.errors import ScriptMissing as ScriptMissing
-from gateway.redis_connection import RedisConnection, RespError, open_connection
+from gateway.redis_connection import RedisConnection, Replied, RespError, Rider, open_connection
 from gateway.resp import Reply, bulk
 from gateway.shared_count import SharedCount
 
@@ -225,6 +225,8 @@ class SharedCloneTracker(CloneTracker):
         self._task: asyncio.Task[None] | None = None  # a round trip that opens or loads first
         self._in_flight: _RoundTrip | None = None  # the steady state's round trip
         self._quiet: list[asyncio.Future[None]] = []  # flush() waiting for a round trip's end
+        self._riders: list[Rider] = []  # whose commands go with the steady state's round trips
+        self._riders_waiting = False  # a rider asked for a round trip (carry_soon)
 
     @classmethod
     def taking_over(cls, local: CloneTracker, redis: Any, metrics: SharedStateMetrics,
@@ -245,6 +247,26 @@ class SharedCloneTracker(CloneTracker):
         digest = self._hasher.copy()
         digest.update(imsi.encode())
         return digest.hexdigest()
+
+    # -- other commands with the round trips (the observation stream's appends) ---------------
+    def carry(self, rider: Rider) -> None:
+        """``rider``'s commands go with this tracker's round trips while it is
+        :attr:`carrying`: one write, one reply read and one wake a tick for both."""
+        self._riders.append(rider)
+
+    @property
+    def carrying(self) -> bool:
+        """Whether a round trip asked for now is written on the steady state's connection
+        (standalone Redis, connection open, script loaded, Redis answering)."""
+        connection = self._connection
+        return (not self.cluster and self._sha is not None and connection is not None
+                and connection.is_open and self._state.available)
+
+    def carry_soon(self) -> None:
+        """A rider has commands waiting: a round trip at this tick's end, or as soon as the
+        one under way ends (its riders then ask again, or are told :meth:`Rider.uncarried`)."""
+        self._riders_waiting = True
+        self._schedule()
 
     # -- the hot path --------------------------------------------------------------------------
     def suspected(self, imei: str, imsi: str, now: float) -> int:
@@ -344,7 +366,8 @@ class SharedCloneTracker(CloneTracker):
         if not self._scheduled:
             return  # sent already (a tick's end came first), or nothing was due
         self._scheduled = False
-        if not self._pending:
+        riders, self._riders_waiting = self._riders_waiting, False
+        if not self._pending and not riders:
             return
         pending = self._pending
         if len(pending) <= MAX_PIPELINE:
@@ -357,15 +380,33 @@ class SharedCloneTracker(CloneTracker):
         loop = self._event_loop()
         connection = self._connection
         if self.cluster or self._sha is None or connection is None or not connection.is_open:
-            self._task = loop.create_task(self._send(batch, waiting))
+            if riders:
+                for rider in self._riders:
+                    rider.uncarried()
+            if batch:
+                self._task = loop.create_task(self._send(batch, waiting))
             return
         # The steady state: the tick's calls written now and their replies handled in the
         # connection's data_received, with no task, coroutine, future or timeout context per
-        # round trip (they cost more than the rest of a tick's round trip together).
+        # round trip (they cost more than the rest of a tick's round trip together). The
+        # riders' commands follow the calls in the same write.
         payload, calls = self._payload(batch)
-        trip = self._in_flight = _RoundTrip(self, batch, waiting, loop.time() + self.timeout)
+        carried: list[tuple[int, Replied]] = []
+        if riders:
+            payloads = [payload]
+            for rider in self._riders:
+                commands = rider.carried()
+                if commands is not None:
+                    payloads.append(commands[0])
+                    carried.append((commands[1], commands[2]))
+            payload = b"".join(payloads)
+        total = calls + sum([count for count, _ in carried])
+        if not total:
+            return
+        trip = self._in_flight = _RoundTrip(self, batch, waiting, loop.time() + self.timeout,
+                                            calls, carried)
         self._arm(trip.deadline)
-        connection.request_then(payload, calls, trip.replied)
+        connection.request_then(payload, total, trip.replied)
 
     def _replied(self, trip: _RoundTrip, result: list[Reply] | BaseException) -> None:
         """The steady state's round trip ended: ``result`` its replies, or why there are none."""
@@ -373,10 +414,12 @@ class SharedCloneTracker(CloneTracker):
             return  # timed out already
         self._in_flight = None
         batch, waiting = trip.batch, trip.waiting
+        if trip.carried:
+            _hand_over(trip, result)
         try:
             if isinstance(result, BaseException):
                 raise result
-            replies = self._counted(result, len(batch))
+            replies = self._counted(result[:trip.calls], len(batch))
         except ScriptMissing:
             # Redis restarted (or SCRIPT FLUSH): load the script again, then the same batch.
             self._sha = None
@@ -386,14 +429,18 @@ class SharedCloneTracker(CloneTracker):
             self._failed(batch, exc)
             self._ended(waiting, {})
             return
-        self._state.ok()
+        if batch:  # not a round trip of the riders' alone
+            self._state.ok()
         self._ended(waiting, {imei: n for (imei, _, _), n in zip(batch, replies, strict=True)})
 
     def _timed_out(self, trip: _RoundTrip) -> None:
         if self._in_flight is not trip:
             return
         self._in_flight = None
-        self._failed(trip.batch, TimeoutError(f"no reply within {self.timeout:g} s"))
+        timeout = TimeoutError(f"no reply within {self.timeout:g} s")
+        if trip.carried:
+            _hand_over(trip, timeout)
+        self._failed(trip.batch, timeout)
         self._ended(trip.waiting, {})
 
     async def _send(
@@ -437,7 +484,7 @@ class SharedCloneTracker(CloneTracker):
         answer stands), the next one scheduled."""
         for imei, count in waiting.items():
             count.settle(counts.get(imei, 0))
-        if self._pending:
+        if self._pending or self._riders_waiting:
             self._schedule()
         quiet, self._quiet = self._quiet, []
         for future in quiet:
@@ -561,18 +608,36 @@ class SharedCloneTracker(CloneTracker):
 
 
 class _RoundTrip:
-    """One round trip of the steady state: the batch, the checks waiting for it, and when it
-    fails (``timeout``, loop time)."""
+    """One round trip of the steady state: the batch, the checks waiting for it, when it
+    fails (``timeout``, loop time), how many replies are the batch's calls', and the riders'
+    commands after them (how many, whom to call with their replies)."""
 
     def __init__(self, tracker: SharedCloneTracker, batch: list[tuple[str, str, float]],
-                 waiting: dict[str, SharedCount], deadline: float) -> None:
+                 waiting: dict[str, SharedCount], deadline: float, calls: int,
+                 carried: list[tuple[int, Replied]]) -> None:
         self.tracker = tracker
         self.batch = batch
         self.waiting = waiting
         self.deadline = deadline
+        self.calls = calls
+        self.carried = carried
 
     def replied(self, result: list[Reply] | BaseException) -> None:
         self.tracker._replied(self, result)
+
+
+def _hand_over(trip: _RoundTrip, result: list[Reply] | BaseException) -> None:
+    """The riders' replies (those after the batch's calls), or the round trip's failure."""
+    position = trip.calls
+    for count, replied in trip.carried:
+        try:
+            if isinstance(result, BaseException):
+                replied(result)
+            else:
+                replied(result[position:position + count])
+        except Exception:  # a rider's failure must not stop the checks' answers
+            log.exception("a command carried with the shared count failed its callback")
+        position += count
 
 
 def redis_client(config: SharedConfig) -> Any:

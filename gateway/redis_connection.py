@@ -21,7 +21,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gateway.resp import ProtocolError, Reply, RespError, RespReader, command
@@ -30,6 +30,19 @@ log = logging.getLogger("eir.shared")
 
 # Called once with a request's replies, or with why there are none (the connection failed).
 Replied = Callable[[list[Reply] | BaseException], object]
+
+
+class Rider(Protocol):
+    """Commands that go to Redis with another's round trip (the observation stream's appends
+    with the shared clone count's EVALSHA: one write, one read, one wake a tick)."""
+
+    def carried(self) -> tuple[bytes, int, Replied] | None:
+        """The commands to write now (``count`` of them in ``payload``) and what to call with
+        their replies or the round trip's failure; None when there are none."""
+
+    def uncarried(self) -> None:
+        """The round trip asked for will not be made (the carrier is not in its steady
+        state): send what is waiting another way."""
 
 
 class RedisConnection(asyncio.Protocol):
@@ -158,4 +171,4 @@ async def open_connection(url: str) -> RedisConnection:
     return protocol
 
 
-__all__ = ["RedisConnection", "RespError", "open_connection"]
+__all__ = ["RedisConnection", "Replied", "RespError", "Rider", "open_connection"]

@@ -1,21 +1,22 @@
 """The IMEI-IMSI observation stream through Redis Streams (``[shared] observation_stream``).
 
-Every gateway appends its observations to one stream, ``PREFIX:observations``: the
-observations of one event loop tick in one round trip, a script (:data:`_APPEND`) making the
-XADDs of up to :data:`PER_CALL` of them a call (the stream capped at :data:`MAX_LENGTH`
-entries). One consumer group, ``eir``, drains it into the durable observation log
-(gateway.observations, SQLite or PostgreSQL). With a writer process (``observations.writer =
+Every gateway appends its observations to one stream, ``{PREFIX:observations}:v2``: the
+observations of one event loop tick in one round trip, packed up to 100 an entry
+(gateway.stream_entries: Redis's cost is per entry, not per sighting), the stream capped near
+:data:`MAX_LENGTH` entries (XADD MAXLEN ~). One consumer group, ``eir``, drains it into the
+durable observation log (gateway.observations, SQLite or PostgreSQL), and with it the stream
+``PREFIX:observations``, one entry a sighting, which gateways of the release before append to
+(and only read) during a rolling upgrade. With a writer process (``observations.writer =
 "process"``, the default) that process is the group's consumer (gateway.stream_drain: read,
 written, then acknowledged, none of it on the gateway's GIL) and this object only appends.
-With the writer thread, each gateway process is a consumer of the group, reading up to
-:data:`PER_ROUND_TRIP` entries a round trip with a script (gateway.stream_drain.READ:
-XREADGROUP with NOACK, the entries' fields flat in one array) and folding them into its log's
-aggregate (written by the log's writer). Each entry is read by one consumer, so a sighting is
-counted once whichever gateway made it. A sighting is acknowledged as it is read, which is
-when the consumer folded it into its aggregate before: what a dying process loses is that
-aggregate (at most ``flush_interval``), as without the stream. Entries a consumer of the
-release before read and never acknowledged (it died) are claimed by another after
-:data:`CLAIM_IDLE` seconds (XAUTOCLAIM).
+With the writer thread, each gateway process is a consumer of the group, reading both streams
+in one script a round trip (gateway.stream_drain.READ: XREADGROUP with NOACK, the entries'
+fields flat) and folding the sightings into its log's aggregate (written by the log's writer).
+Each entry is read by one consumer, so a sighting is counted once whichever gateway made it. A
+sighting is acknowledged as it is read, which is when the consumer folded it into its
+aggregate before: what a dying process loses is that aggregate (at most ``flush_interval``),
+as without the stream. Entries a consumer read and never acknowledged (it died) are claimed by
+another after :data:`CLAIM_IDLE` seconds (XAUTOCLAIM).
 
 Redis unreachable: observations go straight to this process's own log (local state, nothing
 lost), ``eir_shared_state_up{store="redis_stream"}`` turns 0 and one line is logged per
@@ -35,53 +36,37 @@ import os
 import socket
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import SharedConfig
 from gateway.observation_process import ObservationProcessLog
 from gateway.observations import LastImsiReply, ObservationLog
 from gateway.redis_clone import MAX_PENDING, Availability, SharedStateMetrics, redis_client
-from gateway.stream_drain import CLAIM_IDLE, GROUP, IDLE_POLL, READ, DrainSettings
+from gateway.redis_connection import Replied
+from gateway.resp import Reply, RespError, bulk
+from gateway.stream_drain import (
+    CLAIM_IDLE,
+    GROUP,
+    IDLE_POLL,
+    PACKED_PER_ROUND_TRIP,
+    READ,
+    DrainSettings,
+    Taken,
+    claimed,
+    taken,
+)
+from gateway.stream_entries import FIELD, pack, packed_key
+
+if TYPE_CHECKING:
+    from gateway.redis_clone import SharedCloneTracker
 
 log = logging.getLogger("eir.shared")
 
-MAX_LENGTH = 1_000_000  # entries kept in the stream (XADD MAXLEN ~): read ones are trimmed first
-PER_ROUND_TRIP = 1_000  # observations appended per round trip, entries per XREADGROUP
-# Observations per script call: the client's cost is per command (redis-py packing one XADD
-# and parsing its reply cost ~20 µs an observation), Redis's per entry.
-PER_CALL = 100
-
-# The XADDs of up to PER_CALL observations in one call. KEYS[1] the stream, ARGV[1] its
-# approximate MAXLEN, ARGV[2] the observations, each "IMEI MS LENGTH IMSI " (when it was seen
-# in integer milliseconds; the IMSI, User-Name's UTF-8 text, may hold any byte, so it goes by
-# its length in bytes). Each entry is what a gateway of the release before wrote, field by
-# field (ts in seconds as decimal text), so the two read each other's during a rolling upgrade.
-# Returns how many were added.
-_APPEND = """
-local s = ARGV[2]
-local pos, n = 1, 0
-while pos <= #s do
-  local imei, ms, length, start = string.match(s, '^(%d+) (%d+) (%d+) ()', pos)
-  if not imei then
-    return redis.error_reply('observation ' .. (n + 1) .. ' is malformed')
-  end
-  local stop = start + tonumber(length)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'imei', imei,
-             'imsi', string.sub(s, start, stop - 1),
-             'ts', string.sub(ms, 1, -4) .. '.' .. string.sub(ms, -3))
-  pos = stop + 1
-  n = n + 1
-end
-return n
-"""
-
-
-def _appended(batch: list[tuple[str, str, float]]) -> str:
-    """:data:`_APPEND`'s observations argument."""
-    return "".join([
-        f"{imei} {int(ts * 1000)} {len(imsi) if imsi.isascii() else len(imsi.encode())} {imsi} "
-        for imei, imsi, ts in batch
-    ])
+# v2 entries kept in the stream (XADD MAXLEN ~, counted in entries as Redis counts them; the
+# oldest go first, read or not): 100,000 entries of 1 to 100 sightings, one event loop tick's
+# each, so 1,000,000-1,700,000 sightings at real traffic's 10-17 a tick, at most 10,000,000.
+MAX_LENGTH = 100_000
+PER_ROUND_TRIP = 1_000  # observations appended per round trip, v1 entries per XREADGROUP
 
 
 class ObservationStream(ObservationLog):
@@ -103,14 +88,15 @@ class ObservationStream(ObservationLog):
         self.local = local
         self.stats = local.stats
         self.redis = redis
-        self.key = f"{key_prefix}:observations"
+        self.key = f"{key_prefix}:observations"  # v1: read only
+        self.keys = [self.key, packed_key(self.key)]  # v1, v2: one hash slot
         self.timeout = timeout
         self.retry_interval = retry_interval
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self._state = Availability(
             metrics, "redis_stream", retry_interval,
             "observations go to this process's own log",
-            f"observations go through the stream {self.key}",
+            f"observations go through the stream {self.keys[1]}",
         )
         self._queued: deque[tuple[str, str, float]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,6 +107,14 @@ class ObservationStream(ObservationLog):
         self._joined = False  # the group exists (XGROUP CREATE since the last failure)
         self.consumes = True  # False: the log's writer process drains the stream instead
         self._closing = False  # aclose() under way: the consuming task ends at its next turn
+        # On a standalone Redis, the appends go with the shared clone count's round trips
+        # (:meth:`ride`): XADDs written after its EVALSHA, from its callbacks.
+        self._carrier: SharedCloneTracker | None = None
+        self._asked = False  # the carrier will ask for this tick's appends (carried())
+        self._carried = 0  # batches in a carrier's round trip
+        self._carried_done: asyncio.Future[None] | None = None  # aclose() waiting for them
+        self._xadd = b"*8\r\n" + b"".join([bulk(part) for part in (
+            b"XADD", self.keys[1].encode(), b"MAXLEN", b"~", b"%d" % MAX_LENGTH, b"*", FIELD)])
         from redis.exceptions import NoScriptError  # the "shared" extra: only when configured
 
         self._no_script: tuple[type[Exception], ...] = (NoScriptError,)
@@ -164,6 +158,10 @@ class ObservationStream(ObservationLog):
 
     async def aclose(self) -> None:
         """Send what is queued (one last try; what fails goes to the log), stop consuming."""
+        self._closing = True  # nothing more to a carrier: what is queued goes below
+        if self._carried:  # a carrier's round trip ends within its timeout
+            done = self._carried_done = asyncio.get_running_loop().create_future()
+            await asyncio.wait([done], timeout=self.timeout * 2)
         if self._sending is not None:
             await asyncio.gather(self._sending, return_exceptions=True)
         while self._queued and self._state.available:
@@ -183,7 +181,64 @@ class ObservationStream(ObservationLog):
         await self.redis.aclose()
 
     # -- appending: one round trip per loop tick -------------------------------------------
+    def ride(self, carrier: SharedCloneTracker) -> None:
+        """Append with ``carrier``'s round trips while it is carrying (standalone Redis)."""
+        self._carrier = carrier
+        carrier.carry(self)
+
+    def carried(self) -> tuple[bytes, int, Replied] | None:
+        """The carrier's round trip is written now: this tick's appends with it
+        (gateway.redis_connection.Rider)."""
+        self._asked = False
+        queued = self._queued
+        if not queued or self._closing or not self._state.available:
+            return None
+        count = min(len(queued), PER_ROUND_TRIP)
+        batch = [queued.popleft() for _ in range(count)]
+        try:
+            entries = pack(batch)
+        except UnicodeError:  # a lone surrogate (no User-Name decodes to one): kept locally
+            self._to_local(batch)
+            return None
+        self._carried += 1
+        head = self._xadd
+        payload = b"".join([head + bulk(entry) for entry in entries])
+        return payload, len(entries), _Carried(self, batch).replied
+
+    def uncarried(self) -> None:
+        """The carrier will not make the round trip it was asked for: redis-py's instead."""
+        self._asked = False
+        if self._queued:
+            self._schedule()
+
+    def _carried_replied(self, batch: list[tuple[str, str, float]],
+                         result: list[Reply] | BaseException) -> None:
+        self._carried -= 1
+        if not self._carried and self._carried_done is not None:
+            if not self._carried_done.done():
+                self._carried_done.set_result(None)
+        if not isinstance(result, BaseException):
+            errors = [reply for reply in result if isinstance(reply, RespError)]
+            if errors:
+                result = errors[0]
+        if isinstance(result, BaseException):  # any failure of Redis: they stay local
+            self._state.failed(result)
+            self._to_local(batch)
+            self._to_local(list(self._queued))
+            self._queued.clear()
+            return
+        self._state.ok()
+        if self._queued:
+            self._schedule()
+
     def _schedule(self) -> None:
+        if self._asked:
+            return  # the carrier takes them with its next round trip
+        carrier = self._carrier
+        if carrier is not None and not self._closing and carrier.carrying:
+            self._asked = True
+            carrier.carry_soon()
+            return
         if self._scheduled or (self._sending is not None and not self._sending.done()):
             return  # the round trip under way schedules the next when it ends
         loop = self._loop or asyncio.get_running_loop()
@@ -218,26 +273,18 @@ class ObservationStream(ObservationLog):
                     self._queued.clear()
 
     async def _append(self, batch: list[tuple[str, str, float]]) -> None:
-        """One round trip: the batch's XADDs made by :data:`_APPEND`, :data:`PER_CALL`
-        observations a call (pipelined when several)."""
-        calls = [_appended(batch[start:start + PER_CALL])
-                 for start in range(0, len(batch), PER_CALL)]
-        if len(calls) == 1:  # most ticks: one command, without a pipeline's bookkeeping
-            added = int(await self._script(_APPEND, MAX_LENGTH, calls[0]))
-        else:
-            try:
-                added = await self._append_pipelined(await self._sha(_APPEND), calls)
-            except self._no_script:
-                self._shas.clear()
-                added = await self._append_pipelined(await self._sha(_APPEND), calls)
-        if added != len(batch):
-            raise ValueError(f"the stream took {added} of {len(batch)} observations")
-
-    async def _append_pipelined(self, sha: str, calls: list[str]) -> int:
+        """One round trip: the batch packed into v2 entries, an XADD each (pipelined when
+        several)."""
+        entries = pack(batch)
+        key = self.keys[1]
+        if len(entries) == 1:  # most ticks: one command, without a pipeline's bookkeeping
+            await self.redis.xadd(key, {FIELD: entries[0]}, maxlen=MAX_LENGTH,
+                                  approximate=True)
+            return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.evalsha(sha, 1, self.key, MAX_LENGTH, call)
-            return sum(int(n) for n in await pipe.execute())
+            for entry in entries:
+                pipe.xadd(key, {FIELD: entry}, maxlen=MAX_LENGTH, approximate=True)
+            await pipe.execute()
 
     def _to_local(self, batch: list[tuple[str, str, float]]) -> None:
         for imei, imsi, ts in batch:
@@ -256,7 +303,7 @@ class ObservationStream(ObservationLog):
                 if time.monotonic() - claimed_at >= CLAIM_IDLE:
                     await self._claim_abandoned()
                     claimed_at = time.monotonic()
-                taken = await asyncio.wait_for(self._read(), self.timeout)
+                full = await asyncio.wait_for(self._read(), self.timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -264,7 +311,7 @@ class ObservationStream(ObservationLog):
                 self._state.failed(exc)
                 continue
             self._state.ok()
-            if taken < PER_ROUND_TRIP:  # drained: a script cannot block, so wait a little
+            if not full:  # drained: a script cannot block, so wait a little
                 await asyncio.sleep(IDLE_POLL)
 
     async def _watch(self) -> None:
@@ -283,26 +330,30 @@ class ObservationStream(ObservationLog):
             else:
                 self._state.ok()
 
-    async def _read(self) -> int:
-        """One round trip: the entries READ took, folded into the log; how many."""
-        flat = await self._script(READ, GROUP, self.consumer, PER_ROUND_TRIP, ">", "NOACK")
+    async def _read(self) -> bool:
+        """One round trip: the entries READ took, folded into the log; whether it was a full
+        read (more may be waiting)."""
+        v1, v2 = await self._script(READ, GROUP, self.consumer, PER_ROUND_TRIP,
+                                    PACKED_PER_ROUND_TRIP, ">", "NOACK", 0)
+        self._fold(taken(v1, v2))
+        return len(v1) // 4 >= PER_ROUND_TRIP or len(v2) // 2 >= PACKED_PER_ROUND_TRIP
+
+    def _fold(self, read: Taken) -> None:
         record = self.local.record
-        for i in range(0, len(flat), 4):
-            try:  # every argument is evaluated before record is called
-                record(flat[i + 1].decode(), flat[i + 2].decode(), float(flat[i + 3]))
-            except (AttributeError, ValueError):  # a field missing (None), or not text
-                log.warning("observation stream: entry %s is not an observation; skipped",
-                            flat[i])
-        return len(flat) // 4
+        for imei, imsi, ts in read.sightings:
+            record(imei, imsi, ts)
+        if read.skipped:
+            log.warning("observation stream: %d entries are not observations; skipped",
+                        read.skipped)
 
     async def _script(self, script: str, *args: object) -> Any:
-        """EVALSHA of ``script`` on the stream's key, loaded when Redis does not have it."""
+        """EVALSHA of ``script`` on the streams' keys, loaded when Redis does not have it."""
         sha = await self._sha(script)
         try:
-            return await self.redis.evalsha(sha, 1, self.key, *args)
+            return await self.redis.evalsha(sha, 2, *self.keys, *args)
         except self._no_script:  # Redis restarted (or SCRIPT FLUSH): load it again
             self._shas.clear()
-            return await self.redis.evalsha(await self._sha(script), 1, self.key, *args)
+            return await self.redis.evalsha(await self._sha(script), 2, *self.keys, *args)
 
     async def _sha(self, script: str) -> str:
         sha = self._shas.get(script)
@@ -313,45 +364,53 @@ class ObservationStream(ObservationLog):
     async def _join_group(self) -> None:
         from redis.exceptions import ResponseError
 
-        try:
-            await self.redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for key in self.keys:
+            try:
+                await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def _claim_abandoned(self) -> None:
-        """Entries another consumer read and never acknowledged for CLAIM_IDLE seconds."""
-        start = "0-0"
-        while True:
-            reply = await self.redis.xautoclaim(self.key, GROUP, self.consumer,
-                                                int(CLAIM_IDLE * 1000), start,
-                                                count=PER_ROUND_TRIP)
-            start, entries = reply[0], reply[1]
-            await self._take(entries)
-            if start in (b"0-0", "0-0") or not entries:
-                return
+        """Entries another consumer read and never acknowledged for CLAIM_IDLE seconds, of
+        either stream."""
+        for packed, key in enumerate(self.keys):
+            start = "0-0"
+            while True:
+                reply = await self.redis.xautoclaim(
+                    key, GROUP, self.consumer, int(CLAIM_IDLE * 1000), start,
+                    count=PACKED_PER_ROUND_TRIP if packed else PER_ROUND_TRIP)
+                start, entries = reply[0], reply[1]
+                read = claimed(entries, bool(packed))
+                self._fold(read)
+                ids = read.v2_ids if packed else read.v1_ids
+                if ids:
+                    await self.redis.xack(key, GROUP, *ids)
+                if start in (b"0-0", "0-0") or not entries:
+                    break
 
-    async def _take(self, entries: list[tuple[Any, dict[Any, Any]]]) -> None:
-        ids = []
-        for entry_id, fields in entries:
-            ids.append(entry_id)
-            try:
-                imei, imsi = fields[b"imei"].decode(), fields[b"imsi"].decode()
-                ts = float(fields[b"ts"])
-            except (KeyError, ValueError, AttributeError):
-                log.warning("observation stream: entry %s is not an observation; skipped",
-                            entry_id)
-                continue
-            self.local.record(imei, imsi, ts)
-        if ids:
-            await self.redis.xack(self.key, GROUP, *ids)
+
+class _Carried:
+    """A batch of appends in a carrier's round trip: its replies go back to the stream."""
+
+    __slots__ = ("batch", "stream")
+
+    def __init__(self, stream: ObservationStream, batch: list[tuple[str, str, float]]) -> None:
+        self.stream = stream
+        self.batch = batch
+
+    def replied(self, result: list[Reply] | BaseException) -> None:
+        self.stream._carried_replied(self.batch, result)
 
 
 def observation_stream(
-    local: ObservationLog, config: SharedConfig, metrics: SharedStateMetrics
+    local: ObservationLog, config: SharedConfig, metrics: SharedStateMetrics,
+    carrier: SharedCloneTracker | None = None,
 ) -> ObservationStream:
     """``local`` fed through the stream of ``config.redis_url``; drained by ``local``'s writer
-    process when it has one (consumer ``HOST:PID:writer``), else by this process."""
+    process when it has one (consumer ``HOST:PID:writer``), else by this process. On a
+    standalone Redis the appends go with ``carrier``'s round trips (the shared clone count's)
+    when there is one."""
     stream = ObservationStream(local, redis_client(config), metrics,
                                key_prefix=config.key_prefix, timeout=config.timeout,
                                retry_interval=config.retry_interval)
@@ -361,4 +420,6 @@ def observation_stream(
             cluster=config.redis_cluster, timeout=config.timeout,
             retry_interval=config.retry_interval))
         stream.consumes = False
+    if carrier is not None and not carrier.cluster:
+        stream.ride(carrier)
     return stream

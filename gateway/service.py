@@ -117,8 +117,10 @@ class Gateway:
         if config.observations.enabled:
             self.observations = state.observation_log(config)
             if shared_metrics is not None and config.shared.observation_stream:
+                clone = self.classifier.clone
                 self.observations = observation_stream(
-                    self.observations, config.shared, shared_metrics
+                    self.observations, config.shared, shared_metrics,
+                    clone if isinstance(clone, SharedCloneTracker) else None,
                 )
             await asyncio.to_thread(self.observations.start, asyncio.get_running_loop())
             if isinstance(self.observations, ObservationStream):

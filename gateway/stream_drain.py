@@ -4,9 +4,10 @@ With ``[shared] observation_stream`` and a writer process (``observations.writer
 "process"``, SQLite or PostgreSQL), the gateway only appends to the stream
 (gateway.redis_observations); its writer process (gateway.observation_writer) is the consumer
 of the group, in a thread of its own (:class:`StreamDrain`): it reads up to
-:data:`PER_ROUND_TRIP` entries a round trip (:data:`READ`), writes them into the store in one
-transaction, and acknowledges them with its next read, once committed. So the stream's
-reading, parsing and writing never hold the gateway's GIL.
+:data:`PER_ROUND_TRIP` v1 entries and :data:`PACKED_PER_ROUND_TRIP` v2 entries (each of up to
+100 sightings: gateway.stream_entries) a round trip (:data:`READ`, both streams in one script),
+writes them into the store in one transaction, and acknowledges them with its next read, once
+committed. So the stream's reading, parsing and writing never hold the gateway's GIL.
 
 Guarantees:
 
@@ -17,6 +18,9 @@ Guarantees:
   first takes the entries its predecessor read and never acknowledged (``XREADGROUP`` from
   ``0``); entries of a consumer that is gone for good (its gateway ended) are claimed by another
   after :data:`CLAIM_IDLE` seconds (XAUTOCLAIM), whatever release read them.
+* A rolling upgrade loses nothing: gateways of the release before append v1 entries and their
+  consumers read only those; this release appends v2 entries and reads both (the group is
+  created on both keys), so every entry has a consumer whichever gateways run.
 * The store refusing a batch (PostgreSQL away): nothing is acknowledged, the same entries are
   read again after ``retry_interval``.
 * Redis unreachable: one line on stderr per transition, tried again every ``retry_interval``.
@@ -32,59 +36,85 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from gateway.stream_entries import FIELD, EntryError, Sighting, packed_key, unpack
+
 GROUP = "eir"
 CLAIM_IDLE = 60.0  # seconds an entry may stay read and unacknowledged before another takes it
 IDLE_POLL = 0.05  # seconds between reads of a drained stream
-PER_ROUND_TRIP = 1_000  # entries read per round trip, written in one transaction
+PER_ROUND_TRIP = 1_000  # v1 entries read per round trip, written in one transaction
+# v2 entries read per round trip (up to 100 sightings each: at most 10,000 in a transaction;
+# real traffic packs 10-20 sightings an entry, one event loop tick's).
+PACKED_PER_ROUND_TRIP = 100
 # The writer process reads its settings from here (the Redis URL may hold a password: the
 # command line is shown to every user by ps, a process's environment only to its owner).
 DRAIN_VARIABLE = "EIR_OBSERVATIONS_STREAM"
 
-# Acknowledge ARGV[6..] (the entries of the previous read, now committed), then read up to
-# ARGV[3] entries as consumer ARGV[2] of group ARGV[1] from ARGV[4] ('>': new to the group;
-# '0': those this consumer read and never acknowledged); ARGV[5] 'NOACK' takes them off the
-# pending list at once (the gateway's own consumer, which folds them into its aggregate as it
-# receives them), anything else leaves them pending until acknowledged. Flat, 4 an entry: ID,
-# imei, imsi, ts (false where the entry lacks the field, or was trimmed away while pending).
-# Fields go by name, so entries of every release are read.
+# Acknowledge what the previous read took, now committed, then read as consumer ARGV[2] of group
+# ARGV[1] up to ARGV[3] entries of the v1 stream KEYS[1] and up to ARGV[4] of the v2 stream
+# KEYS[2] (gateway.stream_entries: one hash slot), from ARGV[5] ('>': new to the group; '0':
+# those this consumer read and never acknowledged); ARGV[6] 'NOACK' takes them off the pending
+# list at once (the gateway's own consumer, which folds them into its aggregate as it receives
+# them), anything else leaves them pending until acknowledged. ARGV[7] says how many of the IDs
+# after it are v1's; the rest are v2's. Returns {v1, v2}, each flat: v1 4 an entry (ID, imei,
+# imsi, ts), v2 2 an entry (ID, sightings); false where the entry lacks the field, or was
+# trimmed away while pending. Fields go by name, so v1 entries of every release are read.
 READ = """
-if #ARGV > 5 then
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 6))
+local v1_acks = tonumber(ARGV[7])
+if v1_acks > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 8, 7 + v1_acks))
 end
-local reply
-if ARGV[5] == 'NOACK' then
-  reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'NOACK',
-                     'STREAMS', KEYS[1], ARGV[4])
-else
-  reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                     'STREAMS', KEYS[1], ARGV[4])
+if #ARGV > 7 + v1_acks then
+  redis.call('XACK', KEYS[2], ARGV[1], unpack(ARGV, 8 + v1_acks))
 end
-local out = {}
+local function read(key, count)
+  if ARGV[6] == 'NOACK' then
+    return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'NOACK',
+                      'STREAMS', key, ARGV[5])
+  end
+  return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count,
+                    'STREAMS', key, ARGV[5])
+end
+local function named(fields)
+  local out = {}
+  if type(fields) == 'table' then
+    for i = 1, #fields, 2 do
+      out[fields[i]] = fields[i + 1]
+    end
+  end
+  return out
+end
+local v1, v2 = {}, {}
+local reply = read(KEYS[1], ARGV[3])
 if reply then
   for _, entry in ipairs(reply[1][2]) do
-    local fields, named = entry[2], {}
-    if type(fields) == 'table' then
-      for i = 1, #fields, 2 do
-        named[fields[i]] = fields[i + 1]
-      end
-    end
-    out[#out + 1] = entry[1]
-    out[#out + 1] = named.imei or false
-    out[#out + 1] = named.imsi or false
-    out[#out + 1] = named.ts or false
+    local fields = named(entry[2])
+    v1[#v1 + 1] = entry[1]
+    v1[#v1 + 1] = fields.imei or false
+    v1[#v1 + 1] = fields.imsi or false
+    v1[#v1 + 1] = fields.ts or false
   end
 end
-return out
+reply = read(KEYS[2], ARGV[4])
+if reply then
+  for _, entry in ipairs(reply[1][2]) do
+    v2[#v2 + 1] = entry[1]
+    v2[#v2 + 1] = named(entry[2]).sightings or false
+  end
+end
+return {v1, v2}
 """
 
-# Consumer ARGV[2] leaves group ARGV[1] of stream KEYS[1] if nothing is pending to it (an
-# entry it read and never acknowledged stays for another to claim). 1 when it left.
+# Consumer ARGV[2] leaves group ARGV[1] of each stream of KEYS where nothing is pending to it
+# (an entry it read and never acknowledged stays for another to claim). How many it left.
 _LEAVE = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then
-  return 0
+local left = 0
+for _, key in ipairs(KEYS) do
+  if #redis.call('XPENDING', key, ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], ARGV[2])
+    left = left + 1
+  end
 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
+return left
 """
 
 # A row as the store upserts it: IMEI, IMSI, first seen, last seen, count.
@@ -102,7 +132,7 @@ class DrainSettings:
     """Which stream to drain, as whom (what the gateway tells its writer process)."""
 
     redis_url: str
-    key: str  # the stream, PREFIX:observations
+    key: str  # the v1 stream, PREFIX:observations (the v2 stream's name follows from it)
     consumer: str
     cluster: bool = False
     timeout: float = 1.0
@@ -116,19 +146,51 @@ class DrainSettings:
         return cls(**json.loads(text))
 
 
-def rows_of(flat: list[Any]) -> tuple[list[Row], list[Any], int]:
-    """(rows, every entry's ID, entries that are not observations) of :data:`READ`'s
-    reply."""
-    rows: list[Row] = []
-    ids = flat[0::4]
+@dataclass(slots=True)
+class Taken:
+    """What one read (or claim) took: the sightings, each stream's entry IDs (all of them, to
+    acknowledge), and the entries that hold no sightings (skipped)."""
+
+    sightings: list[Sighting]
+    v1_ids: list[Any]
+    v2_ids: list[Any]
+    skipped: int = 0
+
+    @property
+    def entries(self) -> int:
+        return len(self.v1_ids) + len(self.v2_ids)
+
+
+def taken(v1: list[Any], v2: list[Any]) -> Taken:
+    """:data:`READ`'s reply, ``{v1, v2}``, as sightings."""
+    sightings: list[Sighting] = []
     skipped = 0
-    for i in range(0, len(flat), 4):
-        try:  # every argument is evaluated before the row is built
-            ts = float(flat[i + 3])
-            rows.append((flat[i + 1].decode(), flat[i + 2].decode(), ts, ts, 1))
-        except (AttributeError, TypeError, ValueError, UnicodeDecodeError):
+    for i in range(0, len(v1), 4):
+        try:  # every argument is evaluated before the sighting is built
+            sightings.append((v1[i + 1].decode(), v1[i + 2].decode(), float(v1[i + 3])))
+        except (AttributeError, TypeError, ValueError):
             skipped += 1  # a field missing (False/None), not text, or not a number
-    return rows, ids, skipped
+    for i in range(1, len(v2), 2):
+        value = v2[i]
+        try:
+            if not isinstance(value, bytes):
+                raise EntryError("no sightings field")
+            sightings += unpack(value)
+        except EntryError:
+            skipped += 1
+    return Taken(sightings, v1[0::4], v2[0::2], skipped)
+
+
+def claimed(entries: list[tuple[Any, Any]], packed: bool) -> Taken:
+    """XAUTOCLAIM's entries (as redis-py gives them: ID, fields) of the v1 or v2 stream."""
+    flat: list[Any] = []
+    for entry_id, fields in entries:
+        fields = fields or {}
+        if packed:
+            flat += [entry_id, fields.get(FIELD)]
+        else:
+            flat += [entry_id, fields.get(b"imei"), fields.get(b"imsi"), fields.get(b"ts")]
+    return taken([], flat) if packed else taken(flat, [])
 
 
 def redis_client(settings: DrainSettings) -> Any:
@@ -151,6 +213,7 @@ class StreamDrain:
     def __init__(self, settings: DrainSettings, store: Store, lock: threading.Lock,
                  report: Callable[[int, bool], None], client: Any = None) -> None:
         self.settings = settings
+        self.keys = [settings.key, packed_key(settings.key)]  # v1, v2: one hash slot
         self.store = store
         self.lock = lock
         self.report = report
@@ -159,7 +222,7 @@ class StreamDrain:
         self._leave = self.redis.register_script(_LEAVE)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._acks: list[Any] = []  # committed, acknowledged with the next read
+        self._acks = Taken([], [], [])  # committed, acknowledged with the next read
         self._start_id = "0"  # this consumer's own unacknowledged entries first
         self._joined = False
         self._down = False
@@ -207,80 +270,87 @@ class StreamDrain:
         if time.monotonic() - self._claimed_at >= CLAIM_IDLE:
             self._claim_abandoned()
             self._claimed_at = time.monotonic()
-        flat = self._read(keys=[settings.key], args=[
-            GROUP, settings.consumer, PER_ROUND_TRIP, self._start_id, "ACK", *self._acks])
-        self._acks = []
-        rows, ids, skipped = rows_of(flat)
-        if skipped:
-            _say(f"observation stream: {skipped} entries are not observations; skipped")
-        if not self._write(rows):
+        acks = self._acks
+        v1, v2 = self._read(keys=self.keys, args=[
+            GROUP, settings.consumer, PER_ROUND_TRIP, PACKED_PER_ROUND_TRIP, self._start_id,
+            "ACK", len(acks.v1_ids), *acks.v1_ids, *acks.v2_ids])
+        self._acks = Taken([], [], [])
+        read = taken(v1, v2)
+        if read.skipped:
+            _say(f"observation stream: {read.skipped} entries are not observations; skipped")
+        if not self._write(read.sightings):
             self._start_id = "0"  # not acknowledged: read again
             return settings.retry_interval
-        self._acks = ids
-        if self._start_id == "0" and not ids:
+        self._acks = Taken([], read.v1_ids, read.v2_ids)
+        if self._start_id == "0" and not read.entries:
             self._start_id = ">"  # every entry read before is written: new ones now
             return 0.0
-        return IDLE_POLL if len(ids) < PER_ROUND_TRIP and self._start_id == ">" else 0.0
+        full = len(read.v1_ids) >= PER_ROUND_TRIP or len(read.v2_ids) >= PACKED_PER_ROUND_TRIP
+        return IDLE_POLL if not full and self._start_id == ">" else 0.0
 
-    def _write(self, rows: list[Row]) -> bool:
-        if not rows:
+    def _write(self, sightings: list[Sighting]) -> bool:
+        if not sightings:
             return True
         try:
             with self.lock:
-                self.store.upsert(rows)
+                self.store.upsert([(imei, imsi, ts, ts, 1) for imei, imsi, ts in sightings])
         except self.store.errors as exc:
-            _say(f"observation stream: {len(rows)} observations not written: {exc}")
+            _say(f"observation stream: {len(sightings)} observations not written: {exc}")
             self.report(0, False)
             return False
-        self.report(len(rows), True)
+        self.report(len(sightings), True)
         return True
 
     def _acknowledge(self) -> None:
-        """At stop: the last committed batch's XACK, then this consumer leaves the group if
-        nothing is pending to it (else every gateway process that ever ran would stay listed
-        in XINFO CONSUMERS); left as is when Redis is away."""
+        """At stop: the last committed batch's XACK, then this consumer leaves the group of
+        each stream where nothing is pending to it (else every gateway process that ever ran
+        would stay listed in XINFO CONSUMERS); left as is when Redis is away."""
         try:
-            if self._acks:
-                self.redis.xack(self.settings.key, GROUP, *self._acks)
-                self._acks = []
-            self._leave(keys=[self.settings.key], args=[GROUP, self.settings.consumer])
+            for key, ids in zip(self.keys, (self._acks.v1_ids, self._acks.v2_ids),
+                                strict=True):
+                if ids:
+                    self.redis.xack(key, GROUP, *ids)
+            self._acks = Taken([], [], [])
+            self._leave(keys=self.keys, args=[GROUP, self.settings.consumer])
         except Exception as exc:
-            if self._acks:
-                _say(f"observation stream: {len(self._acks)} entries written and not "
+            if self._acks.entries:
+                _say(f"observation stream: {self._acks.entries} entries written and not "
                      f"acknowledged ({exc!r}): another consumer will write them again")
 
     def _join_group(self) -> None:
         from redis.exceptions import ResponseError
 
-        try:
-            self.redis.xgroup_create(self.settings.key, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for key in self.keys:
+            try:
+                self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def _claim_abandoned(self) -> None:
-        """Entries another consumer read and never acknowledged for CLAIM_IDLE seconds:
-        written, then acknowledged."""
+        """Entries another consumer read and never acknowledged for CLAIM_IDLE seconds, of
+        either stream: written, then acknowledged."""
         settings = self.settings
-        start: Any = "0-0"
-        while not self._stop.is_set():
-            reply = self.redis.xautoclaim(settings.key, GROUP, settings.consumer,
-                                          int(CLAIM_IDLE * 1000), start, count=PER_ROUND_TRIP)
-            start, entries = reply[0], reply[1]
-            flat: list[Any] = []
-            for entry_id, fields in entries:
-                fields = fields or {}
-                flat += [entry_id, fields.get(b"imei"), fields.get(b"imsi"), fields.get(b"ts")]
-            rows, ids, skipped = rows_of(flat)
-            if skipped:
-                _say(f"observation stream: {skipped} entries are not observations; skipped")
-            if not self._write(rows):
-                self._start_id = "0"  # claimed, so pending to this consumer: read again
-                return
-            if ids:
-                self.redis.xack(settings.key, GROUP, *ids)
-            if start in (b"0-0", "0-0") or not entries:
-                return
+        for packed, key in enumerate(self.keys):
+            start: Any = "0-0"
+            while not self._stop.is_set():
+                reply = self.redis.xautoclaim(key, GROUP, settings.consumer,
+                                              int(CLAIM_IDLE * 1000), start,
+                                              count=PACKED_PER_ROUND_TRIP if packed
+                                              else PER_ROUND_TRIP)
+                start, entries = reply[0], reply[1]
+                read = claimed(entries, bool(packed))
+                if read.skipped:
+                    _say(f"observation stream: {read.skipped} entries are not observations; "
+                         "skipped")
+                if not self._write(read.sightings):
+                    self._start_id = "0"  # claimed, so pending to this consumer: read again
+                    return
+                ids = read.v2_ids if packed else read.v1_ids
+                if ids:
+                    self.redis.xack(key, GROUP, *ids)
+                if start in (b"0-0", "0-0") or not entries:
+                    break
 
 
 def _say(line: str) -> None:

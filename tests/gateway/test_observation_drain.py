@@ -2,7 +2,8 @@
 by writer processes (gateway.stream_drain), against a real PostgreSQL and redis-server: one
 statement per batch folds repeated keys as SQLite's log does (differential); a writer killed
 mid-run is restarted and nothing is lost; each sighting is written once across two gateways'
-writers; Redis away sends observations to the gateway's own log."""
+writers; v1 entries (the release before's) drained with v2 ones; Redis away sends observations
+to the gateway's own log."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from gateway.observation_process import ObservationProcessLog
 from gateway.observations import LastImsi, SqliteObservations
 from gateway.redis_clone import SharedStateMetrics
 from gateway.redis_observations import ObservationStream, observation_stream
-from gateway.stream_drain import GROUP, rows_of
+from gateway.stream_drain import GROUP, taken
+from gateway.stream_entries import pack, packed_key
 from tests.gateway.test_redis_observations import _started
 from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
 from tests.redis_server import RedisServer, redis_server
@@ -179,14 +181,16 @@ async def make(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Make]
 
 
 async def _nothing_pending(url: str, key: str) -> bool:
-    """Whether the group's pending list empties (the last batch is acknowledged with the
-    writer's next read)."""
+    """Whether the group's pending lists empty, of the v1 stream ``key`` and its v2 stream
+    (the last batch is acknowledged with the writer's next read)."""
     import redis.asyncio
 
     client = redis.asyncio.from_url(url)
     try:
         for _ in range(200):
-            if int((await client.xpending(key, GROUP))["pending"]) == 0:
+            pending = [int((await client.xpending(k, GROUP))["pending"])
+                       for k in (key, packed_key(key))]
+            if pending == [0, 0]:
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -203,14 +207,23 @@ def test_drain_settings_travel_whole() -> None:
 
 
 def test_entries_that_are_not_observations_are_skipped_and_still_acknowledged() -> None:
-    flat = [b"1-0", b"35209900176148", b"001010000000001", b"1733378000.125",
-            b"2-0", False, False, False,  # trimmed away while pending
-            b"3-0", b"35209900176148", b"001010000000002", b"bad",
-            b"4-0", b"35209900176148", "ünï".encode(), b"1733378001"]
-    rows, ids, skipped = rows_of(flat)
-    assert rows == [("35209900176148", "001010000000001", 1733378000.125, 1733378000.125, 1),
-                    ("35209900176148", "ünï", 1733378001.0, 1733378001.0, 1)]
-    assert ids == [b"1-0", b"2-0", b"3-0", b"4-0"] and skipped == 2
+    v1 = [b"1-0", b"35209900176148", b"001010000000001", b"1733378000.125",
+          b"2-0", False, False, False,  # trimmed away while pending
+          b"3-0", b"35209900176148", b"001010000000002", b"bad",
+          b"4-0", b"35209900176148", "ünï".encode(), b"1733378001"]
+    v2 = [b"5-0", *pack([("35209900176148", "a b", 1733378002.5)] * 2),
+          b"6-0", False,  # trimmed away while pending
+          b"7-0", b"35209900176148 1 3 abcd ",  # not 3 bytes
+          b"8-0", *pack([("35209900176149", "", 3.0)])]
+    read = taken(v1, v2)
+    assert read.sightings == [("35209900176148", "001010000000001", 1733378000.125),
+                              ("35209900176148", "ünï", 1733378001.0),
+                              ("35209900176148", "a b", 1733378002.5),
+                              ("35209900176148", "a b", 1733378002.5),
+                              ("35209900176149", "", 3.0)]
+    assert read.v1_ids == [b"1-0", b"2-0", b"3-0", b"4-0"]
+    assert read.v2_ids == [b"5-0", b"6-0", b"7-0", b"8-0"]
+    assert read.skipped == 4 and read.entries == 8
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -241,6 +254,37 @@ async def test_each_sighting_is_written_once_by_the_writers(
     assert sum(count for *_, count in rows) == 301
     assert {imsi for imsi, *_ in rows} == {f"0010100000{i:05d}" for i in range(300)}
     assert await _nothing_pending(redis_server.url, a.key)
+
+
+async def test_v1_and_v2_entries_are_drained_together(
+    make: Make, redis_server: RedisServer
+) -> None:
+    """A rolling upgrade: gateways of the release before append one entry a sighting to the
+    v1 stream while this release's append packed entries to v2; this release's writer reads
+    both, each sighting once, and acknowledges both."""
+    import redis.asyncio
+
+    stream = make("a")
+    client = redis.asyncio.from_url(redis_server.url)
+    now = 1_733_378_000.0
+    try:
+        await client.xgroup_create(stream.key, GROUP, id="0", mkstream=True)
+        for i in range(1_500):  # more than one read of v1 entries
+            await client.xadd(stream.key, {"imei": IMEI, "imsi": f"0010100000{i:05d}",
+                                           "ts": f"{now + i}"})
+        await _started(stream)
+        for i in range(1_500, 3_000):
+            stream.record(IMEI, f"0010100000{i:05d}", now + i)
+            if i % 100 == 0:
+                await asyncio.sleep(0)
+        await _until(lambda: stream.local.stats.written == 3_000)
+        rows = _sqlite_rows(stream.local.path)
+        assert len(rows) == 3_000 and {count for *_, count in rows.values()} == {1}
+        assert rows[(IMEI, "001010000002999")][0] == now + 2_999
+        assert await _nothing_pending(redis_server.url, stream.key)
+        assert await client.xlen(stream.keys[1]) < 1_500 // 10  # packed
+    finally:
+        await client.aclose()
 
 
 async def test_a_writer_killed_while_draining_loses_nothing(

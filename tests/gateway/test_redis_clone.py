@@ -19,6 +19,7 @@ from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.redis_clone import SharedCloneTracker, shared_clone_tracker
+from gateway.resp import Reply, command
 from gateway.tac import TacDatabase
 from tests.redis_server import RedisServer, redis_server
 
@@ -387,3 +388,81 @@ async def test_a_hung_redis_times_the_round_trip_out_then_the_batch_is_replayed(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("Redis unreachable" in m for m in messages) == 1
     assert sum("Redis answers again" in m for m in messages) == 1
+
+
+class _Rider:
+    """Commands carried with the tracker's round trips (gateway.redis_connection.Rider): ECHOs,
+    whatever came back kept."""
+
+    def __init__(self) -> None:
+        self.waiting: list[bytes] = []
+        self.replies: list[list[Reply] | BaseException] = []
+        self.told_uncarried = 0
+
+    def carried(self) -> tuple[bytes, int, Callable[[list[Reply] | BaseException], None]] | None:
+        if not self.waiting:
+            return None
+        words, self.waiting = self.waiting, []
+        return b"".join(command("ECHO", w) for w in words), len(words), self.replies.append
+
+    def uncarried(self) -> None:
+        self.told_uncarried += 1
+
+
+async def _until(condition: Callable[[], object]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 2 s")
+
+
+async def test_a_riders_commands_go_with_the_round_trip(
+    make: Make, probe: redis.asyncio.Redis
+) -> None:
+    """Before the steady state the rider is told to send its own way; then its commands follow
+    the tick's calls in the same round trip and it gets their replies, the checks their
+    counts; with no check waiting, a round trip of the rider's commands alone."""
+    classifier, tracker, registry = make()
+    rider = _Rider()
+    tracker.carry(rider)
+    assert not tracker.carrying  # no connection yet
+    rider.waiting.append(b"early")
+    tracker.carry_soon()
+    await _until(lambda: rider.told_uncarried == 1)
+    await check(classifier, "001010000000001")  # connection opened, script loaded
+    assert tracker.carrying
+    rider.waiting += [b"a", b"b"]
+    tracker.carry_soon()
+    decision = await check(classifier, "001010000000002")
+    assert decision.status is EquipmentStatus.WHITELISTED  # 2 IMSIs: not above THRESHOLD
+    assert rider.replies == [[b"early", b"a", b"b"]]
+    assert await probe.zcard(tracker.key(IMEI)) == 2
+    rider.waiting.append(b"alone")
+    tracker.carry_soon()
+    await _until(lambda: len(rider.replies) == 2)
+    assert rider.replies[1] == [b"alone"]
+    assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") == 2
+
+
+async def test_a_hung_redis_fails_the_riders_commands_too(
+    make: Make, redis_server: RedisServer
+) -> None:
+    import os
+    import signal
+
+    classifier, tracker, _ = make(budget=0.05, timeout=0.3, retry_interval=0.1)
+    rider = _Rider()
+    tracker.carry(rider)
+    await check(classifier, "001010000000001")  # connection opened, script loaded
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        rider.waiting.append(b"lost")
+        tracker.carry_soon()
+        await check(classifier, "001010000000002")
+        await _until(lambda: rider.replies)
+        assert isinstance(rider.replies[0], TimeoutError)
+        assert not tracker.carrying
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)

@@ -20,6 +20,7 @@ from gateway.observations import ObservationLog
 from gateway.policy import EquipmentStatus, Policy, Reason
 from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics, shared_clone_tracker
 from gateway.redis_observations import ObservationStream, observation_stream
+from gateway.stream_entries import FIELD, unpack
 from gateway.tac import TacDatabase
 from tests.redis_server import RedisCluster, redis_cluster
 
@@ -130,7 +131,9 @@ async def test_the_observation_stream_on_a_cluster(stream: ObservationStream) ->
         await asyncio.sleep(0.05)
     assert stream.local.stats.written == 50
     assert all(stream.lookup(imei)[0][0] == "001010000000001" for imei in imeis)
-    assert await stream.redis.xlen(stream.key) == 50
+    entries = await stream.redis.xrange(stream.keys[1])  # v2: in the v1 stream's slot
+    assert sum(len(unpack(fields[FIELD])) for _, fields in entries) == 50
+    assert await stream.redis.xlen(stream.key) == 0
 
 
 async def test_the_observation_stream_drained_by_a_writer_process_on_a_cluster(

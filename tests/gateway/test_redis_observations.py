@@ -1,6 +1,8 @@
 """The observation stream (``[shared] observation_stream``) against a real redis-server: two
 gateways' sightings are each written once, by whichever consumer of the group reads them; with
-Redis away they go to the process's own log at once, one log line per transition."""
+Redis away they go to the process's own log at once, one log line per transition; entries of
+the release before (one a sighting, on the v1 key) read with the packed ones; the appends
+carried by the shared clone count's round trips, in its write."""
 
 from __future__ import annotations
 
@@ -16,15 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from gateway.clone_tracker import CloneTracker
 from gateway.config import SharedConfig
 from gateway.observations import ObservationLog
-from gateway.redis_clone import SharedStateMetrics
+from gateway.redis_clone import SharedCloneTracker, SharedStateMetrics, shared_clone_tracker
 from gateway.redis_observations import (
     GROUP,
     PER_ROUND_TRIP,
     ObservationStream,
     observation_stream,
 )
+from gateway.stream_entries import FIELD, unpack
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture
@@ -37,10 +41,11 @@ Make = Callable[..., ObservationStream]
 async def make(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Make]:
     made: list[ObservationStream] = []
 
-    def build(name: str) -> ObservationStream:
+    def build(name: str, carrier: SharedCloneTracker | None = None) -> ObservationStream:
         local = ObservationLog(tmp_path / f"{name}.sqlite", flush_interval=0.05)
         config = SharedConfig(redis_server.url, "test", timeout=1.0, retry_interval=0.2)
-        stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()))
+        stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()),
+                                    carrier)
         stream.consumer = name
         made.append(stream)
         return stream
@@ -87,9 +92,10 @@ async def test_each_sighting_is_written_once_by_one_consumer(
 
     client = redis.asyncio.from_url(redis_server.url)
     try:
-        summary = await client.xpending(a.key, GROUP)
-        assert summary["pending"] == 0
-        assert await client.xlen(a.key) == 31
+        for key in a.keys:
+            assert (await client.xpending(key, GROUP))["pending"] == 0
+        assert await client.xlen(a.keys[0]) == 0  # v1: only the release before appends there
+        assert len(await _sightings(redis_server.url, a.keys[1])) == 31
     finally:
         await client.aclose()
 
@@ -128,32 +134,36 @@ async def _entries(url: str, key: str) -> list[dict[bytes, bytes]]:
         await client.aclose()
 
 
-async def test_entries_are_as_the_release_before_wrote_them(
+async def _sightings(url: str, key: str) -> list[tuple[str, str, float]]:
+    return [s for e in await _entries(url, key) for s in unpack(e[FIELD])]
+
+
+async def test_a_ticks_sightings_are_packed_into_v2_entries(
     make: Make, redis_server: RedisServer
 ) -> None:
-    """One XADD per sighting, fields imei, imsi and ts (seconds as decimal text), whatever
-    the IMSI holds (User-Name is any UTF-8): consumers of either release read them (a rolling
-    upgrade), across several script calls and a script Redis forgot (SCRIPT FLUSH)."""
+    """Up to 100 sightings an entry, one field, whatever the IMSI holds (User-Name is any
+    UTF-8), on the v2 key only; across several entries a round trip and a script Redis forgot
+    (SCRIPT FLUSH: appends need none)."""
     stream = make("a")  # appending only: no consumer takes the entries away
     now = 1_733_378_000.125
     imsis = ["001010000000001", "0010 1 000", "", "ünïcødé IMSI", "a\r\nb", *map(str, range(250))]
-    await stream._append([(IMEI, imsi, now + i) for i, imsi in enumerate(imsis)])
+    batch = [(IMEI, imsi, now + i) for i, imsi in enumerate(imsis)]
+    await stream._append(batch)
     import redis.asyncio
 
     client = redis.asyncio.from_url(redis_server.url)
     try:
         await client.script_flush()
+        await stream._append([(IMEI, "001019999999999", now + 1_000)])
+        assert await client.exists(stream.keys[0]) == 0
     finally:
         await client.aclose()
-    await stream._append([(IMEI, "001019999999999", now + 1_000)])
-    entries = await _entries(redis_server.url, stream.key)
-    assert [set(e) for e in entries] == [{b"imei", b"imsi", b"ts"}] * (len(imsis) + 1)
-    assert [e[b"imsi"].decode() for e in entries] == [*imsis, "001019999999999"]
-    assert {e[b"imei"] for e in entries} == {IMEI.encode()}
-    assert [float(e[b"ts"]) for e in entries] == [
-        round(now + i, 3) for i in [*range(len(imsis)), 1_000]
-    ]
-    assert entries[0][b"ts"] == b"1733378000.125"
+    entries = await _entries(redis_server.url, stream.keys[1])
+    assert [set(e) for e in entries] == [{FIELD}] * 4
+    assert [len(unpack(e[FIELD])) for e in entries] == [100, 100, 55, 1]
+    assert await _sightings(redis_server.url, stream.keys[1]) == [
+        *batch, (IMEI, "001019999999999", now + 1_000)]
+    assert entries[0][FIELD].startswith(b"35209900176148 1733378000125 15 001010000000001 ")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -162,17 +172,16 @@ async def test_entries_are_as_the_release_before_wrote_them(
         st.tuples(
             st.from_regex(r"\A[0-9]{14}\Z"),
             st.text(max_size=20),
-            st.floats(min_value=1e9, max_value=4e9, allow_nan=False),
+            st.integers(min_value=10**12, max_value=4 * 10**12).map(lambda ms: ms / 1000),
         ),
         min_size=1,
         max_size=250,
     )
 )
-def test_the_script_appends_what_one_xadd_each_would(
+def test_what_is_appended_is_what_is_read_back(
     redis_server: RedisServer, batch: list[tuple[str, str, float]]
 ) -> None:
-    """Differential: the script's entries against the release before's one XADD a sighting
-    (its ts text then a float's repr: compared at the script's millisecond)."""
+    """Through Redis and back, every sighting as it was recorded, in order."""
 
     async def run() -> None:
         config = SharedConfig(redis_server.url, f"prop{time.monotonic_ns()}", timeout=1.0)
@@ -180,42 +189,48 @@ def test_the_script_appends_what_one_xadd_each_would(
         stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()))
         try:
             await stream._append(batch)
-            got = await _entries(redis_server.url, stream.key)
+            got = await _sightings(redis_server.url, stream.keys[1])
         finally:
             await stream.redis.aclose()
-        expected = [
-            {b"imei": imei.encode(), b"imsi": imsi.encode(), b"ts": int(ts * 1000)}
-            for imei, imsi, ts in batch
-        ]
-        assert [{**e, b"ts": round(float(e[b"ts"]) * 1000)} for e in got] == expected
+        assert got == batch
 
     asyncio.run(run())
 
 
-async def test_entries_of_the_release_before_are_read_and_a_stranger_skipped(
+async def test_entries_of_the_release_before_are_read_with_v2_and_strangers_skipped(
     make: Make, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """What a gateway of the release before appended (one XADD, ts a float's repr) is folded
-    in; an entry that is not an observation is skipped with a warning, the ones around it
-    taken; nothing is left pending in the group."""
+    """What a gateway of the release before appended (one XADD a sighting on the v1 key, ts a
+    float's repr) is folded in with the v2 entries, in one read; an entry that is not an
+    observation, of either key, is skipped with a warning, the ones around it taken; nothing
+    is left pending in the group on either key."""
     import redis.asyncio
 
     stream = make("a")
     client = redis.asyncio.from_url(redis_server.url)
+    v1, v2 = stream.keys
     now = time.time()
     try:
-        await client.xgroup_create(stream.key, GROUP, id="0", mkstream=True)
-        await client.xadd(stream.key, {"imei": IMEI, "imsi": "001010000000001", "ts": repr(now)})
-        await client.xadd(stream.key, {"something": "else"})
-        await client.xadd(stream.key, {"imei": IMEI, "imsi": "001010000000002", "ts": "bad"})
+        await client.xgroup_create(v1, GROUP, id="0", mkstream=True)  # as that release does
+        await client.xadd(v1, {"imei": IMEI, "imsi": "001010000000001", "ts": repr(now)})
+        await client.xadd(v1, {"something": "else"})
+        await client.xadd(v1, {"imei": IMEI, "imsi": "001010000000002", "ts": "bad"})
         await stream._append([(IMEI, "001010000000003", now + 1)])
+        await client.xadd(v2, {FIELD: b"35209900176148 1 3 abcd "})  # not 3 bytes
+        await client.xadd(v2, {"other": "field"})
+        await stream._append([(IMEI, "001010000000004", now + 2), (IMEI, "00101 5", now + 3)])
         caplog.set_level(logging.WARNING, "eir.shared")
         await _started(stream)
-        assert await _eventually(lambda: stream.local.stats.written == 2)
+        assert await _eventually(lambda: stream.local.stats.written == 4)
         rows = {imsi: (first, count) for imsi, first, _, count in stream.lookup(IMEI)}
-        assert rows == {"001010000000001": (now, 1), "001010000000003": (int((now + 1) * 1000) / 1000, 1)}
-        assert len([r for r in caplog.records if "not an observation" in r.getMessage()]) == 2
-        assert (await client.xpending(stream.key, GROUP))["pending"] == 0
+        assert rows == {"001010000000001": (now, 1),
+                        "001010000000003": (round((now + 1) * 1000) / 1000, 1),
+                        "001010000000004": (round((now + 2) * 1000) / 1000, 1),
+                        "00101 5": (round((now + 3) * 1000) / 1000, 1)}
+        skipped = [r.getMessage() for r in caplog.records if "not observations" in r.getMessage()]
+        assert skipped == ["observation stream: 4 entries are not observations; skipped"]
+        for key in stream.keys:
+            assert (await client.xpending(key, GROUP))["pending"] == 0
     finally:
         await client.aclose()
 
@@ -250,3 +265,99 @@ async def test_aclose_ends_a_consumer_whose_cancellation_was_lost(
     await real_wait_for(stream.aclose(), 10)
     assert lost  # aclose's cancellation fell in a read and was lost
     assert stream._consuming is not None and stream._consuming.done()
+
+
+# -- the appends carried by the shared clone count's round trips --------------------------------
+@pytest.fixture
+async def tracker(redis_server: RedisServer) -> AsyncIterator[SharedCloneTracker]:
+    """A shared clone tracker in its steady state (connection open, script loaded)."""
+    config = SharedConfig(redis_server.url, "test", timeout=1.0, retry_interval=0.2)
+    made = shared_clone_tracker(CloneTracker(3, 3600.0), config, CollectorRegistry())
+    made.suspected("35209900000000", "001010000000000", time.time())
+    await made.flush()
+    assert made.carrying
+    yield made
+    await made.close()
+
+
+class _CountingWrites:
+    """A transport that counts what is written through it."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def test_a_ticks_appends_go_in_the_clone_counts_write(
+    make: Make, tracker: SharedCloneTracker, redis_server: RedisServer
+) -> None:
+    """On a standalone Redis the tick's XADD follows the tick's EVALSHA in the one write of
+    the tracker's connection, and its reply is read with the counts': redis-py's path is not
+    taken."""
+    stream = make("a", tracker)
+    connection = tracker._connection
+    assert connection is not None
+    counting = connection._transport = _CountingWrites(connection._transport)  # type: ignore[assignment]
+    own: list[bool] = []
+    stream._send_now = lambda: own.append(True)  # type: ignore[method-assign]
+    now = time.time()
+    for i in range(5):
+        imei, imsi = f"3520990017{i:04d}", f"00101000000000{i}"
+        tracker.suspected(imei, imsi, now + i)
+        stream.record(imei, imsi, now + i)
+    await tracker.flush()
+    assert len(counting.writes) == 1
+    assert counting.writes[0].count(b"EVALSHA") == 1 and counting.writes[0].count(b"XADD") == 1
+    assert not own and stream._state.available
+    assert await _sightings(redis_server.url, stream.keys[1]) == [
+        (f"3520990017{i:04d}", f"00101000000000{i}", round((now + i) * 1000) / 1000)
+        for i in range(5)]
+    # Sightings with no clone count to send (a round trip of the stream's alone), and more
+    # than one round trip's worth: every one arrives, none through redis-py.
+    for i in range(2_500):
+        stream.record(IMEI, f"0010100001{i:05d}", now)
+    assert await _eventually(lambda: not stream._queued and not stream._carried)
+    await tracker.flush()
+    assert not own
+    assert len(await _sightings(redis_server.url, stream.keys[1])) == 2_505
+
+
+async def test_redis_away_carried_appends_stay_local_one_line_per_transition(
+    make: Make, tracker: SharedCloneTracker, redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The tracker's round trip failing fails the appends it carried: they go to the local
+    log, the stream is down (one line), and back (one line) once Redis answers; then the
+    appends go through the stream again (by redis-py while the tracker reconnects, then
+    carried)."""
+    stream = await _started(make("a", tracker))
+    caplog.set_level(logging.WARNING, "eir.shared")
+    redis_server.stop()
+    now = time.time()
+    for i in range(5):
+        imsi = f"00101000000001{i}"
+        tracker.suspected(IMEI, imsi, now + i)
+        stream.record(IMEI, imsi, now + i)
+        await asyncio.sleep(0.1)
+    assert await _eventually(lambda: stream.local.stats.written == 5)
+    assert not stream._state.available
+    lost = "observations go to this process's own log"
+    assert len([r for r in caplog.records if lost in r.getMessage()]) == 1
+    redis_server.start()  # same port, an empty Redis
+    assert await _eventually(lambda: stream._state.available)
+    for i in range(20):  # until the tracker answers again too, and carries
+        tracker.suspected(f"3520990017{i:04d}", "001010000000099", now + 10)
+        stream.record(f"3520990017{i:04d}", "001010000000099", now + 10)
+        await tracker.flush()
+        await asyncio.sleep(0.1)
+    assert tracker.carrying
+    assert await _eventually(lambda: stream.local.stats.written == 25)
+    assert len([r for r in caplog.records
+                if "answers again" in r.getMessage() and "stream" in r.getMessage()]) == 1
