@@ -20,7 +20,9 @@ of the shared count, which the classifier awaits at most ``budget`` seconds. Onc
 connection is open and the script loaded, a round trip is written from a plain callback and
 its reply handled in the connection's ``data_received``: no task, coroutine, future or
 timeout context per tick (they cost ~17 µs of the worker's CPU a tick, measured with one
-sighting a tick on uvloop: 61 -> 44 µs).
+sighting a tick on uvloop: 61 -> 44 µs). Other commands can ride along (:meth:`carry`, a
+:class:`~gateway.redis_connection.Rider`: the observation stream's XADDs), written after the
+tick's calls and their replies read with them: one write, one read and one wake a tick.
 
 Redis unreachable: checks go on with the local count (no waiting), observations are kept
 (bounded) and replayed once Redis answers again; tried again every ``retry_interval`` seconds;
