@@ -28,7 +28,7 @@ from gateway.observations import LastImsi, SqliteObservations
 from gateway.redis_clone import SharedStateMetrics
 from gateway.redis_observations import ObservationStream, observation_stream
 from gateway.stream_drain import GROUP, taken
-from gateway.stream_entries import pack, packed_key
+from gateway.stream_entries import FIELD, pack, packed_key
 from tests.gateway.test_redis_observations import _started
 from tests.postgres_server import PostgresServer, postgres_dsn, postgres_server
 from tests.redis_server import RedisServer, redis_server
@@ -432,3 +432,75 @@ def test_a_consumer_with_entries_pending_stays_in_the_group_at_stop(
         assert [(c["name"], c["pending"]) for c in consumers] == [(b"h:2:writer", 5)]
     finally:
         refusing.close()
+
+
+def _read_by_a_consumer_that_dies(url: str, key: str) -> None:
+    """A v1 entry and 150 sightings in two v2 entries, read by consumer ``dead`` of the group
+    (never acknowledged)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for k in (key, packed_key(key)):
+            client.xgroup_create(k, GROUP, id="0", mkstream=True)
+        client.xadd(key, {"imei": IMEI, "imsi": "001010000000001", "ts": "1733378000.5"})
+        for entry in pack([(IMEI, f"00101000001{i:04d}", 1_733_378_001.0 + i)
+                           for i in range(150)]):
+            client.xadd(packed_key(key), {FIELD: entry})
+        client.xreadgroup(GROUP, "dead", {key: ">", packed_key(key): ">"})
+        assert [client.xpending(k, GROUP)["pending"] for k in (key, packed_key(key))] == [1, 2]
+    finally:
+        client.close()
+    time.sleep(0.1)  # past the CLAIM_IDLE of the tests below
+
+
+def test_a_dead_consumers_entries_are_claimed_from_both_streams(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a consumer read and never acknowledged, in either stream, is taken by a writer's
+    drain after CLAIM_IDLE (XAUTOCLAIM), written and acknowledged."""
+    import threading
+
+    import redis
+
+    from gateway import stream_drain
+    from gateway.stream_drain import DrainSettings, StreamDrain
+
+    monkeypatch.setattr(stream_drain, "CLAIM_IDLE", 0.05)
+    key = "c:observations"
+    _read_by_a_consumer_that_dies(redis_server.url, key)
+    client = redis.Redis.from_url(redis_server.url)
+    store = SqliteObservations(tmp_path / "o.sqlite")
+    reports: list[tuple[int, bool]] = []
+    drain = StreamDrain(DrainSettings(redis_server.url, key, "alive"), store, threading.Lock(),
+                        lambda n, ok: reports.append((n, ok)), client=client)
+    try:
+        drain.round()
+        assert reports == [(1, True), (150, True)]
+        assert [client.xpending(k, GROUP)["pending"] for k in drain.keys] == [0, 0]
+        rows = _sqlite_rows(tmp_path / "o.sqlite")
+        assert len(rows) == 151 and rows[(IMEI, "001010000010149")][0] == 1_733_378_150.0
+    finally:
+        client.close()
+        store.close()
+
+
+async def test_a_dead_consumers_entries_are_claimed_by_the_writer_thread_mode(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the gateway as the consumer (observations.writer = "thread")."""
+    import gateway.redis_observations
+    from gateway.observations import ObservationLog
+
+    monkeypatch.setattr(gateway.redis_observations, "CLAIM_IDLE", 0.05)
+    config = SharedConfig(redis_server.url, "t", timeout=1.0, retry_interval=0.2)
+    stream = observation_stream(ObservationLog(tmp_path / "o.sqlite", flush_interval=0.05),
+                                config, SharedStateMetrics(CollectorRegistry()))
+    await asyncio.to_thread(_read_by_a_consumer_that_dies, redis_server.url, stream.key)
+    try:
+        await _started(stream)
+        await _until(lambda: stream.local.stats.written == 151)
+        assert await _nothing_pending(redis_server.url, stream.key)
+    finally:
+        await stream.aclose()
+        stream.close()
