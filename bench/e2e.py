@@ -365,6 +365,34 @@ def cpu_ticks(pid: int) -> tuple[int, int]:
     return int(fields[11]), int(fields[12])
 
 
+def core_times() -> dict[int, tuple[int, int, int]]:
+    """Each CPU's (busy, steal, total) clock ticks so far (proc(5) /proc/stat: busy is
+    everything but idle and iowait, steal included: time the hypervisor gave elsewhere)."""
+    out: dict[int, tuple[int, int, int]] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, _, rest = line.partition(" ")
+            if name.startswith("cpu") and name[3:].isdigit():
+                ticks = [int(v) for v in rest.split()]
+                idle = ticks[3] + ticks[4]
+                total = sum(ticks[:8])  # guest time is counted in user already
+                out[int(name[3:])] = (total - idle, ticks[7], total)
+    return out
+
+
+def core_busy(
+    before: dict[int, tuple[int, int, int]], after: dict[int, tuple[int, int, int]]
+) -> dict[int, dict[str, float]]:
+    """Each CPU's busy and steal shares between two ``core_times()``."""
+    out: dict[int, dict[str, float]] = {}
+    for cpu, (busy, steal, total) in after.items():
+        b0, s0, t0 = before.get(cpu, (0, 0, 0))
+        span = total - t0
+        if span > 0:
+            out[cpu] = {"busy": round((busy - b0) / span, 3), "steal": round((steal - s0) / span, 3)}
+    return out
+
+
 def per_micr(counts: dict[str, int], answered: int) -> dict[str, Any]:
     """Reads, writes and loop iterations per MICR answered, and MICRs per read and per write."""
     reads = counts.get("read", 0) + counts.get("recvfrom", 0)
@@ -404,6 +432,8 @@ def summary(report: Report) -> dict[str, Any]:
         "mismatch_examples": d["verification"]["examples"],
         "send_lag_p99_ms": d["send_lag_ms"]["p99"] if "send_lag_ms" in d else None,
         "send_lag_max_ms": d["send_lag_ms"]["max"] if "send_lag_ms" in d else None,
+        "simulator_cpu_us": d["simulator"]["cpu_us_per_answer"],
+        "simulator_busy": d["simulator"]["busy"],
         "ok": d["ok"],
     }
 
@@ -505,8 +535,10 @@ async def run_suite(
                 checks = pool if pool is not None else cursor.take()
                 before = scrape(servers.metrics_port) if name == "gateway" else {}
                 syscalls = SyscallCount(pids[name], servers.state_dir) if args.syscalls else None
+                cores = core_times()
                 report = await drive(port, scenario, checks, seconds, verify)
                 result = summary(report)
+                result["cores"] = core_busy(cores, core_times())
                 if syscalls is not None:
                     result["syscalls"] = per_micr(syscalls.stop(), report.stats.answered)
                 if name == "gateway":
@@ -616,6 +648,13 @@ def _row_text(row: dict[str, Any]) -> str:
         f" sim send lag p99 {g['send_lag_p99_ms']:.3f} max {g['send_lag_max_ms']:.3f}"
         if g.get("send_lag_p99_ms") is not None else ""
     )
+    # Who set the rate: the simulator's CPU per answer and share of its core, each core's.
+    cores = "".join(f" cpu{n} {share['busy']:.0%}" for n, share in sorted(g["cores"].items()))
+    sim = (
+        f"\n        simulator {g['simulator_cpu_us']:.1f} µs/answer ({g['simulator_busy']:.0%} "
+        f"busy){cores} | against the ceiling {c['simulator_cpu_us']:.1f} µs/answer "
+        f"({c['simulator_busy']:.0%} busy)"
+    )
     median = ""
     if g["rounds"] > 1:
         median = (
@@ -639,7 +678,7 @@ def _row_text(row: dict[str, Any]) -> str:
         f"loop lag p99<={lag['p99_le_ms']} max<={lag['max_le_ms']} ms{slip} | ceiling "
         f"{c['micr_per_s']:>7,.0f}/s p50 {cl['p50']:.3f} p99 {cl['p99']:.3f} "
         f"max {cl['max']:.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}"
-        f"{median}{flag}{syscalls}"
+        f"{median}{flag}{sim}{syscalls}"
     )
 
 

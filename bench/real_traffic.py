@@ -56,6 +56,7 @@ _GSMA_HEADER = (
 )
 _RANGES = ((0, 699_999),), ((0, 399_999), (500_000, 799_999))
 _LISTED_TACS = 4  # black TAC, grey range, black IMEIs, white pairs
+_SVS = tuple(f"{n:02d}" for n in range(100))  # handset i's Software-Version: i % 100
 
 
 @dataclass(slots=True)
@@ -164,7 +165,8 @@ class RealTraffic(Sequence[Check]):
 
     @staticmethod
     def _imsi(i: int) -> str:
-        # 7,919 is prime to 10**10: distinct for every index below 10**10.
+        # 7,919 is prime to 10**10: distinct for every index below 10**10 (__getitem__ inlines
+        # it).
         return f"00101{(i * 7_919 + 12_345) % 10**10:010d}"
 
     def __len__(self) -> int:
@@ -185,8 +187,9 @@ class RealTraffic(Sequence[Check]):
         body = self.bodies[index]
         kind = self.kinds[index]
         name = NAMES[kind]
-        sv = f"{index % 100:02d}"
-        imsi = self.imsis.get(index) or self._imsi(index)
+        # The simulator asks for one a request: what _imsi() and f"{index % 100:02d}" give,
+        # without their calls.
+        imsi = self.imsis.get(index) or f"00101{(index * 7_919 + 12_345) % 10**10:010d}"
         if body < 0:
             imei = f"{index % 10**13:013d}"  # 13 digits: malformed (TS 23.003 §6.2.1)
         else:
@@ -197,7 +200,7 @@ class RealTraffic(Sequence[Check]):
                 imei = text + luhn_check_digit(text)
             else:
                 imei = text
-        return Check(imei, imsi, sv, self.expected[kind], name)
+        return Check(imei, imsi, _SVS[index % 100], self.expected[kind], name)
 
     def files(self, plan: _Plan, directory: Path) -> dict[str, Path]:
         """Write the TAC file, the registry declarations and the lists; their paths by name."""

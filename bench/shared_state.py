@@ -109,6 +109,8 @@ from e2e import (  # noqa: E402
     SyscallCount,
     _wait_port,
     _wait_ready,
+    core_busy,
+    core_times,
     drive,
     free_port,
     per_micr,
@@ -255,8 +257,10 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
     server0 = {name: server_cpu(pid) for name, pid in servers.items()}
     counters0 = counters(side.metrics_port)
     syscalls = SyscallCount(side.process.pid, args.work) if args.syscalls else None
+    cores0 = core_times()
     report = await drive(side.port, scenario, cursor.take(), args.seconds, True)
     busy = (side.cpu()[0] - worker0) / report.duration  # the worker's share of a core
+    cores = core_busy(cores0, core_times())
     calls = per_micr(syscalls.stop(), report.stats.answered) if syscalls is not None else None
     cursor.advance(report.stats.sent)
     if not report.ok:
@@ -270,7 +274,14 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
            "writer_us": (writer1 - writer0) / n * 1e6,
            "observations_written": counters1["written"] - counters0["written"],
            "answered": n,
-           "worker_busy": busy}
+           "worker_busy": busy,
+           # The simulator (this process's loop thread) over the loop, and each core's busy
+           # share over it (CPU 0: the simulator, Redis and PostgreSQL when pinned).
+           "simulator_us": report.cpu_us_per_answer,
+           "simulator_busy": report.busy}
+    for cpu, share in cores.items():
+        out[f"cpu{cpu}_busy"] = share["busy"]
+        out[f"cpu{cpu}_steal"] = share["steal"]
     for store in ("redis", "redis_stream"):  # after the loop's end too: all its work
         trips = counters1[store] - counters0[store]
         out[f"checks_per_{store}_round_trip"] = n / trips if trips else 0.0
@@ -355,13 +366,38 @@ async def measure(sides: list[Side], traffic_cursor: Cursor, args: argparse.Name
             if not args.json:
                 r = side.rounds[-1]
                 print(f"  {side.name:<7} {r['checks_per_s']:>8,.0f} checks/s (worker busy "
-                      f"{r['worker_busy']:.0%} of the loop), worker "
-                      f"{r['worker_us']:.1f} µs/check, writer {r['writer_us']:.1f}, redis "
+                      f"{r['worker_busy']:.0%} of the loop{_cores(r)}), worker "
+                      f"{r['worker_us']:.1f} µs/check, simulator {r['simulator_us']:.1f} "
+                      f"({r['simulator_busy']:.0%} busy), writer {r['writer_us']:.1f}, redis "
                       f"{r['redis_us']:.1f}, postgresql {r['postgresql_us']:.1f}; "
                       f"{r['observations_written']:,.0f} observations written; checks per "
                       f"round trip to Redis {r['checks_per_redis_round_trip']:.0f}, to the "
-                      f"stream {r['checks_per_redis_stream_round_trip']:.0f}" + _syscalls(r),
+                      f"stream {r['checks_per_redis_stream_round_trip']:.0f}; rate set by "
+                      f"{limit(r, args.pinned)}" + _syscalls(r),
                       flush=True)
+
+
+def _cores(r: dict[str, float]) -> str:
+    return "".join(f", CPU {k[3:-5]} {v:.0%}" for k, v in r.items()
+                   if k.startswith("cpu") and k.endswith("_busy"))
+
+
+def limit(r: dict[str, float], pinned: bool) -> str:
+    """What set a round's rate: the worker's core, the simulator's (CPU 0, with Redis and
+    PostgreSQL when pinned), or neither (each waited for the other: the round trips)."""
+    if r["worker_busy"] >= 0.9:
+        return "the worker (its core saturated)"
+    cpu0 = r.get("cpu0_busy", 0.0)
+    if pinned and cpu0 >= 0.9:
+        seconds = r["answered"] / r["checks_per_s"]  # the loop's
+        others = cpu0 * 1e6 / r["checks_per_s"] - r["simulator_us"] - r.get("redis_us", 0.0) \
+            - r.get("postgresql_us", 0.0)
+        return (f"CPU 0 ({cpu0:.0%} busy over {seconds:.1f} s: simulator {r['simulator_us']:.1f} + "
+                f"Redis {r.get('redis_us', 0.0):.1f} + PostgreSQL "
+                f"{r.get('postgresql_us', 0.0):.1f} + the rest {max(others, 0.0):.1f} µs a check)")
+    if r["simulator_busy"] >= 0.9:
+        return "the simulator (its core saturated)"
+    return "neither core saturated (the round trips: each side waited for the other)"
 
 
 def _syscalls(r: dict[str, float]) -> str:
@@ -376,7 +412,7 @@ def best(side: Side) -> dict[str, float]:
     """The highest rate's round; each CPU figure the lowest of the rounds (the least
     disturbed)."""
     out = dict(max(side.rounds, key=lambda r: r["checks_per_s"]))
-    for key in ("worker_us", "writer_us", "redis_us", "postgresql_us"):
+    for key in ("worker_us", "writer_us", "redis_us", "postgresql_us", "simulator_us"):
         out[key] = min(r[key] for r in side.rounds)
     return out
 
@@ -407,7 +443,7 @@ def main() -> None:
         sys.exit("needs redis-server (Debian redis-server)")
     if pg is None and "shared" in names:
         sys.exit("needs PostgreSQL (Debian postgresql)")
-    pinned = (os.cpu_count() or 1) >= 2
+    pinned = args.pinned = (os.cpu_count() or 1) >= 2
     if pinned:
         os.sched_setaffinity(0, {0})
     with tempfile.TemporaryDirectory(prefix="eir-shared-") as tmp:
@@ -476,7 +512,8 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
            redis: tuple[float | None, float | None, float | None],
            cluster_rate: float | None) -> None:
     results: dict[str, dict[str, Any]] = {
-        s.name: {"best": best(s), "rounds": s.rounds} for s in sides
+        s.name: {"best": best(s), "rounds": s.rounds,
+                 "rate_set_by": [limit(r, args.pinned) for r in s.rounds]} for s in sides
     }
     ratios: dict[str, dict[str, float]] = {}
     if "local" in results:
@@ -504,10 +541,12 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
           + (" (WRAPPED: some were sent twice)" if cursor.wrapped else ", none twice"))
     for name, result in results.items():
         b = result["best"]
+        top = max(range(len(result["rounds"])), key=lambda i: result["rounds"][i]["checks_per_s"])
         print(f"{name:<7}: {b['checks_per_s']:,.0f} checks/s; CPU µs per check: worker "
-              f"{b['worker_us']:.1f}, its writer process {b['writer_us']:.1f}, Redis "
-              f"{b['redis_us']:.1f}, PostgreSQL {b['postgresql_us']:.1f} (best of "
-              f"{len(result['rounds'])})")
+              f"{b['worker_us']:.1f}, simulator {b['simulator_us']:.1f}, its writer process "
+              f"{b['writer_us']:.1f}, Redis {b['redis_us']:.1f}, PostgreSQL "
+              f"{b['postgresql_us']:.1f} (best of {len(result['rounds'])}); the best round's "
+              f"rate set by {result['rate_set_by'][top]}")
     if any(r["worker_busy"] < 0.9 for result in results.values() for r in result["rounds"]):
         print("NOTE: a worker was busy less than 90% of a loop: the simulator (or the machine's "
               "load) set that round's checks/s, not the gateway; compare CPU per check, or run on "

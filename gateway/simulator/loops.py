@@ -76,6 +76,7 @@ class LoadRun(abc.ABC, Generic[L]):
         self.settings = settings
         # A Sequence is used as it is (bench/real_traffic.py builds a million checks on demand).
         self.checks = checks if isinstance(checks, Sequence) else list(checks)
+        self._check_count = len(self.checks)  # asked once: a Sequence's __len__ may be Python
         self.stats = Stats(good_results=self.good_results)
         self.connections: list[L] = []
         self.cut_short: list[str] = []
@@ -87,6 +88,7 @@ class LoadRun(abc.ABC, Generic[L]):
         self._last_answer = 0.0
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._verify = settings.verify and any(c.expected is not None for c in self.checks)
+        self._closed_loop = settings.mode == "closed"
 
     # -- what each interface provides ------------------------------------------------------------
     good_results: frozenset[str] = frozenset()  # result keys that are answers, not errors
@@ -134,6 +136,7 @@ class LoadRun(abc.ABC, Generic[L]):
         progress = self._loop.create_task(self._progress()) if s.progress else None
         sweeper = self._loop.create_task(self._sweep())
         self._started = time.perf_counter()
+        cpu_started = time.thread_time()
         hard_stop = self._loop.call_later(s.max_duration, self._stop_sending)
         duration_stop = (
             self._loop.call_later(s.duration, self._stop_sending) if s.duration else None
@@ -161,6 +164,8 @@ class LoadRun(abc.ABC, Generic[L]):
             if progress is not None:
                 sys.stderr.write("\n")
             gc.unfreeze()
+        cpu = time.thread_time() - cpu_started
+        cpu_wall = time.perf_counter() - self._started
         end = self._last_answer or time.perf_counter()
         duration = max(end - self._started, 1e-9)
         unmatched = self._unmatched()
@@ -168,7 +173,8 @@ class LoadRun(abc.ABC, Generic[L]):
         self._closing = True
         await self._close_all()
         return Report(
-            s.method(), self.stats, duration, max(unmatched, 0), up, list(self.cut_short)
+            s.method(), self.stats, duration, max(unmatched, 0), up, list(self.cut_short),
+            cpu, cpu_wall,
         )
 
     async def _close_all(self) -> None:
@@ -213,9 +219,9 @@ class LoadRun(abc.ABC, Generic[L]):
                     stats.add_mismatch(
                         check.imei, check.expected, outcome, request.index, check.line
                     )
-        if self.settings.mode == "closed":
+        if self._closed_loop:
             self._refill(conn)
-        if self._stopping:
+        elif self._stopping:
             self._check_done()
 
     def _late(self, conn: L, key: int) -> None:
@@ -247,16 +253,19 @@ class LoadRun(abc.ABC, Generic[L]):
 
     def _refill(self, conn: L) -> None:
         window = self.settings.window
-        while conn.alive and len(conn.outstanding) < window and self._budget_left():
+        count = self.settings.count
+        outstanding = conn.outstanding
+        # _budget_left() inline: once a request in the closed loop.
+        while (conn.alive and len(outstanding) < window and not self._stopping
+               and (count is None or self._seq < count)):
             seq = self._seq
             self._seq += 1
             if not self._send(conn, seq, time.perf_counter()):
                 break
-        if not self._budget_left() and not self._stopping:
-            count = self.settings.count
-            if count is not None and self._seq >= count:
-                self._stopping = True
         if self._stopping:
+            self._check_done()
+        elif count is not None and self._seq >= count:
+            self._stopping = True
             self._check_done()
 
     def _start_closed(self) -> None:

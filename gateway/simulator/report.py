@@ -197,10 +197,25 @@ class Report:
     # Why the EIR ended the run early (a DPR with its Disconnect-Cause, a closed connection),
     # one entry per connection; empty when the run ended by its own limits.
     cut_short: list[str] = field(default_factory=list)
+    # The simulator's own CPU (its thread: user + system) from the first send to the end of
+    # the drain, and that span's wall time: whether the generator, not the server, set the rate.
+    cpu_seconds: float = 0.0
+    cpu_wall_seconds: float = 0.0
 
     @property
     def achieved_rate(self) -> float:
         return self.stats.answered / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def cpu_us_per_answer(self) -> float:
+        """The simulator's CPU per answer, µs (sending its request, reading and checking it)."""
+        answered = self.stats.answered
+        return self.cpu_seconds / answered * 1e6 if answered else 0.0
+
+    @property
+    def busy(self) -> float:
+        """The simulator's share of one core over the run."""
+        return self.cpu_seconds / self.cpu_wall_seconds if self.cpu_wall_seconds > 0 else 0.0
 
     @property
     def ok(self) -> bool:
@@ -255,6 +270,11 @@ class Report:
                 "examples": s.mismatch_examples,
             },
             "cut_short": self.cut_short or None,
+            "simulator": {
+                "cpu_seconds": round(self.cpu_seconds, 6),
+                "cpu_us_per_answer": round(self.cpu_us_per_answer, 2),
+                "busy": round(self.busy, 3),
+            },
             "ok": self.ok,
         }
         if len(s.send_lag):
@@ -289,6 +309,10 @@ class Report:
             + (f" ({d['verification']['mismatching_checks']} distinct checks)"
                if d["verification"]["mismatches"] else ""),
         ]
+        sim = d["simulator"]
+        lines.append(f"simulator CPU: {sim['cpu_us_per_answer']:.1f} µs per answer, "
+                     f"{sim['busy']:.0%} of a core"
+                     + (" (the simulator may have set the rate)" if sim["busy"] >= 0.9 else ""))
         if "send_lag_ms" in d:
             lag = d["send_lag_ms"]
             lines.append(f"send lag ms (simulator): p50 {lag['p50']:.3f}  p99 {lag['p99']:.3f}  "

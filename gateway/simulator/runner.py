@@ -25,6 +25,7 @@ from diameter.dictionary.base_rfc6733 import DisconnectCause
 from diameter.dictionary.ts29272_s13 import S13_APPLICATION_ID
 from diameter.dictionary.ts29272_s13 import VENDOR as VENDOR_3GPP
 from diameter.errors import DiameterError
+from diameter.events import AnswerReceived, Event
 from diameter.node import Node
 from diameter.overload import ReactingNode
 from diameter.peer import command_name
@@ -40,7 +41,6 @@ from gateway.simulator.traffic import (
     SUCCESS,
     AnswerScanner,
     Check,
-    PreparedCheck,
     RequestFactory,
     RequestIdentity,
     outcome_of,
@@ -49,8 +49,6 @@ from gateway.simulator.traffic import (
 __all__ = ["Simulation", "SimulatorSettings", "open_client", "simulate"]
 
 _ANSWER_NAME = command_name(324, False)
-# Checks encoded before the run (per connection) up to this many; beyond, each when it is sent.
-_PREPARED_AHEAD = 100_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,10 +106,21 @@ class _StampedConnection(PeerConnection):
     simulator's time, not the server's."""
 
     read_at = 0.0
+    # The simulation's handler of this connection's answers, given each straight from the
+    # peer core's AnswerReceived: its requests are sent with Peer.send_raw_request, so no
+    # waiter is kept per request in the Client (the Client's own requests still get theirs).
+    on_answer: Callable[[int, bytes], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         self.read_at = time.perf_counter()
         super().data_received(data)
+
+    def _dispatch(self, event: Event) -> None:
+        on_answer = self.on_answer
+        if on_answer is not None and type(event) is AnswerReceived:
+            on_answer(event.hop_by_hop, event.raw)
+        else:
+            super()._dispatch(event)
 
 
 class _TappedConnection(_StampedConnection):
@@ -207,22 +216,20 @@ def _why(conn: _Connection) -> str:
     return f"connection closed: {reason}"
 
 
-def _no_answer_handler(hop_by_hop: int, raw: bytes) -> None:
-    raise AssertionError("answer handler not set")
-
-
 class _Connection(Link):
-    __slots__ = ("client", "factory", "observer", "on_answer", "prepared", "session_counter")
+    __slots__ = ("client", "connection", "factory", "observer", "peer", "session_counter")
 
-    def __init__(self, index: int, client: Client, factory: RequestFactory, observer: _Counter,
-                 prepared: list[PreparedCheck] | None) -> None:
+    def __init__(self, index: int, client: Client, factory: RequestFactory,
+                 observer: _Counter) -> None:
         super().__init__(index)
         self.client = client
+        connection = client.connection
+        assert isinstance(connection, _StampedConnection)
+        self.connection = connection  # when each read came: its answers' arrival time
+        self.peer = client.peer  # the connection's peer core: requests go straight to it
         self.factory = factory
         self.observer = observer
-        self.prepared = prepared  # None: prepared when sent (a large sequence)
         self.session_counter = 0
-        self.on_answer: Callable[[int, bytes], None] = _no_answer_handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,15 +303,9 @@ class Simulation(LoadRun[_Connection]):
                 doic=s.doic,
             )
         )
-        prepared = (
-            [factory.prepare(c) for c in self.checks]
-            if len(self.checks) <= _PREPARED_AHEAD
-            else None
-        )
-        conn = _Connection(index, client, factory, observer, prepared)
-        conn.on_answer = functools.partial(self._on_answer, conn)
-        assert client.connection is not None
-        client.connection.closed.add_done_callback(
+        conn = _Connection(index, client, factory, observer)
+        conn.connection.on_answer = functools.partial(self._on_answer, conn)
+        conn.connection.closed.add_done_callback(
             lambda _: self._connection_closed(
                 conn, f"{self.settings.origin_host_of(conn.index)}: {_why(conn)}"
             )
@@ -334,60 +335,48 @@ class Simulation(LoadRun[_Connection]):
             if not reacting.admit(client.info.origin_host, time.perf_counter()):
                 self.stats.throttled += 1  # RFC 7683 §6: abated, not sent
                 return False
-        index = seq % len(self.checks)
-        prepared = (
-            conn.factory.prepare(self.checks[index])
-            if conn.prepared is None
-            else conn.prepared[index]
-        )
-        node = client.node
-        end_to_end = node.next_end_to_end()
+        index = seq % self._check_count
+        check = self.checks[index]
+        end_to_end = client.node.next_end_to_end()
         conn.session_counter = suffix = (conn.session_counter + 1) & 0xFFFFFFFF
-        raw = RequestFactory.build(prepared, end_to_end, suffix)
+        raw, session = conn.factory.request(check, end_to_end, suffix)
         try:
-            hop_by_hop = client.submit(raw, conn.on_answer)
+            hop_by_hop = conn.peer.send_raw_request(raw, self._loop.time())
         except DiameterError:
             self.stats.send_errors += 1
             return False
-        so = prepared.template.session_offset
-        session = bytes(raw[so - len(conn.factory.session_prefix) : so + 10])
-        conn.outstanding[hop_by_hop] = _Outstanding(
-            started, index, prepared.check, end_to_end, session
-        )
-        self.stats.sent += 1
-        self.stats.categories[prepared.check.category] += 1
+        conn.outstanding[hop_by_hop] = _Outstanding(started, index, check, end_to_end, session)
+        stats = self.stats
+        stats.sent += 1
+        stats.categories[check.category] += 1
         return True
 
     def _on_answer(self, conn: _Connection, hop_by_hop: int, raw: bytes) -> None:
-        connection = conn.client.connection
-        now = (
-            connection.read_at if isinstance(connection, _StampedConnection)
-            else time.perf_counter()
-        )
-        stats = self.stats
         request = conn.outstanding.pop(hop_by_hop, None)
         if request is None:
             self._late(conn, hop_by_hop)
             return
         assert isinstance(request, _Outstanding)
+        now = conn.connection.read_at
+        stats = self.stats
         if self._reacting is not None:
             self._reacting.on_answer(raw, now)
         # RFC 6733 §6.2: the answer carries the request's End-to-End and Session-Id.
         end_to_end = int.from_bytes(raw[16:20], "big")
         if end_to_end != request.end_to_end:
             stats.add_id_mismatch("End-to-End", str(request.end_to_end), str(end_to_end))
-        session, result, experimental, status = self._scanner.scan(raw)
+        session, fields = self._scanner.split(raw)
         if session != request.session_id:
             stats.add_id_mismatch(
                 "Session-Id",
                 request.session_id.decode("utf-8", "replace"),
                 "" if session is None else session.decode("utf-8", "replace"),
             )
-        key = (result, experimental, status)
-        named = self._names.get(key)
+        named = self._names.get(fields)
         if named is None:
+            result, experimental, status = fields
             code = result if result is not None else experimental
-            named = self._names[key] = (
+            named = self._names[fields] = (
                 str(code) if code is not None else "none",
                 outcome_of(result, experimental, status),
             )

@@ -19,13 +19,14 @@ IMEI file format (``--imei-file``)
 
 Templates (:class:`RequestTemplate`)
     Each request shape (IMEI length, with or without User-Name and Software-Version) is encoded
-    once with the codec; a request is that byte string with End-to-End, the fixed-width
-    Session-Id suffix and the IMEI/IMSI/SV digits overwritten in place. Hop-by-Hop is written by
-    the peer core when the request is sent (RFC 6733 §3).
+    once with the codec and cut at the fields that change; a request is one join of those
+    pieces with its End-to-End, the fixed-width Session-Id suffix and the IMEI/SV/IMSI digits.
+    Hop-by-Hop is written by the peer core when the request is sent (RFC 6733 §3).
 
 Answers (:func:`scan_answer`)
     Header plus one pass over the top-level AVPs for Session-Id, Result-Code,
-    Experimental-Result(-Code) and Equipment-Status; nothing else is decoded.
+    Experimental-Result(-Code) and Equipment-Status, each the first of its code and vendor as a
+    full decode finds it; nothing else is decoded.
 """
 
 from __future__ import annotations
@@ -425,7 +426,10 @@ class ImeiGenerator:
 
 @dataclass(frozen=True, slots=True)
 class RequestTemplate:
-    """One encoded MICR and the offsets of the fields patched per request."""
+    """One encoded MICR, the offsets of the fields patched per request, and the octets between
+    them (``pieces``): End-to-End, the Session-Id's digits, IMEI, Software-Version and User-Name
+    in that order (TS 29.272 §7.2.19's order; an absent field is an empty cut after the one
+    before it), so that a request is one join of the pieces and the fields."""
 
     raw: bytes
     session_offset: int  # first of the SESSION_SUFFIX_DIGITS digits
@@ -434,6 +438,13 @@ class RequestTemplate:
     imsi_offset: int | None
     imsi_length: int
     sv_offset: int | None
+    pieces: tuple[bytes, ...] = ()
+
+    def fill(self, end_to_end: bytes, digits: bytes, imei: bytes, sv: bytes, imsi: bytes) -> bytes:
+        """The request with the fields in (``sv``, ``imsi``: b"" when the template has none);
+        its Hop-by-Hop is the peer core's to write when it is sent (RFC 6733 §3)."""
+        p = self.pieces
+        return b"".join((p[0], end_to_end, p[1], digits, p[2], imei, p[3], sv, p[4], imsi, p[5]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,13 +478,13 @@ def _offsets(raw: bytes, start: int, end: int, out: dict[tuple[int, int], int]) 
 
 
 def build_template(
-    identity: RequestIdentity, imei_length: int, imsi_length: int | None, sv: bool
+    identity: RequestIdentity, imei_length: int, imsi_length: int | None, sv_length: int | None
 ) -> RequestTemplate:
     """Encode one MICR of the given shape with placeholder digits (TS 29.272 §7.2.19 order)."""
     session = f"{identity.origin_host};{identity.session_high};" + "0" * SESSION_SUFFIX_DIGITS
     terminal = [Avp.new("IMEI", "0" * imei_length)]
-    if sv:
-        terminal.append(Avp.new("Software-Version", "00"))
+    if sv_length is not None:
+        terminal.append(Avp.new("Software-Version", "0" * sv_length))
     avps = [
         Avp.new("Session-Id", session),
         Avp.new(
@@ -501,15 +512,24 @@ def build_template(
     raw = message.encode()
     found: dict[tuple[int, int], int] = {}
     _offsets(raw, 20, len(raw), found)
-    session_data = found[(_SESSION_ID, 0)]
+    session_offset = found[(_SESSION_ID, 0)] + len(session) - SESSION_SUFFIX_DIGITS
+    imei_offset = found[(1402, VENDOR_3GPP)]
+    sv_offset = found[(1403, VENDOR_3GPP)] if sv_length is not None else None
+    imsi_offset = found[(1, 0)] if imsi_length is not None else None
+    # The cuts, in the order of the octets: an absent field cuts nothing after the one before.
+    cuts = [(16, 4), (session_offset, SESSION_SUFFIX_DIGITS), (imei_offset, imei_length)]
+    after = imei_offset + imei_length
+    cuts.append((after, 0) if sv_offset is None else (sv_offset, sv_length or 0))
+    after = cuts[-1][0] + cuts[-1][1]
+    cuts.append((after, 0) if imsi_offset is None else (imsi_offset, imsi_length or 0))
+    pieces, position = [], 0
+    for offset, length in cuts:
+        pieces.append(raw[position:offset])
+        position = offset + length
+    pieces.append(raw[position:])
     return RequestTemplate(
-        raw,
-        session_data + len(session) - SESSION_SUFFIX_DIGITS,
-        found[(1402, VENDOR_3GPP)],
-        imei_length,
-        found[(1, 0)] if imsi_length is not None else None,
-        imsi_length or 0,
-        found[(1403, VENDOR_3GPP)] if sv else None,
+        raw, session_offset, imei_offset, imei_length, imsi_offset, imsi_length or 0, sv_offset,
+        tuple(pieces),
     )
 
 
@@ -525,42 +545,60 @@ class PreparedCheck:
 
 
 class RequestFactory:
-    """Builds request bytes for one connection from templates, patched in place."""
+    """Builds request bytes for one connection from templates: one join of each template's
+    constant pieces and the request's fields."""
 
     def __init__(self, identity: RequestIdentity) -> None:
         self.identity = identity
-        self._templates: dict[tuple[int, int | None, bool], RequestTemplate] = {}
+        # (IMEI octets, User-Name octets, Software-Version octets; -1 when absent)
+        self._templates: dict[tuple[int, int, int], RequestTemplate] = {}
         self.session_prefix = f"{identity.origin_host};{identity.session_high};"
+        self._session_prefix = self.session_prefix.encode()
 
-    def template(self, imei_length: int, imsi_length: int | None, sv: bool) -> RequestTemplate:
-        key = (imei_length, imsi_length, sv)
+    def template(self, imei_length: int, imsi_length: int | None, sv: bool | int) -> RequestTemplate:
+        """The template of a shape (``sv``: True for 2 digits, or the length)."""
+        sv_length = -1 if sv is False else 2 if sv is True else sv
+        return self._shape((imei_length, -1 if imsi_length is None else imsi_length, sv_length))
+
+    def _shape(self, key: tuple[int, int, int]) -> RequestTemplate:
         tpl = self._templates.get(key)
         if tpl is None:
-            tpl = self._templates[key] = build_template(self.identity, *key)
+            imei, imsi, sv = key
+            tpl = self._templates[key] = build_template(
+                self.identity, imei, None if imsi < 0 else imsi, None if sv < 0 else sv
+            )
         return tpl
+
+    def request(self, check: Check, end_to_end: int, session_suffix: int) -> tuple[bytes, bytes]:
+        """One request's bytes and its Session-Id (RFC 6733 §8.8): the simulator's per-request
+        path, one join and nothing kept but what it returns."""
+        imei = check.imei.encode()
+        imsi = b"" if check.imsi is None else check.imsi.encode()
+        sv = b"" if check.sv is None else check.sv.encode()
+        key = (
+            len(imei), -1 if check.imsi is None else len(imsi), -1 if check.sv is None else len(sv)
+        )
+        tpl = self._templates.get(key) or self._shape(key)
+        digits = b"%010d" % session_suffix
+        raw = tpl.fill(_U32.pack(end_to_end), digits, imei, sv, imsi)
+        return raw, self._session_prefix + digits
 
     def prepare(self, check: Check) -> PreparedCheck:
         imei = check.imei.encode("utf-8")
         imsi = None if check.imsi is None else check.imsi.encode("ascii")
         sv = None if check.sv is None else check.sv.encode("ascii")
-        tpl = self.template(len(imei), None if imsi is None else len(imsi), sv is not None)
+        tpl = self._shape(
+            (len(imei), -1 if imsi is None else len(imsi), -1 if sv is None else len(sv))
+        )
         return PreparedCheck(check, tpl, imei, imsi, sv)
 
     @staticmethod
     def build(prepared: PreparedCheck, end_to_end: int, session_suffix: int) -> bytearray:
-        """The request bytes: template copy, End-to-End, Session-Id suffix and digits patched."""
-        tpl = prepared.template
-        buf = bytearray(tpl.raw)
-        _U32.pack_into(buf, 16, end_to_end)
-        so = tpl.session_offset
-        buf[so : so + SESSION_SUFFIX_DIGITS] = b"%010d" % session_suffix
-        io_ = tpl.imei_offset
-        buf[io_ : io_ + tpl.imei_length] = prepared.imei
-        if prepared.imsi is not None and tpl.imsi_offset is not None:
-            buf[tpl.imsi_offset : tpl.imsi_offset + tpl.imsi_length] = prepared.imsi
-        if prepared.sv is not None and tpl.sv_offset is not None:
-            buf[tpl.sv_offset : tpl.sv_offset + 2] = prepared.sv
-        return buf
+        """The request bytes of a prepared check, for a caller that patches them further."""
+        return bytearray(prepared.template.fill(
+            _U32.pack(end_to_end), b"%010d" % session_suffix, prepared.imei,
+            prepared.sv or b"", prepared.imsi or b"",
+        ))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,37 +608,72 @@ class RequestFactory:
 def scan_answer(raw: bytes) -> tuple[bytes | None, int | None, int | None, int | None]:
     """(Session-Id, Result-Code, Experimental-Result-Code, Equipment-Status) of an answer.
 
-    One pass over the top-level AVPs (RFC 6733 §4.1); a truncated AVP ends the scan.
+    One pass over the top-level AVPs (RFC 6733 §4.1), and over the first Experimental-Result's
+    (§7.6); each field is the first AVP of its code and vendor, as a full decode's
+    ``Message.find`` gives it (an Unsigned32 not 4 octets long gives no value); an AVP that
+    does not fit ends the scan, where the decoder stops too
+    (tests/simulator/test_answer_scan.py holds the two to each other).
     """
     session = result = experimental = status = None
+    found = 0  # bits: _SESSION_BIT ... of the fields whose first AVP has been met
     end = len(raw)
     offset = 20
     unpack = _AVP_HEAD.unpack_from
     while offset + 8 <= end:
         code, flags_length = unpack(raw, offset)
         length = flags_length & 0xFFFFFF
-        if length < 8 or offset + length > end:
-            break
-        data = offset + (12 if flags_length & 0x80000000 else 8)
-        if code == _SESSION_ID:
-            session = raw[data : offset + length]
-        elif code == _RESULT_CODE and length - (data - offset) == 4:
-            result = _U32.unpack_from(raw, data)[0]
-        elif code == _EQUIPMENT_STATUS and length - (data - offset) == 4:
-            status = _U32.unpack_from(raw, data)[0]
-        elif code == _EXPERIMENTAL_RESULT:
-            inner, stop = data, offset + length
-            while inner + 8 <= stop:
-                icode, iflags_length = unpack(raw, inner)
-                ilength = iflags_length & 0xFFFFFF
-                if ilength < 8 or inner + ilength > stop:
-                    break
-                idata = inner + (12 if iflags_length & 0x80000000 else 8)
-                if icode == _EXPERIMENTAL_RESULT_CODE and inner + ilength - idata == 4:
-                    experimental = _U32.unpack_from(raw, idata)[0]
-                inner += ilength + (-ilength & 3)
+        if flags_length & 0x80000000:
+            if length < 12 or offset + length > end:
+                break
+            vendor = _U32.unpack_from(raw, offset + 8)[0]
+            data = offset + 12
+        else:
+            if length < 8 or offset + length > end:
+                break
+            vendor = 0
+            data = offset + 8
+        size = offset + length - data
+        if vendor == 0:
+            if code == _SESSION_ID and not found & _SESSION_BIT:
+                found |= _SESSION_BIT
+                session = raw[data : offset + length]
+            elif code == _RESULT_CODE and not found & _RESULT_BIT:
+                found |= _RESULT_BIT
+                if size == 4:
+                    result = _U32.unpack_from(raw, data)[0]
+            elif code == _EXPERIMENTAL_RESULT and not found & _EXPERIMENTAL_BIT:
+                found |= _EXPERIMENTAL_BIT
+                experimental = _experimental_result_code(raw, data, offset + length)
+        elif code == _EQUIPMENT_STATUS and vendor == VENDOR_3GPP and not found & _STATUS_BIT:
+            found |= _STATUS_BIT
+            if size == 4:
+                status = _U32.unpack_from(raw, data)[0]
         offset += length + (-length & 3)
     return session, result, experimental, status
+
+
+_SESSION_BIT, _RESULT_BIT, _EXPERIMENTAL_BIT, _STATUS_BIT = 1, 2, 4, 8
+
+
+def _experimental_result_code(raw: bytes, offset: int, end: int) -> int | None:
+    """The first Experimental-Result-Code among an Experimental-Result's AVPs (RFC 6733 §7.6)."""
+    unpack = _AVP_HEAD.unpack_from
+    while offset + 8 <= end:
+        code, flags_length = unpack(raw, offset)
+        length = flags_length & 0xFFFFFF
+        vendor = 0
+        data = offset + 8
+        if flags_length & 0x80000000:
+            if length < 12 or offset + length > end:
+                return None
+            vendor = _U32.unpack_from(raw, offset + 8)[0]
+            data = offset + 12
+        elif length < 8 or offset + length > end:
+            return None
+        if code == _EXPERIMENTAL_RESULT_CODE and vendor == 0:
+            return _U32.unpack_from(raw, data)[0] if offset + length - data == 4 else None
+        offset += length + (-length & 3)
+    return None
 
 
 class AnswerScanner:
@@ -619,6 +692,12 @@ class AnswerScanner:
         self.max_entries = max_entries
 
     def scan(self, raw: bytes) -> tuple[bytes | None, int | None, int | None, int | None]:
+        session, fields = self.split(raw)
+        return (session, *fields)
+
+    def split(self, raw: bytes) -> tuple[bytes | None, tuple[int | None, int | None, int | None]]:
+        """``scan`` as (Session-Id, (Result-Code, Experimental-Result-Code, Equipment-Status)),
+        the second the same object for every answer of one remembered tail."""
         if len(raw) >= 28 and raw[20:24] == b"\x00\x00\x01\x07" and not raw[24] & 0x80:
             length = int.from_bytes(raw[25:28], "big")
             end = 20 + length
@@ -630,8 +709,9 @@ class AnswerScanner:
                     found = scan_answer(b"\0" * 20 + rest)[1:]
                     if len(self._memo) < self.max_entries:
                         self._memo[rest] = found
-                return (raw[28:end], *found)
-        return scan_answer(raw)
+                return raw[28:end], found
+        session, result, experimental, status = scan_answer(raw)
+        return session, (result, experimental, status)
 
 
 def outcome_of(result: int | None, experimental: int | None, status: int | None) -> str:
