@@ -101,6 +101,12 @@ _DIRECT_PROCESS = frozenset(
     for role in Role
     if TRANSITIONS.get((state, RCV_MESSAGE[role])) == ((Action.PROCESS,), state)
 )
+# States whose Send-Message row is just Snd-Message in the same state (R-Open, I-Open).
+_DIRECT_SEND = frozenset(
+    state
+    for state in PeerState
+    if TRANSITIONS.get((state, PeerEvent.SEND_MESSAGE)) == ((Action.SND_MESSAGE,), state)
+)
 _BASE_COMMANDS: Final = frozenset({CER, DWR, DPR})
 _TOO_BUSY: Final = int(ResultCode.DIAMETER_TOO_BUSY)
 _WORD = struct.Struct("!I")
@@ -194,6 +200,7 @@ class Peer:
         self.certificate_names = certificate_names
         self.state = PeerState.CLOSED
         self._direct = False  # (state, role) in _DIRECT_PROCESS, kept by _set_state
+        self._direct_send = False  # state in _DIRECT_SEND, kept by _set_state
         self.info: PeerInfo | None = None
         self.should_close = False
         self.closed = False
@@ -455,6 +462,7 @@ class Peer:
             return
         self.state = new
         self._direct = (new, self.role) in _DIRECT_PROCESS
+        self._direct_send = new in _DIRECT_SEND
         self.node.observer.on_peer_state(self, old, new)
         if new in OPEN_STATES and old not in OPEN_STATES and self.info is not None:
             key = self.info.origin_host.lower()
@@ -487,6 +495,22 @@ class Peer:
             else:
                 lanes.no_plan += 1
             self._process_request(raw, now)
+            return
+        if not is_request and self._direct and code not in _BASE_COMMANDS and self.owner is None:
+            # An answer to one of our application requests, in the same open state: the same
+            # steps as the table's row below (Process), without the trip through it (a client's
+            # every answer: the simulator's MICAs).
+            self.node.observer.on_message("in", command_name(code, False), None)
+            hop_by_hop = int.from_bytes(raw[12:16], "big")
+            if self._sent.get(hop_by_hop) != code:
+                # RFC 6733 §3: an answer whose Hop-by-Hop we do not know is discarded.
+                log.debug("%r: answer with unknown Hop-by-Hop %d discarded", self, hop_by_hop)
+                return
+            del self._sent[hop_by_hop]
+            actions = self.watchdog.receive(False, now)
+            if actions:
+                self._watchdog_actions(actions, now)
+            self._events.append(AnswerReceived(hop_by_hop, raw))
             return
         if self.owner is not None:
             log.debug("%r: message during an election ignored", self)
@@ -870,7 +894,11 @@ class Peer:
 
     # -- sending --------------------------------------------------------------------------------
     def _send_message(self, data: bytes, code: int, hop_by_hop: int, now: float) -> None:
-        if not self._fire(PeerEvent.SEND_MESSAGE, now, data=data):
+        if self._direct_send:
+            # R-Open/I-Open: the table's row is Snd-Message in the same state; its steps here.
+            self._out.append(data)
+            self.node.observer.on_message("out", command_name(code, True), None)
+        elif not self._fire(PeerEvent.SEND_MESSAGE, now, data=data):
             raise DiameterError(f"{self!r} is not open", ResultCode.DIAMETER_UNABLE_TO_DELIVER)
         self._sent[hop_by_hop] = code
 
