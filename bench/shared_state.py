@@ -36,10 +36,14 @@ loop; CPU µs per check (user + system, /proc) of the gateway worker (all its th
 observation writer process (every side: it writes the log and drains the stream), of
 Redis and of PostgreSQL (every backend), the observations written in the round, checks per
 round trip to Redis (clone counts) and to the stream (``eir_shared_state_requests_total``),
-and how busy the worker was during the loop: below 90 % the simulator or the machine's load set
-the rate, not the gateway, and the bench says so (a worker idling between reads pays per-wake
-and per-time costs, such as the 10 ms young collections, over fewer checks; the shared side,
-answering when Redis answers, wakes more often). ``--syscalls`` adds the worker's checks per
+how busy the worker was during the loop: below 90 % the simulator or the machine's load set
+the rate, not the gateway, and the bench says so; the simulator's own CPU per check and share of
+its core (its loop thread, from the simulator's report), each CPU's busy share over the loop
+(/proc/stat), and so what set each round's rate: the worker (its core ≥ 90 % busy), CPU 0
+(≥ 90 % busy when pinned: the simulator + Redis + PostgreSQL + the rest, µs a check), the
+simulator alone, or neither. A worker idling between reads pays per-wake and per-time costs,
+such as the 10 ms young collections, over fewer checks; the shared side, answering when Redis
+answers, wakes more often. ``--syscalls`` adds the worker's checks per
 read and per write, epoll_waits and user/system CPU per check (perf, as bench/e2e.py). The
 ratio shared/local is the worker's: in checks/s, and local CPU per check / shared CPU per check
 (also with each side's writer process counted).
