@@ -230,7 +230,13 @@ class Http2Session:
         self._opened: float | None = None  # the first tick's time
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0
-        self._reset: deque[int] = deque(maxlen=256)  # streams reset lately: late frames ignored
+        # §5.1 "closed", by how the stream got there (the last 256 of each; a stream closed
+        # longer ago counts as ended by both sides): reset by us, the frames the client sent
+        # before it saw our RST_STREAM are ignored; reset by the client, any frame but PRIORITY
+        # is a stream error STREAM_CLOSED; ended by both sides, DATA or HEADERS is a connection
+        # error STREAM_CLOSED.
+        self._reset: deque[int] = deque(maxlen=256)
+        self._reset_by_peer: deque[int] = deque(maxlen=256)
         self._send_window = DEFAULT_WINDOW  # connection-level, for our DATA
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_MAX_FRAME_SIZE
@@ -347,6 +353,18 @@ class Http2Session:
         self._blocked.pop(stream_id, None)
         self._reset.append(stream_id)
 
+    def _closed_stream(self, stream_id: int, kind: str) -> None:
+        """A DATA or HEADERS frame on a closed stream (§5.1): ignored when we reset the stream
+        (the client may have sent it before it saw our RST_STREAM); a stream error
+        STREAM_CLOSED after the client's own RST_STREAM; a connection error STREAM_CLOSED after
+        both sides ended the stream (§5.1 "after receiving a frame with the END_STREAM flag",
+        which meets §6.1's stream error: an endpoint may treat one as a connection error)."""
+        if stream_id in self._reset:
+            return
+        if stream_id in self._reset_by_peer:
+            raise _StreamError(ErrorCode.STREAM_CLOSED, f"{kind} after RST_STREAM")
+        raise _ConnectionError(ErrorCode.STREAM_CLOSED, f"{kind} on a closed stream")
+
     # §6.1
     def _on_data(self, flags: int, stream_id: int, payload: bytes,
                  out: list[RequestReceived]) -> None:
@@ -362,9 +380,8 @@ class Http2Session:
                 if self._final_goaway:
                     return  # a stream our final GOAWAY ignored (§6.8)
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream")
-            if stream_id in self._reset:
-                return
-            raise _StreamError(ErrorCode.STREAM_CLOSED, "DATA on a closed stream")
+            self._closed_stream(stream_id, "DATA")
+            return  # ignored: its bytes still count for the connection's window, given back
         if stream.remote_closed:
             raise _StreamError(ErrorCode.STREAM_CLOSED, "DATA after END_STREAM")
         stream.recv_window -= length
@@ -422,9 +439,8 @@ class Http2Session:
             self._end_of_request(stream_id, stream, out)
             return
         if stream_id <= self._last_stream_id:
-            if stream_id in self._reset:
-                return
-            raise _ConnectionError(ErrorCode.STREAM_CLOSED, "HEADERS on a closed stream")
+            self._closed_stream(stream_id, "HEADERS")
+            return
         if self._final_goaway:
             return  # §6.8: a stream above the last one our GOAWAY named is ignored
         self._last_stream_id = stream_id
@@ -473,7 +489,12 @@ class Http2Session:
                        out: list[RequestReceived]) -> None:
         if stream_id > self._last_stream_id and not self._final_goaway:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
-        self._forget(stream_id)
+        if stream_id in self._streams:
+            self._streams.pop(stream_id)
+            self._blocked.pop(stream_id, None)
+            self._reset_by_peer.append(stream_id)
+        # On a closed stream it is ignored (§5.1: it may have crossed our END_STREAM; and never
+        # a RST_STREAM in answer to one, §5.4.2).
 
     # §6.5
     def _on_settings(self, flags: int, stream_id: int, payload: bytes,
@@ -557,7 +578,10 @@ class Http2Session:
             if stream is None:
                 if stream_id > self._last_stream_id and not self._final_goaway:
                     raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE, idle stream")
-                return  # a stream just closed: late updates are fine
+                # §5.1: after its own RST_STREAM (and before ours, which ends the matter)
+                if stream_id in self._reset_by_peer and stream_id not in self._reset:
+                    raise _StreamError(ErrorCode.STREAM_CLOSED, "WINDOW_UPDATE after RST_STREAM")
+                return  # a stream just closed: it may have crossed our END_STREAM (§5.1)
             if not increment:
                 raise _StreamError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             stream.send_window += increment

@@ -399,9 +399,71 @@ def test_reset_by_the_client_drops_the_response() -> None:
     s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET)
               + frame(FrameType.RST_STREAM, 0, 1, struct.pack(">I", ErrorCode.CANCEL)))
     assert not s.respond(1, RESPONSE)
+    # §5.1 closed: a frame other than PRIORITY after the client's RST_STREAM is a stream error
+    # STREAM_CLOSED (it was ignored); once we reset the stream, what follows is ignored, its
+    # bytes given back to the connection window.
     s.receive(window_update_frame(1, 10) + frame(FrameType.DATA, 0, 1, b"late"))
-    assert not s.closed and [f[0] for f in frames(s.data_to_send())] == [
-        FrameType.WINDOW_UPDATE]  # only the connection window given back
+    sent = frames(s.data_to_send())
+    assert not s.closed and [(f[0], f[2]) for f in sent] == [
+        (FrameType.RST_STREAM, 1), (FrameType.WINDOW_UPDATE, 0)]
+    assert struct.unpack(">I", sent[0][3])[0] == ErrorCode.STREAM_CLOSED
+
+
+@pytest.mark.parametrize("late", [
+    frame(FrameType.DATA, 0, 1, b"x"),
+    frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, encode_headers([(b"x-late", b"1")])),
+], ids=["DATA", "HEADERS"])
+def test_data_or_headers_on_a_stream_both_sides_ended_is_a_connection_error(
+    late: bytes,
+) -> None:
+    """§5.1 closed: "An endpoint that receives any frames after receiving a frame with the
+    END_STREAM flag set MUST treat that as a connection error of type STREAM_CLOSED" (DATA was
+    a stream error); WINDOW_UPDATE, RST_STREAM and PRIORITY, which may cross our END_STREAM,
+    are ignored."""
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
+    assert s.respond(1, RESPONSE)
+    s.data_to_send()
+    s.receive(window_update_frame(1, 10) + frame(FrameType.PRIORITY, 0, 1, b"\0\0\0\0\x10")
+              + frame(FrameType.RST_STREAM, 0, 1, struct.pack(">I", ErrorCode.CANCEL)))
+    assert not s.closed and s.data_to_send() == b""
+    s.receive(late)
+    assert goaway_code(s) == ErrorCode.STREAM_CLOSED
+
+
+@pytest.mark.parametrize("late", [
+    frame(FrameType.DATA, 0, 1, b"x"),
+    frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, encode_headers([(b"x-late", b"1")])),
+    window_update_frame(1, 1),
+], ids=["DATA", "HEADERS", "WINDOW_UPDATE"])
+def test_a_frame_after_the_clients_rst_stream_is_a_stream_error(late: bytes) -> None:
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET)
+              + frame(FrameType.RST_STREAM, 0, 1, struct.pack(">I", ErrorCode.CANCEL)))
+    s.data_to_send()
+    s.receive(frame(FrameType.PRIORITY, 0, 1, b"\0\0\0\0\x10"))  # PRIORITY: allowed
+    assert s.data_to_send() == b""
+    s.receive(late)
+    assert rst_code(s, 1) == ErrorCode.STREAM_CLOSED
+    s.receive(late + frame(FrameType.RST_STREAM, 0, 1, struct.pack(">I", ErrorCode.CANCEL)))
+    assert FrameType.RST_STREAM not in [f[0] for f in frames(s.data_to_send())]  # once only
+    # The connection carries on, its HPACK context intact.
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3, GET)) == [
+        RequestReceived(3, b"GET", PATH)]
+
+
+def test_frames_after_our_rst_stream_are_ignored() -> None:
+    """§5.1: frames the client sent before it saw our RST_STREAM are ignored (DATA counted
+    towards the connection window, and given back)."""
+    s = session(N5gEirSettings(max_concurrent_streams=1))
+    s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET)
+              + frame(FrameType.HEADERS, END_HEADERS, 3, GET))
+    assert rst_code(s, 3) == ErrorCode.REFUSED_STREAM
+    s.receive(frame(FrameType.DATA, 0, 3, b"body") + window_update_frame(3, 5)
+              + frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3,
+                      encode_headers([(b"x-trailer", b"1")])))
+    assert not s.closed and [(f[0], f[2]) for f in frames(s.data_to_send())] == [
+        (FrameType.WINDOW_UPDATE, 0)]
 
 
 def test_goaway_from_the_client_closes_once_answered() -> None:
