@@ -5,7 +5,6 @@ a peer, and whether local policy admits the peer (§5.3: unknown peers may be re
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ from diameter.application import Application, PeerInfo, vendor_specific_applicat
 from diameter.codec import Avp, Message
 from diameter.dictionary.base_rfc6733 import RELAY_APPLICATION_ID
 from diameter.errors import DecodeError
+from diameter.networks import address_refused, parse_networks
 from diameter.settings import LocalIdentity, PeerSettings
 
 AUTH_APPLICATION_ID = 258
@@ -151,17 +151,7 @@ def admitted(
     if settings.allowed_realms and not _matches(origin_realm, settings.allowed_realms):
         return f"Origin-Realm {origin_realm} not allowed"
     if settings.allowed_networks:
-        if remote_ip is None:
-            return "remote address unknown"
-        try:
-            address = ipaddress.ip_address(remote_ip.split("%", 1)[0])
-        except ValueError:
-            return f"remote address {remote_ip} not an IP address"
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        networks = [ipaddress.ip_network(n, strict=False) for n in settings.allowed_networks]
-        if not any(address.version == n.version and address in n for n in networks):
-            return f"remote address {remote_ip} not in an allowed network"
+        return address_refused(remote_ip, parse_networks(settings.allowed_networks))
     return None
 
 

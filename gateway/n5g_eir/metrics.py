@@ -24,13 +24,14 @@ _BUCKETS = CHECK_BUCKETS
 
 class HttpMetrics:
     """http_requests_total{interface,method,status}, http_request_duration_seconds{interface},
-    http_connections{interface}."""
+    http_connections{interface}, http_connections_refused_total{interface,reason}."""
 
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self._requests: dict[tuple[str, int], int] = {}
         self._histogram = [0.0] * (len(_BUCKETS) + 2)  # buckets, +Inf, then the sum
         self.connections = 0
+        self.refused: dict[str, int] = {}  # connections refused, by reason (network, limit)
 
     def count(self, method: bytes, status: int, seconds: float) -> None:
         key = (_METHODS.get(method, "other"), status)
@@ -63,3 +64,12 @@ class HttpMetrics:
         )
         connections.add_metric((interface,), self.connections)
         yield connections
+        refused = CounterMetricFamily(
+            "http_connections_refused",
+            "HTTP/2 connections refused, by interface and reason: network (a source address "
+            "outside allowed_networks), limit (past max_connections).",
+            labels=("interface", "reason"),
+        )
+        for reason in ("network", "limit"):
+            refused.add_metric((interface, reason), self.refused.get(reason, 0))
+        yield refused

@@ -2,8 +2,11 @@
 TLS with ALPN ``h2`` on ``https://``, TS 29.500 §5.2.2.2), one :class:`Http2Session` per
 connection, requests handed to :class:`EquipmentIdentityCheck`.
 
-It only feeds bytes to the session, dispatches the requests the session completes, and writes
-what the session wants sent. A check decided at once is answered within the same
+A connection from outside ``allowed_networks`` is closed at once; one past ``max_connections``
+gets the server preface and GOAWAY ENHANCE_YOUR_CALM naming no stream (RFC 9113 §6.8: nothing
+was processed, the client may retry elsewhere), then is closed. Otherwise the adapter only feeds
+bytes to the session, dispatches the requests the session completes, and writes what the
+session wants sent. A check decided at once is answered within the same
 ``data_received``; one waiting for the registry becomes a task, answered when it finishes.
 While the socket's write buffer is above its high-water mark, the connection stops reading.
 One timer for all connections ticks their sessions once a second (idle timeout, PING liveness,
@@ -23,9 +26,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from diameter.deferred import DeferredAnswer
+from diameter.networks import address_refused, parse_networks
 from diameter.settings import TransportSettings
 from diameter.transport.sockets import server_ssl_context, set_nodelay
 from gateway.n5g_eir.equipment_status import INTERFACE, EquipmentIdentityCheck
+from gateway.n5g_eir.frames import ErrorCode, goaway_frame, settings_frame
 from gateway.n5g_eir.http2 import Http2Session, RequestReceived
 from gateway.n5g_eir.metrics import HttpMetrics
 from gateway.n5g_eir.problem import SYSTEM_FAILURE, Response
@@ -36,6 +41,10 @@ log = logging.getLogger("eir.n5g_eir")
 
 ALPN_H2 = "h2"  # RFC 9113 §3.2
 TICK_SECONDS = 1.0  # resolution of the idle timeout, PING liveness and the drain's final GOAWAY
+# A connection refused past max_connections is read (and its bytes dropped) this long at most
+# after its GOAWAY: closed with unread bytes, the kernel would reset it, GOAWAY and all.
+REFUSED_LINGER_SECONDS = 1.0
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections
 
 
 def tls_context(settings: N5gEirSettings) -> ssl.SSLContext:
@@ -62,6 +71,8 @@ class _Connection(asyncio.Protocol):
         self._deferred: dict[int, DeferredAnswer] = {}
         self._started: dict[int, tuple[bytes, float]] = {}
         self._flush_scheduled = False
+        self._refused = False  # told GOAWAY at once: what it sends is dropped
+        self._linger: asyncio.TimerHandle | None = None
 
     @property
     def waiting(self) -> int:
@@ -72,6 +83,13 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        server = self._server
+        if server.networks:
+            why = address_refused(_host(transport.get_extra_info("peername")), server.networks)
+            if why is not None:
+                server.count_refusal("network", why)
+                transport.abort()
+                return
         set_nodelay(transport)
         if self._tls:
             ssl_object = transport.get_extra_info("ssl_object")
@@ -82,12 +100,35 @@ class _Connection(asyncio.Protocol):
                          transport.get_extra_info("peername"), alpn)
                 transport.close()
                 return
-        self._server.connections.add(self)
-        self._server.http.connections += 1
+        limit = server.settings.max_connections
+        if limit and len(server.connections) >= limit:
+            self._refuse(f"connection limit of {limit} reached")
+            return
+        server.connections.add(self)
+        server.http.connections += 1
         self._session.initiate()
         self._flush()
 
+    def _refuse(self, reason: str) -> None:
+        """Past the connection limit: the server preface (an empty SETTINGS, §3.4) and GOAWAY
+        naming no stream (§6.8), then closed: half-closed first where the transport can, what
+        the client sent meanwhile dropped, so that the GOAWAY is not lost to a reset."""
+        transport = self._transport
+        assert transport is not None
+        self._server.count_refusal("limit", reason)
+        self._refused = True
+        transport.write(settings_frame({})
+                        + goaway_frame(0, ErrorCode.ENHANCE_YOUR_CALM, reason.encode()))
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._linger = asyncio.get_running_loop().call_later(
+                REFUSED_LINGER_SECONDS, transport.abort)
+        else:
+            transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         session = self._session
         requests = session.receive(data)
         for request in requests:
@@ -115,6 +156,9 @@ class _Connection(asyncio.Protocol):
             self._closed_by_session()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self in self._server.connections:
             self._server.connections.discard(self)
             self._server.http.connections -= 1
@@ -245,9 +289,24 @@ class N5gEirServer:
         self.settings = settings
         self.http = HttpMetrics(INTERFACE)
         self.connections: set[_Connection] = set()
+        self.networks = parse_networks(settings.allowed_networks)
         self.stopping = False
+        self._refusals = 0  # connections refused since the last log line about them
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
         self._servers: list[tuple[str, asyncio.Server]] = []
         self._ticker: asyncio.Task[None] | None = None
+
+    def count_refusal(self, reason: str, why: str) -> None:
+        """A connection refused (``reason``: network, limit): counted, and logged at most once
+        every REFUSAL_LOG_INTERVAL seconds (a flood of them must not flood the log)."""
+        self.http.refused[reason] = self.http.refused.get(reason, 0) + 1
+        self._refusals += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+            log.warning("N5g-eir connection refused: %s (%d refused since the last such line)",
+                        why, self._refusals)
+            self._refusal_logged = now
+            self._refusals = 0
 
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
         """Listen on ``settings.listen``, or serve ``sockets`` (one per entry, already bound
@@ -319,3 +378,10 @@ class N5gEirServer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+
+
+def _host(peername: Any) -> str | None:
+    """The address of a socket's peer name ((host, port, ...) for IP), None for anything else."""
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None

@@ -24,6 +24,10 @@ class N5gEirSettings:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_verify_client: bool = False
+    # Source address CIDRs a connection may come from (the AMFs'); empty: any.
+    allowed_networks: tuple[str, ...] = ()
+    # Open connections per process; one more is told GOAWAY and closed. 0: no limit.
+    max_connections: int = 1024
     # RFC 9113 §6.5.2 SETTINGS we announce; a peer exceeding them loses the connection.
     max_concurrent_streams: int = 128
     max_header_list_bytes: int = 16_384

@@ -12,6 +12,8 @@ def test_embedded_default_serves_h2c_on_8080() -> None:
     config = load_config(None)
     assert config.n5g_eir.listen == (HttpEndpoint("http", "127.0.0.1", 8080),)
     assert config.n5g_eir.non_imei_pei == "equipment_unknown"
+    # Admission: any source address (as before these keys), at most 1,024 connections.
+    assert config.n5g_eir.allowed_networks == () and config.n5g_eir.max_connections == 1024
 
 
 def test_listeners_and_off() -> None:
@@ -38,6 +40,8 @@ def test_listeners_and_off() -> None:
         # round(inf) raised OverflowError at start-up, out of the handler's constructor.
         ({"EIR_N5G_EIR_RETRY_AFTER_SECONDS": "inf"}, "finite number"),
         ({"EIR_N5G_EIR_TLS_CERT": "missing.pem"}, "does not exist"),
+        ({"EIR_N5G_EIR_ALLOWED_NETWORKS": "10.0.0.0/8,amf.example"}, "not a CIDR network"),
+        ({"EIR_N5G_EIR_MAX_CONNECTIONS": "-1"}, "must not be negative"),
     ],
 )
 def test_errors_name_the_key(env: dict[str, str], expected: str) -> None:

@@ -1,0 +1,199 @@
+"""N5g-eir connection admission over loopback: ``n5g_eir.allowed_networks`` (a connection from
+elsewhere is closed at once, nothing read or sent) and ``n5g_eir.max_connections`` (one more is
+told GOAWAY ENHANCE_YOUR_CALM naming no stream, RFC 9113 §6.8, then closed), counted in
+``http_connections_refused_total``; what is admitted is served as before."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import httpx
+import pytest
+
+from diameter.networks import address_refused, parse_networks
+from gateway.n5g_eir.frames import ACK, PREFACE, ErrorCode, FrameType, frame, settings_frame
+from gateway.n5g_eir.problem import Response
+from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
+from gateway.n5g_eir.server import N5gEirServer
+from gateway.n5g_eir.settings import HttpEndpoint, N5gEirSettings
+
+QUERY = f"{EQUIPMENT_STATUS_PATH}?pei=imei-352099001234560"
+WHITELISTED = Response(200, b"application/json", b'{"status":"WHITELISTED"}')
+StartServer = Callable[..., Coroutine[Any, Any, N5gEirServer]]
+NGHTTP = shutil.which("nghttp")
+
+
+class _Handler:
+    def handle(self, method: bytes, path: bytes, connection_in_flight: int = 0,
+               authorization: bytes | None = None) -> Response:
+        return WHITELISTED
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    started: list[N5gEirServer] = []
+
+    async def start(host: str = "127.0.0.1", **settings: Any) -> N5gEirServer:
+        server = N5gEirServer(_Handler(),  # type: ignore[arg-type]
+                              N5gEirSettings(listen=(HttpEndpoint("http", host, 0),),
+                                             **settings))
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(limit=1.0)
+
+
+def _client(server: N5gEirServer) -> httpx.AsyncClient:
+    _, host, port = server.sockets[0]
+    host = f"[{host}]" if ":" in host else host
+    return httpx.AsyncClient(http1=False, http2=True, base_url=f"http://{host}:{port}",
+                             timeout=10)
+
+
+async def _raw_session(server: N5gEirServer) -> bytes:
+    """Everything the server sends an h2c client that sends its preface and SETTINGS, up to
+    the server's close (bounded: 10 s)."""
+    _, host, port = server.sockets[0]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(PREFACE + settings_frame({}) + frame(FrameType.SETTINGS, ACK, 0))
+        received = b""
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(65536):
+                received += chunk
+        return received
+    finally:
+        writer.close()
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    out, pos = [], 0
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos:pos + 3], "big")
+        out.append((data[pos + 3], int.from_bytes(data[pos + 5:pos + 9], "big"),
+                    data[pos + 9:pos + 9 + length]))
+        pos += 9 + length
+    assert pos == len(data), "a frame cut short"
+    return out
+
+
+async def test_a_connection_past_the_limit_is_told_goaway_and_closed(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_connections=2)
+    first, second = _client(server), _client(server)
+    try:
+        for client in (first, second):
+            assert (await client.get(QUERY)).status_code == 200
+        assert len(server.connections) == 2
+        sent = _frames(await _raw_session(server))
+        # The server preface, then GOAWAY: no stream processed, ENHANCE_YOUR_CALM, the reason.
+        assert [kind for kind, _, _ in sent] == [FrameType.SETTINGS, FrameType.GOAWAY]
+        last_stream, code = struct.unpack(">II", sent[1][2][:8])
+        assert (last_stream, code) == (0, ErrorCode.ENHANCE_YOUR_CALM)
+        assert b"connection limit of 2" in sent[1][2][8:]
+        assert server.http.refused == {"limit": 1} and len(server.connections) == 2
+        # The two admitted are served as before; one gone, a new one is admitted.
+        assert (await second.get(QUERY)).status_code == 200
+        await first.aclose()
+        async with asyncio.timeout(10):
+            while len(server.connections) > 1:
+                await asyncio.sleep(0.01)
+        async with _client(server) as third:
+            assert (await third.get(QUERY)).status_code == 200
+    finally:
+        await first.aclose()
+        await second.aclose()
+    [refused] = [m for m in server.http.collect() if m.name == "http_connections_refused"]
+    assert {(s.labels["reason"], s.value) for s in refused.samples
+            if s.name == "http_connections_refused_total"} == {("network", 0), ("limit", 1)}
+
+
+@pytest.mark.skipif(NGHTTP is None, reason="needs nghttp (Debian nghttp2-client) to see the "
+                                           "GOAWAY as nghttp2 reads it")
+async def test_nghttp_past_the_limit_reads_goaway_enhance_your_calm(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(max_connections=1)
+    _, host, port = server.sockets[0]
+    async with _client(server) as amf:
+        assert (await amf.get(QUERY)).status_code == 200
+        assert NGHTTP is not None
+        process = await asyncio.create_subprocess_exec(
+            NGHTTP, "-v", f"http://{host}:{port}{QUERY}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(30):
+            out, err = await process.communicate()
+    text = out.decode() + err.decode()
+    assert "processed=0" in text, text  # nghttp exits 0 all the same
+    assert "recv GOAWAY" in text and "last_stream_id=0" in text, text
+    assert "ENHANCE_YOUR_CALM" in text and "connection limit of 1 reached" in text, text
+    assert server.http.refused == {"limit": 1}
+
+
+async def test_no_limit_when_max_connections_is_0(start_server: StartServer) -> None:
+    server = await start_server(max_connections=0)
+    clients = [_client(server) for _ in range(5)]
+    try:
+        for client in clients:
+            assert (await client.get(QUERY)).status_code == 200
+        assert len(server.connections) == 5 and server.http.refused == {}
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_source_outside_the_allowed_networks_is_closed_unanswered(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(allowed_networks=("10.0.0.0/8", "192.0.2.0/24"))
+    try:
+        received = await _raw_session(server)
+    except ConnectionResetError:
+        received = b""  # aborted: reset
+    assert received == b""  # not even the server preface
+    assert server.http.refused == {"network": 1} and not server.connections
+    allowed = await start_server(allowed_networks=("10.0.0.0/8", "127.0.0.0/8"))
+    async with _client(allowed) as amf:
+        assert (await amf.get(QUERY)).status_code == 200
+    assert allowed.http.refused == {}
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+async def test_allowed_networks_over_ipv6(start_server: StartServer) -> None:
+    refused = await start_server("::1", allowed_networks=("127.0.0.0/8",))
+    with pytest.raises(httpx.HTTPError):
+        async with _client(refused) as amf:
+            await amf.get(QUERY)
+    assert refused.http.refused == {"network": 1}
+    served = await start_server("::1", allowed_networks=("::1/128",))
+    async with _client(served) as amf:
+        assert (await amf.get(QUERY)).status_code == 200
+
+
+@pytest.mark.parametrize(("address", "refused"), [
+    ("10.1.2.3", False), ("11.0.0.1", True),
+    ("::ffff:10.1.2.3", False),  # a dual-stack listener's IPv4 client: its IPv4 address
+    ("2001:db8::1", False), ("2001:db9::1", True), ("fe80::1%eth0", True),
+    ("amf.example", True), (None, True),
+])
+def test_address_refused(address: str | None, refused: bool) -> None:
+    networks = parse_networks(["10.0.0.0/8", "2001:db8::/32"])
+    assert (address_refused(address, networks) is not None) is refused
