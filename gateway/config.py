@@ -436,6 +436,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_cert": Key("str", ""),
         "tls_key": Key("str", ""),
         "max_import_bytes": Key("int", 2**31, _positive),
+        "header_timeout_seconds": Key("float", 30.0, _non_negative),
     },
     "events": {
         "types": Key("strs", [], _event_types),
@@ -715,6 +716,8 @@ class ApiConfig:
     tls_key: str | None = None
     max_import_bytes: int = 2**31
     imports_dir: Path = Path("var/imports")  # uploads wait here for their import job
+    # A whole request head within this of connecting or of the last response, or closed; 0: never.
+    header_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -806,6 +809,7 @@ def _api(
         host, port, tuple(tokens),
         str(inp(cert)) if cert else None, str(inp(key)) if key else None,
         v["api.max_import_bytes"], state / "imports",
+        header_timeout_seconds=v["api.header_timeout_seconds"],
     )
 
 

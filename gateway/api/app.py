@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import state
+from gateway.api.head_timeout import SWEEP_SECONDS, HeadTimeout
 from gateway.api.jobs import ImportJobs, OnChange
 from gateway.api.openapi import document
 from gateway.api.problem import Problem, bad_input, problem_response
@@ -91,13 +92,16 @@ class ApiServer:
         self.tokens = TokenTable(config.api.tokens)
         self.jobs = ImportJobs(service, on_change)
         self._runner: web.AppRunner | None = None
+        self.head_timeout = HeadTimeout(config.api.header_timeout_seconds)
+        self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
         self.app = self._app()
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth])
+        app = web.Application(middlewares=[self.head_timeout.middleware, self._errors,
+                                           self._auth])
         r = app.router
         r.add_get("/openapi.json", self.openapi)
         r.add_get("/v1/lists/entries", self.list_entries)
@@ -133,8 +137,22 @@ class ApiServer:
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else api.port
+        server = self._runner.server
+        if self.head_timeout.timeout and server is not None:
+            self._sweeper = asyncio.create_task(self._sweep(server))
+
+    async def _sweep(self, server: web.Server) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            self.head_timeout.sweep(server.connections, loop.time())
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
