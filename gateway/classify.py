@@ -9,7 +9,7 @@ Two entry points share one implementation:
   :meth:`Classifier.resolve` for a Pending.
 * :meth:`Classifier.classify` is both in one coroutine.
 
-The registry is waited for at most ``budget`` seconds (asyncio.wait_for); a timeout or
+The registry is waited for at most ``budget`` seconds (asyncio.timeout); a timeout or
 :class:`RegistryUnavailable` gives ``registry_unavailable``. The hot path does no SQLite, no
 logging and raises nothing for control flow.
 """
@@ -498,7 +498,8 @@ class Classifier:
             findings.append(Finding(Reason.REGISTRY_UNAVAILABLE, "no registry configured"))
         else:
             try:
-                verdict = await asyncio.wait_for(registry.check(pending.imei.body), self.budget)
+                async with asyncio.timeout(self.budget):
+                    verdict = await registry.check(pending.imei.body)
             except TimeoutError:
                 findings.append(
                     Finding(Reason.REGISTRY_UNAVAILABLE, f"no verdict within {self.budget:g} s")

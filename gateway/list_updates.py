@@ -34,8 +34,11 @@ async def follow_lists(
         interval = min(interval, HINTED_INTERVAL)
     failing = False
     while True:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+        # arrives as the event is set (gh-86296), and this loop then polled on for ever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)
+            async with asyncio.timeout(interval):
+                await wake.wait()
         wake.clear()
         try:
             if await asyncio.to_thread(lists.poll):

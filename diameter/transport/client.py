@@ -103,7 +103,8 @@ class Client:
             raise
         timeout = node.settings.cea_timeout + 1.0
         try:
-            client.info = await asyncio.wait_for(asyncio.shield(client._up), timeout)
+            async with asyncio.timeout(timeout):
+                client.info = await asyncio.shield(client._up)
         except BaseException:
             connection.abort()
             raise
@@ -208,7 +209,8 @@ class Client:
         self._pending[hop_by_hop] = future
         self._flush()
         try:
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                return await future
         except (TimeoutError, asyncio.CancelledError):
             self._pending.pop(hop_by_hop, None)
             if self.connection is not None and self.connection.peer is not None:
@@ -229,7 +231,8 @@ class Client:
         connection.stop(cause)
         wait = timeout if timeout is not None else self.node.settings.dpa_timeout + 1.0
         try:
-            await asyncio.wait_for(asyncio.shield(connection.closed), wait)
+            async with asyncio.timeout(wait):
+                await asyncio.shield(connection.closed)
         except TimeoutError:
             connection.abort()
             await connection.closed

@@ -208,5 +208,6 @@ class Server:
             connection.abort()
         for _, server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await server.wait_closed()
         self._servers.clear()

@@ -98,9 +98,8 @@ class EventBus:
     async def close(self, grace: float = 5.0) -> None:
         """Deliver what is queued (at most ``grace`` seconds), then stop the sinks."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(q.join() for q in self._queues)), grace
-            )
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(q.join() for q in self._queues))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

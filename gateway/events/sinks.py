@@ -92,14 +92,14 @@ class StreamSyslog:
             await self.close()  # the receiver closed or reset it (restart, idle timeout)
         writer = self._writer
         if writer is None:
-            self._reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self.ssl_context),
-                self.timeout,
-            )
+            async with asyncio.timeout(self.timeout):
+                self._reader, writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=self.ssl_context)
             self._writer = writer
         assert writer is not None
         writer.write(frame)
-        await asyncio.wait_for(writer.drain(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await writer.drain()
 
     async def deliver(self, event: DecisionEvent) -> None:
         frame = octet_counted(self.formatter.format(event))
@@ -119,7 +119,8 @@ class StreamSyslog:
         if writer is not None:
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:

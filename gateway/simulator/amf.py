@@ -207,13 +207,12 @@ class AmfSimulation(LoadRun[_AmfConnection]):
         session = Http2ClientSession()
         protocol = _Protocol(self, session)
         server_name = (s.tls_server_name or s.host) if context is not None else None
-        await asyncio.wait_for(
-            loop.create_connection(lambda: protocol, s.host, s.port, ssl=context,
-                                   server_hostname=server_name),
-            s.connect_timeout,
-        )
+        async with asyncio.timeout(s.connect_timeout):
+            await loop.create_connection(lambda: protocol, s.host, s.port, ssl=context,
+                                         server_hostname=server_name)
         try:
-            await asyncio.wait_for(asyncio.shield(protocol.ready), s.connect_timeout)
+            async with asyncio.timeout(s.connect_timeout):
+                await asyncio.shield(protocol.ready)
         except BaseException:
             if protocol.transport is not None:
                 protocol.transport.abort()

@@ -281,8 +281,8 @@ class Simulation(LoadRun[_Connection]):
             self.captures.append(capture)
         context = self._ssl_context()
         server_name = (s.tls_server_name or s.host) if context is not None else None
-        client = await asyncio.wait_for(
-            open_client(
+        async with asyncio.timeout(s.connect_timeout + 2.0):
+            client = await open_client(
                 node,
                 s.host,
                 s.port,
@@ -290,9 +290,7 @@ class Simulation(LoadRun[_Connection]):
                 ssl_context=context,
                 server_hostname=server_name,
                 capture=capture,
-            ),
-            s.connect_timeout + 2.0,
-        )
+            )
         factory = RequestFactory(
             RequestIdentity(
                 origin_host,
