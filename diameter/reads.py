@@ -110,7 +110,7 @@ class DeferredAnswers:
     writes), and whenever none is left waiting (a stop may wait for that)."""
 
     def __init__(self, clock: Callable[[], float], given: Callable[[], None]) -> None:
-        self.peer: Peer | None = None  # None once the connection is gone: given answers dropped
+        self.peer: Peer | None = None  # set once the connection is made
         self.waiting: set[DeferredAnswer] = set()
         self.write_due = False
         self._clock = clock
@@ -143,11 +143,15 @@ class DeferredAnswers:
         return withdrawn
 
     def close(self) -> None:
-        """The connection is gone: nobody is left to answer, nothing more is sent or told, and
-        the references back to the owner are dropped (no cycle left for the collector)."""
-        self.peer = None
+        """The connection is gone: the owner is told nothing more (nothing is left to write
+        to), and the reference back to it is dropped (no cycle left for the collector). The
+        answers still waiting go through the peer all the same as they are given: closed, it
+        writes none, but each releases its request's place in flight and is recorded for
+        duplicate detection, so that the request sent again on another connection (T flag,
+        RFC 6733 §5.5.4) gets it. Withdrawn, they left the node's count of requests in flight
+        up for good (towards 3004 for every peer) and their first copies in progress, the
+        copies sent again waiting for them for ever."""
         self._given = _nothing
-        self.withdraw()
 
 
 def _nothing() -> None:

@@ -197,7 +197,7 @@ class PeerConnection(asyncio.Protocol):
             # its objects go with their last reference instead of waiting, as a cycle, for a
             # full garbage collection (one that walks every cached object: gateway.collector).
             self.peer.on_wakeup = None
-        self._deferred.close()  # nobody is left to answer: a later give does nothing
+        self._deferred.close()  # nothing to write to: the answers given later only recorded
         self._release_waiters()
         self._reads = None  # it holds this connection's methods: a cycle otherwise
         self.transport = None

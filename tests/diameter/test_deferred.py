@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from diameter.answer import answer_to
 from diameter.application import PeerInfo
-from diameter.codec import Avp, Message
+from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT, Avp, Message
 from diameter.deferred import DeferredAnswer
 from diameter.node import Node
 from diameter.transport import Server
 from tests.diameter.test_peer_helpers import ECR, S13, ecr, eir_node
 from tests.diameter.test_transport import RawPeer, count_writes, start_server, wait_for
+
+_BODY = [Avp.new("Auth-Session-State", 1)]
 
 # An operation on a DeferredAnswer: bind it, give it an answer (numbered), or withdraw it.
 _OPERATIONS = st.lists(
@@ -136,5 +138,43 @@ async def test_a_deferred_non_answer_gets_5012_and_the_rest_are_sent() -> None:
         assert {(a.hop_by_hop, a.get("Result-Code")) for a in answers if a} == {
             (1, 2001), (2, 5012), (3, 2001)}
         assert len(writes) == 1 and not connection.deferred and server.in_flight == 0
+    finally:
+        await server.stop(timeout=0.3)
+
+
+async def test_a_lost_connections_deferred_answers_release_and_answer_its_retransmissions(
+) -> None:
+    """The connection is lost with answers still to be given. When given, each still releases
+    its request's place in flight, and is what a copy sent again on another connection (T flag,
+    RFC 6733 §5.5.4) is answered: withdrawn at the loss, they left the node's count of requests
+    in flight up for good (every lost connection with checks waiting for Redis took some of
+    max_in_flight_total, towards 3004 for every peer), and their first copies in progress, the
+    copies sent again waiting for them for ever."""
+    server, node, waiting, raw = await deferring_server()
+    port = server.sockets[0][2]
+    try:
+        for i in range(3):
+            raw.send(ecr(hop_by_hop=i + 1, end_to_end=100 + i))
+        await wait_for(lambda: len(waiting) == 3)
+        raw.close()
+        await wait_for(lambda: not server.connections)
+        again = await RawPeer.open(port)
+        await again.handshake()
+        # Sent again before the answer is given (the first copy still in progress)...
+        again.send(ecr(hop_by_hop=7, end_to_end=100,
+                       flags=FLAG_REQUEST | FLAG_PROXIABLE | FLAG_RETRANSMIT))
+        await asyncio.sleep(0.05)
+        for request, answer in waiting:
+            answer.give(answer_to(request, node.identity, 2001, body=_BODY))
+        assert server.in_flight == 0 and len(waiting) == 3  # no second check for it
+        first = await again.read()
+        assert first is not None and first.hop_by_hop == 7 and first.get("Result-Code") == 2001
+        # ... and after: the answer recorded for it.
+        again.send(ecr(hop_by_hop=8, end_to_end=101,
+                       flags=FLAG_REQUEST | FLAG_PROXIABLE | FLAG_RETRANSMIT))
+        second = await again.read()
+        assert second is not None and second.hop_by_hop == 8
+        assert second.get("Result-Code") == 2001 and len(waiting) == 3
+        again.close()
     finally:
         await server.stop(timeout=0.3)
