@@ -11,11 +11,12 @@ from pathlib import Path
 def process_env(
     diameter_port: int, metrics_port: int, state: str | Path, **overrides: str
 ) -> dict[str, str]:
-    return dict(
+    env = dict(
         os.environ,
         EIR_DIAMETER_LISTEN=f"tcp://127.0.0.1:{diameter_port}",
         EIR_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
         EIR_N5G_EIR_LISTEN="http://127.0.0.1:0",
         EIR_STATE_DIRECTORY=str(state),
-        **overrides,
     )
+    env.update(overrides)  # any of the above included (bench/hostile_http.py: N5g-eir's port)
+    return env
