@@ -41,9 +41,14 @@ Method.
   send lag (how late the simulator itself sent), the gateway's event loop lag over the run
   (from its ``eir_event_loop_lag_seconds`` histogram: the bucket holding the 99th percentile
   sample and the highest non-empty bucket), and the ratios gateway/ceiling of the rate and of
-  p99. Per suite: the gateway's resident memory at start and at the end. The ceiling's figures
-  are bounded by the simulator as well: when both sides come out equal, the simulator was the
-  limit.
+  p99. Per suite: the gateway's resident memory at start and at the end. Per run, the
+  simulator's own CPU per answer and share of its core (from its report) and each core's busy
+  share: the ceiling's figures may be bounded by the simulator, and a simulator near 100 % busy
+  says it was (in closed loop; in open loop it spins before each send, so its CPU is mostly that
+  wait). Session 10 made the simulator cheaper (16.3-17.4 -> 10.4-10.9 us of CPU per answer
+  against the ceiling, closed 4 x 64, A/B at load 1.5-2.6): the ceiling's closed loop went from
+  57,660-61,378 to 84,583-96,262 answers/s, so the gateway's closed-loop figures are now its own
+  (at ~50,000/s it is the slower side by far) rather than the simulator's.
 
 * ``--syscalls`` (needs ``perf`` and the kernel's syscall tracepoints, as root): each server's
   reads, writes and ``epoll_wait`` calls over each run (``perf stat`` on its process), per MICR
