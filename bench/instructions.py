@@ -30,6 +30,13 @@ Each mode feeds pre-encoded ME-Identity-Check-Requests, 16 per read, to a respon
   (reduction 100 %): what one 3004 DIAMETER_TOO_BUSY costs, refused before decoding;
 * ``clone``: ``fresh`` with clone detection on (``clone_detection.enabled``), counted in this
   process, and each read's checks answered before the next read (as ``clone-shared``);
+* ``simulator``: the other side, the S13 simulator itself (``gateway.simulator``, what
+  ``eir-gateway simulate`` and the benches drive the gateway with): a closed loop of 4
+  connections of 64 outstanding requests against bench/ceiling.py (a process of its own,
+  started here on a free loopback port and not counted), distinct handsets each with an IMSI
+  and a Software-Version, every answer verified (the ceiling answers WHITELISTED, as each
+  check expects): its instructions per request sent and answer checked, the generator's cost
+  that CPU 0 carries in bench/e2e.py and bench/shared_state.py;
 * ``clone-shared``: the same, counted through Redis (``[shared] redis_url``, a redis-server this
   process starts on a free loopback port): each read of 16 checks (``--per-read``) is one round
   trip to Redis, answered before the next read (each a ``DeferredAnswer`` the count's callback
@@ -90,10 +97,11 @@ from diameter.settings import PeerSettings  # noqa: E402
 from diameter.transport.connection import PeerConnection  # noqa: E402
 from eir_compiled import finder as compiled_build  # noqa: E402
 from gateway.imei import luhn_check_digit  # noqa: E402
+from gateway.simulator.traffic import Check  # noqa: E402
 
 MODES = (
     "server", "server-full", "server-deferred", "recheck", "fresh", "refuse", "n5g",
-    "n5g-http2", "clone", "clone-shared",
+    "n5g-http2", "clone", "clone-shared", "simulator",
 )
 N5G_MODES = ("n5g", "n5g-http2")
 CLONE_MODES = ("clone", "clone-shared")
@@ -142,8 +150,21 @@ def n5g_requests(count: int) -> tuple[list[bytes], list[bytes]]:
     return frames[:len(warm)], frames[len(warm):]
 
 
-def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]]:
-    """(warm-up requests, measured requests) of ``mode``."""
+def simulator_checks(count: int) -> list[Check]:
+    """The simulator mode's handsets: distinct IMEIs over the sample TACs, each with an IMSI
+    and a Software-Version, expected WHITELISTED (the ceiling's answer)."""
+    out = []
+    for handset in range(count):
+        body = f"3520990{handset % 2}{handset % 1_000_000:06d}"
+        out.append(Check(body + luhn_check_digit(body), f"00101{handset:010d}",
+                         f"{handset % 100:02d}", "WHITELISTED", "valid"))
+    return out
+
+
+def requests(mode: str, count: int) -> tuple[list[bytes], list[bytes]] | list[Check]:
+    """(warm-up requests, measured requests) of ``mode``; the simulator mode's checks."""
+    if mode == "simulator":
+        return simulator_checks(count)
     if mode in N5G_MODES:
         return n5g_requests(count)
     if mode in ("server", "server-full", "server-deferred", "refuse"):
@@ -204,7 +225,11 @@ async def serve_n5g(mode: str, warm: list[bytes], measured: list[bytes],
 async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER_READ) -> None:
     """The measured process: load the requests, serve them, flush the observation log."""
     with open(path, "rb") as f:
-        warm, measured = pickle.load(f)
+        loaded = pickle.load(f)
+    if mode == "simulator":
+        await simulate_against_ceiling(loaded)
+        return
+    warm, measured = loaded
     if mode in N5G_MODES:
         await serve_n5g(mode, warm, measured, observations_on)
         return
@@ -286,6 +311,31 @@ async def serve(mode: str, path: str, observations_on: bool, per_read: int = PER
             connection._timer.cancel()
 
 
+async def simulate_against_ceiling(checks: list[Check]) -> None:
+    """The simulator mode's measured process: every check sent once, each answer verified."""
+    from gateway.simulator.runner import SimulatorSettings, simulate
+
+    settings = SimulatorSettings(port=int(os.environ["EIR_BENCH_CEILING_PORT"]), connections=4,
+                                 window=64, count=len(checks), max_duration=1500.0,
+                                 timeout=600.0)
+    report, _ = await simulate(settings, checks)
+    if not report.ok or report.stats.verified != len(checks):
+        raise SystemExit(f"the simulator's run was not clean:\n{report.render_text()}")
+
+
+def start_ceiling(stack: contextlib.ExitStack) -> str:
+    """bench/ceiling.py on a free loopback port, stopped with ``stack``; its port."""
+    ceiling = subprocess.Popen([sys.executable, str(ROOT / "bench" / "ceiling.py")],
+                               stdout=subprocess.PIPE, text=True)
+    stack.callback(ceiling.wait, 10)
+    stack.callback(ceiling.terminate)
+    assert ceiling.stdout is not None
+    line = ceiling.stdout.readline()  # "ready PORT" once listening
+    if not line.startswith("ready "):
+        raise RuntimeError(f"bench/ceiling.py did not start: {line!r}")
+    return line.split()[1]
+
+
 def build_env(compiled: bool) -> dict[str, str]:
     """What a child needs to run the build the parent named: the compiled one or nothing."""
     if compiled:
@@ -307,7 +357,7 @@ def check_build(compiled: bool) -> None:
 
 
 def count(valgrind: str, mode: str, n: int, observations: bool, work: str,
-          redis_url: str = "", per_read: int = PER_READ) -> int:
+          redis_url: str = "", per_read: int = PER_READ, ceiling_port: str = "") -> int:
     path = str(Path(work) / f"{mode}-{n}.pickle")
     with open(path, "wb") as f:
         pickle.dump(requests(mode, n), f)
@@ -330,7 +380,7 @@ def count(valgrind: str, mode: str, n: int, observations: bool, work: str,
     if compiled:
         command.append("--compiled")
     env = dict(os.environ, PYTHONHASHSEED="0", EIR_BENCH_REDIS_URL=redis_url,
-               **build_env(compiled))
+               EIR_BENCH_CEILING_PORT=ceiling_port, **build_env(compiled))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} ({n} requests) failed:\n{done.stderr[-3000:]}")
@@ -382,9 +432,10 @@ def main(argv: list[str] | None = None) -> int:
             redis.start()
             stack.callback(redis.stop)
             redis_url = redis.url
+        ceiling_port = start_ceiling(stack) if "simulator" in modes else ""
         for mode in modes:
             small, large = (count(valgrind, mode, n, args.observations, work, redis_url,
-                                  args.per_read) for n in (args.small, args.large))
+                                  args.per_read, ceiling_port) for n in (args.small, args.large))
             results[mode] = round((large - small) / (args.large - args.small))
             if not args.json:
                 print(f"{mode:12} {results[mode]:>9,} instructions/request", flush=True)
