@@ -573,14 +573,23 @@ class RequestFactory:
         """One request's bytes and its Session-Id (RFC 6733 §8.8): the simulator's per-request
         path, one join and nothing kept but what it returns."""
         imei = check.imei.encode()
-        imsi = b"" if check.imsi is None else check.imsi.encode()
-        sv = b"" if check.sv is None else check.sv.encode()
-        key = (
-            len(imei), -1 if check.imsi is None else len(imsi), -1 if check.sv is None else len(sv)
-        )
+        if check.imsi is None:
+            imsi, imsi_length = b"", -1
+        else:
+            imsi = check.imsi.encode()
+            imsi_length = len(imsi)
+        if check.sv is None:
+            sv, sv_length = b"", -1
+        else:
+            sv = check.sv.encode()
+            sv_length = len(sv)
+        key = (len(imei), imsi_length, sv_length)
         tpl = self._templates.get(key) or self._shape(key)
         digits = b"%010d" % session_suffix
-        raw = tpl.fill(_U32.pack(end_to_end), digits, imei, sv, imsi)
+        p = tpl.pieces  # RequestTemplate.fill, inline: once a request
+        raw = b"".join(
+            (p[0], _U32.pack(end_to_end), p[1], digits, p[2], imei, p[3], sv, p[4], imsi, p[5])
+        )
         return raw, self._session_prefix + digits
 
     def prepare(self, check: Check) -> PreparedCheck:
@@ -698,8 +707,8 @@ class AnswerScanner:
     def split(self, raw: bytes) -> tuple[bytes | None, tuple[int | None, int | None, int | None]]:
         """``scan`` as (Session-Id, (Result-Code, Experimental-Result-Code, Equipment-Status)),
         the second the same object for every answer of one remembered tail."""
-        if len(raw) >= 28 and raw[20:24] == b"\x00\x00\x01\x07" and not raw[24] & 0x80:
-            length = int.from_bytes(raw[25:28], "big")
+        if len(raw) >= 28 and raw.startswith(b"\x00\x00\x01\x07", 20) and not raw[24] & 0x80:
+            length = (raw[25] << 16) | (raw[26] << 8) | raw[27]
             end = 20 + length
             rest_start = 20 + ((length + 3) & ~3)
             if 8 <= length and rest_start <= len(raw):
