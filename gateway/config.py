@@ -437,6 +437,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "tls_key": Key("str", ""),
         "max_import_bytes": Key("int", 2**31, _positive),
         "header_timeout_seconds": Key("float", 30.0, _non_negative),
+        "body_timeout_seconds": Key("float", 30.0, _non_negative),
     },
     "events": {
         "types": Key("strs", [], _event_types),
@@ -718,6 +719,8 @@ class ApiConfig:
     imports_dir: Path = Path("var/imports")  # uploads wait here for their import job
     # A whole request head within this of connecting or of the last response, or closed; 0: never.
     header_timeout_seconds: float = 30.0
+    # A request body that stops coming (no part of it for this long) gets 408; 0: never.
+    body_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -810,6 +813,7 @@ def _api(
         str(inp(cert)) if cert else None, str(inp(key)) if key else None,
         v["api.max_import_bytes"], state / "imports",
         header_timeout_seconds=v["api.header_timeout_seconds"],
+        body_timeout_seconds=v["api.body_timeout_seconds"],
     )
 
 

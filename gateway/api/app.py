@@ -218,6 +218,16 @@ class ApiServer:
                                     "digit, or a 16-digit IMEISV)")
         return imei
 
+    @property
+    def _body_timeout(self) -> float | None:
+        return self.config.api.body_timeout_seconds or None
+
+    def _body_stalled(self) -> Problem:
+        """408 (RFC 9110 §15.5.9) for a body that stopped coming; the connection is closed
+        after it (a client trickling a body held it, and an upload's file, for ever)."""
+        return Problem(408, f"no part of the request body within "
+                            f"{self.config.api.body_timeout_seconds:g} s", close=True)
+
     async def _changed(self) -> None:
         if self.on_change is not None:
             await self.on_change()
@@ -226,7 +236,10 @@ class ApiServer:
         if request.content_type != "application/json":
             raise Problem(415, "the body must be application/json")
         try:
-            return await request.json()
+            async with asyncio.timeout(self._body_timeout):
+                return await request.json()
+        except TimeoutError:
+            raise self._body_stalled() from None
         except ValueError as exc:
             raise bad_input("body", f"not JSON: {exc}") from None
         except RecursionError:  # json.loads gives up on deep nesting with this, not ValueError
@@ -423,7 +436,14 @@ class ApiServer:
         handle = await asyncio.to_thread(open, path, "wb")
         size = 0
         try:
-            while chunk := await request.content.read(_UPLOAD_CHUNK):
+            while True:
+                try:
+                    async with asyncio.timeout(self._body_timeout):
+                        chunk = await request.content.read(_UPLOAD_CHUNK)
+                except TimeoutError:
+                    raise self._body_stalled() from None
+                if not chunk:
+                    break
                 size += len(chunk)
                 if size > limit:
                     raise Problem(413, f"the file is larger than api.max_import_bytes ({limit})")

@@ -24,12 +24,14 @@ class Problem(Exception):
         detail: str,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.field = field
         self.headers = headers
+        self.close = close  # the connection is closed after the answer
 
 
 def bad_input(field: str, detail: str) -> Problem:
@@ -45,6 +47,9 @@ def problem_response(p: Problem) -> web.Response:
     }
     if p.field is not None:
         body["invalid-params"] = [{"name": p.field, "reason": p.detail}]
-    return web.Response(
+    response = web.Response(
         status=p.status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=p.headers
     )
+    if p.close:
+        response.force_close()
+    return response

@@ -94,3 +94,32 @@ async def test_no_timeout_when_0(start_gateway: StartGateway) -> None:  # noqa: 
         assert status.startswith(b"HTTP/1.1 200"), status
     finally:
         writer.close()
+
+
+async def test_a_body_that_stops_coming_gets_408_and_the_connection_closes(
+    start_gateway: StartGateway,  # noqa: F811
+) -> None:
+    """api.body_timeout_seconds: an upload, or an entry's JSON, whose body stops coming is
+    answered 408 and its connection closed (it held both, and the upload's file, for ever)."""
+    gateway = await start_gateway(**api_env(EIR_API_BODY_TIMEOUT_SECONDS=TIMEOUT,
+                                            EIR_API_HEADER_TIMEOUT_SECONDS="0"))
+    assert gateway.api is not None
+    imports = gateway.config.api.imports_dir
+    for path, ctype in (("/v1/lists/imports", b"text/csv"), ("/v1/lists/entries",
+                                                              b"application/json")):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.api.port)
+        try:
+            writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: eir\r\n"
+                         b"Authorization: Bearer " + OPS.encode() + b"\r\n"
+                         b"Content-Type: " + ctype + b"\r\nContent-Length: 1000\r\n\r\n"
+                         b"list,kind")  # and no more
+            async with asyncio.timeout(30):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert b"connection: close" in head.lower(), head
+        assert b"no part of the request body within 1 s" in body
+    assert not imports.exists() or not list(imports.glob("*.upload"))  # the upload removed
