@@ -826,3 +826,50 @@ def test_peer_closing_before_our_dpa_arrives_reason() -> None:
     peer.stop(0, 1.0)
     events = peer.connection_lost(1.5)
     assert events[-1] == PeerDown("stopped: DPR sent")
+
+
+# The steps an application answer (Process) and Send-Message (Snd-Message) take in R-Open/I-Open
+# without the table are the table's: the same events, bytes, outstanding requests, watchdog and
+# observer calls as a peer made to go through it. Operations: send a request; receive the answer
+# to the k-th request sent (again: a duplicate); receive an answer with a Hop-by-Hop never sent.
+_OPERATIONS = st.lists(
+    st.one_of(st.just(("send", 0)), st.tuples(st.just("answer"), st.integers(0, 7)),
+              st.just(("unknown", 0))),
+    max_size=25,
+)
+
+
+@given(_OPERATIONS)
+def test_open_state_answers_and_sends_are_the_table_rows(operations: list[tuple[str, int]]) -> None:
+    def run(through_table: bool) -> list[object]:
+        node = eir_node()
+        peer = open_responder(node)
+        if through_table:
+            peer._direct = False
+            peer._direct_send = False
+        seen: list[object] = []
+        sent: list[tuple[int, int]] = []
+        now = 1.0
+        for operation, k in operations:
+            now += 0.5
+            if operation == "send":
+                raw = ecr_message().encode()
+                hop_by_hop = peer.send_raw_request(raw, now)
+                sent.append((hop_by_hop, int.from_bytes(raw[16:20], "big")))
+                seen.append(peer.data_to_send())
+                continue
+            if operation == "answer" and sent:
+                hop_by_hop, end_to_end = sent[k % len(sent)]
+            else:
+                hop_by_hop, end_to_end = 0xDEAD0000 + k, 1
+            answer = Message(ECR, S13, FLAG_PROXIABLE, hop_by_hop, end_to_end,
+                             [Avp.new("Result-Code", 2001)]).encode()
+            events = peer.receive_data(answer, now)
+            seen.append([(type(e).__name__, getattr(e, "hop_by_hop", None),
+                          getattr(e, "raw", None)) for e in events])
+            seen.append(peer.data_to_send())
+        assert isinstance(node.observer, Recorder)
+        return [seen, peer.outstanding, peer.state, peer.watchdog.deadline,
+                peer.next_deadline(), node.observer.messages]
+
+    assert run(through_table=False) == run(through_table=True)
