@@ -220,9 +220,13 @@ class LoadRun(abc.ABC, Generic[L]):
                         check.imei, check.expected, outcome, request.index, check.line
                     )
         if self._closed_loop:
-            self._refill(conn)
+            self._slot_freed(conn)
         elif self._stopping:
             self._check_done()
+
+    def _slot_freed(self, conn: L) -> None:
+        """Closed loop: an answer freed a slot of ``conn``'s window; its next request now."""
+        self._refill(conn)
 
     def _late(self, conn: L, key: int) -> None:
         """An answer whose request is no longer outstanding: late if it had timed out."""

@@ -16,7 +16,7 @@ import asyncio
 import functools
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -111,9 +111,18 @@ class _StampedConnection(PeerConnection):
     # waiter is kept per request in the Client (the Client's own requests still get theirs).
     on_answer: Callable[[int, bytes], None] | None = None
 
+    # Called once a read's messages are served, or the part of them one callback serves (a
+    # read past the read budget is served over several): the simulation's refill of the window.
+    on_read_done: Callable[[], None] | None = None
+
     def data_received(self, data: bytes) -> None:
         self.read_at = time.perf_counter()
         super().data_received(data)
+
+    def _serve(self, each: Iterator[list[Event]]) -> None:
+        super()._serve(each)
+        if self.on_read_done is not None:
+            self.on_read_done()
 
     def _dispatch(self, event: Event) -> None:
         on_answer = self.on_answer
@@ -217,7 +226,8 @@ def _why(conn: _Connection) -> str:
 
 
 class _Connection(Link):
-    __slots__ = ("client", "connection", "factory", "observer", "peer", "session_counter")
+    __slots__ = ("client", "connection", "factory", "observer", "peer", "refill_due",
+                 "session_counter")
 
     def __init__(self, index: int, client: Client, factory: RequestFactory,
                  observer: _Counter) -> None:
@@ -230,6 +240,7 @@ class _Connection(Link):
         self.factory = factory
         self.observer = observer
         self.session_counter = 0
+        self.refill_due = False  # answers of the read being served freed window slots
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,6 +314,7 @@ class Simulation(LoadRun[_Connection]):
         )
         conn = _Connection(index, client, factory, observer)
         conn.connection.on_answer = functools.partial(self._on_answer, conn)
+        conn.connection.on_read_done = functools.partial(self._read_done, conn)
         conn.connection.closed.add_done_callback(
             lambda _: self._connection_closed(
                 conn, f"{self.settings.origin_host_of(conn.index)}: {_why(conn)}"
@@ -348,6 +360,17 @@ class Simulation(LoadRun[_Connection]):
         stats.sent += 1
         stats.categories[check.category] += 1
         return True
+
+    def _slot_freed(self, conn: _Connection) -> None:
+        # The window is refilled once the read's answers are all handled: its requests go out
+        # in one write (the EIR reads them together), not a few at a time while it is served.
+        conn.refill_due = True
+
+    def _read_done(self, conn: _Connection) -> None:
+        if conn.refill_due:
+            conn.refill_due = False
+            self._refill(conn)
+            self._flush(conn)
 
     def _on_answer(self, conn: _Connection, hop_by_hop: int, raw: bytes) -> None:
         request = conn.outstanding.pop(hop_by_hop, None)

@@ -209,3 +209,16 @@ async def test_cli_bad_imei_file_names_the_line(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert f"{imei_file}:2:" in err.decode()
+
+
+async def test_a_window_past_the_read_budget_is_refilled(gateway: Gateway) -> None:
+    """The closed loop refills a window once the answers it read are handled; a read of more
+    answers than the connection serves in one callback (diameter.read_budget_messages) is
+    served over several, and each of them refills: the run neither stalls nor loses one."""
+    checks = _checks(300, seed=9)
+    settings = SimulatorSettings(port=port_of(gateway), connections=1, window=200, count=3_000,
+                                 max_duration=60.0)
+    report, _ = await simulate(settings, checks)
+    assert report.ok, report.render_text()
+    assert report.stats.answered == report.stats.verified == 3_000
+    _assert_consistent(report, checks)
