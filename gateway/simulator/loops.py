@@ -6,7 +6,8 @@ the abstract methods of :class:`LoadRun`; the loops, limits, timeouts, progress 
 bookkeeping of an answer are here, once.
 
 * closed loop: each connection keeps ``window`` requests outstanding and sends the next one when
-  an answer (or a timeout) frees a slot: the capacity of the server.
+  an answer (or a timeout) frees a slot: the capacity of the server. (The S13 simulator sends
+  the requests of the slots a read's answers freed once that read is handled, together.)
 * open loop: requests are scheduled at ``rate`` per second over all connections, whatever the
   answers do, and latency is measured from the *scheduled* send time, so a stalled server shows
   as latency instead of silently lowering the load (coordinated omission). The scheduler spins
