@@ -73,6 +73,12 @@ redis worker's extra over local 9.8 -> 5.5 µs per check (29.6 / 19.8 -> 26.5 / 
 7.9 -> 5.5-6.4 µs per check; every side (load 2.6-3.8): worker 21.4 / 26.6 / 26.6 / 28.5 µs,
 Redis 6.4 / 13.5 / 12.3 µs, shared / local 0.75 in the worker's CPU, 0.69 in checks/s.
 
+Session 10 (the simulator's CPU reported, and cheaper: 16-17 -> 10.4-10.9 µs an answer against
+bench/ceiling.py): CPU 0 is no longer the limit; at the default 4 x 64 neither core saturated on
+a quiet machine (the shared side waits for its round trips to Redis, which shares CPU 0), at
+``--window 256`` both workers did: local 50,378 checks/s at 19.5 µs, shared 33,051/s at 28.7 µs
+(95 % busy): 0.66 in checks/s, 0.68 in the worker's CPU. Pass ``--window 256`` for capacity.
+
 Then Redis's own cost, for sizing: ``--observations`` distinct IMEIs (one IMSI each) sent
 through :class:`gateway.redis_clone.SharedCloneTracker` in batches of 1,000 per loop tick:
 observations per second from one process, Redis CPU (``INFO cpu``) per observation and memory
