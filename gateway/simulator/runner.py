@@ -108,7 +108,8 @@ class _StampedConnection(PeerConnection):
     read_at = 0.0
     # The simulation's handler of this connection's answers, given each straight from the
     # peer core's AnswerReceived: its requests are sent with Peer.send_raw_request, so no
-    # waiter is kept per request in the Client (the Client's own requests still get theirs).
+    # waiter is kept per request in the Client. Once it is set, every application answer on
+    # the connection goes to it (the simulation sends nothing through Client.request there).
     on_answer: Callable[[int, bytes], None] | None = None
 
     # Called once a read's messages are served, or the part of them one callback serves (a
