@@ -29,12 +29,29 @@ class RedisServer:
         self.port = free_port()
         self.extra: list[str] = []  # more redis-server options
         self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        # A free port is only free when it was looked at: another test's connection may take
+        # it (or a cluster node's bus port) before redis-server binds it, and redis-server then
+        # exits. A first start tries fresh ports; a restart keeps its port (the test's URL).
+        for _ in range(3 if not self._started else 1):
+            if self._run():
+                self._started = True
+                return
+            if self._started:
+                break
+            self.port = free_port()
+            if "--cluster-port" in self.extra:
+                self.extra[self.extra.index("--cluster-port") + 1] = str(free_port())
+        raise AssertionError(f"redis-server did not start on port {self.port}")
+
+    def _run(self) -> bool:
+        """redis-server started on ``port``: whether it answers there within 10 s."""
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes",
@@ -45,12 +62,12 @@ class RedisServer:
         while time.monotonic() < deadline:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+                    return True
             if self.process.poll() is not None:
                 break
             time.sleep(0.02)
         self.stop()
-        raise AssertionError(f"redis-server did not start on port {self.port}")
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
