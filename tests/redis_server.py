@@ -166,8 +166,8 @@ def running_cluster(directory: Path, **options: int) -> Iterator[RedisCluster]:
     if importlib.util.find_spec("redis") is None:
         pytest.skip("redis-py is not installed (the 'shared' extra)")
     cluster = RedisCluster(binary, cli, directory, **options)
-    cluster.start()
     try:
+        cluster.start()  # a node that fails to start leaves the others to stop
         yield cluster
     finally:
         cluster.stop()
