@@ -41,7 +41,10 @@ Method.
   send lag (how late the simulator itself sent), the gateway's event loop lag over the run
   (from its ``eir_event_loop_lag_seconds`` histogram: the bucket holding the 99th percentile
   sample and the highest non-empty bucket), and the ratios gateway/ceiling of the rate and of
-  p99. Per suite: the gateway's resident memory at start and at the end. Per run, the
+  p99. Per gateway run, the observation log's pairs recorded and dropped: a saturated gateway
+  leaves its writer (lowest CPU priority) little CPU, so past ``[observations] queue_size``
+  waiting pairs new ones are dropped, and the run says so. Per suite: the gateway's resident
+  memory at start and at the end. Per run, the
   simulator's own CPU per answer and share of its core (from its report) and each core's busy
   share: the ceiling's figures may be bounded by the simulator, and a simulator near 100 % busy
   says it was (in closed loop; in open loop it spins before each send, so its CPU is mostly that
@@ -287,6 +290,16 @@ def scrape(metrics_port: int) -> dict[str, float]:
             with contextlib.suppress(ValueError):
                 out[name] = float(value)
     return out
+
+
+def observations(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """The observation log's pairs recorded and dropped (its queue full: the writer, at the
+    lowest CPU priority, gets little CPU while the gateway is saturated) between two scrapes."""
+    return {
+        key: int(after.get(f"eir_observations_{key}_total", 0.0)
+                 - before.get(f"eir_observations_{key}_total", 0.0))
+        for key in ("recorded", "dropped")
+    }
 
 
 def loop_lag(before: dict[str, float], after: dict[str, float],
@@ -547,7 +560,9 @@ async def run_suite(
                 if syscalls is not None:
                     result["syscalls"] = per_micr(syscalls.stop(), report.stats.answered)
                 if name == "gateway":
-                    result["loop_lag"] = loop_lag(before, scrape(servers.metrics_port))
+                    after = scrape(servers.metrics_port)
+                    result["loop_lag"] = loop_lag(before, after)
+                    result["observations"] = observations(before, after)
                     lags.append(result["loop_lag"])
                     if pool is None:
                         cursor.advance(report.stats.sent)
@@ -647,6 +662,11 @@ def _row_text(row: dict[str, Any]) -> str:
     g, c = row["gateway"], row["ceiling"]
     gl, cl = g["latency_ms"], c["latency_ms"]
     flag = "" if g["all_ok"] else "  GATEWAY NOT OK (errors or mismatches: see --json)"
+    seen = g["observations"]
+    dropped = (
+        f" | observations recorded {seen['recorded']:,}, DROPPED {seen['dropped']:,} (queue full)"
+        if seen["dropped"] else f" | observations recorded {seen['recorded']:,}, none dropped"
+    )
     lag = g["loop_lag"]
     # How late the simulator itself sent (open loop): a generator that slipped, not the server.
     slip = (
@@ -683,7 +703,7 @@ def _row_text(row: dict[str, Any]) -> str:
         f"loop lag p99<={lag['p99_le_ms']} max<={lag['max_le_ms']} ms{slip} | ceiling "
         f"{c['micr_per_s']:>7,.0f}/s p50 {cl['p50']:.3f} p99 {cl['p99']:.3f} "
         f"max {cl['max']:.3f} | ratio rate {row['ratio_rate']} p99 {row['ratio_p99']}"
-        f"{median}{flag}{sim}{syscalls}"
+        f"{median}{dropped}{flag}{sim}{syscalls}"
     )
 
 
