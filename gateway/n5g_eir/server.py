@@ -4,7 +4,11 @@ connection, requests handed to :class:`EquipmentIdentityCheck`.
 
 A connection from outside ``allowed_networks`` is closed at once; one past ``max_connections``
 gets the server preface and GOAWAY ENHANCE_YOUR_CALM naming no stream (RFC 9113 §6.8: nothing
-was processed, the client may retry elsewhere), then is closed. Otherwise the adapter only feeds
+was processed, the client may retry elsewhere), then is closed. On ``https://`` both are decided
+at accept, before the TLS handshake (a refused client must not cost one: a flood of them would
+cost their CPU), so one past the limit is closed without a GOAWAY, which would need the
+handshake; a handshake under way holds a place among ``max_connections`` and ends within
+``TLS_HANDSHAKE_TIMEOUT``. Otherwise the adapter only feeds
 bytes to the session, dispatches the requests the session completes, and writes what the
 session wants sent. A check decided at once is answered within the same
 ``data_received``; one waiting for the registry becomes a task, answered when it finishes.
@@ -45,6 +49,9 @@ TICK_SECONDS = 1.0  # resolution of the idle timeout, PING liveness and the drai
 # after its GOAWAY: closed with unread bytes, the kernel would reset it, GOAWAY and all.
 REFUSED_LINGER_SECONDS = 1.0
 REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections
+# A TLS client must finish its handshake within this, or its connection is closed (it holds a
+# place among max_connections meanwhile); as long as a client may take to ACK our SETTINGS.
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def tls_context(settings: N5gEirSettings) -> ssl.SSLContext:
@@ -61,9 +68,13 @@ def tls_context(settings: N5gEirSettings) -> ssl.SSLContext:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: N5gEirServer, tls: bool) -> None:
+    def __init__(self, server: N5gEirServer, tls: ssl.SSLContext | None) -> None:
         self._server = server
         self._tls = tls
+        self._lost = False
+        # Over TLS, until tls_established: what the client sent right after its handshake
+        # (it may arrive before the handshake's task resumes), served once it has.
+        self._early: list[bytes] | None = None
         self._session = Http2Session(server.settings, PATH_PREFIXES)
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[Response]] = {}
@@ -91,19 +102,46 @@ class _Connection(asyncio.Protocol):
                 transport.abort()
                 return
         set_nodelay(transport)
-        if self._tls:
-            ssl_object = transport.get_extra_info("ssl_object")
-            alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
-            if alpn != ALPN_H2:
-                # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2".
-                log.info("N5g-eir TLS client %s did not negotiate ALPN h2 (%s): closed",
-                         transport.get_extra_info("peername"), alpn)
-                transport.close()
-                return
         limit = server.settings.max_connections
-        if limit and len(server.connections) >= limit:
+        over = limit and len(server.connections) + len(server.handshakes) >= limit
+        if self._tls is not None:
+            if over:
+                # Before the handshake: closed without a GOAWAY, which would need it.
+                server.count_refusal("limit", f"connection limit of {limit} reached")
+                transport.abort()
+                return
+            # Nothing read until the handshake reads it (start_tls is not called until the
+            # task runs: the ClientHello would reach data_received).
+            transport.pause_reading()
+            self._early = []
+            server.start_tls(self, transport, self._tls)
+            return
+        if over:
             self._refuse(f"connection limit of {limit} reached")
             return
+        self._open()
+
+    def tls_established(self, transport: asyncio.Transport) -> None:
+        """The TLS handshake is done (:meth:`N5gEirServer.start_tls`): ``transport`` carries
+        the connection from now on."""
+        early, self._early = self._early, None
+        if self._lost:
+            return
+        self._transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
+        if alpn != ALPN_H2:
+            # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2".
+            log.info("N5g-eir TLS client %s did not negotiate ALPN h2 (%s): closed",
+                     transport.get_extra_info("peername"), alpn)
+            transport.close()
+            return
+        self._open()
+        for data in early or ():
+            self.data_received(data)
+
+    def _open(self) -> None:
+        server = self._server
         server.connections.add(self)
         server.http.connections += 1
         self._session.initiate()
@@ -127,6 +165,9 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._early is not None:
+            self._early.append(data)
+            return
         if self._refused:
             return
         session = self._session
@@ -156,6 +197,7 @@ class _Connection(asyncio.Protocol):
             self._closed_by_session()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -289,6 +331,8 @@ class N5gEirServer:
         self.settings = settings
         self.http = HttpMetrics(INTERFACE)
         self.connections: set[_Connection] = set()
+        # TLS handshakes under way (each holds a place among max_connections).
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.networks = parse_networks(settings.allowed_networks)
         self.stopping = False
         self._refusals = 0  # connections refused since the last log line about them
@@ -308,6 +352,35 @@ class N5gEirServer:
             self._refusal_logged = now
             self._refusals = 0
 
+    def start_tls(
+        self, connection: _Connection, transport: asyncio.Transport, context: ssl.SSLContext,
+    ) -> None:
+        """The TLS handshake of an admitted connection, in a task of its own; then
+        ``connection`` is told :meth:`_Connection.tls_established`."""
+        task = asyncio.get_running_loop().create_task(self._handshake(connection, transport,
+                                                                      context))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(
+        self, connection: _Connection, transport: asyncio.Transport, context: ssl.SSLContext,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            established = await loop.start_tls(
+                transport, connection, context, server_side=True,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            # start_tls closed the transport. A client that fails its handshake (no common
+            # protocol, no valid certificate, silence) is a client problem: debug only.
+            log.debug("N5g-eir TLS handshake with %s failed: %r",
+                      transport.get_extra_info("peername"), exc)
+            return
+        if established is None:  # the loop closed meanwhile
+            return
+        connection.tls_established(cast(asyncio.Transport, established))
+
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
         """Listen on ``settings.listen``, or serve ``sockets`` (one per entry, already bound
         and listening: a worker process is handed its supervisor's)."""
@@ -318,15 +391,16 @@ class N5gEirServer:
             if tls and context is None:
                 context = tls_context(self.settings)
 
-            def factory(tls: bool = tls) -> _Connection:
+            # TLS is started by each connection once admitted (_Connection.connection_made),
+            # not by the listener: a refused client gets no handshake.
+            def factory(tls: ssl.SSLContext | None = context if tls else None) -> _Connection:
                 return _Connection(self, tls)
 
-            ssl_context = context if tls else None
             if sockets is not None:
-                server = await loop.create_server(factory, sock=sockets[n], ssl=ssl_context)
+                server = await loop.create_server(factory, sock=sockets[n])
             else:
                 server = await loop.create_server(
-                    factory, endpoint.host, endpoint.port, ssl=ssl_context, backlog=1024
+                    factory, endpoint.host, endpoint.port, backlog=1024
                 )
             self._servers.append((endpoint.scheme, server))
         self._ticker = loop.create_task(self._tick())
@@ -358,6 +432,8 @@ class N5gEirServer:
         self.stopping = True
         for _, server in self._servers:
             server.close()
+        for handshake in list(self.handshakes):
+            handshake.cancel()  # start_tls closes its transport
         now = asyncio.get_running_loop().time()
         for connection in list(self.connections):
             connection.shutdown(now)

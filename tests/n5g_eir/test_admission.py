@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -197,3 +198,116 @@ async def test_allowed_networks_over_ipv6(start_server: StartServer) -> None:
 def test_address_refused(address: str | None, refused: bool) -> None:
     networks = parse_networks(["10.0.0.0/8", "2001:db8::/32"])
     assert (address_refused(address, networks) is not None) is refused
+
+
+# --- over TLS: refused at accept, before the handshake ---------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    from tests.certs import TestCa
+
+    ca = TestCa(tmp_path_factory.mktemp("n5g-admission"), "n5g-admission")
+    issued = ca.issue("eir.example.net")
+    return str(issued.cert), str(issued.key), str(ca.cert)
+
+
+async def _start_tls_server(tls_files: tuple[str, str, str], **settings: Any) -> N5gEirServer:
+    cert, key, _ = tls_files
+    server = N5gEirServer(_Handler(),  # type: ignore[arg-type]
+                          N5gEirSettings(listen=(HttpEndpoint("https", "127.0.0.1", 0),),
+                                         tls_cert=cert, tls_key=key, **settings))
+    await server.start()
+    return server
+
+
+def _client_hello() -> bytes:
+    """A TLS ClientHello offering ALPN h2, as the first flight of an AMF's connection."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=False)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+async def _answer_to_client_hello(server: N5gEirServer) -> bytes:
+    """What the server sends back to a ClientHello, up to its close (or 5 s: a server in the
+    handshake waits for the client's next flight)."""
+    _, host, port = server.sockets[0]
+    reader, writer = await asyncio.open_connection(host, port)
+    received = b""
+    try:
+        writer.write(_client_hello())
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(65536):
+                received += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass  # aborted (reset), or still in the handshake
+    finally:
+        writer.close()
+    return received
+
+
+async def _tls_client(server: N5gEirServer, ca: str) -> httpx.AsyncClient:
+    _, host, port = server.sockets[0]
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+    context.set_alpn_protocols(["h2"])
+    return httpx.AsyncClient(http1=False, http2=True, verify=context,
+                             base_url=f"https://{host}:{port}", timeout=10)
+
+
+async def test_over_tls_a_source_outside_the_allowed_networks_gets_no_handshake(
+    tls_files: tuple[str, str, str],
+) -> None:
+    # A refused address must not cost a handshake (a flood of them would cost its CPU): closed
+    # at accept, its ClientHello never answered (no ServerHello).
+    server = await _start_tls_server(tls_files, allowed_networks=("10.0.0.0/8",))
+    try:
+        assert await _answer_to_client_hello(server) == b""
+        assert server.http.refused == {"network": 1} and not server.connections
+    finally:
+        await server.stop(limit=1.0)
+    allowed = await _start_tls_server(tls_files, allowed_networks=("127.0.0.0/8",))
+    try:
+        async with await _tls_client(allowed, tls_files[2]) as amf:
+            response = await amf.get(QUERY)
+            assert response.status_code == 200 and response.http_version == "HTTP/2"
+        assert allowed.http.refused == {}
+    finally:
+        await allowed.stop(limit=1.0)
+
+
+async def test_over_tls_a_connection_past_the_limit_gets_no_handshake(
+    tls_files: tuple[str, str, str],
+) -> None:
+    server = await _start_tls_server(tls_files, max_connections=1)
+    try:
+        async with await _tls_client(server, tls_files[2]) as amf:
+            assert (await amf.get(QUERY)).status_code == 200
+            # One more: closed at accept (a GOAWAY would need the handshake it saves).
+            assert await _answer_to_client_hello(server) == b""
+            assert server.http.refused == {"limit": 1} and len(server.connections) == 1
+            assert (await amf.get(QUERY)).status_code == 200
+        async with asyncio.timeout(10):
+            while server.connections:
+                await asyncio.sleep(0.01)
+        # A handshake under way holds its place: a client that connects and stalls counts.
+        _, host, port = server.sockets[0]
+        _, stalled = await asyncio.open_connection(host, port)
+        try:
+            await asyncio.sleep(0.1)
+            assert await _answer_to_client_hello(server) == b""
+            assert server.http.refused == {"limit": 2}
+        finally:
+            stalled.close()
+        async with asyncio.timeout(10):
+            while server.handshakes:
+                await asyncio.sleep(0.01)
+        async with await _tls_client(server, tls_files[2]) as amf:
+            assert (await amf.get(QUERY)).status_code == 200
+    finally:
+        await server.stop(limit=1.0)
