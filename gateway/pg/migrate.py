@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.pg.database import Database, Session
+from gateway.pg.database import Database, Session, StateError
 
 CHUNK = 50_000
 
@@ -36,7 +36,8 @@ _TABLES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
 
 
 class MigrationError(Exception):
-    """The target is not empty, or a source cannot be read; nothing was written."""
+    """The target is not empty, a source cannot be read, or a row of it cannot be copied
+    (named: file, table, rows); nothing was written."""
 
 
 @dataclass(slots=True)
@@ -66,8 +67,14 @@ def migrate(
                     report.skipped.append(str(path))
                 continue
             n = 0
-            for chunk in _read(path, query):
-                session.call(_copy(table, columns, chunk))
+            for chunk in _read(path, query, table):
+                try:
+                    session.call(_copy(table, columns, chunk))
+                except (TypeError, ValueError, OverflowError, StateError) as exc:
+                    # A value COPY cannot take (SQLite's column types are affinities: text
+                    # in a REAL column; a NUL in text): which file, table and rows.
+                    raise MigrationError(f"{path}: table {table}, rows {n + 1}-"
+                                         f"{n + len(chunk)}: {exc}") from exc
                 n += len(chunk)
                 if progress is not None:
                     progress(table, n)
@@ -126,7 +133,7 @@ def _open(path: Path) -> sqlite3.Connection:
         raise MigrationError(f"{path}: {exc}") from exc
 
 
-def _read(path: Path, query: str) -> Iterator[list[tuple[Any, ...]]]:
+def _read(path: Path, query: str, table: str) -> Iterator[list[tuple[Any, ...]]]:
     conn = _open(path)
     try:
         try:
@@ -137,7 +144,16 @@ def _read(path: Path, query: str) -> Iterator[list[tuple[Any, ...]]]:
             raise MigrationError(f"{path}: {exc}") from exc
         except sqlite3.Error as exc:
             raise MigrationError(f"{path}: {exc}") from exc
-        while chunk := cur.fetchmany(CHUNK):
+        n = 0
+        while True:
+            try:
+                chunk = cur.fetchmany(CHUNK)
+            except sqlite3.Error as exc:  # text that is not UTF-8, a damaged page
+                raise MigrationError(f"{path}: table {table}, rows {n + 1}-{n + CHUNK}: "
+                                     f"{exc}") from exc
+            if not chunk:
+                return
+            n += len(chunk)
             yield chunk
     finally:
         conn.close()

@@ -117,3 +117,42 @@ def test_run_without_its_database_stops_naming_it(
     code, _, err = run(capsys, "run")
     assert code == EXIT_FAILED and "cannot start" in err
     assert dsn.replace("secret", "***") in err and "secret" not in err
+
+
+@pytest.mark.parametrize(("row", "says"), [
+    # Text where SQLite's REAL and INTEGER columns hold text (its types are affinities: a
+    # hand-edited or damaged file), bytes that are not UTF-8, a NUL PostgreSQL's text refuses.
+    ("'35209900176148', '001010000000001', 'yesterday', 2.0, 1", "must be real number"),
+    ("'35209900176148', '001010000000001', 1.0, 2.0, 'many'", "cannot be interpreted"),
+    ("'35209900176148', CAST(x'3030ff' AS TEXT), 1.0, 2.0, 1", "UTF-8"),
+    ("'35209900176148', '00' || char(0) || '1', 1.0, 2.0, 1", "0x00"),
+])
+def test_state_migrate_with_a_row_it_cannot_copy_says_where_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, postgres_dsn: str,
+    tmp_path: Path, row: str, says: str,
+) -> None:
+    import sqlite3
+
+    from gateway.observations import ObservationLog
+
+    assert run(capsys, "lists", "add", "grey", "tac", "35000001")[0] == EXIT_OK
+    path = tmp_path / "var" / "observations.sqlite"
+    log = ObservationLog(path)
+    log.start()
+    log.record("35209900176148", "001010000000002", 1_800_000_000.0)
+    log.close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"INSERT INTO observations VALUES ({row})")
+    conn.commit()
+    conn.close()
+
+    monkeypatch.setenv("EIR_STATE_DSN", postgres_dsn)
+    code, _, err = run(capsys, "state", "migrate")
+    assert code == EXIT_FAILED and "nothing written" in err and says in err
+    assert "observations.sqlite: table observations, rows 1-" in err
+    db = Database(postgres_dsn)
+    try:
+        for table in ("entries", "audit", "tac", "observations"):
+            assert db.run(lambda conn, t=table: conn.fetchval(f"SELECT count(*) FROM {t}")) == 0
+    finally:
+        db.close()
