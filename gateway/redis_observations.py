@@ -43,7 +43,7 @@ from gateway.observation_process import ObservationProcessLog
 from gateway.observations import LastImsiReply, ObservationLog
 from gateway.redis_clone import MAX_PENDING, Availability, SharedStateMetrics, redis_client
 from gateway.redis_connection import Replied
-from gateway.resp import Reply, RespError, bulk
+from gateway.resp import Reply, bulk
 from gateway.stream_drain import (
     CLAIM_IDLE,
     GROUP,
@@ -55,7 +55,7 @@ from gateway.stream_drain import (
     claimed,
     taken,
 )
-from gateway.stream_entries import FIELD, pack, packed_key
+from gateway.stream_entries import FIELD, pack_counted, packed_key
 
 if TYPE_CHECKING:
     from gateway.redis_clone import SharedCloneTracker
@@ -196,14 +196,14 @@ class ObservationStream(ObservationLog):
         count = min(len(queued), PER_ROUND_TRIP)
         batch = [queued.popleft() for _ in range(count)]
         try:
-            entries = pack(batch)
+            entries, counts = pack_counted(batch)
         except UnicodeError:  # a lone surrogate (no User-Name decodes to one): kept locally
             self._to_local(batch)
             return None
         self._carried += 1
         head = self._xadd
         payload = b"".join([head + bulk(entry) for entry in entries])
-        return payload, len(entries), _Carried(self, batch).replied
+        return payload, len(entries), _Carried(self, batch, counts).replied
 
     def uncarried(self) -> None:
         """The carrier will not make the round trip it was asked for: redis-py's instead."""
@@ -211,19 +211,19 @@ class ObservationStream(ObservationLog):
         if self._queued:
             self._schedule()
 
-    def _carried_replied(self, batch: list[tuple[str, str, float]],
+    def _carried_replied(self, batch: list[tuple[str, str, float]], counts: list[int],
                          result: list[Reply] | BaseException) -> None:
         self._carried -= 1
         if not self._carried and self._carried_done is not None:
             if not self._carried_done.done():
                 self._carried_done.set_result(None)
-        if not isinstance(result, BaseException):
-            errors = [reply for reply in result if isinstance(reply, RespError)]
-            if errors:
-                result = errors[0]
         if isinstance(result, BaseException):  # any failure of Redis: they stay local
-            self._state.failed(result)
             self._to_local(batch)
+            failure: BaseException | None = result
+        else:
+            failure = self._keep_refused(batch, counts, result)
+        if failure is not None:
+            self._state.failed(failure)
             self._to_local(list(self._queued))
             self._queued.clear()
             return
@@ -257,12 +257,15 @@ class ObservationStream(ObservationLog):
 
     async def _send(self, batch: list[tuple[str, str, float]]) -> None:
         try:
-            await asyncio.wait_for(self._append(batch), self.timeout)
+            refused = await asyncio.wait_for(self._append(batch), self.timeout)
         except Exception as exc:  # any failure of Redis: the observations stay local
             self._state.failed(exc)
             self._to_local(batch)
         else:
-            self._state.ok()
+            if refused is None:
+                self._state.ok()
+            else:
+                self._state.failed(refused)
         finally:
             self._sending = None
             if self._queued:
@@ -272,19 +275,35 @@ class ObservationStream(ObservationLog):
                     self._to_local(list(self._queued))
                     self._queued.clear()
 
-    async def _append(self, batch: list[tuple[str, str, float]]) -> None:
+    async def _append(self, batch: list[tuple[str, str, float]]) -> BaseException | None:
         """One round trip: the batch packed into v2 entries, an XADD each (pipelined when
-        several)."""
-        entries = pack(batch)
+        several); the first refusal of an entry (its sightings kept locally), or None."""
+        entries, counts = pack_counted(batch)
         key = self.keys[1]
         if len(entries) == 1:  # most ticks: one command, without a pipeline's bookkeeping
             await self.redis.xadd(key, {FIELD: entries[0]}, maxlen=MAX_LENGTH,
                                   approximate=True)
-            return
+            return None
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
                 pipe.xadd(key, {FIELD: entry}, maxlen=MAX_LENGTH, approximate=True)
-            await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
+        return self._keep_refused(batch, counts, replies)
+
+    def _keep_refused(self, batch: list[tuple[str, str, float]], counts: list[int],
+                      replies: list[Any]) -> BaseException | None:
+        """The sightings of the entries whose XADD Redis refused (an error reply: OOM past
+        maxmemory refuses each XADD from the first over it on) go to the local log, and only
+        those: the entries before are in the stream, and kept as well they would be written
+        twice. The first refusal, or None."""
+        refused: BaseException | None = None
+        start = 0
+        for count, reply in zip(counts, replies, strict=True):
+            if isinstance(reply, Exception):  # RespError, or redis-py's ResponseError
+                refused = refused or reply
+                self._to_local(batch[start:start + count])
+            start += count
+        return refused
 
     def _to_local(self, batch: list[tuple[str, str, float]]) -> None:
         for imei, imsi, ts in batch:
@@ -393,14 +412,16 @@ class ObservationStream(ObservationLog):
 class _Carried:
     """A batch of appends in a carrier's round trip: its replies go back to the stream."""
 
-    __slots__ = ("batch", "stream")
+    __slots__ = ("batch", "counts", "stream")
 
-    def __init__(self, stream: ObservationStream, batch: list[tuple[str, str, float]]) -> None:
+    def __init__(self, stream: ObservationStream, batch: list[tuple[str, str, float]],
+                 counts: list[int]) -> None:
         self.stream = stream
         self.batch = batch
+        self.counts = counts  # sightings an entry
 
     def replied(self, result: list[Reply] | BaseException) -> None:
-        self.stream._carried_replied(self.batch, result)
+        self.stream._carried_replied(self.batch, self.counts, result)
 
 
 def observation_stream(

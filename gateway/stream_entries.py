@@ -54,7 +54,14 @@ def _sighting(imei: str, imsi: str, ts: float) -> str:
 
 def pack(sightings: Iterable[Sighting]) -> list[bytes]:
     """The v2 entries' :data:`FIELD` values holding ``sightings``, in order."""
+    return pack_counted(sightings)[0]
+
+
+def pack_counted(sightings: Iterable[Sighting]) -> tuple[list[bytes], list[int]]:
+    """:func:`pack`'s entries and how many of the sightings each holds (those of an entry
+    Redis refuses are kept elsewhere, and only those)."""
     entries: list[bytes] = []
+    counts: list[int] = []
     parts: list[str] = []
     size = 0
     for imei, imsi, ts in sightings:
@@ -63,10 +70,12 @@ def pack(sightings: Iterable[Sighting]) -> list[bytes]:
         size += len(part)
         if len(parts) >= PER_ENTRY or size >= MAX_ENTRY_BYTES:
             entries.append("".join(parts).encode())
+            counts.append(len(parts))
             parts, size = [], 0
     if parts:
         entries.append("".join(parts).encode())
-    return entries
+        counts.append(len(parts))
+    return entries, counts
 
 
 def unpack(value: bytes) -> list[Sighting]:

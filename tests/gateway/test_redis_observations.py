@@ -361,3 +361,51 @@ async def test_redis_away_carried_appends_stay_local_one_line_per_transition(
     assert await _eventually(lambda: stream.local.stats.written == 25)
     assert len([r for r in caplog.records
                 if "answers again" in r.getMessage() and "stream" in r.getMessage()]) == 1
+
+
+# -- an append Redis refuses in part ------------------------------------------------------------
+async def _refused_in_part(stream: ObservationStream, url: str,
+                           carrier: SharedCloneTracker | None = None) -> None:
+    """Past maxmemory (noeviction) Redis refuses each XADD from then on with OOM, the round
+    trip's earlier XADDs having been appended: only the refused entries' sightings may go to
+    the local log (all of them did: the appended ones were then written twice)."""
+    import redis.asyncio
+
+    stream.start(asyncio.get_running_loop())  # appending only: no consumer takes entries away
+    client = redis.asyncio.from_url(url)
+    try:
+        used = (await client.info("memory"))["used_memory"]
+        await client.config_set("maxmemory-policy", "noeviction")
+        # Room for a few of the round trip's ten entries (64 KiB each), not for all.
+        await client.config_set("maxmemory", used + 300_000)
+        now = time.time()
+        imsis = [f"{i:04d}" + "x" * 600 for i in range(1_000)]
+        for imsi in imsis:
+            stream.record(IMEI, imsi, now)
+        if carrier is not None:
+            carrier.suspected(IMEI, "001010000000001", now)
+            await carrier.flush()
+        assert await _eventually(lambda: not stream._queued and not stream._carried
+                                 and stream._sending is None)
+        await client.config_set("maxmemory", 0)
+    finally:
+        await client.aclose()
+    assert not stream._state.available  # a refusal is a failure of the store
+    in_stream = [imsi for _, imsi, _ in await _sightings(url, stream.keys[1])]
+    local = stream.local
+    assert await _eventually(lambda: local.stats.written == local.stats.recorded)
+    kept = [imsi for imsi, _, _, count in stream.lookup(IMEI) for _ in range(count)]
+    assert 0 < len(in_stream) < len(imsis)  # some appended, some refused
+    assert sorted(in_stream + kept) == imsis
+
+
+async def test_entries_redis_refuses_stay_local_and_only_those(
+    make: Make, redis_server: RedisServer
+) -> None:
+    await _refused_in_part(make("a"), redis_server.url)
+
+
+async def test_carried_entries_redis_refuses_stay_local_and_only_those(
+    make: Make, tracker: SharedCloneTracker, redis_server: RedisServer
+) -> None:
+    await _refused_in_part(make("a", tracker), redis_server.url, tracker)
