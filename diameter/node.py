@@ -59,6 +59,8 @@ class Node:
         self.overload = OverloadControl(overload, self.identity, self.origin_state_id)
         # Connections closed for sending too many malformed requests (PeerSettings.malformed_*).
         self.malformed_disconnects = 0
+        # Connections closed at accept, past TransportSettings.max_connections.
+        self.connections_refused = 0
         # Octets of received messages handled over all connections, and the time the adapter
         # spent handling them: the service rate that overload control divides backlogs by.
         self.processed_bytes = 0

@@ -106,6 +106,10 @@ class TransportSettings:
     tls_verify_client: bool = False
     # Requests in flight over all peers; past it, 3004.
     max_in_flight_total: int = 16_384
+    # Open transport connections, CER or not (per process); one more is closed at accept,
+    # nothing read (a flood of connects that never send CER would hold a socket each until
+    # cer_timeout). 0: no limit.
+    max_connections: int = 1024
     # Stop reading from a peer while its unsent output exceeds this many bytes.
     write_high_water: int = 1 << 20
     write_low_water: int = 1 << 18

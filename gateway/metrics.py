@@ -264,7 +264,8 @@ def _by_share(item: tuple[int, object]) -> int:
 
 
 class OverloadCollector:
-    """diameter_overload_* and diameter_malformed_disconnects_total, read from the node."""
+    """diameter_overload_*, diameter_malformed_disconnects_total and
+    diameter_connections_refused_total, read from the node."""
 
     def __init__(self, node: Any) -> None:
         self._node = node
@@ -311,6 +312,11 @@ class OverloadCollector:
             "Connections closed (DPR, DO_NOT_WANT_TO_TALK_TO_YOU) for sending more malformed "
             "requests than diameter.malformed_limit within malformed_window_seconds.",
             value=self._node.malformed_disconnects,
+        )
+        yield CounterMetricFamily(
+            "diameter_connections_refused",
+            "Connections closed at accept, nothing read: diameter.max_connections were open.",
+            value=self._node.connections_refused,
         )
 
 

@@ -45,7 +45,7 @@ class PeerConnection(asyncio.Protocol):
         peer: Peer | None = None,
         local_addresses: tuple[str, ...] = (),
         on_event: Callable[[PeerConnection, Event], None] | None = None,
-        on_open: Callable[[PeerConnection], None] | None = None,
+        on_open: Callable[[PeerConnection], bool] | None = None,
     ) -> None:
         self.node = node
         self.on_open = on_open
@@ -79,8 +79,9 @@ class PeerConnection(asyncio.Protocol):
         # uvloop transports are not asyncio.Transport subclasses; both have the same methods.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        if self.on_open is not None:
-            self.on_open(self)
+        if self.on_open is not None and not self.on_open(self):
+            transport.abort()  # refused by the owner (a connection limit): nothing read
+            return
         set_nodelay(transport)
         transport.set_write_buffer_limits(
             high=self.settings.write_high_water, low=self.settings.write_low_water

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Connections the kernel queues before they are accepted (capped by net.core.somaxconn): MMEs
 # reconnecting together after a restart must not wait a SYN retransmission (1 s) each.
 LISTEN_BACKLOG = 1024
+REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about connections refused at accept
 
 def listening_socket(
     endpoint: ListenEndpoint,
@@ -89,6 +90,8 @@ class Server:
         self._inherited = sockets
         self._servers: list[tuple[ListenEndpoint, asyncio.Server | SctpListener]] = []
         self.connections: set[PeerConnection] = set()
+        self._refusals = 0  # connections refused since the last log line about them
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
         # Event loop lag, and the queueing delay for the node's overload control (3004, DOIC).
         self.load = LoadSampler(node, self.connections, node.overload.settings.interval)
 
@@ -148,10 +151,31 @@ class Server:
         )
         return connection
 
-    def _opened(self, connection: PeerConnection) -> None:
+    def _opened(self, connection: PeerConnection) -> bool:
+        """Admit a connection (False: closed at once, nothing read), past
+        ``max_connections`` refused. RFC 6733 §5.6 has no state for it: to the peer it is a
+        connection closed before CEA (I-Peer-Disc in Wait-I-CEA), which it retries after Tc,
+        at another EIR if it has one."""
+        limit = self.settings.max_connections
+        if limit and len(self.connections) >= limit:
+            self.node.connections_refused += 1
+            self._refusals += 1
+            loop = asyncio.get_running_loop()
+            if loop.time() - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
+                # At most one line every REFUSAL_LOG_INTERVAL: a flood must not flood the log.
+                log.warning(
+                    "connection from %s refused: diameter.max_connections (%d) reached "
+                    "(%d refused since the last such line)",
+                    connection.transport.get_extra_info("peername")
+                    if connection.transport else None, limit, self._refusals,
+                )
+                self._refusal_logged = loop.time()
+                self._refusals = 0
+            return False
         # Registered once the transport is up: a failed TLS handshake leaves nothing behind.
         self.connections.add(connection)
         connection.closed.add_done_callback(lambda _: self.connections.discard(connection))
+        return True
 
     def _on_event(self, connection: PeerConnection, event: Event) -> None:
         if isinstance(event, PeerUp):

@@ -19,6 +19,7 @@ from diameter.framing import Framer
 from diameter.node import Node
 from diameter.settings import ListenEndpoint, TransportSettings
 from diameter.transport import Client, ClientClosed, PeerConnection, Server, WindowFull
+from gateway.metrics import OverloadCollector
 from tests.diameter.test_peer_helpers import (
     ECR,
     EIR_HOST,
@@ -652,3 +653,47 @@ async def test_a_pipelining_peer_does_not_hold_the_loop_for_a_whole_read() -> No
         b.close()
     finally:
         await server.stop(timeout=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Admission: a bound on connections
+
+
+async def test_connections_past_max_connections_are_closed_at_accept() -> None:
+    # A flood of connects that never send CER held a socket (and its objects) each until the
+    # CER timeout, without bound: past max_connections one is closed at once, nothing read.
+    node = eir_node()
+    server, port = await start_server(node, replace(LOCAL, max_connections=2))
+    silent = [await RawPeer.open(port) for _ in range(2)]
+    try:
+        await wait_for(lambda: len(server.connections) == 2)
+        extra = await RawPeer.open(port)
+        extra.send(cer("mme-extra.example.net"))
+        assert await extra.read() is None  # closed without a CEA
+        assert node.connections_refused == 1 and len(server.connections) == 2
+        [refused] = [m for m in OverloadCollector(node).collect()
+                     if m.name == "diameter_connections_refused"]
+        assert [s.value for s in refused.samples] == [1]
+        silent[0].close()
+        await wait_for(lambda: len(server.connections) == 1)
+        late = await RawPeer.open(port)
+        await late.handshake()  # a place again: served as before
+        late.close()
+    finally:
+        for peer in silent:
+            peer.close()
+        await server.stop(timeout=0.5)
+
+
+async def test_no_connection_limit_when_max_connections_is_0() -> None:
+    node = eir_node()
+    server, port = await start_server(node, replace(LOCAL, max_connections=0))
+    peers = [await RawPeer.open(port) for _ in range(5)]
+    try:
+        for n, peer in enumerate(peers):
+            await peer.handshake(f"mme{n}.example.net")
+        assert node.connections_refused == 0
+    finally:
+        for peer in peers:
+            peer.close()
+        await server.stop(timeout=0.5)

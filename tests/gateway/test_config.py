@@ -60,6 +60,8 @@ def test_embedded_default_values(tmp_path: Path) -> None:
     assert c.policy.status[Reason.TAC_UNKNOWN] is EquipmentStatus.GREYLISTED
     assert not c.policy.monitor_mode and c.logging.mask_imsi
     assert not c.peer.strict_avp_flags and c.peer.tls_verify_origin_host
+    assert c.transport.max_connections == 1024
+    assert load_config(None, env={"EIR_DIAMETER_MAX_CONNECTIONS": "0"}).transport.max_connections == 0
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
@@ -266,6 +268,7 @@ def test_env_overrides(tmp_path: Path) -> None:
         ("EIR_TAC_FILE", "nonexistent.txt", "does not exist"),
         ("EIR_LISTS_IMPORT_FILES", "nope.csv", "does not exist"),
         ("EIR_DIAMETER_WRITE_LOW_WATER_BYTES", "99999999999", "above write_high_water_bytes"),
+        ("EIR_DIAMETER_MAX_CONNECTIONS", "-1", "must not be negative"),
     ],
 )
 def test_env_errors_name_the_variable(var: str, value: str, expected: str) -> None:
