@@ -53,6 +53,7 @@ from gateway.stream_drain import (
     DrainSettings,
     Taken,
     claimed,
+    lost_to_trimming,
     taken,
 )
 from gateway.stream_entries import FIELD, pack_counted, packed_key
@@ -352,9 +353,11 @@ class ObservationStream(ObservationLog):
     async def _read(self) -> bool:
         """One round trip: the entries READ took, folded into the log; whether it was a full
         read (more may be waiting)."""
-        v1, v2 = await self._script(READ, GROUP, self.consumer, PER_ROUND_TRIP,
-                                    PACKED_PER_ROUND_TRIP, ">", "NOACK", 0)
+        v1, v2, *trimmed = await self._script(READ, GROUP, self.consumer, PER_ROUND_TRIP,
+                                              PACKED_PER_ROUND_TRIP, ">", "NOACK", 0)
         self._fold(taken(v1, v2))
+        if any(trimmed):
+            log.warning("%s", lost_to_trimming(self.keys, trimmed))
         return len(v1) // 4 >= PER_ROUND_TRIP or len(v2) // 2 >= PACKED_PER_ROUND_TRIP
 
     def _fold(self, read: Taken) -> None:

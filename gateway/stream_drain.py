@@ -58,6 +58,10 @@ DRAIN_VARIABLE = "EIR_OBSERVATIONS_STREAM"
 # after it are v1's; the rest are v2's. Returns {v1, v2}, each flat: v1 4 an entry (ID, imei,
 # imsi, ts), v2 2 an entry (ID, sightings); false where the entry lacks the field, or was
 # trimmed away while pending. Fields go by name, so v1 entries of every release are read.
+# Then, of each stream, how many entries were trimmed (XADD MAXLEN ~) before the group read
+# them: when a read from '>' leaves none unread, the group's lag (XINFO GROUPS, Redis 7) is
+# exactly those, as every entry ever added was read or trimmed; XGROUP SETID ... ENTRIESREAD
+# then counts them as read, so that they are told once, by one consumer (Redis 6: no lag, 0).
 READ = """
 local v1_acks = tonumber(ARGV[7])
 if v1_acks > 0 then
@@ -83,6 +87,24 @@ local function named(fields)
   end
   return out
 end
+local function trimmed(key, count, reply)
+  if ARGV[5] ~= '>' or (reply and #reply[1][2] >= tonumber(count)) then
+    return 0  -- more may be unread
+  end
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local info = named(group)
+    if info.name == ARGV[1] then
+      local lag, read_ = info.lag, info['entries-read']
+      if type(lag) ~= 'number' or type(read_) ~= 'number' or lag <= 0 then
+        return 0
+      end
+      redis.call('XGROUP', 'SETID', key, ARGV[1], info['last-delivered-id'],
+                 'ENTRIESREAD', read_ + lag)
+      return lag
+    end
+  end
+  return 0
+end
 local v1, v2 = {}, {}
 local reply = read(KEYS[1], ARGV[3])
 if reply then
@@ -94,6 +116,7 @@ if reply then
     v1[#v1 + 1] = fields.ts or false
   end
 end
+local lost_v1 = trimmed(KEYS[1], ARGV[3], reply)
 reply = read(KEYS[2], ARGV[4])
 if reply then
   for _, entry in ipairs(reply[1][2]) do
@@ -101,7 +124,7 @@ if reply then
     v2[#v2 + 1] = named(entry[2]).sightings or false
   end
 end
-return {v1, v2}
+return {v1, v2, lost_v1, trimmed(KEYS[2], ARGV[4], reply)}
 """
 
 # Consumer ARGV[2] leaves group ARGV[1] of each stream of KEYS where nothing is pending to it
@@ -179,6 +202,14 @@ def taken(v1: list[Any], v2: list[Any]) -> Taken:
         except EntryError:
             skipped += 1
     return Taken(sightings, v1[0::4], v2[0::2], skipped)
+
+
+def lost_to_trimming(keys: list[str], trimmed: list[int]) -> str:
+    """What :data:`READ` says was trimmed unread (counts of the v1 and v2 streams ``keys``)."""
+    lost = " and ".join([f"{n} entries of {key}" for key, n in zip(keys, trimmed, strict=True)
+                         if n])
+    return (f"observation stream: {lost} trimmed (XADD MAXLEN ~) before any consumer read "
+            "them: their sightings are lost (the consumers fell behind the stream's cap)")
 
 
 def claimed(entries: list[tuple[Any, Any]], packed: bool) -> Taken:
@@ -271,13 +302,15 @@ class StreamDrain:
             self._claim_abandoned()
             self._claimed_at = time.monotonic()
         acks = self._acks
-        v1, v2 = self._read(keys=self.keys, args=[
+        v1, v2, *trimmed = self._read(keys=self.keys, args=[
             GROUP, settings.consumer, PER_ROUND_TRIP, PACKED_PER_ROUND_TRIP, self._start_id,
             "ACK", len(acks.v1_ids), *acks.v1_ids, *acks.v2_ids])
         self._acks = Taken([], [], [])
         read = taken(v1, v2)
         if read.skipped:
             _say(f"observation stream: {read.skipped} entries are not observations; skipped")
+        if any(trimmed):
+            _say(lost_to_trimming(self.keys, trimmed))
         if not self._write(read.sightings):
             self._start_id = "0"  # not acknowledged: read again
             return settings.retry_interval

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -504,3 +505,54 @@ async def test_a_dead_consumers_entries_are_claimed_by_the_writer_thread_mode(
     finally:
         await stream.aclose()
         stream.close()
+
+
+def test_entries_trimmed_before_any_consumer_read_them_are_counted_once(
+    redis_server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """XADD MAXLEN ~ trims the oldest entries, read or not: those trimmed before the group
+    read them are lost, which the drain that next catches up says once, with how many, for
+    either stream (another consumer, or the same one later, does not say it again)."""
+    import threading
+
+    import redis
+
+    from gateway.stream_drain import DrainSettings, StreamDrain
+
+    key = "m:observations"
+    client = redis.Redis.from_url(redis_server.url)
+    stores = [SqliteObservations(tmp_path / f"{name}.sqlite") for name in ("a", "b")]
+    drains = [StreamDrain(DrainSettings(redis_server.url, key, name), store, threading.Lock(),
+                          lambda n, ok: None, client=client)
+              for name, store in zip(("a", "b"), stores, strict=True)]
+    try:
+        assert drains[0].round() == 0.0  # joins the group, nothing pending to it
+        drains[0].round()
+        for i in range(150):  # 50 read, the rest never
+            client.xadd(packed_key(key), {FIELD: pack([(IMEI, f"{i:015d}", 1.0)])[0]})
+            client.xadd(key, {"imei": IMEI, "imsi": f"{i:015d}", "ts": "1.0"})
+        client.xreadgroup(GROUP, "a", {key: ">", packed_key(key): ">"}, count=50)
+        for _ in range(1_000):  # a writer's cap, trimmed by whole nodes of 100 entries
+            client.xadd(packed_key(key), {FIELD: pack([(IMEI, "1", 2.0)])[0]}, maxlen=200,
+                        approximate=True)
+            client.xadd(key, {"imei": IMEI, "imsi": "1", "ts": "2.0"}, maxlen=200,
+                        approximate=True)
+        kept = [client.xlen(k) for k in drains[0].keys]
+        capsys.readouterr()
+        for _ in range(20):  # the 50 read and trimmed first (skipped), then the rest
+            drains[0].round()
+        told = [(int(n), k) for n, k in re.findall(r"(\d+) entries of (\S+)",
+                                                  capsys.readouterr().err)]
+        assert sorted(told) == sorted(zip([1_150 - 50 - n for n in kept], drains[0].keys,
+                                               strict=True))
+        for k in drains[0].keys:
+            client.xadd(k, {FIELD: pack([(IMEI, "2", 3.0)])[0]} if "v2" in k
+                        else {"imei": IMEI, "imsi": "2", "ts": "3.0"})
+        for drain in drains:
+            for _ in range(3):
+                drain.round()
+        assert "trimmed" not in capsys.readouterr().err
+    finally:
+        client.close()
+        for store in stores:
+            store.close()
