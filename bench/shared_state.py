@@ -46,7 +46,21 @@ such as the 10 ms young collections, over fewer checks; the shared side, answeri
 answers, wakes more often. ``--syscalls`` adds the worker's checks per
 read and per write, epoll_waits and user/system CPU per check (perf, as bench/e2e.py). The
 ratio shared/local is the worker's: in checks/s, and local CPU per check / shared CPU per check
-(also with each side's writer process counted).
+(also with each side's writer process counted). Since session 11 also: the closed loop's
+latency (p50, p99, p99.9, max: a ratio bought with waiting would show there), the observations
+each side dropped (its writer's queue full, said loudly: a side that drops did less work a
+check), the worker's resident memory after each round and its minor page faults a check (state
+growing as the handsets advance), and the ratios of the rounds' medians beside the best
+rounds'.
+
+Comparable sides: every side gets ``[observations] queue_size`` = ``--queue-size`` (default
+5,000,000, a round's pairs many times over). With the default 100,000 the local side's writer
+process, SCHED_IDLE on the worker's saturated CPU 1, got no CPU during a round, its queue
+filled and ~55 % of the pairs were dropped (session 11's lead: 100,000 written for ~224,000
+checks), while the shared side's stream buffers them in Redis and drops none. With the queue
+holding a round, the local writer catches up after the loop, which the bench waits for
+(``settle``), so its CPU is counted as the shared side's writer's is, and both workers hand
+every pair over.
 
 Session 8 (loaded machine, load average 3.6-6.4, workers not saturated; ``--rounds 3 --seconds
 5 --sides local,redis,stream,shared --observations 50000``): worker CPU per check local 23.3 µs
@@ -100,6 +114,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,6 +139,7 @@ from e2e import (  # noqa: E402
     drive,
     free_port,
     per_micr,
+    rss_mib,
     scrape,
     warm_up,
 )
@@ -140,14 +156,25 @@ SIDES = ("local", "redis", "stream", "shared")
 WARM_UP = 20_000
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (all its threads); 0 once it is gone."""
+def _stat(pid: int) -> list[str] | None:
+    """proc(5) /proc/PID/stat's fields after the command's name; None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads); 0 once it is gone."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICK if fields else 0.0
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (its heap growing: pages touched first)."""
+    fields = _stat(pid)
+    return int(fields[7]) if fields else 0
 
 
 def children(pid: int) -> list[int]:
@@ -196,8 +223,10 @@ class Side:
         return cpu_seconds(pid), sum(cpu_seconds(c) for c in descendants(pid))
 
 
-def side_env(name: str, redis_url: str, dsn: str) -> dict[str, str]:
-    env = {"EIR_CLONE_DETECTION_ENABLED": "true"}
+def side_env(name: str, redis_url: str, dsn: str, queue_size: int) -> dict[str, str]:
+    # Every side's observation queue holds a whole round (see --queue-size): none drops.
+    env = {"EIR_CLONE_DETECTION_ENABLED": "true",
+           "EIR_OBSERVATIONS_QUEUE_SIZE": str(queue_size)}
     if name != "local":
         env |= {"EIR_SHARED_REDIS_URL": redis_url, "EIR_SHARED_KEY_PREFIX": f"bench-{name}"}
     if name in ("stream", "shared"):
@@ -249,9 +278,11 @@ def settle(pids: list[int], limit: float = 20.0) -> None:
 
 
 def counters(metrics_port: int) -> dict[str, float]:
-    """Observations written, and round trips to each Redis store (clone counts, the stream)."""
+    """Observations written and dropped (the writer's queue full), and round trips to each
+    Redis store (clone counts, the stream)."""
     samples = scrape(metrics_port)
-    out = {"written": samples.get("eir_observations_written_total", 0.0)}
+    out = {key: samples.get(f"eir_observations_{key}_total", 0.0)
+           for key in ("written", "dropped")}
     for store in ("redis", "redis_stream"):
         out[store] = sum(v for k, v in samples.items() if
                          k.startswith("eir_shared_state_requests_total{") and
@@ -266,6 +297,7 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
     worker0, writer0 = side.cpu()
     server0 = {name: server_cpu(pid) for name, pid in servers.items()}
     counters0 = counters(side.metrics_port)
+    faults0 = minor_faults(side.process.pid)
     syscalls = SyscallCount(side.process.pid, args.work) if args.syscalls else None
     cores0 = core_times()
     report = await drive(side.port, scenario, cursor.take(), args.seconds, True)
@@ -279,11 +311,20 @@ async def one_round(side: Side, cursor: Cursor, args: argparse.Namespace,
     worker1, writer1 = side.cpu()
     n = report.stats.answered
     counters1 = counters(side.metrics_port)
+    latency = report.to_dict()["latency_ms"]
     out = {"checks_per_s": report.achieved_rate,
            "worker_us": (worker1 - worker0) / n * 1e6,
            "writer_us": (writer1 - writer0) / n * 1e6,
            "observations_written": counters1["written"] - counters0["written"],
+           "observations_dropped": counters1["dropped"] - counters0["dropped"],
            "answered": n,
+           # The closed loop's latency (sent to answered, the simulator's clock): a ratio
+           # bought with waiting would show here.
+           **{f"latency_{k}_ms": latency[k] for k in ("p50", "p99", "p99.9", "max")},
+           # State growing as the handsets advance (the clone tracker, caches, the heap):
+           # the worker's resident memory after the round, and its heap's first touches.
+           "worker_rss_mib": rss_mib(side.process.pid) or 0.0,
+           "worker_faults_per_check": (minor_faults(side.process.pid) - faults0) / n,
            "worker_busy": busy,
            # The simulator (this process's loop thread) over the loop, and each core's busy
            # share over it (CPU 0: the simulator, Redis and PostgreSQL when pinned).
@@ -380,11 +421,21 @@ async def measure(sides: list[Side], traffic_cursor: Cursor, args: argparse.Name
                       f"{r['worker_us']:.1f} µs/check, simulator {r['simulator_us']:.1f} "
                       f"({r['simulator_busy']:.0%} busy), writer {r['writer_us']:.1f}, redis "
                       f"{r['redis_us']:.1f}, postgresql {r['postgresql_us']:.1f}; "
-                      f"{r['observations_written']:,.0f} observations written; checks per "
-                      f"round trip to Redis {r['checks_per_redis_round_trip']:.0f}, to the "
-                      f"stream {r['checks_per_redis_stream_round_trip']:.0f}; rate set by "
-                      f"{limit(r, args.pinned)}" + _syscalls(r),
+                      f"{r['observations_written']:,.0f} observations written"
+                      f"{_dropped(r)}; checks per round trip to Redis "
+                      f"{r['checks_per_redis_round_trip']:.0f}, to the stream "
+                      f"{r['checks_per_redis_stream_round_trip']:.0f}; latency ms p50 "
+                      f"{r['latency_p50_ms']:.2f} p99 {r['latency_p99_ms']:.2f} p99.9 "
+                      f"{r['latency_p99.9_ms']:.2f} max {r['latency_max_ms']:.2f}; worker RSS "
+                      f"{r['worker_rss_mib']:,.0f} MiB, {r['worker_faults_per_check']:.2f} "
+                      f"minor faults a check; rate set by {limit(r, args.pinned)}"
+                      + _syscalls(r),
                       flush=True)
+
+
+def _dropped(r: dict[str, float]) -> str:
+    dropped = r["observations_dropped"]
+    return f", {dropped:,.0f} DROPPED (the writer's queue full)" if dropped else ", none dropped"
 
 
 def _cores(r: dict[str, float]) -> str:
@@ -441,6 +492,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--observations", type=int, default=200_000,
                         help="Redis's own cost: observations sent (0: not measured)")
+    parser.add_argument("--queue-size", type=int, default=5_000_000,
+                        help="[observations] queue_size of every side (default 5000000: a "
+                             "round's pairs, so that no side drops; the default config's "
+                             "100000 makes a saturated local side drop most of them)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--syscalls", action="store_true",
                         help="the worker's reads, writes and epoll_waits per check (perf, root)")
@@ -486,7 +541,8 @@ def main() -> None:
                 for pid in servers.values():
                     pin(pid, 0)
             for side in sides:
-                side.env = side_env(side.name, f"redis://127.0.0.1:{redis_port}/0", dsn)
+                side.env = side_env(side.name, f"redis://127.0.0.1:{redis_port}/0", dsn,
+                                    args.queue_size)
                 start(side, Path(tmp) / side.name, data_env)
                 if pinned:
                     assert side.process is not None
@@ -518,6 +574,10 @@ def main() -> None:
     report(sides, cursor, args, (rate, cpu, memory), cluster_rate)
 
 
+def _median(rounds: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
+
+
 def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
            redis: tuple[float | None, float | None, float | None],
            cluster_rate: float | None) -> None:
@@ -536,6 +596,11 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
                     "worker_cpu": local["worker_us"] / b["worker_us"],
                     "worker_and_writer_cpu": (local["worker_us"] + local["writer_us"])
                     / (b["worker_us"] + b["writer_us"]),
+                    # The medians of every round: one lucky round does not make the verdict.
+                    "median_checks_per_s": _median(result["rounds"], "checks_per_s")
+                    / _median(results["local"]["rounds"], "checks_per_s"),
+                    "median_worker_cpu": _median(results["local"]["rounds"], "worker_us")
+                    / _median(result["rounds"], "worker_us"),
                 }
     if args.json:
         json.dump({"command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -556,7 +621,16 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
               f"{b['worker_us']:.1f}, simulator {b['simulator_us']:.1f}, its writer process "
               f"{b['writer_us']:.1f}, Redis {b['redis_us']:.1f}, PostgreSQL "
               f"{b['postgresql_us']:.1f} (best of {len(result['rounds'])}); the best round's "
-              f"rate set by {result['rate_set_by'][top]}")
+              f"rate set by {result['rate_set_by'][top]}, its latency ms p50 "
+              f"{b['latency_p50_ms']:.2f} p99 {b['latency_p99_ms']:.2f} p99.9 "
+              f"{b['latency_p99.9_ms']:.2f} max {b['latency_max_ms']:.2f}; medians of the "
+              f"rounds: {_median(result['rounds'], 'checks_per_s'):,.0f} checks/s, worker "
+              f"{_median(result['rounds'], 'worker_us'):.1f} µs a check")
+        dropped = sum(r["observations_dropped"] for r in result["rounds"])
+        if dropped:
+            print(f"NOTE: {name} DROPPED {dropped:,.0f} observations (its writer's queue full: "
+                  "the writer's work was not done, so its checks were cheaper; raise "
+                  "--queue-size)")
     if any(r["worker_busy"] < 0.9 for result in results.values() for r in result["rounds"]):
         print("NOTE: a worker was busy less than 90% of a loop: the simulator (or the machine's "
               "load) set that round's checks/s, not the gateway; compare CPU per check, or run on "
@@ -564,7 +638,9 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
     for name, r in ratios.items():
         print(f"ratio {name}/local: {r['checks_per_s']:.2f} in checks/s, {r['worker_cpu']:.2f} in "
               f"the worker's CPU per check (local µs / {name} µs), "
-              f"{r['worker_and_writer_cpu']:.2f} with the writer process")
+              f"{r['worker_and_writer_cpu']:.2f} with the writer process (best rounds); "
+              f"medians of the rounds {r['median_checks_per_s']:.2f} in checks/s, "
+              f"{r['median_worker_cpu']:.2f} in the worker's CPU")
     rate, cpu, memory = redis
     if rate is not None:
         print(f"Redis: {rate:,.0f} observations/s from one process (pipelined, 1,000 per tick); "
