@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -273,6 +273,49 @@ def test_notify_wakes_a_watching_store(postgres_dsn: str) -> None:
     finally:
         watcher.close()
         writer.close()
+
+
+async def test_list_changes_reach_a_follower_after_postgresql_restarts(
+    postgres_server: PostgresServer,
+) -> None:
+    """PostgreSQL restarted under a following gateway (every connection of its pool and its
+    LISTEN connection cut): a change made once it is back reaches the snapshot, by the poll
+    (once a second while the store announces changes) or the LISTEN made again."""
+    import asyncio
+
+    from gateway.list_updates import follow_lists
+    from gateway.lists import OperatorLists
+
+    dsn = await asyncio.to_thread(postgres_server.create_database)
+    lists = OperatorLists(PgListStore(Database(dsn)))
+    lists.reload()
+    versions: list[int] = []
+    following = asyncio.create_task(follow_lists(lists, 60.0, versions.append))
+    writer = PgListStore(Database(dsn))
+    try:
+        await asyncio.to_thread(writer.put, make_entry("black", "imei", IMEI), "cli:t")
+        assert await _eventually(lambda: bool(lists.snapshot.match(int(IMEI))))
+        await asyncio.to_thread(postgres_server.restart)
+        await asyncio.to_thread(writer.put, make_entry("grey", "imei", "35693803564380"), "cli:t")
+        assert await _eventually(lambda: bool(lists.snapshot.match(35693803564380)))
+        assert versions[-1] == writer.version()
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await asyncio.to_thread(writer.close)
+        assert lists.store is not None
+        await asyncio.to_thread(lists.store.close)
+
+
+async def _eventually(condition: Callable[[], bool]) -> bool:
+    import asyncio
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
 
 
 def test_bulk_add_imeis_unsorted_with_repeats_loads_sorted_and_unique(pg: PgListStore) -> None:
