@@ -27,12 +27,15 @@ class DeferredAnswer:
         self.request: Any = None
         # Given or withdrawn: a handler may skip the work of an answer nobody waits for.
         self.settled = False
+        # Given (not withdrawn): what was given goes to the owner, whatever it is (one that is
+        # not an answer gets 5012 there), bound before or after.
+        self.given = False
 
     def bind(self, to: Callable[[DeferredAnswer], object], request: Any) -> None:
         """``to(self)`` once the answer is given (at once if it already is)."""
         self.request = request
         if self.settled:
-            if self.answer is not None:
+            if self.given:
                 to(self)
             return
         self._to = to
@@ -42,6 +45,7 @@ class DeferredAnswer:
         if self.settled:
             return
         self.settled = True
+        self.given = True
         self.answer = answer
         to, self._to = self._to, None
         if to is not None:

@@ -102,10 +102,13 @@ class _CountedAnswer(DeferredAnswer):
         check, request = self.check, self.message
         try:
             decision = check.classifier.decide_when_counted(self.pending, n)
+            answer = check._answer(request, decision, self.started, self.echo)
         except Exception:
-            self.give(check._unable_to_comply(request, self.started))
-        else:
-            self.give(check._answer(request, decision, self.started, self.echo))
+            # Whatever fails here (the decision, or the answer's observation, events or
+            # counters) is 5012, as on the other paths: raised into the count's callback, it
+            # left the request unanswered and its place in flight taken.
+            answer = check._unable_to_comply(request, self.started)
+        self.give(answer)
 
 
 class MeIdentityCheck:

@@ -141,10 +141,11 @@ class EquipmentIdentityCheck:
             return
         try:
             decision = self.classifier.decide_when_counted(pending, n)
+            response = self._answer(query, decision, started)
         except Exception:
-            answer.give(self._system_failure(started))
-        else:
-            answer.give(self._answer(query, decision, started))
+            # As on the other paths (gateway.s13's _CountedAnswer): never left unanswered.
+            response = self._system_failure(started)
+        answer.give(response)
 
     async def _resolve(
         self, query: EquipmentStatusQuery, pending: Pending, started: float

@@ -271,7 +271,11 @@ class _Connection(asyncio.Protocol):
         stream_id: int = deferred.request
         del self._deferred[stream_id]
         method, started = self._started.pop(stream_id)
-        self._respond(stream_id, method, deferred.answer, started)
+        response = deferred.answer
+        if not isinstance(response, Response):
+            log.error("N5g-eir check gave %r, not a response", type(response))
+            response = SYSTEM_FAILURE
+        self._respond(stream_id, method, response, started)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_given)

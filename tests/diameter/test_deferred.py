@@ -20,24 +20,25 @@ from tests.diameter.test_transport import RawPeer, count_writes, start_server, w
 
 _BODY = [Avp.new("Auth-Session-State", 1)]
 
-# An operation on a DeferredAnswer: bind it, give it an answer (numbered), or withdraw it.
+# An operation on a DeferredAnswer: bind it, give it an answer (numbered; None is what a
+# handler gives by mistake, which the owner must still get, to answer 5012), or withdraw it.
 _OPERATIONS = st.lists(
     st.one_of(st.just(("bind", 0)), st.just(("withdraw", 0)),
-              st.tuples(st.just("give"), st.integers(1, 5))),
+              st.tuples(st.just("give"), st.one_of(st.none(), st.integers(1, 5)))),
     max_size=8,
 )
 
 
 @given(_OPERATIONS)
 def test_an_answer_reaches_its_owner_once_and_only_if_given_first(
-    operations: list[tuple[str, int]],
+    operations: list[tuple[str, int | None]],
 ) -> None:
     # The model: the first of give/withdraw settles it; the owner bound (before or after) gets
     # the first answer given, once, and nothing if it was withdrawn first.
     deferred = DeferredAnswer()
     delivered: list[object] = []
     bound = False
-    first: tuple[str, int] | None = None
+    first: tuple[str, int | None] | None = None
     for operation, value in operations:
         if operation == "bind":
             if bound:
@@ -139,6 +140,31 @@ async def test_a_deferred_non_answer_gets_5012_and_the_rest_are_sent() -> None:
             (1, 2001), (2, 5012), (3, 2001)}
         assert len(writes) == 1 and not connection.deferred and server.in_flight == 0
     finally:
+        await server.stop(timeout=0.3)
+
+
+async def test_a_non_answer_given_before_the_handler_returns_gets_5012() -> None:
+    # Given at once (the count it waited for was already known), and not an answer: bound
+    # afterwards, it was never sent, the MME left to time out and its place in flight kept for
+    # good; given after the bind, the same value was answered 5012. Both are 5012 now.
+    node = eir_node({})
+
+    def handle(request: Message, peer: PeerInfo) -> DeferredAnswer:
+        answer = DeferredAnswer()
+        answer.give(None)
+        return answer
+
+    node.applications[S13] = replace(node.applications[S13], handlers={ECR: handle})
+    server, port = await start_server(node)
+    raw = await RawPeer.open(port)
+    try:
+        await raw.handshake()
+        raw.send(ecr(hop_by_hop=5, end_to_end=5))
+        answer = await raw.read()
+        assert answer is not None and answer.hop_by_hop == 5
+        assert answer.get("Result-Code") == 5012 and server.in_flight == 0
+    finally:
+        raw.close()
         await server.stop(timeout=0.3)
 
 
