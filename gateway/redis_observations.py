@@ -36,7 +36,8 @@ import os
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.config import SharedConfig
 from gateway.observation_process import ObservationProcessLog
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from gateway.redis_clone import SharedCloneTracker
 
 log = logging.getLogger("eir.shared")
+T = TypeVar("T")
 
 # v2 entries kept in the stream (XADD MAXLEN ~, counted in entries as Redis counts them; the
 # oldest go first, read or not): 100,000 entries of 1 to 100 sightings, one event loop tick's
@@ -258,7 +260,7 @@ class ObservationStream(ObservationLog):
 
     async def _send(self, batch: list[tuple[str, str, float]]) -> None:
         try:
-            refused = await asyncio.wait_for(self._append(batch), self.timeout)
+            refused = await self._bounded(self._append(batch))
         except Exception as exc:  # any failure of Redis: the observations stay local
             self._state.failed(exc)
             self._to_local(batch)
@@ -275,6 +277,14 @@ class ObservationStream(ObservationLog):
                 else:
                     self._to_local(list(self._queued))
                     self._queued.clear()
+
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        """``awaitable`` within ``timeout``; past it a TimeoutError that says so (the line
+        logged names it: asyncio's has no text)."""
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no reply within {self.timeout:g} s") from None
 
     async def _append(self, batch: list[tuple[str, str, float]]) -> BaseException | None:
         """One round trip: the batch packed into v2 entries, an XADD each (pipelined when
@@ -323,7 +333,7 @@ class ObservationStream(ObservationLog):
                 if time.monotonic() - claimed_at >= CLAIM_IDLE:
                     await self._claim_abandoned()
                     claimed_at = time.monotonic()
-                full = await asyncio.wait_for(self._read(), self.timeout)
+                full = await self._bounded(self._read())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -342,7 +352,7 @@ class ObservationStream(ObservationLog):
             if self._state.available or time.monotonic() < self._state.retry_at:
                 continue
             try:
-                await asyncio.wait_for(self.redis.ping(), self.timeout)
+                await self._bounded(self.redis.ping())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

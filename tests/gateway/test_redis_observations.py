@@ -409,3 +409,40 @@ async def test_carried_entries_redis_refuses_stay_local_and_only_those(
     make: Make, tracker: SharedCloneTracker, redis_server: RedisServer
 ) -> None:
     await _refused_in_part(make("a", tracker), redis_server.url, tracker)
+
+
+async def test_a_redis_busy_past_the_timeout_is_named_and_loses_nothing(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis busy (another client's script) past ``timeout``: the line says so (it said
+    "Redis unreachable ()", a TimeoutError having no text), and the sightings stay local.
+    Redis appends them once it is free: they are then in both (at least once)."""
+    import threading
+
+    import redis
+
+    local = ObservationLog(tmp_path / "a.sqlite", flush_interval=0.05)
+    config = SharedConfig(redis_server.url, "test", timeout=0.2, retry_interval=0.2)
+    stream = observation_stream(local, config, SharedStateMetrics(CollectorRegistry()))
+    stream.start(asyncio.get_running_loop())
+    caplog.set_level(logging.WARNING, "eir.shared")
+    busy_client = redis.Redis.from_url(redis_server.url)
+    busy = threading.Thread(target=busy_client.eval, args=(
+        "local t0 = redis.call('TIME') repeat local t = redis.call('TIME') "
+        "until (t[1] - t0[1]) * 1000000 + t[2] - t0[2] > 600000", 0))
+    try:
+        stream.record(IMEI, "001010000000000", time.time())  # connected before
+        assert await _eventually(lambda: not stream._queued and stream._sending is None)
+        busy.start()
+        await asyncio.sleep(0.1)
+        for i in range(10):
+            stream.record(IMEI, f"00101000000001{i}", time.time())
+        assert await _eventually(lambda: local.stats.written == 10)
+        busy.join(10)
+        assert [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()] == [
+            "Redis unreachable (no reply within 0.2 s): observations go to this process's own "
+            "log until it answers; retried every 0.2 s"]
+    finally:
+        busy_client.close()
+        await stream.aclose()
+        stream.close()
