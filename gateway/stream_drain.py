@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from math import isfinite
 from typing import Any, Protocol
 
 from gateway.stream_entries import FIELD, EntryError, Sighting, packed_key, unpack
@@ -189,10 +190,17 @@ def taken(v1: list[Any], v2: list[Any]) -> Taken:
     sightings: list[Sighting] = []
     skipped = 0
     for i in range(0, len(v1), 4):
-        try:  # every argument is evaluated before the sighting is built
-            sightings.append((v1[i + 1].decode(), v1[i + 2].decode(), float(v1[i + 3])))
+        try:
+            imei, imsi, ts = v1[i + 1].decode(), v1[i + 2].decode(), float(v1[i + 3])
         except (AttributeError, TypeError, ValueError):
             skipped += 1  # a field missing (False/None), not text, or not a number
+            continue
+        # As v2 reads them: the IMEI decimal digits, the time a finite number (float() takes
+        # "nan", which SQLite's NOT NULL then refused with the whole batch, again and again).
+        if isfinite(ts) and imei.isascii() and imei.isdigit() and len(imei) <= 20:
+            sightings.append((imei, imsi, ts))
+        else:
+            skipped += 1
     for i in range(1, len(v2), 2):
         value = v2[i]
         try:

@@ -460,21 +460,14 @@ def test_a_dead_consumers_entries_are_claimed_from_both_streams(
 ) -> None:
     """What a consumer read and never acknowledged, in either stream, is taken by a writer's
     drain after CLAIM_IDLE (XAUTOCLAIM), written and acknowledged."""
-    import threading
-
-    import redis
 
     from gateway import stream_drain
-    from gateway.stream_drain import DrainSettings, StreamDrain
 
     monkeypatch.setattr(stream_drain, "CLAIM_IDLE", 0.05)
     key = "c:observations"
     _read_by_a_consumer_that_dies(redis_server.url, key)
-    client = redis.Redis.from_url(redis_server.url)
-    store = SqliteObservations(tmp_path / "o.sqlite")
-    reports: list[tuple[int, bool]] = []
-    drain = StreamDrain(DrainSettings(redis_server.url, key, "alive"), store, threading.Lock(),
-                        lambda n, ok: reports.append((n, ok)), client=client)
+    drain, store, reports = _drain(redis_server, tmp_path, key, "alive")
+    client = drain.redis
     try:
         drain.round()
         assert reports == [(1, True), (150, True)]
@@ -556,3 +549,49 @@ def test_entries_trimmed_before_any_consumer_read_them_are_counted_once(
         client.close()
         for store in stores:
             store.close()
+
+
+@pytest.mark.parametrize(("imei", "ts"), [
+    (IMEI, "nan"), (IMEI, "NaN"), (IMEI, "inf"), (IMEI, "-Infinity"), (IMEI, "1e999"),
+    ("3520990017614x", "1733378000.5"), ("", "1733378000.5"), ("٣٥٢٠٩٩", "1733378000.5"),
+])
+def test_a_v1_entry_that_is_not_a_sighting_is_skipped(
+    redis_server: RedisServer, tmp_path: Path, imei: str, ts: str,
+) -> None:
+    """float() takes "nan" and "inf": a v1 entry holding one (a writer that is not a gateway)
+    was taken as a sighting; SQLite stores NaN as NULL, its NOT NULL refused the whole batch,
+    read again and refused for ever, and nothing after it was written (infinity was written,
+    a time past every other). An IMEI that is not decimal digits was written as well (v2 reads
+    only digits there)."""
+    key = "n:observations"
+    drain, store, reports = _drain(redis_server, tmp_path, key, "a")
+    client = drain.redis
+    try:
+        drain.round()  # joins the group
+        client.xadd(key, {"imei": imei, "imsi": "001010000000001", "ts": ts})
+        client.xadd(key, {"imei": IMEI, "imsi": "001010000000002", "ts": "1733378000.5"})
+        for _ in range(3):
+            drain.round()
+        assert reports == [(1, True)]
+        assert list(_sqlite_rows(tmp_path / "o.sqlite")) == [(IMEI, "001010000000002")]
+    finally:
+        client.close()
+        store.close()
+
+
+def _drain(redis_server: RedisServer, tmp_path: Path, key: str,
+           consumer: str) -> tuple[Any, SqliteObservations, list[tuple[int, bool]]]:
+    """A writer's drain of ``key`` as ``consumer`` into an SQLite store (its client, redis-py's
+    blocking one, is ``drain.redis``), what it reports."""
+    import threading
+
+    import redis
+
+    from gateway.stream_drain import DrainSettings, StreamDrain
+
+    store = SqliteObservations(tmp_path / "o.sqlite")
+    reports: list[tuple[int, bool]] = []
+    drain = StreamDrain(DrainSettings(redis_server.url, key, consumer), store, threading.Lock(),
+                        lambda n, ok: reports.append((n, ok)),
+                        client=redis.Redis.from_url(redis_server.url))
+    return drain, store, reports
