@@ -96,6 +96,14 @@ return counts
 """
 
 MAX_PIPELINE = 1_000  # observations per round trip
+# Round trips in flight on the connection at once (RESP answers a connection's commands in
+# order). With one, a saturated worker whose 1,024 checks all waited for the round trip under
+# way, or for the batch queued behind it, idled until Redis answered (2-11 % of its time at
+# ~400 checks a round trip, ~10 ms each). Another round trip starts while some are under way
+# only once its batch holds FOLLOW_UP observations: each round trip costs the worker a write,
+# a read and a wake, and Redis a call, so a light load still makes one round trip at a time.
+MAX_IN_FLIGHT = 4
+FOLLOW_UP = 100
 # Observations per script call: the client's cost is per command (building it, parsing its
 # reply: measured 25-50 µs in redis-py), Redis's per observation; a call of 100 holds Redis
 # for about 1 ms.
@@ -225,7 +233,8 @@ class SharedCloneTracker(CloneTracker):
         self._scheduled = False  # a flush is due (this tick's end, or the retry's time)
         self._tick_due = False  # _tick is scheduled
         self._task: asyncio.Task[None] | None = None  # a round trip that opens or loads first
-        self._in_flight: _RoundTrip | None = None  # the steady state's round trip
+        # The steady state's round trips under way, oldest first (their replies come in order).
+        self._trips: deque[_RoundTrip] = deque()
         self._quiet: list[asyncio.Future[None]] = []  # flush() waiting for a round trip's end
         self._riders: list[Rider] = []  # whose commands go with the steady state's round trips
         self._riders_waiting = False  # a rider asked for a round trip (carry_soon)
@@ -336,14 +345,13 @@ class SharedCloneTracker(CloneTracker):
         while groups and groups[0][0] <= now:
             for count in groups.popleft()[1]:
                 count.settle(0)
-        trip = self._in_flight
-        if trip is not None and trip.deadline <= now:
-            self._timed_out(trip)
-            trip = self._in_flight
+        trips = self._trips
+        if trips and trips[0].deadline <= now:
+            self._timed_out()
         if groups:
             self._arm(groups[0][0])
-        if trip is not None:
-            self._arm(trip.deadline)
+        if trips:
+            self._arm(trips[0].deadline)
 
     # -- batching ------------------------------------------------------------------------------
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -352,10 +360,11 @@ class SharedCloneTracker(CloneTracker):
         return self._loop
 
     def _schedule(self) -> None:
-        if self._scheduled or self._in_flight is not None or (
-            self._task is not None and not self._task.done()
-        ):
+        if self._scheduled or (self._task is not None and not self._task.done()):
             return  # the round trip under way schedules the next one when it ends
+        trips = self._trips
+        if trips and (len(trips) >= MAX_IN_FLIGHT or len(self._pending) < FOLLOW_UP):
+            return  # the round trips under way schedule the next one as they end
         self._scheduled = True
         if self._state.available:  # at the tick's end: this iteration's reads' checks together
             self._tick_soon()
@@ -405,16 +414,17 @@ class SharedCloneTracker(CloneTracker):
         total = calls + sum([count for count, _ in carried])
         if not total:
             return
-        trip = self._in_flight = _RoundTrip(self, batch, waiting, loop.time() + self.timeout,
-                                            calls, carried)
+        trip = _RoundTrip(self, batch, waiting, loop.time() + self.timeout, calls, carried)
+        self._trips.append(trip)
         self._arm(trip.deadline)
         connection.request_then(payload, total, trip.replied)
 
     def _replied(self, trip: _RoundTrip, result: list[Reply] | BaseException) -> None:
-        """The steady state's round trip ended: ``result`` its replies, or why there are none."""
-        if self._in_flight is not trip:
-            return  # timed out already
-        self._in_flight = None
+        """A steady state's round trip ended: ``result`` its replies, or why there are none."""
+        trips = self._trips
+        if not trips or trips[0] is not trip:
+            return  # failed already, with the round trip before it
+        trips.popleft()
         batch, waiting = trip.batch, trip.waiting
         if trip.carried:
             _hand_over(trip, result)
@@ -423,27 +433,44 @@ class SharedCloneTracker(CloneTracker):
                 raise result
             replies = self._counted(result[:trip.calls], len(batch))
         except ScriptMissing:
-            # Redis restarted (or SCRIPT FLUSH): load the script again, then the same batch.
+            # Redis restarted (or SCRIPT FLUSH): the batch is sent again, its checks still
+            # waiting, once the script is loaded again (the next flush loads it). The round
+            # trips after it meet the same and do the same.
             self._sha = None
-            self._task = self._event_loop().create_task(self._send(batch, waiting))
+            self._pending.extendleft(reversed(batch))
+            counts = self._counts
+            for imei, count in waiting.items():
+                newer = counts.get(imei)
+                if newer is None:
+                    counts[imei] = count
+                else:  # a later check of the IMEI waits in the batch too: one count for both
+                    newer.add_callback(count.settle)
+            self._ended({}, {})
             return
         except Exception as exc:  # any failure of the store: checks go on locally
-            self._failed(batch, exc)
-            self._ended(waiting, {})
+            self._failed_all([trip], exc)
             return
         if batch:  # not a round trip of the riders' alone
             self._state.ok()
         self._ended(waiting, {imei: n for (imei, _, _), n in zip(batch, replies, strict=True)})
 
-    def _timed_out(self, trip: _RoundTrip) -> None:
-        if self._in_flight is not trip:
-            return
-        self._in_flight = None
-        timeout = TimeoutError(f"no reply within {self.timeout:g} s")
-        if trip.carried:
-            _hand_over(trip, timeout)
-        self._failed(trip.batch, timeout)
-        self._ended(trip.waiting, {})
+    def _timed_out(self) -> None:
+        self._failed_all([], TimeoutError(f"no reply within {self.timeout:g} s"))
+
+    def _failed_all(self, ended: list[_RoundTrip], exc: BaseException) -> None:
+        """The connection is given up (``exc``): the round trips ``ended`` (their riders told
+        already) and every one still under way, their batches back in order ahead of what
+        came meanwhile, their checks answered with the local count."""
+        trips = [*ended, *self._trips]
+        self._trips.clear()  # before the connection closes: it calls each of them back
+        for trip in trips[len(ended):]:
+            if trip.carried:
+                _hand_over(trip, exc)
+        self._failed([item for trip in trips for item in trip.batch], exc)
+        for trip in trips:  # an IMEI may wait in two of them: each its own count
+            for count in trip.waiting.values():
+                count.settle(0)
+        self._ended({}, {})
 
     async def _send(
         self, batch: list[tuple[str, str, float]], waiting: dict[str, SharedCount]
@@ -589,7 +616,7 @@ class SharedCloneTracker(CloneTracker):
         while True:
             if self._task is not None:
                 await asyncio.gather(self._task, return_exceptions=True)
-            elif self._in_flight is not None:
+            elif self._trips:
                 quiet = self._event_loop().create_future()
                 self._quiet.append(quiet)
                 await quiet
@@ -610,7 +637,7 @@ class SharedCloneTracker(CloneTracker):
 
 
 class _RoundTrip:
-    """One round trip of the steady state: the batch, the checks waiting for it, when it
+    """One round trip of the steady state (several may be under way): the batch, the checks waiting for it, when it
     fails (``timeout``, loop time), how many replies are the batch's calls', and the riders'
     commands after them (how many, whom to call with their replies)."""
 

@@ -472,3 +472,117 @@ async def test_a_hung_redis_fails_the_riders_commands_too(
         assert not tracker.carrying
     finally:
         os.kill(redis_server.process.pid, signal.SIGCONT)
+
+
+async def _steady(classifier: Classifier, tracker: SharedCloneTracker) -> None:
+    """The connection open and the script loaded: round trips go from callbacks."""
+    await check(classifier, "001010000000001")
+    await tracker.flush()
+    assert tracker.carrying
+
+
+def _tick_of(tracker: SharedCloneTracker, first: int, n: int) -> list[Any]:
+    """``n`` checks of distinct IMEIs in one tick; their shared counts."""
+    now = time.time()
+    counts = []
+    for i in range(first, first + n):
+        imei = f"3520990018{i:04d}"
+        tracker.suspected(imei, "001010000000001", now)
+        counts.append(tracker.shared_count(imei))
+    assert all(c is not None for c in counts)
+    return counts
+
+
+async def test_several_round_trips_in_flight_each_answered(
+    make: Make, probe: redis.asyncio.Redis
+) -> None:
+    """While a round trip is under way, a tick's batch of FOLLOW_UP observations or more goes
+    at once rather than waiting for it (at most MAX_IN_FLIGHT); a smaller one waits. Each
+    check gets its own count, in order."""
+    from gateway.redis_clone import FOLLOW_UP, MAX_IN_FLIGHT
+
+    classifier, tracker, registry = make(budget=5.0, timeout=5.0)
+    await _steady(classifier, tracker)
+    ok = value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok")
+    await probe.execute_command("CLIENT", "PAUSE", "300", "ALL")  # the trips stay under way
+    counts = _tick_of(tracker, 0, 1)
+    await asyncio.sleep(0)  # the tick's end: its round trip written
+    for t in range(MAX_IN_FLIGHT + 1):
+        counts += _tick_of(tracker, 1 + t * FOLLOW_UP, FOLLOW_UP)
+        await asyncio.sleep(0)
+    counts += _tick_of(tracker, 10_000, 1)  # a small batch: waits for a round trip's end
+    await asyncio.sleep(0)
+    values = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in counts)), 10.0)
+    assert values == [1] * len(counts)  # one IMSI each, counted in Redis
+    trips = value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") - ok
+    # MAX_IN_FLIGHT under way (the 1 and MAX_IN_FLIGHT - 1 batches of FOLLOW_UP), then the
+    # last batch of FOLLOW_UP and the small one together, once a round trip ended.
+    assert trips == MAX_IN_FLIGHT + 1
+    for i in (0, MAX_IN_FLIGHT * FOLLOW_UP, 10_000):
+        assert await probe.zcard(tracker.key(f"3520990018{i:04d}")) == 1
+
+
+async def test_round_trips_in_flight_time_out_together_then_replay_in_order(
+    make: Make, redis_server: RedisServer, probe: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis hung with three round trips under way: one timeout (one metric, one log line),
+    every check answered from the local count, every batch sent again once Redis answers."""
+    import os
+    import signal
+
+    from gateway.redis_clone import FOLLOW_UP
+
+    caplog.set_level(logging.WARNING, "eir.shared")
+    classifier, tracker, registry = make(budget=0.05, timeout=0.3, retry_interval=0.1)
+    await _steady(classifier, tracker)
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        counts = []
+        for t in range(3):
+            counts += _tick_of(tracker, t * FOLLOW_UP, FOLLOW_UP)
+            await asyncio.sleep(0)
+        values = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in counts)), 5.0)
+        assert values == [0] * len(counts)  # past the budget: the local count stands
+        await _until(lambda: not tracker.available)
+        assert value(registry, "eir_shared_state_requests_total", store="redis",
+                     outcome="timeout") == 1
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    await _until(lambda: tracker.available)
+    await tracker.flush()
+    for i in (0, FOLLOW_UP, 3 * FOLLOW_UP - 1):
+        assert await probe.zcard(tracker.key(f"3520990018{i:04d}")) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Redis unreachable" in m for m in messages) == 1
+    assert sum("Redis answers again" in m for m in messages) == 1
+
+
+async def test_a_flushed_script_with_round_trips_in_flight(
+    make: Make, probe: redis.asyncio.Redis
+) -> None:
+    """SCRIPT FLUSH, then three round trips under way: each meets NOSCRIPT, the script is
+    loaded once again and every batch is sent again, each check waiting for its count (no
+    error, nothing counted locally only)."""
+    from gateway.redis_clone import FOLLOW_UP
+
+    classifier, tracker, registry = make(budget=5.0, timeout=5.0)
+    await _steady(classifier, tracker)
+    async with probe.pipeline(transaction=False) as pipe:  # the flush, then the trips held
+        pipe.script_flush()
+        pipe.execute_command("CLIENT", "PAUSE", "200", "ALL")
+        await pipe.execute()
+    counts = []
+    for t in range(3):
+        counts += _tick_of(tracker, t * FOLLOW_UP, FOLLOW_UP)
+        await asyncio.sleep(0)
+    # A later check of an IMEI whose first waits in a batch sent again: both get the count.
+    counts += _tick_of(tracker, 0, 1)
+    values = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in counts)), 10.0)
+    assert values == [1] * len(counts)
+    await tracker.flush()
+    assert value(registry, "eir_shared_state_requests_total", store="redis", outcome="error") == 0
+    assert tracker.carrying
+    for i in (0, FOLLOW_UP, 3 * FOLLOW_UP - 1):
+        assert await probe.zcard(tracker.key(f"3520990018{i:04d}")) == 1
