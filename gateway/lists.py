@@ -209,6 +209,8 @@ def make_entry(
             raise ListError(f"IMSI {imsi!r} is not 6 to 15 decimal digits", "imsi")
     elif imsi:
         raise ListError(f"an IMSI is only allowed for kind pair, not {k.value}", "imsi")
+    if "\x00" in reason:  # JSON's \u0000: PostgreSQL's text cannot hold it (SQLite's can)
+        raise ListError("reason: a NUL character", "reason")
     return ListEntry(c, k, first, last, imsi, reason.strip())
 
 
