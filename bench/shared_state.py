@@ -62,6 +62,18 @@ holding a round, the local writer catches up after the loop, which the bench wai
 (``settle``), so its CPU is counted as the shared side's writer's is, and both workers hand
 every pair over.
 
+Steady state: each side first runs ``--warm-rounds`` closed-loop rounds (default 1), not
+counted. Session 11 found every side's first round ~20 % cheaper than the rest (worker µs a
+check, 5 rounds without warm-up, load 1.3-3.3: local 22.2, 28.0, 26.1, 27.9; shared 27.7, 34.5,
+32.9, 32.7; four more runs of 3 rounds alike), flat after it: not the heap (the worker's RSS
+flat at 262-271 MiB from the first round's end, 0.00-0.02 minor faults a check after it,
+0.10-0.16 in it), but, suspected, the bounded caches filling in round 1 (~200,000 checks after
+the 20,000 of the warm-up: the decision cache's 65,536, the clone tracker's and the registry
+cache's 100,000) and evicting from then on, and SQLite's log growing (the local writer's
+µs a check rise round after round: 4.9, 8.3, 9.4, 11.1). The verdict line takes the medians of
+the rounds whose rate the worker set (its core >= 90 % busy) on both sides, and gives none
+when a side has no such round.
+
 Session 8 (loaded machine, load average 3.6-6.4, workers not saturated; ``--rounds 3 --seconds
 5 --sides local,redis,stream,shared --observations 50000``): worker CPU per check local 23.3 µs
 (writer process 6.1), redis 37.7, stream 44.0, shared 45.3 (Redis 13.9, PostgreSQL 11.1 µs per
@@ -411,12 +423,15 @@ async def measure(sides: list[Side], traffic_cursor: Cursor, args: argparse.Name
             sys.exit(f"warm-up of {side.name} failed: {report.render_text()}")
         assert side.process is not None
         settle([side.process.pid, *descendants(side.process.pid), *servers.values()])
-    for _ in range(args.rounds):  # alternating, so every side sees the same disturbances
+    for n in range(args.warm_rounds + args.rounds):  # alternating: the same disturbances
         for side in sides:
-            side.rounds.append(await one_round(side, traffic_cursor, args, servers))
+            r = await one_round(side, traffic_cursor, args, servers)
+            warming = n < args.warm_rounds
+            if not warming:
+                side.rounds.append(r)
             if not args.json:
-                r = side.rounds[-1]
-                print(f"  {side.name:<7} {r['checks_per_s']:>8,.0f} checks/s (worker busy "
+                print(f"  {side.name:<7}{' (warm-up round, not counted)' if warming else ''} "
+                      f"{r['checks_per_s']:>8,.0f} checks/s (worker busy "
                       f"{r['worker_busy']:.0%} of the loop{_cores(r)}), worker "
                       f"{r['worker_us']:.1f} µs/check, simulator {r['simulator_us']:.1f} "
                       f"({r['simulator_busy']:.0%} busy), writer {r['writer_us']:.1f}, redis "
@@ -492,6 +507,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--observations", type=int, default=200_000,
                         help="Redis's own cost: observations sent (0: not measured)")
+    parser.add_argument("--warm-rounds", type=int, default=1,
+                        help="closed-loop rounds each side runs before the measured ones "
+                             "(default 1: its caches filled, evicting as in the steady state)")
     parser.add_argument("--queue-size", type=int, default=5_000_000,
                         help="[observations] queue_size of every side (default 5000000: a "
                              "round's pairs, so that no side drops; the default config's "
@@ -552,7 +570,8 @@ def main() -> None:
                 print(f"# Python {platform.python_version()}, {platform.machine()}, "
                       f"{os.cpu_count()} CPUs, hot modules {compiled_build.status()}; "
                       f"closed loop, window {args.window} x {args.connections} connections, "
-                      f"{args.seconds:g} s per round, {args.rounds} rounds; "
+                      f"{args.seconds:g} s per round, {args.rounds} rounds after {args.warm_rounds} "
+                      f"warm-up rounds; "
                       f"{len(traffic):,} handsets over {args.tacs:,} TACs; pinned: "
                       + ("simulator, Redis, PostgreSQL CPU 0; gateways CPU 1" if pinned
                          else "no"), flush=True)
@@ -572,6 +591,21 @@ def main() -> None:
             shutil.rmtree(pg_dir, ignore_errors=True)
     cluster_rate = cluster_observations(args.observations) if args.observations else None
     report(sides, cursor, args, (rate, cpu, memory), cluster_rate)
+
+
+def verdict(local: list[dict[str, float]], other: list[dict[str, float]]) -> str:
+    """#13's ratio in checks/s from the rounds whose rate the worker set (its core >= 90 %
+    busy) on both sides, by their medians; none when a side has no such round: then the
+    machine (CPU 0, other work) set the rates, and only the CPU per check compares."""
+    saturated = [[r for r in rounds if r["worker_busy"] >= 0.9] for rounds in (local, other)]
+    if not all(saturated):
+        return (f"none: rounds with the worker saturated, local {len(saturated[0])} of "
+                f"{len(local)}, other {len(saturated[1])} of {len(other)} (the machine set "
+                "the rates: compare the CPU per check, or run on a quiet machine)")
+    ratio = _median(saturated[1], "checks_per_s") / _median(saturated[0], "checks_per_s")
+    return (f"{ratio:.2f} in checks/s by the medians of the rounds the workers set (local "
+            f"{len(saturated[0])} of {len(local)}, other {len(saturated[1])} of {len(other)}): "
+            + ("meets" if ratio >= 0.8 else "does not meet") + " #13's 0.8")
 
 
 def _median(rounds: list[dict[str, float]], key: str) -> float:
@@ -602,11 +636,13 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
                     "median_worker_cpu": _median(results["local"]["rounds"], "worker_us")
                     / _median(result["rounds"], "worker_us"),
                 }
+    verdicts = {name: verdict(results["local"]["rounds"], results[name]["rounds"])
+                for name in ratios}
     if args.json:
         json.dump({"command": " ".join([Path(sys.executable).name, *sys.argv]),
                    "hot_modules": compiled_build.status(), "load_average": os.getloadavg(),
                    "handsets_sent": cursor.position, "handsets_wrapped": cursor.wrapped,
-                   "sides": results, "ratios": ratios,
+                   "sides": results, "ratios": ratios, "verdicts": verdicts,
                    "redis_observations": dict(zip(("per_s", "cpu_us", "bytes_per_imei"), redis,
                                                   strict=True)),
                    "cluster_observations_per_s": cluster_rate}, sys.stdout, indent=2)
@@ -641,6 +677,7 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
               f"{r['worker_and_writer_cpu']:.2f} with the writer process (best rounds); "
               f"medians of the rounds {r['median_checks_per_s']:.2f} in checks/s, "
               f"{r['median_worker_cpu']:.2f} in the worker's CPU")
+        print(f"verdict {name}/local: {verdicts[name]}")
     rate, cpu, memory = redis
     if rate is not None:
         print(f"Redis: {rate:,.0f} observations/s from one process (pipelined, 1,000 per tick); "
