@@ -175,6 +175,9 @@ def parse_tac_file(
     records: dict[int, tuple[str, str]] = {}
     for number, row in rows:
         summary.lines += 1
+        if not isinstance(row, BadLine) and ("\x00" in row[1] or "\x00" in row[2]):
+            # UTF-8 holds it, SQLite stores it; PostgreSQL's text cannot: bad on both
+            row = BadLine(number, "a NUL character")
         if isinstance(row, BadLine):
             if not skip_bad:
                 raise TacImportError(f"{path}:{row.line}: {row.problem}")

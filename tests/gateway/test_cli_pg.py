@@ -176,3 +176,22 @@ def test_a_reason_with_a_nul_is_refused_naming_its_row_on_both_backends(
     assert "l.jsonl: line 2: reason: a NUL character" in err
     code, out, _ = run(capsys, "lists", "export", "--format", "jsonl")
     assert code == EXIT_OK and "35693803564380" not in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_tac_line_with_a_nul_is_a_bad_line_on_both_backends(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, postgres_dsn: str,
+    tmp_path: Path, backend: str,
+) -> None:
+    """A NUL in a TAC file's manufacturer or model: SQLite stored it, PostgreSQL's text
+    refused the whole import as a database error (--skip-bad could not skip it). Now a bad
+    line on both, named, and skipped with --skip-bad."""
+    if backend == "postgresql":
+        _postgresql(monkeypatch, postgres_dsn)
+    (tmp_path / "t.csv").write_bytes(b"tac,manufacturer,model\n35000001,Good,One\n"
+                                     b"35000002,Ba\x00d,Two\n35000003,Good,Th\x00ree\n")
+    code, _, err = run(capsys, "tac", "import", "t.csv")
+    assert code == EXIT_FAILED and "t.csv:3: a NUL character" in err
+    code, out, err = run(capsys, "tac", "import", "t.csv", "--skip-bad")
+    assert code == EXIT_OK and "1 TACs imported" in out and "2 bad lines" in out, err
+    assert run(capsys, "tac", "show", "35000002")[0] != EXIT_OK
