@@ -446,3 +446,34 @@ async def test_a_redis_busy_past_the_timeout_is_named_and_loses_nothing(
         busy_client.close()
         await stream.aclose()
         stream.close()
+
+
+async def test_carried_appends_across_a_script_flush_are_each_appended_once(
+    make: Make, tracker: SharedCloneTracker, redis_server: RedisServer
+) -> None:
+    """SCRIPT FLUSH while appends ride the clone count's round trips: the EVALSHA answers
+    NOSCRIPT and its batch is sent again once the script is loaded; the XADDs in the same
+    write were appended, and must be neither kept locally nor appended again."""
+    import redis.asyncio
+
+    stream = make("a", tracker)
+    stream.start(asyncio.get_running_loop())  # appending only: no consumer takes entries away
+    own: list[bool] = []
+    stream._send_now = lambda: own.append(True)  # type: ignore[method-assign]
+    client = redis.asyncio.from_url(redis_server.url)
+    now = time.time()
+    try:
+        for round_ in range(3):
+            for i in range(50):
+                imei, imsi = f"35209900{round_:02d}{i:04d}", f"0010100000{round_:02d}{i:03d}"
+                tracker.suspected(imei, imsi, now)
+                stream.record(imei, imsi, now)
+            await client.script_flush()
+            await tracker.flush()
+            assert await _eventually(lambda: not stream._queued and not stream._carried)
+    finally:
+        await client.aclose()
+    assert tracker.carrying and stream._state.available and not own  # all carried
+    appended = [imsi for _, imsi, _ in await _sightings(redis_server.url, stream.keys[1])]
+    assert sorted(appended) == [f"0010100000{r:02d}{i:03d}" for r in range(3) for i in range(50)]
+    assert stream.local.stats.recorded == 0
