@@ -211,6 +211,13 @@ def make_entry(
         raise ListError(f"an IMSI is only allowed for kind pair, not {k.value}", "imsi")
     if "\x00" in reason:  # JSON's \u0000: PostgreSQL's text cannot hold it (SQLite's can)
         raise ListError("reason: a NUL character", "reason")
+    if not reason.isascii():
+        try:
+            reason.encode()
+        except UnicodeEncodeError as exc:  # JSON's \ud800 alone: no UTF-8 encodes it
+            surrogate = f"\\u{ord(reason[exc.start]):04x}"
+            raise ListError(f"reason: an unpaired surrogate ({surrogate}), not UTF-8 text",
+                            "reason") from None
     return ListEntry(c, k, first, last, imsi, reason.strip())
 
 

@@ -159,21 +159,26 @@ def test_state_migrate_with_a_row_it_cannot_copy_says_where_and_writes_nothing(
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_reason_with_a_nul_is_refused_naming_its_row_on_both_backends(
+@pytest.mark.parametrize(("escape", "says"), [
+    ("\\u0000", "reason: a NUL character"),
+    ("\\ud800", "reason: an unpaired surrogate (\\ud800), not UTF-8 text"),
+])
+def test_a_reason_that_cannot_be_stored_is_refused_naming_its_row_on_both_backends(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, postgres_dsn: str,
-    tmp_path: Path, backend: str,
+    tmp_path: Path, backend: str, escape: str, says: str,
 ) -> None:
     """JSON's "\\u0000" puts a NUL in a reason: SQLite stored it, PostgreSQL's text refused the
-    whole import as a database error naming no row. Now both refuse the row, nothing
-    imported."""
+    whole import as a database error naming no row. JSON's "\\ud800" alone is a lone
+    surrogate, which no UTF-8 encodes: a traceback (UnicodeEncodeError) on both. Now both
+    refuse the row, nothing imported."""
     if backend == "postgresql":
         _postgresql(monkeypatch, postgres_dsn)
     (tmp_path / "l.jsonl").write_text(
         '{"list":"black","kind":"imei","value":"35693803564380","reason":"ok"}\n'
-        '{"list":"black","kind":"imei","value":"35209900176148","reason":"a\\u0000b"}\n')
+        '{"list":"black","kind":"imei","value":"35209900176148","reason":"a' + escape + 'b"}\n')
     code, _, err = run(capsys, "lists", "import", "l.jsonl")
     assert code == EXIT_FAILED and "nothing imported" in err
-    assert "l.jsonl: line 2: reason: a NUL character" in err
+    assert f"l.jsonl: line 2: {says}" in err
     code, out, _ = run(capsys, "lists", "export", "--format", "jsonl")
     assert code == EXIT_OK and "35693803564380" not in out
 
