@@ -121,9 +121,14 @@ def _lists_version(path: Path) -> int:
     conn = _open(path)
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+    except sqlite3.Error as exc:
+        raise MigrationError(f"{path}: {exc}") from exc
     finally:
         conn.close()
-    return int(row[0]) if row else 0
+    try:
+        return int(row[0]) if row else 0
+    except (TypeError, ValueError):  # a hand-edited file
+        raise MigrationError(f"{path}: the lists version {row[0]!r} is not an integer") from None
 
 
 def _open(path: Path) -> sqlite3.Connection:

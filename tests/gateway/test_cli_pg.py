@@ -200,3 +200,48 @@ def test_a_tac_line_with_a_nul_is_a_bad_line_on_both_backends(
     code, out, err = run(capsys, "tac", "import", "t.csv", "--skip-bad")
     assert code == EXIT_OK and "1 TACs imported" in out and "2 bad lines" in out, err
     assert run(capsys, "tac", "show", "35000002")[0] != EXIT_OK
+
+
+def test_state_migrate_interrupted_or_with_an_odd_lists_version_writes_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, postgres_dsn: str,
+    tmp_path: Path,
+) -> None:
+    """Interrupted after a chunk was copied (Ctrl-C): nothing stays, and the next run copies
+    everything. A lists version that is not an integer (a hand-edited file) is a clear error,
+    not a traceback (ValueError), and writes nothing."""
+    import sqlite3
+
+    from gateway.pg import migrate as pg_migrate
+
+    assert run(capsys, "lists", "add", "grey", "tac", "35000001")[0] == EXIT_OK
+    assert run(capsys, "lists", "add", "grey", "tac", "35000002")[0] == EXIT_OK
+    monkeypatch.setenv("EIR_STATE_DSN", postgres_dsn)
+    monkeypatch.setattr(pg_migrate, "CHUNK", 1)
+    real_copy = pg_migrate._copy
+
+    def interrupted(*args: object) -> object:
+        if args[0] == "audit":
+            raise KeyboardInterrupt
+        return real_copy(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pg_migrate, "_copy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(capsys, "state", "migrate")
+    monkeypatch.setattr(pg_migrate, "_copy", real_copy)
+    db = Database(postgres_dsn)
+    try:
+        assert db.run(lambda conn: conn.fetchval("SELECT count(*) FROM entries")) == 0
+        conn = sqlite3.connect(tmp_path / "var" / "lists.sqlite")
+        conn.execute("UPDATE meta SET value = 'two' WHERE key = 'version'")
+        conn.commit()
+        code, _, err = run(capsys, "state", "migrate")
+        assert code == EXIT_FAILED and "nothing written" in err
+        assert "lists.sqlite: the lists version 'two' is not an integer" in err
+        assert db.run(lambda conn: conn.fetchval("SELECT count(*) FROM entries")) == 0
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+        conn.commit()
+        conn.close()
+        code, out, _ = run(capsys, "state", "migrate")
+        assert code == EXIT_OK and "entries 2" in out and "lists version 2" in out
+    finally:
+        db.close()
