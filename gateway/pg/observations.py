@@ -7,7 +7,8 @@ of an IMEI, the clone tracker's seed).
 A batch is one statement, :data:`_UPSERT`: the rows go as five arrays (one parameter each, in
 asyncpg's binary format) and PostgreSQL unnests them, where a row per ``executemany`` step
 cost PostgreSQL a Bind/Execute round of its own (bench/pg_observations.py). ON CONFLICT cannot
-touch a row twice in one statement, so rows of one key are merged first (:func:`merged`).
+touch a row twice in one statement, so rows of one key are merged first (:func:`merged`). An
+IMSI's NUL (User-Name is any UTF-8) is stored as U+FFFD: PostgreSQL's text holds no NUL.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _LAST_IMSI = ("SELECT imsi, last_seen FROM observations WHERE imei = $1 AND last
 History = list[tuple[str, float, float, int]]
 PairRow = tuple[str, str, float, float, int]  # IMEI, IMSI, first seen, last seen, count
 
+# What a NUL in an IMSI is stored as (the Unicode replacement character).
+NUL_STORED = "\ufffd"
+
 # The writer process reads the DSN from here, not from its command line (which ps shows to
 # every user; a process's environment only to its owner).
 DSN_VARIABLE = "EIR_OBSERVATIONS_DSN"
@@ -49,6 +53,8 @@ def merged(rows: Iterable[PairRow]) -> tuple[list[str], list[str], list[float], 
     upsert folds a row into the table (earliest first seen, latest last seen, counts summed)."""
     folded: dict[tuple[str, str], tuple[float, float, int]] = {}
     for imei, imsi, first, last, count in rows:
+        if "\x00" in imsi:  # User-Name may hold one; PostgreSQL's text cannot (NUL_STORED)
+            imsi = imsi.replace("\x00", NUL_STORED)
         key = (imei, imsi)
         had = folded.get(key)
         if had is not None:

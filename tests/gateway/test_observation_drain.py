@@ -595,3 +595,36 @@ def _drain(redis_server: RedisServer, tmp_path: Path, key: str,
                         lambda n, ok: reports.append((n, ok)),
                         client=redis.Redis.from_url(redis_server.url))
     return drain, store, reports
+
+
+def test_an_imsi_with_a_nul_does_not_stall_the_postgresql_writer(
+    redis_server: RedisServer, postgres_dsn: str,
+) -> None:
+    """User-Name is any UTF-8, NUL included (RFC 6733 §4.3.1), and PostgreSQL's text cannot
+    hold a NUL: the batch holding one was refused whole, read again and refused for ever, and
+    nothing after it was written. Now the NUL is stored as U+FFFD, the sighting kept."""
+    import threading
+
+    import redis
+
+    from gateway.pg.observations import PgObservations
+    from gateway.stream_drain import DrainSettings, StreamDrain
+
+    key = "z:observations"
+    store = PgObservations(postgres_dsn)
+    reports: list[tuple[int, bool]] = []
+    drain = StreamDrain(DrainSettings(redis_server.url, key, "a"), store, threading.Lock(),
+                        lambda n, ok: reports.append((n, ok)),
+                        client=redis.Redis.from_url(redis_server.url))
+    try:
+        drain.round()  # joins the group
+        drain.redis.xadd(packed_key(key), {FIELD: pack([(IMEI, "0010\x001", 1.0)])[0]})
+        drain.redis.xadd(packed_key(key), {FIELD: pack([(IMEI, "001010000000002", 2.0)])[0]})
+        for _ in range(3):
+            drain.round()
+        assert reports == [(2, True)]
+        assert _pg_rows(postgres_dsn) == {(IMEI, "0010\ufffd1"): (1.0, 1.0, 1),
+                                          (IMEI, "001010000000002"): (2.0, 2.0, 1)}
+    finally:
+        drain.redis.close()
+        store.close()
