@@ -628,3 +628,32 @@ def test_an_imsi_with_a_nul_does_not_stall_the_postgresql_writer(
     finally:
         drain.redis.close()
         store.close()
+
+
+def test_a_redis_restarted_empty_is_drained_again_from_its_first_entry(
+    redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """Redis restarted without persistence: the group is gone with the stream. What gateways
+    append once it is back (creating the stream before the drain makes the group again) is
+    all written, once the drain's next read met NOGROUP."""
+    key = "r:observations"
+    drain, store, reports = _drain(redis_server, tmp_path, key, "a")
+    drain.settings = dataclasses.replace(drain.settings, retry_interval=0.05)
+    try:
+        drain.round()  # joins the group
+        drain.redis.xadd(packed_key(key), {FIELD: pack([(IMEI, "001010000000001", 1.0)])[0]})
+        drain.round()
+        redis_server.stop()
+        redis_server.start()  # same port, empty
+        drain.redis.xadd(packed_key(key), {FIELD: pack([(IMEI, "001010000000002", 2.0)])[0]})
+        drain.start()
+        deadline = time.monotonic() + 10
+        while sum(n for n, _ in reports) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        drain.stop(10)
+        assert reports == [(1, True), (1, True)]
+        assert set(_sqlite_rows(tmp_path / "o.sqlite")) == {(IMEI, "001010000000001"),
+                                                            (IMEI, "001010000000002")}
+    finally:
+        drain.redis.close()
+        store.close()
