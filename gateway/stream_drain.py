@@ -34,10 +34,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from math import isfinite
 from typing import Any, Protocol
 
-from gateway.stream_entries import FIELD, EntryError, Sighting, packed_key, unpack
+from gateway.stream_entries import (
+    FIELD,
+    YEAR_10000,
+    EntryError,
+    Sighting,
+    packed_key,
+    unpack,
+)
 
 GROUP = "eir"
 CLAIM_IDLE = 60.0  # seconds an entry may stay read and unacknowledged before another takes it
@@ -195,9 +201,9 @@ def taken(v1: list[Any], v2: list[Any]) -> Taken:
         except (AttributeError, TypeError, ValueError):
             skipped += 1  # a field missing (False/None), not text, or not a number
             continue
-        # As v2 reads them: the IMEI decimal digits, the time a finite number (float() takes
+        # As v2 reads them: the IMEI decimal digits, the time from 1970 to 9999 (float() takes
         # "nan", which SQLite's NOT NULL then refused with the whole batch, again and again).
-        if isfinite(ts) and imei.isascii() and imei.isdigit() and len(imei) <= 20:
+        if 0 <= ts < YEAR_10000 and imei.isascii() and imei.isdigit() and len(imei) <= 20:
             sightings.append((imei, imsi, ts))
         else:
             skipped += 1

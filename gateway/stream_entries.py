@@ -32,6 +32,10 @@ _HEAD = re.compile(rb"([0-9]{1,20}) ([0-9]{1,20}) ([0-9]{1,10}) ")
 # A sighting as the gateway records it: IMEI, IMSI, when (seconds since the epoch).
 Sighting = tuple[str, str, float]
 
+# The year 10000 begins (seconds since the epoch): a time from then on is no sighting's, and no
+# report could print it (datetime's limit).
+YEAR_10000 = 253_402_300_800
+
 
 class EntryError(ValueError):
     """A v2 entry that does not hold sightings (a writer that is not a gateway)."""
@@ -102,6 +106,9 @@ def unpack(value: bytes) -> list[Sighting]:
             imsi = value[start:stop].decode()
         except UnicodeDecodeError as exc:
             raise EntryError(f"sighting {len(sightings) + 1}: {exc}") from None
-        append((imei.decode(), imsi, int(ms) / 1000))
+        when = int(ms) / 1000
+        if when >= YEAR_10000:
+            raise EntryError(f"sighting {len(sightings) + 1}: a time past the year 9999")
+        append((imei.decode(), imsi, when))
         position = stop + 1
     return sightings

@@ -553,6 +553,7 @@ def test_entries_trimmed_before_any_consumer_read_them_are_counted_once(
 
 @pytest.mark.parametrize(("imei", "ts"), [
     (IMEI, "nan"), (IMEI, "NaN"), (IMEI, "inf"), (IMEI, "-Infinity"), (IMEI, "1e999"),
+    (IMEI, "1e300"), (IMEI, "253402300800"), (IMEI, "-1"),  # not a time a report prints
     ("3520990017614x", "1733378000.5"), ("", "1733378000.5"), ("٣٥٢٠٩٩", "1733378000.5"),
 ])
 def test_a_v1_entry_that_is_not_a_sighting_is_skipped(

@@ -71,6 +71,9 @@ def test_an_entry_closes_at_per_entry_sightings_or_its_size() -> None:
     (b"35209900176148 1", "sighting 1"),
     (b"35209900176148 1 2 \xff\xfe ", "sighting 1"),  # not UTF-8
     (b"35209900176148 1 1 a 35209900176148 1 1 b", "sighting 2"),
+    # A time past the year 9999, which no report could print (datetime's limit).
+    (b"35209900176148 253402300800000 1 a ", "sighting 1: a time past the year 9999"),
+    (b"35209900176148 99999999999999999999 1 a ", "sighting 1: a time past the year 9999"),
 ])
 def test_an_entry_that_is_not_sightings_is_refused_whole(value: bytes, why: str) -> None:
     with pytest.raises(EntryError, match=why):
