@@ -205,7 +205,7 @@ async def serve_n5g(mode: str, warm: list[bytes], measured: list[bytes],
             handler = EquipmentIdentityCheck(classifier, config.n5g_eir, GatewayMetrics(),
                                              observations)
         server = N5gEirServer(handler, config.n5g_eir)  # type: ignore[arg-type]
-        connection = _Connection(server, tls=None)
+        connection = _Connection(server, tls=False)
         transport = FakeTransport()
         connection.connection_made(transport)
         connection.data_received(PREFACE + settings_frame({}) + OPEN_WINDOW)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import errno
 import logging
 import socket
 import struct
 from collections.abc import Callable
 from typing import Any
+
+from diameter.transport.listener import Listener
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ _LINGER_ABORT = struct.pack("ii", 1, 0)  # close() then sends ABORT (RFC 4960 §
 _MAX_READ = 256 * 1024
 _READS_PER_WAKEUP = 64
 _HEADER = 20  # RFC 6733 §3: the Diameter header; Message Length is its bytes 1-3
-# accept() errors that mean "out of resources now": stop accepting a moment, as asyncio does.
-_ACCEPT_BACKOFF = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class SctpTransport(asyncio.Transport):
@@ -245,9 +244,11 @@ def _name(getter: Callable[[], Any]) -> Any:
         return None
 
 
-class SctpListener:
+class SctpListener(Listener):
     """Accepts associations on a listening one-to-one SCTP socket; each gets a ``SctpTransport``
-    and a protocol from ``protocol_factory``. Quacks like the ``asyncio.Server`` it stands for."""
+    and a protocol from ``protocol_factory``."""
+
+    what = "an association"
 
     def __init__(
         self,
@@ -256,54 +257,16 @@ class SctpListener:
         protocol_factory: Callable[[], asyncio.Protocol],
         addresses: tuple[str, ...],
     ) -> None:
-        self._loop = loop
-        self._sock = sock
         self._factory = protocol_factory
         self.addresses = addresses
-        self._serving = True
-        loop.add_reader(sock.fileno(), self._accept)
+        super().__init__(loop, sock, f"SCTP {addresses}")
 
-    @property
-    def sockets(self) -> list[socket.socket]:
-        return [self._sock] if self._serving else []
-
-    def _accept(self) -> None:
-        for _ in range(_READS_PER_WAKEUP):
-            try:
-                conn, address = self._sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # The kernel completed the association; we could not take it: the peer sees it
-                # aborted. Said loudly, since nothing else will say it.
-                log.error("SCTP listener %s: an association could not be accepted: %s",
-                          self.addresses, exc)
-                if exc.errno in _ACCEPT_BACKOFF:
-                    self._loop.remove_reader(self._sock.fileno())
-                    self._loop.call_later(1.0, self._resume)
-                return
-            conn.setblocking(False)
-            try:
-                protocol = self._factory()
-            except Exception:
-                log.exception("SCTP listener %s: association from %s dropped", self.addresses,
-                              address)
-                conn.close()
-                continue
-            SctpTransport(self._loop, conn, protocol)
-
-    def _resume(self) -> None:
-        if self._serving:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
-
-    def is_serving(self) -> bool:
-        return self._serving
-
-    def close(self) -> None:
-        if self._serving:
-            self._serving = False
-            self._loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-
-    async def wait_closed(self) -> None:
-        return None
+    def accepted(self, conn: socket.socket, address: Any) -> None:
+        try:
+            protocol = self._factory()
+        except Exception:
+            log.exception("SCTP listener %s: association from %s dropped", self.addresses,
+                          address)
+            conn.close()
+            return
+        SctpTransport(self._loop, conn, protocol)

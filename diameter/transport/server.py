@@ -21,6 +21,7 @@ from diameter.transport.connection import PeerConnection
 from diameter.transport.load import LoadSampler
 from diameter.transport.sctp import SctpListener
 from diameter.transport.sockets import bind_sctp, sctp_socket, sctp_unavailable, server_ssl_context
+from diameter.transport.tls_accept import TlsListener
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Server:
         if sockets is not None and len(sockets) != len(self.settings.listen):
             raise ValueError("one listening socket per endpoint of settings.listen")
         self._inherited = sockets
-        self._servers: list[tuple[ListenEndpoint, asyncio.Server | SctpListener]] = []
+        self._servers: list[tuple[ListenEndpoint, asyncio.Server | SctpListener | TlsListener]] = []
         self.connections: set[PeerConnection] = set()
         self._refusals = 0  # connections refused since the last log line about them
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
@@ -124,12 +125,15 @@ class Server:
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, endpoint: ListenEndpoint, sock: socket.socket
-    ) -> asyncio.Server | SctpListener:
+    ) -> asyncio.Server | SctpListener | TlsListener:
         name = endpoint.transport
         if name == "tls":
-            context = self._ssl_context or server_ssl_context(self.settings)
-            return await loop.create_server(
-                lambda: self._protocol("tls"), sock=sock, ssl=context, backlog=LISTEN_BACKLOG
+            # The handshake runs once a connection is admitted, not for every one accepted
+            # (diameter.transport.tls_accept), and within the CER timeout.
+            return TlsListener(
+                loop, sock, lambda: self._protocol("tls"),
+                self._ssl_context or server_ssl_context(self.settings),
+                self._admitted, self.node.settings.cer_timeout,
             )
         if name == "sctp":
             # Not loop.create_server: see diameter.transport.sctp (uvloop closes SCTP sockets).
@@ -152,12 +156,27 @@ class Server:
         return connection
 
     def _opened(self, connection: PeerConnection) -> bool:
-        """Admit a connection (False: closed at once, nothing read), past
-        ``max_connections`` refused. RFC 6733 §5.6 has no state for it: to the peer it is a
-        connection closed before CEA (I-Peer-Disc in Wait-I-CEA), which it retries after Tc,
-        at another EIR if it has one."""
+        """Admit a connection (False: closed at once, nothing read); over TLS it was at
+        accept, before its handshake."""
+        if connection.transport_name != "tls":
+            assert connection.transport is not None
+            if not self._admitted(connection.transport.get_extra_info("peername")):
+                return False
+        # Registered once the transport is up: a failed TLS handshake leaves nothing behind.
+        self.connections.add(connection)
+        connection.closed.add_done_callback(lambda _: self.connections.discard(connection))
+        return True
+
+    def _admitted(self, peername: object) -> bool:
+        """Past ``max_connections`` (TLS handshakes under way counted) a connection is refused.
+        RFC 6733 §5.6 has no state for it: to the peer it is a connection closed before CEA
+        (I-Peer-Disc in Wait-I-CEA), which it retries after Tc, at another EIR if it has one."""
         limit = self.settings.max_connections
-        if limit and len(self.connections) >= limit:
+        handshakes = sum(
+            len(server.handshakes) for _, server in self._servers
+            if isinstance(server, TlsListener)
+        )
+        if limit and len(self.connections) + handshakes >= limit:
             self.node.connections_refused += 1
             self._refusals += 1
             loop = asyncio.get_running_loop()
@@ -166,15 +185,11 @@ class Server:
                 log.warning(
                     "connection from %s refused: diameter.max_connections (%d) reached "
                     "(%d refused since the last such line)",
-                    connection.transport.get_extra_info("peername")
-                    if connection.transport else None, limit, self._refusals,
+                    peername, limit, self._refusals,
                 )
                 self._refusal_logged = loop.time()
                 self._refusals = 0
             return False
-        # Registered once the transport is up: a failed TLS handshake leaves nothing behind.
-        self.connections.add(connection)
-        connection.closed.add_done_callback(lambda _: self.connections.discard(connection))
         return True
 
     def _on_event(self, connection: PeerConnection, event: Event) -> None:
@@ -190,7 +205,7 @@ class Server:
 
     @staticmethod
     def _bound(
-        endpoint: ListenEndpoint, server: asyncio.Server | SctpListener
+        endpoint: ListenEndpoint, server: asyncio.Server | SctpListener | TlsListener
     ) -> list[tuple[str, str, int]]:
         out: list[tuple[str, str, int]] = []
         for sock in server.sockets:

@@ -31,8 +31,10 @@ from typing import Any, cast
 
 from diameter.deferred import DeferredAnswer
 from diameter.networks import address_refused, parse_networks
-from diameter.settings import TransportSettings
+from diameter.settings import ListenEndpoint, TransportSettings
+from diameter.transport.server import listening_socket
 from diameter.transport.sockets import server_ssl_context, set_nodelay
+from diameter.transport.tls_accept import TlsListener
 from gateway.n5g_eir.equipment_status import INTERFACE, EquipmentIdentityCheck
 from gateway.n5g_eir.frames import ErrorCode, goaway_frame, settings_frame
 from gateway.n5g_eir.http2 import Http2Session, RequestReceived
@@ -68,13 +70,9 @@ def tls_context(settings: N5gEirSettings) -> ssl.SSLContext:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: N5gEirServer, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, server: N5gEirServer, tls: bool) -> None:
         self._server = server
-        self._tls = tls
-        self._lost = False
-        # Over TLS, until tls_established: what the client sent right after its handshake
-        # (it may arrive before the handshake's task resumes), served once it has.
-        self._early: list[bytes] | None = None
+        self._tls = tls  # made once its handshake is done, admitted before it (TlsListener)
         self._session = Http2Session(server.settings, PATH_PREFIXES)
         self._transport: asyncio.Transport | None = None
         self._tasks: dict[int, asyncio.Task[Response]] = {}
@@ -82,7 +80,7 @@ class _Connection(asyncio.Protocol):
         self._deferred: dict[int, DeferredAnswer] = {}
         self._started: dict[int, tuple[bytes, float]] = {}
         self._flush_scheduled = False
-        self._refused = False  # told GOAWAY at once: what it sends is dropped
+        self._refused = False  # told GOAWAY, or no ALPN h2: what it sends is dropped
         self._linger: asyncio.TimerHandle | None = None
 
     @property
@@ -95,53 +93,23 @@ class _Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         server = self._server
-        if server.networks:
-            why = address_refused(_host(transport.get_extra_info("peername")), server.networks)
-            if why is not None:
-                server.count_refusal("network", why)
-                transport.abort()
+        if self._tls:
+            ssl_object = transport.get_extra_info("ssl_object")
+            alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
+            if alpn != ALPN_H2:
+                # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2".
+                log.info("N5g-eir TLS client %s did not negotiate ALPN h2 (%s): closed",
+                         transport.get_extra_info("peername"), alpn)
+                self._refused = True  # what it sent meanwhile is dropped
+                transport.close()
                 return
+        elif not server.admitted(transport.get_extra_info("peername")):
+            transport.abort()
+            return
+        elif server.full():
+            self._refuse(f"connection limit of {server.settings.max_connections} reached")
+            return
         set_nodelay(transport)
-        limit = server.settings.max_connections
-        over = limit and len(server.connections) + len(server.handshakes) >= limit
-        if self._tls is not None:
-            if over:
-                # Before the handshake: closed without a GOAWAY, which would need it.
-                server.count_refusal("limit", f"connection limit of {limit} reached")
-                transport.abort()
-                return
-            # Nothing read until the handshake reads it (start_tls is not called until the
-            # task runs: the ClientHello would reach data_received).
-            transport.pause_reading()
-            self._early = []
-            server.start_tls(self, transport, self._tls)
-            return
-        if over:
-            self._refuse(f"connection limit of {limit} reached")
-            return
-        self._open()
-
-    def tls_established(self, transport: asyncio.Transport) -> None:
-        """The TLS handshake is done (:meth:`N5gEirServer.start_tls`): ``transport`` carries
-        the connection from now on."""
-        early, self._early = self._early, None
-        if self._lost:
-            return
-        self._transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
-        if alpn != ALPN_H2:
-            # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2".
-            log.info("N5g-eir TLS client %s did not negotiate ALPN h2 (%s): closed",
-                     transport.get_extra_info("peername"), alpn)
-            transport.close()
-            return
-        self._open()
-        for data in early or ():
-            self.data_received(data)
-
-    def _open(self) -> None:
-        server = self._server
         server.connections.add(self)
         server.http.connections += 1
         self._session.initiate()
@@ -165,9 +133,6 @@ class _Connection(asyncio.Protocol):
             transport.close()
 
     def data_received(self, data: bytes) -> None:
-        if self._early is not None:
-            self._early.append(data)
-            return
         if self._refused:
             return
         session = self._session
@@ -197,7 +162,6 @@ class _Connection(asyncio.Protocol):
             self._closed_by_session()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -335,13 +299,11 @@ class N5gEirServer:
         self.settings = settings
         self.http = HttpMetrics(INTERFACE)
         self.connections: set[_Connection] = set()
-        # TLS handshakes under way (each holds a place among max_connections).
-        self.handshakes: set[asyncio.Task[None]] = set()
         self.networks = parse_networks(settings.allowed_networks)
         self.stopping = False
         self._refusals = 0  # connections refused since the last log line about them
         self._refusal_logged = -REFUSAL_LOG_INTERVAL
-        self._servers: list[tuple[str, asyncio.Server]] = []
+        self._servers: list[tuple[str, asyncio.Server | TlsListener]] = []
         self._ticker: asyncio.Task[None] | None = None
 
     def count_refusal(self, reason: str, why: str) -> None:
@@ -356,34 +318,37 @@ class N5gEirServer:
             self._refusal_logged = now
             self._refusals = 0
 
-    def start_tls(
-        self, connection: _Connection, transport: asyncio.Transport, context: ssl.SSLContext,
-    ) -> None:
-        """The TLS handshake of an admitted connection, in a task of its own; then
-        ``connection`` is told :meth:`_Connection.tls_established`."""
-        task = asyncio.get_running_loop().create_task(self._handshake(connection, transport,
-                                                                      context))
-        self.handshakes.add(task)
-        task.add_done_callback(self.handshakes.discard)
+    @property
+    def handshakes(self) -> int:
+        """TLS handshakes under way (each holds a place among ``max_connections``)."""
+        return sum(len(server.handshakes) for _, server in self._servers
+                   if isinstance(server, TlsListener))
 
-    async def _handshake(
-        self, connection: _Connection, transport: asyncio.Transport, context: ssl.SSLContext,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            established = await loop.start_tls(
-                transport, connection, context, server_side=True,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            )
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
-            # start_tls closed the transport. A client that fails its handshake (no common
-            # protocol, no valid certificate, silence) is a client problem: debug only.
-            log.debug("N5g-eir TLS handshake with %s failed: %r",
-                      transport.get_extra_info("peername"), exc)
-            return
-        if established is None:  # the loop closed meanwhile
-            return
-        connection.tls_established(cast(asyncio.Transport, established))
+    def admitted(self, peername: Any) -> bool:
+        """A connection's source address against ``allowed_networks``: False when refused
+        (counted)."""
+        if self.networks:
+            why = address_refused(_host(peername), self.networks)
+            if why is not None:
+                self.count_refusal("network", why)
+                return False
+        return True
+
+    def full(self) -> bool:
+        """``max_connections`` open, TLS handshakes under way counted."""
+        limit = self.settings.max_connections
+        return bool(limit) and len(self.connections) + self.handshakes >= limit
+
+    def admitted_tls(self, peername: Any) -> bool:
+        """:meth:`admitted` and, before the handshake, ``max_connections`` (closed without a
+        GOAWAY, which would need the handshake)."""
+        if not self.admitted(peername):
+            return False
+        if self.full():
+            limit = self.settings.max_connections
+            self.count_refusal("limit", f"connection limit of {limit} reached")
+            return False
+        return True
 
     async def start(self, sockets: Sequence[socket.socket] | None = None) -> None:
         """Listen on ``settings.listen``, or serve ``sockets`` (one per entry, already bound
@@ -391,21 +356,22 @@ class N5gEirServer:
         loop = asyncio.get_running_loop()
         context = None
         for n, endpoint in enumerate(self.settings.listen):
-            tls = endpoint.scheme == "https"
-            if tls and context is None:
-                context = tls_context(self.settings)
-
-            # TLS is started by each connection once admitted (_Connection.connection_made),
-            # not by the listener: a refused client gets no handshake.
-            def factory(tls: ssl.SSLContext | None = context if tls else None) -> _Connection:
-                return _Connection(self, tls)
-
-            if sockets is not None:
-                server = await loop.create_server(factory, sock=sockets[n])
+            server: asyncio.Server | TlsListener
+            if endpoint.scheme == "https":
+                # Admitted at accept, before the handshake: a refused client costs none.
+                context = context or tls_context(self.settings)
+                sock = sockets[n] if sockets is not None else listening_socket(
+                    ListenEndpoint("tcp", endpoint.host, endpoint.port))
+                server = TlsListener(loop, sock, functools.partial(_Connection, self, True),
+                                     context, self.admitted_tls, TLS_HANDSHAKE_TIMEOUT)
             else:
-                server = await loop.create_server(
-                    factory, endpoint.host, endpoint.port, backlog=1024
-                )
+                factory = functools.partial(_Connection, self, False)
+                if sockets is not None:
+                    server = await loop.create_server(factory, sock=sockets[n])
+                else:
+                    server = await loop.create_server(
+                        factory, endpoint.host, endpoint.port, backlog=1024
+                    )
             self._servers.append((endpoint.scheme, server))
         self._ticker = loop.create_task(self._tick())
 
@@ -436,8 +402,6 @@ class N5gEirServer:
         self.stopping = True
         for _, server in self._servers:
             server.close()
-        for handshake in list(self.handshakes):
-            handshake.cancel()  # start_tls closes its transport
         now = asyncio.get_running_loop().time()
         for connection in list(self.connections):
             connection.shutdown(now)

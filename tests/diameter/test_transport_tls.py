@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from diameter.codec import Message, decode_message
 from diameter.settings import ListenEndpoint, TransportSettings
 from diameter.transport import Client, ClientClosed, Server, client_ssl_context, server_ssl_context
 from tests.diameter.test_peer_helpers import EIR_HOST, cer, ecr_message, eir_node, mme_node
+from tests.tls_hello import answer_to_client_hello
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="needs the openssl CLI to make test certificates")
@@ -186,3 +188,39 @@ async def test_origin_host_check_can_be_turned_off(certs: dict[str, tuple[str, s
         assert cea.get("Result-Code") == 2001 and not closed
     finally:
         await server.stop(timeout=1.0)
+
+
+async def test_past_max_connections_a_tls_client_gets_no_handshake(
+    certs: dict[str, tuple[str, str]],
+) -> None:
+    # Decided at accept: a client past the limit costs no handshake, and a handshake under way
+    # holds a place (a flood of them was neither bounded nor counted, each up to 60 s).
+    node = eir_node()
+    server = Server(node, replace(_settings(certs, verify_client=False), max_connections=1))
+    await server.start()
+    try:
+        ((_, host, port),) = server.sockets
+        _, stalled = await asyncio.open_connection(host, port)  # never sends its ClientHello
+        try:
+            assert await answer_to_client_hello(host, port, ("diameter",)) == b""
+            assert node.connections_refused == 1
+        finally:
+            stalled.close()
+        context = client_ssl_context(ca=certs["server"][0])
+        async with asyncio.timeout(10):
+            while True:  # the stalled handshake's place is given back once it fails
+                try:
+                    client = await Client.connect(mme_node(), host, port, transport="tls",
+                                                  ssl_context=context)
+                    break
+                except (ClientClosed, ConnectionError):
+                    await asyncio.sleep(0.05)
+        try:
+            assert await answer_to_client_hello(host, port, ("diameter",)) == b""
+            assert node.connections_refused >= 2
+            answer = await client.request(ecr_message(end_to_end=1))
+            assert answer.get("Result-Code") == 2001
+        finally:
+            await client.close()
+    finally:
+        await server.stop(timeout=0.5)

@@ -22,6 +22,8 @@ from gateway.n5g_eir.problem import Response
 from gateway.n5g_eir.request import EQUIPMENT_STATUS_PATH
 from gateway.n5g_eir.server import N5gEirServer
 from gateway.n5g_eir.settings import HttpEndpoint, N5gEirSettings
+from tests.certs import TestCa
+from tests.tls_hello import answer_to_client_hello, client_hello
 
 QUERY = f"{EQUIPMENT_STATUS_PATH}?pei=imei-352099001234560"
 WHITELISTED = Response(200, b"application/json", b'{"status":"WHITELISTED"}')
@@ -204,8 +206,6 @@ def test_address_refused(address: str | None, refused: bool) -> None:
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    from tests.certs import TestCa
-
     ca = TestCa(tmp_path_factory.mktemp("n5g-admission"), "n5g-admission")
     issued = ca.issue("eir.example.net")
     return str(issued.cert), str(issued.key), str(ca.cert)
@@ -220,35 +220,9 @@ async def _start_tls_server(tls_files: tuple[str, str, str], **settings: Any) ->
     return server
 
 
-def _client_hello() -> bytes:
-    """A TLS ClientHello offering ALPN h2, as the first flight of an AMF's connection."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(["h2"])
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_side=False)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
-
-
 async def _answer_to_client_hello(server: N5gEirServer) -> bytes:
-    """What the server sends back to a ClientHello, up to its close (or 5 s: a server in the
-    handshake waits for the client's next flight)."""
     _, host, port = server.sockets[0]
-    reader, writer = await asyncio.open_connection(host, port)
-    received = b""
-    try:
-        writer.write(_client_hello())
-        async with asyncio.timeout(5):
-            while chunk := await reader.read(65536):
-                received += chunk
-    except (ConnectionResetError, TimeoutError):
-        pass  # aborted (reset), or still in the handshake
-    finally:
-        writer.close()
-    return received
+    return await answer_to_client_hello(host, port)
 
 
 async def _tls_client(server: N5gEirServer, ca: str) -> httpx.AsyncClient:
@@ -311,3 +285,40 @@ async def test_over_tls_a_connection_past_the_limit_gets_no_handshake(
             assert (await amf.get(QUERY)).status_code == 200
     finally:
         await server.stop(limit=1.0)
+
+
+def _hello_answers(port: int, count: int) -> list[int]:
+    """The size of the server's first answer to each of ``count`` ClientHellos, each sent the
+    moment its connection is up (0: nothing within 5 s)."""
+    hello = client_hello()
+    sizes = []
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(hello)
+            try:
+                sizes.append(len(sock.recv(65536)))
+            except TimeoutError:
+                sizes.append(0)
+    return sizes
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_client_hello_sent_at_once_gets_its_server_hello(
+    tls_files: tuple[str, str, str], loop_name: str,
+) -> None:
+    # On uvloop a handshake started on an accepted transport lost a ClientHello read before it
+    # started (uvloop starts reading after connection_made, paused or not): the handshake then
+    # waited out its timeout. The gateway runs on uvloop (make run).
+    async def main() -> list[int]:
+        server = await _start_tls_server(tls_files)
+        try:
+            return await asyncio.to_thread(_hello_answers, server.sockets[0][2], 3)
+        finally:
+            await server.stop(limit=1.0)
+
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        sizes = uvloop.run(main())
+    else:
+        sizes = asyncio.run(main())
+    assert all(sizes), sizes
