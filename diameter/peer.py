@@ -221,6 +221,9 @@ class Peer:
         self._deadline: float | None = None
         self._down_reason = ""
         self._dpr_sent = False
+        # Our DPA to the peer's DPR, held while requests it sent before are still being
+        # answered (_act_snd_dpa): sent after their answers, or at the deadline.
+        self._held_dpa: bytes | None = None
         # M bits set against the rules, collected by validation when not strict (RFC 6733 §4.5).
         self._deviations: list[AvpDef] | None = None if self.settings.strict_avp_flags else []
         self._deviations_logged: set[str] = set()
@@ -354,7 +357,10 @@ class Peer:
     def handle_timeout(self, now: float) -> list[Event]:
         if self._deadline is not None and now >= self._deadline:
             self._deadline = None
-            self._fire(PeerEvent.TIMEOUT, now)
+            if self._held_dpa is not None:
+                self._send_held_dpa(now)  # answers still missing: the DPA waits no longer
+            else:
+                self._fire(PeerEvent.TIMEOUT, now)
         deadline = self._watchdog_deadline()
         if deadline is not None and now >= deadline:
             self._watchdog_actions(self.watchdog.expire(now), now)
@@ -418,6 +424,8 @@ class Peer:
         if request.key is not None:
             # Duplicates that waited for this answer get it after the first copy's answer.
             self.node.duplicates.complete(request.key, raw, now)
+        if self._held_dpa is not None and not self.in_flight:
+            self._send_held_dpa(now)
 
     def fail_request(self, request: AnyRequest, now: float, text: str = "") -> None:
         """The handler failed: 5012 DIAMETER_UNABLE_TO_COMPLY (RFC 6733 §7.1.5)."""
@@ -1116,10 +1124,23 @@ class Peer:
         request = decode_message(ctx["raw"])
         answer = answer_to(request, self.node.identity, ResultCode.DIAMETER_SUCCESS)
         self.disconnect_cause = request.get("Disconnect-Cause")
+        self._down_reason = f"DPR received (Disconnect-Cause {self.disconnect_cause})"
+        if self.in_flight:
+            # RFC 6733 §5.4: the receiver of the DPA closes the connection. Requests it sent
+            # before the DPR and still being answered would lose their answers: the DPA
+            # follows them, waiting at most dpa_timeout.
+            self._held_dpa = answer.encode()
+            self._deadline = now + self.settings.dpa_timeout
+            return
         self._write_answer(answer.encode())
         # RFC 6733 §5.4: the receiver of the DPA closes; we wait for that, or linger briefly.
         self._deadline = now + self.settings.disconnect_linger
-        self._down_reason = f"DPR received (Disconnect-Cause {self.disconnect_cause})"
+
+    def _send_held_dpa(self, now: float) -> None:
+        dpa, self._held_dpa = self._held_dpa, None
+        assert dpa is not None
+        self._write_answer(dpa)
+        self._deadline = now + self.settings.disconnect_linger
 
     def _act_disc(self, now: float, ctx: dict[str, Any]) -> None:
         self._disconnect(ctx.get("reason", ""), now)

@@ -15,7 +15,7 @@ from diameter.codec import FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT, Avp, M
 from diameter.deferred import DeferredAnswer
 from diameter.node import Node
 from diameter.transport import Server
-from tests.diameter.test_peer_helpers import ECR, S13, ecr, eir_node
+from tests.diameter.test_peer_helpers import ECR, S13, base_request, ecr, eir_node
 from tests.diameter.test_transport import RawPeer, count_writes, start_server, wait_for
 
 _BODY = [Avp.new("Auth-Session-State", 1)]
@@ -140,6 +140,46 @@ async def test_a_deferred_non_answer_gets_5012_and_the_rest_are_sent() -> None:
             (1, 2001), (2, 5012), (3, 2001)}
         assert len(writes) == 1 and not connection.deferred and server.in_flight == 0
     finally:
+        await server.stop(timeout=0.3)
+
+
+async def test_a_dpr_is_answered_after_the_answers_of_the_requests_before_it() -> None:
+    # RFC 6733 §5.4: the DPR's sender closes the connection once it has our DPA. A DPA written
+    # while earlier requests were still being answered (a check waiting for the registry or the
+    # shared clone count) lost their answers, the MME left to time out on each. The DPA waits
+    # for them (at most dpa_timeout), then goes out after them.
+    server, node, waiting, raw = await deferring_server()
+    try:
+        for i in range(2):
+            raw.send(ecr(hop_by_hop=i + 1, end_to_end=i + 1))
+        await wait_for(lambda: len(waiting) == 2)
+        raw.send(base_request(282, 9, [Avp.new("Disconnect-Cause", 0)]))
+        await asyncio.sleep(0.1)
+        for request, answer in waiting:
+            answer.give(answer_to(request, node.identity, 2001, body=_BODY))
+        received = [await raw.read() for _ in range(3)]
+        assert [(m.command_code, m.hop_by_hop) for m in received if m] == [
+            (ECR, 1), (ECR, 2), (282, 9)]
+        assert await raw.closed()  # then closed (our linger), the DPR's sender closing first
+    finally:
+        raw.close()
+        await server.stop(timeout=0.3)
+
+
+async def test_a_dpa_held_for_answers_goes_out_after_dpa_timeout() -> None:
+    server, node, waiting, raw = await deferring_server()
+    (connection,) = server.connections
+    assert connection.peer is not None
+    connection.peer.settings = replace(node.settings, dpa_timeout=0.3)
+    try:
+        raw.send(ecr(hop_by_hop=1, end_to_end=1))
+        await wait_for(lambda: len(waiting) == 1)
+        raw.send(base_request(282, 9, [Avp.new("Disconnect-Cause", 0)]))
+        dpa = await raw.read()  # the answer never given: the DPA all the same, in time
+        assert dpa is not None and (dpa.command_code, dpa.hop_by_hop) == (282, 9)
+        assert dpa.get("Result-Code") == 2001
+    finally:
+        raw.close()
         await server.stop(timeout=0.3)
 
 

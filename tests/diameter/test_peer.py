@@ -414,20 +414,24 @@ def test_requests_in_flight_still_answered_while_closing() -> None:
 
 
 def test_requests_after_our_dpa_are_not_processed() -> None:
-    # RFC 6733 §5.6: Closing has no Process row; answers to earlier requests still go out.
+    # RFC 6733 §5.6: Closing has no Process row; answers to earlier requests still go out,
+    # before the DPA (§5.4: its receiver closes the connection on it).
     peer = open_responder(eir_node(disconnect_linger=1.0))
     (before,) = peer.receive_data(ecr(hop_by_hop=0x10, end_to_end=0x10), 1.0)
     dpr = base_request(282, 9, [Avp.new("Disconnect-Cause", 0)])
     # The DPR and a request right behind it in the same read: only the DPR is acted on.
     assert peer.receive_data(dpr + ecr(hop_by_hop=0x11, end_to_end=0x11), 2.0) == []
-    assert [a.command_code for a in answers(peer)] == [282]
+    assert peer.data_to_send() == b""  # the DPA waits for the answer before it
     assert peer.state is PeerState.CLOSING and peer.in_flight == 1
     assert peer.receive_data(ecr(hop_by_hop=0x12, end_to_end=0x12), 2.1) == []
     assert peer.data_to_send() == b""
     serve(peer, before, 2.2)
-    (answer,) = answers(peer)
+    answer, dpa = answers(peer)
     assert answer.hop_by_hop == 0x10 and answer.get("Result-Code") == 2001
-    peer.handle_timeout(3.0)  # then closed as before, after the linger
+    assert (dpa.command_code, dpa.hop_by_hop, dpa.get("Result-Code")) == (282, 9, 2001)
+    peer.handle_timeout(3.0)
+    assert not peer.should_close  # the linger runs from the DPA
+    peer.handle_timeout(3.2)  # then closed as before, after the linger
     assert peer.should_close
 
 
