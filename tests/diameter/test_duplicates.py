@@ -55,23 +55,34 @@ def _model_step(
     model: list[list[object]], op: str, key: tuple[str, int], now: float, window: float,
     max_size: int,
 ) -> object:
-    """The reference: a list oldest first of [key, answer, expires], every rule spelt out."""
+    """The reference: a list oldest first of [key, answer, expires, a duplicate waits on it],
+    every rule spelt out."""
     index = next((i for i, row in enumerate(model) if row[0] == key), None)
     if op == "begin":
         while model and model[0][1] is not None and model[0][2] <= now:  # type: ignore[operator]
             model.pop(0)
             index = next((i for i, row in enumerate(model) if row[0] == key), None)
         if index is not None and model[index][2] > now:  # type: ignore[operator]
+            if model[index][1] is None:
+                model[index][3] = True  # waits for the first copy's answer
             return (True, model[index][1])
         if index is not None:
             model.pop(index)
-        model.append([key, None, float("inf")])
-        while len(model) > max_size:
-            model.pop(0)
+        model.append([key, None, float("inf"), False])
+        # The oldest go, down to max_size, but for those a duplicate waits on (kept, newest).
+        excess = len(model) - max_size
+        for _ in range(len(model)):
+            if excess <= 0:
+                break
+            row = model.pop(0)
+            if row[3]:
+                model.append(row)
+            else:
+                excess -= 1
         return (False, None)
     if op == "complete" and index is not None:
         model.pop(index)
-        model.append([key, b"a%d" % key[1], now + window])
+        model.append([key, b"a%d" % key[1], now + window, False])
     elif op == "forget" and index is not None:
         model.pop(index)
     return None
@@ -119,3 +130,24 @@ def test_one_shard_keeps_answer_order_and_expiry_like_the_model(
 
 def _ignore_waiting(answer: bytes, hop_by_hop: int) -> None:
     pass  # a duplicate waiting for its first copy: delivered when that completes
+
+
+def test_a_duplicate_waiting_for_its_first_copy_is_answered_whatever_came_after() -> None:
+    # A first copy still being answered (a check waiting for the registry) while the cache's
+    # churn reached it: evicted with the duplicate waiting on it (an MME's copy sent again on
+    # another connection after a failover, T flag), its answer found no entry and the duplicate
+    # was never answered. An entry that a duplicate waits on is kept until its answer.
+    cache = DuplicateCache(window=60.0, max_size=4)
+    first = (HOST, 1)
+    delivered: list[tuple[bytes, int]] = []
+    assert cache.begin(first, (_ignore, 1), 0.0) == (False, None)
+    assert cache.begin(first, (lambda answer, hop: delivered.append((answer, hop)), 7),
+                       0.1) == (True, None)
+    for i in range(2, 20):  # others come and go meanwhile
+        key = (HOST, i)
+        assert cache.begin(key, (_ignore, i), 0.2) == (False, None)
+        cache.complete(key, bytes(16) + b"other", 0.2)
+        assert len(cache) <= 5  # the size bound, and the one entry a duplicate waits on
+    answer = bytes(12) + (1).to_bytes(4, "big") + b"first's answer"
+    cache.complete(first, answer, 0.3)
+    assert delivered == [(bytes(12) + (7).to_bytes(4, "big") + b"first's answer", 7)]
