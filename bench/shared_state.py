@@ -514,11 +514,17 @@ def main() -> None:
                         help="[observations] queue_size of every side (default 5000000: a "
                              "round's pairs, so that no side drops; the default config's "
                              "100000 makes a saturated local side drop most of them)")
+    parser.add_argument("--env", action="append", default=[], metavar="EIR_KEY=VALUE",
+                        help="a configuration variable for every side (repeatable), e.g. "
+                             "EIR_POLICY_DECISION_CACHE_SIZE=2000000")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--syscalls", action="store_true",
                         help="the worker's reads, writes and epoll_waits per check (perf, root)")
     args = parser.parse_args()
     names = args.sides.split(",")
+    extra = dict(item.split("=", 1) for item in args.env)
+    if bad := [k for k in extra if not k.startswith("EIR_")]:
+        parser.error(f"--env takes EIR_ variables: {', '.join(bad)}")
     if unknown := set(names) - set(SIDES):
         parser.error(f"unknown sides: {', '.join(sorted(unknown))}")
     binary, pg = shutil.which("redis-server"), _binaries()
@@ -560,7 +566,7 @@ def main() -> None:
                     pin(pid, 0)
             for side in sides:
                 side.env = side_env(side.name, f"redis://127.0.0.1:{redis_port}/0", dsn,
-                                    args.queue_size)
+                                    args.queue_size) | extra
                 start(side, Path(tmp) / side.name, data_env)
                 if pinned:
                     assert side.process is not None
@@ -572,7 +578,8 @@ def main() -> None:
                       f"closed loop, window {args.window} x {args.connections} connections, "
                       f"{args.seconds:g} s per round, {args.rounds} rounds after {args.warm_rounds} "
                       f"warm-up rounds; "
-                      f"{len(traffic):,} handsets over {args.tacs:,} TACs; pinned: "
+                      f"{len(traffic):,} handsets over {args.tacs:,} TACs; load average "
+                      f"{_load()}; pinned: "
                       + ("simulator, Redis, PostgreSQL CPU 0; gateways CPU 1" if pinned
                          else "no"), flush=True)
             aio.run(measure(sides, cursor, args, servers))
@@ -606,6 +613,10 @@ def verdict(local: list[dict[str, float]], other: list[dict[str, float]]) -> str
     return (f"{ratio:.2f} in checks/s by the medians of the rounds the workers set (local "
             f"{len(saturated[0])} of {len(local)}, other {len(saturated[1])} of {len(other)}): "
             + ("meets" if ratio >= 0.8 else "does not meet") + " #13's 0.8")
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def _median(rounds: list[dict[str, float]], key: str) -> float:
@@ -648,7 +659,7 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
                    "cluster_observations_per_s": cluster_rate}, sys.stdout, indent=2)
         print()
         return
-    print(f"handsets sent: {cursor.position:,}"
+    print(f"load average at the end {_load()}; handsets sent: {cursor.position:,}"
           + (" (WRAPPED: some were sent twice)" if cursor.wrapped else ", none twice"))
     for name, result in results.items():
         b = result["best"]
