@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -481,6 +484,17 @@ async def _steady(classifier: Classifier, tracker: SharedCloneTracker) -> None:
     assert tracker.carrying
 
 
+@contextlib.contextmanager
+def _stopped(redis_server: RedisServer) -> Iterator[None]:
+    """redis-server stopped (SIGSTOP) meanwhile: what is written to it waits."""
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+
+
 def _tick_of(tracker: SharedCloneTracker, first: int, n: int) -> list[Any]:
     """``n`` checks of distinct IMEIs in one tick; their shared counts."""
     now = time.time()
@@ -494,7 +508,7 @@ def _tick_of(tracker: SharedCloneTracker, first: int, n: int) -> list[Any]:
 
 
 async def test_several_round_trips_in_flight_each_answered(
-    make: Make, probe: redis.asyncio.Redis
+    make: Make, probe: redis.asyncio.Redis, redis_server: RedisServer
 ) -> None:
     """While a round trip is under way, a tick's batch of FOLLOW_UP observations or more goes
     at once rather than waiting for it (at most MAX_IN_FLIGHT); a smaller one waits. Each
@@ -504,14 +518,14 @@ async def test_several_round_trips_in_flight_each_answered(
     classifier, tracker, registry = make(budget=5.0, timeout=5.0)
     await _steady(classifier, tracker)
     ok = value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok")
-    await probe.execute_command("CLIENT", "PAUSE", "300", "ALL")  # the trips stay under way
-    counts = _tick_of(tracker, 0, 1)
-    await asyncio.sleep(0)  # the tick's end: its round trip written
-    for t in range(MAX_IN_FLIGHT + 1):
-        counts += _tick_of(tracker, 1 + t * FOLLOW_UP, FOLLOW_UP)
+    with _stopped(redis_server):  # the round trips stay under way, however slow the machine
+        counts = _tick_of(tracker, 0, 1)
+        await asyncio.sleep(0)  # the tick's end: its round trip written
+        for t in range(MAX_IN_FLIGHT + 1):
+            counts += _tick_of(tracker, 1 + t * FOLLOW_UP, FOLLOW_UP)
+            await asyncio.sleep(0)
+        counts += _tick_of(tracker, 10_000, 1)  # a small batch: waits for a round trip's end
         await asyncio.sleep(0)
-    counts += _tick_of(tracker, 10_000, 1)  # a small batch: waits for a round trip's end
-    await asyncio.sleep(0)
     values = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in counts)), 10.0)
     assert values == [1] * len(counts)  # one IMSI each, counted in Redis
     trips = value(registry, "eir_shared_state_requests_total", store="redis", outcome="ok") - ok
@@ -560,7 +574,7 @@ async def test_round_trips_in_flight_time_out_together_then_replay_in_order(
 
 
 async def test_a_flushed_script_with_round_trips_in_flight(
-    make: Make, probe: redis.asyncio.Redis
+    make: Make, probe: redis.asyncio.Redis, redis_server: RedisServer
 ) -> None:
     """SCRIPT FLUSH, then three round trips under way: each meets NOSCRIPT, the script is
     loaded once again and every batch is sent again, each check waiting for its count (no
@@ -569,14 +583,12 @@ async def test_a_flushed_script_with_round_trips_in_flight(
 
     classifier, tracker, registry = make(budget=5.0, timeout=5.0)
     await _steady(classifier, tracker)
-    async with probe.pipeline(transaction=False) as pipe:  # the flush, then the trips held
-        pipe.script_flush()
-        pipe.execute_command("CLIENT", "PAUSE", "200", "ALL")
-        await pipe.execute()
-    counts = []
-    for t in range(3):
-        counts += _tick_of(tracker, t * FOLLOW_UP, FOLLOW_UP)
-        await asyncio.sleep(0)
+    await probe.script_flush()
+    with _stopped(redis_server):  # the round trips stay under way
+        counts = []
+        for t in range(3):
+            counts += _tick_of(tracker, t * FOLLOW_UP, FOLLOW_UP)
+            await asyncio.sleep(0)
     # A later check of an IMEI whose first waits in a batch sent again: both get the count.
     counts += _tick_of(tracker, 0, 1)
     values = await asyncio.wait_for(asyncio.gather(*(c.wait() for c in counts)), 10.0)
