@@ -15,7 +15,8 @@ cluster client, which follows the slot map and its redirections.
 
 The hot path stays synchronous: :meth:`suspected` answers from this process's own tracker at
 once and queues the observation; the observations of one event loop tick go to Redis in one
-pipeline (one round trip however many checks), and :meth:`shared_count` gives the check a future
+pipeline (one round trip however many checks; up to :data:`MAX_IN_FLIGHT` under way at once,
+see there), and :meth:`shared_count` gives the check a future
 of the shared count, which the classifier awaits at most ``budget`` seconds. Once the
 connection is open and the script loaded, a round trip is written from a plain callback and
 its reply handled in the connection's ``data_received``: no task, coroutine, future or
