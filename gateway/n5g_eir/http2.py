@@ -684,11 +684,21 @@ class Http2Session:
             self._out.append(goaway_frame(self._last_stream_id, ErrorCode.NO_ERROR))
             self._final_goaway = True
 
+    def _owed(self) -> bool:
+        """A stream whose request ended and whose response we owe: the connection is not idle.
+        A request that never ends, or a response waiting for a window the client never opens,
+        is the client's idleness, not ours."""
+        blocked = self._blocked
+        for stream_id, stream in self._streams.items():
+            if stream.remote_closed and stream_id not in blocked:
+                return True
+        return False
+
     def tick(self, now: float) -> None:
         """The connection's timers, called about once a second with a monotonic ``now``:
 
-        * idle timeout: no stream open and no request for ``idle_timeout_seconds``: graceful
-          shutdown;
+        * idle timeout: no response owed and no request for ``idle_timeout_seconds``: graceful
+          shutdown, the requests the client never finished refused;
         * liveness (§6.7): nothing heard from the client for ``ping_interval_seconds``: PING;
           no ACK (nor anything else) within ``ping_timeout_seconds``: :attr:`dead`, to drop
           (a crashed AMF or a lost path leaves a half-open TCP connection otherwise);
@@ -708,13 +718,19 @@ class Http2Session:
             self._last_heard = now
             self._heard = False
             self._ping_sent = None  # anything from the client shows it is alive
-        if self._new_stream or self._streams or self._last_active is None:
+        if self._new_stream or self._last_active is None or self._owed():
             self._last_active = now
             self._new_stream = False
         if self._draining_since is not None:
             if not self._final_goaway and now - self._draining_since >= DRAIN_ACK_WAIT:
                 self.shutdown()
         elif self._idle_timeout and now - self._last_active >= self._idle_timeout:
+            # Requests the client never finished, idle as long: refused (nothing processed,
+            # RFC 9113 §8.7: a client may retry them); responses it never opened a window for:
+            # cancelled. Either would hold the connection for ever.
+            for stream_id, stream in list(self._streams.items()):
+                self._reset_stream(stream_id, ErrorCode.CANCEL if stream.remote_closed
+                                   else ErrorCode.REFUSED_STREAM)
             self.begin_shutdown(now, f"idle for {self._idle_timeout:g} s")
         if not self._ping_interval:
             return

@@ -13,6 +13,7 @@ from gateway.n5g_eir.frames import (
     PREFACE,
     ErrorCode,
     FrameType,
+    Setting,
     frame,
     settings_frame,
 )
@@ -82,6 +83,46 @@ def test_idle_timeout_counts_from_the_last_request_and_not_while_a_stream_is_ope
     out = frames(s.data_to_send())
     assert out[0][0] == FrameType.GOAWAY and _goaway(out[0][3]) == (MAX_STREAM, 0)
     assert s.closing_reason == "idle for 10 s"
+
+
+def test_a_request_the_client_never_finishes_does_not_hold_the_connection() -> None:
+    # A stream whose request never ends (HEADERS without END_STREAM, no DATA after) counted
+    # as activity: the connection was never idle, held for ever by a client that answers PINGs
+    # (up to max_concurrent_streams such streams each). Only streams we owe a response keep
+    # it; past the idle timeout the unfinished ones are refused (REFUSED_STREAM: nothing was
+    # processed, a client may retry) and the connection shuts down gracefully.
+    s = session(N5gEirSettings(idle_timeout_seconds=10, ping_interval_seconds=0))
+    s.tick(0.0)
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET)) == []
+    _idle_with_stream_1(s, ErrorCode.REFUSED_STREAM)
+
+
+def _idle_with_stream_1(s: Http2Session, code: ErrorCode) -> None:
+    """Stream 1 (opened before the tick at 5 s) left as it is: idle at 15 s, the stream reset
+    with ``code`` and the graceful shutdown begun; closed once it ends."""
+    s.tick(5.0)  # the request seen at this tick
+    s.tick(14.0)
+    assert s.data_to_send() == b""
+    s.tick(15.0)
+    out = frames(s.data_to_send())
+    assert [(f[0], f[2]) for f in out] == [
+        (FrameType.RST_STREAM, 1), (FrameType.GOAWAY, 0), (FrameType.PING, 0)]
+    assert struct.unpack(">I", out[0][3])[0] == code
+    assert s.closing_reason == "idle for 10 s"
+    s.receive(frame(FrameType.PING, ACK, 0, PING_DRAIN))
+    s.data_to_send()
+    assert s.closed
+
+
+def test_a_response_the_client_never_opens_a_window_for_does_not_hold_the_connection() -> None:
+    # The same with flow control: a client that gives no window (§6.9) leaves the body waiting.
+    s = session(N5gEirSettings(idle_timeout_seconds=10, ping_interval_seconds=0),
+                {Setting.INITIAL_WINDOW_SIZE: 0})
+    s.tick(0.0)
+    [request] = s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
+    assert s.respond(request.stream_id, RESPONSE)
+    assert [f[0] for f in frames(s.data_to_send())] == [FrameType.HEADERS]  # no DATA: no window
+    _idle_with_stream_1(s, ErrorCode.CANCEL)
 
 
 def test_liveness_ping_and_a_client_that_never_acknowledges_is_dead() -> None:
