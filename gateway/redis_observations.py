@@ -49,6 +49,7 @@ from gateway.stream_drain import (
     CLAIM_IDLE,
     GROUP,
     IDLE_POLL,
+    JOIN,
     PACKED_PER_ROUND_TRIP,
     READ,
     DrainSettings,
@@ -394,14 +395,7 @@ class ObservationStream(ObservationLog):
         return sha
 
     async def _join_group(self) -> None:
-        from redis.exceptions import ResponseError
-
-        for key in self.keys:
-            try:
-                await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await self._script(JOIN, GROUP)
 
     async def _claim_abandoned(self) -> None:
         """Entries another consumer read and never acknowledged for CLAIM_IDLE seconds, of

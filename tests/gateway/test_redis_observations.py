@@ -28,7 +28,7 @@ from gateway.redis_observations import (
     ObservationStream,
     observation_stream,
 )
-from gateway.stream_entries import FIELD, unpack
+from gateway.stream_entries import FIELD, pack, unpack
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]  # the fixture
@@ -477,3 +477,30 @@ async def test_carried_appends_across_a_script_flush_are_each_appended_once(
     appended = [imsi for _, imsi, _ in await _sightings(redis_server.url, stream.keys[1])]
     assert sorted(appended) == [f"0010100000{r:02d}{i:03d}" for r in range(3) for i in range(50)]
     assert stream.local.stats.recorded == 0
+
+
+async def test_the_writer_threads_consumer_says_what_was_trimmed_unread(
+    make: Make, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the writer thread the gateway is the group's consumer: entries trimmed (XADD
+    MAXLEN ~) before it read them are told once, with how many, as the writer process does,
+    also before its group's first read."""
+    import redis.asyncio
+
+    caplog.set_level(logging.WARNING, "eir.shared")
+    stream = make("a")
+    client = redis.asyncio.from_url(redis_server.url)
+    try:
+        await stream._join_group()  # as it does at start; nothing read yet
+        for i in range(1_000):  # a cap of ~200: trimmed by whole nodes of 100 entries
+            await client.xadd(stream.keys[1], {FIELD: pack([(IMEI, f"{i:015d}", 1.0)])[0]},
+                              maxlen=200, approximate=True)
+        kept = await client.xlen(stream.keys[1])
+    finally:
+        await client.aclose()
+    await _started(stream)
+    told = f"{1_000 - kept} entries of {stream.keys[1]} trimmed"
+    assert await _eventually(lambda: stream.local.stats.recorded == kept
+                             and any(told in r.getMessage() for r in caplog.records))
+    await asyncio.sleep(0.2)  # more empty reads: told once
+    assert len([r for r in caplog.records if "trimmed" in r.getMessage()]) == 1
