@@ -271,6 +271,9 @@ class ObservationLog:
                 self._write([held])
             else:
                 self._answer([held])
+        # Stopping: what close() handed over is written here, not by close()'s caller, so a
+        # store that stopped answering holds close() no longer than its timeout.
+        self._write_handed()
 
     def _gather(
         self, first: _Item, limit: int
@@ -334,6 +337,10 @@ class ObservationLog:
         """Write everything recorded so far; blocking, from the recording thread (or once
         nothing records any more). Returns how many observations were written."""
         self._hand_over()
+        return self._write_handed()
+
+    def _write_handed(self) -> int:
+        """Write (and answer) what was handed over and not taken yet."""
         written = 0
         while True:
             try:
@@ -350,6 +357,8 @@ class ObservationLog:
         the caller can wait for the writer thread, :data:`CLOSE_TIMEOUT` when None). A writer
         still busy then (a store that stopped answering) is left to end with the process, the
         store open under it: what it has not written is lost, and said so."""
+        if self._thread is not None:
+            self._hand_over()  # the writer thread writes it, within the timeout below
         self._stop = True
         if self._thread is not None:
             self._handed.put({})  # wakes the writer
