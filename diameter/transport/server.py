@@ -19,6 +19,7 @@ from diameter.peer import Role
 from diameter.settings import ListenEndpoint, SctpSettings, TransportSettings
 from diameter.transport.connection import PeerConnection
 from diameter.transport.load import LoadSampler
+from diameter.transport.refusals import RefusalLog, handshakes_under_way
 from diameter.transport.sctp import SctpListener
 from diameter.transport.sockets import bind_sctp, sctp_socket, sctp_unavailable, server_ssl_context
 from diameter.transport.tls_accept import TlsListener
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 # Connections the kernel queues before they are accepted (capped by net.core.somaxconn): MMEs
 # reconnecting together after a restart must not wait a SYN retransmission (1 s) each.
 LISTEN_BACKLOG = 1024
-REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about connections refused at accept
 
 def listening_socket(
     endpoint: ListenEndpoint,
@@ -91,8 +91,7 @@ class Server:
         self._inherited = sockets
         self._servers: list[tuple[ListenEndpoint, asyncio.Server | SctpListener | TlsListener]] = []
         self.connections: set[PeerConnection] = set()
-        self._refusals = 0  # connections refused since the last log line about them
-        self._refusal_logged = -REFUSAL_LOG_INTERVAL
+        self._refusals = RefusalLog(log)
         # Event loop lag, and the queueing delay for the node's overload control (3004, DOIC).
         self.load = LoadSampler(node, self.connections, node.overload.settings.interval)
 
@@ -172,23 +171,12 @@ class Server:
         RFC 6733 §5.6 has no state for it: to the peer it is a connection closed before CEA
         (I-Peer-Disc in Wait-I-CEA), which it retries after Tc, at another EIR if it has one."""
         limit = self.settings.max_connections
-        handshakes = sum(
-            len(server.handshakes) for _, server in self._servers
-            if isinstance(server, TlsListener)
-        )
+        handshakes = handshakes_under_way(server for _, server in self._servers)
         if limit and len(self.connections) + handshakes >= limit:
             self.node.connections_refused += 1
-            self._refusals += 1
-            loop = asyncio.get_running_loop()
-            if loop.time() - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
-                # At most one line every REFUSAL_LOG_INTERVAL: a flood must not flood the log.
-                log.warning(
-                    "connection from %s refused: diameter.max_connections (%d) reached "
-                    "(%d refused since the last such line)",
-                    peername, limit, self._refusals,
-                )
-                self._refusal_logged = loop.time()
-                self._refusals = 0
+            self._refusals.refused(
+                f"connection from {peername} refused: diameter.max_connections ({limit}) reached"
+            )
             return False
         return True
 

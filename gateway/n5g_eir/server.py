@@ -32,6 +32,7 @@ from typing import Any, cast
 from diameter.deferred import DeferredAnswer
 from diameter.networks import address_refused, parse_networks
 from diameter.settings import ListenEndpoint, TransportSettings
+from diameter.transport.refusals import RefusalLog, handshakes_under_way
 from diameter.transport.server import listening_socket
 from diameter.transport.sockets import server_ssl_context, set_nodelay
 from diameter.transport.tls_accept import TlsListener
@@ -50,7 +51,6 @@ TICK_SECONDS = 1.0  # resolution of the idle timeout, PING liveness and the drai
 # A connection refused past max_connections is read (and its bytes dropped) this long at most
 # after its GOAWAY: closed with unread bytes, the kernel would reset it, GOAWAY and all.
 REFUSED_LINGER_SECONDS = 1.0
-REFUSAL_LOG_INTERVAL = 10.0  # seconds between log lines about refused connections
 # A TLS client must finish its handshake within this, or its connection is closed (it holds a
 # place among max_connections meanwhile); as long as a client may take to ACK our SETTINGS.
 TLS_HANDSHAKE_TIMEOUT = 10.0
@@ -301,28 +301,20 @@ class N5gEirServer:
         self.connections: set[_Connection] = set()
         self.networks = parse_networks(settings.allowed_networks)
         self.stopping = False
-        self._refusals = 0  # connections refused since the last log line about them
-        self._refusal_logged = -REFUSAL_LOG_INTERVAL
+        self._refusals = RefusalLog(log)
         self._servers: list[tuple[str, asyncio.Server | TlsListener]] = []
         self._ticker: asyncio.Task[None] | None = None
 
     def count_refusal(self, reason: str, why: str) -> None:
         """A connection refused (``reason``: network, limit): counted, and logged at most once
-        every REFUSAL_LOG_INTERVAL seconds (a flood of them must not flood the log)."""
+        every RefusalLog interval (a flood of them must not flood the log)."""
         self.http.refused[reason] = self.http.refused.get(reason, 0) + 1
-        self._refusals += 1
-        now = time.monotonic()
-        if now - self._refusal_logged >= REFUSAL_LOG_INTERVAL:
-            log.warning("N5g-eir connection refused: %s (%d refused since the last such line)",
-                        why, self._refusals)
-            self._refusal_logged = now
-            self._refusals = 0
+        self._refusals.refused(f"N5g-eir connection refused: {why}")
 
     @property
     def handshakes(self) -> int:
         """TLS handshakes under way (each holds a place among ``max_connections``)."""
-        return sum(len(server.handshakes) for _, server in self._servers
-                   if isinstance(server, TlsListener))
+        return handshakes_under_way(server for _, server in self._servers)
 
     def admitted(self, peername: Any) -> bool:
         """A connection's source address against ``allowed_networks``: False when refused
