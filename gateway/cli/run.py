@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from diameter.errors import DiameterError
 from diameter.settings import ListenEndpoint
-from gateway import aio, logs
+from gateway import aio, fd_limit, logs
 from gateway.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -170,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return stop(f"cannot start: {problem}", EXIT_USAGE)
     supervise = spec is None and config.process.workers > 1
+    if spec is None:  # workers inherit the limit raised here
+        fd_limit.apply(config, log)
     if not supervise:
         log.info("event loop: %s", aio.loop_name())
     try:
