@@ -610,7 +610,7 @@ def verdict(local: list[dict[str, float]], other: list[dict[str, float]]) -> str
                 f"{len(local)}, other {len(saturated[1])} of {len(other)} (the machine set "
                 "the rates: compare the CPU per check, or run on a quiet machine)")
     ratio = _median(saturated[1], "checks_per_s") / _median(saturated[0], "checks_per_s")
-    return (f"{ratio:.2f} in checks/s by the medians of the rounds the workers set (local "
+    return (f"{ratio:.3f} in checks/s by the medians of the rounds the workers set (local "
             f"{len(saturated[0])} of {len(local)}, other {len(saturated[1])} of {len(other)}): "
             + ("meets" if ratio >= 0.8 else "does not meet") + " #13's 0.8")
 
@@ -683,11 +683,11 @@ def report(sides: list[Side], cursor: Cursor, args: argparse.Namespace,
               "load) set that round's checks/s, not the gateway; compare CPU per check, or run on "
               "a quiet machine")
     for name, r in ratios.items():
-        print(f"ratio {name}/local: {r['checks_per_s']:.2f} in checks/s, {r['worker_cpu']:.2f} in "
+        print(f"ratio {name}/local: {r['checks_per_s']:.3f} in checks/s, {r['worker_cpu']:.3f} in "
               f"the worker's CPU per check (local µs / {name} µs), "
-              f"{r['worker_and_writer_cpu']:.2f} with the writer process (best rounds); "
-              f"medians of the rounds {r['median_checks_per_s']:.2f} in checks/s, "
-              f"{r['median_worker_cpu']:.2f} in the worker's CPU")
+              f"{r['worker_and_writer_cpu']:.3f} with the writer process (best rounds); "
+              f"medians of the rounds {r['median_checks_per_s']:.3f} in checks/s, "
+              f"{r['median_worker_cpu']:.3f} in the worker's CPU")
         print(f"verdict {name}/local: {verdicts[name]}")
     rate, cpu, memory = redis
     if rate is not None:
