@@ -14,15 +14,17 @@ Refused requests get a pre-built 3004 DIAMETER_TOO_BUSY (RFC 6733 §7.1.3) inste
 decoded and classified, in each connection's own share (``apportion``): under overload the peers
 sending more than their fair share of the traffic are refused first, a peer within it not at all.
 
-RFC 7683 (DOIC), reporting node with the loss algorithm (§6): a request carrying
-OC-Supported-Features whose OC-Feature-Vector offers OLR_DEFAULT_ALGO (or has none: §7.2)
-gets OC-Supported-Features {OC-Feature-Vector OLR_DEFAULT_ALGO} back, and, while a report is
-in force, OC-OLR {OC-Sequence-Number, OC-Report-Type HOST_REPORT, OC-Reduction-Percentage,
-OC-Validity-Duration}. When the overload ends, the report is rescinded with
-OC-Validity-Duration 0 (§5.5.2) for one validity period. Requests without
-OC-Supported-Features never get a DOIC AVP (§5.2).
+RFC 7683 (DOIC), reporting node with the loss algorithm (§6): the answer to a request carrying
+OC-Supported-Features, whatever the answer (a MICA, an error, a 3004), carries
+OC-Supported-Features {OC-Feature-Vector OLR_DEFAULT_ALGO} (§5.1.2: MUST), and, while a report
+is in force, OC-OLR {OC-Sequence-Number, OC-Report-Type HOST_REPORT, OC-Reduction-Percentage,
+OC-Validity-Duration}. The loss algorithm is selected whatever the request's OC-Feature-Vector
+offers: it is the only one this node has, and every DOIC node supports it (§6.1; a vector
+without its bit breaks §5.1.1, and the answer must carry OC-Supported-Features all the same). When the overload ends, the report is rescinded with
+OC-Validity-Duration 0 (§5.2.1.4, §5.2.3) for one validity period. Requests without
+OC-Supported-Features never get a DOIC AVP (§5.1.2).
 
-``ReactingNode`` is the other side (§5.5.3, §6): what an MME honouring our reports does; the
+``ReactingNode`` is the other side (§5.2.1.3, §5.2.2, §6): what an MME honouring our reports does; the
 simulator uses it with ``--doic``.
 """
 
@@ -39,7 +41,7 @@ from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO, OcReportType
 from diameter.settings import LocalIdentity
 
 SESSION_ID, PROXY_INFO = 263, 284
-OC_SUPPORTED_FEATURES, OC_FEATURE_VECTOR = 621, 622
+OC_SUPPORTED_FEATURES = 621
 _AVP_HEADER = struct.Struct("!II")
 _PROXY_INFO_CODE = PROXY_INFO.to_bytes(4, "big")
 _OC_SUPPORTED_FEATURES_CODE = OC_SUPPORTED_FEATURES.to_bytes(4, "big")
@@ -48,7 +50,6 @@ _HEADER = struct.Struct("!B3sB3sIII")
 # Answer headers' first 5 octets (version, length, flags) by (request's P bit, end of the copied
 # Session-Id): a few per peer (Session-Id lengths), bounded all the same.
 _HEADS_SIZE = 256
-_U64 = struct.Struct("!Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +85,6 @@ _ENTER_AFTER = 2
 _REMEMBER = 3
 
 
-@dataclass(frozen=True, slots=True)
-class DoicRequest:
-    """What a request's OC-Supported-Features asked for (RFC 7683 §5.3)."""
-
-    loss: bool  # OLR_DEFAULT_ALGO offered (or no OC-Feature-Vector: the default, §7.2)
-
-
 class OverloadControl:
     """The node's overload state: reduction percentage, 3004 decisions, DOIC report."""
 
@@ -104,13 +98,13 @@ class OverloadControl:
         self.reduction = 0  # percent of new requests refused (and asked of DOIC peers)
         self.delay = 0.0  # the last queueing delay measured
         self.refused = 0  # requests answered 3004 by this control
-        # RFC 7683 §5.5.2: a new sequence number for each new report content. It is the time
+        # RFC 7683 §5.2.1.4: a new sequence number for each new report content. It is the time
         # the report was made, in 2**-32 s since the epoch: the start time (Origin-State-Id,
         # seconds) plus the time since the first measurement. So a restarted node's reports
         # are not older, and the reports of the workers of one host (``--workers N``: each
         # reports its own load, see README) are ordered by when they were made, to about a
         # second: a peer that reconnects to another worker has that worker's next report
-        # taken as the newer one (§5.5.3), not ignored until the old one's validity ends.
+        # taken as the newer one (§5.2.1.3), not ignored until the old one's validity ends.
         self.sequence_number = self._base = sequence_base << 32
         self._started: float | None = None  # ``now`` at the first measurement
         self._over = 0  # measurements past the target in a row
@@ -235,15 +229,16 @@ class OverloadControl:
                 Avp.new("OC-Sequence-Number", self.sequence_number),
                 Avp.new("OC-Report-Type", OcReportType.HOST_REPORT),
                 Avp.new("OC-Reduction-Percentage", self.reduction),
-                # §5.5.2: validity 0 rescinds the report once the overload has ended.
+                # §5.2.1.4: validity 0 rescinds the report once the overload has ended.
                 Avp.new("OC-Validity-Duration", self.settings.validity_duration if self.reduction else 0),
             ]
             self._report = Avp.new("OC-OLR", children).encode()
         return self._report
 
-    def doic_avps(self, request: DoicRequest | None, now: float) -> bytes:
-        """The DOIC AVPs (encoded) for the answer to a request, b"" for none."""
-        if request is None or not request.loss or not self.settings.doic:
+    def doic_avps(self, now: float) -> bytes:
+        """The DOIC AVPs (encoded) for the answer to a request that carried
+        OC-Supported-Features (RFC 7683 §5.1.2), b"" with DOIC off."""
+        if not self.settings.doic:
             return b""
         return self.supported_features + self.report(now)
 
@@ -281,7 +276,7 @@ class OverloadControl:
             return b"".join((head, raw[5:cut], self._block))
         session = b""
         proxies: list[bytes] = []
-        doic: DoicRequest | None = None
+        doic = False
         end = len(raw)
         offset = HEADER_LENGTH
         while offset + 8 <= end:
@@ -295,10 +290,10 @@ class OverloadControl:
                     session = raw[offset : offset + padded]
                 elif code == PROXY_INFO:
                     proxies.append(raw[offset : offset + padded])
-                elif code == OC_SUPPORTED_FEATURES and doic is None:
-                    doic = doic_request(raw[offset + 8 : offset + length])
+                elif code == OC_SUPPORTED_FEATURES:
+                    doic = True
             offset += padded
-        body = b"".join((session, self._block, *proxies, self.doic_avps(doic, now)))
+        body = b"".join((session, self._block, *proxies, self.doic_avps(now) if doic else b""))
         _, _, flags, command, _, hop_by_hop, end_to_end = _HEADER.unpack_from(raw)
         length = HEADER_LENGTH + len(body)
         header = _HEADER.pack(
@@ -317,22 +312,6 @@ def _by_demand(item: tuple[Hashable, int]) -> int:
     return item[1]
 
 
-def doic_request(data: bytes) -> DoicRequest:
-    """OC-Supported-Features' data: whether the loss algorithm is offered (RFC 7683 §7.2: an
-    absent OC-Feature-Vector means the default algorithm only)."""
-    offset, end = 0, len(data)
-    while offset + 8 <= end:
-        code, flags_length = _AVP_HEADER.unpack_from(data, offset)
-        length = flags_length & 0xFFFFFF
-        if length < 8 or offset + length > end:
-            break
-        if code == OC_FEATURE_VECTOR and not flags_length >> 31 and length == 16:
-            (vector,) = _U64.unpack_from(data, offset + 8)
-            return DoicRequest(bool(vector & OLR_DEFAULT_ALGO))
-        offset += (length + 3) & ~3
-    return DoicRequest(True)
-
-
 def append_avps(answer: bytes, avps: bytes) -> bytes:
     """An encoded message with encoded AVPs appended (Message Length fixed up)."""
     length = len(answer) + len(avps)
@@ -342,13 +321,22 @@ def append_avps(answer: bytes, avps: bytes) -> bytes:
 # -- the reacting side (an MME or DRA that honours our reports; the simulator's --doic) ---------
 OC_OLR, ORIGIN_HOST = 623, 264
 OC_SEQUENCE_NUMBER, OC_VALIDITY_DURATION, OC_REDUCTION_PERCENTAGE = 624, 625, 627
-# RFC 7683 §7.5: OC-Validity-Duration when absent.
+OC_REPORT_TYPE = 626
+# RFC 7683 §7.5: OC-Validity-Duration when absent (or past its maximum), and its maximum.
 DEFAULT_VALIDITY = 30
+MAX_VALIDITY = 86_400
+# §5.2.1.3: a sequence number that went from within 1 % of its maximum to within 1 % of its
+# minimum has rolled over (a newer report).
+_SEQUENCE_ROLLOVER = (1 << 64) // 100
+
+
+def _rolled_over(newest: int, sequence: int) -> bool:
+    return newest >= (1 << 64) - _SEQUENCE_ROLLOVER and sequence < _SEQUENCE_ROLLOVER
 
 
 @dataclass(frozen=True, slots=True)
 class OverloadReport:
-    """A host report in force at a reacting node (RFC 7683 §5.5.3)."""
+    """A host report in force at a reacting node (RFC 7683 §5.2.1.3)."""
 
     sequence_number: int
     reduction: int
@@ -364,15 +352,16 @@ class ReactingNode:
         self.reports: dict[str, OverloadReport] = {}
         # The newest sequence number seen per host, kept after a rescinding report too: an
         # older report that arrives later (over another connection) must not reinstate an
-        # overload that has ended (§5.5.3). One integer per reporting host.
+        # overload that has ended (§5.2.1.3). One integer per reporting host.
         self._newest: dict[str, int] = {}
         self.throttled = 0
         self._credit = 0
 
     def on_answer(self, raw: bytes, now: float) -> None:
-        """Look for an OC-OLR in an answer's top-level AVPs and apply it."""
+        """Apply the host report of an answer: its top-level OC-OLRs, each processed (§5.2.1.3:
+        an answer may carry several, of different report types)."""
         host: bytes | None = None
-        olr: bytes | None = None
+        olrs: list[bytes] = []
         end, offset = len(raw), HEADER_LENGTH
         while offset + 8 <= end:
             code, flags_length = _AVP_HEADER.unpack_from(raw, offset)
@@ -383,28 +372,37 @@ class ReactingNode:
                 if code == ORIGIN_HOST:
                     host = raw[offset + 8 : offset + length]
                 elif code == OC_OLR:
-                    olr = raw[offset + 8 : offset + length]
+                    olrs.append(raw[offset + 8 : offset + length])
             offset += (length + 3) & ~3
-        if host is None or olr is None:
-            return
+        if host is not None:
+            key = host.decode("ascii", "replace").lower()
+            for olr in olrs:
+                self._apply(key, olr, now)
+
+    def _apply(self, key: str, olr: bytes, now: float) -> None:
         values: dict[int, int] = {}
         for avp in decode_avps(olr, 0, len(olr))[0]:
             if not avp.vendor and len(avp.data) in (4, 8):
                 values[avp.code] = int.from_bytes(avp.data, "big")
         sequence = values.get(OC_SEQUENCE_NUMBER)
-        if sequence is None:
-            return  # not a usable report (§7.3: the sequence number is required)
-        key = host.decode("ascii", "replace").lower()
+        if sequence is None or values.get(OC_REPORT_TYPE) != OcReportType.HOST_REPORT:
+            # §7.3: sequence number and report type are required; a realm report (§7.6)
+            # concerns realm-routed requests, not this host.
+            return
+        reduction = values.get(OC_REDUCTION_PERCENTAGE, 0)
+        if reduction > 100:
+            return  # §7.7: values greater than 100 are ignored
         newest = self._newest.get(key)
-        if newest is not None and sequence <= newest:
-            return  # §5.5.3: an old or repeated report changes nothing
+        if newest is not None and sequence <= newest and not _rolled_over(newest, sequence):
+            return  # §5.2.1.3: an old or repeated report changes nothing
         self._newest[key] = sequence
         validity = values.get(OC_VALIDITY_DURATION, DEFAULT_VALIDITY)
         if validity == 0:
-            self.reports.pop(key, None)  # §5.5.3: the overload condition has ended
+            self.reports.pop(key, None)  # §5.2.1.3: the overload condition has ended
             return
-        reduction = min(100, values.get(OC_REDUCTION_PERCENTAGE, 0))
-        self.reports[key] = OverloadReport(sequence, reduction, now + min(validity, 86_400))
+        if validity > MAX_VALIDITY:
+            validity = DEFAULT_VALIDITY  # §7.5: past the maximum, the default applies
+        self.reports[key] = OverloadReport(sequence, reduction, now + validity)
 
     def admit(self, host: str, now: float) -> bool:
         """False for the report's share of the requests meant for ``host`` (evenly spread)."""

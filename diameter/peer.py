@@ -56,7 +56,7 @@ from diameter.events import (
 from diameter.framing import Framer
 from diameter.lane import FIRST_FIELD_SLOT, ORIGIN_HOST_SLOT
 from diameter.node import Node
-from diameter.overload import OC_SUPPORTED_FEATURES, append_avps, doic_request
+from diameter.overload import OC_SUPPORTED_FEATURES, append_avps
 from diameter.peek import command_name, result_code_of
 from diameter.peer_identity import origin_host_matches
 from diameter.peer_table import (
@@ -234,6 +234,7 @@ class Peer:
         self.processed_bytes = 0
         self._shed_credit = 0  # overload control's loss algorithm (_shed)
         self._malformed_count = 0
+        self._base_refused = False  # a base request just answered with an error (_malformed)
         self.watchdog = Watchdog(
             WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
             node.rng,
@@ -406,20 +407,10 @@ class Peer:
         """Answer a ``RequestReceived``; also remembered for duplicates (RFC 6733 §5.5.4)."""
         self._release(request)
         raw = answer if isinstance(answer, bytes) else answer.encode()
-        # A lane request has none (diameter.lane never learns a shape with one). Otherwise a
-        # substring test first (C speed; find, not ``in``: see overload.too_busy): the AVP
-        # walk only when its code's octets are there.
-        features = (
-            request.message.find(OC_SUPPORTED_FEATURES)
-            if type(request) is not LaneRequest
-            and request.raw.find(_OC_SUPPORTED_FEATURES_CODE) >= 0
-            else None
-        )
-        if features is not None:
-            # RFC 7683 §5.3: DOIC AVPs only for a request that carried OC-Supported-Features.
-            doic = self.node.overload.doic_avps(doic_request(features.data), now)
-            if doic:
-                raw = append_avps(raw, doic)
+        if type(request) is not LaneRequest:
+            # A lane request carries no OC-Supported-Features (diameter.lane never learns a
+            # shape with one).
+            raw = self._with_doic(request.message, request.raw, raw, now)
         self._write_answer(raw)
         if request.key is not None:
             # Duplicates that waited for this answer get it after the first copy's answer.
@@ -432,6 +423,17 @@ class Peer:
         problem = Problem(ResultCode.DIAMETER_UNABLE_TO_COMPLY, None, text or None)
         body = request.application.error_answer_body
         self.send_answer(request, error_answer(request.message, self.node.identity, problem, body), now)
+
+    def _with_doic(self, request: Message, raw: bytes, answer: bytes, now: float) -> bytes:
+        """``answer`` with the DOIC AVPs when ``request`` carried OC-Supported-Features: RFC
+        7683 §5.1.2 puts it in the answer of that transaction whatever the answer is (a MICA,
+        an error, a 3004), and DOIC AVPs in no other. A substring test first (C speed; find,
+        not ``in``: see overload.too_busy): the AVP look-up only when its code's octets are
+        there."""
+        if raw.find(_OC_SUPPORTED_FEATURES_CODE) < 0 or request.find(OC_SUPPORTED_FEATURES) is None:
+            return answer
+        doic = self.node.overload.doic_avps(now)
+        return append_avps(answer, doic) if doic else answer
 
     def abandon_request(self, request: AnyRequest) -> None:
         """The request will never be answered (its task was cancelled)."""
@@ -549,11 +551,17 @@ class Peer:
             else:
                 event = PeerEvent.I_RCV_NON_CEA
         if event in (PeerEvent.R_RCV_DPR, PeerEvent.I_RCV_DPR) and self._refuse_dpr(raw):
+            self._malformed(now)
             return
         if event in (PeerEvent.R_RCV_DPA, PeerEvent.I_RCV_DPA):
             self._fire(event, now, raw=raw, reason="stopped: DPA received")
         else:
             self._fire(event, now, raw=raw)
+        if self._base_refused:
+            # A DWR or CER of an open connection answered with an error (the row's action
+            # did): counted once the row is done, since past the limit a Stop follows.
+            self._base_refused = False
+            self._malformed(now)
 
     def _shed(self, messages: list[bytes] | tuple[bytes, ...], now: float) -> list[bytes]:
         """Overload control's share of this read refused before decoding: each application
@@ -738,7 +746,8 @@ class Peer:
             app = self.node.applications.get(app_id)
             body = app.error_answer_body if app else ()
             problem = Problem(exc.result_code, None, str(exc))
-            self._write_answer(error_answer(request, self.node.identity, problem, body).encode())
+            answer = error_answer(request, self.node.identity, problem, body).encode()
+            self._write_answer(self._with_doic(request, exc.following, answer, now))
         self._abort(f"framing error: {exc}", now)
 
     # -- application requests (Process) ---------------------------------------------------------
@@ -767,12 +776,13 @@ class Peer:
             assert problem is not None
             body = app.error_answer_body if app else ()
             answer = error_answer(message, self.node.identity, problem, body).encode()
+            answer = self._with_doic(message, raw, answer, now)
             if key is not None:
                 self.node.duplicates.complete(key, answer, now)
             self._write_answer(answer)
             self._malformed(now)
             return
-        if self._too_busy(key, raw, message):
+        if self._too_busy(key, raw, message, now):
             return
         info = self.info
         assert info is not None
@@ -807,7 +817,7 @@ class Peer:
         hop_by_hop = (raw[12] << 24) | (raw[13] << 16) | (raw[14] << 8) | raw[15]
         if key is not None and self._duplicate(key, hop_by_hop, now):
             return True
-        if self._too_busy(key, raw, None):
+        if self._too_busy(key, raw, None, now):
             return True
         self._events.append(
             LaneRequest(raw, info, app, plan.lane.handler, key, fields[FIRST_FIELD_SLOT:])
@@ -824,7 +834,9 @@ class Peer:
             self._write_answer(replay)
         return duplicate
 
-    def _too_busy(self, key: tuple[str, int] | None, raw: bytes, message: Message | None) -> bool:
+    def _too_busy(
+        self, key: tuple[str, int] | None, raw: bytes, message: Message | None, now: float
+    ) -> bool:
         """Past the bound on requests in flight the request is answered at once, not queued:
         3004 (E bit). Otherwise counted in flight (False)."""
         node = self.node
@@ -836,7 +848,8 @@ class Peer:
                 node.duplicates.forget(key)
             busy = Problem(ResultCode.DIAMETER_TOO_BUSY, None, "too many requests in flight")
             request = message if message is not None else decode_message(raw)
-            self._write_answer(error_answer(request, node.identity, busy).encode())
+            answer = error_answer(request, node.identity, busy).encode()
+            self._write_answer(self._with_doic(request, raw, answer, now))
             return True
         self.in_flight += 1
         node.in_flight_total += 1
@@ -868,7 +881,8 @@ class Peer:
         deviations.clear()
 
     def _malformed(self, now: float) -> None:
-        """A request refused by the checks of RFC 6733 §6.1/§7 (answered already). Past
+        """A request refused by the checks of RFC 6733 §6.1/§7 (answered already): an
+        application request, or a DWR, DPR or CER of an open connection. Past
         ``malformed_limit`` within ``malformed_window``: DPR with DO_NOT_WANT_TO_TALK_TO_YOU
         (§5.4.3), and closed on DPA or dpa_timeout (what it sends meanwhile is discarded, as in
         any Closing connection). The peer may connect again."""
@@ -1048,6 +1062,7 @@ class Peer:
             answer = answer_to(request, identity, ResultCode.DIAMETER_SUCCESS, body=body)
         else:
             answer = error_answer(request, identity, problem, body)
+            self._base_refused = True
         self._write_answer(answer.encode())
 
     def _act_r_snd_cea_error(self, now: float, ctx: dict[str, Any]) -> None:
@@ -1176,6 +1191,7 @@ class Peer:
         problem: Problem | None = ctx["problem"]
         if problem is not None:
             answer = error_answer(request, self.node.identity, problem)
+            self._base_refused = True
         else:
             state = [Avp.new("Origin-State-Id", self.node.origin_state_id)]
             answer = answer_to(request, self.node.identity, ResultCode.DIAMETER_SUCCESS, body=state)

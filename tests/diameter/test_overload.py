@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -17,7 +18,6 @@ from diameter.overload import (
     OverloadSettings,
     ReactingNode,
     append_avps,
-    doic_request,
 )
 from diameter.settings import LocalIdentity
 from diameter.validate import check_request
@@ -278,34 +278,39 @@ def test_too_busy_to_a_doic_peer_carries_the_overload_report() -> None:
 # -- DOIC on ordinary answers --------------------------------------------------------------------
 def test_doic_peer_not_overloaded_gets_supported_features_only() -> None:
     c = control()
-    avps = c.doic_avps(doic_request(oc_supported_features().data), 0.0)
+    avps = c.doic_avps(0.0)
     decoded = decode_message(append_avps(ecr_message().encode(), avps))
     assert decoded.problem is None
     assert [a.code for a in decoded.avps[-1:]] == [621]
     assert decoded.find(623) is None
 
 
-def test_no_feature_vector_means_the_loss_algorithm() -> None:
-    # RFC 7683 §7.2: OC-Supported-Features without OC-Feature-Vector: the default algorithm.
-    assert doic_request(oc_supported_features(None).data).loss
-    assert not doic_request(oc_supported_features(0x2).data).loss  # another algorithm only
+@pytest.mark.parametrize("vector", [None, OLR_DEFAULT_ALGO, 0x3, 0x2, 0x0])
+def test_any_oc_supported_features_gets_it_back_with_the_loss_algorithm(vector: int | None) -> None:
+    # RFC 7683 §5.1.2: a request with OC-Supported-Features MUST have it in its answer. No
+    # OC-Feature-Vector means the loss algorithm only (§7.2); one without the loss bit breaks
+    # §5.1.1, but every DOIC node supports loss (§6.1), the only algorithm we can select.
     c = control()
-    assert c.doic_avps(doic_request(oc_supported_features(0x2).data), 0.0) == b""
+    c.update(0.35, 0.0)
+    c.update(0.35, 0.0)
+    answer = decode_message(c.too_busy(request(oc_supported_features(vector)).encode(), 0.0))
+    features = answer.find(621)
+    assert features is not None and features.find(622).value == OLR_DEFAULT_ALGO  # type: ignore[union-attr]
+    assert answer.find(623).find(627).value == 30  # type: ignore[union-attr]
 
 
 def test_doic_can_be_turned_off() -> None:
     c = control(doic=False)
     c.update(1.0, 0.0)
     c.update(1.0, 0.0)
-    assert c.doic_avps(doic_request(oc_supported_features().data), 0.0) == b""
+    assert c.doic_avps(0.0) == b""
 
 
 def test_sequence_number_grows_with_each_new_report_and_the_end_is_rescinded() -> None:
     c = control(validity_duration=30)
-    features = doic_request(oc_supported_features().data)
 
     def olr(now: float) -> Avp | None:
-        raw = append_avps(ecr_message().encode(), c.doic_avps(features, now))
+        raw = append_avps(ecr_message().encode(), c.doic_avps(now))
         return decode_message(raw).find(623)
 
     c.update(0.2, 0.0)
@@ -339,19 +344,32 @@ def test_doic_avps_are_valid_in_an_s13_request_and_answer() -> None:
 
 
 # -- the reacting node ---------------------------------------------------------------------------
-def answer_with_olr(sequence: int, reduction: int, validity: int | None = 30) -> bytes:
+def olr(
+    sequence: int,
+    reduction: int,
+    validity: int | None = 30,
+    report_type: OcReportType = OcReportType.HOST_REPORT,
+) -> Avp:
     children = [
         Avp.new("OC-Sequence-Number", sequence),
-        Avp.new("OC-Report-Type", OcReportType.HOST_REPORT),
+        Avp.new("OC-Report-Type", report_type),
         Avp.new("OC-Reduction-Percentage", reduction),
     ]
     if validity is not None:
         children.append(Avp.new("OC-Validity-Duration", validity))
+    return Avp.new("OC-OLR", children)
+
+
+def answer_with(*olrs: Avp) -> bytes:
     message = Message(324, 16777252, FLAG_PROXIABLE, 1, 1)
     message.add("Session-Id", "s").add("Result-Code", 2001)
     message.add("Origin-Host", "EIR.test").add("Origin-Realm", "test")
-    message.add("OC-OLR", children)
+    message.avps.extend(olrs)
     return message.encode()
+
+
+def answer_with_olr(sequence: int, reduction: int, validity: int | None = 30) -> bytes:
+    return answer_with(olr(sequence, reduction, validity))
 
 
 def test_reacting_node_abates_the_reported_share_until_the_report_ends() -> None:
@@ -415,3 +433,21 @@ def test_a_late_older_report_does_not_reinstate_an_ended_overload() -> None:
     assert node.reports == {} and node.admit("eir.test", 1.2)
     node.on_answer(answer_with_olr(7, 30), 1.3)  # a new overload
     assert node.reports["eir.test"].reduction == 30
+
+
+def test_reacting_node_reads_reports_to_the_letter() -> None:
+    node = ReactingNode()
+    node.on_answer(answer_with_olr(1, 50, validity=86_401), 0.0)
+    assert node.reports["eir.test"].expires == 30.0  # §7.5: past the maximum, the default
+    node.on_answer(answer_with_olr(2, 101), 1.0)  # §7.7: over 100 is ignored
+    assert node.reports["eir.test"].sequence_number == 1
+    realm = olr(3, 100, report_type=OcReportType.REALM_REPORT)
+    node.on_answer(answer_with(realm), 1.0)  # §7.6: a realm report concerns realm routing
+    assert node.reports["eir.test"].reduction == 50
+    node.on_answer(answer_with(realm, olr(4, 70)), 1.0)  # §5.2.1.3: each OLR processed
+    assert node.reports["eir.test"].reduction == 70
+    node.on_answer(answer_with_olr(2**64 - 9, 20), 2.0)
+    node.on_answer(answer_with_olr(5, 60), 2.0)  # §5.2.1.3: rolled over, newer
+    assert node.reports["eir.test"].reduction == 60
+    node.on_answer(answer_with_olr(4, 90), 2.0)  # older than 5: ignored
+    assert node.reports["eir.test"].reduction == 60

@@ -19,6 +19,7 @@ from tests.diameter.test_peer_helpers import (
     Recorder,
     answers,
     base_request,
+    cer,
     ecr,
     ecr_message,
     eir_node,
@@ -154,6 +155,38 @@ def test_answers_to_doic_requests_carry_doic_avps_and_others_none() -> None:
     assert olr is not None and olr.find(627).value == 1  # type: ignore[union-attr]
 
 
+def with_features(message: Message) -> bytes:
+    message.avps.append(
+        Avp.new("OC-Supported-Features", [Avp.new("OC-Feature-Vector", OLR_DEFAULT_ALGO)])
+    )
+    return message.encode()
+
+
+def test_error_answers_to_doic_requests_carry_doic_avps_and_others_none() -> None:
+    # RFC 7683 §5.1.2: OC-Supported-Features in the answer of the transaction, whatever the
+    # answer: a 5005 of the Diameter layer, a 3004 of the in-flight bound (none without it).
+    node = overloaded_node(0, max_in_flight_per_peer=1)
+    node.overload.update(0.5, 1.0)
+    node.overload.update(0.5, 1.0)  # a report in force
+    peer = open_responder(node)
+    node.overload.shares = {peer: 0}  # within its fair share: nothing refused by the loss algorithm
+    peer.receive_data(with_features(ecr_message(hop_by_hop=1, end_to_end=1, destination_realm=None)), 1.0)
+    peer.receive_data(ecr(hop_by_hop=2, end_to_end=2, destination_realm=None), 1.0)
+    (held,) = peer.receive_data(ecr(hop_by_hop=3, end_to_end=3), 1.0)  # in flight, unanswered
+    assert isinstance(held, RequestReceived)
+    peer.receive_data(with_features(ecr_message(hop_by_hop=4, end_to_end=4)), 1.0)
+    peer.receive_data(ecr(hop_by_hop=5, end_to_end=5), 1.0)
+    error, plain_error, busy, plain_busy = answers(peer)
+    assert [a.get("Result-Code") for a in (error, plain_error, busy, plain_busy)] == [
+        5005, 5005, 3004, 3004
+    ]
+    for answer in (error, busy):
+        assert answer.problem is None and answer.find(621) is not None
+        assert answer.find(623) is not None and answer.find(621).flags == 0  # type: ignore[union-attr]
+    for answer in (plain_error, plain_busy):
+        assert answer.find(621) is None and answer.find(623) is None
+
+
 def malformed(i: int) -> bytes:
     # Destination-Realm missing: 5005, answered by the Diameter layer.
     return ecr(hop_by_hop=i, end_to_end=i, destination_realm=None)
@@ -182,6 +215,26 @@ def test_malformed_requests_past_the_limit_end_in_dpr_then_close() -> None:
     events = peer.receive_data(dpa.encode(), 1.3)
     assert any(isinstance(e, PeerDown) for e in events)
     assert peer.should_close
+
+
+def test_malformed_base_requests_count_toward_the_limit() -> None:
+    # A DWR, DPR or CER of an open connection refused by its checks is a malformed request
+    # like any: a peer sending nothing else was never disconnected.
+    peer = open_responder(eir_node(malformed_limit=3, malformed_window=10.0))
+    dwr = base_request(DWR, 1)
+    bad_dwr = Message(DWR, 0, 0x80, 2, 2, [Avp.new("Origin-Realm", REALM)]).encode()  # 5005
+    bad_dpr = base_request(DPR, 3)  # no Disconnect-Cause: 5005
+    bad_cer = cer(MME_HOST, hop_by_hop=4, drop=("Origin-Realm",))  # 5005
+    for raw in (dwr, bad_dwr, bad_dpr, bad_cer):
+        peer.receive_data(raw, 1.0)
+    assert [a.get("Result-Code") for a in answers(peer)] == [2001, 5005, 5005, 5005]
+    assert peer.state is PeerState.R_OPEN  # within the limit: errors only
+    peer.receive_data(Message(DWR, 0, 0x80, 5, 5, [Avp.new("Origin-Realm", REALM)]).encode(), 1.1)
+    error, dpr = answers(peer)
+    assert error.get("Result-Code") == 5005
+    assert dpr.command_code == DPR and dpr.is_request
+    assert dpr.get("Disconnect-Cause") == DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU
+    assert peer.state is PeerState.CLOSING and peer.node.malformed_disconnects == 1
 
 
 def test_malformed_requests_spread_over_windows_are_tolerated() -> None:
