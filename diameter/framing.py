@@ -35,6 +35,15 @@ class Framer:
         # is returned as it is.
         buf = self._buffer
         if buf:
+            if len(buf) >= HEADER_LENGTH:
+                # A message is under way, its header checked already: while the read does not
+                # complete it, it is only appended. Copying the buffer each time cost every
+                # read in proportion to what was buffered before: a peer sending a large
+                # message one byte per segment (slowloris) made each octet cost a copy of it.
+                pending = (buf[1] << 16) | (buf[2] << 8) | buf[3]
+                if len(buf) + len(data) < pending:
+                    buf += data
+                    return []
             buf += data
             source = bytes(buf)
             buf.clear()

@@ -14,7 +14,7 @@ value failing, a Destination that is not ours, an application not negotiated wit
 The full path then finds the first error (§7.1) and answers it, so the answers are the same
 (property-tested: tests/diameter/test_lane.py). Shapes carrying AVPs the answer must echo or
 act on are never learnt: Proxy-Info (§6.1.9, §6.2: copied into the answer) and
-OC-Supported-Features (RFC 7683 §5.3: DOIC AVPs in the answer), nor those an application's
+OC-Supported-Features (RFC 7683 §5.1.2: DOIC AVPs in the answer), nor those an application's
 ``Lane.absent`` names.
 """
 
@@ -137,6 +137,7 @@ class Lanes:
         self.application = 0
         self.learnt = 0  # plans made
         self.forgotten = 0  # plans dropped since (settings, identity or dictionary changed)
+        self.evicted = 0  # plans dropped for a newly learnt one (MAX_PLANS held)
         self._sightings: dict[tuple[int, ...], int] = {}
         self._settings: PeerSettings | None = None
         self._identity: LocalIdentity | None = None
@@ -209,7 +210,7 @@ class Lanes:
         """The full path found ``message`` well formed with no M bit accepted against its
         rule: count its shape, and make it a plan at the ``LEARN_AFTER``-th sight."""
         self._current(settings, identity)
-        if len(self.plans) >= MAX_PLANS or message.flags & 0x10:  # T flag: the full path
+        if message.flags & 0x10:  # T flag: the full path
             return
         try:
             shape = _shape(message)
@@ -226,7 +227,18 @@ class Lanes:
         self._sightings.pop(shape, None)
         plan = _plan(message, application, lane)
         if plan is not None:
-            self.plans.append(plan)
+            plans = self.plans
+            if len(plans) >= MAX_PLANS:
+                # The plan matched least recently goes (plans are kept most recently matched
+                # first): were the plans kept once full, a peer sending MAX_PLANS well-formed
+                # shapes of its own, four times each, would hold them for good, every later
+                # shape (an MME's, the real traffic's) on the full path after failed walks
+                # of all of them.
+                plans.pop()
+                self.evicted += 1
+            # First, as if just matched: the next learnt shape does not push it out before
+            # its own traffic had a chance to match it.
+            plans.insert(0, plan)
             self.learnt += 1
 
 

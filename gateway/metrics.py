@@ -357,6 +357,12 @@ class LaneCollector:
             "dictionary changed.",
             value=lanes.forgotten,
         )
+        yield CounterMetricFamily(
+            "diameter_lane_plans_evicted",
+            "Plans dropped, the least recently matched, to learn a new shape with 16 held "
+            "(a peer sending many shapes of its own).",
+            value=lanes.evicted,
+        )
 
 
 class DecisionCacheCollector:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -175,3 +176,26 @@ def test_whole_messages_before_unframeable_bytes_are_kept() -> None:
         framer.feed(good + good + b"\x02" + bytes(19))
     assert info.value.messages == (good, good)
     assert info.value.result_code == 5011
+
+
+def test_a_message_arriving_byte_by_byte_is_not_copied_at_each_byte() -> None:
+    # Each read of a message under way cost a copy of all it had buffered (twice): a peer
+    # sending a large message one octet per segment made every octet cost that much.
+
+    message = (
+        Message(280, 0, 0x80, 1, 1).add("Origin-Host", "a").add("Error-Message", "x" * 60_000).encode()
+    )
+    framer = Framer()
+    assert framer.feed(message[:30_000]) == []
+    assert framer.feed(message[30_000:30_001]) == []  # the buffer's own growth, done once
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for i in range(30_001, 30_200):
+            assert framer.feed(message[i : i + 1]) == []
+        grown = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16_384  # a copy of the buffer is 30,000 octets
+    assert framer.feed(message[30_200:]) == [message]

@@ -97,7 +97,7 @@ def test_every_learnt_base_takes_the_lane_and_other_shapes_do_not() -> None:
     proxied = micr(extra=(Avp.new("Proxy-Info", [Avp.new("Proxy-Host", "p.test"),
                                                   Avp.new("Proxy-State", b"s")]),))
     assert learnt(proxied).plans == []
-    # OC-Supported-Features (RFC 7683 §5.3: DOIC AVPs in the answer) is never learnt either:
+    # OC-Supported-Features (RFC 7683 §5.1.2: DOIC AVPs in the answer) is never learnt either:
     # Peer.send_answer does not look for one in a lane request.
     doic = micr(extra=(Avp.new("OC-Supported-Features", [Avp.new("OC-Feature-Vector", 1)]),))
     assert learnt(doic).plans == []
@@ -117,6 +117,31 @@ def test_a_shape_is_learnt_at_its_fourth_sight_and_plans_are_bounded() -> None:
         for _ in range(LEARN_AFTER):
             lanes.learn(decode_message(micr(extra=extra)), APP, LANE, SETTINGS, IDENTITY)
     assert len(lanes.plans) == MAX_PLANS
+
+
+def test_shapes_of_a_hostile_peer_do_not_hold_the_plans_for_good() -> None:
+    # A peer sends MAX_PLANS well-formed shapes of its own, four times each: the plans are
+    # full. The MMEs' shape must still be learnt (it was not: on the full path for good,
+    # after failed walks of every plan), and keep its plan while more shapes come and go.
+    def hostile(n: int) -> Message:
+        return decode_message(micr(extra=tuple(Avp.new("Route-Record", f"r{i}.test") for i in range(n + 1))))
+
+    lanes = Lanes()
+    for n in range(MAX_PLANS):
+        for _ in range(LEARN_AFTER):
+            lanes.learn(hostile(n), APP, LANE, SETTINGS, IDENTITY)
+    assert len(lanes.plans) == MAX_PLANS
+    real = micr(user_name=None)
+    assert lanes.match(real, SETTINGS, IDENTITY) is None
+    for _ in range(LEARN_AFTER):
+        lanes.learn(decode_message(real), APP, LANE, SETTINGS, IDENTITY)
+    assert lanes.match(real, SETTINGS, IDENTITY) is not None
+    assert len(lanes.plans) == MAX_PLANS and lanes.evicted == 1
+    for n in range(MAX_PLANS, 3 * MAX_PLANS):
+        for _ in range(LEARN_AFTER):
+            lanes.learn(hostile(n), APP, LANE, SETTINGS, IDENTITY)
+        assert lanes.match(real, SETTINGS, IDENTITY) is not None
+    assert len(lanes.plans) == MAX_PLANS and lanes.evicted == 2 * MAX_PLANS + 1
 
 
 def test_values_are_checked_as_the_full_path_checks_them() -> None:
