@@ -358,6 +358,11 @@ class PeerConnection(asyncio.Protocol):
         if peer.should_close:
             if not transport.is_closing():
                 transport.close()
+                if transport.get_write_buffer_size():
+                    # close() waits for the peer to read what is left: one that never reads
+                    # would hold the connection (and its place under max_connections) for
+                    # ever. It gets dpa_timeout_seconds, then the connection is aborted.
+                    self._loop.call_later(peer.settings.dpa_timeout, self.abort)
             return
         deadline = peer.next_deadline()
         if deadline is not None and (self._timer_at is None or deadline < self._timer_at):

@@ -508,6 +508,34 @@ async def test_server_closes_a_peer_that_never_answers_dwr() -> None:
 
 
 @pytest.mark.usefixtures("short_tw")
+async def test_a_peer_that_never_reads_is_let_go_once_closed() -> None:
+    # The watchdog closes a peer that reads nothing (our DWRs unanswered). close() waits for
+    # the answers still buffered to be read: the connection, and its place under
+    # max_connections, was held for ever. Now aborted dpa_timeout after the close.
+    node = eir_node(watchdog_interval=0.05, watchdog_jitter=0.0, dpa_timeout=0.2)
+    server, port = await start_server(node)
+    try:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, cer(MME_HOST))
+        assert (await loop.sock_recv(sock, 20))[5:8] == (257).to_bytes(3, "big")  # the CEA
+        (connection,) = server.connections
+        assert connection.transport is not None
+        server_sock = connection.transport.get_extra_info("socket")
+        server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        # Read no more: the answers to these stay in the server's buffer.
+        await loop.sock_sendall(sock, b"".join(ecr(hop_by_hop=i, end_to_end=i) for i in range(500)))
+        await wait_for(lambda: connection.peer is not None and connection.peer.closed)
+        await wait_for(lambda: not server.connections)
+        sock.close()
+    finally:
+        await server.stop(timeout=1.0)
+
+
+@pytest.mark.usefixtures("short_tw")
 async def test_server_answers_dwr(eir: tuple[Server, int]) -> None:
     _, port = eir
     raw = await RawPeer.open(port)
