@@ -439,6 +439,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_import_bytes": Key("int", 2**31, _positive),
         "header_timeout_seconds": Key("float", 30.0, _non_negative),
         "body_timeout_seconds": Key("float", 30.0, _non_negative),
+        "max_connections": Key("int", 64, _non_negative),
     },
     "events": {
         "types": Key("strs", [], _event_types),
@@ -722,6 +723,8 @@ class ApiConfig:
     header_timeout_seconds: float = 30.0
     # A request body that stops coming (no part of it for this long) gets 408; 0: never.
     body_timeout_seconds: float = 30.0
+    # Open connections at most (0: no limit); one more gets 503 and is closed at accept.
+    max_connections: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -815,6 +818,7 @@ def _api(
         v["api.max_import_bytes"], state / "imports",
         header_timeout_seconds=v["api.header_timeout_seconds"],
         body_timeout_seconds=v["api.body_timeout_seconds"],
+        max_connections=v["api.max_connections"],
     )
 
 

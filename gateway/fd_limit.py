@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from gateway.config import GatewayConfig
 
 # Descriptors besides the connections: listeners, stores, logs, Redis, PostgreSQL, the
-# observation writer's socket, the API and metrics servers and their clients.
+# observation writer's socket, the metrics server, the API (api.max_connections, 64).
 RESERVE = 256
 # Where the hard limit is "unlimited": the kernel's own default ceiling (fs.nr_open).
 UNLIMITED_CAP = 1 << 20

@@ -175,6 +175,8 @@ class Gateway:
             self.metrics.registry.register(self.n5g_eir.http)
             await self.n5g_eir.start(self._n5g_eir_listeners)
         self.api = await start_api(config, self.classifier, self._api_wrote, self._api_socket)
+        if self.api is not None and self.api.site is not None:
+            self.metrics.registry.register(self.api.site)
         self._update_gauges()
         self.collector.start()
         # A thread running Python (a /metrics render, a lists reload) gives the GIL back to a

@@ -21,9 +21,12 @@ from typing import Any
 
 from aiohttp import web
 
+from diameter.settings import ListenEndpoint
+from diameter.transport.server import listening_socket
 from gateway import state
 from gateway.api.head_timeout import SWEEP_SECONDS, HeadTimeout
 from gateway.api.jobs import ImportJobs, OnChange
+from gateway.api.limited_site import LimitedSite
 from gateway.api.openapi import document
 from gateway.api.problem import Problem, bad_input, problem_response
 from gateway.api.tokens import Token, TokenTable
@@ -59,6 +62,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT_TYPES = {"csv": "text/csv", "jsonl": "application/jsonl"}
 _TOKEN = web.RequestKey("token", Token)  # the authenticated token of a request
 _UPLOAD_CHUNK = 1 << 20
+API_BACKLOG = 128  # as aiohttp's own listeners
 MAX_CHECKED_IMEI = 64  # an S13 IMEI AVP is 14-16 digits; anything longer is not a check
 _PAIR_ID = re.compile(r"^(pair:[0-9]+(?:-[0-9]+)?:)([0-9]+)$")
 
@@ -92,6 +96,7 @@ class ApiServer:
         self.tokens = TokenTable(config.api.tokens)
         self.jobs = ImportJobs(service, on_change)
         self._runner: web.AppRunner | None = None
+        self.site: LimitedSite | None = None
         self.head_timeout = HeadTimeout(config.api.header_timeout_seconds)
         self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -129,14 +134,13 @@ class ApiServer:
             context.load_cert_chain(api.tls_cert, api.tls_key)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site: web.BaseSite
-        if self.sock is not None:
-            site = web.SockSite(self._runner, self.sock, ssl_context=context)
-        else:
-            site = web.TCPSite(self._runner, api.host, api.port, ssl_context=context)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else api.port
+        sock = self.sock
+        if sock is None:
+            assert api.host is not None
+            sock = listening_socket(ListenEndpoint("tcp", api.host, api.port), API_BACKLOG)
+        self.site = LimitedSite(self._runner, sock, api.max_connections, context)
+        await self.site.start()
+        self.port = sock.getsockname()[1]
         server = self._runner.server
         if self.head_timeout.timeout and server is not None:
             self._sweeper = asyncio.create_task(self._sweep(server))
