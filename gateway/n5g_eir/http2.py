@@ -243,6 +243,9 @@ class Http2Session:
         self._size_update = b""  # §4.2 RFC 7541: owed at the start of our next header block
         self._continuation: tuple[int, bool, bytearray] | None = None
         self._self_dependent = 0  # a HEADERS whose priority names its own stream (§5.3.1)
+        # A stream was reset (by either side) while reading: requests of this read whose
+        # streams are gone are not handed over (see receive).
+        self._dropped = False
         self._blocked: dict[int, bytes] = {}
         self._encoded: dict[Response, _EncodedResponse] = {}
         self._goaway_received = False
@@ -311,6 +314,14 @@ class Http2Session:
             self._fail(exc.code, str(exc))
             return out
         keep_unread(self._buffer, buf, pos)
+        if self._dropped:
+            # A request whose stream was reset in the same read (CVE-2023-44487, rapid reset:
+            # HEADERS and RST_STREAM together) can never be answered: it is not handed over,
+            # so not checked. The stream it left frees its place among
+            # SETTINGS_MAX_CONCURRENT_STREAMS, which alone bounded the checks of one read.
+            self._dropped = False
+            streams = self._streams
+            out = [request for request in out if request.stream_id in streams]
         return out
 
     def _fail(self, code: ErrorCode, reason: str) -> None:
@@ -349,6 +360,7 @@ class Http2Session:
         self._forget(stream_id)
 
     def _forget(self, stream_id: int) -> None:
+        self._dropped = True
         self._streams.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
         self._reset.append(stream_id)
@@ -493,6 +505,7 @@ class Http2Session:
             self._streams.pop(stream_id)
             self._blocked.pop(stream_id, None)
             self._reset_by_peer.append(stream_id)
+            self._dropped = True
         # On a closed stream it is ignored (§5.1: it may have crossed our END_STREAM; and never
         # a RST_STREAM in answer to one, §5.4.2).
 

@@ -482,3 +482,20 @@ def test_shutdown_sends_goaway_no_error_with_the_last_stream() -> None:
     s.shutdown()
     kind, _, _, payload = frames(s.data_to_send())[0]
     assert kind == FrameType.GOAWAY and struct.unpack(">II", payload) == (5, 0)
+
+
+def test_requests_reset_in_the_same_read_are_not_handed_over() -> None:
+    """CVE-2023-44487 (rapid reset): HEADERS and RST_STREAM together. Such a request can never
+    be answered; handed over, each was checked, and as each reset stream freed its place at
+    once, SETTINGS_MAX_CONCURRENT_STREAMS (2 here) did not bound how many one read held."""
+    s = session(N5gEirSettings(max_concurrent_streams=2))
+    cancel = struct.pack(">I", ErrorCode.CANCEL)
+    flood = b"".join(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, sid, GET)
+                     + frame(FrameType.RST_STREAM, 0, sid, cancel) for sid in range(1, 2001, 2))
+    last = frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 2001, GET)
+    assert s.receive(flood + last) == [RequestReceived(2001, b"GET", PATH)]
+    assert s.data_to_send() == b"" and not s.closed
+    # A request reset in a later read was handed over already: its response is dropped.
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 2003, GET))
+    s.receive(frame(FrameType.RST_STREAM, 0, 2003, cancel))
+    assert not s.respond(2003, RESPONSE) and s.respond(2001, RESPONSE)

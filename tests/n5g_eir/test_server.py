@@ -13,6 +13,9 @@ import ssl
 
 import httpx
 import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import StreamEnded
 
 from gateway.imei import luhn_check_digit
 from gateway.n5g_eir.problem import Response
@@ -296,3 +299,37 @@ async def test_a_check_that_raises_is_a_500_on_its_stream_only() -> None:
             assert again.status_code == 200 and len(server.connections) == 1
     finally:
         await server.stop()
+
+
+async def test_rapid_reset_streams_are_not_checked(start_gateway: StartGateway) -> None:
+    """CVE-2023-44487: 1,000 requests each reset at once (HEADERS + RST_STREAM in one write),
+    then one request. Every reset one was checked (counted, its IMEI-IMSI pair recorded) though
+    it could never be answered, its stream's place among SETTINGS_MAX_CONCURRENT_STREAMS freed
+    at once, so that nothing bounded the checks of one read; now only the last one is."""
+    gateway = await start_gateway()
+    _, host, port = gateway.n5g_eir_sockets[0]
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    reader, writer = await asyncio.open_connection(host, port)
+    headers = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"eir"),
+               (b":path", f"{EQUIPMENT_STATUS_PATH}?pei=imei-352099001234563"
+                          f"&supi=imsi-{IMSI}".encode())]
+    for stream_id in range(1, 2001, 2):
+        client.send_headers(stream_id, headers, end_stream=True)
+        client.reset_stream(stream_id)
+    client.send_headers(2001, headers, end_stream=True)
+    writer.write(client.data_to_send())
+    ended = False
+    while not ended:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, "closed"
+        ended = any(isinstance(e, StreamEnded) and e.stream_id == 2001
+                    for e in client.receive_data(data))
+    writer.close()
+    _, text = await scrape(gateway)
+    checks = metric_value(text, "eir_check_duration_seconds_count", interface="n5g_eir")
+    # One read holds them all on loopback; a read split between a HEADERS and its RST_STREAM
+    # would let that one through.
+    assert 1 <= checks <= 5, checks
+    assert metric_value(text, "http_requests_total", interface="n5g_eir", method="GET",
+                        code="200") == 1
