@@ -78,6 +78,12 @@ DRAIN_ACK_WAIT = 1.0  # seconds: the final GOAWAY goes out after this even witho
 # A client that connects and stays silent held the connection for the idle timeout (600 s).
 SETTINGS_ACK_WAIT = 10.0
 _ENCODED_CACHE_SIZE = 256
+# Consecutive frames that carry nothing: DATA without content or END_STREAM, CONTINUATION
+# without content or END_HEADERS. They cost a read each and are not answered, so nothing slows
+# their sender (CVE-2019-9518; empty CONTINUATION frames are the unbounded case of the
+# CVE-2024-27316 class, as the header block's own bound stops any with content). Past this:
+# connection error ENHANCE_YOUR_CALM.
+EMPTY_FRAMES = 8
 
 
 class RequestReceived(NamedTuple):
@@ -242,6 +248,7 @@ class Http2Session:
         self._peer_max_frame = DEFAULT_MAX_FRAME_SIZE
         self._size_update = b""  # §4.2 RFC 7541: owed at the start of our next header block
         self._continuation: tuple[int, bool, bytearray] | None = None
+        self._empty_frames = 0  # consecutive frames that carried nothing (EMPTY_FRAMES)
         self._self_dependent = 0  # a HEADERS whose priority names its own stream (§5.3.1)
         # A stream was reset (by either side) while reading: requests of this read whose
         # streams are gone are not handed over (see receive).
@@ -385,6 +392,9 @@ class Http2Session:
             # The body is dropped at once, so its bytes go straight back to the connection
             # window: a client that sends one can never stall the others.
             self._out.append(window_update_frame(0, length))
+            self._empty_frames = 0
+        elif not flags & END_STREAM:
+            self._empty_frame()
         start, end = unpad(flags, payload)
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -424,6 +434,10 @@ class Http2Session:
                          out: list[RequestReceived]) -> None:
         if self._continuation is None:
             raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        if payload:
+            self._empty_frames = 0
+        elif not flags & END_HEADERS:
+            self._empty_frame()
         block = self._continuation[2]
         block += payload
         if len(block) > self._max_block:
@@ -432,6 +446,12 @@ class Http2Session:
             _, end_stream, _ = self._continuation
             self._continuation = None
             self._header_block(stream_id, end_stream, bytes(block), out)
+
+    def _empty_frame(self) -> None:
+        self._empty_frames += 1
+        if self._empty_frames > EMPTY_FRAMES:
+            raise _ConnectionError(ErrorCode.ENHANCE_YOUR_CALM,
+                                   f"more than {EMPTY_FRAMES} frames in a row without content")
 
     def _header_block(self, stream_id: int, end_stream: bool, block: bytes,
                       out: list[RequestReceived]) -> None:

@@ -26,7 +26,7 @@ from gateway.n5g_eir.frames import (
     window_update_frame,
 )
 from gateway.n5g_eir.hpack import encode_headers
-from gateway.n5g_eir.http2 import Http2Session, RequestReceived
+from gateway.n5g_eir.http2 import EMPTY_FRAMES, Http2Session, RequestReceived
 from gateway.n5g_eir.problem import Response
 from gateway.n5g_eir.settings import N5gEirSettings
 
@@ -499,3 +499,33 @@ def test_requests_reset_in_the_same_read_are_not_handed_over() -> None:
     s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 2003, GET))
     s.receive(frame(FrameType.RST_STREAM, 0, 2003, cancel))
     assert not s.respond(2003, RESPONSE) and s.respond(2001, RESPONSE)
+
+
+
+def _empty_frames(kind: str, count: int) -> bytes:
+    if kind == "CONTINUATION":  # after a HEADERS that leaves its block open
+        return frame(FrameType.HEADERS, END_STREAM, 1, GET[:4]) + frame(
+            FrameType.CONTINUATION, 0, 1) * count
+    return frame(FrameType.HEADERS, END_HEADERS, 1, GET) + frame(FrameType.DATA, 0, 1) * count
+
+
+@pytest.mark.parametrize("kind", ["CONTINUATION", "DATA"])
+def test_a_run_of_frames_without_content_is_enhance_your_calm(kind: str) -> None:
+    """CVE-2019-9518, and the CVE-2024-27316 class: empty CONTINUATION frames never grow the
+    header block, empty DATA frames without END_STREAM are never answered; a million of either
+    were read one by one, the connection kept."""
+    s = session()
+    s.receive(_empty_frames(kind, EMPTY_FRAMES + 1))
+    assert goaway_code(s) == ErrorCode.ENHANCE_YOUR_CALM
+    # Up to the limit, runs parted by a frame with content: the request is served.
+    s = session()
+    if kind == "CONTINUATION":
+        rest = (frame(FrameType.CONTINUATION, 0, 1, GET[4:5])
+                + frame(FrameType.CONTINUATION, 0, 1) * EMPTY_FRAMES
+                + frame(FrameType.CONTINUATION, END_HEADERS, 1, GET[5:]))
+    else:
+        rest = (frame(FrameType.DATA, 0, 1, b"x") + frame(FrameType.DATA, 0, 1) * EMPTY_FRAMES
+                + frame(FrameType.DATA, END_STREAM, 1))
+    assert s.receive(_empty_frames(kind, EMPTY_FRAMES) + rest) == [
+        RequestReceived(1, b"GET", PATH)]
+    assert not s.closed

@@ -15,7 +15,9 @@ import httpx
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import StreamEnded
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated, StreamEnded
+from hyperframe.frame import ContinuationFrame, HeadersFrame
 
 from gateway.imei import luhn_check_digit
 from gateway.n5g_eir.problem import Response
@@ -333,3 +335,29 @@ async def test_rapid_reset_streams_are_not_checked(start_gateway: StartGateway) 
     assert 1 <= checks <= 5, checks
     assert metric_value(text, "http_requests_total", interface="n5g_eir", method="GET",
                         code="200") == 1
+
+
+async def test_a_flood_of_empty_continuation_frames_is_stopped(
+    start_gateway: StartGateway,
+) -> None:
+    """The CVE-2024-27316 class over loopback: a header block left open, then CONTINUATION
+    frames without content (they never grow it past its bound). A million were read and the
+    connection kept; now GOAWAY ENHANCE_YOUR_CALM after a few."""
+    gateway = await start_gateway()
+    _, host, port = gateway.n5g_eir_sockets[0]
+    client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    client.initiate_connection()
+    reader, writer = await asyncio.open_connection(host, port)
+    headers = HeadersFrame(1, flags=["END_STREAM"])
+    headers.data = client.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"),
+                                          (b":path", EQUIPMENT_STATUS_PATH.encode())])
+    writer.write(client.data_to_send() + headers.serialize()
+                 + ContinuationFrame(1).serialize() * 1000)
+    terminated = []
+    while not terminated:
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        assert data, "closed without GOAWAY"
+        terminated = [e for e in client.receive_data(data) if isinstance(e, ConnectionTerminated)]
+    assert terminated[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
