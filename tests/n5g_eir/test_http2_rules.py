@@ -529,3 +529,26 @@ def test_a_run_of_frames_without_content_is_enhance_your_calm(kind: str) -> None
     assert s.receive(_empty_frames(kind, EMPTY_FRAMES) + rest) == [
         RequestReceived(1, b"GET", PATH)]
     assert not s.closed
+
+
+def test_headers_opening_a_stream_below_the_last_one_is_protocol_error() -> None:
+    """§5.1.1 (h2spec 5.1.1/2): a stream id lower than one the client opened, never used,
+    is an unexpected identifier: PROTOCOL_ERROR (it was STREAM_CLOSED, §5.1's answer for a
+    stream both sides ended, which stream 5 still gets)."""
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 5, GET))
+    assert s.respond(5, RESPONSE)
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3, GET))
+    assert goaway_code(s) == ErrorCode.PROTOCOL_ERROR
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 5, GET))
+    assert s.respond(5, RESPONSE)
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 5, GET))
+    assert goaway_code(s) == ErrorCode.STREAM_CLOSED
+    # Past the 256 streams remembered, an older one counts as closed, as before.
+    s = session()
+    for stream_id in range(3, 2 * 300, 2):
+        s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, stream_id, GET))
+        assert s.respond(stream_id, RESPONSE)
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
+    assert goaway_code(s) == ErrorCode.STREAM_CLOSED
