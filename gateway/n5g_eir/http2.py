@@ -469,8 +469,11 @@ class Http2Session:
                 raise _StreamError(ErrorCode.STREAM_CLOSED, "HEADERS after END_STREAM")
             if not end_stream:
                 raise _StreamError(ErrorCode.PROTOCOL_ERROR, "HEADERS after the request headers")
-            if any(name[:1] == b":" for name, _ in headers):
-                raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header in trailers")
+            for name, value in headers:
+                # §8.2's field rules hold for trailers too (they were not checked: an
+                # upper-case or connection-specific field was served); no pseudo-header (§8.1).
+                if _check_field(name, value):
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header in trailers")
             self._end_of_request(stream_id, stream, out)
             return
         if stream_id <= self._last_stream_id:

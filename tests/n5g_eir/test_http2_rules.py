@@ -552,3 +552,22 @@ def test_headers_opening_a_stream_below_the_last_one_is_protocol_error() -> None
         assert s.respond(stream_id, RESPONSE)
     s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
     assert goaway_code(s) == ErrorCode.STREAM_CLOSED
+
+
+@pytest.mark.parametrize("field", [
+    (b"X-Upper", b"1"), (b"connection", b"close"), (b"x-bad", b" padded"), (b"te", b"gzip"),
+    (b":path", b"/"),
+])
+def test_malformed_trailers_are_a_stream_error(field: tuple[bytes, bytes]) -> None:
+    """§8.2.1, §8.2.2 hold for every field section, trailers included (§8.1): only a
+    pseudo-header in trailers was refused, the others served."""
+    s = session()
+    s.receive(frame(FrameType.HEADERS, END_HEADERS, 1, GET))
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1,
+                           encode_headers([field]))) == []
+    assert rst_code(s, 1) == ErrorCode.PROTOCOL_ERROR
+    # A well-formed trailer section ends the request.
+    s.receive(frame(FrameType.HEADERS, END_HEADERS, 3, GET))
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3,
+                           encode_headers([(b"x-trailer", b"1")]))) == [
+        RequestReceived(3, b"GET", PATH)]
