@@ -146,15 +146,16 @@ def admitted(
     settings: PeerSettings, origin_host: str, origin_realm: str, remote_ip: str | None
 ) -> str | None:
     """Local admission policy (RFC 6733 §5.3). None when admitted, else why not."""
-    if settings.allowed_hosts and not _matches(origin_host, settings.allowed_hosts):
+    if settings.allowed_hosts and not name_matches(origin_host, settings.allowed_hosts):
         return f"Origin-Host {origin_host} not allowed"
-    if settings.allowed_realms and not _matches(origin_realm, settings.allowed_realms):
+    if settings.allowed_realms and not name_matches(origin_realm, settings.allowed_realms):
         return f"Origin-Realm {origin_realm} not allowed"
     if settings.allowed_networks:
         return address_refused(remote_ip, parse_networks(settings.allowed_networks))
     return None
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+def name_matches(name: str, patterns: Iterable[str]) -> bool:
+    """Whether ``name`` matches one of the fnmatch ``patterns``, case-insensitively."""
     lowered = name.lower()
     return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in patterns)

@@ -63,6 +63,10 @@ class OverloadSettings:
     doic: bool = True
     # OC-Validity-Duration of our reports (RFC 7683 §7.5: 30 s when absent, at most 86,400).
     validity_duration: int = 30
+    # RFC 7683 §10.4: the peers trusted for DOIC (Origin-Host patterns, fnmatch,
+    # case-insensitive; empty: every peer). Another's requests are taken as if their DOIC AVPs
+    # had been stripped: their answers carry none (no report goes to an unauthorised peer).
+    doic_peers: tuple[str, ...] = ()
 
 
 # Points added per update, per multiple of the target exceeded (capped), and taken off the
@@ -242,10 +246,11 @@ class OverloadControl:
             return b""
         return self.supported_features + self.report(now)
 
-    def too_busy(self, raw: bytes, now: float) -> bytes:
+    def too_busy(self, raw: bytes, now: float, doic_trusted: bool = True) -> bytes:
         """The 3004 answer to the request ``raw``, not decoded (RFC 6733 §7.2 answer-message:
         E bit set, Session-Id first, Origin-Host, Origin-Realm, Result-Code, every Proxy-Info
-        in order, §6.2: the request's identifiers and P bit)."""
+        in order, §6.2: the request's identifiers and P bit), with the DOIC AVPs when it
+        carried OC-Supported-Features and its peer is ``doic_trusted``."""
         cut = 0
         # bytes.find, not ``in``: CPython's bytes ``in`` first tries the operand as an integer
         # and clears the TypeError, some 1,100 instructions of each test (valgrind).
@@ -291,7 +296,7 @@ class OverloadControl:
                 elif code == PROXY_INFO:
                     proxies.append(raw[offset : offset + padded])
                 elif code == OC_SUPPORTED_FEATURES:
-                    doic = True
+                    doic = doic_trusted
             offset += padded
         body = b"".join((session, self._block, *proxies, self.doic_avps(now) if doic else b""))
         _, _, flags, command, _, hop_by_hop, end_to_end = _HEADER.unpack_from(raw)

@@ -29,6 +29,7 @@ from diameter.capabilities import (
     capabilities_avps,
     common_applications,
     inband_security_acceptable,
+    name_matches,
     peer_info,
 )
 from diameter.codec import (
@@ -235,6 +236,7 @@ class Peer:
         self._shed_credit = 0  # overload control's loss algorithm (_shed)
         self._malformed_count = 0
         self._base_refused = False  # a base request just answered with an error (_malformed)
+        self._doic_peer: bool | None = None  # trusted for DOIC (_doic_trusted), once known
         self.watchdog = Watchdog(
             WatchdogTimer(self.settings.watchdog_interval, self.settings.watchdog_jitter),
             node.rng,
@@ -430,10 +432,26 @@ class Peer:
         an error, a 3004), and DOIC AVPs in no other. A substring test first (C speed; find,
         not ``in``: see overload.too_busy): the AVP look-up only when its code's octets are
         there."""
-        if raw.find(_OC_SUPPORTED_FEATURES_CODE) < 0 or request.find(OC_SUPPORTED_FEATURES) is None:
+        if (
+            raw.find(_OC_SUPPORTED_FEATURES_CODE) < 0
+            or request.find(OC_SUPPORTED_FEATURES) is None
+            or not self._doic_trusted()
+        ):
             return answer
         doic = self.node.overload.doic_avps(now)
         return append_avps(answer, doic) if doic else answer
+
+    def _doic_trusted(self) -> bool:
+        """RFC 7683 §10.4: whether this peer is trusted for DOIC (``doic_peers``); the DOIC
+        AVPs of another's requests are ignored, as if stripped."""
+        trusted = self._doic_peer
+        if trusted is None:
+            patterns = self.node.overload.settings.doic_peers
+            info = self.info
+            trusted = not patterns or (info is not None and name_matches(info.origin_host, patterns))
+            if info is not None:
+                self._doic_peer = trusted
+        return trusted
 
     def abandon_request(self, request: AnyRequest) -> None:
         """The request will never be answered (its task was cancelled)."""
@@ -578,6 +596,7 @@ class Peer:
             return list(messages)
         credit = self._shed_credit
         too_busy = overload.too_busy
+        doic_trusted = self._doic_trusted()
         refused: list[bytes] = []
         admitted: list[bytes] = []
         commands: dict[int, int] = {}
@@ -597,7 +616,7 @@ class Peer:
                 admitted.append(raw)
                 continue
             credit -= 100
-            refused.append(too_busy(raw, now))
+            refused.append(too_busy(raw, now, doic_trusted))
             octets += len(raw)
             commands[code] = commands.get(code, 0) + 1
         self._shed_credit = credit

@@ -187,6 +187,34 @@ def test_error_answers_to_doic_requests_carry_doic_avps_and_others_none() -> Non
         assert answer.find(621) is None and answer.find(623) is None
 
 
+def test_doic_avps_only_for_the_peers_trusted_for_doic() -> None:
+    # RFC 7683 §10.4: an operator chooses the peers that receive overload reports; another's
+    # OC-Supported-Features is taken as stripped: no DOIC AVP in its MICAs or 3004s.
+    node = eir_node()
+    settings = OverloadSettings(target_delay=0.1, doic_peers=("DRA*.example.net",))
+    node.overload = OverloadControl(settings, node.identity, 1)
+    node.overload.update(0.5, 1.0)
+    node.overload.update(0.5, 1.0)  # 50 % refused
+    untrusted = open_responder(node)
+    trusted = open_responder(node, origin_host="dra1.example.net")
+    out: dict[str, list[Message]] = {}
+    for name, peer, first in (("untrusted", untrusted, 10), ("trusted", trusted, 20)):
+        node.overload.shares = {peer: 0}
+        (event,) = peer.receive_data(doic_ecr(first), 1.0)
+        serve(peer, event, 1.0)
+        node.overload.shares = {}
+        events = peer.receive_data(doic_ecr(first + 1) + doic_ecr(first + 2), 1.0)
+        for event in events:
+            serve(peer, event, 1.0)
+        out[name] = answers(peer)
+    for name, expected in (("untrusted", False), ("trusted", True)):
+        codes = sorted(a.get("Result-Code") for a in out[name])
+        assert codes == [2001, 2001, 3004]
+        for answer in out[name]:
+            assert (answer.find(621) is not None) is expected
+            assert (answer.find(623) is not None) is expected
+
+
 def malformed(i: int) -> bytes:
     # Destination-Realm missing: 5005, answered by the Diameter layer.
     return ecr(hop_by_hop=i, end_to_end=i, destination_realm=None)

@@ -107,6 +107,7 @@ watchdog_seconds = 6
 allowed_networks = ["10.0.0.0/8"]
 strict_avp_flags = true
 tls_verify_origin_host = false
+doic_peers = ["dra*.example.net"]
 [state]
 directory = "/srv/eir"
 [policy]
@@ -127,6 +128,7 @@ X-Operator = "example"
     assert c.peer.watchdog_interval == 6.0 and isinstance(c.peer.watchdog_interval, float)
     assert c.peer.allowed_networks == ("10.0.0.0/8",)
     assert c.peer.strict_avp_flags and not c.peer.tls_verify_origin_host
+    assert c.overload.doic_peers == ("dra*.example.net",)
     assert c.lists.database == Path("/srv/eir/lists.sqlite")
     assert c.policy.monitor_mode and c.policy.unknown_equipment == frozenset({Reason.TAC_UNKNOWN})
     assert c.policy.status[Reason.REGISTRY_UNAVAILABLE] is EquipmentStatus.GREYLISTED
