@@ -114,6 +114,7 @@ _WORD = struct.Struct("!I")
 _REQUEST_BIT: Final = FLAG_REQUEST << 24  # in the header's second word (flags, command code)
 
 _OC_SUPPORTED_FEATURES_CODE: Final = OC_SUPPORTED_FEATURES.to_bytes(4, "big")
+_NO_EVENTS: Final[list[Event]] = []  # receive_each's for a message that made none (never filled)
 _CER_COMMAND = DICTIONARY.commands[(0, CER)]
 _DWR_COMMAND = DICTIONARY.commands[(0, DWR)]
 _DPR_COMMAND = DICTIONARY.commands[(0, DPR)]
@@ -309,8 +310,8 @@ class Peer:
         return self._take_events()
 
     def receive_each(self, data: bytes, now: float) -> Iterator[list[Event]]:
-        """``receive_data`` one message at a time: the events of each message are yielded as
-        soon as it is processed, so that the owner can answer a request before the next message
+        """``receive_data`` one message at a time: the events of each message (an empty list
+        for none) are yielded as soon as it is processed, so that the owner can answer a request before the next message
         of the same read is decoded (objects stay short-lived; fewer garbage collections). The
         owner consumes the iterator to the end before feeding more data."""
         if self.closed:
@@ -332,8 +333,12 @@ class Peer:
             self.processed_bytes += size
             node.processed_bytes += size
             self._receive(raw, now)
-            if self._events:
-                yield self._take_events()
+            # Every message, events or none (a request discarded in Closing, an answer whose
+            # Hop-by-Hop is unknown): the owner counts each against its read budget. Yielding
+            # only events let a flood that makes none be served a whole read (libuv reads up
+            # to 32 x 64 kB per callback) at a time, holding the loop: under load, a stop's
+            # DPR deadline ran seconds late.
+            yield self._take_events() if self._events else _NO_EVENTS
         if error is not None and not self.closed:
             self._framing_error(error, now)
         if self._events:

@@ -13,6 +13,7 @@ from diameter.dictionary.rfc7683_doic import OLR_DEFAULT_ALGO
 from diameter.events import PeerDown, RequestReceived
 from diameter.overload import OverloadControl, OverloadSettings
 from diameter.peer import PeerState
+from diameter.reads import DEFERRED, ReadServer
 from tests.diameter.test_peer_helpers import (
     MME_HOST,
     REALM,
@@ -279,3 +280,22 @@ def test_malformed_limit_zero_is_off() -> None:
         peer.receive_data(malformed(i), 1.0)
     assert peer.state is PeerState.R_OPEN
     assert [a.get("Result-Code") for a in answers(peer)] == [5005] * 500
+
+
+def test_messages_that_make_no_event_count_against_the_read_budget() -> None:
+    # In Closing (our DPR sent) the requests a peer keeps sending are discarded: no event each.
+    # receive_each yielded events only, so ReadServer's budget never applied to them: a
+    # flooding peer's whole read was served at once (libuv reads up to 32 x 64 kB per
+    # callback), holding the loop; under load a stop's DPR deadline ran seconds late.
+    peer = open_responder(eir_node())
+    peer.stop(DisconnectCause.REBOOTING, 1.0)
+    assert peer.state is PeerState.CLOSING
+    peer.data_to_send()
+    reads = ReadServer(peer, 64, lambda data: None, lambda event: None, lambda r, a: None)
+    flood = b"".join(ecr(hop_by_hop=i, end_to_end=i) for i in range(1000))
+    each = peer.receive_each(flood, 1.0)
+    assert reads.serve(each, 1.0) == DEFERRED
+    assert peer.processed_bytes == 64 * len(ecr(hop_by_hop=1, end_to_end=1))
+    while reads.serve(each, 1.0) == DEFERRED:
+        pass
+    assert peer.processed_bytes == len(flood) and peer.data_to_send() == b""
