@@ -134,6 +134,9 @@ class AccessTokenVerifier:
             raise _Invalid("not base64url JSON") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise _Invalid("header or claims not a JSON object")
+        if "crit" in header:
+            # RFC 7515 §4.1.11: extensions the recipient must understand; this one knows none.
+            raise _Invalid("critical header extensions not understood (crit)")
         signed = head + b"." + body
         alg = header.get("alg")
         if alg == "RS256":
@@ -164,8 +167,10 @@ class AccessTokenVerifier:
             raise _Invalid("no exp claim")
         if now >= exp + LEEWAY_SECONDS:
             raise _Invalid("the token has expired")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and now + LEEWAY_SECONDS < nbf:
+        nbf = claims.get("nbf", 0)
+        if not isinstance(nbf, int | float) or isinstance(nbf, bool):
+            raise _Invalid("nbf is not a NumericDate")  # RFC 7519 §4.1.5 (it was ignored)
+        if now + LEEWAY_SECONDS < nbf:
             raise _Invalid("the token is not valid yet")
         aud = claims.get("aud")
         # RFC 7519 §4.1.3: a string or an array of strings; anything else names no NF (and an

@@ -125,6 +125,26 @@ def test_hostile_tokens_are_invalid_not_exceptions() -> None:
     assert v.check(bearer(token(aud=[{"x": 1}, "5G_EIR"]))) is None
 
 
+def signed_with_header(header: dict[str, Any]) -> str:
+    claims = {"aud": "5G_EIR", "scope": "n5g-eir-eic", "exp": NOW + 60}
+    signed = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = RSA_KEY.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signed}.{b64(signature)}"
+
+
+def test_critical_extensions_and_a_malformed_nbf_are_invalid() -> None:
+    """RFC 7515 §4.1.11: a JWS naming in crit an extension the recipient does not understand
+    is invalid (this verifier understands none); RFC 7519 §4.1.5: nbf is a NumericDate. Both
+    tokens were accepted, their signatures good."""
+    assert verifier().check(bearer(signed_with_header({"alg": "RS256"}))) is None
+    for text in (signed_with_header({"alg": "RS256", "crit": ["exp"], "exp": 1}),
+                 token(nbf="tomorrow"), token(nbf=True)):
+        response = verifier().check(bearer(text))
+        assert response is not None and response.status == 401, text
+        assert b'error="invalid_token"' in dict(response.headers)[b"www-authenticate"]
+    assert verifier().check(bearer(token(nbf=NOW - 10))) is None
+
+
 def test_alg_none_is_refused() -> None:
     header = b64(json.dumps({"alg": "none"}).encode())
     claims = b64(json.dumps({"aud": "5G_EIR", "scope": "n5g-eir-eic", "exp": NOW + 60}).encode())
