@@ -53,7 +53,7 @@ from gateway.n5g_eir.frames import (
     window_update_frame,
 )
 from gateway.n5g_eir.hpack import HpackDecoder, HpackError, encode_headers, table_size_update
-from gateway.n5g_eir.problem import Response, problem
+from gateway.n5g_eir.problem import TITLES, Response, problem
 from gateway.n5g_eir.settings import N5gEirSettings
 
 _UINT32 = struct.Struct(">I")
@@ -78,6 +78,23 @@ DRAIN_ACK_WAIT = 1.0  # seconds: the final GOAWAY goes out after this even witho
 # A client that connects and stays silent held the connection for the idle timeout (600 s).
 SETTINGS_ACK_WAIT = 10.0
 _ENCODED_CACHE_SIZE = 256
+
+
+def _http1_response(response: Response) -> bytes:
+    """``response`` in HTTP/1.1 (RFC 9112 §4, §6), closing the connection (§9.6)."""
+    head = (f"HTTP/1.1 {response.status} {TITLES[response.status]}\r\n"
+            f"content-type: {response.content_type.decode()}\r\n"
+            f"content-length: {len(response.body)}\r\nconnection: close\r\n\r\n")
+    return head.encode() + response.body
+
+
+# The answer to an HTTP/1.x request on an h2c port (TS 29.500 §5.2.2.2: HTTP/2 only).
+HTTP1_REFUSAL = _http1_response(problem(
+    505, "this port speaks HTTP/2 only, with prior knowledge (RFC 9113 §3.3)"))
+# The start of an HTTP/1.x request line (RFC 9112 §3: a method token, SP): a client that does
+# not speak HTTP/2 on an h2c port. Until its SP has come, a client may still be sending one.
+_HTTP1_REQUEST = re.compile(rb"([A-Z]{1,16}) ")
+_HTTP1_METHOD = re.compile(rb"[A-Z]{1,16}")
 # Consecutive frames that carry nothing: DATA without content or END_STREAM, CONTINUATION
 # without content or END_HEADERS. They cost a read each and are not answered, so nothing slows
 # their sender (CVE-2019-9518; empty CONTINUATION frames are the unbounded case of the
@@ -172,6 +189,14 @@ def _check_field(name: bytes, value: bytes) -> bool:
     return False
 
 
+def _method_of(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The :method of a header list not otherwise read (b"" when it has none)."""
+    for name, value in headers:
+        if name == b":method":
+            return value
+    return b""
+
+
 def _request_head(
     headers: list[tuple[bytes, bytes]], checked: dict[tuple[bytes, bytes], bool]
 ) -> tuple[bytes, bytes, int | None, bytes | None]:
@@ -230,6 +255,14 @@ class Http2Session:
         self._checked_fields: dict[tuple[bytes, bytes], bool] = {}
         self._buffer = bytearray()
         self._out: list[bytes] = []
+        # Our preface is held until the client's begins (§3.4 lets it wait): a client sending
+        # an HTTP/1.1 request can then be answered in HTTP/1.1 (505), not after a SETTINGS
+        # frame it would read as a broken response. Released by a read that starts the client
+        # preface, and by any failure or shutdown.
+        self._held = True
+        # Responses the session gave by itself (431, 505), (method, status), for the adapter's
+        # request metrics: it empties the list.
+        self.answered: list[tuple[bytes, int]] = []
         self._preface = False
         self._settings_seen = False
         self._settings_acked = False  # the client acknowledged our SETTINGS (§6.5.3)
@@ -291,6 +324,8 @@ class Http2Session:
         self._out.append(settings_frame(values))
 
     def data_to_send(self) -> bytes:
+        if self._held:
+            return b""
         out = b"".join(self._out)
         self._out.clear()
         return out
@@ -306,13 +341,12 @@ class Http2Session:
         pos = 0
         try:
             if not self._preface:
+                if not PREFACE.startswith(bytes(buf[:len(PREFACE)])):
+                    return self._not_http2(buf)
+                self._held = False
                 if len(buf) < len(PREFACE):
-                    if not PREFACE.startswith(bytes(buf)):
-                        raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
                     keep_unread(self._buffer, buf, 0)
                     return out
-                if not buf.startswith(PREFACE):
-                    raise _ConnectionError(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
                 self._preface = True
                 pos = len(PREFACE)
             for frame_type, flags, stream_id, payload, end in read_frames(buf, pos):
@@ -334,7 +368,28 @@ class Http2Session:
             out = [request for request in out if request.stream_id in streams]
         return out
 
+    def _not_http2(self, buf: bytes | bytearray) -> list[RequestReceived]:
+        """What came is not the client preface: an HTTP/1.x request gets an HTTP/1.1 505
+        (RFC 9110 §15.6.6; §3.4 lets GOAWAY be omitted, the peer not using HTTP/2), anything
+        else a connection error PROTOCOL_ERROR."""
+        request = _HTTP1_REQUEST.match(buf)
+        if request is None and _HTTP1_METHOD.fullmatch(buf) is not None:
+            keep_unread(self._buffer, buf, 0)  # perhaps a request line: wait for its SP
+            return []
+        if request is None:
+            self._fail(ErrorCode.PROTOCOL_ERROR, "no HTTP/2 preface")
+            return []
+        method = request.group(1)
+        self._out = [HTTP1_REFUSAL]
+        self._held = False
+        self._goaway_sent = True  # nothing more is read or sent
+        self._buffer.clear()
+        self.error = f"an HTTP/1 {method.decode()} request on an HTTP/2 port: 505"
+        self.answered.append((method, 505))
+        return []
+
     def _fail(self, code: ErrorCode, reason: str) -> None:
+        self._held = False
         self._out.append(goaway_frame(self._last_stream_id, code, reason.encode()[:128]))
         self._goaway_sent = True
         self.error = f"HTTP/2 {code.name}: {reason}"
@@ -503,6 +558,7 @@ class Http2Session:
             stream.answered = True
             self.respond(stream_id, problem(
                 431, f"the header list exceeds {self._max_header_list} bytes"))
+            self.answered.append((_method_of(headers), 431))
             self._reset.append(stream_id)  # a body still to come is dropped quietly
             return
         stream.method, stream.path, stream.content_length, stream.authorization = (
@@ -718,6 +774,7 @@ class Http2Session:
         :attr:`closed`."""
         if self._goaway_sent or self._draining_since is not None or self._final_goaway:
             return
+        self._held = False
         self._draining_since = now
         self.closing_reason = reason
         self._out.append(goaway_frame(_MAX_STREAM_ID, ErrorCode.NO_ERROR))
@@ -727,6 +784,7 @@ class Http2Session:
         """The final GOAWAY NO_ERROR (§6.8) naming the last stream we processed: later streams
         are ignored, the ones in flight still answered."""
         if not self._goaway_sent and not self._final_goaway:
+            self._held = False
             self._out.append(goaway_frame(self._last_stream_id, ErrorCode.NO_ERROR))
             self._final_goaway = True
 

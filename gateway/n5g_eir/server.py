@@ -137,6 +137,10 @@ class _Connection(asyncio.Protocol):
             return
         session = self._session
         requests = session.receive(data)
+        if session.answered:  # 431 and 505, which the session gives by itself
+            for method, status in session.answered:
+                self._server.http.count(method, status, 0.0)
+            session.answered.clear()
         for request in requests:
             self._dispatch(request)
         self._flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 from collections import Counter
@@ -72,8 +73,44 @@ def rst_code(s: Http2Session, stream_id: int) -> int:
 
 def test_no_preface_is_a_connection_error() -> None:
     s = Http2Session(N5gEirSettings())
-    s.receive(b"GET / HTTP/1.1\r\n")
+    s.receive(b"\x16\x03\x01\x02\x00\x01")  # a TLS ClientHello on an h2c port
     assert goaway_code(s) == ErrorCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"GET /n5g-eir-eic/v1/equipment-status?pei=imei-352099001761481 HTTP/1.1\r\n\r\n"],
+    [b"G", b"ET", b" / HTTP/1.1\r\nUpgrade: h2c\r\n"],  # an h2c upgrade (§3.1), in pieces
+])
+def test_an_http1_request_gets_an_http1_505(pieces: list[bytes]) -> None:
+    """An HTTP/1.1 client on an h2c port read our SETTINGS and a GOAWAY as its response
+    (curl: "Received HTTP/0.9 when not allowed"). Our preface now waits for the client's
+    (§3.4), and an HTTP/1.x request line gets 505 in HTTP/1.1 (§3.4: GOAWAY may be omitted)."""
+    s = Http2Session(N5gEirSettings())
+    s.initiate()
+    assert s.data_to_send() == b""
+    for piece in pieces:
+        assert s.receive(piece) == []
+    head, _, body = s.data_to_send().partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 505 HTTP Version Not Supported"
+    assert b"content-type: application/problem+json" in lines and b"connection: close" in lines
+    assert json.loads(body)["status"] == 505
+    assert s.closed and s.answered == [(b"GET", 505)]
+    assert s.receive(b"more") == [] and s.data_to_send() == b""
+
+
+def test_our_preface_waits_for_the_clients() -> None:
+    s = Http2Session(N5gEirSettings())
+    s.initiate()
+    assert s.data_to_send() == b""
+    s.receive(PREFACE[:1])  # the client's preface begins: ours goes out
+    assert frames(s.data_to_send())[0][0] == FrameType.SETTINGS
+    # A client that never sends a byte: SETTINGS before the GOAWAY SETTINGS_TIMEOUT.
+    s = Http2Session(N5gEirSettings())
+    s.initiate()
+    s.tick(0.0)
+    s.tick(10.0)
+    assert [f[0] for f in frames(s.data_to_send())] == [FrameType.SETTINGS, FrameType.GOAWAY]
 
 
 def test_preface_may_arrive_byte_by_byte() -> None:

@@ -361,3 +361,34 @@ async def test_a_flood_of_empty_continuation_frames_is_stopped(
     assert terminated[0].error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl to be an HTTP/1.1 client")
+async def test_an_http1_client_gets_505_and_both_refusals_are_counted(
+    start_gateway: StartGateway,
+) -> None:
+    """curl speaking HTTP/1.1 (and curl --http2, an h2c upgrade) on the h2c port read our
+    SETTINGS and a GOAWAY as a response ("Received HTTP/0.9 when not allowed", exit 1); now
+    505 HTTP Version Not Supported. That 505 and the 431 the session gives by itself were not
+    counted in http_requests_total."""
+    gateway = await start_gateway()
+    assert CURL is not None
+    url = f"{base_url(gateway)}{EQUIPMENT_STATUS_PATH}?pei=imei-356938035643803"
+    for option in ("--http1.1", "--http2"):
+        process = await asyncio.create_subprocess_exec(
+            CURL, "-sS", option, "-w", "\n%{http_code} %{http_version}", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err
+        body, _, trailer = out.decode().rpartition("\n")
+        assert trailer == "505 1.1" and json.loads(body)["status"] == 505
+    async with h2c_client(gateway) as amf:
+        large = await amf.get(EQUIPMENT_STATUS_PATH, params={"pei": "imei-356938035643803"},
+                              headers={"x-large": "a" * 20_000})
+        assert large.status_code == 431
+    _, text = await scrape(gateway)
+    assert metric_value(text, "http_requests_total", interface="n5g_eir", method="GET",
+                        code="505") == 2
+    assert metric_value(text, "http_requests_total", interface="n5g_eir", method="GET",
+                        code="431") == 1

@@ -104,7 +104,9 @@ def test_requests_beyond_the_servers_stream_limit_wait_their_turn() -> None:
     server.initiate()
     client = Http2ClientSession()
     client.initiate()
-    client.receive(server.data_to_send())  # the server's SETTINGS first
+    # The client's preface first (§3.4): the server's SETTINGS wait for it.
+    assert server.receive(client.data_to_send()) == []
+    client.receive(server.data_to_send())
     assert client.settings_received and client.max_concurrent_streams == 2
     ids = [client.request(BLOCK) for _ in range(7)]
     assert ids == [1, 3, 5, 7, 9, 11, 13]
@@ -121,6 +123,7 @@ def test_goaway_refuses_the_streams_above_its_last() -> None:
     server.initiate()
     client = Http2ClientSession()
     client.initiate()
+    assert server.receive(client.data_to_send()) == []  # the client's preface first
     client.receive(server.data_to_send())
     first = client.request(BLOCK)
     server.receive(client.data_to_send())  # stream 1 reached the server, not answered yet
@@ -139,6 +142,7 @@ def test_ping_acknowledged_and_push_promise_a_protocol_error() -> None:
     server.initiate()
     client = Http2ClientSession()
     client.initiate()
+    assert server.receive(client.data_to_send()) == []  # the client's preface first
     client.receive(server.data_to_send())
     client.data_to_send()
     client.receive(frame(FrameType.PING, 0, 0, b"12345678"))
@@ -382,6 +386,7 @@ def test_responses_split_at_any_byte_are_read_as_whole(cuts: list[int]) -> None:
     server.initiate()
     client = Http2ClientSession()
     client.initiate()
+    assert server.receive(client.data_to_send()) == []  # the client's preface first
     client.receive(server.data_to_send())
     ids = [client.request(BLOCK) for _ in range(6)]
     for request in server.receive(client.data_to_send()):
