@@ -115,23 +115,38 @@ class DeferredAnswers:
         self.write_due = False
         self._clock = clock
         self._given = given
+        # The clock read by the first answer since the owner last wrote: the answers one call
+        # gives (a round trip to Redis: a tick's checks) are sent at one time, read once
+        # (asyncio's loop.time() cost ~900 instructions an answer). The owner writes them
+        # within the loop iteration, so the time is at most one iteration old; once the
+        # connection is closed (nobody writes), every answer reads it.
+        self._now = 0.0
+        self._closed = False
 
     def bind(self, answer: DeferredAnswer, request: AnyRequest) -> None:
         self.waiting.add(answer)
-        answer.bind(self.send, request)
+        # Bound to this object itself (``__call__``), not to ``self.send``: a bound method
+        # made per answer cost ~450 instructions (compiled, a generic attribute look-up).
+        answer.bind(self, request)
+
+    def __call__(self, answer: DeferredAnswer) -> None:
+        self.send(answer)
 
     def send(self, answer: DeferredAnswer) -> None:
         waiting = self.waiting
         waiting.discard(answer)
+        write_due = self.write_due
         peer = self.peer
         if peer is not None:
+            if not write_due or self._closed:
+                self._now = self._clock()
             result = answer.answer
-            if isinstance(result, (bytes, Message)):
-                peer.send_answer(answer.request, result, self._clock())
+            if isinstance(result, bytes) or isinstance(result, Message):
+                peer.send_answer(answer.request, result, self._now)
             else:
                 log.error("handler returned %r, not an answer", type(result))
-                peer.fail_request(answer.request, self._clock(), "handler returned no answer")
-        if not self.write_due or not waiting:
+                peer.fail_request(answer.request, self._now, "handler returned no answer")
+        if not write_due or not waiting:
             self.write_due = True
             self._given()
 
@@ -152,6 +167,7 @@ class DeferredAnswers:
         up for good (towards 3004 for every peer) and their first copies in progress, the
         copies sent again waiting for them for ever."""
         self._given = _nothing
+        self._closed = True
 
 
 def _nothing() -> None:

@@ -37,6 +37,7 @@ from gateway.imei import is_svn
 from gateway.metrics import GatewayMetrics
 from gateway.observations import ObservationLog
 from gateway.policy import REASON_LABEL, STATUS_LABEL
+from gateway.shared_count import CountedAnswer
 
 ME_IDENTITY_CHECK = 324
 
@@ -81,7 +82,7 @@ def application_avps() -> list[Avp]:
     ]
 
 
-class _CountedAnswer(DeferredAnswer):
+class _CountedAnswer(CountedAnswer):
     """The answer to a check waiting for the shared clone count only, given from the count's
     callback: the check's context held here rather than in a partial per check."""
 
@@ -264,7 +265,7 @@ class MeIdentityCheck:
             # (the checks of one round trip to Redis settled in one call), with no task,
             # coroutine or future per check: the connection sends it as it is given.
             answer = _CountedAnswer(self, request, result, started, echo)
-            count.add_callback(answer.counted)
+            count.add_answer(answer)
             return answer
         return self._resolve(request, result, started, echo)
 
