@@ -115,8 +115,19 @@ CLOCK_RESOLUTION = 0.001  # seconds: libuv's (uvloop's) loop time is in millisec
 
 def _observations(calls: list[tuple[str, str, float]]) -> str:
     """The script's observations argument, ``DIGEST MS DIGEST MS ...``: when each was seen in
-    integer milliseconds (a float's shortest repr cost ~7,000 instructions an observation)."""
-    return " ".join([f"{digest} {int(seen * 1000)}" for _, digest, seen in calls])
+    integer milliseconds (a float's shortest repr cost ~7,000 instructions an observation),
+    its text made once for the observations of one millisecond (a tick's checks mostly)."""
+    texts: list[str] = []
+    last = -1
+    text = ""
+    for _, digest, seen in calls:
+        ms = int(seen * 1000)
+        if ms != last:
+            last = ms
+            text = str(ms)
+        texts.append(digest)
+        texts.append(text)
+    return " ".join(texts)
 
 
 class SharedStateMetrics:
@@ -587,9 +598,19 @@ class SharedCloneTracker(CloneTracker):
         for start in range(0, len(batch), PER_CALL):
             calls = batch[start:start + PER_CALL]
             n = len(calls)
-            keys = "".join([
-                f"${size + len(imei)}\r\n{key_head}{imei}}}\r\n" for imei, _, _ in calls
-            ])
+            # Each key's bulk string header and head made once for the IMEIs of one length
+            # (all of them, mostly), not formatted per key.
+            parts: list[str] = []
+            length = -1
+            line = ""
+            for imei, _, _ in calls:
+                if len(imei) != length:
+                    length = len(imei)
+                    line = f"${size + length}\r\n{key_head}"
+                parts.append(line)
+                parts.append(imei)
+                parts.append("}\r\n")
+            keys = "".join(parts)
             observations = _observations(calls).encode()
             payload.append(b"*%d\r\n%b%b%b%b%b" % (
                 n + 6, head, bulk(b"%d" % n), keys.encode(), tail, bulk(observations)

@@ -36,6 +36,11 @@ MAX_DEPTH = 128
 # _integer).
 _INTEGER_LINES = re.compile(rb"(?::(?:-?[1-9][0-9]{0,17}|0)\r\n)*")
 _INT64 = 1 << 63
+# One-digit integer lines: each digit read as "0" to check a line's shape (":0\r\n"), and
+# as its value.
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
+_ZERO_LINE = b":0\r\n"
 _TYPES = b"+-:$*"  # RESP2's first bytes: simple string, error, integer, bulk string, array
 
 
@@ -170,19 +175,30 @@ class RespReader:
                 else:
                     if len(arrays) >= MAX_DEPTH:
                         raise ProtocolError(f"arrays nested deeper than {MAX_DEPTH}")
-                    # An array of integers (the clone script's reply, one a check) read in one
-                    # go: the integer lines that follow matched at once, split at once; ~7,000
-                    # instructions an element item by item, interpreted.
-                    matched = _INTEGER_LINES.match(buffer, after)  # matches, if only ""
-                    stop = after if matched is None else matched.end()
-                    lines = buffer[after:stop].split(b"\r\n", count)
-                    if len(lines) <= count:  # not all here, or not all integers: item by item
-                        arrays.append([])
-                        missing.append(count)
-                        position = after
-                        continue
-                    item = [int(line[1:]) for line in lines[:count]]
-                    after = stop - len(lines[count])
+                    # An array of one-digit integers (the clone script's counts, for a
+                    # threshold up to 8) read by bytes operations over the whole array: its
+                    # lines are ":D\r\n", 4 bytes each, checked at once, their digits read at
+                    # once (~670 instructions an element by the lines' match below).
+                    width = count << 2
+                    digit_lines = buffer[after:after + width]
+                    if (len(digit_lines) == width
+                            and digit_lines.translate(_DIGITS_AS_ZERO) == _ZERO_LINE * count):
+                        item = list(digit_lines[1::4].translate(_DIGIT_VALUES))
+                        after += width
+                    else:
+                        # An array of integers read in one go: the integer lines that follow
+                        # matched at once, split at once; ~7,000 instructions an element item
+                        # by item, interpreted.
+                        matched = _INTEGER_LINES.match(buffer, after)  # matches, if only ""
+                        stop = after if matched is None else matched.end()
+                        lines = buffer[after:stop].split(b"\r\n", count)
+                        if len(lines) <= count:  # not all here, or not all integers
+                            arrays.append([])
+                            missing.append(count)
+                            position = after
+                            continue
+                        item = [int(line[1:]) for line in lines[:count]]
+                        after = stop - len(lines[count])
             elif kind == 0x2B or kind == 0x2D:  # '+' simple string, '-' error
                 text = buffer[position + 1:stop]
                 if b"\r" in text or b"\n" in text:  # "cannot contain a CR or LF"

@@ -214,3 +214,31 @@ def test_reads_as_hiredis_does_however_the_bytes_are_split(
         got.extend(reader.feed(wire[start:stop]))
     assert [plain(r) for r in got] == [plain(r) for r in expected]
     assert reader.buffered == 0
+
+
+def _read_all(reader: object, wire: bytes) -> list[object]:
+    """Every reply in ``wire`` as ``plain`` gives it, or the exception's class name."""
+    try:
+        if isinstance(reader, RespReader):
+            return [plain(r) for r in reader.feed(wire)]
+        assert isinstance(reader, hiredis.Reader)
+        reader.feed(wire)
+        out = []
+        while (item := reader.gets()) is not False:
+            out.append(plain(item))
+        return out
+    except (ProtocolError, hiredis.ProtocolError):
+        return ["protocol error"]
+
+
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=30), st.integers(0, 200),
+       st.sampled_from(b":-+*$019\r\nx"))
+def test_an_array_of_digits_with_a_byte_changed_reads_as_hiredis_does(
+    counts: list[int], at: int, byte: int
+) -> None:
+    """The clone counts' array (one-digit integers, read by bytes operations over the whole
+    array) with any one byte changed: the same replies as hiredis, or a protocol error for
+    both."""
+    wire = bytearray(encode(counts) + b":7\r\n")  # and a reply after it
+    wire[at % len(wire)] = byte
+    assert _read_all(RespReader(), bytes(wire)) == _read_all(hiredis.Reader(), bytes(wire))
