@@ -53,6 +53,9 @@ _USUAL = re.compile(
     + rb"\?pei=(?:imei-([0-9]{15})|imeisv-([0-9]{16}))(?:&supi=imsi-([0-9]{5,15}))?"
 )
 _HEX = frozenset("0123456789abcdefABCDEF")
+# RFC 3986 §2.1: '%' begins a percent-encoded octet, two hex digits; unquote keeps any other
+# '%' as it is, so 'extid-a%zz@b' was served as if it were an identifier.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class EquipmentStatusQuery(NamedTuple):  # a NamedTuple: built per request (identities.py)
@@ -95,9 +98,11 @@ def parse_query(query: str) -> EquipmentStatusQuery | Response:
         raw_name, _, raw_value = field.partition("=")
         if "%" in field:
             try:
+                if _BAD_ESCAPE.search(field) is not None:
+                    raise ValueError(field)
                 name = unquote(raw_name, errors="strict")
                 value = unquote(raw_value, errors="strict")
-            except UnicodeDecodeError:
+            except ValueError:  # UnicodeDecodeError too
                 invalid.append(InvalidParam(f"query {raw_name[:32]}",
                                             "not percent-encoded UTF-8"))
                 continue

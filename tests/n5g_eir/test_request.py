@@ -66,6 +66,11 @@ def test_percent_encoding_and_unknown_parameters() -> None:
          ["query supported-features"]),
         (f"pei={PEI}&pei={PEI}", "INVALID_QUERY_PARAM", ["query pei"]),
         ("pei=imei-%FF", "INVALID_QUERY_PARAM", ["query pei"]),
+        # RFC 3986 §2.1: '%' and two hex digits; others were kept as text (and served 200).
+        ("pei=imei-%zz2099001761481", "INVALID_QUERY_PARAM", ["query pei"]),
+        (f"pei={PEI}&gpsi=extid-a%zz@b", "OPTIONAL_QUERY_PARAM_INCORRECT", ["query gpsi"]),
+        (f"pei={PEI}&supi=nai-a%4", "OPTIONAL_QUERY_PARAM_INCORRECT", ["query supi"]),
+        (f"pei={PEI}&x%=1", "OPTIONAL_QUERY_PARAM_INCORRECT", ["query x%"]),
     ],
 )
 def test_bad_queries_are_400_with_invalid_params(query: str, cause: str, params: list[str]) -> None:
