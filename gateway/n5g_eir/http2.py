@@ -88,9 +88,9 @@ def _http1_response(response: Response) -> bytes:
     return head.encode() + response.body
 
 
-# The answer to an HTTP/1.x request on an h2c port (TS 29.500 §5.2.2.2: HTTP/2 only).
+# The answer to an HTTP/1.x request (TS 29.500 §5.2.2.2: HTTP/2 only).
 HTTP1_REFUSAL = _http1_response(problem(
-    505, "this port speaks HTTP/2 only, with prior knowledge (RFC 9113 §3.3)"))
+    505, "HTTP/2 only: h2c with prior knowledge, or TLS with ALPN h2 (RFC 9113 §3)"))
 # The start of an HTTP/1.x request line (RFC 9112 §3: a method token, SP): a client that does
 # not speak HTTP/2 on an h2c port. Until its SP has come, a client may still be sending one.
 _HTTP1_REQUEST = re.compile(rb"([A-Z]{1,16}) ")

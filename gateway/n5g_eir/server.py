@@ -81,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self._started: dict[int, tuple[bytes, float]] = {}
         self._flush_scheduled = False
         self._refused = False  # told GOAWAY, or no ALPN h2: what it sends is dropped
+        self._no_alpn = False  # TLS without ALPN h2: its first read may be an HTTP/1.x request
         self._linger: asyncio.TimerHandle | None = None
 
     @property
@@ -97,11 +98,14 @@ class _Connection(asyncio.Protocol):
             ssl_object = transport.get_extra_info("ssl_object")
             alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
             if alpn != ALPN_H2:
-                # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2".
+                # RFC 9113 §3.2: over TLS, HTTP/2 is only spoken after ALPN "h2". An HTTP/1.x
+                # request in its first read gets a 505 (it read an empty reply); anything else,
+                # or nothing within REFUSED_LINGER_SECONDS, closes the connection.
                 log.info("N5g-eir TLS client %s did not negotiate ALPN h2 (%s): closed",
                          transport.get_extra_info("peername"), alpn)
-                self._refused = True  # what it sent meanwhile is dropped
-                transport.close()
+                self._refused = self._no_alpn = True
+                self._linger = asyncio.get_running_loop().call_later(
+                    REFUSED_LINGER_SECONDS, transport.abort)
                 return
         elif not server.admitted(transport.get_extra_info("peername")):
             transport.abort()
@@ -134,18 +138,38 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            if self._no_alpn:
+                self._no_alpn = False
+                self._answer_http1(data)
             return
         session = self._session
         requests = session.receive(data)
-        if session.answered:  # 431 and 505, which the session gives by itself
-            for method, status in session.answered:
-                self._server.http.count(method, status, 0.0)
-            session.answered.clear()
+        if session.answered:
+            self._count_answered()
         for request in requests:
             self._dispatch(request)
         self._flush()
         if session.closed:
             self._closed_by_session()
+
+    def _answer_http1(self, data: bytes) -> None:
+        """The first read of a TLS client without ALPN h2: the session answers an HTTP/1.x
+        request (505), and nothing else; then the connection closes."""
+        session = self._session
+        session.receive(data)
+        transport = self._transport
+        assert transport is not None
+        if session.answered:
+            self._count_answered()
+            transport.write(session.data_to_send())
+        transport.close()
+
+    def _count_answered(self) -> None:
+        """Responses the session gave by itself (431, 505), in the request metrics."""
+        session = self._session
+        for method, status in session.answered:
+            self._server.http.count(method, status, 0.0)
+        session.answered.clear()
 
     def _closed_by_session(self) -> None:
         session = self._session

@@ -243,16 +243,21 @@ async def test_tls_alpn_h2(start_gateway: StartGateway, pki: dict[str, tuple[str
 
 async def test_tls_without_alpn_h2_is_closed(start_gateway: StartGateway,
                                             pki: dict[str, tuple[str, str]]) -> None:
+    """RFC 9113 §3.2: no HTTP/2 over TLS without ALPN h2. An HTTP/1.1 request is told 505
+    (it read an empty reply); the HTTP/2 preface, or nothing, gets the connection closed."""
     gateway = await start_gateway(**tls_env(pki, verify_client=False))
     _, host, port = gateway.n5g_eir_sockets[0]
     context = client_context(pki, with_cert=False, alpn=("http/1.1",))
-    try:
+    for first, answer in ((b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"HTTP/1.1 505 "),
+                          (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b""), (b"", b"")):
         reader, writer = await asyncio.open_connection(host, port, ssl=context)
-    except (ssl.SSLError, ConnectionError):
-        return  # refused during the handshake (no common ALPN protocol): fine too
-    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
-    writer.close()
+        writer.write(first)
+        reply = await asyncio.wait_for(reader.read(), 10)  # then closed
+        assert reply.startswith(answer) and (answer or reply == b""), reply[:40]
+        writer.close()
+    _, text = await scrape(gateway)
+    assert metric_value(text, "http_requests_total", interface="n5g_eir", method="GET",
+                        code="505") == 1
 
 
 async def test_503_with_retry_after_while_the_diameter_side_sheds(
