@@ -276,9 +276,11 @@ class Http2Session:
         # error STREAM_CLOSED.
         self._reset: deque[int] = deque(maxlen=256)
         self._reset_by_peer: deque[int] = deque(maxlen=256)
-        # The last 256 streams the client opened, to tell a HEADERS on one of them (closed,
-        # §5.1) from one opening a stream below them (§5.1.1: PROTOCOL_ERROR).
-        self._opened_ids: deque[int] = deque(maxlen=256)
+        # Identifiers the client passed over when it opened a stream, as (last opened, next
+        # opened), the last 256 gaps: a HEADERS on one of them opens a stream below one already
+        # opened (§5.1.1: PROTOCOL_ERROR), not one that was closed (§5.1). Gaps, not the
+        # streams opened: clients number streams one after the other, and nothing is kept.
+        self._skipped: deque[tuple[int, int]] = deque(maxlen=256)
         self._send_window = DEFAULT_WINDOW  # connection-level, for our DATA
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_MAX_FRAME_SIZE
@@ -532,8 +534,7 @@ class Http2Session:
             self._end_of_request(stream_id, stream, out)
             return
         if stream_id <= self._last_stream_id:
-            opened = self._opened_ids
-            if stream_id not in opened and (len(opened) < 256 or stream_id > opened[0]):
+            if any(low < stream_id < high for low, high in self._skipped):
                 # §5.1.1: a new stream's identifier must exceed those of all streams the
                 # client opened: an unexpected identifier is a connection error PROTOCOL_ERROR.
                 raise _ConnectionError(ErrorCode.PROTOCOL_ERROR,
@@ -542,8 +543,9 @@ class Http2Session:
             return
         if self._final_goaway:
             return  # §6.8: a stream above the last one our GOAWAY named is ignored
+        if stream_id - self._last_stream_id > 2:
+            self._skipped.append((self._last_stream_id, stream_id))
         self._last_stream_id = stream_id
-        self._opened_ids.append(stream_id)
         self._new_stream = True
         if self._self_dependent == stream_id:
             self._self_dependent = 0

@@ -582,9 +582,16 @@ def test_headers_opening_a_stream_below_the_last_one_is_protocol_error() -> None
     assert s.respond(5, RESPONSE)
     s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 5, GET))
     assert goaway_code(s) == ErrorCode.STREAM_CLOSED
-    # Past the 256 streams remembered, an older one counts as closed, as before.
+    # Streams skipped in the middle; past the 256 gaps remembered, an older one counts as
+    # closed, as before.
     s = session()
-    for stream_id in range(3, 2 * 300, 2):
+    for stream_id in range(3, 4 * 300, 4):  # 1, 5, 9, ... skipped
+        s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, stream_id, GET))
+        assert s.respond(stream_id, RESPONSE)
+    s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 4 * 290 + 1, GET))
+    assert goaway_code(s) == ErrorCode.PROTOCOL_ERROR
+    s = session()
+    for stream_id in range(3, 4 * 300, 4):
         s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, stream_id, GET))
         assert s.respond(stream_id, RESPONSE)
     s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1, GET))
