@@ -197,6 +197,14 @@ def _method_of(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b""
 
 
+def _entity(authority: bytes, pseudo: dict[bytes, bytes]) -> bytes:
+    """host[:port] as it identifies an origin: lower case, the scheme's default port left out
+    (RFC 9110 §4.2.1, §4.2.2; RFC 3986 §6.2.3)."""
+    value = authority.lower()
+    default = b":443" if pseudo.get(b":scheme") == b"https" else b":80"
+    return value[:-len(default)] if value.endswith(default) else value
+
+
 def _request_head(
     headers: list[tuple[bytes, bytes]], checked: dict[tuple[bytes, bytes], bool]
 ) -> tuple[bytes, bytes, int | None, bytes | None]:
@@ -206,7 +214,7 @@ def _request_head(
     :authority and user-agent on every request."""
     pseudo: dict[bytes, bytes] = {}
     regular = False
-    content_length = authorization = None
+    content_length = authorization = host = None
     for field in headers:
         name, value = field
         is_pseudo = checked.get(field)
@@ -227,6 +235,12 @@ def _request_head(
             content_length = int(value)
         elif name == b"authorization":
             authorization = value
+        elif name == b"host":
+            host = value
+    if host is not None and b":authority" in pseudo and _entity(host, pseudo) != _entity(
+            pseudo[b":authority"], pseudo):
+        # §8.3.1: a Host naming another entity than :authority is malformed (a SHOULD).
+        raise _StreamError(ErrorCode.PROTOCOL_ERROR, "host differs from :authority")
     method = pseudo.get(b":method")
     if not method:  # RFC 9110 §9.1: a method is a token, never empty
         raise _StreamError(ErrorCode.PROTOCOL_ERROR, "no :method")

@@ -209,6 +209,11 @@ def test_continuation_and_padding_and_unknown_frames() -> None:
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH + b" ")],
         [(b":method", b"GET"), (b":scheme", b"http"), (b":path", PATH),
          (b"content-length", b"1")],  # and no body
+        # §8.3.1: a Host naming another entity than :authority (it was served).
+        [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"eir"), (b":path", PATH),
+         (b"host", b"other")],
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"eir:443"),
+         (b":path", PATH), (b"host", b"eir:8443")],
     ],
 )
 def test_malformed_requests_are_stream_errors(fields: list[tuple[bytes, bytes]]) -> None:
@@ -615,3 +620,16 @@ def test_malformed_trailers_are_a_stream_error(field: tuple[bytes, bytes]) -> No
     assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 3,
                            encode_headers([(b"x-trailer", b"1")]))) == [
         RequestReceived(3, b"GET", PATH)]
+
+
+@pytest.mark.parametrize(("authority", "host"), [
+    (b"eir", b"eir"), (b"EIR.example", b"eir.example"), (b"eir", b"eir:80"),
+    (b"eir:8080", b"eir:8080"),
+])
+def test_a_host_naming_the_same_entity_as_authority_is_served(authority: bytes,
+                                                              host: bytes) -> None:
+    s = session()
+    fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", authority),
+              (b":path", PATH), (b"host", host)]
+    assert s.receive(frame(FrameType.HEADERS, END_HEADERS | END_STREAM, 1,
+                           encode_headers(fields))) == [RequestReceived(1, b"GET", PATH)]
