@@ -20,12 +20,12 @@ OC-Supported-Features {OC-Feature-Vector OLR_DEFAULT_ALGO} (§5.1.2: MUST), and,
 is in force, OC-OLR {OC-Sequence-Number, OC-Report-Type HOST_REPORT, OC-Reduction-Percentage,
 OC-Validity-Duration}. The loss algorithm is selected whatever the request's OC-Feature-Vector
 offers: it is the only one this node has, and every DOIC node supports it (§6.1; a vector
-without its bit breaks §5.1.1, and the answer must carry OC-Supported-Features all the same). When the overload ends, the report is rescinded with
-OC-Validity-Duration 0 (§5.2.1.4, §5.2.3) for one validity period. Requests without
-OC-Supported-Features never get a DOIC AVP (§5.1.2).
+without its bit breaks §5.1.1, and the answer must carry OC-Supported-Features all the same).
+When the overload ends, the report is rescinded with OC-Validity-Duration 0 (§5.2.1.4, §5.2.3)
+for one validity period. Requests without OC-Supported-Features never get a DOIC AVP (§5.1.2).
 
-``ReactingNode`` is the other side (§5.2.1.3, §5.2.2, §6): what an MME honouring our reports does; the
-simulator uses it with ``--doic``.
+``ReactingNode`` is the other side (§5.2.1.3, §5.2.2, §6): what an MME honouring our reports
+does; the simulator uses it with ``--doic``.
 """
 
 from __future__ import annotations

@@ -311,9 +311,10 @@ class Peer:
 
     def receive_each(self, data: bytes, now: float) -> Iterator[list[Event]]:
         """``receive_data`` one message at a time: the events of each message (an empty list
-        for none) are yielded as soon as it is processed, so that the owner can answer a request before the next message
-        of the same read is decoded (objects stay short-lived; fewer garbage collections). The
-        owner consumes the iterator to the end before feeding more data."""
+        for none) are yielded as soon as it is processed, so that the owner can answer a
+        request before the next message of the same read is decoded (objects stay
+        short-lived; fewer garbage collections). The owner consumes the iterator to the end
+        before feeding more data."""
         if self.closed:
             return
         error: FramingError | None = None
@@ -453,7 +454,9 @@ class Peer:
         if trusted is None:
             patterns = self.node.overload.settings.doic_peers
             info = self.info
-            trusted = not patterns or (info is not None and name_matches(info.origin_host, patterns))
+            trusted = not patterns or (
+                info is not None and name_matches(info.origin_host, patterns)
+            )
             if info is not None:
                 self._doic_peer = trusted
         return trusted

@@ -544,7 +544,8 @@ class Http2Session:
                 # §8.2's field rules hold for trailers too (they were not checked: an
                 # upper-case or connection-specific field was served); no pseudo-header (§8.1).
                 if _check_field(name, value):
-                    raise _StreamError(ErrorCode.PROTOCOL_ERROR, "pseudo-header in trailers")
+                    raise _StreamError(ErrorCode.PROTOCOL_ERROR,
+                                       "a trailer field malformed (§8.2) or a pseudo-header")
             self._end_of_request(stream_id, stream, out)
             return
         if stream_id <= self._last_stream_id:
